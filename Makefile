@@ -1,0 +1,152 @@
+# medfed - federated learning for public hospitals.
+#
+#   make deps        install the Debian packages the project needs (apt-get, idempotent)
+#   make             build everything into bin/
+#   make test        unit tests (cmocka) + integration tests (real processes), then the
+#                    same suite under AddressSanitizer + UndefinedBehaviorSanitizer
+#   make sim         the main job: 10 simulated hospitals on PneumoniaMNIST
+#   make bench       benchmarks, JSON into bench-results/
+#   make asan-test   only the sanitizer run
+#   make clean
+#
+# V=1 shows the full commands. BUILD=dir picks the object directory.
+
+V ?= 0
+ifeq ($(V),0)
+Q := @
+say = @printf '  %-6s %s\n' $(1) $(2);
+else
+Q :=
+say =
+endif
+
+BUILD   ?= build
+BIN     ?= bin
+SANITIZE ?=
+
+CC      ?= cc
+CXX     ?= g++
+PKGS    := libzmq libsodium libssl libcrypto msgpack inih zlib
+# Recursive (=) so pkg-config only runs once `make deps` has installed the .pc files.
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+CMOCKA_LIBS = $(shell pkg-config --libs cmocka 2>/dev/null)
+TORCH_INC  := -I/usr/include/torch/csrc/api/include
+TORCH_LIBS := -ltorch_cpu -lc10
+
+WARN     := -Wall -Wextra -Werror
+OPT      ?= -O2 -g
+ASAN_FLAGS := -fsanitize=address -fsanitize=undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+SANFLAGS := $(if $(SANITIZE),$(ASAN_FLAGS))
+INC      := -I. 
+CFLAGS   += -std=c11 -D_GNU_SOURCE $(WARN) $(OPT) $(SANFLAGS) $(INC) $(PKG_CFLAGS) -MMD -MP
+CXXFLAGS += -std=c++17 $(WARN) -Wno-unused-parameter $(OPT) $(SANFLAGS) $(INC) $(TORCH_INC) -MMD -MP
+LDFLAGS  += $(SANFLAGS)
+LIBS      = $(PKG_LIBS) -lm -lpthread
+
+# ---- sources ---------------------------------------------------------------
+# The core library: plain C, no LibTorch. Everything but the daemons' mains.
+CORE_SRC := $(wildcard common/*.c proto/*.c aggregation/*.c crypto/*.c) \
+            model/safetensors.c client/data_idx.c client/data.c sim/partition.c
+MODEL_SRC := model/model.cpp model/checkpoint.c
+
+COORD_SRC  := $(wildcard coordinator/*.c)
+CLIENT_SRC := $(filter-out client/data_idx.c client/data.c,$(wildcard client/*.c))
+SIM_SRC    := $(filter-out sim/partition.c,$(wildcard sim/*.c))
+
+obj = $(patsubst %.c,$(BUILD)/%.o,$(patsubst %.cpp,$(BUILD)/%.o,$(1)))
+
+CORE_LIB  := $(BUILD)/libmedfed.a
+MODEL_OBJ := $(call obj,$(MODEL_SRC))
+
+PROGS := $(BIN)/medfed-coordinator $(BIN)/medfed-client $(BIN)/medfed-sim \
+         $(BIN)/medfed-eval $(BIN)/medfed-init
+
+UNIT_SRC   := $(wildcard tests/unit/test_*.c)
+UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
+TEST_TOOLS := $(BUILD)/tests/evil_client
+
+.PHONY: all deps test unit-test integration-test asan-test sim bench fuzz clean data
+all: $(PROGS)
+
+deps:
+	$(Q)sh tools/deps.sh
+
+$(CORE_LIB): $(call obj,$(CORE_SRC))
+	$(call say,AR,$@)$(AR) rcs $@ $^
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(call say,CC,$<)$(CC) $(CFLAGS) -c $< -o $@
+
+$(BUILD)/%.o: %.cpp
+	@mkdir -p $(dir $@)
+	$(call say,CXX,$<)$(CXX) $(CXXFLAGS) -c $< -o $@
+
+# Programs that train link LibTorch (and so link with the C++ driver).
+$(BIN)/medfed-coordinator: $(call obj,$(COORD_SRC)) $(CORE_LIB)
+	@mkdir -p $(BIN)
+	$(call say,LD,$@)$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BIN)/medfed-sim: $(call obj,$(SIM_SRC)) $(CORE_LIB)
+	@mkdir -p $(BIN)
+	$(call say,LD,$@)$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BIN)/medfed-client: $(call obj,$(CLIENT_SRC)) $(MODEL_OBJ) $(CORE_LIB)
+	@mkdir -p $(BIN)
+	$(call say,LD,$@)$(CXX) $(LDFLAGS) -o $@ $^ $(TORCH_LIBS) $(LIBS)
+
+$(BIN)/medfed-eval: $(BUILD)/tools/eval.o $(MODEL_OBJ) $(CORE_LIB)
+	@mkdir -p $(BIN)
+	$(call say,LD,$@)$(CXX) $(LDFLAGS) -o $@ $^ $(TORCH_LIBS) $(LIBS)
+
+$(BIN)/medfed-init: $(BUILD)/tools/init.o $(MODEL_OBJ) $(CORE_LIB)
+	@mkdir -p $(BIN)
+	$(call say,LD,$@)$(CXX) $(LDFLAGS) -o $@ $^ $(TORCH_LIBS) $(LIBS)
+
+# ---- tests -----------------------------------------------------------------
+$(BUILD)/tests/test_model: $(BUILD)/tests/unit/test_model.o $(MODEL_OBJ) $(CORE_LIB)
+	@mkdir -p $(dir $@)
+	$(call say,LD,$@)$(CXX) $(LDFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(TORCH_LIBS) $(LIBS)
+
+$(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(CORE_LIB)
+	@mkdir -p $(dir $@)
+	$(call say,LD,$@)$(CC) $(LDFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(LIBS)
+
+$(BUILD)/tests/evil_client: $(BUILD)/tests/integration/evil_client.o $(CORE_LIB)
+	@mkdir -p $(dir $@)
+	$(call say,LD,$@)$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+test: deps
+	$(Q)$(MAKE) --no-print-directory unit-test integration-test
+	$(Q)$(MAKE) --no-print-directory asan-test
+
+unit-test: $(UNIT_TESTS)
+	$(Q)sh tests/run_unit.sh $(BUILD)/tests $(UNIT_TESTS)
+
+integration-test: $(PROGS) $(TEST_TOOLS)
+	$(Q)sh tests/integration/run.sh $(BIN) $(BUILD)
+
+# The same suite, built with ASan + UBSan into its own directories.
+asan-test: deps
+	$(Q)$(MAKE) --no-print-directory BUILD=build-asan BIN=build-asan/bin SANITIZE=1 OPT='-O1 -g' \
+		unit-test integration-test
+
+# ---- the main job and benchmarks --------------------------------------------
+SIM_ARGS ?= --clients 10 --rounds 20 --dataset pneumoniamnist --partition dirichlet:0.5 --seed 1 --out runs/sim
+sim: deps
+	$(Q)$(MAKE) --no-print-directory all
+	$(BIN)/medfed-sim $(SIM_ARGS)
+
+bench: deps
+	$(Q)$(MAKE) --no-print-directory all $(BUILD)/tests/bench_fedavg
+	$(Q)sh tests/bench/run.sh $(BIN) $(BUILD) bench-results
+
+$(BUILD)/tests/bench_fedavg: $(BUILD)/tests/bench/bench_fedavg.o $(CORE_LIB)
+	@mkdir -p $(dir $@)
+	$(call say,LD,$@)$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+clean:
+	rm -rf build build-asan bin
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

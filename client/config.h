@@ -1,0 +1,34 @@
+/*
+ * config.h - the client daemon's INI config file.
+ *
+ *   [client]
+ *   site = st-marys            ; name shown to the coordinator (no patient data)
+ *   coordinator = tcp://coordinator.example.org:7700
+ *   threads = 2                ; LibTorch intra-op threads
+ *   log_level = info           ; error | warn | info | debug
+ *   heartbeat = 1.0            ; seconds between heartbeats
+ *   [data]
+ *   source = idx               ; then the source's own keys (see client/data.c)
+ *
+ * Parsed with libinih; every error is reported as "file:line: reason" and the
+ * daemon refuses to start.
+ */
+#ifndef MEDFED_CLIENT_CONFIG_H
+#define MEDFED_CLIENT_CONFIG_H
+
+#include "client/data.h"
+#include "common/log.h"
+#include "proto/wire.h"
+
+typedef struct {
+    char site[WIRE_SITE_MAX];
+    char coordinator[256];
+    int threads;
+    log_level_t log_level;
+    double heartbeat;
+    data_conf_t data;
+} client_conf_t;
+
+int client_conf_load(const char *path, client_conf_t *c, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,178 @@
+#include "client/data.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client/data_idx.h"
+#include "common/util.h"
+
+int data_conf_set(data_conf_t *c, const char *key, const char *value, int line, char *err,
+                  size_t errlen)
+{
+    if (data_conf_get(c, key)) {
+        snprintf(err, errlen, "key '%s' given twice", key);
+        return -1;
+    }
+    if (c->n == DATA_MAX_OPTS) {
+        snprintf(err, errlen, "too many keys in [data] (at most %d)", DATA_MAX_OPTS);
+        return -1;
+    }
+    data_opt_t *o = &c->opt[c->n];
+    if (util_strlcpy(o->key, key, sizeof o->key) < 0 ||
+        util_strlcpy(o->value, value, sizeof o->value) < 0) {
+        snprintf(err, errlen, "key or value too long for '%s'", key);
+        return -1;
+    }
+    o->line = line;
+    c->n++;
+    return 0;
+}
+
+const char *data_conf_get(const data_conf_t *c, const char *key)
+{
+    for (size_t i = 0; i < c->n; i++)
+        if (strcmp(c->opt[i].key, key) == 0) return c->opt[i].value;
+    return NULL;
+}
+
+void dataset_normalise_u8(const uint8_t *pixels, size_t count, float *out)
+{
+    for (size_t i = 0; i < count; i++) out[i] = ((float)pixels[i] / 255.0f - 0.5f) / 0.5f;
+}
+
+void dataset_free(dataset_t *d)
+{
+    if (!d) return;
+    free(d->x);
+    free(d->y);
+    memset(d, 0, sizeof *d);
+}
+
+/* ---- the idx source ---------------------------------------------------------- */
+
+typedef struct {
+    char images[2][DATA_VALUE_MAX];
+    char labels[2][DATA_VALUE_MAX];
+} idx_source_t;
+
+static const char *const idx_keys[] = {"source", "train_images", "train_labels",
+                                       "val_images", "val_labels", NULL};
+
+static void *idx_open(const data_conf_t *c, char *err, size_t errlen)
+{
+    const char *ti = data_conf_get(c, "train_images"), *tl = data_conf_get(c, "train_labels");
+    const char *vi = data_conf_get(c, "val_images"), *vl = data_conf_get(c, "val_labels");
+    if (!ti || !tl) {
+        snprintf(err, errlen, "%s: [data] source idx needs train_images and train_labels", c->file);
+        return NULL;
+    }
+    if (!vi != !vl) {
+        snprintf(err, errlen, "%s: [data] val_images and val_labels go together", c->file);
+        return NULL;
+    }
+    idx_source_t *s = calloc(1, sizeof *s);
+    if (!s) return NULL;
+    util_strlcpy(s->images[DATA_TRAIN], ti, DATA_VALUE_MAX);
+    util_strlcpy(s->labels[DATA_TRAIN], tl, DATA_VALUE_MAX);
+    if (vi) {
+        util_strlcpy(s->images[DATA_VAL], vi, DATA_VALUE_MAX);
+        util_strlcpy(s->labels[DATA_VAL], vl, DATA_VALUE_MAX);
+    }
+    return s;
+}
+
+static int idx_source_load(void *state, data_split_t split, dataset_t *out, char *err,
+                           size_t errlen)
+{
+    idx_source_t *s = state;
+    memset(out, 0, sizeof *out);
+    if (!s->images[split][0]) return 0; /* no such split configured */
+    idx_set_t set;
+    if (idx_load(s->images[split], s->labels[split], &set, err, errlen) < 0) return -1;
+    size_t per = (size_t)set.rows * (size_t)set.cols;
+    out->x = malloc((size_t)set.n * per * sizeof *out->x);
+    out->y = malloc((size_t)(set.n ? set.n : 1) * sizeof *out->y);
+    if (!out->x || !out->y) {
+        snprintf(err, errlen, "out of memory for %lld images", (long long)set.n);
+        idx_free(&set);
+        dataset_free(out);
+        return -1;
+    }
+    dataset_normalise_u8(set.pixels, (size_t)set.n * per, out->x);
+    for (int64_t i = 0; i < set.n; i++) out->y[i] = set.labels[i];
+    out->n = set.n;
+    out->channels = 1;
+    out->height = set.rows;
+    out->width = set.cols;
+    idx_free(&set);
+    return 0;
+}
+
+static void idx_close(void *state) { free(state); }
+
+/* ---- the table of sources ------------------------------------------------------ */
+
+typedef struct {
+    const char *kind;
+    const char *const *keys;  /* keys this source accepts */
+    void *(*open)(const data_conf_t *c, char *err, size_t errlen);
+    int (*load)(void *state, data_split_t split, dataset_t *out, char *err, size_t errlen);
+    void (*close)(void *state);
+} source_ops_t;
+
+static const source_ops_t sources[] = {
+    {"idx", idx_keys, idx_open, idx_source_load, idx_close},
+};
+
+struct datasource {
+    const source_ops_t *ops;
+    void *state;
+};
+
+datasource_t *datasource_open(const data_conf_t *conf, char *err, size_t errlen)
+{
+    const char *kind = data_conf_get(conf, "source");
+    if (!kind) kind = "idx";
+    const source_ops_t *ops = NULL;
+    for (size_t i = 0; i < sizeof sources / sizeof sources[0]; i++)
+        if (strcmp(sources[i].kind, kind) == 0) ops = &sources[i];
+    if (!ops) {
+        snprintf(err, errlen, "%s: [data] unknown source '%s' (known: idx)", conf->file, kind);
+        return NULL;
+    }
+    for (size_t i = 0; i < conf->n; i++) {
+        int known = 0;
+        for (const char *const *k = ops->keys; *k; k++) known |= strcmp(*k, conf->opt[i].key) == 0;
+        if (!known) {
+            snprintf(err, errlen, "%s:%d: unknown key '%s' for data source %s", conf->file,
+                     conf->opt[i].line, conf->opt[i].key, kind);
+            return NULL;
+        }
+    }
+    datasource_t *ds = calloc(1, sizeof *ds);
+    if (!ds) return NULL;
+    ds->ops = ops;
+    ds->state = ops->open(conf, err, errlen);
+    if (!ds->state) {
+        free(ds);
+        return NULL;
+    }
+    return ds;
+}
+
+void datasource_destroy(datasource_t **ds)
+{
+    if (!ds || !*ds) return;
+    (*ds)->ops->close((*ds)->state);
+    free(*ds);
+    *ds = NULL;
+}
+
+const char *datasource_kind(const datasource_t *ds) { return ds->ops->kind; }
+
+int datasource_load(datasource_t *ds, data_split_t split, dataset_t *out, char *err,
+                    size_t errlen)
+{
+    return ds->ops->load(ds->state, split, out, err, errlen);
+}

@@ -1,0 +1,65 @@
+/*
+ * data.h - where a hospital's images come from: the data-source interface.
+ *
+ * A data source is opened from the [data] section of the client config
+ * (key/value pairs) and loads each split into memory as normalised float32
+ * tensors. Sources are one table in data.c: adding DICOM folders or DICOMweb
+ * means adding a row and a file, nothing else changes. A source never logs
+ * image content or identifiers: only counts and file names it was given.
+ */
+#ifndef MEDFED_DATA_H
+#define MEDFED_DATA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define DATA_KEY_MAX 64
+#define DATA_VALUE_MAX 1024
+#define DATA_MAX_OPTS 32
+
+typedef enum { DATA_TRAIN = 0, DATA_VAL = 1 } data_split_t;
+
+/* One split in memory: x holds n * channels * height * width floats. */
+typedef struct {
+    float *x;
+    int32_t *y;
+    int64_t n;
+    int channels, height, width;
+} dataset_t;
+
+/* The [data] section as given, with line numbers for error messages. */
+typedef struct {
+    char key[DATA_KEY_MAX];
+    char value[DATA_VALUE_MAX];
+    int line;
+} data_opt_t;
+
+typedef struct {
+    char file[512];        /* config file, for messages */
+    data_opt_t opt[DATA_MAX_OPTS];
+    size_t n;
+} data_conf_t;
+
+/* Adds key=value (a repeated key or a full table is an error). */
+int data_conf_set(data_conf_t *c, const char *key, const char *value, int line, char *err,
+                  size_t errlen);
+const char *data_conf_get(const data_conf_t *c, const char *key);
+
+typedef struct datasource datasource_t;
+
+/* Opens the source named by "source" (default "idx"), checking its keys:
+ * an unknown key is an error "file:line: unknown key 'x' for data source idx". */
+datasource_t *datasource_open(const data_conf_t *conf, char *err, size_t errlen);
+void datasource_destroy(datasource_t **ds);
+const char *datasource_kind(const datasource_t *ds);
+
+/* Loads one split. A source without a validation split returns n = 0 for
+ * DATA_VAL. Caller frees with dataset_free. */
+int datasource_load(datasource_t *ds, data_split_t split, dataset_t *out, char *err,
+                    size_t errlen);
+void dataset_free(dataset_t *d);
+
+/* Converts uint8 pixels to the model's input scale: (p / 255 - 0.5) / 0.5. */
+void dataset_normalise_u8(const uint8_t *pixels, size_t count, float *out);
+
+#endif

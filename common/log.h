@@ -1,0 +1,28 @@
+/*
+ * log.h - one-line, levelled logs on stderr (journald reads stderr as is).
+ *
+ * Format: "<prog> LEVEL message". The caller never passes patient data, pixel
+ * values or key material: log lines name sites, rounds, phases and sizes only.
+ * A disabled level costs one integer compare.
+ */
+#ifndef MEDFED_LOG_H
+#define MEDFED_LOG_H
+
+#include <stdarg.h>
+
+typedef enum { LOG_ERROR = 0, LOG_WARN = 1, LOG_INFO = 2, LOG_DEBUG = 3 } log_level_t;
+
+extern log_level_t log_threshold;
+
+void log_init(const char *prog, log_level_t level);
+/* Parses "error", "warn", "info", "debug"; -1 if unknown. */
+int log_level_parse(const char *s, log_level_t *out);
+void log_write(log_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+#define LOG_AT(lvl, ...) do { if ((lvl) <= log_threshold) log_write((lvl), __VA_ARGS__); } while (0)
+#define log_error(...) LOG_AT(LOG_ERROR, __VA_ARGS__)
+#define log_warn(...)  LOG_AT(LOG_WARN, __VA_ARGS__)
+#define log_info(...)  LOG_AT(LOG_INFO, __VA_ARGS__)
+#define log_debug(...) LOG_AT(LOG_DEBUG, __VA_ARGS__)
+
+#endif

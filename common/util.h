@@ -1,0 +1,31 @@
+/*
+ * util.h - small helpers shared by every program: clocks, number parsing,
+ * file writing, JSON string escaping.
+ */
+#ifndef MEDFED_UTIL_H
+#define MEDFED_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+/* Monotonic time in seconds. */
+double util_now(void);
+
+/* Strict parsers: the whole string must be a number in [lo, hi]. 0 or -1. */
+int util_parse_int(const char *s, long long lo, long long hi, long long *out);
+int util_parse_double(const char *s, double lo, double hi, double *out);
+
+/* Writes len bytes to path atomically (temp file, fsync, rename, fsync dir). */
+int util_write_file_atomic(const char *path, const void *buf, size_t len, char *err,
+                           size_t errlen);
+/* mkdir -p. */
+int util_mkdirs(const char *path, char *err, size_t errlen);
+
+/* Writes s as a JSON string literal (with quotes) to f. */
+void util_json_string(FILE *f, const char *s);
+
+/* Copies at most dstlen-1 bytes and terminates; returns -1 if s did not fit. */
+int util_strlcpy(char *dst, const char *s, size_t dstlen);
+
+#endif

@@ -1,0 +1,45 @@
+/*
+ * coordinator.h - the research lead's coordinator: a ROUTER socket, the
+ * registry of hospital clients, and the round state machine. It works on flat
+ * float32 vectors and schemas only: it never links LibTorch and never sees an
+ * image.
+ */
+#ifndef MEDFED_COORDINATOR_H
+#define MEDFED_COORDINATOR_H
+
+#include <limits.h>
+#include <signal.h>
+#include <stdint.h>
+
+#include "aggregation/fedavg.h"
+#include "common/log.h"
+
+#define COORD_MAX_CLIENTS 1024
+
+typedef struct {
+    char bind[256];              /* tcp://127.0.0.1:7700 */
+    char init_model[PATH_MAX];   /* safetensors with arch metadata (medfed-init) */
+    char out_dir[PATH_MAX];      /* metrics.jsonl, model.safetensors */
+    char roster[PATH_MAX];       /* optional: one site name per line; index = line order */
+    int rounds;
+    int wait_for;                /* start round 1 once this many clients registered */
+    int min_clients;             /* fewer accepted updates than this aborts a round */
+    double fraction;             /* share of live clients picked per round */
+    int epochs, batch;
+    double lr, momentum, weight_decay;
+    uint64_t seed;
+    double heartbeat_timeout;    /* a client silent this long is dropped */
+    double phase_timeout;        /* deadline of one phase */
+    double wait_timeout;         /* give up waiting for clients after this long */
+    fedavg_opts_t server;
+    log_level_t log_level;
+} coord_conf_t;
+
+void coord_conf_defaults(coord_conf_t *c);
+
+extern volatile sig_atomic_t coord_stop;
+
+/* Runs the whole federation. 0 when every round ran, non-zero on error. */
+int coord_run(const coord_conf_t *conf);
+
+#endif

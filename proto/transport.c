@@ -1,0 +1,108 @@
+#include "proto/transport.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+long long transport_send(void *sock, const peer_id_t *to, const msg_t *m, wire_buf_t *buf,
+                         int dontwait)
+{
+    msg_encode(m, buf);
+    int flags = dontwait ? ZMQ_DONTWAIT : 0;
+    if (to && zmq_send(sock, to->data, to->len, flags | ZMQ_SNDMORE) < 0) return -1;
+    size_t n = wire_buf_size(buf);
+    if (zmq_send(sock, wire_buf_data(buf), n, flags) < 0) return -1;
+    return (long long)n;
+}
+
+static void drain(void *sock)
+{
+    int more = 1;
+    size_t sz = sizeof more;
+    while (zmq_getsockopt(sock, ZMQ_RCVMORE, &more, &sz) == 0 && more) {
+        zmq_msg_t junk;
+        zmq_msg_init(&junk);
+        zmq_msg_recv(&junk, sock, 0);
+        zmq_msg_close(&junk);
+    }
+}
+
+static int has_more(void *sock)
+{
+    int more = 0;
+    size_t sz = sizeof more;
+    zmq_getsockopt(sock, ZMQ_RCVMORE, &more, &sz);
+    return more;
+}
+
+int transport_recv(void *sock, int is_router, wire_frame_t *frame, int dontwait)
+{
+    memset(frame, 0, sizeof *frame);
+    int flags = dontwait ? ZMQ_DONTWAIT : 0;
+    zmq_msg_t *m = malloc(sizeof *m);
+    if (!m) return -1;
+    zmq_msg_init(m);
+    if (is_router) {
+        if (zmq_msg_recv(m, sock, flags) < 0) {
+            int e = errno;
+            zmq_msg_close(m);
+            free(m);
+            errno = e;
+            return -1;
+        }
+        size_t idlen = zmq_msg_size(m);
+        if (idlen > TRANSPORT_ID_MAX || !has_more(sock)) {
+            zmq_msg_close(m);
+            free(m);
+            drain(sock);
+            errno = EPROTO;
+            return -1;
+        }
+        memcpy(frame->from.data, zmq_msg_data(m), idlen);
+        frame->from.len = idlen;
+        zmq_msg_close(m);
+        zmq_msg_init(m);
+        flags = 0; /* the rest of a multipart message is already here */
+    }
+    if (zmq_msg_recv(m, sock, flags) < 0) {
+        int e = errno;
+        zmq_msg_close(m);
+        free(m);
+        errno = e;
+        return -1;
+    }
+    if (has_more(sock)) { /* medfed messages are exactly one payload frame */
+        zmq_msg_close(m);
+        free(m);
+        drain(sock);
+        errno = EPROTO;
+        return -1;
+    }
+    frame->frame = m;
+    frame->bytes = zmq_msg_size(m);
+    return 0;
+}
+
+const void *transport_frame_data(const wire_frame_t *frame)
+{
+    return zmq_msg_data((zmq_msg_t *)frame->frame);
+}
+
+void transport_frame_close(wire_frame_t *frame)
+{
+    if (frame->frame) {
+        zmq_msg_close(frame->frame);
+        free(frame->frame);
+        frame->frame = NULL;
+    }
+}
+
+void transport_peer_str(const peer_id_t *id, char *out, size_t outlen)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < id->len && o + 3 < outlen && i < 8; i++)
+        o += (size_t)snprintf(out + o, outlen - o, "%02x", id->data[i]);
+    if (outlen) out[o < outlen ? o : outlen - 1] = '\0';
+}

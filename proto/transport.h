@@ -1,0 +1,45 @@
+/*
+ * transport.h - sending and receiving medfed messages over ZeroMQ.
+ *
+ * The coordinator's ROUTER sees [identity][payload]; a client's DEALER sees
+ * [payload]. Both sides count payload bytes here, at the socket layer, for
+ * the bytes_up / bytes_down metrics.
+ */
+#ifndef MEDFED_TRANSPORT_H
+#define MEDFED_TRANSPORT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "proto/wire.h"
+
+#define TRANSPORT_ID_MAX 256
+
+typedef struct {
+    uint8_t data[TRANSPORT_ID_MAX];
+    size_t len;
+} peer_id_t;
+
+/* A received message: keeps the frame alive while msg points into it. */
+typedef struct {
+    void *frame;        /* zmq_msg_t, opaque here */
+    peer_id_t from;     /* ROUTER only */
+    size_t bytes;       /* payload size */
+} wire_frame_t;
+
+/* Encodes m into buf and sends it; to is NULL on a DEALER. Returns bytes sent
+ * or -1 (errno from zmq). Non-blocking when dontwait is set. */
+long long transport_send(void *sock, const peer_id_t *to, const msg_t *m, wire_buf_t *buf,
+                         int dontwait);
+
+/* Receives one message (blocking unless dontwait). Returns 0 and fills frame
+ * (release with transport_frame_close), -1 with errno EAGAIN if nothing is
+ * waiting, or -1 on a broken multipart envelope (the frames are drained). */
+int transport_recv(void *sock, int is_router, wire_frame_t *frame, int dontwait);
+const void *transport_frame_data(const wire_frame_t *frame);
+void transport_frame_close(wire_frame_t *frame);
+
+/* Short printable form of a peer id for logs. */
+void transport_peer_str(const peer_id_t *id, char *out, size_t outlen);
+
+#endif

@@ -1,0 +1,355 @@
+/*
+ * wire.c - msgpack codec for every medfed message.
+ *
+ * The field table below IS the protocol's message list: for each key, its
+ * wire type, where it lives in msg_t, and which message types require or
+ * allow it. Encoder and decoder are both driven by it, so they cannot drift.
+ */
+#include "proto/wire.h"
+
+#include <assert.h>
+#include <msgpack.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define T(x) (1u << (x))
+
+typedef enum { F_U32, F_U64, F_I64, F_F64, F_STR, F_BIN } field_kind_t;
+
+typedef struct {
+    const char *key;
+    field_kind_t kind;
+    size_t off;        /* offset of the value in msg_t */
+    size_t cap;        /* F_STR: buffer size; F_BIN: offset of the length */
+    uint32_t required; /* T(type) mask */
+    uint32_t optional; /* T(type) mask */
+    uint32_t presence; /* MSG_HAS_* bit for optional bins, else 0 */
+} field_t;
+
+#define OFF(f) offsetof(msg_t, f)
+#define SPEC_TYPES (T(MSG_PLAN) | T(MSG_EVAL))
+
+static const field_t fields[] = {
+    /* key        kind   where               cap / len             required                              optional */
+    {"site",      F_STR, OFF(site),          WIRE_SITE_MAX,        T(MSG_HELLO), 0, 0},
+    {"version",   F_U32, OFF(version),       0,                    T(MSG_HELLO), 0, 0},
+    {"n_train",   F_I64, OFF(n_train),       0,                    T(MSG_HELLO), 0, 0},
+    {"n_val",     F_I64, OFF(n_val),         0,                    T(MSG_HELLO), 0, 0},
+    {"client_id", F_U32, OFF(client_id),     0,                    T(MSG_WELCOME), 0, 0},
+    {"arch",      F_STR, OFF(arch),          WIRE_ARCH_MAX,        SPEC_TYPES, 0, 0},
+    {"in_ch",     F_U32, OFF(in_channels),   0,                    SPEC_TYPES, 0, 0},
+    {"height",    F_U32, OFF(height),        0,                    SPEC_TYPES, 0, 0},
+    {"width",     F_U32, OFF(width),         0,                    SPEC_TYPES, 0, 0},
+    {"classes",   F_U32, OFF(classes),       0,                    SPEC_TYPES, 0, 0},
+    {"numel",     F_U64, OFF(numel),         0,                    SPEC_TYPES, 0, 0},
+    {"model_ver", F_U32, OFF(model_version), 0,                    SPEC_TYPES, 0, 0},
+    {"epochs",    F_U32, OFF(epochs),        0,                    T(MSG_PLAN), 0, 0},
+    {"batch",     F_U32, OFF(batch),         0,                    T(MSG_PLAN), 0, 0},
+    {"lr",        F_F64, OFF(lr),            0,                    T(MSG_PLAN), 0, 0},
+    {"momentum",  F_F64, OFF(momentum),      0,                    T(MSG_PLAN), 0, 0},
+    {"wd",        F_F64, OFF(weight_decay),  0,                    T(MSG_PLAN), 0, 0},
+    {"seed",      F_U64, OFF(seed),          0,                    T(MSG_PLAN), 0, 0},
+    {"vec",       F_BIN, OFF(vec),           OFF(vec_len),         T(MSG_UPDATE), SPEC_TYPES, MSG_HAS_VEC},
+    {"n",         F_I64, OFF(n_samples),     0,                    T(MSG_UPDATE) | T(MSG_EVAL_RESULT), 0, 0},
+    {"loss",      F_F64, OFF(loss_sum),      0,                    T(MSG_UPDATE) | T(MSG_EVAL_RESULT), 0, 0},
+    {"train_s",   F_F64, OFF(train_seconds), 0,                    T(MSG_UPDATE), 0, 0},
+    {"correct",   F_I64, OFF(correct),       0,                    T(MSG_EVAL_RESULT), 0, 0},
+    {"hist",      F_BIN, OFF(hist),          OFF(hist_len),        0, T(MSG_EVAL_RESULT), MSG_HAS_HIST},
+    {"code",      F_U32, OFF(code),          0,                    T(MSG_ERROR), 0, 0},
+    {"reason",    F_STR, OFF(reason),        WIRE_REASON_MAX,      T(MSG_ERROR), 0, 0},
+};
+#define N_FIELDS (sizeof fields / sizeof fields[0])
+
+static const char *const type_names[MSG_TYPE_COUNT] = {
+    "?", "HELLO", "WELCOME", "PLAN", "HEARTBEAT", "UPDATE", "EVAL", "EVAL_RESULT",
+    "SHUTDOWN", "ERROR",
+};
+
+static const char *const phase_names[PHASE_COUNT] = {"none", "train", "eval"};
+
+const char *msg_type_name(msg_type_t t)
+{
+    return (t > 0 && t < MSG_TYPE_COUNT) ? type_names[t] : "?";
+}
+
+const char *msg_phase_name(uint32_t p)
+{
+    return p < PHASE_COUNT ? phase_names[p] : "?";
+}
+
+void msg_error(msg_t *m, uint32_t round, msg_error_t code, const char *fmt, ...)
+{
+    memset(m, 0, sizeof *m);
+    m->type = MSG_ERROR;
+    m->round = round;
+    m->code = code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(m->reason, sizeof m->reason, fmt, ap);
+    va_end(ap);
+}
+
+/* ---- encode ---------------------------------------------------------------- */
+
+struct wire_buf {
+    msgpack_sbuffer sb;
+};
+
+wire_buf_t *wire_buf_new(void)
+{
+    wire_buf_t *b = calloc(1, sizeof *b);
+    if (b) msgpack_sbuffer_init(&b->sb);
+    return b;
+}
+
+void wire_buf_destroy(wire_buf_t **b)
+{
+    if (!b || !*b) return;
+    msgpack_sbuffer_destroy(&(*b)->sb);
+    free(*b);
+    *b = NULL;
+}
+
+const void *wire_buf_data(const wire_buf_t *b) { return b->sb.data; }
+size_t wire_buf_size(const wire_buf_t *b) { return b->sb.size; }
+
+static int field_in_message(const field_t *f, const msg_t *m)
+{
+    uint32_t bit = T(m->type);
+    if (f->required & bit) return 1;
+    if (f->optional & bit) return f->presence ? (m->present & f->presence) != 0 : 1;
+    return 0;
+}
+
+static void pack_str(msgpack_packer *pk, const char *s)
+{
+    size_t n = strlen(s);
+    msgpack_pack_str(pk, n);
+    msgpack_pack_str_body(pk, s, n);
+}
+
+int msg_encode(const msg_t *m, wire_buf_t *b)
+{
+    assert(m->type > 0 && m->type < MSG_TYPE_COUNT);
+    b->sb.size = 0; /* reuse the allocation */
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &b->sb, msgpack_sbuffer_write);
+
+    uint32_t count = 3;
+    for (size_t i = 0; i < N_FIELDS; i++) count += (uint32_t)field_in_message(&fields[i], m);
+    msgpack_pack_map(&pk, count);
+    pack_str(&pk, "type");
+    msgpack_pack_uint32(&pk, (uint32_t)m->type);
+    pack_str(&pk, "round");
+    msgpack_pack_uint32(&pk, m->round);
+    pack_str(&pk, "phase");
+    msgpack_pack_uint32(&pk, m->phase);
+
+    const char *base = (const char *)m;
+    for (size_t i = 0; i < N_FIELDS; i++) {
+        const field_t *f = &fields[i];
+        if (!field_in_message(f, m)) continue;
+        pack_str(&pk, f->key);
+        const void *p = base + f->off;
+        switch (f->kind) {
+        case F_U32: msgpack_pack_uint32(&pk, *(const uint32_t *)p); break;
+        case F_U64: msgpack_pack_uint64(&pk, *(const uint64_t *)p); break;
+        case F_I64: msgpack_pack_int64(&pk, *(const int64_t *)p); break;
+        case F_F64: msgpack_pack_double(&pk, *(const double *)p); break;
+        case F_STR: pack_str(&pk, (const char *)p); break;
+        case F_BIN: {
+            const uint8_t *ptr = *(const uint8_t *const *)p;
+            size_t len = *(const size_t *)(base + f->cap);
+            assert(len <= UINT32_MAX && (ptr || len == 0));
+            msgpack_pack_bin(&pk, len);
+            msgpack_pack_bin_body(&pk, ptr, len);
+            break;
+        }
+        }
+    }
+    return 0;
+}
+
+/* ---- decode ---------------------------------------------------------------- */
+
+struct wire_decoder {
+    msgpack_unpacked up;
+};
+
+wire_decoder_t *wire_decoder_new(void)
+{
+    wire_decoder_t *d = calloc(1, sizeof *d);
+    if (d) msgpack_unpacked_init(&d->up);
+    return d;
+}
+
+void wire_decoder_destroy(wire_decoder_t **d)
+{
+    if (!d || !*d) return;
+    msgpack_unpacked_destroy(&(*d)->up);
+    free(*d);
+    *d = NULL;
+}
+
+static int key_is(const msgpack_object *k, const char *s)
+{
+    size_t n = strlen(s);
+    return k->via.str.size == n && memcmp(k->via.str.ptr, s, n) == 0;
+}
+
+static int get_u64(const msgpack_object *o, uint64_t max, uint64_t *out)
+{
+    if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER || o->via.u64 > max) return -1;
+    *out = o->via.u64;
+    return 0;
+}
+
+/* Decodes one field value into m; returns a static reason on failure. */
+static const char *decode_value(const field_t *f, const msgpack_object *v, msg_t *m)
+{
+    char *base = (char *)m;
+    void *p = base + f->off;
+    uint64_t u;
+    switch (f->kind) {
+    case F_U32:
+        if (get_u64(v, UINT32_MAX, &u) < 0) return "expected an unsigned 32-bit integer";
+        *(uint32_t *)p = (uint32_t)u;
+        return NULL;
+    case F_U64:
+        if (get_u64(v, UINT64_MAX, &u) < 0) return "expected an unsigned integer";
+        *(uint64_t *)p = u;
+        return NULL;
+    case F_I64:
+        if (v->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+            if (v->via.u64 > (uint64_t)INT64_MAX) return "integer out of range";
+            *(int64_t *)p = (int64_t)v->via.u64;
+        } else if (v->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
+            *(int64_t *)p = v->via.i64;
+        } else {
+            return "expected an integer";
+        }
+        return NULL;
+    case F_F64:
+        if (v->type != MSGPACK_OBJECT_FLOAT64 && v->type != MSGPACK_OBJECT_FLOAT32)
+            return "expected a float";
+        *(double *)p = v->via.f64;
+        return NULL;
+    case F_STR:
+        if (v->type != MSGPACK_OBJECT_STR) return "expected a string";
+        if (v->via.str.size >= f->cap) return "string too long";
+        if (memchr(v->via.str.ptr, '\0', v->via.str.size)) return "string contains NUL";
+        memcpy(p, v->via.str.ptr, v->via.str.size);
+        ((char *)p)[v->via.str.size] = '\0';
+        return NULL;
+    case F_BIN:
+        if (v->type != MSGPACK_OBJECT_BIN) return "expected bin";
+        *(const uint8_t **)p = (const uint8_t *)v->via.bin.ptr;
+        *(size_t *)(base + f->cap) = v->via.bin.size;
+        m->present |= f->presence;
+        return NULL;
+    }
+    return "bad field kind";
+}
+
+int msg_decode(wire_decoder_t *d, const void *buf, size_t len, msg_t *m, char *err,
+               size_t errlen)
+{
+    memset(m, 0, sizeof *m);
+    size_t off = 0;
+    msgpack_unpack_return rc = msgpack_unpack_next(&d->up, buf, len, &off);
+    if (rc != MSGPACK_UNPACK_SUCCESS) {
+        snprintf(err, errlen, "not a complete msgpack object (%zu bytes)", len);
+        return -1;
+    }
+    if (off != len) {
+        snprintf(err, errlen, "%zu trailing bytes after the message", len - off);
+        return -1;
+    }
+    const msgpack_object *root = &d->up.data;
+    if (root->type != MSGPACK_OBJECT_MAP) {
+        snprintf(err, errlen, "message is not a map");
+        return -1;
+    }
+    const msgpack_object_map *map = &root->via.map;
+    if (map->size > WIRE_MAX_FIELDS) {
+        snprintf(err, errlen, "too many fields (%u)", map->size);
+        return -1;
+    }
+
+    /* The envelope first: the table's requirements depend on the type. */
+    int have_type = 0, have_round = 0, have_phase = 0;
+    for (uint32_t i = 0; i < map->size; i++) {
+        const msgpack_object *k = &map->ptr[i].key, *v = &map->ptr[i].val;
+        if (k->type != MSGPACK_OBJECT_STR) {
+            snprintf(err, errlen, "field %u: key is not a string", i);
+            return -1;
+        }
+        uint64_t u;
+        if (key_is(k, "type")) {
+            if (get_u64(v, MSG_TYPE_COUNT - 1, &u) < 0 || u == 0) {
+                snprintf(err, errlen, "field 'type': unknown message type");
+                return -1;
+            }
+            m->type = (msg_type_t)u;
+            have_type++;
+        } else if (key_is(k, "round")) {
+            if (get_u64(v, UINT32_MAX, &u) < 0) {
+                snprintf(err, errlen, "field 'round': expected an unsigned 32-bit integer");
+                return -1;
+            }
+            m->round = (uint32_t)u;
+            have_round++;
+        } else if (key_is(k, "phase")) {
+            if (get_u64(v, PHASE_COUNT - 1, &u) < 0) {
+                snprintf(err, errlen, "field 'phase': unknown phase");
+                return -1;
+            }
+            m->phase = (uint32_t)u;
+            have_phase++;
+        }
+    }
+    if (have_type != 1 || have_round != 1 || have_phase != 1) {
+        snprintf(err, errlen, "envelope needs exactly one each of 'type', 'round', 'phase'");
+        return -1;
+    }
+
+    uint32_t seen[N_FIELDS] = {0};
+    uint32_t bit = T(m->type);
+    for (uint32_t i = 0; i < map->size; i++) {
+        const msgpack_object *k = &map->ptr[i].key, *v = &map->ptr[i].val;
+        if (key_is(k, "type") || key_is(k, "round") || key_is(k, "phase")) continue;
+        size_t j;
+        for (j = 0; j < N_FIELDS; j++)
+            if (key_is(k, fields[j].key)) break;
+        if (j == N_FIELDS || !((fields[j].required | fields[j].optional) & bit)) {
+            /* Print the key safely: bounded and only printable bytes. */
+            char shown[33];
+            size_t n = k->via.str.size < 32 ? k->via.str.size : 32;
+            for (size_t c = 0; c < n; c++) {
+                char ch = k->via.str.ptr[c];
+                shown[c] = (ch >= 0x20 && ch < 0x7f) ? ch : '?';
+            }
+            shown[n] = '\0';
+            snprintf(err, errlen, "%s: unexpected field '%s'", msg_type_name(m->type), shown);
+            return -1;
+        }
+        if (seen[j]++) {
+            snprintf(err, errlen, "%s: field '%s' repeated", msg_type_name(m->type), fields[j].key);
+            return -1;
+        }
+        const char *why = decode_value(&fields[j], v, m);
+        if (why) {
+            snprintf(err, errlen, "%s: field '%s': %s", msg_type_name(m->type), fields[j].key, why);
+            return -1;
+        }
+    }
+    for (size_t j = 0; j < N_FIELDS; j++) {
+        if ((fields[j].required & bit) && !seen[j]) {
+            snprintf(err, errlen, "%s: missing field '%s'", msg_type_name(m->type), fields[j].key);
+            return -1;
+        }
+    }
+    return 0;
+}

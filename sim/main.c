@@ -1,0 +1,483 @@
+/*
+ * medfed-sim - a whole federation on one machine: partitions a data set
+ * across N simulated hospitals, writes each one's own files and config, then
+ * runs the coordinator and N client daemons as separate processes talking
+ * over tcp on loopback, and shows progress as rounds complete.
+ *
+ * Outputs in --out DIR: metrics.jsonl, model.safetensors, init.safetensors,
+ * roster.txt, sites/site-NN/ (that site's data and client.ini), logs/.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "client/data_idx.h"
+#include "common/util.h"
+#include "sim/partition.h"
+
+#define SIM_MAX_CLIENTS 256
+
+typedef struct {
+    int clients, rounds, epochs, batch, threads;
+    double lr, momentum, heartbeat_timeout;
+    char dataset[32], partition[64], model[32], out[PATH_MAX], data_dir[PATH_MAX];
+    char drop[512];
+    long long seed, max_train, max_val;
+    int min_clients;
+} sim_opts_t;
+
+static volatile sig_atomic_t sim_interrupted = 0;
+static void on_signal(int sig) { (void)sig; sim_interrupted = 1; }
+
+static char bin_dir[PATH_MAX];
+
+static void die(const char *fmt, const char *arg)
+{
+    fprintf(stderr, "medfed-sim: ");
+    fprintf(stderr, fmt, arg);
+    fputc('\n', stderr);
+    exit(1);
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+        "usage: medfed-sim [options]\n"
+        "  --clients N            simulated hospitals (10)\n"
+        "  --rounds R             federated rounds (20)\n"
+        "  --dataset D            pneumoniamnist | fashion-mnist (pneumoniamnist)\n"
+        "  --partition P          iid | dirichlet:ALPHA | classes:K (dirichlet:0.5)\n"
+        "  --seed S               seed for partitioning, init and training (1)\n"
+        "  --out DIR              output directory (runs/sim)\n"
+        "  --model M              cnn | resnet18 (cnn)\n"
+        "  --local-epochs E       local epochs per round (2)\n"
+        "  --batch B              local batch size (32)\n"
+        "  --lr LR                local SGD learning rate (0.02)\n"
+        "  --momentum M           local SGD momentum (0.9)\n"
+        "  --threads T            LibTorch threads per client (1)\n"
+        "  --min-clients M        fewer updates than this aborts a round (1)\n"
+        "  --drop C:PHASE[:R],..  kill client C at PHASE (train|upload|eval) of round R (1)\n"
+        "  --max-train N          use only the first N training images (all)\n"
+        "  --max-val N            use only the first N validation images (all)\n"
+        "  --heartbeat-timeout S  coordinator drops a client silent this long (10)\n"
+        "  --data-dir DIR         where pneumoniamnist/ lives (<project>/data)\n");
+}
+
+/* ---- data set ---------------------------------------------------------------------- */
+
+static void dataset_paths(const sim_opts_t *o, int val, char *img, char *lab, size_t len)
+{
+    if (strcmp(o->dataset, "fashion-mnist") == 0) {
+        const char *base = "/usr/share/datasets/fashion-mnist";
+        snprintf(img, len, "%s/%s-images-idx3-ubyte.gz", base, val ? "t10k" : "train");
+        snprintf(lab, len, "%s/%s-labels-idx1-ubyte.gz", base, val ? "t10k" : "train");
+    } else {
+        snprintf(img, len, "%s/pneumoniamnist/%s-images-idx3-ubyte.gz", o->data_dir,
+                 val ? "val" : "train");
+        snprintf(lab, len, "%s/pneumoniamnist/%s-labels-idx1-ubyte.gz", o->data_dir,
+                 val ? "val" : "train");
+    }
+}
+
+static void load_split(const sim_opts_t *o, int val, long long max, idx_set_t *set)
+{
+    char img[PATH_MAX + 64], lab[PATH_MAX + 64], err[1024];
+    dataset_paths(o, val, img, lab, sizeof img);
+    if (idx_load(img, lab, set, err, sizeof err) < 0) die("%s", err);
+    if (max > 0 && max < set->n) set->n = max; /* a prefix: deterministic and enough for tests */
+}
+
+static int count_classes(const idx_set_t *s)
+{
+    int max = 0;
+    for (int64_t i = 0; i < s->n; i++)
+        if (s->labels[i] > max) max = s->labels[i];
+    return max + 1;
+}
+
+/* Writes site k's share of set as <dir>/<prefix>-{images-idx3,labels-idx1}-ubyte.gz. */
+static void write_share(const idx_set_t *set, const int32_t *site_of, int k, const char *dir,
+                        const char *prefix, int64_t *count_out)
+{
+    int64_t *idx = malloc((size_t)set->n * sizeof *idx), n = 0;
+    if (!idx) die("%s", "out of memory");
+    for (int64_t i = 0; i < set->n; i++)
+        if (site_of[i] == k) idx[n++] = i;
+    char img[PATH_MAX + 64], lab[PATH_MAX + 64], err[1024];
+    snprintf(img, sizeof img, "%s/%s-images-idx3-ubyte.gz", dir, prefix);
+    snprintf(lab, sizeof lab, "%s/%s-labels-idx1-ubyte.gz", dir, prefix);
+    if (idx_write(img, lab, set, idx, n, err, sizeof err) < 0) die("%s", err);
+    free(idx);
+    *count_out = n;
+}
+
+static void partition(const sim_opts_t *o, const part_spec_t *spec, const idx_set_t *set,
+                      int classes, int64_t min_per_site, uint64_t seed, int32_t *site_of)
+{
+    char err[512];
+    if (partition_assign(spec, set->labels, set->n, classes, o->clients, min_per_site, seed,
+                         site_of, err, sizeof err) < 0)
+        die("partition: %s", err);
+}
+
+/* ---- processes --------------------------------------------------------------------- */
+
+static pid_t spawn(const char *log_path, char *const argv[])
+{
+    pid_t pid = fork();
+    if (pid < 0) die("fork: %s", strerror(errno));
+    if (pid == 0) {
+        int fd = open(log_path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) {
+            dup2(fd, STDOUT_FILENO);
+            dup2(fd, STDERR_FILENO);
+            close(fd);
+        }
+        execv(argv[0], argv);
+        fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    return pid;
+}
+
+static int run_wait(char *const argv[])
+{
+    pid_t pid = fork();
+    if (pid < 0) return -1;
+    if (pid == 0) {
+        int fd = open("/dev/null", O_WRONLY);
+        if (fd >= 0) dup2(fd, STDOUT_FILENO);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    int st;
+    if (waitpid(pid, &st, 0) < 0) return -1;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t len = sizeof a;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) < 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &len) < 0)
+        die("%s", "cannot find a free loopback port");
+    int port = ntohs(a.sin_port);
+    close(fd);
+    return port;
+}
+
+/* ---- progress ---------------------------------------------------------------------- */
+
+static double json_num(const char *line, const char *key)
+{
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    const char *p = strstr(line, pat);
+    if (!p) return NAN;
+    p += strlen(pat);
+    if (strncmp(p, "null", 4) == 0) return NAN;
+    if (strncmp(p, "true", 4) == 0) return 1;
+    if (strncmp(p, "false", 5) == 0) return 0;
+    return strtod(p, NULL);
+}
+
+static void print_round(const char *line, int rounds)
+{
+    double acc = json_num(line, "val_accuracy"), auc = json_num(line, "val_auc");
+    printf("round %3.0f/%d  sites %2.0f  %s  val_acc %s%.4f  val_auc %s%.4f  loss %.4f  "
+           "%.1f s  up %.1f MB  down %.1f MB\n",
+           json_num(line, "round"), rounds, json_num(line, "participants"),
+           json_num(line, "aborted") == 1 ? "ABORTED" : "ok     ", isnan(acc) ? "  -" : "",
+           isnan(acc) ? 0 : acc, isnan(auc) ? "  -" : "", isnan(auc) ? 0 : auc,
+           json_num(line, "val_loss"), json_num(line, "seconds"),
+           json_num(line, "bytes_up") / 1e6, json_num(line, "bytes_down") / 1e6);
+    fflush(stdout);
+}
+
+/* ---- main -------------------------------------------------------------------------- */
+
+static void parse_args(int argc, char **argv, sim_opts_t *o)
+{
+    enum { O_CLIENTS = 256, O_ROUNDS, O_DATASET, O_PART, O_SEED, O_OUT, O_MODEL, O_EPOCHS,
+           O_BATCH, O_LR, O_MOM, O_THREADS, O_DROP, O_MAXTR, O_MAXVAL, O_HB, O_DATADIR, O_MIN };
+    static const struct option longopts[] = {
+        {"clients", 1, 0, O_CLIENTS}, {"rounds", 1, 0, O_ROUNDS}, {"dataset", 1, 0, O_DATASET},
+        {"partition", 1, 0, O_PART}, {"seed", 1, 0, O_SEED}, {"out", 1, 0, O_OUT},
+        {"model", 1, 0, O_MODEL}, {"local-epochs", 1, 0, O_EPOCHS}, {"batch", 1, 0, O_BATCH},
+        {"lr", 1, 0, O_LR}, {"momentum", 1, 0, O_MOM}, {"threads", 1, 0, O_THREADS},
+        {"drop", 1, 0, O_DROP}, {"max-train", 1, 0, O_MAXTR}, {"max-val", 1, 0, O_MAXVAL},
+        {"heartbeat-timeout", 1, 0, O_HB}, {"data-dir", 1, 0, O_DATADIR},
+        {"min-clients", 1, 0, O_MIN}, {"help", 0, 0, 'h'}, {0, 0, 0, 0},
+    };
+    int opt;
+    long long v;
+    while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        int bad = 0;
+        switch (opt) {
+        case O_CLIENTS: bad = util_parse_int(optarg, 1, SIM_MAX_CLIENTS, &v); o->clients = (int)v; break;
+        case O_ROUNDS: bad = util_parse_int(optarg, 1, 100000, &v); o->rounds = (int)v; break;
+        case O_DATASET: bad = util_strlcpy(o->dataset, optarg, sizeof o->dataset); break;
+        case O_PART: bad = util_strlcpy(o->partition, optarg, sizeof o->partition); break;
+        case O_SEED: bad = util_parse_int(optarg, 0, 1LL << 52, &o->seed); break;
+        case O_OUT: bad = util_strlcpy(o->out, optarg, sizeof o->out); break;
+        case O_MODEL: bad = util_strlcpy(o->model, optarg, sizeof o->model); break;
+        case O_EPOCHS: bad = util_parse_int(optarg, 1, 1000, &v); o->epochs = (int)v; break;
+        case O_BATCH: bad = util_parse_int(optarg, 1, 65536, &v); o->batch = (int)v; break;
+        case O_LR: bad = util_parse_double(optarg, 1e-8, 10, &o->lr); break;
+        case O_MOM: bad = util_parse_double(optarg, 0, 0.999, &o->momentum); break;
+        case O_THREADS: bad = util_parse_int(optarg, 1, 256, &v); o->threads = (int)v; break;
+        case O_DROP: bad = util_strlcpy(o->drop, optarg, sizeof o->drop); break;
+        case O_MAXTR: bad = util_parse_int(optarg, 1, 1LL << 40, &o->max_train); break;
+        case O_MAXVAL: bad = util_parse_int(optarg, 1, 1LL << 40, &o->max_val); break;
+        case O_HB: bad = util_parse_double(optarg, 0.1, 86400, &o->heartbeat_timeout); break;
+        case O_DATADIR: bad = util_strlcpy(o->data_dir, optarg, sizeof o->data_dir); break;
+        case O_MIN: bad = util_parse_int(optarg, 1, SIM_MAX_CLIENTS, &v); o->min_clients = (int)v; break;
+        case 'h': usage(stdout); exit(0);
+        default: usage(stderr); exit(2);
+        }
+        if (bad) {
+            fprintf(stderr, "medfed-sim: bad value '%s' for an option (try --help)\n", optarg);
+            exit(2);
+        }
+    }
+    if (optind != argc) {
+        usage(stderr);
+        exit(2);
+    }
+    if (strcmp(o->dataset, "pneumoniamnist") && strcmp(o->dataset, "fashion-mnist"))
+        die("unknown --dataset '%s' (pneumoniamnist | fashion-mnist)", o->dataset);
+    if (strcmp(o->model, "cnn") && strcmp(o->model, "resnet18"))
+        die("unknown --model '%s' (cnn | resnet18)", o->model);
+}
+
+/* "1:train:2,3:eval" -> die_at[client] = "train:2" */
+static void parse_drops(const sim_opts_t *o, char die_at[][32])
+{
+    char buf[512];
+    util_strlcpy(buf, o->drop, sizeof buf);
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        char *colon = strchr(tok, ':');
+        long long c;
+        if (!colon) die("--drop wants CLIENT:PHASE[:ROUND], got '%s'", tok);
+        *colon = '\0';
+        if (util_parse_int(tok, 0, o->clients - 1, &c) < 0)
+            die("--drop: client '%s' is not one of the simulated clients", tok);
+        util_strlcpy(die_at[c], colon + 1, 32);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    sim_opts_t o = {.clients = 10, .rounds = 20, .epochs = 2, .batch = 32, .threads = 1,
+                    .lr = 0.02, .momentum = 0.9, .heartbeat_timeout = 10, .seed = 1,
+                    .min_clients = 1};
+    strcpy(o.dataset, "pneumoniamnist");
+    strcpy(o.partition, "dirichlet:0.5");
+    strcpy(o.model, "cnn");
+    strcpy(o.out, "runs/sim");
+
+    /* Sibling binaries and the project's data/ are found from our own path. */
+    ssize_t n = readlink("/proc/self/exe", bin_dir, sizeof bin_dir - 1);
+    if (n <= 0) die("%s", "cannot find my own executable");
+    bin_dir[n] = '\0';
+    *strrchr(bin_dir, '/') = '\0';
+    if (strlen(bin_dir) + 9 > sizeof o.data_dir) die("%s", "path too long");
+    snprintf(o.data_dir, sizeof o.data_dir, "%.4000s/../data", bin_dir);
+    parse_args(argc, argv, &o);
+
+    part_spec_t spec;
+    char err[1024];
+    if (partition_parse(o.partition, &spec, err, sizeof err) < 0) die("%s", err);
+    static char die_at[SIM_MAX_CLIENTS][32];
+    parse_drops(&o, die_at);
+
+    char path[PATH_MAX + 128], dir[PATH_MAX + 64];
+    snprintf(dir, sizeof dir, "%s/logs", o.out);
+    if (util_mkdirs(dir, err, sizeof err) < 0) die("%s", err);
+
+    /* 1. Data: split train and val across the sites, each site its own files. */
+    idx_set_t train, val;
+    load_split(&o, 0, o.max_train, &train);
+    load_split(&o, 1, o.max_val, &val);
+    int classes = count_classes(&train);
+    int32_t *site_tr = malloc((size_t)train.n * sizeof(int32_t));
+    int32_t *site_va = malloc((size_t)val.n * sizeof(int32_t));
+    if (!site_tr || !site_va) die("%s", "out of memory");
+    int64_t min_tr = train.n / (o.clients * 10);
+    partition(&o, &spec, &train, classes, min_tr > 8 ? 8 : (min_tr < 1 ? 1 : min_tr),
+              (uint64_t)o.seed, site_tr);
+    partition(&o, &spec, &val, classes, 1, (uint64_t)o.seed + 7777, site_va);
+
+    snprintf(path, sizeof path, "%s/roster.txt", o.out);
+    FILE *roster = fopen(path, "w");
+    if (!roster) die("cannot write %s", path);
+    int port = free_port();
+    printf("medfed-sim: %d hospitals, %s (%lld train / %lld val images, %d classes), partition "
+           "%s, %d rounds, model %s\n",
+           o.clients, o.dataset, (long long)train.n, (long long)val.n, classes, o.partition,
+           o.rounds, o.model);
+    for (int k = 0; k < o.clients; k++) {
+        snprintf(dir, sizeof dir, "%s/sites/site-%02d", o.out, k);
+        if (util_mkdirs(dir, err, sizeof err) < 0) die("%s", err);
+        int64_t ntr, nva;
+        write_share(&train, site_tr, k, dir, "train", &ntr);
+        write_share(&val, site_va, k, dir, "val", &nva);
+        int64_t pos = 0;
+        for (int64_t i = 0; i < train.n; i++) pos += site_tr[i] == k && train.labels[i] == 1;
+        printf("  site-%02d  train %5lld  val %4lld%s", k, (long long)ntr, (long long)nva,
+               classes == 2 ? "" : "\n");
+        if (classes == 2) printf("  (label 1: %4.1f%%)\n", ntr ? 100.0 * (double)pos / (double)ntr : 0);
+        fprintf(roster, "site-%02d\n", k);
+        snprintf(path, sizeof path, "%s/client.ini", dir);
+        FILE *f = fopen(path, "w");
+        if (!f) die("cannot write %s", path);
+        fprintf(f,
+                "; written by medfed-sim\n[client]\nsite = site-%02d\ncoordinator = "
+                "tcp://127.0.0.1:%d\nthreads = %d\nheartbeat = 0.5\n\n[data]\nsource = idx\n"
+                "train_images = %s/train-images-idx3-ubyte.gz\n"
+                "train_labels = %s/train-labels-idx1-ubyte.gz\n"
+                "val_images = %s/val-images-idx3-ubyte.gz\n"
+                "val_labels = %s/val-labels-idx1-ubyte.gz\n",
+                k, port, o.threads, dir, dir, dir, dir);
+        fclose(f);
+    }
+    fclose(roster);
+    idx_free(&train);
+    idx_free(&val);
+    free(site_tr);
+    free(site_va);
+
+    /* 2. The initial model: the coordinator starts from it, never links LibTorch. */
+    char init[PATH_MAX + 64], prog[PATH_MAX + 32], seed_s[32], classes_s[16];
+    snprintf(init, sizeof init, "%s/init.safetensors", o.out);
+    snprintf(prog, sizeof prog, "%s/medfed-init", bin_dir);
+    snprintf(seed_s, sizeof seed_s, "%lld", o.seed);
+    snprintf(classes_s, sizeof classes_s, "%d", classes);
+    char *init_argv[] = {prog, "--arch", o.model, "--in-channels", "1", "--size", "28x28",
+                         "--classes", classes_s, "--seed", seed_s, "--out", init, NULL};
+    if (run_wait(init_argv) != 0) die("%s", "medfed-init failed");
+
+    /* 3. Coordinator and clients, as separate processes. */
+    struct sigaction sa = {0};
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+
+    char bind[64], rounds_s[16], n_s[16], min_s[16], ep_s[16], batch_s[16], lr_s[32], mom_s[32],
+        hb_s[32], roster_path[PATH_MAX + 32], log_path[PATH_MAX + 64], coord[PATH_MAX + 32];
+    snprintf(bind, sizeof bind, "tcp://127.0.0.1:%d", port);
+    snprintf(rounds_s, sizeof rounds_s, "%d", o.rounds);
+    snprintf(n_s, sizeof n_s, "%d", o.clients);
+    snprintf(min_s, sizeof min_s, "%d", o.min_clients);
+    snprintf(ep_s, sizeof ep_s, "%d", o.epochs);
+    snprintf(batch_s, sizeof batch_s, "%d", o.batch);
+    snprintf(lr_s, sizeof lr_s, "%g", o.lr);
+    snprintf(mom_s, sizeof mom_s, "%g", o.momentum);
+    snprintf(hb_s, sizeof hb_s, "%g", o.heartbeat_timeout);
+    snprintf(roster_path, sizeof roster_path, "%s/roster.txt", o.out);
+    snprintf(coord, sizeof coord, "%s/medfed-coordinator", bin_dir);
+    char *coord_argv[] = {coord, "--bind", bind, "--init", init, "--out", o.out,
+                          "--roster", roster_path, "--rounds", rounds_s, "--wait-for", n_s,
+                          "--min-clients", min_s, "--local-epochs", ep_s, "--batch", batch_s,
+                          "--lr", lr_s, "--momentum", mom_s, "--seed", seed_s,
+                          "--heartbeat-timeout", hb_s, "--wait-timeout", "120", NULL};
+    snprintf(log_path, sizeof log_path, "%s/logs/coordinator.log", o.out);
+    double t0 = util_now();
+    pid_t coord_pid = spawn(log_path, coord_argv);
+
+    static pid_t pids[SIM_MAX_CLIENTS];
+    char client_prog[PATH_MAX + 32];
+    snprintf(client_prog, sizeof client_prog, "%s/medfed-client", bin_dir);
+    for (int k = 0; k < o.clients; k++) {
+        char ini[PATH_MAX + 64];
+        snprintf(ini, sizeof ini, "%s/sites/site-%02d/client.ini", o.out, k);
+        snprintf(log_path, sizeof log_path, "%s/logs/site-%02d.log", o.out, k);
+        char *cargv[] = {client_prog, "--config", ini, die_at[k][0] ? "--die-at" : NULL,
+                         die_at[k], NULL};
+        pids[k] = spawn(log_path, cargv);
+    }
+
+    /* 4. Follow metrics.jsonl until the coordinator exits. */
+    char metrics_path[PATH_MAX + 32];
+    snprintf(metrics_path, sizeof metrics_path, "%s/metrics.jsonl", o.out);
+    long offset = 0;
+    int coord_status = -1, alive = o.clients;
+    char line[8192], last[8192] = "";
+    while (coord_status < 0) {
+        if (sim_interrupted) {
+            kill(coord_pid, SIGTERM);
+            for (int k = 0; k < o.clients; k++)
+                if (pids[k] > 0) kill(pids[k], SIGTERM);
+        }
+        int st;
+        if (waitpid(coord_pid, &st, WNOHANG) == coord_pid)
+            coord_status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        for (int k = 0; k < o.clients; k++) {
+            if (pids[k] > 0 && waitpid(pids[k], &st, WNOHANG) == pids[k]) {
+                printf("  site-%02d exited (%s %d)\n", k, WIFEXITED(st) ? "status" : "signal",
+                       WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+                pids[k] = 0;
+                alive--;
+            }
+        }
+        FILE *f = fopen(metrics_path, "r");
+        if (f) {
+            fseek(f, offset, SEEK_SET);
+            while (fgets(line, sizeof line, f) && strchr(line, '\n')) {
+                offset = ftell(f);
+                print_round(line, o.rounds);
+                util_strlcpy(last, line, sizeof last);
+            }
+            fclose(f);
+        }
+        if (coord_status < 0) {
+            struct timespec ts = {0, 200 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
+    }
+
+    /* 5. Clients leave on SHUTDOWN; anything still running after 10 s is stopped. */
+    double t_end = util_now() + 10;
+    while (alive > 0 && util_now() < t_end) {
+        for (int k = 0; k < o.clients; k++) {
+            int st;
+            if (pids[k] > 0 && waitpid(pids[k], &st, WNOHANG) == pids[k]) {
+                pids[k] = 0;
+                alive--;
+            }
+        }
+        struct timespec ts = {0, 50 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+    }
+    for (int k = 0; k < o.clients; k++)
+        if (pids[k] > 0) {
+            kill(pids[k], SIGKILL);
+            waitpid(pids[k], NULL, 0);
+        }
+    double secs = util_now() - t0;
+    if (coord_status != 0) {
+        fprintf(stderr, "medfed-sim: coordinator exited with status %d; see %s/logs/\n",
+                coord_status, o.out);
+        return 1;
+    }
+    printf("done in %.1f s: final val_accuracy %.4f", secs, json_num(last, "val_accuracy"));
+    double auc = json_num(last, "val_auc");
+    if (!isnan(auc)) printf(", val_auc %.4f", auc);
+    printf("\nmodel: %s/model.safetensors  metrics: %s  logs: %s/logs/\n", o.out, metrics_path,
+           o.out);
+    return 0;
+}
