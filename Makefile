@@ -66,6 +66,7 @@ UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 TEST_TOOLS := $(BUILD)/tests/evil_client
 
+.SECONDARY:
 .PHONY: all deps test unit-test integration-test asan-test sim bench fuzz clean data
 all: $(PROGS)
 

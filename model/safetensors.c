@@ -1074,7 +1074,8 @@ static int st_check_records(const char *path, st_rec_t *recs, size_t n, uint64_t
             return -1;
         }
     }
-    qsort(recs, n, sizeof *recs, st_cmp_offsets);
+    if (n > 1) /* recs is NULL when the file holds no tensors */
+        qsort(recs, n, sizeof *recs, st_cmp_offsets);
     uint64_t cursor = 0;
     for (size_t i = 0; i < n; i++) {
         if (recs[i].begin < cursor) {

@@ -1,0 +1,111 @@
+/*
+ * evil_client - a misbehaving participant for integration tests. It speaks
+ * the real wire codec over a real socket, registers, and when the plan
+ * arrives answers with a bad update, then reports the coordinator's reply.
+ *
+ *   evil_client ENDPOINT SITE MODE
+ *   MODE: wrong-length | nan | garbage | stale-round | duplicate
+ * Exit 0 when the coordinator answered with the expected ERROR code.
+ */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <zmq.h>
+
+#include "common/util.h"
+#include "proto/transport.h"
+
+static int recv_msg(void *sock, wire_decoder_t *dec, wire_frame_t *fr, msg_t *m, int timeout_ms)
+{
+    zmq_pollitem_t pi = {sock, 0, ZMQ_POLLIN, 0};
+    if (zmq_poll(&pi, 1, timeout_ms) <= 0) return -1;
+    if (transport_recv(sock, 0, fr, 0) < 0) return -1;
+    char err[256];
+    if (msg_decode(dec, transport_frame_data(fr), fr->bytes, m, err, sizeof err) < 0) {
+        fprintf(stderr, "evil_client: cannot decode: %s\n", err);
+        transport_frame_close(fr);
+        return -1;
+    }
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 4) {
+        fprintf(stderr, "usage: evil_client ENDPOINT SITE MODE\n");
+        return 2;
+    }
+    const char *mode = argv[3];
+    void *ctx = zmq_ctx_new(), *sock = zmq_socket(ctx, ZMQ_DEALER);
+    int linger = 500;
+    zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
+    if (zmq_connect(sock, argv[1]) < 0) return 2;
+    wire_buf_t *buf = wire_buf_new();
+    wire_decoder_t *dec = wire_decoder_new();
+    msg_t hello = {.type = MSG_HELLO, .version = WIRE_VERSION, .n_train = 100, .n_val = 0};
+    util_strlcpy(hello.site, argv[2], sizeof hello.site);
+    transport_send(sock, NULL, &hello, buf, 0);
+
+    int rc = 1;
+    uint32_t want = 0;
+    double deadline = util_now() + 120;
+    wire_frame_t fr;
+    msg_t m;
+    while (util_now() < deadline) {
+        if (recv_msg(sock, dec, &fr, &m, 1000) < 0) {
+            msg_t hb = {.type = MSG_HEARTBEAT};
+            transport_send(sock, NULL, &hb, buf, 1);
+            continue;
+        }
+        if (m.type == MSG_PLAN) {
+            size_t numel = (size_t)m.numel;
+            float *v = calloc(numel + 1, sizeof *v);
+            msg_t u = {.type = MSG_UPDATE, .round = m.round, .phase = PHASE_TRAIN,
+                       .n_samples = 100, .loss_sum = 0.5, .train_seconds = 0.1,
+                       .vec = (const uint8_t *)v, .vec_len = numel * 4, .present = MSG_HAS_VEC};
+            if (strcmp(mode, "wrong-length") == 0) {
+                u.vec_len = (numel - 1) * 4;
+                want = ERR_WRONG_LENGTH;
+            } else if (strcmp(mode, "nan") == 0) {
+                v[numel / 2] = NAN;
+                want = ERR_NONFINITE;
+            } else if (strcmp(mode, "stale-round") == 0) {
+                u.round = m.round - 1;
+                want = ERR_WRONG_ROUND;
+            } else if (strcmp(mode, "duplicate") == 0) {
+                transport_send(sock, NULL, &u, buf, 0); /* first one is fine */
+                want = ERR_DUPLICATE;
+            } else if (strcmp(mode, "garbage") == 0) {
+                want = ERR_MALFORMED;
+            } else {
+                fprintf(stderr, "evil_client: unknown mode %s\n", mode);
+                return 2;
+            }
+            if (want == ERR_MALFORMED) {
+                static const char junk[] = "\x85\xa4type\x05\xa5round"; /* truncated map */
+                zmq_send(sock, junk, sizeof junk - 1, 0);
+            } else {
+                transport_send(sock, NULL, &u, buf, 0);
+            }
+            printf("evil_client: sent a %s update for round %u\n", mode, m.round);
+            free(v);
+        } else if (m.type == MSG_ERROR && want) {
+            printf("evil_client: coordinator replied ERROR %u: %s\n", m.code, m.reason);
+            rc = m.code == want ? 0 : 1;
+            transport_frame_close(&fr);
+            break;
+        } else if (m.type == MSG_SHUTDOWN) {
+            transport_frame_close(&fr);
+            break;
+        }
+        transport_frame_close(&fr);
+    }
+    wire_buf_destroy(&buf);
+    wire_decoder_destroy(&dec);
+    zmq_close(sock);
+    zmq_ctx_term(ctx);
+    fflush(stdout);
+    return rc;
+}

@@ -1,0 +1,143 @@
+#!/bin/sh
+# Integration tests: real processes (coordinator, client daemons, the
+# simulator) talking over tcp on loopback, real files on disk.
+# usage: run.sh BIN_DIR BUILD_DIR
+set -u
+BIN=$(cd "$1" && pwd)
+BUILD=$(cd "$2" && pwd)
+ROOT=$(pwd)
+PY=/usr/bin/python3
+WORK=$(mktemp -d /tmp/medfed-it.XXXXXX)
+passed=0
+failed=0
+trap 'pkill -P $$ 2>/dev/null; rm -rf "$WORK"' EXIT
+
+ok() { passed=$((passed + 1)); echo "integration: ok   $1"; }
+bad() { failed=$((failed + 1)); echo "integration: FAIL $1: $2"; }
+
+# json_check FILE 'python expression over rows (list of dicts)' -> exit status
+json_check() {
+    "$PY" - "$1" "$2" <<'PYEOF'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+ok = eval(sys.argv[2], {"rows": rows, "math": __import__("math")})
+if not ok:
+    print("check failed:", sys.argv[2]); print(json.dumps(rows, indent=1)[:3000])
+sys.exit(0 if ok else 1)
+PYEOF
+}
+
+free_port() {
+    "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+SMALL="--max-train 600 --max-val 200 --local-epochs 1 --heartbeat-timeout 5"
+
+# 1. Three hospitals, two rounds, a small subset: the whole path works and
+#    the saved model can be scored by medfed-eval.
+t=three_clients_two_rounds
+if "$BIN/medfed-sim" --clients 3 --rounds 2 --partition iid --seed 3 $SMALL --out "$WORK/a" \
+        > "$WORK/a.out" 2>&1 &&
+   json_check "$WORK/a/metrics.jsonl" 'len(rows) == 2 and all(r["participants"] == 3 and r["val_n"] == 200 and 0 <= r["val_accuracy"] <= 1 and 0 <= r["val_auc"] <= 1 and r["bytes_up"] > 3 * 4 * 1659266 and r["bytes_down"] > 0 and not r["aborted"] for r in rows)' &&
+   "$BIN/medfed-eval" --model "$WORK/a/model.safetensors" \
+        --images "$ROOT/data/pneumoniamnist/val-images-idx3-ubyte.gz" \
+        --labels "$ROOT/data/pneumoniamnist/val-labels-idx1-ubyte.gz" > "$WORK/a.eval" &&
+   "$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); sys.exit(0 if d["n"]==524 and 0<=d["accuracy"]<=1 and 0<=d["auc"]<=1 and d["loss"]>0 else 1)' "$WORK/a.eval"
+then ok $t; else bad $t "see $WORK/a.out"; cat "$WORK/a.out"; fi
+
+# 2. Every site's data stays its own: partitions are disjoint and complete.
+t=sites_hold_disjoint_complete_partitions
+if "$PY" - "$WORK/a/sites" <<'PYEOF'
+import gzip, sys, os, hashlib
+base = sys.argv[1]
+total = 0
+seen = {}
+for site in sorted(os.listdir(base)):
+    raw = gzip.open(os.path.join(base, site, "train-images-idx3-ubyte.gz")).read()
+    n = int.from_bytes(raw[4:8], "big"); total += n
+    for i in range(n):
+        h = hashlib.sha1(raw[16 + 784*i: 16 + 784*(i+1)]).digest()
+        seen[h] = seen.get(h, 0) + 1
+sys.exit(0 if total == 600 and sum(seen.values()) == 600 else 1)
+PYEOF
+then ok $t; else bad $t "partition files"; fi
+
+# 3. A client killed in the middle of round 2: the round completes with the
+#    other two, the dead one is listed as dropped, round 3 runs without it.
+t=client_dies_mid_round
+if "$BIN/medfed-sim" --clients 3 --rounds 3 --partition iid --seed 4 $SMALL --drop 1:train:2 \
+        --out "$WORK/b" > "$WORK/b.out" 2>&1 &&
+   json_check "$WORK/b/metrics.jsonl" 'len(rows) == 3 and rows[0]["participants"] == 3 and rows[1]["participants"] == 2 and rows[1]["dropped"] == [1] and not rows[1]["aborted"] and rows[1]["val_accuracy"] is not None and rows[2]["participants"] == 2' &&
+   grep -q 'client=site-01 event=dropped' "$WORK/b/logs/coordinator.log"
+then ok $t; else bad $t "see $WORK/b.out"; cat "$WORK/b.out"; fi
+
+# 4. Misbehaving participants (real sockets, real codec): each bad update is
+#    refused with a logged reason and the round completes with the others.
+for mode in wrong-length nan garbage stale-round duplicate; do
+    t="bad_update_$mode"
+    port=$(free_port)
+    d="$WORK/evil-$mode"
+    mkdir -p "$d"
+    for k in 0 1; do
+        sed "s|tcp://127.0.0.1:[0-9]*|tcp://127.0.0.1:$port|" "$WORK/a/sites/site-0$k/client.ini" > "$d/c$k.ini"
+    done
+    "$BIN/medfed-coordinator" --bind "tcp://127.0.0.1:$port" --init "$WORK/a/init.safetensors" \
+        --out "$d" --rounds 2 --wait-for 3 --local-epochs 1 --heartbeat-timeout 5 \
+        --wait-timeout 60 > "$d/coord.log" 2>&1 &
+    cpid=$!
+    "$BIN/medfed-client" --config "$d/c0.ini" > "$d/c0.log" 2>&1 &
+    "$BIN/medfed-client" --config "$d/c1.ini" > "$d/c1.log" 2>&1 &
+    "$BUILD/tests/evil_client" "tcp://127.0.0.1:$port" evil-site "$mode" > "$d/evil.log" 2>&1
+    evil=$?
+    wait $cpid
+    coord=$?
+    if [ $evil -eq 0 ] && [ $coord -eq 0 ] &&
+       grep -q 'rejected\|malformed' "$d/coord.log" &&
+       json_check "$d/metrics.jsonl" 'len(rows) == 2 and rows[0]["participants"] == (3 if "'"$mode"'" == "duplicate" else 2) and not rows[0]["aborted"] and rows[0]["val_accuracy"] is not None'
+    then ok $t; else bad $t "evil=$evil coord=$coord"; cat "$d/evil.log"; grep -i 'warn\|error' "$d/coord.log" | head; fi
+    wait
+done
+
+# 5. A site not on the roster is refused, with the reason in the log.
+t=unknown_site_refused
+port=$(free_port)
+d="$WORK/roster"
+mkdir -p "$d"
+echo site-00 > "$d/roster.txt"
+sed "s|tcp://127.0.0.1:[0-9]*|tcp://127.0.0.1:$port|; s|site = site-01|site = intruder|" \
+    "$WORK/a/sites/site-01/client.ini" > "$d/intruder.ini"
+sed "s|tcp://127.0.0.1:[0-9]*|tcp://127.0.0.1:$port|" "$WORK/a/sites/site-00/client.ini" > "$d/c0.ini"
+"$BIN/medfed-coordinator" --bind "tcp://127.0.0.1:$port" --init "$WORK/a/init.safetensors" \
+    --out "$d" --roster "$d/roster.txt" --rounds 1 --local-epochs 1 > "$d/coord.log" 2>&1 &
+cpid=$!
+"$BIN/medfed-client" --config "$d/intruder.ini" > "$d/intruder.log" 2>&1
+irc=$?
+"$BIN/medfed-client" --config "$d/c0.ini" > "$d/c0.log" 2>&1
+wait $cpid
+crc=$?
+if [ $irc -eq 2 ] && [ $crc -eq 0 ] && grep -q "'intruder' is not on the federation roster" "$d/coord.log" &&
+   json_check "$d/metrics.jsonl" 'len(rows) == 1 and rows[0]["participants"] == 1'
+then ok $t; else bad $t "intruder=$irc coord=$crc"; fi
+
+# 6. Bad configuration is refused with file:line and the reason.
+t=bad_config_names_the_line
+printf '[client]\nsite = x\ncoordinator = tcp://127.0.0.1:1\nthreads = lots\n' > "$WORK/bad.ini"
+out=$("$BIN/medfed-client" --config "$WORK/bad.ini" 2>&1); rc=$?
+printf '[client]\nsite = x\ncoordinator = tcp://127.0.0.1:1\n[data]\nsource = idx\ncolour = blue\ntrain_images = a\ntrain_labels = b\n' > "$WORK/bad2.ini"
+out2=$("$BIN/medfed-client" --config "$WORK/bad2.ini" --check 2>&1); rc2=$?
+if [ $rc -eq 2 ] && echo "$out" | grep -q "bad.ini:4: 'threads' must be an integer" &&
+   [ $rc2 -ne 0 ] && echo "$out2" | grep -q "bad2.ini:6: unknown key 'colour'"
+then ok $t; else bad $t "$out / $out2"; fi
+
+# 7. Corrupt or truncated model files: a clear error, no crash.
+t=corrupt_model_file
+head -c 1000 "$WORK/a/model.safetensors" > "$WORK/trunc.safetensors"
+out=$("$BIN/medfed-eval" --model "$WORK/trunc.safetensors" --images "$ROOT/data/pneumoniamnist/val-images-idx3-ubyte.gz" \
+      --labels "$ROOT/data/pneumoniamnist/val-labels-idx1-ubyte.gz" 2>&1); rc=$?
+out2=$("$BIN/medfed-coordinator" --init "$WORK/trunc.safetensors" --out "$WORK/x" 2>&1); rc2=$?
+if [ $rc -eq 1 ] && echo "$out" | grep -q 'trunc.safetensors' && [ $rc2 -eq 1 ] &&
+   echo "$out2" | grep -q 'trunc.safetensors'
+then ok $t; else bad $t "$out / $out2"; fi
+
+echo "integration: $passed passed, $failed failed"
+[ "$failed" -eq 0 ]

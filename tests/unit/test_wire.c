@@ -1,0 +1,358 @@
+/* Wire codec: round trips, and every kind of malformed input is refused with
+ * a reason (never a crash: this file also runs under ASan/UBSan). */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <msgpack.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/rng.h"
+#include "proto/wire.h"
+
+typedef struct {
+    wire_buf_t *buf;
+    wire_decoder_t *dec;
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+} fx_t;
+
+static int setup(void **state)
+{
+    fx_t *f = calloc(1, sizeof *f);
+    f->buf = wire_buf_new();
+    f->dec = wire_decoder_new();
+    msgpack_sbuffer_init(&f->sb);
+    msgpack_packer_init(&f->pk, &f->sb, msgpack_sbuffer_write);
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fx_t *f = *state;
+    wire_buf_destroy(&f->buf);
+    wire_decoder_destroy(&f->dec);
+    msgpack_sbuffer_destroy(&f->sb);
+    free(f);
+    return 0;
+}
+
+static void pstr(msgpack_packer *pk, const char *s)
+{
+    msgpack_pack_str(pk, strlen(s));
+    msgpack_pack_str_body(pk, s, strlen(s));
+}
+
+static int decode_raw(fx_t *f, const void *p, size_t n, msg_t *m, char *err)
+{
+    return msg_decode(f->dec, p, n, m, err, 256);
+}
+
+/* Decodes what the test packed by hand into f->sb. */
+static int decode_packed(fx_t *f, msg_t *m, char *err)
+{
+    return decode_raw(f, f->sb.data, f->sb.size, m, err);
+}
+
+static void test_roundtrip_update(void **state)
+{
+    fx_t *f = *state;
+    float v[5] = {1.5f, -2.0f, 0.0f, 3.25f, 1e-7f};
+    msg_t m = {.type = MSG_UPDATE, .round = 7, .phase = PHASE_TRAIN, .n_samples = 470,
+               .loss_sum = 0.25, .train_seconds = 1.5, .vec = (const uint8_t *)v,
+               .vec_len = sizeof v, .present = MSG_HAS_VEC};
+    msg_encode(&m, f->buf);
+    msg_t d;
+    char err[256];
+    assert_int_equal(decode_raw(f, wire_buf_data(f->buf), wire_buf_size(f->buf), &d, err), 0);
+    assert_int_equal(d.type, MSG_UPDATE);
+    assert_int_equal(d.round, 7);
+    assert_int_equal(d.phase, PHASE_TRAIN);
+    assert_int_equal(d.n_samples, 470);
+    assert_true(d.loss_sum == 0.25 && d.train_seconds == 1.5);
+    assert_int_equal(d.vec_len, sizeof v);
+    float back[5];
+    memcpy(back, d.vec, sizeof back);
+    assert_memory_equal(back, v, sizeof v);
+    /* Vectors are bin, not arrays: the encoding is barely larger than the data. */
+    assert_true(wire_buf_size(f->buf) < sizeof v + 96);
+}
+
+static void test_roundtrip_plan_without_vector(void **state)
+{
+    fx_t *f = *state;
+    msg_t m = {.type = MSG_PLAN, .round = 3, .phase = PHASE_TRAIN, .arch = "resnet18",
+               .in_channels = 3, .height = 32, .width = 32, .classes = 10, .numel = 11e6,
+               .model_version = 2, .epochs = 2, .batch = 64, .lr = 0.05, .momentum = 0.9,
+               .weight_decay = 5e-4, .seed = UINT64_MAX};
+    msg_encode(&m, f->buf);
+    msg_t d;
+    char err[256];
+    assert_int_equal(decode_raw(f, wire_buf_data(f->buf), wire_buf_size(f->buf), &d, err), 0);
+    assert_string_equal(d.arch, "resnet18");
+    assert_int_equal(d.seed, UINT64_MAX);
+    assert_int_equal(d.numel, 11000000);
+    assert_int_equal(d.present & MSG_HAS_VEC, 0);
+    assert_null(d.vec);
+    assert_true(d.weight_decay == 5e-4);
+}
+
+static void test_roundtrip_hello_error_eval_result(void **state)
+{
+    fx_t *f = *state;
+    msg_t m = {.type = MSG_HELLO, .site = "st-marys", .version = WIRE_VERSION, .n_train = 1,
+               .n_val = -3};
+    msg_encode(&m, f->buf);
+    msg_t d;
+    char err[256];
+    assert_int_equal(decode_raw(f, wire_buf_data(f->buf), wire_buf_size(f->buf), &d, err), 0);
+    assert_string_equal(d.site, "st-marys");
+    assert_int_equal(d.n_val, -3);
+
+    msg_error(&m, 4, ERR_WRONG_LENGTH, "update has %d bytes", 12);
+    msg_encode(&m, f->buf);
+    assert_int_equal(decode_raw(f, wire_buf_data(f->buf), wire_buf_size(f->buf), &d, err), 0);
+    assert_int_equal(d.code, ERR_WRONG_LENGTH);
+    assert_string_equal(d.reason, "update has 12 bytes");
+
+    uint32_t hist[4] = {1, 2, 3, 4};
+    m = (msg_t){.type = MSG_EVAL_RESULT, .round = 1, .n_samples = 10, .loss_sum = 2.5,
+                .correct = 8};
+    msg_encode(&m, f->buf); /* histogram is optional */
+    assert_int_equal(decode_raw(f, wire_buf_data(f->buf), wire_buf_size(f->buf), &d, err), 0);
+    assert_int_equal(d.present & MSG_HAS_HIST, 0);
+    m.hist = (const uint8_t *)hist;
+    m.hist_len = sizeof hist;
+    m.present = MSG_HAS_HIST;
+    msg_encode(&m, f->buf);
+    assert_int_equal(decode_raw(f, wire_buf_data(f->buf), wire_buf_size(f->buf), &d, err), 0);
+    assert_int_equal(d.hist_len, sizeof hist);
+    assert_int_equal(d.correct, 8);
+}
+
+/* Packs an envelope with `extra` more fields to follow. */
+static void envelope(fx_t *f, uint32_t type, uint32_t nextra)
+{
+    f->sb.size = 0;
+    msgpack_pack_map(&f->pk, 3 + nextra);
+    pstr(&f->pk, "type");
+    msgpack_pack_uint32(&f->pk, type);
+    pstr(&f->pk, "round");
+    msgpack_pack_uint32(&f->pk, 1);
+    pstr(&f->pk, "phase");
+    msgpack_pack_uint32(&f->pk, 0);
+}
+
+static void expect_reject(fx_t *f, const char *needle)
+{
+    msg_t d;
+    char err[256] = "";
+    assert_int_equal(decode_packed(f, &d, err), -1);
+    if (!strstr(err, needle)) fail_msg("error '%s' does not mention '%s'", err, needle);
+}
+
+static void test_rejects_bad_envelopes(void **state)
+{
+    fx_t *f = *state;
+    msg_t d;
+    char err[256];
+    assert_int_equal(decode_raw(f, "", 0, &d, err), -1);
+    assert_int_equal(decode_raw(f, "\xc1", 1, &d, err), -1); /* never-used byte */
+
+    f->sb.size = 0;
+    msgpack_pack_array(&f->pk, 1);
+    msgpack_pack_uint32(&f->pk, 1);
+    expect_reject(f, "not a map");
+
+    envelope(f, 99, 0);
+    expect_reject(f, "unknown message type");
+    envelope(f, 0, 0);
+    expect_reject(f, "unknown message type");
+
+    f->sb.size = 0; /* missing round and phase */
+    msgpack_pack_map(&f->pk, 1);
+    pstr(&f->pk, "type");
+    msgpack_pack_uint32(&f->pk, MSG_HEARTBEAT);
+    expect_reject(f, "envelope");
+
+    envelope(f, MSG_HEARTBEAT, 1); /* a repeated envelope key */
+    pstr(&f->pk, "round");
+    msgpack_pack_uint32(&f->pk, 2);
+    expect_reject(f, "envelope");
+
+    f->sb.size = 0; /* round of the wrong type */
+    msgpack_pack_map(&f->pk, 3);
+    pstr(&f->pk, "type");
+    msgpack_pack_uint32(&f->pk, MSG_HEARTBEAT);
+    pstr(&f->pk, "round");
+    msgpack_pack_int64(&f->pk, -1);
+    pstr(&f->pk, "phase");
+    msgpack_pack_uint32(&f->pk, 0);
+    expect_reject(f, "round");
+
+    f->sb.size = 0; /* a non-string key */
+    msgpack_pack_map(&f->pk, 1);
+    msgpack_pack_uint32(&f->pk, 1);
+    msgpack_pack_uint32(&f->pk, 1);
+    expect_reject(f, "key is not a string");
+
+    envelope(f, MSG_HEARTBEAT, 0); /* trailing bytes */
+    msgpack_pack_uint32(&f->pk, 5);
+    expect_reject(f, "trailing");
+
+    f->sb.size = 0;
+    msgpack_pack_map(&f->pk, WIRE_MAX_FIELDS + 1);
+    for (int i = 0; i <= WIRE_MAX_FIELDS; i++) {
+        char k[8];
+        snprintf(k, sizeof k, "k%d", i);
+        pstr(&f->pk, k);
+        msgpack_pack_nil(&f->pk);
+    }
+    expect_reject(f, "too many fields");
+}
+
+static void test_rejects_bad_fields(void **state)
+{
+    fx_t *f = *state;
+    envelope(f, MSG_UPDATE, 0);
+    expect_reject(f, "missing field");
+
+    envelope(f, MSG_HEARTBEAT, 1);
+    pstr(&f->pk, "vec"); /* a field the type does not allow */
+    msgpack_pack_bin(&f->pk, 0);
+    expect_reject(f, "unexpected field 'vec'");
+
+    envelope(f, MSG_HEARTBEAT, 1);
+    pstr(&f->pk, "\x01weird");
+    msgpack_pack_nil(&f->pk);
+    expect_reject(f, "unexpected field '?weird'");
+
+    envelope(f, MSG_HELLO, 4);
+    pstr(&f->pk, "site");
+    msgpack_pack_uint32(&f->pk, 5); /* wrong type */
+    pstr(&f->pk, "version");
+    msgpack_pack_uint32(&f->pk, 1);
+    pstr(&f->pk, "n_train");
+    msgpack_pack_uint32(&f->pk, 1);
+    pstr(&f->pk, "n_val");
+    msgpack_pack_uint32(&f->pk, 1);
+    expect_reject(f, "'site': expected a string");
+
+    char longname[WIRE_SITE_MAX + 5];
+    memset(longname, 'a', sizeof longname - 1);
+    longname[sizeof longname - 1] = '\0';
+    envelope(f, MSG_HELLO, 4);
+    pstr(&f->pk, "site");
+    pstr(&f->pk, longname);
+    pstr(&f->pk, "version");
+    msgpack_pack_uint32(&f->pk, 1);
+    pstr(&f->pk, "n_train");
+    msgpack_pack_uint32(&f->pk, 1);
+    pstr(&f->pk, "n_val");
+    msgpack_pack_uint32(&f->pk, 1);
+    expect_reject(f, "too long");
+
+    envelope(f, MSG_HELLO, 4);
+    pstr(&f->pk, "site");
+    msgpack_pack_str(&f->pk, 3);
+    msgpack_pack_str_body(&f->pk, "a\0b", 3);
+    pstr(&f->pk, "version");
+    msgpack_pack_uint32(&f->pk, 1);
+    pstr(&f->pk, "n_train");
+    msgpack_pack_uint32(&f->pk, 1);
+    pstr(&f->pk, "n_val");
+    msgpack_pack_uint32(&f->pk, 1);
+    expect_reject(f, "NUL");
+
+    envelope(f, MSG_WELCOME, 2);
+    pstr(&f->pk, "client_id");
+    msgpack_pack_uint32(&f->pk, 1);
+    pstr(&f->pk, "client_id");
+    msgpack_pack_uint32(&f->pk, 2);
+    expect_reject(f, "repeated");
+
+    envelope(f, MSG_WELCOME, 1);
+    pstr(&f->pk, "client_id");
+    msgpack_pack_uint64(&f->pk, (uint64_t)UINT32_MAX + 1); /* does not fit u32 */
+    expect_reject(f, "client_id");
+
+    envelope(f, MSG_UPDATE, 4); /* vec as an array of floats: refused, bin only */
+    pstr(&f->pk, "vec");
+    msgpack_pack_array(&f->pk, 1);
+    msgpack_pack_float(&f->pk, 1.0f);
+    pstr(&f->pk, "n");
+    msgpack_pack_int64(&f->pk, 1);
+    pstr(&f->pk, "loss");
+    msgpack_pack_double(&f->pk, 1);
+    pstr(&f->pk, "train_s");
+    msgpack_pack_double(&f->pk, 1);
+    expect_reject(f, "expected bin");
+}
+
+/* Every proper prefix of a valid message is refused; random corruption never
+ * crashes and never yields a message that violates the table. */
+static void test_truncation_and_corruption(void **state)
+{
+    fx_t *f = *state;
+    float v[64];
+    for (int i = 0; i < 64; i++) v[i] = (float)i;
+    msg_t m = {.type = MSG_PLAN, .round = 2, .phase = PHASE_TRAIN, .arch = "cnn",
+               .in_channels = 1, .height = 28, .width = 28, .classes = 2, .numel = 64,
+               .model_version = 1, .epochs = 1, .batch = 32, .lr = 0.1, .vec = (uint8_t *)v,
+               .vec_len = sizeof v, .present = MSG_HAS_VEC};
+    msg_encode(&m, f->buf);
+    size_t n = wire_buf_size(f->buf);
+    uint8_t *copy = malloc(n);
+    memcpy(copy, wire_buf_data(f->buf), n);
+    msg_t d;
+    char err[256];
+    for (size_t len = 0; len < n; len++) {
+        uint8_t *p = malloc(len ? len : 1); /* exact-size buffer: ASan sees any over-read */
+        memcpy(p, copy, len);
+        assert_int_equal(decode_raw(f, p, len, &d, err), -1);
+        free(p);
+    }
+    rng_t r;
+    rng_seed(&r, 42);
+    int accepted = 0;
+    for (int iter = 0; iter < 20000; iter++) {
+        uint8_t *p = malloc(n);
+        memcpy(p, copy, n);
+        int flips = 1 + (int)rng_below(&r, 4);
+        for (int k = 0; k < flips; k++) p[rng_below(&r, n)] ^= (uint8_t)(1 + rng_below(&r, 255));
+        if (decode_raw(f, p, n, &d, err) == 0) {
+            accepted++;
+            assert_true(d.type > 0 && d.type < MSG_TYPE_COUNT);
+            if (d.present & MSG_HAS_VEC) assert_true(d.vec >= p && d.vec + d.vec_len <= p + n);
+        }
+        free(p);
+    }
+    assert_true(accepted < 20000); /* corruption is mostly caught */
+    free(copy);
+}
+
+static void test_names(void **state)
+{
+    (void)state;
+    assert_string_equal(msg_type_name(MSG_UPDATE), "UPDATE");
+    assert_string_equal(msg_type_name((msg_type_t)77), "?");
+    assert_string_equal(msg_phase_name(PHASE_EVAL), "eval");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_roundtrip_update, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_roundtrip_plan_without_vector, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_roundtrip_hello_error_eval_result, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rejects_bad_envelopes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_rejects_bad_fields, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_truncation_and_corruption, setup, teardown),
+        cmocka_unit_test(test_names),
+    };
+    return cmocka_run_group_tests_name("wire", tests, NULL, NULL);
+}
