@@ -917,8 +917,10 @@ static int js_metadata(st_parse_t *j)
 
 static int js_header(st_parse_t *j)
 {
-    if (js_expect(j, '{') != 0)
-        return -1;
+    /* Like the reference reader, the header must start with '{' itself. */
+    if (j->p >= j->end || *j->p != '{')
+        return js_fail(j, "header does not start with '{'");
+    j->p++;
     if (js_peek(j) == '}') {
         j->p++;
     } else {

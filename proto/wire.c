@@ -253,10 +253,78 @@ static const char *decode_value(const field_t *f, const msgpack_object *v, msg_t
     return "bad field kind";
 }
 
+/* Size of the scalar at p (header + payload), or 0 if it is a container, an
+ * ext, a never-used byte, or runs past end. Containers are refused before
+ * msgpack-c sees them: it sizes its zone from the count a peer declares. */
+static size_t scalar_size(const uint8_t *p, const uint8_t *end)
+{
+    size_t left = (size_t)(end - p), hdr, body = 0;
+    uint8_t b = p[0];
+    if (b <= 0x7f || b >= 0xe0 || b == 0xc0 || b == 0xc2 || b == 0xc3) return 1;
+    if ((b & 0xe0) == 0xa0) { hdr = 1; body = b & 0x1f; }           /* fixstr */
+    else switch (b) {
+    case 0xcc: case 0xd0: return left >= 2 ? 2 : 0;
+    case 0xcd: case 0xd1: return left >= 3 ? 3 : 0;
+    case 0xca: case 0xce: case 0xd2: return left >= 5 ? 5 : 0;
+    case 0xcb: case 0xcf: case 0xd3: return left >= 9 ? 9 : 0;
+    case 0xc4: case 0xd9: hdr = 2; break;                            /* bin8 / str8 */
+    case 0xc5: case 0xda: hdr = 3; break;                            /* bin16 / str16 */
+    case 0xc6: case 0xdb: hdr = 5; break;                            /* bin32 / str32 */
+    default: return 0;                                                /* containers, ext, 0xc1 */
+    }
+    if (left < hdr) return 0;
+    if ((b & 0xe0) != 0xa0) {
+        body = 0;
+        for (size_t i = 1; i < hdr; i++) body = (body << 8) | p[i];
+    }
+    if (body > left - hdr) return 0;
+    return hdr + body;
+}
+
+/* Checks the shape (one flat map of scalars, every length inside the
+ * buffer) without allocating anything. */
+static int prescan(const uint8_t *p, size_t len, char *err, size_t errlen)
+{
+    const uint8_t *end = p + len;
+    if (len == 0) {
+        snprintf(err, errlen, "empty message");
+        return -1;
+    }
+    size_t n, hdr;
+    if ((p[0] & 0xf0) == 0x80) { n = p[0] & 0x0f; hdr = 1; }
+    else if (p[0] == 0xde && len >= 3) { n = ((size_t)p[1] << 8) | p[2]; hdr = 3; }
+    else if (p[0] == 0xdf && len >= 5) {
+        n = ((size_t)p[1] << 24) | ((size_t)p[2] << 16) | ((size_t)p[3] << 8) | p[4];
+        hdr = 5;
+    } else {
+        snprintf(err, errlen, "message is not a map");
+        return -1;
+    }
+    if (n > WIRE_MAX_FIELDS) {
+        snprintf(err, errlen, "too many fields (%zu)", n);
+        return -1;
+    }
+    p += hdr;
+    for (size_t i = 0; i < 2 * n; i++) {
+        size_t s = p < end ? scalar_size(p, end) : 0;
+        if (s == 0) {
+            snprintf(err, errlen, "field %zu: truncated, nested or unsupported value", i / 2);
+            return -1;
+        }
+        p += s;
+    }
+    if (p != end) {
+        snprintf(err, errlen, "%zu trailing bytes after the message", (size_t)(end - p));
+        return -1;
+    }
+    return 0;
+}
+
 int msg_decode(wire_decoder_t *d, const void *buf, size_t len, msg_t *m, char *err,
                size_t errlen)
 {
     memset(m, 0, sizeof *m);
+    if (prescan(buf, len, err, errlen) < 0) return -1;
     size_t off = 0;
     msgpack_unpack_return rc = msgpack_unpack_next(&d->up, buf, len, &off);
     if (rc != MSGPACK_UNPACK_SUCCESS) {

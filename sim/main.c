@@ -295,8 +295,12 @@ int main(int argc, char **argv)
     if (n <= 0) die("%s", "cannot find my own executable");
     bin_dir[n] = '\0';
     *strrchr(bin_dir, '/') = '\0';
-    if (strlen(bin_dir) + 9 > sizeof o.data_dir) die("%s", "path too long");
-    snprintf(o.data_dir, sizeof o.data_dir, "%.4000s/../data", bin_dir);
+    /* <project>/bin, or <project>/build-asan/bin for the sanitizer build. */
+    for (int up = 1; up <= 2; up++) {
+        struct stat st;
+        snprintf(o.data_dir, sizeof o.data_dir, "%.4000s/%s", bin_dir, up == 1 ? "../data" : "../../data");
+        if (stat(o.data_dir, &st) == 0 && S_ISDIR(st.st_mode)) break;
+    }
     parse_args(argc, argv, &o);
 
     part_spec_t spec;

@@ -50,7 +50,7 @@ int main(int argc, char **argv)
 
     int rc = 1;
     uint32_t want = 0;
-    double deadline = util_now() + 120;
+    double deadline = util_now() + 60;
     wire_frame_t fr;
     msg_t m;
     while (util_now() < deadline) {

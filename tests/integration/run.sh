@@ -71,6 +71,13 @@ if "$BIN/medfed-sim" --clients 3 --rounds 3 --partition iid --seed 4 $SMALL --dr
    grep -q 'client=site-01 event=dropped' "$WORK/b/logs/coordinator.log"
 then ok $t; else bad $t "see $WORK/b.out"; cat "$WORK/b.out"; fi
 
+# The remaining tests reuse the first run's site files and initial model.
+if [ ! -f "$WORK/a/init.safetensors" ] || [ ! -f "$WORK/a/sites/site-01/client.ini" ]; then
+    bad setup "the first run left no site files; the other tests cannot run"
+    echo "integration: $passed passed, $failed failed"
+    exit 1
+fi
+
 # 4. Misbehaving participants (real sockets, real codec): each bad update is
 #    refused with a logged reason and the round completes with the others.
 for mode in wrong-length nan garbage stale-round duplicate; do

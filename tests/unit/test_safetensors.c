@@ -439,8 +439,9 @@ static void test_corrupt_headers(void **state)
         const char *want;
     } cases[] = {
         { "hello world", 0, "not valid safetensors JSON" },
-        { "", 0, "expected '{'" },
-        { "[1,2]", 0, "expected '{'" },
+        { "", 0, "does not start with '{'" },
+        { "[1,2]", 0, "does not start with '{'" },
+        { " {}", 0, "does not start with '{'" },
         { "{\"w\":{\"dtype\":\"F16\",\"shape\":[2],\"data_offsets\":[0,4]}}", 4,
           "tensor w: dtype F16 not supported" },
         { "{\"w\":{\"dtype\":\"BF16\",\"shape\":[2],\"data_offsets\":[0,4]}}", 4,
