@@ -19,5 +19,5 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 # libopenblas0-openmp is named explicitly: the reference BLAS makes LibTorch 3.4x slower,
 # and libopenblas0-pthread would oversubscribe the cores.
-$SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
+$SUDO apt-get install -y -qq $missing >/dev/null
 echo "deps: done"
