@@ -11,6 +11,7 @@
  * `heartbeat` seconds so a long local epoch is never mistaken for a dropout.
  */
 #include "client/client.h"
+#include "client/internal.h"
 
 #include <errno.h>
 #include <math.h>
@@ -24,35 +25,14 @@
 #include "aggregation/metrics.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "crypto/crypto.h"
 #include "model/model.h"
 #include "proto/transport.h"
 
 volatile sig_atomic_t client_stop = 0;
 
-typedef struct {
-    const client_conf_t *conf;
-    const client_die_at_t *die_at;
-    void *zctx, *sock;
-    wire_buf_t *out;
-    wire_decoder_t *dec;
-    dataset_t train, val;
 
-    model_t *model;
-    float *global;          /* the coordinator's model, version global_version */
-    float *work;            /* scratch: trained parameters, then the delta */
-    float *scores;          /* evaluation scores, val.n */
-    size_t numel;
-    uint32_t global_version;
-    int have_global;
-
-    uint32_t client_id;
-    int welcomed;
-    uint32_t last_plan_round, last_eval_round;
-    double last_sent;
-    uint32_t round, phase;  /* what we are doing now, for heartbeats */
-} client_t;
-
-static void maybe_die(const client_t *c, const char *phase, uint32_t round)
+void client_maybe_die(const client_t *c, const char *phase, uint32_t round)
 {
     if (c->die_at && c->die_at->phase[0] && strcmp(c->die_at->phase, phase) == 0 &&
         c->die_at->round == round) {
@@ -61,7 +41,7 @@ static void maybe_die(const client_t *c, const char *phase, uint32_t round)
     }
 }
 
-static int send_msg(client_t *c, const msg_t *m)
+int client_send(client_t *c, const msg_t *m)
 {
     long long n = transport_send(c->sock, NULL, m, c->out, 0);
     if (n < 0) {
@@ -72,12 +52,12 @@ static int send_msg(client_t *c, const msg_t *m)
     return 0;
 }
 
-static void send_error(client_t *c, uint32_t round, msg_error_t code, const char *why)
+void client_send_error(client_t *c, uint32_t round, msg_error_t code, const char *why)
 {
     msg_t e;
     msg_error(&e, round, code, "%s", why);
     log_warn("round=%u error sent: %s", round, why);
-    send_msg(c, &e);
+    client_send(c, &e);
 }
 
 static void send_hello(client_t *c)
@@ -85,7 +65,7 @@ static void send_hello(client_t *c)
     msg_t m = {.type = MSG_HELLO, .version = WIRE_VERSION, .n_train = c->train.n,
                .n_val = c->val.n};
     util_strlcpy(m.site, c->conf->site, sizeof m.site);
-    if (send_msg(c, &m) == 0) log_debug("hello sent");
+    if (client_send(c, &m) == 0) log_debug("hello sent");
 }
 
 static void send_heartbeat(client_t *c)
@@ -114,7 +94,7 @@ static int load_global(client_t *c, const msg_t *m)
         m->width != (uint32_t)c->train.width) {
         snprintf(err, sizeof err, "local data is %dx%dx%d, model needs %ux%ux%u", c->train.channels,
                  c->train.height, c->train.width, m->in_channels, m->height, m->width);
-        send_error(c, m->round, ERR_LOCAL, err);
+        client_send_error(c, m->round, ERR_LOCAL, err);
         return -1;
     }
     const model_spec_t *have = c->model ? model_get_spec(c->model) : NULL;
@@ -131,21 +111,21 @@ static int load_global(client_t *c, const msg_t *m)
         c->have_global = 0;
         c->model = model_new(&spec, 0, err, sizeof err);
         if (!c->model) {
-            send_error(c, m->round, ERR_LOCAL, err);
+            client_send_error(c, m->round, ERR_LOCAL, err);
             return -1;
         }
         c->numel = model_numel(c->model);
         c->global = malloc(c->numel * sizeof(float));
         c->work = malloc(c->numel * sizeof(float));
         if (!c->global || !c->work) {
-            send_error(c, m->round, ERR_LOCAL, "out of memory for the model");
+            client_send_error(c, m->round, ERR_LOCAL, "out of memory for the model");
             model_destroy(&c->model);
             return -1;
         }
         for (int64_t i = 0; i < c->train.n; i++) {
             if (c->train.y[i] < 0 || c->train.y[i] >= (int32_t)m->classes) {
                 snprintf(err, sizeof err, "a local label is outside [0, %u)", m->classes);
-                send_error(c, m->round, ERR_LOCAL, err);
+                client_send_error(c, m->round, ERR_LOCAL, err);
                 model_destroy(&c->model);
                 return -1;
             }
@@ -154,14 +134,14 @@ static int load_global(client_t *c, const msg_t *m)
     if (m->numel != c->numel) {
         snprintf(err, sizeof err, "model has %zu parameters here, coordinator says %llu", c->numel,
                  (unsigned long long)m->numel);
-        send_error(c, m->round, ERR_WRONG_LENGTH, err);
+        client_send_error(c, m->round, ERR_WRONG_LENGTH, err);
         return -1;
     }
     if (m->present & MSG_HAS_VEC) {
         if (m->vec_len != c->numel * 4) {
             snprintf(err, sizeof err, "model vector has %zu bytes, expected %zu", m->vec_len,
                      c->numel * 4);
-            send_error(c, m->round, ERR_WRONG_LENGTH, err);
+            client_send_error(c, m->round, ERR_WRONG_LENGTH, err);
             return -1;
         }
         memcpy(c->global, m->vec, m->vec_len); /* aligned copy out of the frame */
@@ -169,11 +149,11 @@ static int load_global(client_t *c, const msg_t *m)
         c->have_global = 1;
     } else if (!c->have_global || c->global_version != m->model_version) {
         snprintf(err, sizeof err, "no copy of global model version %u here", m->model_version);
-        send_error(c, m->round, ERR_LOCAL, err);
+        client_send_error(c, m->round, ERR_LOCAL, err);
         return -1;
     }
     if (model_set_params(c->model, c->global, c->numel) < 0) {
-        send_error(c, m->round, ERR_LOCAL, model_errmsg(c->model));
+        client_send_error(c, m->round, ERR_LOCAL, model_errmsg(c->model));
         return -1;
     }
     return 0;
@@ -185,20 +165,21 @@ static void on_plan(client_t *c, const msg_t *m)
         char why[96];
         snprintf(why, sizeof why, "plan for round %u after round %u: stale or replayed", m->round,
                  c->last_plan_round);
-        send_error(c, m->round, ERR_WRONG_ROUND, why);
+        client_send_error(c, m->round, ERR_WRONG_ROUND, why);
         return;
     }
     c->last_plan_round = m->round;
     c->round = m->round;
+    sa_client_reset(c); /* a new round: whatever the last one left is wiped */
     c->phase = PHASE_TRAIN;
     log_info("round=%u phase=train event=plan epochs=%u batch=%u lr=%g", m->round, m->epochs,
              m->batch, m->lr);
-    maybe_die(c, "train", m->round);
+    client_maybe_die(c, "train", m->round);
     if (load_global(c, m) < 0) return;
     if (m->epochs < 1 || m->epochs > 1000 || m->batch < 1 || m->batch > 65536 ||
         !(m->lr > 0 && m->lr < 100) || !(m->momentum >= 0 && m->momentum < 1) ||
         !(m->weight_decay >= 0 && m->weight_decay < 1)) {
-        send_error(c, m->round, ERR_MALFORMED, "hyper-parameters out of range");
+        client_send_error(c, m->round, ERR_MALFORMED, "hyper-parameters out of range");
         return;
     }
     model_train_opts_t opts = {
@@ -211,20 +192,26 @@ static void on_plan(client_t *c, const msg_t *m)
     model_result_t res;
     double t0 = util_now();
     if (model_train(c->model, &data, &opts, &res) < 0) {
-        send_error(c, m->round, ERR_LOCAL, model_errmsg(c->model));
+        client_send_error(c, m->round, ERR_LOCAL, model_errmsg(c->model));
         return;
     }
     double secs = util_now() - t0;
-    maybe_die(c, "upload", m->round);
     if (model_get_params(c->model, c->work, c->numel) < 0) {
-        send_error(c, m->round, ERR_LOCAL, model_errmsg(c->model));
+        client_send_error(c, m->round, ERR_LOCAL, model_errmsg(c->model));
         return;
     }
     for (size_t i = 0; i < c->numel; i++) c->work[i] -= c->global[i];
+    if (m->present & MSG_HAS_SECAGG) {
+        log_info("round=%u phase=train event=trained loss=%.4f train_s=%.2f", m->round,
+                 res.train_loss, secs);
+        sa_client_advertise(c, m, secs);
+        return;
+    }
+    client_maybe_die(c, "upload", m->round);
     msg_t u = {.type = MSG_UPDATE, .round = m->round, .phase = PHASE_TRAIN,
                .n_samples = c->train.n, .loss_sum = res.train_loss, .train_seconds = secs,
                .vec = (const uint8_t *)c->work, .vec_len = c->numel * 4, .present = MSG_HAS_VEC};
-    if (send_msg(c, &u) == 0)
+    if (client_send(c, &u) == 0)
         log_info("round=%u phase=train event=update-sent n=%lld loss=%.4f train_s=%.2f",
                  m->round, (long long)c->train.n, res.train_loss, secs);
     c->phase = PHASE_NONE;
@@ -233,13 +220,13 @@ static void on_plan(client_t *c, const msg_t *m)
 static void on_eval(client_t *c, const msg_t *m)
 {
     if (m->round < c->last_eval_round || (m->round == c->last_eval_round && m->round != 0)) {
-        send_error(c, m->round, ERR_WRONG_ROUND, "evaluation request is stale or replayed");
+        client_send_error(c, m->round, ERR_WRONG_ROUND, "evaluation request is stale or replayed");
         return;
     }
     c->last_eval_round = m->round;
     c->round = m->round;
     c->phase = PHASE_EVAL;
-    maybe_die(c, "eval", m->round);
+    client_maybe_die(c, "eval", m->round);
     if (load_global(c, m) < 0) return;
     model_result_t res = {0};
     uint32_t hist[2 * WIRE_HIST_BINS];
@@ -247,7 +234,7 @@ static void on_eval(client_t *c, const msg_t *m)
     if (c->val.n > 0) {
         model_data_t data = {c->val.x, c->val.y, c->val.n};
         if (model_evaluate(c->model, &data, 256, &res, c->scores) < 0) {
-            send_error(c, m->round, ERR_LOCAL, model_errmsg(c->model));
+            client_send_error(c, m->round, ERR_LOCAL, model_errmsg(c->model));
             return;
         }
         if (m->classes == 2)
@@ -261,7 +248,7 @@ static void on_eval(client_t *c, const msg_t *m)
         r.hist_len = sizeof hist;
         r.present |= MSG_HAS_HIST;
     }
-    if (send_msg(c, &r) == 0)
+    if (client_send(c, &r) == 0)
         log_info("round=%u phase=eval event=result-sent n=%lld", m->round, (long long)res.n);
     c->phase = PHASE_NONE;
 }
@@ -271,12 +258,19 @@ static int dispatch(client_t *c, const msg_t *m, int *rc)
 {
     switch (m->type) {
     case MSG_WELCOME:
+        if (c->roster && roster_find(c->roster, c->conf->site) != (int)m->client_id) {
+            log_error("coordinator gave id %u, our roster says %d: roster files differ",
+                      m->client_id, roster_find(c->roster, c->conf->site));
+            *rc = 2;
+            return 1;
+        }
         c->client_id = m->client_id;
         c->welcomed = 1;
         log_info("event=welcome client_id=%u", m->client_id);
         return 0;
     case MSG_PLAN: on_plan(c, m); return 0;
     case MSG_EVAL: on_eval(c, m); return 0;
+    case MSG_KEYS: case MSG_SHARES_IN: case MSG_UNMASK_REQ: sa_client_on_message(c, m); return 0;
     case MSG_SHUTDOWN:
         log_info("event=shutdown -> exit");
         *rc = 0;
@@ -328,12 +322,44 @@ out:
     return rc;
 }
 
+/* Secure aggregation needs the site's identity key and the federation roster. */
+static int load_identity(client_t *c)
+{
+    char err[512];
+    if (crypto_init() < 0) {
+        log_error("crypto library failed to initialise");
+        return -1;
+    }
+    if (!c->conf->identity[0] && !c->conf->roster[0]) return 0;
+    if (!c->conf->identity[0] || !c->conf->roster[0]) {
+        log_error("%s: [client] identity and roster go together", c->conf->data.file);
+        return -1;
+    }
+    c->roster = malloc(sizeof *c->roster);
+    c->identity_sk = crypto_secure_alloc(IDENTITY_SECRETKEYBYTES);
+    if (!c->roster || !c->identity_sk) return -1;
+    if (roster_load(c->conf->roster, c->roster, err, sizeof err) < 0 ||
+        identity_load_secret(c->conf->identity, c->identity_sk, err, sizeof err) < 0) {
+        log_error("%s", err);
+        return -1;
+    }
+    int me = roster_find(c->roster, c->conf->site);
+    uint8_t pk[IDENTITY_PUBLICKEYBYTES];
+    identity_pk_of(pk, c->identity_sk);
+    if (me < 0 || !c->roster->site[me].has_pk || !crypto_equal(pk, c->roster->site[me].pk, sizeof pk)) {
+        log_error("%s: site '%s' is missing from the roster or its key differs from %s",
+                  c->conf->roster, c->conf->site, c->conf->identity);
+        return -1;
+    }
+    return 0;
+}
+
 int client_run(const client_conf_t *conf, const client_die_at_t *die_at)
 {
     client_t c = {.conf = conf, .die_at = die_at};
     int rc = 1;
     model_set_threads(conf->threads);
-    if (load_data(&c) < 0) goto out;
+    if (load_data(&c) < 0 || load_identity(&c) < 0) goto out;
 
     c.zctx = zmq_ctx_new();
     c.sock = zmq_socket(c.zctx, ZMQ_DEALER);
@@ -392,6 +418,9 @@ out:
     if (c.zctx) zmq_ctx_term(c.zctx);
     wire_buf_destroy(&c.out);
     wire_decoder_destroy(&c.dec);
+    sa_client_reset(&c);
+    if (c.identity_sk) crypto_secure_free(c.identity_sk);
+    free(c.roster);
     model_destroy(&c.model);
     free(c.global);
     free(c.work);

@@ -24,6 +24,8 @@ static const opt_t client_opts[] = {
     {"threads", OPT_INT, COFF(threads), 0, 1, 256},
     {"log_level", OPT_LEVEL, COFF(log_level), 0, 0, 0},
     {"heartbeat", OPT_DOUBLE, COFF(heartbeat), 0, 0.05, 3600},
+    {"identity", OPT_STR, COFF(identity), 512, 0, 0},
+    {"roster", OPT_STR, COFF(roster), 512, 0, 0},
 };
 
 typedef struct {

@@ -7,6 +7,8 @@
  *   threads = 2                ; LibTorch intra-op threads
  *   log_level = info           ; error | warn | info | debug
  *   heartbeat = 1.0            ; seconds between heartbeats
+ *   identity = /etc/medfed/identity.key   ; Ed25519 key, mode 0600 (secure aggregation)
+ *   roster = /etc/medfed/roster.txt       ; every site's name and identity public key
  *   [data]
  *   source = idx               ; then the source's own keys (see client/data.c)
  *
@@ -26,6 +28,8 @@ typedef struct {
     int threads;
     log_level_t log_level;
     double heartbeat;
+    char identity[512];          /* Ed25519 secret key file (0600), for secure aggregation */
+    char roster[512];            /* federation roster: NAME PUBKEY per line */
     data_conf_t data;
 } client_conf_t;
 

@@ -25,7 +25,8 @@ static void usage(FILE *f)
             "usage: medfed-client --config FILE [--check] [--die-at PHASE:ROUND]\n"
             "  --config FILE       INI config ([client] and [data] sections)\n"
             "  --check             validate the config and load the data, then exit\n"
-            "  --die-at PHASE:R    testing: SIGKILL self at PHASE (train|upload|eval) of round R\n");
+            "  --die-at PHASE:R    testing: SIGKILL self at PHASE of round R (train, upload, eval,\n"
+            "                      advertise, share, masked, unmask)\n");
 }
 
 static int parse_die_at(const char *s, client_die_at_t *d)
@@ -36,8 +37,12 @@ static int parse_die_at(const char *s, client_die_at_t *d)
     if (plen == 0 || plen >= sizeof d->phase) return -1;
     memcpy(d->phase, s, plen);
     d->phase[plen] = '\0';
-    if (strcmp(d->phase, "train") && strcmp(d->phase, "upload") && strcmp(d->phase, "eval"))
-        return -1;
+    static const char *const phases[] = {"train", "upload", "eval", "advertise", "share",
+                                         "masked", "unmask"};
+    int known = 0;
+    for (size_t i = 0; i < sizeof phases / sizeof phases[0]; i++)
+        known |= strcmp(d->phase, phases[i]) == 0;
+    if (!known) return -1;
     if (colon && util_parse_int(colon + 1, 1, 1000000, &r) < 0) return -1;
     d->round = (unsigned)r;
     return 0;

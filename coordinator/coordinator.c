@@ -22,6 +22,7 @@
  * ERROR reply; it never stops the round for the others.
  */
 #include "coordinator/coordinator.h"
+#include "coordinator/internal.h"
 
 #include <errno.h>
 #include <math.h>
@@ -31,72 +32,21 @@
 #include <zmq.h>
 
 #include "aggregation/metrics.h"
-#include "common/rng.h"
 #include "common/util.h"
+#include "crypto/crypto.h"
 #include "model/safetensors.h"
 #include "proto/transport.h"
 
 volatile sig_atomic_t coord_stop = 0;
 
-#define NO_VERSION UINT32_MAX
+const char *const coord_state_names[] = {"waiting", "training", "sharing", "masking",
+                                         "unmasking", "evaluating", "done"};
 
-typedef enum { ST_WAITING, ST_TRAINING, ST_EVALUATING, ST_DONE } coord_state_t;
-static const char *const state_names[] = {"waiting", "training", "evaluating", "done"};
-
-/* Where one client stands in the current phase. */
-typedef enum { P_IDLE, P_PENDING, P_DONE, P_DROPPED } part_t;
-
-typedef struct {
-    peer_id_t id;
-    char site[WIRE_SITE_MAX];
-    int index;             /* roster position, or registration order */
-    int64_t n_train, n_val;
-    double last_seen;
-    int live;
-    uint32_t has_version;  /* global model version this client holds */
-    part_t train, eval;
-} client_rec_t;
-
-typedef struct {
-    const coord_conf_t *conf;
-    void *zctx, *sock;
-    wire_buf_t *out;
-    wire_decoder_t *dec;
-    rng_t rng;
-
-    /* the model */
-    schema_t *schema;
-    st_meta_t meta[ST_META_MAX];
-    size_t n_meta;
-    float *global;
-    size_t numel;
-    uint32_t version;      /* rounds applied to global */
-    char arch[WIRE_ARCH_MAX];
-    uint32_t in_ch, height, width, classes;
-    fedavg_t *fedavg;
-
-    /* registry */
-    client_rec_t clients[COORD_MAX_CLIENTS];
-    int n_clients;
-    char roster[COORD_MAX_CLIENTS][WIRE_SITE_MAX];
-    int n_roster;
-
-    /* the round */
-    coord_state_t state;
-    uint32_t round;
-    double phase_started, round_started, waiting_since;
-    uint64_t bytes_up, bytes_down;
-    double train_loss_sum, train_s_max;
-    int64_t eval_n, eval_correct;
-    double eval_loss;
-    uint64_t hist[2 * WIRE_HIST_BINS];
-    int evaluated;
-    FILE *metrics;
-} coord_t;
+static int in_training(coord_state_t s) { return s >= ST_TRAINING && s <= ST_UNMASKING; }
 
 /* ---- sending ----------------------------------------------------------------- */
 
-static void send_to(coord_t *c, client_rec_t *k, const peer_id_t *id, const msg_t *m)
+void coord_send(coord_t *c, client_rec_t *k, const peer_id_t *id, const msg_t *m)
 {
     long long n = transport_send(c->sock, id ? id : &k->id, m, c->out, 1);
     if (n < 0) {
@@ -107,12 +57,12 @@ static void send_to(coord_t *c, client_rec_t *k, const peer_id_t *id, const msg_
     c->bytes_down += (uint64_t)n;
 }
 
-static void reply_error(coord_t *c, client_rec_t *k, const peer_id_t *id, uint32_t round,
+void coord_reply_error(coord_t *c, client_rec_t *k, const peer_id_t *id, uint32_t round,
                         msg_error_t code, const char *why)
 {
     msg_t e;
     msg_error(&e, round, code, "%s", why);
-    send_to(c, k, id, &e);
+    coord_send(c, k, id, &e);
 }
 
 /* Fills the model spec shared by PLAN and EVAL; the vector rides along only
@@ -158,12 +108,12 @@ static int live_count(const coord_t *c)
     return n;
 }
 
-static void drop(coord_t *c, client_rec_t *k, const char *why)
+void coord_drop(coord_t *c, client_rec_t *k, const char *why)
 {
-    if (c->state == ST_TRAINING && k->train == P_PENDING) k->train = P_DROPPED;
+    if (in_training(c->state) && k->train == P_PENDING) k->train = P_DROPPED;
     if (c->state == ST_EVALUATING && k->eval == P_PENDING) k->eval = P_DROPPED;
     log_warn("round=%u phase=%s client=%s event=dropped reason=\"%s\"", c->round,
-             state_names[c->state], k->site, why);
+             coord_state_names[c->state], k->site, why);
 }
 
 static void on_hello(coord_t *c, const peer_id_t *from, const msg_t *m)
@@ -173,28 +123,27 @@ static void on_hello(coord_t *c, const peer_id_t *from, const msg_t *m)
         snprintf(why, sizeof why, "protocol version %u, coordinator speaks %u", m->version,
                  WIRE_VERSION);
         log_warn("site=%s refused: %s", m->site, why);
-        reply_error(c, NULL, from, 0, ERR_VERSION, why);
+        coord_reply_error(c, NULL, from, 0, ERR_VERSION, why);
         return;
     }
     int index = -1;
-    if (c->n_roster > 0) {
-        for (int i = 0; i < c->n_roster; i++)
-            if (strcmp(c->roster[i], m->site) == 0) index = i;
+    if (c->have_roster) {
+        index = roster_find(&c->roster, m->site);
         if (index < 0) {
             snprintf(why, sizeof why, "site '%s' is not on the federation roster", m->site);
             log_warn("refused: %s", why);
-            reply_error(c, NULL, from, 0, ERR_UNKNOWN_CLIENT, why);
+            coord_reply_error(c, NULL, from, 0, ERR_UNKNOWN_CLIENT, why);
             return;
         }
     }
     if (m->n_train < 0 || m->n_val < 0) {
-        reply_error(c, NULL, from, 0, ERR_MALFORMED, "negative sample count");
+        coord_reply_error(c, NULL, from, 0, ERR_MALFORMED, "negative sample count");
         return;
     }
     client_rec_t *k = find_by_site(c, m->site);
     if (!k) {
         if (c->n_clients == COORD_MAX_CLIENTS) {
-            reply_error(c, NULL, from, 0, ERR_FULL, "federation is full");
+            coord_reply_error(c, NULL, from, 0, ERR_FULL, "federation is full");
             return;
         }
         k = &c->clients[c->n_clients];
@@ -208,7 +157,8 @@ static void on_hello(coord_t *c, const peer_id_t *from, const msg_t *m)
         /* Same site on a new connection: a restarted daemon. It lost any
          * round it was in, and its model copy. */
         log_info("site=%s event=reconnected", k->site);
-        if (k->train == P_PENDING || k->eval == P_PENDING) drop(c, k, "reconnected mid-round");
+        if (k->train == P_PENDING || k->eval == P_PENDING) coord_drop(c, k, "reconnected mid-round");
+        if (!c->have_roster) k->index = k->index; /* keeps its registration index */
     }
     k->id = *from;
     k->n_train = m->n_train;
@@ -217,7 +167,7 @@ static void on_hello(coord_t *c, const peer_id_t *from, const msg_t *m)
     k->live = 1;
     k->last_seen = util_now();
     msg_t w = {.type = MSG_WELCOME, .round = c->round, .client_id = (uint32_t)k->index};
-    send_to(c, k, NULL, &w);
+    coord_send(c, k, NULL, &w);
 }
 
 /* ---- phases ---------------------------------------------------------------------- */
@@ -245,20 +195,31 @@ static void start_round(coord_t *c)
         live[i] = live[j];
         live[j] = t;
     }
+    int cohort = want < n ? want : n;
+    for (int i = 0; i < cohort; i++) c->clients[live[i]].train = P_PENDING;
+    c->participants = 0;
+    c->survivors = 0;
+    c->state = ST_TRAINING;
+    if (c->conf->secagg) {
+        char err[512];
+        if (sa_round_setup(c, cohort, err, sizeof err) < 0) {
+            coord_abort_round(c, err);
+            return;
+        }
+    }
     uint64_t round_seed = c->conf->seed * 1000003ull + c->round;
-    for (int i = 0; i < want && i < n; i++) {
+    for (int i = 0; i < cohort; i++) {
         client_rec_t *k = &c->clients[live[i]];
-        k->train = P_PENDING;
         msg_t p = {.type = MSG_PLAN, .round = c->round, .phase = PHASE_TRAIN,
                    .epochs = (uint32_t)c->conf->epochs, .batch = (uint32_t)c->conf->batch,
                    .lr = c->conf->lr, .momentum = c->conf->momentum,
                    .weight_decay = c->conf->weight_decay, .seed = round_seed};
         fill_spec(c, k, &p);
-        send_to(c, k, NULL, &p);
+        if (c->conf->secagg) sa_fill_plan(c, &p);
+        coord_send(c, k, NULL, &p);
     }
-    c->state = ST_TRAINING;
-    log_info("round=%u phase=train event=plan-sent cohort=%d live=%d -> training", c->round,
-             want < n ? want : n, n);
+    log_info("round=%u phase=train event=plan-sent cohort=%d live=%d secagg=%s t=%u -> training",
+             c->round, cohort, n, c->conf->secagg ? "on" : "off", c->threshold);
 }
 
 static int count(const coord_t *c, int train, part_t p)
@@ -269,13 +230,38 @@ static int count(const coord_t *c, int train, part_t p)
     return n;
 }
 
+/* Cohort members that still owe a message in the current training phase. */
+static int training_pending(const coord_t *c)
+{
+    int n = 0;
+    for (int i = 0; i < c->n_clients; i++) {
+        const client_rec_t *k = &c->clients[i];
+        if (k->train != P_PENDING) continue;
+        n += c->conf->secagg ? sa_pending(c, k) : 1;
+    }
+    return n;
+}
+
 static void write_metrics(coord_t *c, int aborted)
 {
     FILE *f = c->metrics;
     double secs = util_now() - c->round_started;
-    int accepted = fedavg_count(c->fedavg);
-    fprintf(f, "{\"round\":%u,\"participants\":%d,\"cohort\":%d,\"aborted\":%s,\"secagg\":false,",
-            c->round, accepted, accepted + count(c, 1, P_DROPPED), aborted ? "true" : "false");
+    int cohort = 0;
+    for (int i = 0; i < c->n_clients; i++) cohort += c->clients[i].train != P_IDLE;
+    fprintf(f, "{\"round\":%u,\"participants\":%d,\"cohort\":%d,\"aborted\":%s,\"secagg\":%s,",
+            c->round, aborted ? 0 : c->participants, cohort, aborted ? "true" : "false",
+            c->conf->secagg ? "true" : "false");
+    if (c->conf->secagg) {
+        fprintf(f, "\"threshold\":%u,\"survivors\":%d,\"included\":[", c->threshold,
+                c->survivors);
+        int first = 1;
+        for (int i = 0; i < c->n_clients; i++)
+            if (c->clients[i].train != P_IDLE && c->clients[i].sa.stage >= 3 && !aborted) {
+                fprintf(f, "%s%d", first ? "" : ",", c->clients[i].index);
+                first = 0;
+            }
+        fputs("],", f);
+    }
     fputs("\"dropped\":[", f);
     int first = 1;
     for (int i = 0; i < c->n_clients; i++)
@@ -304,7 +290,7 @@ static void write_metrics(coord_t *c, int aborted)
     } else {
         fputs("\"val_n\":0,\"val_accuracy\":null,\"val_loss\":null,\"val_auc\":null,", f);
     }
-    if (accepted > 0)
+    if (!c->conf->secagg && c->participants > 0 && !aborted)
         fprintf(f, "\"train_loss\":%.6f,", c->train_loss_sum / (double)fedavg_weight(c->fedavg));
     fprintf(f, "\"train_seconds\":%.3f,\"seconds\":%.3f,\"bytes_up\":%llu,\"bytes_down\":%llu}\n",
             c->train_s_max, secs, (unsigned long long)c->bytes_up,
@@ -347,23 +333,14 @@ static void finish_round(coord_t *c)
     save_model(c);
     log_info("round=%u phase=eval event=round-complete participants=%d val_n=%lld acc=%.4f "
              "-> %s",
-             c->round, fedavg_count(c->fedavg), (long long)c->eval_n,
+             c->round, c->participants, (long long)c->eval_n,
              c->eval_n ? (double)c->eval_correct / (double)c->eval_n : 0.0,
              (int)c->round >= c->conf->rounds ? "done" : "waiting");
     next_round_or_done(c);
 }
 
-static void finish_training(coord_t *c)
+static void start_eval(coord_t *c)
 {
-    char err[256];
-    int accepted = fedavg_count(c->fedavg);
-    if (accepted < c->conf->min_clients || fedavg_apply(c->fedavg, c->global, err, sizeof err) < 0) {
-        log_warn("round=%u phase=train event=abort accepted=%d min=%d -> model unchanged",
-                 c->round, accepted, c->conf->min_clients);
-        write_metrics(c, 1);
-        next_round_or_done(c);
-        return;
-    }
     c->version = c->round;
     c->eval_n = c->eval_correct = 0;
     c->eval_loss = 0;
@@ -378,12 +355,51 @@ static void finish_training(coord_t *c)
         k->eval = P_PENDING;
         msg_t e = {.type = MSG_EVAL, .round = c->round, .phase = PHASE_EVAL};
         fill_spec(c, k, &e);
-        send_to(c, k, NULL, &e);
+        coord_send(c, k, NULL, &e);
         sent++;
     }
-    log_info("round=%u phase=train event=aggregated updates=%d weight=%lld -> evaluating (%d sites)",
-             c->round, accepted, (long long)fedavg_weight(c->fedavg), sent);
+    log_info("round=%u phase=train event=aggregated updates=%d -> evaluating (%d sites)", c->round,
+             c->participants, sent);
     if (sent == 0) finish_round(c);
+}
+
+void coord_abort_round(coord_t *c, const char *why)
+{
+    log_warn("round=%u phase=%s event=abort reason=\"%s\" -> model unchanged", c->round,
+             coord_state_names[c->state], why);
+    write_metrics(c, 1);
+    if (c->conf->secagg) sa_round_cleanup(c);
+    next_round_or_done(c);
+}
+
+void coord_apply_and_evaluate(coord_t *c, const float *avg, int64_t weight)
+{
+    char err[256];
+    fedavg_begin(c->fedavg);
+    if (fedavg_add(c->fedavg, (const uint8_t *)avg, c->numel * 4, weight, err, sizeof err) < 0 ||
+        fedavg_apply(c->fedavg, c->global, err, sizeof err) < 0) {
+        coord_abort_round(c, err);
+        return;
+    }
+    start_eval(c);
+}
+
+/* Plaintext FedAvg: the sum was built as updates arrived. */
+static void finish_training(coord_t *c)
+{
+    char err[256], why[320];
+    c->participants = fedavg_count(c->fedavg);
+    if (c->participants < c->conf->min_clients) {
+        snprintf(why, sizeof why, "%d updates, fewer than --min-clients %d", c->participants,
+                 c->conf->min_clients);
+        coord_abort_round(c, why);
+        return;
+    }
+    if (fedavg_apply(c->fedavg, c->global, err, sizeof err) < 0) {
+        coord_abort_round(c, err);
+        return;
+    }
+    start_eval(c);
 }
 
 /* ---- message handlers -------------------------------------------------------------- */
@@ -394,32 +410,32 @@ static void on_update(coord_t *c, client_rec_t *k, const msg_t *m)
     if (m->round != c->round) {
         snprintf(err, sizeof err, "update for round %u during round %u", m->round, c->round);
         log_warn("site=%s rejected: %s", k->site, err);
-        reply_error(c, k, NULL, c->round, ERR_WRONG_ROUND, err);
+        coord_reply_error(c, k, NULL, c->round, ERR_WRONG_ROUND, err);
         return;
     }
     if (k->train == P_DONE) {
         log_warn("site=%s rejected: second update for round %u", k->site, c->round);
-        reply_error(c, k, NULL, c->round, ERR_DUPLICATE, "update already received this round");
+        coord_reply_error(c, k, NULL, c->round, ERR_DUPLICATE, "update already received this round");
         return;
     }
     if (k->train != P_PENDING) {
         log_warn("site=%s rejected: not in the cohort of round %u", k->site, c->round);
-        reply_error(c, k, NULL, c->round, ERR_UNEXPECTED, "not in this round's cohort");
+        coord_reply_error(c, k, NULL, c->round, ERR_UNEXPECTED, "not in this round's cohort");
         return;
     }
     if (!isfinite(m->loss_sum) || !isfinite(m->train_seconds) || m->n_samples > k->n_train) {
         snprintf(err, sizeof err, "update claims %lld samples of %lld or a non-finite loss",
                  (long long)m->n_samples, (long long)k->n_train);
         log_warn("round=%u site=%s rejected: %s", c->round, k->site, err);
-        reply_error(c, k, NULL, c->round, ERR_MALFORMED, err);
-        drop(c, k, err);
+        coord_reply_error(c, k, NULL, c->round, ERR_MALFORMED, err);
+        coord_drop(c, k, err);
         return;
     }
     if (fedavg_add(c->fedavg, m->vec, m->vec_len, m->n_samples, err, sizeof err) < 0) {
         log_warn("round=%u site=%s rejected: %s", c->round, k->site, err);
-        reply_error(c, k, NULL, c->round,
+        coord_reply_error(c, k, NULL, c->round,
                     m->vec_len != c->numel * 4 ? ERR_WRONG_LENGTH : ERR_NONFINITE, err);
-        drop(c, k, err);
+        coord_drop(c, k, err);
         return;
     }
     k->train = P_DONE;
@@ -427,13 +443,13 @@ static void on_update(coord_t *c, client_rec_t *k, const msg_t *m)
     if (m->train_seconds > c->train_s_max) c->train_s_max = m->train_seconds;
     log_info("round=%u phase=train client=%s event=update n=%lld -> %d/%d", c->round, k->site,
              (long long)m->n_samples, fedavg_count(c->fedavg),
-             fedavg_count(c->fedavg) + count(c, 1, P_PENDING));
+             fedavg_count(c->fedavg) + training_pending(c));
 }
 
 static void on_eval_result(coord_t *c, client_rec_t *k, const msg_t *m)
 {
     if (m->round != c->round || k->eval != P_PENDING) {
-        reply_error(c, k, NULL, c->round, ERR_WRONG_ROUND, "evaluation result not expected");
+        coord_reply_error(c, k, NULL, c->round, ERR_WRONG_ROUND, "evaluation result not expected");
         return;
     }
     int binary = c->classes == 2;
@@ -441,8 +457,8 @@ static void on_eval_result(coord_t *c, client_rec_t *k, const msg_t *m)
         m->correct > m->n_samples || !isfinite(m->loss_sum) || m->loss_sum < 0 ||
         (binary && (m->present & MSG_HAS_HIST) && m->hist_len != sizeof(uint32_t) * 2 * WIRE_HIST_BINS)) {
         log_warn("round=%u site=%s rejected: inconsistent evaluation result", c->round, k->site);
-        reply_error(c, k, NULL, c->round, ERR_MALFORMED, "inconsistent evaluation result");
-        drop(c, k, "inconsistent evaluation result");
+        coord_reply_error(c, k, NULL, c->round, ERR_MALFORMED, "inconsistent evaluation result");
+        coord_drop(c, k, "inconsistent evaluation result");
         return;
     }
     if (binary && (m->present & MSG_HAS_HIST)) {
@@ -451,8 +467,8 @@ static void on_eval_result(coord_t *c, client_rec_t *k, const msg_t *m)
         memcpy(h, m->hist, sizeof h);
         for (int i = 0; i < 2 * WIRE_HIST_BINS; i++) total += h[i];
         if (total != (uint64_t)m->n_samples) {
-            reply_error(c, k, NULL, c->round, ERR_MALFORMED, "histogram does not sum to n");
-            drop(c, k, "histogram does not sum to n");
+            coord_reply_error(c, k, NULL, c->round, ERR_MALFORMED, "histogram does not sum to n");
+            coord_drop(c, k, "histogram does not sum to n");
             return;
         }
         for (int i = 0; i < 2 * WIRE_HIST_BINS; i++) c->hist[i] += h[i];
@@ -468,9 +484,9 @@ static void on_client_error(coord_t *c, client_rec_t *k, const msg_t *m)
 {
     char why[WIRE_REASON_MAX + 32];
     snprintf(why, sizeof why, "client reported error %u: %s", m->code, m->reason);
-    if ((c->state == ST_TRAINING && k->train == P_PENDING) ||
+    if ((in_training(c->state) && k->train == P_PENDING) ||
         (c->state == ST_EVALUATING && k->eval == P_PENDING))
-        drop(c, k, why);
+        coord_drop(c, k, why);
     else
         log_warn("site=%s %s", k->site, why);
 }
@@ -488,7 +504,7 @@ static void dispatch(coord_t *c, const peer_id_t *from, const msg_t *m)
         char who[24];
         transport_peer_str(from, who, sizeof who);
         log_warn("peer=%s sent %s before HELLO: refused", who, msg_type_name(m->type));
-        reply_error(c, NULL, from, c->round, ERR_UNKNOWN_CLIENT, "say HELLO first");
+        coord_reply_error(c, NULL, from, c->round, ERR_UNKNOWN_CLIENT, "say HELLO first");
         return;
     }
     k->last_seen = util_now();
@@ -500,17 +516,30 @@ static void dispatch(coord_t *c, const peer_id_t *from, const msg_t *m)
     case MSG_HEARTBEAT: return;
     case MSG_ERROR: on_client_error(c, k, m); return;
     case MSG_UPDATE:
-        if (c->state == ST_TRAINING) on_update(c, k, m);
-        else reply_error(c, k, NULL, c->round, ERR_UNEXPECTED, "no training phase is open");
+        if (c->state == ST_TRAINING && !c->conf->secagg) on_update(c, k, m);
+        else coord_reply_error(c, k, NULL, c->round, ERR_UNEXPECTED,
+                               c->conf->secagg ? "secure aggregation is on: plaintext updates refused"
+                                               : "no training phase is open");
+        return;
+    case MSG_ADVERTISE: case MSG_SHARES: case MSG_MASKED: case MSG_UNMASK:
+        if (c->conf->secagg && sa_handles(c->state, m->type)) {
+            sa_on_message(c, k, m);
+        } else {
+            char why[96];
+            snprintf(why, sizeof why, "%s is out of phase (coordinator is %s)",
+                     msg_type_name(m->type), coord_state_names[c->state]);
+            log_warn("round=%u site=%s rejected: %s", c->round, k->site, why);
+            coord_reply_error(c, k, NULL, c->round, ERR_UNEXPECTED, why);
+        }
         return;
     case MSG_EVAL_RESULT:
         if (c->state == ST_EVALUATING) on_eval_result(c, k, m);
-        else reply_error(c, k, NULL, c->round, ERR_UNEXPECTED, "no evaluation phase is open");
+        else coord_reply_error(c, k, NULL, c->round, ERR_UNEXPECTED, "no evaluation phase is open");
         return;
     default:
         log_warn("site=%s sent %s, which only the coordinator sends", k->site,
                  msg_type_name(m->type));
-        reply_error(c, k, NULL, c->round, ERR_UNEXPECTED, "message type not accepted here");
+        coord_reply_error(c, k, NULL, c->round, ERR_UNEXPECTED, "message type not accepted here");
         return;
     }
 }
@@ -524,7 +553,7 @@ static void tick(coord_t *c)
         if (k->live && now - k->last_seen > c->conf->heartbeat_timeout) {
             k->live = 0;
             k->has_version = NO_VERSION;
-            if (k->train == P_PENDING || k->eval == P_PENDING) drop(c, k, "silent past heartbeat timeout");
+            if (k->train == P_PENDING || k->eval == P_PENDING) coord_drop(c, k, "silent past heartbeat timeout");
             else log_warn("site=%s event=lost (silent past heartbeat timeout)", k->site);
         }
     }
@@ -541,14 +570,20 @@ static void tick(coord_t *c)
         }
         break;
     }
-    case ST_TRAINING:
-        for (int i = 0; late && i < c->n_clients; i++)
-            if (c->clients[i].train == P_PENDING) drop(c, &c->clients[i], "phase deadline passed");
-        if (count(c, 1, P_PENDING) == 0) finish_training(c);
+    case ST_TRAINING: case ST_SHARING: case ST_MASKING: case ST_UNMASKING:
+        for (int i = 0; late && i < c->n_clients; i++) {
+            client_rec_t *k = &c->clients[i];
+            if (k->train == P_PENDING && (!c->conf->secagg || sa_pending(c, k)))
+                coord_drop(c, k, "phase deadline passed");
+        }
+        if (training_pending(c) == 0) {
+            if (c->conf->secagg) sa_phase_complete(c);
+            else finish_training(c);
+        }
         break;
     case ST_EVALUATING:
         for (int i = 0; late && i < c->n_clients; i++)
-            if (c->clients[i].eval == P_PENDING) drop(c, &c->clients[i], "phase deadline passed");
+            if (c->clients[i].eval == P_PENDING) coord_drop(c, &c->clients[i], "phase deadline passed");
         if (count(c, 0, P_PENDING) == 0) finish_round(c);
         break;
     case ST_DONE: break;
@@ -602,32 +637,20 @@ static int load_model(coord_t *c)
 
 static int load_roster(coord_t *c)
 {
-    if (!c->conf->roster[0]) return 0;
-    FILE *f = fopen(c->conf->roster, "r");
-    if (!f) {
-        log_error("%s: cannot open roster", c->conf->roster);
+    char err[512];
+    if (c->conf->roster[0]) {
+        if (roster_load(c->conf->roster, &c->roster, err, sizeof err) < 0) {
+            log_error("%s", err);
+            return -1;
+        }
+        c->have_roster = 1;
+    }
+    if (c->conf->secagg && (!c->have_roster || !c->roster.all_have_pk)) {
+        log_error("secure aggregation needs a roster with every site's identity public key "
+                  "(--roster FILE, lines 'NAME PUBKEY'); or run with --secagg off");
         return -1;
     }
-    char line[256];
-    int lineno = 0, rc = 0;
-    while (fgets(line, sizeof line, f)) {
-        lineno++;
-        line[strcspn(line, "\r\n")] = '\0';
-        if (!line[0] || line[0] == '#') continue;
-        if (c->n_roster == COORD_MAX_CLIENTS || strlen(line) >= WIRE_SITE_MAX) {
-            log_error("%s:%d: site name too long or roster too large", c->conf->roster, lineno);
-            rc = -1;
-            break;
-        }
-        for (int i = 0; i < c->n_roster; i++)
-            if (strcmp(c->roster[i], line) == 0) {
-                log_error("%s:%d: site '%s' listed twice", c->conf->roster, lineno, line);
-                rc = -1;
-            }
-        util_strlcpy(c->roster[c->n_roster++], line, WIRE_SITE_MAX);
-    }
-    fclose(f);
-    return rc;
+    return 0;
 }
 
 void coord_conf_defaults(coord_conf_t *c)
@@ -649,6 +672,10 @@ void coord_conf_defaults(coord_conf_t *c)
     c->phase_timeout = 3600;
     c->wait_timeout = 600;
     c->server = (fedavg_opts_t){SERVER_OPT_FEDAVG, 1.0, 0.0};
+    c->secagg = 1;
+    c->dropout = 0.2;
+    c->collusion = 0.2;
+    c->clip = 2.0;
     c->log_level = LOG_INFO;
 }
 
@@ -664,6 +691,11 @@ int coord_run(const coord_conf_t *conf)
     if (util_mkdirs(conf->out_dir, err, sizeof err) < 0) {
         log_error("%s", err);
         goto out;
+    }
+    if (conf->secagg) {
+        c.acc = malloc((c.numel + 1) * sizeof *c.acc);
+        c.avg = malloc(c.numel * sizeof *c.avg);
+        if (!c.acc || !c.avg || crypto_init() < 0) goto out;
     }
     snprintf(path, sizeof path, "%s/metrics.jsonl", conf->out_dir);
     c.metrics = fopen(path, "w");
@@ -691,7 +723,6 @@ int coord_run(const coord_conf_t *conf)
              conf->wait_for);
     c.state = ST_WAITING;
     c.waiting_since = util_now();
-    double last_tick = 0;
     while (c.state != ST_DONE && !coord_stop) {
         zmq_pollitem_t pi = {c.sock, 0, ZMQ_POLLIN, 0};
         int n = zmq_poll(&pi, 1, 100);
@@ -712,28 +743,24 @@ int coord_run(const coord_conf_t *conf)
             if (msg_decode(c.dec, transport_frame_data(&fr), fr.bytes, &m, err, sizeof err) < 0) {
                 client_rec_t *k = find_by_id(&c, &fr.from);
                 log_warn("round=%u client=%s malformed message: %s", c.round, k ? k->site : "?", err);
-                reply_error(&c, k, &fr.from, c.round, ERR_MALFORMED, err);
-                if (k && ((c.state == ST_TRAINING && k->train == P_PENDING) ||
+                coord_reply_error(&c, k, &fr.from, c.round, ERR_MALFORMED, err);
+                if (k && ((in_training(c.state) && k->train == P_PENDING) ||
                           (c.state == ST_EVALUATING && k->eval == P_PENDING)))
-                    drop(&c, k, "malformed message");
+                    coord_drop(&c, k, "malformed message");
             } else {
                 dispatch(&c, &fr.from, &m);
             }
             transport_frame_close(&fr);
             if (c.state == ST_DONE) break;
         }
-        double now = util_now();
-        if (now - last_tick >= 0.05 || n == 0) {
-            tick(&c);
-            last_tick = now;
-        }
+        tick(&c); /* O(clients): cheap enough to run after every wake-up */
     }
     if (c.state == ST_DONE && (int)c.round >= conf->rounds) rc = 0;
     if (coord_stop) log_info("signal received -> stopping");
     /* Tell every site the federation is over. */
     for (int i = 0; i < c.n_clients; i++) {
         msg_t s = {.type = MSG_SHUTDOWN, .round = c.round};
-        if (c.clients[i].live) send_to(&c, &c.clients[i], NULL, &s);
+        if (c.clients[i].live) coord_send(&c, &c.clients[i], NULL, &s);
     }
     if (save_model(&c) < 0) rc = 1;
 out:
@@ -743,6 +770,9 @@ out:
     wire_buf_destroy(&c.out);
     wire_decoder_destroy(&c.dec);
     fedavg_destroy(&c.fedavg);
+    if (conf->secagg) sa_round_cleanup(&c);
+    free(c.acc);
+    free(c.avg);
     schema_destroy(&c.schema);
     free(c.global);
     return rc;

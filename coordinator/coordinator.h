@@ -32,6 +32,9 @@ typedef struct {
     double phase_timeout;        /* deadline of one phase */
     double wait_timeout;         /* give up waiting for clients after this long */
     fedavg_opts_t server;
+    int secagg;                  /* secure aggregation on (default) */
+    double dropout, collusion;   /* threat model: expected shares of the cohort */
+    double clip;                 /* secure aggregation: delta values clipped to [-clip, clip] */
     log_level_t log_level;
 } coord_conf_t;
 

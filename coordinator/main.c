@@ -37,6 +37,11 @@ static void usage(FILE *f)
         "  --heartbeat-timeout S    drop a client silent this long (30)\n"
         "  --phase-timeout S        deadline of each phase (3600)\n"
         "  --wait-timeout S         give up waiting for clients (600)\n"
+        "  --secagg on|off          secure aggregation: the coordinator learns only the sum (on)\n"
+        "  --dropout D              expected share of the cohort lost per round (0.2)\n"
+        "  --collusion G            share of clients that may collude with the coordinator (0.2)\n"
+        "                           (t is derived from both; unsafe settings are refused)\n"
+        "  --clip C                 secure aggregation clips update values to [-C, C] (2.0)\n"
         "  --log-level L            error|warn|info|debug (info)\n");
 }
 
@@ -55,7 +60,7 @@ int main(int argc, char **argv)
 {
     enum { O_BIND = 256, O_INIT, O_OUT, O_ROSTER, O_ROUNDS, O_WAIT, O_MIN, O_FRAC, O_EPOCHS,
            O_BATCH, O_LR, O_MOM, O_WD, O_SOPT, O_SLR, O_SMOM, O_SEED, O_HB, O_PHASE, O_WAITT,
-           O_LOG };
+           O_LOG, O_SECAGG, O_DROPOUT, O_COLLUSION, O_CLIP };
     static const struct option longopts[] = {
         {"bind", 1, 0, O_BIND}, {"init", 1, 0, O_INIT}, {"out", 1, 0, O_OUT},
         {"roster", 1, 0, O_ROSTER}, {"rounds", 1, 0, O_ROUNDS}, {"wait-for", 1, 0, O_WAIT},
@@ -65,6 +70,8 @@ int main(int argc, char **argv)
         {"server-lr", 1, 0, O_SLR}, {"server-momentum", 1, 0, O_SMOM}, {"seed", 1, 0, O_SEED},
         {"heartbeat-timeout", 1, 0, O_HB}, {"phase-timeout", 1, 0, O_PHASE},
         {"wait-timeout", 1, 0, O_WAITT}, {"log-level", 1, 0, O_LOG}, {"help", 0, 0, 'h'},
+        {"secagg", 1, 0, O_SECAGG}, {"dropout", 1, 0, O_DROPOUT},
+        {"collusion", 1, 0, O_COLLUSION}, {"clip", 1, 0, O_CLIP},
         {0, 0, 0, 0},
     };
     static coord_conf_t conf;
@@ -105,6 +112,16 @@ int main(int argc, char **argv)
                 return 2;
             }
             break;
+        case O_SECAGG:
+            if (strcmp(optarg, "on") && strcmp(optarg, "off")) {
+                fprintf(stderr, "medfed-coordinator: --secagg is on or off, got '%s'\n", optarg);
+                return 2;
+            }
+            conf.secagg = strcmp(optarg, "on") == 0;
+            break;
+        case O_DROPOUT: NUM("dropout", 0, 0.99, conf.dropout); break;
+        case O_COLLUSION: NUM("collusion", 0, 0.99, conf.collusion); break;
+        case O_CLIP: NUM("clip", 1e-6, 1e6, conf.clip); break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }

@@ -30,6 +30,8 @@ typedef struct {
 
 #define OFF(f) offsetof(msg_t, f)
 #define SPEC_TYPES (T(MSG_PLAN) | T(MSG_EVAL))
+#define BLOB_TYPES (T(MSG_ADVERTISE) | T(MSG_KEYS) | T(MSG_SHARES) | T(MSG_SHARES_IN) | \
+                    T(MSG_UNMASK_REQ) | T(MSG_UNMASK))
 
 static const field_t fields[] = {
     /* key        kind   where               cap / len             required                              optional */
@@ -51,12 +53,16 @@ static const field_t fields[] = {
     {"momentum",  F_F64, OFF(momentum),      0,                    T(MSG_PLAN), 0, 0},
     {"wd",        F_F64, OFF(weight_decay),  0,                    T(MSG_PLAN), 0, 0},
     {"seed",      F_U64, OFF(seed),          0,                    T(MSG_PLAN), 0, 0},
-    {"vec",       F_BIN, OFF(vec),           OFF(vec_len),         T(MSG_UPDATE), SPEC_TYPES, MSG_HAS_VEC},
+    {"vec",       F_BIN, OFF(vec),           OFF(vec_len),         T(MSG_UPDATE) | T(MSG_MASKED), SPEC_TYPES, MSG_HAS_VEC},
     {"n",         F_I64, OFF(n_samples),     0,                    T(MSG_UPDATE) | T(MSG_EVAL_RESULT), 0, 0},
     {"loss",      F_F64, OFF(loss_sum),      0,                    T(MSG_UPDATE) | T(MSG_EVAL_RESULT), 0, 0},
-    {"train_s",   F_F64, OFF(train_seconds), 0,                    T(MSG_UPDATE), 0, 0},
+    {"train_s",   F_F64, OFF(train_seconds), 0,                    T(MSG_UPDATE) | T(MSG_ADVERTISE), 0, 0},
     {"correct",   F_I64, OFF(correct),       0,                    T(MSG_EVAL_RESULT), 0, 0},
     {"hist",      F_BIN, OFF(hist),          OFF(hist_len),        0, T(MSG_EVAL_RESULT), MSG_HAS_HIST},
+    {"t",         F_U32, OFF(threshold),     0,                    0, T(MSG_PLAN), MSG_HAS_SECAGG},
+    {"clip",      F_F64, OFF(clip),          0,                    0, T(MSG_PLAN), MSG_HAS_SECAGG},
+    {"scale",     F_F64, OFF(scale),         0,                    0, T(MSG_PLAN), MSG_HAS_SECAGG},
+    {"blob",      F_BIN, OFF(blob),          OFF(blob_len),        BLOB_TYPES, 0, MSG_HAS_BLOB},
     {"code",      F_U32, OFF(code),          0,                    T(MSG_ERROR), 0, 0},
     {"reason",    F_STR, OFF(reason),        WIRE_REASON_MAX,      T(MSG_ERROR), 0, 0},
 };
@@ -64,10 +70,12 @@ static const field_t fields[] = {
 
 static const char *const type_names[MSG_TYPE_COUNT] = {
     "?", "HELLO", "WELCOME", "PLAN", "HEARTBEAT", "UPDATE", "EVAL", "EVAL_RESULT",
-    "SHUTDOWN", "ERROR",
+    "SHUTDOWN", "ERROR", "ADVERTISE", "KEYS", "SHARES", "SHARES_IN", "MASKED", "UNMASK_REQ",
+    "UNMASK",
 };
 
-static const char *const phase_names[PHASE_COUNT] = {"none", "train", "eval"};
+static const char *const phase_names[PHASE_COUNT] = {"none", "train", "eval", "advertise",
+                                                     "share", "masked", "unmask"};
 
 const char *msg_type_name(msg_type_t t)
 {
@@ -247,7 +255,6 @@ static const char *decode_value(const field_t *f, const msgpack_object *v, msg_t
         if (v->type != MSGPACK_OBJECT_BIN) return "expected bin";
         *(const uint8_t **)p = (const uint8_t *)v->via.bin.ptr;
         *(size_t *)(base + f->cap) = v->via.bin.size;
-        m->present |= f->presence;
         return NULL;
     }
     return "bad field kind";
@@ -408,6 +415,7 @@ int msg_decode(wire_decoder_t *d, const void *buf, size_t len, msg_t *m, char *e
             return -1;
         }
         const char *why = decode_value(&fields[j], v, m);
+        if (!why) m->present |= fields[j].presence;
         if (why) {
             snprintf(err, errlen, "%s: field '%s': %s", msg_type_name(m->type), fields[j].key, why);
             return -1;

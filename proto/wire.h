@@ -49,6 +49,14 @@ typedef enum {
     MSG_EVAL_RESULT,
     MSG_SHUTDOWN,
     MSG_ERROR,
+    /* secure aggregation (Bonawitz et al. 2017), after local training: */
+    MSG_ADVERTISE,      /* K->C  blob = c_pk || s_pk || Ed25519 signature */
+    MSG_KEYS,           /* C->K  blob = U1's advertise records (WIRE_KEYREC_BYTES each) */
+    MSG_SHARES,         /* K->C  blob = one share box per peer (WIRE_BOXREC_BYTES each) */
+    MSG_SHARES_IN,      /* C->K  blob = the boxes addressed to this client */
+    MSG_MASKED,         /* K->C  vec = masked encoded update, (numel + 1) uint32 LE */
+    MSG_UNMASK_REQ,     /* C->K  blob = (id, kind) records: kind 0 survivor, 1 dropped */
+    MSG_UNMASK,         /* K->C  blob = (id, kind, share) records */
     MSG_TYPE_COUNT
 } msg_type_t;
 
@@ -56,6 +64,10 @@ typedef enum {
     PHASE_NONE = 0,
     PHASE_TRAIN,
     PHASE_EVAL,
+    PHASE_ADVERTISE,
+    PHASE_SHARE,
+    PHASE_MASKED,
+    PHASE_UNMASK,
     PHASE_COUNT
 } msg_phase_t;
 
@@ -69,12 +81,37 @@ typedef enum {
     ERR_DUPLICATE,         /* second update for the same round */
     ERR_VERSION,           /* protocol version mismatch */
     ERR_LOCAL,             /* the sender failed locally (e.g. training error) */
-    ERR_FULL               /* federation full */
+    ERR_FULL,              /* federation full */
+    ERR_SIGNATURE,         /* advertised keys not signed by the site's identity */
+    ERR_PROTOCOL           /* violates secure aggregation (bad record, bad set) */
 } msg_error_t;
 
 /* Presence bits for optional fields (set by the decoder, read by the encoder). */
 #define MSG_HAS_VEC (1u << 0)
 #define MSG_HAS_HIST (1u << 1)
+#define MSG_HAS_SECAGG (1u << 2)   /* PLAN: threshold, clip, scale */
+#define MSG_HAS_BLOB (1u << 3)
+
+/* Record layouts inside secure-aggregation blobs (all integers LE u32). */
+#define WIRE_ADVERTISE_BYTES (32 + 32 + 64)            /* c_pk, s_pk, sig */
+#define WIRE_KEYREC_BYTES (4 + WIRE_ADVERTISE_BYTES)   /* id, advertise */
+#define WIRE_BOX_BYTES 144                             /* SHAREBOX_BYTES */
+#define WIRE_BOXREC_BYTES (4 + WIRE_BOX_BYTES)         /* peer id, box */
+#define WIRE_REQREC_BYTES 8                            /* id, kind */
+#define WIRE_SHAREREC_BYTES (8 + 64)                   /* id, kind, Shamir share */
+#define WIRE_MAX_RECORDS 65536
+
+static inline uint32_t wire_get_u32(const uint8_t *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+static inline void wire_put_u32(uint8_t *p, uint32_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
 
 typedef struct {
     msg_type_t type;
@@ -111,6 +148,14 @@ typedef struct {
     /* EVAL_RESULT: 2 * WIRE_HIST_BINS uint32 LE: negatives' then positives' score histogram */
     const uint8_t *hist;
     size_t hist_len;
+
+    /* PLAN (secure aggregation): threshold t and fixed-point parameters */
+    uint32_t threshold;
+    double clip, scale;
+
+    /* secure-aggregation records; length a multiple of the type's record size */
+    const uint8_t *blob;
+    size_t blob_len;
 
     /* ERROR */
     uint32_t code;

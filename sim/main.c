@@ -25,6 +25,7 @@
 
 #include "client/data_idx.h"
 #include "common/util.h"
+#include "crypto/crypto.h"
 #include "sim/partition.h"
 
 #define SIM_MAX_CLIENTS 256
@@ -36,6 +37,8 @@ typedef struct {
     char drop[512];
     long long seed, max_train, max_val;
     int min_clients;
+    int secagg;
+    char dropout[32], collusion[32];
 } sim_opts_t;
 
 static volatile sig_atomic_t sim_interrupted = 0;
@@ -68,7 +71,11 @@ static void usage(FILE *f)
         "  --momentum M           local SGD momentum (0.9)\n"
         "  --threads T            LibTorch threads per client (1)\n"
         "  --min-clients M        fewer updates than this aborts a round (1)\n"
-        "  --drop C:PHASE[:R],..  kill client C at PHASE (train|upload|eval) of round R (1)\n"
+        "  --secagg on|off        secure aggregation (on): the coordinator learns only the sum\n"
+        "  --dropout D            expected dropout share, for the threshold (0.2)\n"
+        "  --collusion G          share of clients that may collude with the coordinator (0.2)\n"
+        "  --drop C:PHASE[:R],..  kill client C at PHASE of round R (1); phases: train, upload,\n"
+        "                         eval, and with secure aggregation advertise, share, masked, unmask\n"
         "  --max-train N          use only the first N training images (all)\n"
         "  --max-val N            use only the first N validation images (all)\n"
         "  --heartbeat-timeout S  coordinator drops a client silent this long (10)\n"
@@ -213,7 +220,8 @@ static void print_round(const char *line, int rounds)
 static void parse_args(int argc, char **argv, sim_opts_t *o)
 {
     enum { O_CLIENTS = 256, O_ROUNDS, O_DATASET, O_PART, O_SEED, O_OUT, O_MODEL, O_EPOCHS,
-           O_BATCH, O_LR, O_MOM, O_THREADS, O_DROP, O_MAXTR, O_MAXVAL, O_HB, O_DATADIR, O_MIN };
+           O_BATCH, O_LR, O_MOM, O_THREADS, O_DROP, O_MAXTR, O_MAXVAL, O_HB, O_DATADIR, O_MIN,
+           O_SECAGG, O_DROPOUT, O_COLLUSION };
     static const struct option longopts[] = {
         {"clients", 1, 0, O_CLIENTS}, {"rounds", 1, 0, O_ROUNDS}, {"dataset", 1, 0, O_DATASET},
         {"partition", 1, 0, O_PART}, {"seed", 1, 0, O_SEED}, {"out", 1, 0, O_OUT},
@@ -221,7 +229,8 @@ static void parse_args(int argc, char **argv, sim_opts_t *o)
         {"lr", 1, 0, O_LR}, {"momentum", 1, 0, O_MOM}, {"threads", 1, 0, O_THREADS},
         {"drop", 1, 0, O_DROP}, {"max-train", 1, 0, O_MAXTR}, {"max-val", 1, 0, O_MAXVAL},
         {"heartbeat-timeout", 1, 0, O_HB}, {"data-dir", 1, 0, O_DATADIR},
-        {"min-clients", 1, 0, O_MIN}, {"help", 0, 0, 'h'}, {0, 0, 0, 0},
+        {"min-clients", 1, 0, O_MIN}, {"secagg", 1, 0, O_SECAGG}, {"dropout", 1, 0, O_DROPOUT},
+        {"collusion", 1, 0, O_COLLUSION}, {"help", 0, 0, 'h'}, {0, 0, 0, 0},
     };
     int opt;
     long long v;
@@ -246,6 +255,20 @@ static void parse_args(int argc, char **argv, sim_opts_t *o)
         case O_HB: bad = util_parse_double(optarg, 0.1, 86400, &o->heartbeat_timeout); break;
         case O_DATADIR: bad = util_strlcpy(o->data_dir, optarg, sizeof o->data_dir); break;
         case O_MIN: bad = util_parse_int(optarg, 1, SIM_MAX_CLIENTS, &v); o->min_clients = (int)v; break;
+        case O_SECAGG:
+            bad = strcmp(optarg, "on") && strcmp(optarg, "off");
+            o->secagg = strcmp(optarg, "on") == 0;
+            break;
+        case O_DROPOUT: {
+            double d;
+            bad = util_parse_double(optarg, 0, 0.99, &d) || util_strlcpy(o->dropout, optarg, sizeof o->dropout);
+            break;
+        }
+        case O_COLLUSION: {
+            double d;
+            bad = util_parse_double(optarg, 0, 0.99, &d) || util_strlcpy(o->collusion, optarg, sizeof o->collusion);
+            break;
+        }
         case 'h': usage(stdout); exit(0);
         default: usage(stderr); exit(2);
         }
@@ -284,7 +307,7 @@ int main(int argc, char **argv)
 {
     sim_opts_t o = {.clients = 10, .rounds = 20, .epochs = 2, .batch = 32, .threads = 1,
                     .lr = 0.02, .momentum = 0.9, .heartbeat_timeout = 10, .seed = 1,
-                    .min_clients = 1};
+                    .min_clients = 1, .secagg = 1, .dropout = "0.2", .collusion = "0.2"};
     strcpy(o.dataset, "pneumoniamnist");
     strcpy(o.partition, "dirichlet:0.5");
     strcpy(o.model, "cnn");
@@ -305,6 +328,7 @@ int main(int argc, char **argv)
 
     part_spec_t spec;
     char err[1024];
+    if (crypto_init() < 0) die("%s", "crypto library failed to initialise");
     if (partition_parse(o.partition, &spec, err, sizeof err) < 0) die("%s", err);
     static char die_at[SIM_MAX_CLIENTS][32];
     parse_drops(&o, die_at);
@@ -331,9 +355,9 @@ int main(int argc, char **argv)
     if (!roster) die("cannot write %s", path);
     int port = free_port();
     printf("medfed-sim: %d hospitals, %s (%lld train / %lld val images, %d classes), partition "
-           "%s, %d rounds, model %s\n",
+           "%s, %d rounds, model %s, secure aggregation %s\n",
            o.clients, o.dataset, (long long)train.n, (long long)val.n, classes, o.partition,
-           o.rounds, o.model);
+           o.rounds, o.model, o.secagg ? "on" : "off");
     for (int k = 0; k < o.clients; k++) {
         snprintf(dir, sizeof dir, "%s/sites/site-%02d", o.out, k);
         if (util_mkdirs(dir, err, sizeof err) < 0) die("%s", err);
@@ -345,18 +369,28 @@ int main(int argc, char **argv)
         printf("  site-%02d  train %5lld  val %4lld%s", k, (long long)ntr, (long long)nva,
                classes == 2 ? "" : "\n");
         if (classes == 2) printf("  (label 1: %4.1f%%)\n", ntr ? 100.0 * (double)pos / (double)ntr : 0);
-        fprintf(roster, "site-%02d\n", k);
+        /* Each site's identity key: it signs the site's secure-aggregation keys. */
+        uint8_t pk[IDENTITY_PUBLICKEYBYTES], sk[IDENTITY_SECRETKEYBYTES];
+        char hex[IDENTITY_HEXBYTES], key_path[PATH_MAX + 96];
+        snprintf(key_path, sizeof key_path, "%s/identity.key", dir);
+        if (identity_keypair(pk, sk) < 0 || identity_save_secret(key_path, sk, err, sizeof err) < 0)
+            die("identity: %s", err);
+        crypto_wipe(sk, sizeof sk);
+        identity_pk_to_hex(hex, pk);
+        fprintf(roster, "site-%02d %s\n", k, hex);
         snprintf(path, sizeof path, "%s/client.ini", dir);
         FILE *f = fopen(path, "w");
         if (!f) die("cannot write %s", path);
         fprintf(f,
                 "; written by medfed-sim\n[client]\nsite = site-%02d\ncoordinator = "
-                "tcp://127.0.0.1:%d\nthreads = %d\nheartbeat = 0.5\n\n[data]\nsource = idx\n"
+                "tcp://127.0.0.1:%d\nthreads = %d\nheartbeat = 0.5\n"
+                "; secure aggregation: this site's identity key and the federation roster\n"
+                "identity = %s\nroster = %s/roster.txt\n\n[data]\nsource = idx\n"
                 "train_images = %s/train-images-idx3-ubyte.gz\n"
                 "train_labels = %s/train-labels-idx1-ubyte.gz\n"
                 "val_images = %s/val-images-idx3-ubyte.gz\n"
                 "val_labels = %s/val-labels-idx1-ubyte.gz\n",
-                k, port, o.threads, dir, dir, dir, dir);
+                k, port, o.threads, key_path, o.out, dir, dir, dir, dir);
         fclose(f);
     }
     fclose(roster);
@@ -398,7 +432,9 @@ int main(int argc, char **argv)
                           "--roster", roster_path, "--rounds", rounds_s, "--wait-for", n_s,
                           "--min-clients", min_s, "--local-epochs", ep_s, "--batch", batch_s,
                           "--lr", lr_s, "--momentum", mom_s, "--seed", seed_s,
-                          "--heartbeat-timeout", hb_s, "--wait-timeout", "120", NULL};
+                          "--heartbeat-timeout", hb_s, "--wait-timeout", "120",
+                          "--secagg", o.secagg ? "on" : "off", "--dropout", o.dropout,
+                          "--collusion", o.collusion, NULL};
     snprintf(log_path, sizeof log_path, "%s/logs/coordinator.log", o.out);
     double t0 = util_now();
     pid_t coord_pid = spawn(log_path, coord_argv);

@@ -1,0 +1,51 @@
+/*
+ * secagg.h - the arithmetic of secure aggregation: fixed-point encoding of a
+ * weighted update in Z_{2^32}, the threshold that the threat model implies,
+ * and the masked accumulator. No I/O, no keys (those are crypto/'s).
+ *
+ * Encoding (one client):  x[i] = SR(clip(delta[i], -C, C) * n_k * S)  mod 2^32
+ *                          x[numel] = n_k
+ * where SR is stochastic rounding (unbiased) driven by caller-supplied random
+ * words. The sum over clients of |x[i]| is at most C * W * S + (clients),
+ * where W bounds sum(n_k); S is chosen so that this stays below 2^31, so the
+ * sum, read as int32, never wraps. Decoding: avg[i] = int32(sum[i]) / S / sum(n_k).
+ */
+#ifndef MEDFED_SECAGG_H
+#define MEDFED_SECAGG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    double clip;   /* C: each delta value is clipped to [-C, C] */
+    double scale;  /* S: fixed-point scale */
+} quant_t;
+
+/* Chooses S for a cohort of `clients` whose weights sum to at most
+ * max_weight. -1 (with a reason) if no usable scale exists. */
+int secagg_quant_params(double clip, int64_t max_weight, unsigned clients, quant_t *q, char *err,
+                        size_t errlen);
+
+/* Encodes n values of delta with weight into out[0..n] (out[n] = weight).
+ * dither: n uniformly random words. Returns the number of clipped values. */
+size_t secagg_encode(const float *delta, size_t n, int64_t weight, const quant_t *q,
+                     const uint32_t *dither, uint32_t *out);
+
+/* Decodes an unmasked sum of n + 1 words: avg[i] = mean delta, *weight = sum
+ * of n_k. -1 if the weight is 0 or exceeds max_weight (a client misreported). */
+int secagg_decode(const uint32_t *sum, size_t n, const quant_t *q, int64_t max_weight,
+                  float *avg, int64_t *weight, char *err, size_t errlen);
+
+/* acc[i] += y[i] for n words given as little-endian bytes at any alignment. */
+void secagg_add_le(uint32_t *acc, const uint8_t *y_le, size_t n);
+
+/* The threshold t for a cohort of n, from the research lead's threat model:
+ * dropout = expected share of clients lost during a round, collusion = share
+ * of clients that may collude with the coordinator. t must exceed the
+ * colluders (t > collusion * n) and be a strict majority (so that no two
+ * disjoint sets could each unmask), and at most the expected survivors
+ * (t <= n - ceil(dropout * n)). -1 with a reason when both cannot hold. */
+int secagg_threshold(unsigned n, double dropout, double collusion, unsigned *t, char *err,
+                     size_t errlen);
+
+#endif

@@ -1,0 +1,54 @@
+/*
+ * internal.h - the client daemon's state, shared by its event loop
+ * (client.c) and its side of secure aggregation (secagg_client.c).
+ */
+#ifndef MEDFED_CLIENT_INTERNAL_H
+#define MEDFED_CLIENT_INTERNAL_H
+
+#include "client/client.h"
+#include "common/roster.h"
+#include "model/model.h"
+#include "proto/transport.h"
+
+typedef struct sa_client sa_client_t;
+
+typedef struct {
+    const client_conf_t *conf;
+    const client_die_at_t *die_at;
+    void *zctx, *sock;
+    wire_buf_t *out;
+    wire_decoder_t *dec;
+    dataset_t train, val;
+
+    model_t *model;
+    float *global;          /* the coordinator's model, version global_version */
+    float *work;            /* scratch: trained parameters, then the delta */
+    float *scores;          /* evaluation scores, val.n */
+    size_t numel;
+    uint32_t global_version;
+    int have_global;
+
+    uint32_t client_id;
+    int welcomed;
+    uint32_t last_plan_round, last_eval_round;
+    double last_sent;
+    uint32_t round, phase;  /* what we are doing now, for heartbeats */
+
+    /* secure aggregation */
+    roster_t *roster;       /* NULL when not configured */
+    uint8_t *identity_sk;   /* Ed25519, guarded memory; NULL when not configured */
+    sa_client_t *sa;        /* this round's secrets, NULL between rounds */
+} client_t;
+
+void client_maybe_die(const client_t *c, const char *phase, uint32_t round);
+int client_send(client_t *c, const msg_t *m);
+void client_send_error(client_t *c, uint32_t round, msg_error_t code, const char *why);
+
+/* secagg_client.c: after local training, c->work holds the delta. */
+void sa_client_advertise(client_t *c, const msg_t *plan, double train_seconds);
+/* KEYS, SHARES_IN, UNMASK_REQ. */
+void sa_client_on_message(client_t *c, const msg_t *m);
+/* Wipes and frees this round's secrets (NULL-safe). */
+void sa_client_reset(client_t *c);
+
+#endif

@@ -1,0 +1,382 @@
+/*
+ * secagg_client.c - a hospital's side of secure aggregation (Bonawitz et
+ * al., CCS 2017). The update never leaves the site in the clear: the
+ * coordinator receives it masked by a self mask PRG(b_u) and by pairwise
+ * masks PRG(s_uv) that cancel in the sum, and only ever gets shares that let
+ * it remove the masks of clients that finished (b) or dropped (s_sk) — never
+ * both for the same client.
+ *
+ *   state       event        action                                        next
+ *   (trained)   PLAN done    advertise: fresh X25519 pairs c (share        ADVERTISED
+ *                            encryption) and s (mask seeds), self-mask
+ *                            seed b, sign (c_pk, s_pk) with the identity
+ *                            key, ADVERTISE
+ *   ADVERTISED  KEYS         share_keys: verify every signature against    SHARED
+ *                            the roster, Shamir-split b and s_sk t-of-|U1|,
+ *                            seal each peer's pair of shares, SHARES
+ *   SHARED      SHARES_IN    masked_input: open the boxes (U2 = senders    MASKED
+ *                            + self), encode n_k*delta in Z_2^32, add
+ *                            PRG(b) and +-PRG(s_uv) for v in U2, MASKED
+ *   MASKED      UNMASK_REQ   unmask: check the request (|U3| >= t, every   (reset)
+ *                            id in U2, none twice), send b-shares of U3
+ *                            and s-shares of U2 \ U3, wipe everything
+ *   any         out of order ERROR "out of phase"; nothing revealed        same
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "aggregation/secagg.h"
+#include "client/internal.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "crypto/crypto.h"
+
+typedef enum { SA_ADVERTISED = 1, SA_SHARED, SA_MASKED } sa_state_t;
+
+/* Everything secret lives in guarded memory and is wiped by sa_client_reset. */
+struct sa_client {
+    sa_state_t state;
+    uint32_t round, self;
+    unsigned t;
+    quant_t q;
+    int64_t weight;
+    uint8_t c_pk[KA_PUBLICKEYBYTES], c_sk[KA_SECRETKEYBYTES];
+    uint8_t s_pk[KA_PUBLICKEYBYTES], s_sk[KA_SECRETKEYBYTES];
+    uint8_t b[PRG_SEEDBYTES];
+    /* U1, from KEYS: ids and their public keys, indexed by position */
+    unsigned n1;
+    uint32_t ids[ROSTER_MAX];
+    uint8_t c_pks[ROSTER_MAX][KA_PUBLICKEYBYTES], s_pks[ROSTER_MAX][KA_PUBLICKEYBYTES];
+    /* shares held for each U1 member (own shares at our own position) */
+    uint8_t share_b[ROSTER_MAX][SHAMIR_SHAREBYTES], share_s[ROSTER_MAX][SHAMIR_SHAREBYTES];
+    uint8_t in_u2[ROSTER_MAX];
+};
+
+void sa_client_reset(client_t *c)
+{
+    if (!c->sa) return;
+    crypto_wipe(c->sa, sizeof *c->sa);
+    crypto_secure_free(c->sa);
+    c->sa = NULL;
+}
+
+static void fail(client_t *c, msg_error_t code, const char *why)
+{
+    uint32_t round = c->sa ? c->sa->round : c->round;
+    log_warn("round=%u secagg: %s -> leaving this round", round, why);
+    client_send_error(c, round, code, why);
+    sa_client_reset(c);
+}
+
+static int position_of(const sa_client_t *s, uint32_t id)
+{
+    for (unsigned i = 0; i < s->n1; i++)
+        if (s->ids[i] == id) return (int)i;
+    return -1;
+}
+
+/* ---- the actions, in the table's order ------------------------------------------------ */
+
+void sa_client_advertise(client_t *c, const msg_t *plan, double train_seconds)
+{
+    sa_client_reset(c);
+    if (!c->identity_sk || !c->roster) {
+        client_send_error(c, plan->round, ERR_LOCAL,
+                          "secure aggregation needs [client] identity and roster in the config");
+        return;
+    }
+    if (plan->threshold < 1 || plan->threshold > ROSTER_MAX || !(plan->clip > 0) ||
+        !(plan->scale >= 1) || plan->scale > 4294967296.0) {
+        client_send_error(c, plan->round, ERR_PROTOCOL, "secure aggregation parameters out of range");
+        return;
+    }
+    sa_client_t *s = crypto_secure_alloc(sizeof *s);
+    if (!s) {
+        client_send_error(c, plan->round, ERR_LOCAL, "out of guarded memory");
+        return;
+    }
+    memset(s, 0, sizeof *s);
+    c->sa = s;
+    s->round = plan->round;
+    s->self = c->client_id;
+    s->t = plan->threshold;
+    s->q = (quant_t){plan->clip, plan->scale};
+    s->weight = c->train.n;
+    uint8_t adv[WIRE_ADVERTISE_BYTES];
+    if (ka_keypair(s->c_pk, s->c_sk) < 0 || ka_keypair(s->s_pk, s->s_sk) < 0) {
+        fail(c, ERR_LOCAL, "key generation failed");
+        return;
+    }
+    crypto_random(s->b, sizeof s->b);
+    memcpy(adv, s->c_pk, 32);
+    memcpy(adv + 32, s->s_pk, 32);
+    if (identity_sign_keys(adv + 64, c->identity_sk, s->round, s->self, s->c_pk, s->s_pk) < 0) {
+        fail(c, ERR_LOCAL, "signing failed");
+        return;
+    }
+    client_maybe_die(c, "advertise", s->round);
+    msg_t m = {.type = MSG_ADVERTISE, .round = s->round, .phase = PHASE_ADVERTISE,
+               .train_seconds = train_seconds, .blob = adv, .blob_len = sizeof adv,
+               .present = MSG_HAS_BLOB};
+    client_send(c, &m);
+    s->state = SA_ADVERTISED;
+    c->phase = PHASE_ADVERTISE;
+    log_info("round=%u phase=advertise event=keys-sent t=%u", s->round, s->t);
+}
+
+static void share_keys(client_t *c, const msg_t *m)
+{
+    sa_client_t *s = c->sa;
+    client_maybe_die(c, "share", s->round);
+    size_t n = m->blob_len / WIRE_KEYREC_BYTES;
+    if (m->blob_len % WIRE_KEYREC_BYTES || n < s->t || n > (size_t)c->roster->n) {
+        fail(c, ERR_PROTOCOL, "key list has a bad length or fewer than t clients");
+        return;
+    }
+    int found_self = 0;
+    for (size_t i = 0; i < n; i++) {
+        const uint8_t *rec = m->blob + i * WIRE_KEYREC_BYTES;
+        uint32_t id = wire_get_u32(rec);
+        const uint8_t *c_pk = rec + 4, *s_pk = rec + 36, *sig = rec + 68;
+        if (id >= (uint32_t)c->roster->n || position_of(s, id) >= 0) {
+            fail(c, ERR_PROTOCOL, "key list names an unknown client or one twice");
+            return;
+        }
+        /* The coordinator relays keys; only the roster says whose they are. */
+        if (identity_verify_keys(sig, c->roster->site[id].pk, s->round, id, c_pk, s_pk) < 0) {
+            fail(c, ERR_SIGNATURE, "a relayed key is not signed by its site's identity key");
+            return;
+        }
+        if (id == s->self) {
+            if (!crypto_equal(c_pk, s->c_pk, 32) || !crypto_equal(s_pk, s->s_pk, 32)) {
+                fail(c, ERR_PROTOCOL, "the key list carries other keys under our id");
+                return;
+            }
+            found_self = 1;
+        }
+        s->ids[s->n1] = id;
+        memcpy(s->c_pks[s->n1], c_pk, 32);
+        memcpy(s->s_pks[s->n1], s_pk, 32);
+        s->n1++;
+    }
+    if (!found_self) {
+        fail(c, ERR_PROTOCOL, "the key list does not include us");
+        return;
+    }
+    /* Shamir over U1 at x = id + 1. */
+    uint32_t xs[ROSTER_MAX];
+    for (unsigned i = 0; i < s->n1; i++) xs[i] = s->ids[i] + 1;
+    uint8_t (*sb)[SHAMIR_SHAREBYTES] = crypto_secure_alloc(2 * s->n1 * SHAMIR_SHAREBYTES);
+    uint8_t *blob = malloc((s->n1 - 1) * WIRE_BOXREC_BYTES + 1);
+    if (!sb || !blob) {
+        crypto_secure_free(sb);
+        free(blob);
+        fail(c, ERR_LOCAL, "out of memory");
+        return;
+    }
+    uint8_t (*ss)[SHAMIR_SHAREBYTES] = sb + s->n1;
+    int ok = shamir_split(s->b, s->t, s->n1, xs, sb) == 0 &&
+             shamir_split(s->s_sk, s->t, s->n1, xs, ss) == 0;
+    size_t off = 0;
+    uint8_t plain[SHAREBOX_PLAINBYTES], key[SHAREBOX_KEYBYTES];
+    for (unsigned i = 0; ok && i < s->n1; i++) {
+        if (s->ids[i] == s->self) { /* keep our own shares */
+            memcpy(s->share_b[i], sb[i], SHAMIR_SHAREBYTES);
+            memcpy(s->share_s[i], ss[i], SHAMIR_SHAREBYTES);
+            continue;
+        }
+        memcpy(plain, sb[i], SHAMIR_SHAREBYTES);
+        memcpy(plain + SHAMIR_SHAREBYTES, ss[i], SHAMIR_SHAREBYTES);
+        ok = ka_derive(key, s->c_sk, s->c_pk, s->c_pks[i], "share", s->round, s->self,
+                       s->ids[i]) == 0 &&
+             sharebox_seal(blob + off + 4, plain, key, s->round, s->self, s->ids[i]) == 0;
+        wire_put_u32(blob + off, s->ids[i]);
+        off += WIRE_BOXREC_BYTES;
+    }
+    crypto_wipe(plain, sizeof plain);
+    crypto_wipe(key, sizeof key);
+    crypto_wipe(sb, 2 * s->n1 * SHAMIR_SHAREBYTES);
+    crypto_secure_free(sb);
+    if (!ok) {
+        free(blob);
+        fail(c, ERR_PROTOCOL, "a peer key is unusable (low-order point)");
+        return;
+    }
+    msg_t out = {.type = MSG_SHARES, .round = s->round, .phase = PHASE_SHARE, .blob = blob,
+                 .blob_len = off, .present = MSG_HAS_BLOB};
+    client_send(c, &out);
+    free(blob);
+    s->state = SA_SHARED;
+    c->phase = PHASE_SHARE;
+    log_info("round=%u phase=share event=shares-sent U1=%u", s->round, s->n1);
+}
+
+static void dump_encoded(const client_t *c, const uint32_t *x, size_t words)
+{
+    const char *dir = getenv("MEDFED_TEST_DUMP_DIR"); /* tests only: the encoded update */
+    if (!dir) return;
+    char path[4096], err[256];
+    snprintf(path, sizeof path, "%s/encoded-%s-r%u.bin", dir, c->conf->site, c->sa->round);
+    if (util_write_file_atomic(path, x, words * 4, err, sizeof err) < 0) log_warn("%s", err);
+}
+
+static void masked_input(client_t *c, const msg_t *m)
+{
+    sa_client_t *s = c->sa;
+    client_maybe_die(c, "masked", s->round);
+    size_t n = m->blob_len / WIRE_BOXREC_BYTES;
+    if (m->blob_len % WIRE_BOXREC_BYTES || n + 1 < s->t || n >= s->n1) {
+        fail(c, ERR_PROTOCOL, "share boxes: bad length or fewer than t clients");
+        return;
+    }
+    uint8_t plain[SHAREBOX_PLAINBYTES], key[SHAREBOX_KEYBYTES];
+    int ok = 1;
+    for (size_t r = 0; ok && r < n; r++) {
+        const uint8_t *rec = m->blob + r * WIRE_BOXREC_BYTES;
+        uint32_t from = wire_get_u32(rec);
+        int pos = position_of(s, from);
+        if (pos < 0 || from == s->self || s->in_u2[pos]) {
+            ok = 0;
+            break;
+        }
+        ok = ka_derive(key, s->c_sk, s->c_pk, s->c_pks[pos], "share", s->round, s->self, from) ==
+                 0 &&
+             sharebox_open(plain, rec + 4, key, s->round, from, s->self) == 0;
+        if (ok) {
+            memcpy(s->share_b[pos], plain, SHAMIR_SHAREBYTES);
+            memcpy(s->share_s[pos], plain + SHAMIR_SHAREBYTES, SHAMIR_SHAREBYTES);
+            s->in_u2[pos] = 1;
+        }
+    }
+    crypto_wipe(plain, sizeof plain);
+    crypto_wipe(key, sizeof key);
+    if (!ok) {
+        fail(c, ERR_PROTOCOL, "a share box is from outside U1, repeated, or does not open");
+        return;
+    }
+    s->in_u2[position_of(s, s->self)] = 1;
+
+    /* y = encode(n_k * delta) + PRG(b) + sum_v sign(u, v) PRG(s_uv). */
+    size_t words = c->numel + 1;
+    uint32_t *y = malloc(words * sizeof *y);
+    uint32_t *dither = malloc(c->numel * sizeof *dither + 4);
+    if (!y || !dither) {
+        free(y);
+        free(dither);
+        fail(c, ERR_LOCAL, "out of memory");
+        return;
+    }
+    uint8_t seed[PRG_SEEDBYTES];
+    crypto_random(seed, sizeof seed);
+    ok = prg_expand(PRG_DEFAULT, seed, dither, c->numel) == 0;
+    size_t clipped = secagg_encode(c->work, c->numel, s->weight, &s->q, dither, y);
+    free(dither);
+    if (clipped) log_warn("round=%u %zu update values clipped to +-%g", s->round, clipped, s->q.clip);
+    dump_encoded(c, y, words);
+    ok = ok && prg_add(PRG_DEFAULT, s->b, y, words, +1) == 0;
+    for (unsigned i = 0; ok && i < s->n1; i++) {
+        if (!s->in_u2[i] || s->ids[i] == s->self) continue;
+        ok = ka_derive(seed, s->s_sk, s->s_pk, s->s_pks[i], "mask", s->round, s->self,
+                       s->ids[i]) == 0 &&
+             prg_add(PRG_DEFAULT, seed, y, words, s->self < s->ids[i] ? +1 : -1) == 0;
+    }
+    crypto_wipe(seed, sizeof seed);
+    /* The mask secrets are no longer needed here: the coordinator rebuilds
+     * what it may from shares. */
+    crypto_wipe(s->b, sizeof s->b);
+    crypto_wipe(s->s_sk, sizeof s->s_sk);
+    crypto_wipe(s->c_sk, sizeof s->c_sk);
+    if (!ok) {
+        free(y);
+        fail(c, ERR_PROTOCOL, "mask derivation failed");
+        return;
+    }
+    msg_t out = {.type = MSG_MASKED, .round = s->round, .phase = PHASE_MASKED,
+                 .vec = (const uint8_t *)y, .vec_len = words * 4, .present = MSG_HAS_VEC};
+    client_send(c, &out);
+    free(y);
+    s->state = SA_MASKED;
+    c->phase = PHASE_MASKED;
+    log_info("round=%u phase=masked event=masked-input-sent", s->round);
+}
+
+static void unmask(client_t *c, const msg_t *m)
+{
+    sa_client_t *s = c->sa;
+    client_maybe_die(c, "unmask", s->round);
+    size_t n = m->blob_len / WIRE_REQREC_BYTES;
+    if (m->blob_len % WIRE_REQREC_BYTES || n > s->n1) {
+        fail(c, ERR_PROTOCOL, "unmask request has a bad length");
+        return;
+    }
+    /* Check the whole request before revealing anything. */
+    uint8_t asked[ROSTER_MAX] = {0};
+    unsigned survivors = 0;
+    int self_survives = 0;
+    for (size_t r = 0; r < n; r++) {
+        uint32_t id = wire_get_u32(m->blob + r * WIRE_REQREC_BYTES);
+        uint32_t kind = wire_get_u32(m->blob + r * WIRE_REQREC_BYTES + 4);
+        int pos = position_of(s, id);
+        if (pos < 0 || !s->in_u2[pos] || asked[pos] || kind > 1 || (id == s->self && kind != 0)) {
+            fail(c, ERR_PROTOCOL, "unmask request names a client outside U2, twice, or us as dropped");
+            return;
+        }
+        asked[pos] = 1; /* one kind per client: never both shares of the same peer */
+        survivors += kind == 0;
+        self_survives |= id == s->self;
+    }
+    if (survivors < s->t || !self_survives) {
+        fail(c, ERR_PROTOCOL, "unmask request has fewer than t survivors");
+        return;
+    }
+    uint8_t *blob = malloc(n * WIRE_SHAREREC_BYTES + 1);
+    if (!blob) {
+        fail(c, ERR_LOCAL, "out of memory");
+        return;
+    }
+    for (size_t r = 0; r < n; r++) {
+        const uint8_t *req = m->blob + r * WIRE_REQREC_BYTES;
+        uint32_t id = wire_get_u32(req), kind = wire_get_u32(req + 4);
+        int pos = position_of(s, id);
+        uint8_t *rec = blob + r * WIRE_SHAREREC_BYTES;
+        wire_put_u32(rec, id);
+        wire_put_u32(rec + 4, kind);
+        memcpy(rec + 8, kind == 0 ? s->share_b[pos] : s->share_s[pos], SHAMIR_SHAREBYTES);
+    }
+    msg_t out = {.type = MSG_UNMASK, .round = s->round, .phase = PHASE_UNMASK, .blob = blob,
+                 .blob_len = n * WIRE_SHAREREC_BYTES, .present = MSG_HAS_BLOB};
+    client_send(c, &out);
+    crypto_wipe(blob, n * WIRE_SHAREREC_BYTES);
+    free(blob);
+    log_info("round=%u phase=unmask event=shares-revealed survivors=%u dropped=%zu", s->round,
+             survivors, n - survivors);
+    sa_client_reset(c);
+    c->phase = PHASE_NONE;
+}
+
+void sa_client_on_message(client_t *c, const msg_t *m)
+{
+    static const struct {
+        msg_type_t type;
+        sa_state_t state;
+        void (*action)(client_t *, const msg_t *);
+    } table[] = {
+        {MSG_KEYS, SA_ADVERTISED, share_keys},
+        {MSG_SHARES_IN, SA_SHARED, masked_input},
+        {MSG_UNMASK_REQ, SA_MASKED, unmask},
+    };
+    for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
+        if (table[i].type != m->type) continue;
+        if (!c->sa || c->sa->round != m->round || c->sa->state != table[i].state) {
+            char why[128];
+            snprintf(why, sizeof why, "%s for round %u is out of phase here", msg_type_name(m->type),
+                     m->round);
+            log_warn("%s: ignored", why);
+            client_send_error(c, m->round, ERR_UNEXPECTED, why);
+            return;
+        }
+        table[i].action(c, m);
+        return;
+    }
+}

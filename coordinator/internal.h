@@ -1,0 +1,122 @@
+/*
+ * internal.h - the coordinator's state, shared by the round engine
+ * (coordinator.c) and the secure-aggregation phases (secagg_server.c).
+ * Not a public API.
+ */
+#ifndef MEDFED_COORD_INTERNAL_H
+#define MEDFED_COORD_INTERNAL_H
+
+#include <stdio.h>
+
+#include "aggregation/secagg.h"
+#include "common/rng.h"
+#include "common/roster.h"
+#include "coordinator/coordinator.h"
+#include "model/safetensors.h"
+#include "proto/transport.h"
+
+#define NO_VERSION UINT32_MAX
+
+typedef enum {
+    ST_WAITING,
+    ST_TRAINING,     /* plaintext: UPDATEs; secure: training then ADVERTISE */
+    ST_SHARING,      /* secure: SHARES */
+    ST_MASKING,      /* secure: MASKED */
+    ST_UNMASKING,    /* secure: UNMASK */
+    ST_EVALUATING,
+    ST_DONE
+} coord_state_t;
+
+/* Where one client stands in the current phase. */
+typedef enum { P_IDLE, P_PENDING, P_DONE, P_DROPPED } part_t;
+
+/* Secure aggregation: how far a cohort member got this round. Its U-set
+ * membership is stage >= k: U1 advertised, U2 shared, U3 masked, U4 unmasked. */
+typedef struct {
+    int stage;
+    uint8_t adv[WIRE_ADVERTISE_BYTES];  /* c_pk || s_pk || sig */
+    uint8_t *boxes;                      /* its SHARES blob, |U1|-1 records */
+    size_t boxes_len;
+} sa_client_t;
+
+typedef struct {
+    peer_id_t id;
+    char site[WIRE_SITE_MAX];
+    int index;             /* roster position, or registration order */
+    int64_t n_train, n_val;
+    double last_seen;
+    int live;
+    uint32_t has_version;  /* global model version this client holds */
+    part_t train, eval;    /* train: in this round's cohort and still in it */
+    sa_client_t sa;
+} client_rec_t;
+
+typedef struct {
+    const coord_conf_t *conf;
+    void *zctx, *sock;
+    wire_buf_t *out;
+    wire_decoder_t *dec;
+    rng_t rng;
+
+    /* the model */
+    schema_t *schema;
+    st_meta_t meta[ST_META_MAX];
+    size_t n_meta;
+    float *global;
+    size_t numel;
+    uint32_t version;      /* rounds applied to global */
+    char arch[WIRE_ARCH_MAX];
+    uint32_t in_ch, height, width, classes;
+    fedavg_t *fedavg;
+
+    /* registry */
+    client_rec_t clients[COORD_MAX_CLIENTS];
+    int n_clients;
+    roster_t roster;
+    int have_roster;
+
+    /* the round */
+    coord_state_t state;
+    uint32_t round;
+    double phase_started, round_started, waiting_since;
+    uint64_t bytes_up, bytes_down;
+    double train_loss_sum, train_s_max;
+    int64_t eval_n, eval_correct;
+    double eval_loss;
+    uint64_t hist[2 * WIRE_HIST_BINS];
+    int evaluated;
+    int participants;      /* updates in this round's aggregate */
+    FILE *metrics;
+
+    /* secure aggregation, this round */
+    unsigned threshold;
+    quant_t quant;
+    int64_t max_weight;
+    uint32_t *acc;         /* numel + 1 masked words: O(model) */
+    float *avg;            /* decoded mean delta */
+    int survivors;
+} coord_t;
+
+extern const char *const coord_state_names[];
+
+/* coordinator.c: the pieces the secure phases reuse */
+void coord_send(coord_t *c, client_rec_t *k, const peer_id_t *id, const msg_t *m);
+void coord_reply_error(coord_t *c, client_rec_t *k, const peer_id_t *id, uint32_t round,
+                       msg_error_t code, const char *why);
+void coord_drop(coord_t *c, client_rec_t *k, const char *why);
+void coord_abort_round(coord_t *c, const char *why);
+/* Applies the mean delta (weight = sum of n_k) to the global model, starts EVAL. */
+void coord_apply_and_evaluate(coord_t *c, const float *avg, int64_t weight);
+
+/* secagg_server.c */
+int sa_round_setup(coord_t *c, int cohort, char *err, size_t errlen);
+void sa_fill_plan(const coord_t *c, msg_t *plan);
+int sa_handles(coord_state_t st, msg_type_t t);
+void sa_on_message(coord_t *c, client_rec_t *k, const msg_t *m);
+/* All cohort members answered (or dropped) the current secure phase. */
+void sa_phase_complete(coord_t *c);
+/* 1 if k still owes a message in the current secure phase. */
+int sa_pending(const coord_t *c, const client_rec_t *k);
+void sa_round_cleanup(coord_t *c);
+
+#endif

@@ -1,0 +1,463 @@
+/*
+ * secagg_server.c - the coordinator's side of secure aggregation
+ * (Bonawitz et al., CCS 2017), after each client's local training.
+ *
+ * U1 ⊇ U2 ⊇ U3 ⊇ U4 are the cohort members that got through each phase
+ * (client_rec_t.sa.stage >= 1..4). The coordinator relays keys and
+ * encrypted shares it cannot read, adds masked vectors into one O(model)
+ * accumulator as they arrive, and at the end learns only
+ * sum(n_k * delta_k) and sum(n_k) over U3.
+ *
+ *   state      event                 action                                   next
+ *   TRAINING   ADVERTISE             on_advertise: verify the identity         TRAINING
+ *                                    signature on (c_pk, s_pk), stage 1
+ *   TRAINING   all answered/dropped  send_keys: |U1| >= t, else abort;        SHARING
+ *                                    KEYS (U1's signed keys) to U1
+ *   SHARING    SHARES                on_shares: one box per other U1 member,  SHARING
+ *                                    stage 2
+ *   SHARING    all answered/dropped  route_shares: |U2| >= t, else abort;     MASKING
+ *                                    SHARES_IN (boxes from U2) to each of U2
+ *   MASKING    MASKED                on_masked: length check, add to the      MASKING
+ *                                    accumulator, stage 3
+ *   MASKING    all answered/dropped  request_unmask: |U3| >= t, else abort;   UNMASKING
+ *                                    UNMASK_REQ to U3: b-shares of U3,
+ *                                    s-shares of U2 \ U3 (never both)
+ *   UNMASKING  UNMASK                on_unmask: exactly the requested shares,  UNMASKING
+ *                                    stage 4
+ *   UNMASKING  all answered/dropped  unmask: |U4| >= t, else abort;           EVALUATING
+ *                                    rebuild b_u (u in U3) and s_sk (U2\U3),
+ *                                    remove their masks, decode, FedAvg
+ *   any        message of a later    ERROR "out of phase" (coordinator.c)     same
+ *              or earlier phase
+ * A client dropped in any phase simply stops counting for the next sets; the
+ * round goes on while each set keeps at least t members.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "common/util.h"
+#include "coordinator/internal.h"
+#include "crypto/crypto.h"
+
+/* Stage a cohort member must reach to finish the phase of state st. */
+static int stage_of(coord_state_t st)
+{
+    switch (st) {
+    case ST_TRAINING: return 1;
+    case ST_SHARING: return 2;
+    case ST_MASKING: return 3;
+    case ST_UNMASKING: return 4;
+    default: return 0;
+    }
+}
+
+int sa_handles(coord_state_t st, msg_type_t t)
+{
+    return (st == ST_TRAINING && t == MSG_ADVERTISE) || (st == ST_SHARING && t == MSG_SHARES) ||
+           (st == ST_MASKING && t == MSG_MASKED) || (st == ST_UNMASKING && t == MSG_UNMASK);
+}
+
+int sa_pending(const coord_t *c, const client_rec_t *k)
+{
+    return k->train == P_PENDING && k->sa.stage < stage_of(c->state);
+}
+
+static int members(const coord_t *c, int stage)
+{
+    int n = 0;
+    for (int i = 0; i < c->n_clients; i++)
+        n += c->clients[i].train != P_IDLE && c->clients[i].sa.stage >= stage;
+    return n;
+}
+
+static client_rec_t *by_index(coord_t *c, uint32_t index)
+{
+    for (int i = 0; i < c->n_clients; i++)
+        if (c->clients[i].train != P_IDLE && (uint32_t)c->clients[i].index == index)
+            return &c->clients[i];
+    return NULL;
+}
+
+void sa_round_cleanup(coord_t *c)
+{
+    for (int i = 0; i < c->n_clients; i++) {
+        sa_client_t *s = &c->clients[i].sa;
+        free(s->boxes);
+        s->boxes = NULL;
+        s->boxes_len = 0;
+        s->stage = 0;
+    }
+}
+
+int sa_round_setup(coord_t *c, int cohort, char *err, size_t errlen)
+{
+    sa_round_cleanup(c);
+    if (secagg_threshold((unsigned)cohort, c->conf->dropout, c->conf->collusion, &c->threshold,
+                         err, errlen) < 0)
+        return -1;
+    /* The weights bound: what the cohort reported at HELLO. */
+    c->max_weight = 0;
+    for (int i = 0; i < c->n_clients; i++)
+        if (c->clients[i].train == P_PENDING) c->max_weight += c->clients[i].n_train;
+    return secagg_quant_params(c->conf->clip, c->max_weight, (unsigned)cohort, &c->quant, err,
+                               errlen);
+}
+
+void sa_fill_plan(const coord_t *c, msg_t *p)
+{
+    p->threshold = c->threshold;
+    p->clip = c->quant.clip;
+    p->scale = c->quant.scale;
+    p->present |= MSG_HAS_SECAGG;
+}
+
+static void reject(coord_t *c, client_rec_t *k, msg_error_t code, const char *why)
+{
+    log_warn("round=%u phase=%s client=%s rejected: %s", c->round, coord_state_names[c->state],
+             k->site, why);
+    coord_reply_error(c, k, NULL, c->round, code, why);
+    coord_drop(c, k, why);
+}
+
+/* ---- the actions, in the table's order ------------------------------------------------ */
+
+static void on_advertise(coord_t *c, client_rec_t *k, const msg_t *m)
+{
+    if (m->blob_len != WIRE_ADVERTISE_BYTES) {
+        reject(c, k, ERR_PROTOCOL, "advertised keys have the wrong size");
+        return;
+    }
+    const uint8_t *c_pk = m->blob, *s_pk = m->blob + 32, *sig = m->blob + 64;
+    if (identity_verify_keys(sig, c->roster.site[k->index].pk, c->round, (uint32_t)k->index, c_pk,
+                             s_pk) < 0) {
+        reject(c, k, ERR_SIGNATURE, "advertised keys are not signed by this site's identity key");
+        return;
+    }
+    memcpy(k->sa.adv, m->blob, WIRE_ADVERTISE_BYTES);
+    k->sa.stage = 1;
+    if (isfinite(m->train_seconds) && m->train_seconds > c->train_s_max)
+        c->train_s_max = m->train_seconds;
+    log_debug("round=%u phase=advertise client=%s event=keys-verified", c->round, k->site);
+}
+
+static void send_keys(coord_t *c)
+{
+    int n1 = members(c, 1);
+    size_t len = (size_t)n1 * WIRE_KEYREC_BYTES;
+    uint8_t *blob = malloc(len ? len : 1);
+    if (!blob) {
+        coord_abort_round(c, "out of memory");
+        return;
+    }
+    size_t off = 0;
+    for (int i = 0; i < c->n_clients; i++) {
+        client_rec_t *k = &c->clients[i];
+        if (k->train == P_IDLE || k->sa.stage < 1) continue;
+        wire_put_u32(blob + off, (uint32_t)k->index);
+        memcpy(blob + off + 4, k->sa.adv, WIRE_ADVERTISE_BYTES);
+        off += WIRE_KEYREC_BYTES;
+    }
+    for (int i = 0; i < c->n_clients; i++) {
+        client_rec_t *k = &c->clients[i];
+        if (k->train != P_PENDING || k->sa.stage < 1) continue;
+        msg_t m = {.type = MSG_KEYS, .round = c->round, .phase = PHASE_SHARE, .blob = blob,
+                   .blob_len = len, .present = MSG_HAS_BLOB};
+        coord_send(c, k, NULL, &m);
+    }
+    free(blob);
+    c->state = ST_SHARING;
+    c->phase_started = util_now();
+    log_info("round=%u phase=advertise event=keys-relayed U1=%d t=%u -> sharing", c->round, n1,
+             c->threshold);
+}
+
+static void on_shares(coord_t *c, client_rec_t *k, const msg_t *m)
+{
+    int n1 = members(c, 1);
+    if (m->blob_len != (size_t)(n1 - 1) * WIRE_BOXREC_BYTES) {
+        reject(c, k, ERR_PROTOCOL, "share boxes: expected one per other advertised client");
+        return;
+    }
+    /* Each box goes to a distinct other member of U1. */
+    uint8_t seen[COORD_MAX_CLIENTS] = {0};
+    for (int r = 0; r < n1 - 1; r++) {
+        uint32_t to = wire_get_u32(m->blob + (size_t)r * WIRE_BOXREC_BYTES);
+        client_rec_t *v = to < COORD_MAX_CLIENTS ? by_index(c, to) : NULL;
+        if (!v || v == k || v->sa.stage < 1 || seen[to]++) {
+            reject(c, k, ERR_PROTOCOL, "share box addressed to a client outside U1, or twice");
+            return;
+        }
+    }
+    k->sa.boxes = malloc(m->blob_len);
+    if (!k->sa.boxes) {
+        reject(c, k, ERR_LOCAL, "coordinator out of memory");
+        return;
+    }
+    memcpy(k->sa.boxes, m->blob, m->blob_len);
+    k->sa.boxes_len = m->blob_len;
+    k->sa.stage = 2;
+}
+
+static void route_shares(coord_t *c)
+{
+    int n2 = members(c, 2);
+    if (n2 < (int)c->threshold) {
+        char why[96];
+        snprintf(why, sizeof why, "only %d clients shared keys, threshold is %u", n2, c->threshold);
+        coord_abort_round(c, why);
+        return;
+    }
+    uint8_t *blob = malloc((size_t)n2 * WIRE_BOXREC_BYTES);
+    if (!blob) {
+        coord_abort_round(c, "out of memory");
+        return;
+    }
+    for (int i = 0; i < c->n_clients; i++) {
+        client_rec_t *v = &c->clients[i];
+        if (v->train != P_PENDING || v->sa.stage < 2) continue;
+        size_t off = 0;
+        for (int j = 0; j < c->n_clients; j++) {
+            client_rec_t *u = &c->clients[j];
+            if (u == v || u->train == P_IDLE || u->sa.stage < 2) continue;
+            for (size_t r = 0; r < u->sa.boxes_len; r += WIRE_BOXREC_BYTES) {
+                if (wire_get_u32(u->sa.boxes + r) != (uint32_t)v->index) continue;
+                wire_put_u32(blob + off, (uint32_t)u->index);
+                memcpy(blob + off + 4, u->sa.boxes + r + 4, WIRE_BOX_BYTES);
+                off += WIRE_BOXREC_BYTES;
+            }
+        }
+        msg_t m = {.type = MSG_SHARES_IN, .round = c->round, .phase = PHASE_MASKED, .blob = blob,
+                   .blob_len = off, .present = MSG_HAS_BLOB};
+        coord_send(c, v, NULL, &m);
+    }
+    free(blob);
+    memset(c->acc, 0, (c->numel + 1) * sizeof *c->acc);
+    c->state = ST_MASKING;
+    c->phase_started = util_now();
+    log_info("round=%u phase=share event=shares-routed U2=%d -> masking", c->round, n2);
+}
+
+static void on_masked(coord_t *c, client_rec_t *k, const msg_t *m)
+{
+    if (m->vec_len != (c->numel + 1) * 4) {
+        char why[128];
+        snprintf(why, sizeof why, "masked input has %zu bytes, expected %zu", m->vec_len,
+                 (c->numel + 1) * 4);
+        reject(c, k, ERR_WRONG_LENGTH, why);
+        return;
+    }
+    secagg_add_le(c->acc, m->vec, c->numel + 1);
+    k->sa.stage = 3;
+    log_debug("round=%u phase=masked client=%s event=added", c->round, k->site);
+}
+
+static void request_unmask(coord_t *c)
+{
+    int n3 = members(c, 3);
+    if (n3 < (int)c->threshold) {
+        char why[96];
+        snprintf(why, sizeof why, "only %d masked inputs, threshold is %u", n3, c->threshold);
+        coord_abort_round(c, why);
+        return;
+    }
+    int n2 = members(c, 2);
+    uint8_t *blob = malloc((size_t)n2 * WIRE_REQREC_BYTES);
+    if (!blob) {
+        coord_abort_round(c, "out of memory");
+        return;
+    }
+    size_t off = 0;
+    for (int i = 0; i < c->n_clients; i++) {
+        client_rec_t *u = &c->clients[i];
+        if (u->train == P_IDLE || u->sa.stage < 2) continue;
+        wire_put_u32(blob + off, (uint32_t)u->index);
+        wire_put_u32(blob + off + 4, u->sa.stage >= 3 ? 0 : 1); /* survivor : dropped */
+        off += WIRE_REQREC_BYTES;
+    }
+    for (int i = 0; i < c->n_clients; i++) {
+        client_rec_t *v = &c->clients[i];
+        if (v->train != P_PENDING || v->sa.stage < 3) continue;
+        msg_t m = {.type = MSG_UNMASK_REQ, .round = c->round, .phase = PHASE_UNMASK, .blob = blob,
+                   .blob_len = off, .present = MSG_HAS_BLOB};
+        coord_send(c, v, NULL, &m);
+    }
+    free(blob);
+    c->state = ST_UNMASKING;
+    c->phase_started = util_now();
+    log_info("round=%u phase=masked event=unmask-requested U3=%d dropped=%d -> unmasking",
+             c->round, n3, n2 - n3);
+}
+
+static void on_unmask(coord_t *c, client_rec_t *k, const msg_t *m)
+{
+    int n2 = members(c, 2);
+    if (m->blob_len != (size_t)n2 * WIRE_SHAREREC_BYTES) {
+        reject(c, k, ERR_PROTOCOL, "unmask: expected one share per requested client");
+        return;
+    }
+    uint8_t seen[COORD_MAX_CLIENTS] = {0};
+    for (int r = 0; r < n2; r++) {
+        const uint8_t *rec = m->blob + (size_t)r * WIRE_SHAREREC_BYTES;
+        uint32_t id = wire_get_u32(rec), kind = wire_get_u32(rec + 4);
+        client_rec_t *u = id < COORD_MAX_CLIENTS ? by_index(c, id) : NULL;
+        if (!u || u->sa.stage < 2 || seen[id]++ || kind != (u->sa.stage >= 3 ? 0u : 1u)) {
+            reject(c, k, ERR_PROTOCOL, "unmask: a share that was not requested");
+            return;
+        }
+    }
+    k->sa.boxes = realloc(k->sa.boxes, m->blob_len); /* its share boxes are no longer needed */
+    if (!k->sa.boxes) {
+        k->sa.boxes_len = 0;
+        reject(c, k, ERR_LOCAL, "coordinator out of memory");
+        return;
+    }
+    memcpy(k->sa.boxes, m->blob, m->blob_len);
+    k->sa.boxes_len = m->blob_len;
+    k->sa.stage = 4;
+}
+
+/* Rebuilds the secret of client `target` (kind 0: b, 1: s_sk) from the
+ * first t responders' shares. */
+static int rebuild(coord_t *c, uint32_t target, uint32_t kind, uint8_t secret[32])
+{
+    unsigned t = c->threshold, k = 0;
+    uint32_t *xs = malloc(t * sizeof *xs);
+    uint8_t (*sh)[SHAMIR_SHAREBYTES] = malloc(t * sizeof *sh);
+    int rc = -1;
+    if (!xs || !sh) goto out;
+    for (int i = 0; i < c->n_clients && k < t; i++) {
+        client_rec_t *v = &c->clients[i];
+        if (v->train == P_IDLE || v->sa.stage < 4) continue;
+        for (size_t r = 0; r < v->sa.boxes_len; r += WIRE_SHAREREC_BYTES) {
+            const uint8_t *rec = v->sa.boxes + r;
+            if (wire_get_u32(rec) != target || wire_get_u32(rec + 4) != kind) continue;
+            xs[k] = (uint32_t)v->index + 1;
+            memcpy(sh[k], rec + 8, SHAMIR_SHAREBYTES);
+            k++;
+            break;
+        }
+    }
+    rc = shamir_combine(t, k, xs, (const uint8_t(*)[SHAMIR_SHAREBYTES])sh, secret);
+out:
+    if (sh) crypto_wipe(sh, t * sizeof *sh);
+    free(sh);
+    free(xs);
+    return rc;
+}
+
+static void dump_sum(const coord_t *c)
+{
+    const char *dir = getenv("MEDFED_TEST_DUMP_DIR"); /* tests only: the unmasked sum */
+    if (!dir) return;
+    char path[4096], err[256];
+    snprintf(path, sizeof path, "%s/unmasked-r%u.bin", dir, c->round);
+    if (util_write_file_atomic(path, c->acc, (c->numel + 1) * 4, err, sizeof err) < 0)
+        log_warn("%s", err);
+}
+
+static void unmask(coord_t *c)
+{
+    int n4 = members(c, 4);
+    char why[160];
+    if (n4 < (int)c->threshold) {
+        snprintf(why, sizeof why, "only %d clients sent unmasking shares, threshold is %u", n4,
+                 c->threshold);
+        coord_abort_round(c, why);
+        return;
+    }
+    uint8_t secret[32], seed[KA_SEEDBYTES];
+    int ok = 1;
+    for (int i = 0; ok && i < c->n_clients; i++) {
+        client_rec_t *u = &c->clients[i];
+        if (u->train == P_IDLE || u->sa.stage < 2) continue;
+        if (u->sa.stage >= 3) { /* survivor: remove its self mask */
+            ok = rebuild(c, (uint32_t)u->index, 0, secret) == 0 &&
+                 prg_add(PRG_DEFAULT, secret, c->acc, c->numel + 1, -1) == 0;
+            continue;
+        }
+        /* dropped after sharing: remove the pairwise masks survivors added for it */
+        ok = rebuild(c, (uint32_t)u->index, 1, secret) == 0;
+        for (int j = 0; ok && j < c->n_clients; j++) {
+            client_rec_t *v = &c->clients[j];
+            if (v->train == P_IDLE || v->sa.stage < 3) continue;
+            int sign_v = v->index < u->index ? 1 : -1; /* what v added */
+            ok = ka_derive(seed, secret, u->sa.adv + 32, v->sa.adv + 32, "mask", c->round,
+                           (uint32_t)u->index, (uint32_t)v->index) == 0 &&
+                 prg_add(PRG_DEFAULT, seed, c->acc, c->numel + 1, -sign_v) == 0;
+        }
+    }
+    crypto_wipe(secret, sizeof secret);
+    crypto_wipe(seed, sizeof seed);
+    if (!ok) {
+        coord_abort_round(c, "unmasking failed: inconsistent shares");
+        return;
+    }
+    dump_sum(c);
+    int64_t weight;
+    if (secagg_decode(c->acc, c->numel, &c->quant, c->max_weight, c->avg, &weight, why,
+                      sizeof why) < 0) {
+        coord_abort_round(c, why);
+        return;
+    }
+    c->participants = members(c, 3);
+    c->survivors = n4;
+    log_info("round=%u phase=unmask event=unmasked U3=%d U4=%d weight=%lld", c->round,
+             c->participants, n4, (long long)weight);
+    for (int i = 0; i < c->n_clients; i++) { /* free shares now; stages stay for metrics */
+        free(c->clients[i].sa.boxes);
+        c->clients[i].sa.boxes = NULL;
+        c->clients[i].sa.boxes_len = 0;
+    }
+    coord_apply_and_evaluate(c, c->avg, weight);
+}
+
+void sa_on_message(coord_t *c, client_rec_t *k, const msg_t *m)
+{
+    if (m->round != c->round) {
+        char why[96];
+        snprintf(why, sizeof why, "%s for round %u during round %u", msg_type_name(m->type),
+                 m->round, c->round);
+        log_warn("site=%s rejected: %s", k->site, why);
+        coord_reply_error(c, k, NULL, c->round, ERR_WRONG_ROUND, why);
+        return;
+    }
+    if (k->train != P_PENDING || k->sa.stage >= stage_of(c->state)) {
+        log_warn("round=%u site=%s rejected: %s not expected from it now", c->round, k->site,
+                 msg_type_name(m->type));
+        coord_reply_error(c, k, NULL, c->round, k->train == P_PENDING ? ERR_DUPLICATE : ERR_UNEXPECTED,
+                          "not expected from this client in this phase");
+        return;
+    }
+    switch (m->type) {
+    case MSG_ADVERTISE: on_advertise(c, k, m); break;
+    case MSG_SHARES: on_shares(c, k, m); break;
+    case MSG_MASKED: on_masked(c, k, m); break;
+    case MSG_UNMASK: on_unmask(c, k, m); break;
+    default: break;
+    }
+}
+
+void sa_phase_complete(coord_t *c)
+{
+    switch (c->state) {
+    case ST_TRAINING: {
+        int n1 = members(c, 1);
+        if (n1 < (int)c->threshold) {
+            char why[96];
+            snprintf(why, sizeof why, "only %d clients advertised keys, threshold is %u", n1,
+                     c->threshold);
+            coord_abort_round(c, why);
+        } else {
+            send_keys(c);
+        }
+        break;
+    }
+    case ST_SHARING: route_shares(c); break;
+    case ST_MASKING: request_unmask(c); break;
+    case ST_UNMASKING: unmask(c); break;
+    default: break;
+    }
+}
