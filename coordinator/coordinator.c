@@ -687,7 +687,7 @@ int coord_run(const coord_conf_t *conf)
     int rc = 1;
     char err[512], path[PATH_MAX + 32];
     rng_seed(&c.rng, conf->seed ^ 0xC00Dull);
-    if (load_roster(&c) < 0 || load_model(&c) < 0) goto out;
+    if (load_model(&c) < 0 || load_roster(&c) < 0) goto out;
     if (util_mkdirs(conf->out_dir, err, sizeof err) < 0) {
         log_error("%s", err);
         goto out;

@@ -41,7 +41,8 @@ int ka_keypair(uint8_t pk[KA_PUBLICKEYBYTES], uint8_t sk[KA_SECRETKEYBYTES]) CRY
  * BLAKE2b keyed by the shared point over (context, round, min(a,b), max(a,b),
  * both public keys in the same canonical order). Both sides get the same
  * seed; different contexts ("mask", "share"), rounds or pairs give unrelated
- * seeds. -1 if the peer key is a low-order point (all-zero shared secret). */
+ * seeds. -1 if the peer key is a low-order point (all-zero shared secret) or
+ * my_id == peer_id. */
 int ka_derive(uint8_t seed[KA_SEEDBYTES], const uint8_t sk[KA_SECRETKEYBYTES],
               const uint8_t my_pk[KA_PUBLICKEYBYTES], const uint8_t peer_pk[KA_PUBLICKEYBYTES],
               const char *context, uint32_t round, uint32_t my_id, uint32_t peer_id) CRYPTO_WUR;
@@ -56,7 +57,8 @@ extern const prg_alg_t PRG_DEFAULT;
 /* acc[i] += sign * mask[i] (mod 2^32) for i < n, where mask is the keystream
  * of the seed read as little-endian uint32 (zero nonce, counter from 0: each
  * seed is used for exactly one vector). sign is +1 or -1. Streams in chunks:
- * no allocation proportional to n. */
+ * no allocation proportional to n. -1 only if OpenSSL fails (out of memory);
+ * acc is then partly masked and must be discarded. */
 int prg_add(prg_alg_t alg, const uint8_t seed[PRG_SEEDBYTES], uint32_t *acc, size_t n, int sign)
     CRYPTO_WUR;
 /* Writes the first n mask words (tests). */
@@ -70,12 +72,16 @@ int prg_expand(prg_alg_t alg, const uint8_t seed[PRG_SEEDBYTES], uint32_t *out, 
 #define SHAMIR_MAX_SHARES 65535
 
 /* Splits secret into n shares at the distinct, non-zero x coordinates xs[];
- * any t of them reconstruct it, t-1 reveal nothing. 1 <= t <= n. */
+ * any t of them reconstruct it, t-1 reveal nothing. 1 <= t <= n <=
+ * SHAMIR_MAX_SHARES (else abort). -1 if an x is 0 (that share would be the
+ * secret) or repeats. */
 int shamir_split(const uint8_t secret[SHAMIR_SECRETBYTES], unsigned t, unsigned n,
                  const uint32_t *xs, uint8_t (*shares)[SHAMIR_SHAREBYTES]) CRYPTO_WUR;
-/* Reconstructs from the first t of k >= t shares at distinct x coordinates.
- * -1 if k < t, an x repeats or is 0, or a share element is not a field
- * element. */
+/* Reconstructs from the first t of k >= t shares at distinct x coordinates;
+ * shares after the first t are not read. -1 (secret zeroed) if k < t, an x
+ * repeats or is 0, a share element is not a field element, or a
+ * reconstructed 32-bit limb is out of range (shares that do not belong
+ * together: a sanity check, not integrity). */
 int shamir_combine(unsigned t, unsigned k, const uint32_t *xs,
                    const uint8_t (*shares)[SHAMIR_SHAREBYTES], uint8_t secret[SHAMIR_SECRETBYTES])
     CRYPTO_WUR;

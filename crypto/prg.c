@@ -15,7 +15,6 @@
 #include "crypto/crypto.h"
 #include "crypto/internal.h"
 
-#include <limits.h>
 #include <string.h>
 
 #include <openssl/evp.h>

@@ -205,12 +205,14 @@ static double json_num(const char *line, const char *key)
 static void print_round(const char *line, int rounds)
 {
     double acc = json_num(line, "val_accuracy"), auc = json_num(line, "val_auc");
-    printf("round %3.0f/%d  sites %2.0f  %s  val_acc %s%.4f  val_auc %s%.4f  loss %.4f  "
-           "%.1f s  up %.1f MB  down %.1f MB\n",
+    char acc_s[16] = "     -", auc_s[16] = "     -";
+    if (!isnan(acc)) snprintf(acc_s, sizeof acc_s, "%.4f", acc);
+    if (!isnan(auc)) snprintf(auc_s, sizeof auc_s, "%.4f", auc);
+    int aborted = json_num(line, "aborted") == 1;
+    printf("round %3.0f/%d  sites %2.0f  %s  val_acc %s  val_auc %s  %.1f s  up %.1f MB  "
+           "down %.1f MB\n",
            json_num(line, "round"), rounds, json_num(line, "participants"),
-           json_num(line, "aborted") == 1 ? "ABORTED" : "ok     ", isnan(acc) ? "  -" : "",
-           isnan(acc) ? 0 : acc, isnan(auc) ? "  -" : "", isnan(auc) ? 0 : auc,
-           json_num(line, "val_loss"), json_num(line, "seconds"),
+           aborted ? "ABORTED" : "ok     ", acc_s, auc_s, json_num(line, "seconds"),
            json_num(line, "bytes_up") / 1e6, json_num(line, "bytes_down") / 1e6);
     fflush(stdout);
 }

@@ -4,7 +4,8 @@
  * arrives answers with a bad update, then reports the coordinator's reply.
  *
  *   evil_client ENDPOINT SITE MODE
- *   MODE: wrong-length | nan | garbage | stale-round | duplicate
+ *   MODE: wrong-length | nan | garbage | stale-round | duplicate   (plaintext rounds)
+ *         forge | out-of-phase | stale-advertise                  (secure aggregation)
  * Exit 0 when the coordinator answered with the expected ERROR code.
  */
 #include <errno.h>
@@ -59,7 +60,31 @@ int main(int argc, char **argv)
             transport_send(sock, NULL, &hb, buf, 1);
             continue;
         }
-        if (m.type == MSG_PLAN) {
+        if (m.type == MSG_PLAN && (m.present & MSG_HAS_SECAGG)) {
+            /* Secure aggregation: misbehave in the advertise phase. */
+            uint8_t adv[WIRE_ADVERTISE_BYTES];
+            for (size_t i = 0; i < sizeof adv; i++) adv[i] = (uint8_t)(i * 7 + 1);
+            msg_t a = {.type = MSG_ADVERTISE, .round = m.round, .phase = PHASE_ADVERTISE,
+                       .train_seconds = 0.1, .blob = adv, .blob_len = sizeof adv,
+                       .present = MSG_HAS_BLOB};
+            uint32_t masked[4] = {1, 2, 3, 4};
+            if (strcmp(mode, "forge") == 0) {
+                want = ERR_SIGNATURE; /* keys signed by a key that is not this site's */
+            } else if (strcmp(mode, "stale-advertise") == 0) {
+                a.round = m.round - 1;
+                want = ERR_WRONG_ROUND;
+            } else if (strcmp(mode, "out-of-phase") == 0) {
+                a = (msg_t){.type = MSG_MASKED, .round = m.round, .phase = PHASE_MASKED,
+                            .vec = (const uint8_t *)masked, .vec_len = sizeof masked,
+                            .present = MSG_HAS_VEC};
+                want = ERR_UNEXPECTED;
+            } else {
+                fprintf(stderr, "evil_client: mode %s needs --secagg off\n", mode);
+                return 2;
+            }
+            transport_send(sock, NULL, &a, buf, 0);
+            printf("evil_client: sent a %s message for round %u\n", mode, m.round);
+        } else if (m.type == MSG_PLAN) {
             size_t numel = (size_t)m.numel;
             float *v = calloc(numel + 1, sizeof *v);
             msg_t u = {.type = MSG_UPDATE, .round = m.round, .phase = PHASE_TRAIN,

@@ -65,7 +65,7 @@ then ok $t; else bad $t "partition files"; fi
 # 3. A client killed in the middle of round 2: the round completes with the
 #    other two, the dead one is listed as dropped, round 3 runs without it.
 t=client_dies_mid_round
-if "$BIN/medfed-sim" --clients 3 --rounds 3 --partition iid --seed 4 $SMALL --drop 1:train:2 \
+if "$BIN/medfed-sim" --clients 3 --rounds 3 --partition iid --seed 4 $SMALL --drop 1:train:2 --secagg off \
         --out "$WORK/b" > "$WORK/b.out" 2>&1 &&
    json_check "$WORK/b/metrics.jsonl" 'len(rows) == 3 and rows[0]["participants"] == 3 and rows[1]["participants"] == 2 and rows[1]["dropped"] == [1] and not rows[1]["aborted"] and rows[1]["val_accuracy"] is not None and rows[2]["participants"] == 2' &&
    grep -q 'client=site-01 event=dropped' "$WORK/b/logs/coordinator.log"
@@ -86,11 +86,13 @@ for mode in wrong-length nan garbage stale-round duplicate; do
     d="$WORK/evil-$mode"
     mkdir -p "$d"
     for k in 0 1; do
-        sed "s|tcp://127.0.0.1:[0-9]*|tcp://127.0.0.1:$port|" "$WORK/a/sites/site-0$k/client.ini" > "$d/c$k.ini"
+        # plaintext FedAvg: no identity or roster on the clients either
+        sed "s|tcp://127.0.0.1:[0-9]*|tcp://127.0.0.1:$port|; /^identity/d; /^roster/d" \
+            "$WORK/a/sites/site-0$k/client.ini" > "$d/c$k.ini"
     done
     "$BIN/medfed-coordinator" --bind "tcp://127.0.0.1:$port" --init "$WORK/a/init.safetensors" \
         --out "$d" --rounds 2 --wait-for 3 --local-epochs 1 --heartbeat-timeout 5 \
-        --wait-timeout 60 > "$d/coord.log" 2>&1 &
+        --wait-timeout 60 --secagg off > "$d/coord.log" 2>&1 &
     cpid=$!
     "$BIN/medfed-client" --config "$d/c0.ini" > "$d/c0.log" 2>&1 &
     "$BIN/medfed-client" --config "$d/c1.ini" > "$d/c1.log" 2>&1 &
@@ -111,11 +113,13 @@ port=$(free_port)
 d="$WORK/roster"
 mkdir -p "$d"
 echo site-00 > "$d/roster.txt"
-sed "s|tcp://127.0.0.1:[0-9]*|tcp://127.0.0.1:$port|; s|site = site-01|site = intruder|" \
+sed "s|tcp://127.0.0.1:[0-9]*|tcp://127.0.0.1:$port|; s|site = site-01|site = intruder|; /^identity/d; /^roster/d" \
     "$WORK/a/sites/site-01/client.ini" > "$d/intruder.ini"
-sed "s|tcp://127.0.0.1:[0-9]*|tcp://127.0.0.1:$port|" "$WORK/a/sites/site-00/client.ini" > "$d/c0.ini"
+sed "s|tcp://127.0.0.1:[0-9]*|tcp://127.0.0.1:$port|; /^identity/d; /^roster/d" \
+    "$WORK/a/sites/site-00/client.ini" > "$d/c0.ini"
 "$BIN/medfed-coordinator" --bind "tcp://127.0.0.1:$port" --init "$WORK/a/init.safetensors" \
-    --out "$d" --roster "$d/roster.txt" --rounds 1 --local-epochs 1 > "$d/coord.log" 2>&1 &
+    --out "$d" --roster "$d/roster.txt" --rounds 1 --local-epochs 1 --secagg off \
+    > "$d/coord.log" 2>&1 &
 cpid=$!
 "$BIN/medfed-client" --config "$d/intruder.ini" > "$d/intruder.log" 2>&1
 irc=$?
@@ -145,6 +149,107 @@ out2=$("$BIN/medfed-coordinator" --init "$WORK/trunc.safetensors" --out "$WORK/x
 if [ $rc -eq 1 ] && echo "$out" | grep -q 'trunc.safetensors' && [ $rc2 -eq 1 ] &&
    echo "$out2" | grep -q 'trunc.safetensors'
 then ok $t; else bad $t "$out / $out2"; fi
+
+# ---- secure aggregation ---------------------------------------------------------
+
+# 8. Same seed, no dropouts: the secure model matches plaintext FedAvg within
+#    the quantisation error, and so does validation accuracy.
+t=secagg_matches_plaintext
+if "$BIN/medfed-sim" --clients 3 --rounds 3 --partition iid --seed 5 $SMALL --secagg off \
+        --out "$WORK/plain" > "$WORK/plain.out" 2>&1 &&
+   "$BIN/medfed-sim" --clients 3 --rounds 3 --partition iid --seed 5 $SMALL --secagg on \
+        --out "$WORK/secure" > "$WORK/secure.out" 2>&1 &&
+   json_check "$WORK/secure/metrics.jsonl" 'len(rows) == 3 and all(r["secagg"] and r["participants"] == 3 and r["threshold"] == 2 for r in rows)' &&
+   "$PY" - "$WORK/plain" "$WORK/secure" <<'PYEOF'
+import json, struct, sys, array
+def load(path):
+    raw = open(path, "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    a = array.array("f"); a.frombytes(raw[8 + n:]); return a
+a, b = load(sys.argv[1] + "/model.safetensors"), load(sys.argv[2] + "/model.safetensors")
+init = load(sys.argv[1] + "/init.safetensors")
+diff = max(abs(x - y) for x, y in zip(a, b))
+moved = max(abs(x - y) for x, y in zip(a, init))
+ra = [json.loads(l) for l in open(sys.argv[1] + "/metrics.jsonl")]
+rb = [json.loads(l) for l in open(sys.argv[2] + "/metrics.jsonl")]
+acc = abs(ra[-1]["val_accuracy"] - rb[-1]["val_accuracy"])
+print("secagg vs plaintext: max |param diff| %.3g (training moved params by %.3g), val acc diff %.4f" % (diff, moved, acc))
+sys.exit(0 if len(a) == len(b) and diff <= 1e-3 and moved > 1e-2 and acc <= 0.005 else 1)
+PYEOF
+then ok $t; else bad $t "see $WORK/secure.out"; fi
+
+# 9. A client killed at each phase of secure aggregation: the round completes,
+#    survivors = N-1, and the unmasked integer sum equals the sum of the
+#    encoded updates of exactly the clients whose input it includes.
+for phase in advertise share masked unmask; do
+    t="secagg_drop_at_$phase"
+    d="$WORK/drop-$phase"
+    mkdir -p "$d/dump"
+    if MEDFED_TEST_DUMP_DIR="$d/dump" "$BIN/medfed-sim" --clients 3 --rounds 1 --partition iid \
+            --seed 6 --max-train 300 --max-val 60 --local-epochs 1 --heartbeat-timeout 3 \
+            --drop "1:$phase:1" --out "$d/run" > "$d/out" 2>&1 &&
+       json_check "$d/run/metrics.jsonl" 'len(rows) == 1 and not rows[0]["aborted"] and rows[0]["survivors"] == 2 and rows[0]["dropped"] == [1] and sorted(rows[0]["included"]) == ([0, 1, 2] if "'"$phase"'" == "unmask" else [0, 2]) and rows[0]["val_accuracy"] is not None' &&
+       "$PY" - "$d" <<'PYEOF'
+import json, sys, array
+d = sys.argv[1]
+row = json.loads(open(d + "/run/metrics.jsonl").readline())
+def words(path):
+    a = array.array("I"); a.frombytes(open(path, "rb").read()); return a
+total = words(d + "/dump/unmasked-r1.bin")
+acc = array.array("I", [0]) * len(total)
+for i in row["included"]:
+    x = words("%s/dump/encoded-site-%02d-r1.bin" % (d, i))
+    for j in range(len(x)): acc[j] = (acc[j] + x[j]) & 0xFFFFFFFF
+sys.exit(0 if acc == total else 1)
+PYEOF
+    then ok $t; else bad $t "see $d/out"; cat "$d/out"; fi
+done
+
+# 10. Too many dropouts: below the threshold the round is abandoned cleanly,
+#     the model is unchanged, and the next round runs with who is left.
+t=secagg_below_threshold_aborts_round
+d="$WORK/below"
+if "$BIN/medfed-sim" --clients 5 --rounds 2 --partition iid --seed 7 --max-train 300 \
+        --max-val 60 --local-epochs 1 --heartbeat-timeout 3 --dropout 0 \
+        --drop 1:masked:1,2:masked:1,3:masked:1 --out "$d" > "$d.out" 2>&1 &&
+   json_check "$d/metrics.jsonl" 'len(rows) == 2 and rows[0]["aborted"] and rows[0]["threshold"] == 3 and rows[0]["val_accuracy"] is None and not rows[1]["aborted"] and rows[1]["participants"] == 2' &&
+   grep -q 'event=abort reason="only 2 masked inputs, threshold is 3"' "$d/logs/coordinator.log"
+then ok $t; else bad $t "see $d.out"; cat "$d.out"; fi
+
+# 11. Misbehaving participants under secure aggregation: forged signature,
+#     out-of-phase and replayed messages are refused, the round goes on.
+for mode in forge out-of-phase stale-advertise; do
+    t="secagg_bad_$mode"
+    port=$(free_port)
+    d="$WORK/sevil-$mode"
+    mkdir -p "$d"
+    for k in 0 1; do
+        sed "s|tcp://127.0.0.1:[0-9]*|tcp://127.0.0.1:$port|" "$WORK/a/sites/site-0$k/client.ini" > "$d/c$k.ini"
+    done
+    "$BIN/medfed-coordinator" --bind "tcp://127.0.0.1:$port" --init "$WORK/a/init.safetensors" \
+        --out "$d" --roster "$WORK/a/roster.txt" --rounds 1 --wait-for 3 --local-epochs 1 \
+        --heartbeat-timeout 3 --wait-timeout 60 > "$d/coord.log" 2>&1 &
+    cpid=$!
+    "$BIN/medfed-client" --config "$d/c0.ini" > "$d/c0.log" 2>&1 &
+    "$BIN/medfed-client" --config "$d/c1.ini" > "$d/c1.log" 2>&1 &
+    "$BUILD/tests/evil_client" "tcp://127.0.0.1:$port" site-02 "$mode" > "$d/evil.log" 2>&1
+    evil=$?
+    wait $cpid
+    coord=$?
+    if [ $evil -eq 0 ] && [ $coord -eq 0 ] && grep -q 'rejected' "$d/coord.log" &&
+       json_check "$d/metrics.jsonl" 'len(rows) == 1 and rows[0]["participants"] == 2 and not rows[0]["aborted"] and rows[0]["dropped"] == [2]'
+    then ok $t; else bad $t "evil=$evil coord=$coord"; cat "$d/evil.log"; grep -i 'warn\|error' "$d/coord.log" | head; fi
+    wait
+done
+
+# 12. Unsafe threat-model settings are refused with the reason.
+t=secagg_unsafe_settings_refused
+d="$WORK/unsafe"
+"$BIN/medfed-sim" --clients 4 --rounds 1 --partition iid --seed 8 --max-train 200 --max-val 40 \
+    --local-epochs 1 --dropout 0.5 --out "$d" > "$d.out" 2>&1
+if json_check "$d/metrics.jsonl" 'len(rows) == 1 and rows[0]["aborted"]' &&
+   grep -q 'unsafe settings for 4 clients' "$d/logs/coordinator.log"
+then ok $t; else bad $t "see $d.out"; fi
 
 echo "integration: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
