@@ -1,0 +1,222 @@
+/* Secure-aggregation arithmetic: fixed-point encoding, the no-wrap bound,
+ * threshold policy, and a whole masked round in memory with real crypto
+ * (masks cancel exactly; a dropped client's pairwise masks are removed from
+ * its Shamir-rebuilt key). */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "aggregation/secagg.h"
+#include "common/rng.h"
+#include "crypto/crypto.h"
+
+static void random_words(rng_t *r, uint32_t *w, size_t n)
+{
+    for (size_t i = 0; i < n; i++) w[i] = (uint32_t)rng_next(r);
+}
+
+static void test_quant_params(void **state)
+{
+    (void)state;
+    quant_t q;
+    char err[256];
+    assert_int_equal(secagg_quant_params(2.0, 4708, 10, &q, err, sizeof err), 0);
+    assert_true(q.scale >= 228000 && q.scale * 2.0 * 4708 + 10 <= 2147483647.0);
+    assert_int_equal(secagg_quant_params(0, 10, 1, &q, err, sizeof err), -1);
+    assert_int_equal(secagg_quant_params(1e9, 1e9, 1, &q, err, sizeof err), -1);
+    assert_non_null(strstr(err, "no fixed-point precision"));
+}
+
+/* Extreme inputs: every client at +clip with the largest weights, or at
+ * -clip: the int32 sum must not wrap. */
+static void test_sum_cannot_wrap(void **state)
+{
+    (void)state;
+    enum { CLIENTS = 7, N = 4 };
+    const int64_t w[CLIENTS] = {1000, 1, 5000, 300, 1, 1, 12345};
+    int64_t total = 0;
+    for (int k = 0; k < CLIENTS; k++) total += w[k];
+    quant_t q;
+    char err[256];
+    assert_int_equal(secagg_quant_params(1.5, total, CLIENTS, &q, err, sizeof err), 0);
+    const float up[N] = {1.5f, 9.0f, INFINITY, 1.5f}, down[N] = {-1.5f, -9.0f, -INFINITY, -1.5f};
+    uint32_t dither[N], x[N + 1], sum_up[N + 1] = {0}, sum_down[N + 1] = {0};
+    for (int i = 0; i < N; i++) dither[i] = UINT32_MAX; /* always round up */
+    for (int k = 0; k < CLIENTS; k++) {
+        secagg_encode(up, N, w[k], &q, dither, x);
+        for (int i = 0; i <= N; i++) sum_up[i] += x[i];
+        assert_int_equal(secagg_encode(down, N, w[k], &q, dither, x), 2); /* -9 and -inf */
+        for (int i = 0; i <= N; i++) sum_down[i] += x[i];
+    }
+    float avg[N];
+    int64_t weight;
+    assert_int_equal(secagg_decode(sum_up, N, &q, total, avg, &weight, err, sizeof err), 0);
+    assert_int_equal(weight, total);
+    for (int i = 0; i < N; i++) assert_float_equal(avg[i], 1.5f, 1e-5);
+    assert_int_equal(secagg_decode(sum_down, N, &q, total, avg, &weight, err, sizeof err), 0);
+    for (int i = 0; i < N; i++) assert_float_equal(avg[i], -1.5f, 1e-5);
+}
+
+static void test_encode_decode_error_and_unbiased(void **state)
+{
+    (void)state;
+    enum { N = 20000 };
+    rng_t r;
+    rng_seed(&r, 9);
+    quant_t q;
+    char err[256];
+    const int64_t w1 = 37, w2 = 63;
+    /* A deliberately coarse scale shows stochastic rounding is unbiased. */
+    q.clip = 2.0;
+    q.scale = 3.0;
+    float *d1 = malloc(N * sizeof *d1), *d2 = malloc(N * sizeof *d2), *avg = malloc(N * sizeof *avg);
+    uint32_t *dither = malloc(N * 4), *x = malloc((N + 1) * 4), *sum = calloc(N + 1, 4);
+    double bias = 0;
+    for (int i = 0; i < N; i++) {
+        d1[i] = 0.01f * (float)((i % 7) - 3);
+        d2[i] = 0.0123f;
+    }
+    random_words(&r, dither, N);
+    secagg_encode(d1, N, w1, &q, dither, x);
+    for (int i = 0; i <= N; i++) sum[i] += x[i];
+    random_words(&r, dither, N);
+    secagg_encode(d2, N, w2, &q, dither, x);
+    for (int i = 0; i <= N; i++) sum[i] += x[i];
+    int64_t weight;
+    assert_int_equal(secagg_decode(sum, N, &q, 100, avg, &weight, err, sizeof err), 0);
+    assert_int_equal(weight, 100);
+    for (int i = 0; i < N; i++) bias += avg[i] - (w1 * d1[i] + w2 * d2[i]) / 100.0;
+    assert_true(fabs(bias / N) < 2e-3); /* per-value error ~1/300, mean error ~0 */
+
+    /* At the real scale the error is far below 1e-6. */
+    assert_int_equal(secagg_quant_params(2.0, 100, 2, &q, err, sizeof err), 0);
+    memset(sum, 0, (N + 1) * 4);
+    random_words(&r, dither, N);
+    secagg_encode(d1, N, w1, &q, dither, x);
+    for (int i = 0; i <= N; i++) sum[i] += x[i];
+    random_words(&r, dither, N);
+    secagg_encode(d2, N, w2, &q, dither, x);
+    for (int i = 0; i <= N; i++) sum[i] += x[i];
+    assert_int_equal(secagg_decode(sum, N, &q, 100, avg, &weight, err, sizeof err), 0);
+    for (int i = 0; i < N; i++)
+        assert_float_equal(avg[i], (w1 * d1[i] + w2 * d2[i]) / 100.0, 1e-6);
+    /* A weight above the announced bound is refused (a client lied). */
+    assert_int_equal(secagg_decode(sum, N, &q, 99, avg, &weight, err, sizeof err), -1);
+    assert_non_null(strstr(err, "misreported"));
+    free(d1);
+    free(d2);
+    free(avg);
+    free(dither);
+    free(x);
+    free(sum);
+}
+
+static void test_threshold_policy(void **state)
+{
+    (void)state;
+    unsigned t;
+    char err[512];
+    assert_int_equal(secagg_threshold(10, 0.2, 0.2, &t, err, sizeof err), 0);
+    assert_int_equal(t, 6); /* majority */
+    assert_int_equal(secagg_threshold(10, 0.1, 0.7, &t, err, sizeof err), 0);
+    assert_int_equal(t, 8); /* more than 7 colluders */
+    assert_int_equal(secagg_threshold(3, 0.2, 0.2, &t, err, sizeof err), 0);
+    assert_int_equal(t, 2);
+    assert_int_equal(secagg_threshold(4, 0.5, 0.2, &t, err, sizeof err), -1);
+    assert_non_null(strstr(err, "unsafe settings for 4 clients"));
+    assert_int_equal(secagg_threshold(10, 0.1, 0.95, &t, err, sizeof err), -1);
+    assert_int_equal(secagg_threshold(1, 0, 0, &t, err, sizeof err), -1);
+    assert_int_equal(secagg_threshold(5, 1.5, 0, &t, err, sizeof err), -1);
+}
+
+/* The protocol's arithmetic end to end, in memory: 4 clients, client 3
+ * drops after sharing. Masks cancel and the dropped client's pairwise masks
+ * are removed with its rebuilt key: the result is exactly sum x_u over the
+ * survivors. */
+static void test_masked_round_in_memory(void **state)
+{
+    (void)state;
+    enum { K = 4, N = 1000, T = 3 };
+    uint8_t s_pk[K][32], s_sk[K][32], b[K][32], seed[32];
+    uint32_t xs[K] = {1, 2, 3, 4};
+    uint8_t sh_b[K][K][SHAMIR_SHAREBYTES], sh_s[K][K][SHAMIR_SHAREBYTES]; /* [owner][holder] */
+    uint32_t x[K][N], acc[N] = {0}, expect[N] = {0};
+    rng_t r;
+    rng_seed(&r, 3);
+    for (int u = 0; u < K; u++) {
+        assert_int_equal(ka_keypair(s_pk[u], s_sk[u]), 0);
+        crypto_random(b[u], 32);
+        assert_int_equal(shamir_split(b[u], T, K, xs, sh_b[u]), 0);
+        assert_int_equal(shamir_split(s_sk[u], T, K, xs, sh_s[u]), 0);
+        random_words(&r, x[u], N);
+    }
+    const int dropped = 3;
+    for (int u = 0; u < K; u++) {
+        if (u == dropped) continue; /* shared, never sent its masked input */
+        uint32_t y[N];
+        memcpy(y, x[u], sizeof y);
+        for (int i = 0; i < N; i++) expect[i] += x[u][i];
+        assert_int_equal(prg_add(PRG_DEFAULT, b[u], y, N, +1), 0);
+        for (int v = 0; v < K; v++) {
+            if (v == u) continue;
+            assert_int_equal(ka_derive(seed, s_sk[u], s_pk[u], s_pk[v], "mask", 1, u, v), 0);
+            assert_int_equal(prg_add(PRG_DEFAULT, seed, y, N, u < v ? 1 : -1), 0);
+        }
+        for (int i = 0; i < N; i++) acc[i] += y[i];
+    }
+    /* A masked vector looks nothing like its input. */
+    assert_memory_not_equal(acc, expect, sizeof acc);
+    /* Unmask: b of survivors from holders 0..2, s_sk of the dropped one. */
+    uint8_t secret[32];
+    uint8_t shares[T][SHAMIR_SHAREBYTES];
+    for (int u = 0; u < K; u++) {
+        for (int h = 0; h < T; h++)
+            memcpy(shares[h], u == dropped ? sh_s[u][h] : sh_b[u][h], SHAMIR_SHAREBYTES);
+        assert_int_equal(shamir_combine(T, T, xs, (const uint8_t(*)[SHAMIR_SHAREBYTES])shares, secret), 0);
+        if (u != dropped) {
+            assert_memory_equal(secret, b[u], 32);
+            assert_int_equal(prg_add(PRG_DEFAULT, secret, acc, N, -1), 0);
+            continue;
+        }
+        assert_memory_equal(secret, s_sk[u], 32);
+        for (int v = 0; v < K; v++) {
+            if (v == dropped) continue;
+            assert_int_equal(ka_derive(seed, secret, s_pk[u], s_pk[v], "mask", 1, u, v), 0);
+            assert_int_equal(prg_add(PRG_DEFAULT, seed, acc, N, v < u ? -1 : 1), 0);
+        }
+    }
+    assert_memory_equal(acc, expect, sizeof acc);
+}
+
+static void test_add_le_unaligned(void **state)
+{
+    (void)state;
+    uint8_t raw[1 + 12];
+    const uint32_t v[3] = {1, UINT32_MAX, 7};
+    memcpy(raw + 1, v, sizeof v);
+    uint32_t acc[3] = {5, 2, 0};
+    secagg_add_le(acc, raw + 1, 3);
+    assert_int_equal(acc[0], 6);
+    assert_int_equal(acc[1], 1); /* wraps mod 2^32 */
+    assert_int_equal(acc[2], 7);
+}
+
+int main(void)
+{
+    if (crypto_init() < 0) return 1;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_quant_params),
+        cmocka_unit_test(test_sum_cannot_wrap),
+        cmocka_unit_test(test_encode_decode_error_and_unbiased),
+        cmocka_unit_test(test_threshold_policy),
+        cmocka_unit_test(test_masked_round_in_memory),
+        cmocka_unit_test(test_add_le_unaligned),
+    };
+    return cmocka_run_group_tests_name("secagg", tests, NULL, NULL);
+}
