@@ -20,9 +20,8 @@ fedavg_t *fedavg_new(size_t numel, const fedavg_opts_t *opts)
     if (!f) return NULL;
     f->numel = numel;
     f->opts = *opts;
-    f->sum = calloc(numel ? numel : 1, sizeof *f->sum);
     if (opts->opt == SERVER_OPT_FEDAVGM) f->velocity = calloc(numel ? numel : 1, sizeof(double));
-    if (!f->sum || (opts->opt == SERVER_OPT_FEDAVGM && !f->velocity)) {
+    if (opts->opt == SERVER_OPT_FEDAVGM && !f->velocity) {
         fedavg_destroy(&f);
         return NULL;
     }
@@ -44,7 +43,7 @@ int fedavg_count(const fedavg_t *f) { return f->count; }
 
 void fedavg_begin(fedavg_t *f)
 {
-    memset(f->sum, 0, f->numel * sizeof *f->sum);
+    if (f->sum) memset(f->sum, 0, f->numel * sizeof *f->sum);
     f->weight = 0;
     f->count = 0;
 }
@@ -68,6 +67,10 @@ int fedavg_add(fedavg_t *f, const uint8_t *le_f32, size_t len, int64_t n_samples
     }
     if (n_samples <= 0 || n_samples > (int64_t)1 << 40) {
         snprintf(err, errlen, "sample count %lld out of range", (long long)n_samples);
+        return -1;
+    }
+    if (!f->sum && !(f->sum = calloc(f->numel ? f->numel : 1, sizeof *f->sum))) {
+        snprintf(err, errlen, "out of memory for the FedAvg sum");
         return -1;
     }
     /* Check everything before touching the sum. */
@@ -104,6 +107,21 @@ int fedavg_apply(fedavg_t *f, float *global, char *err, size_t errlen)
             global[i] = (float)((double)global[i] + lr * f->sum[i] * inv);
     }
     return 0;
+}
+
+void fedavg_apply_mean(fedavg_t *f, float *global, const float *mean)
+{
+    const double lr = f->opts.lr;
+    if (f->opts.opt == SERVER_OPT_FEDAVGM) {
+        const double mu = f->opts.momentum;
+        for (size_t i = 0; i < f->numel; i++) {
+            f->velocity[i] = mu * f->velocity[i] + (double)mean[i];
+            global[i] = (float)((double)global[i] + lr * f->velocity[i]);
+        }
+    } else {
+        for (size_t i = 0; i < f->numel; i++)
+            global[i] = (float)((double)global[i] + lr * (double)mean[i]);
+    }
 }
 
 int fedavg_opt_parse(const char *s, server_opt_t *out)

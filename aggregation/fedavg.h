@@ -2,8 +2,8 @@
  * fedavg.h - weighted federated averaging, accumulated as updates arrive.
  *
  * Memory is O(model): one double per parameter (the running sum of
- * n_k * delta_k) plus the server optimiser's state, however many clients
- * report. Arithmetic only: no I/O, no sockets, no logging.
+ * n_k * delta_k, allocated on first use) plus the server optimiser's state,
+ * however many clients report. Arithmetic only: no I/O, no sockets, no logging.
  *
  * After all updates of a round: delta = sum(n_k * delta_k) / sum(n_k), then
  *   fedavg  : global += server_lr * delta
@@ -45,6 +45,11 @@ int fedavg_count(const fedavg_t *f);        /* updates added this round */
 /* Applies the averaged update to global (numel floats). -1 if nothing was
  * added this round (global untouched). */
 int fedavg_apply(fedavg_t *f, float *global, char *err, size_t errlen);
+
+/* Applies an already averaged update (secure aggregation decodes the mean
+ * itself): the server optimiser step only; the per-round sum is never
+ * allocated on this path. */
+void fedavg_apply_mean(fedavg_t *f, float *global, const float *mean);
 
 /* Parses "fedavg" / "fedavgm". */
 int fedavg_opt_parse(const char *s, server_opt_t *out);

@@ -59,7 +59,11 @@ int secagg_decode(const uint32_t *sum, size_t n, const quant_t *q, int64_t max_w
         return -1;
     }
     const double inv = 1.0 / (q->scale * (double)w);
-    for (size_t i = 0; i < n; i++) avg[i] = (float)((double)(int32_t)sum[i] * inv);
+    for (size_t i = 0; i < n; i++) {
+        uint32_t word = sum[i]; /* read before the (possibly aliasing) write */
+        float v = (float)((double)(int32_t)word * inv);
+        memcpy(&avg[i], &v, sizeof v);
+    }
     *weight = w;
     return 0;
 }

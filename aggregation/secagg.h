@@ -32,7 +32,8 @@ size_t secagg_encode(const float *delta, size_t n, int64_t weight, const quant_t
                      const uint32_t *dither, uint32_t *out);
 
 /* Decodes an unmasked sum of n + 1 words: avg[i] = mean delta, *weight = sum
- * of n_k. -1 if the weight is 0 or exceeds max_weight (a client misreported). */
+ * of n_k. avg may be the same memory as sum (in-place decoding, element i
+ * read before it is written). -1 if the weight is 0 or exceeds max_weight (a client misreported). */
 int secagg_decode(const uint32_t *sum, size_t n, const quant_t *q, int64_t max_weight,
                   float *avg, int64_t *weight, char *err, size_t errlen);
 

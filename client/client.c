@@ -270,7 +270,9 @@ static int dispatch(client_t *c, const msg_t *m, int *rc)
         return 0;
     case MSG_PLAN: on_plan(c, m); return 0;
     case MSG_EVAL: on_eval(c, m); return 0;
-    case MSG_KEYS: case MSG_SHARES_IN: case MSG_UNMASK_REQ: sa_client_on_message(c, m); return 0;
+    case MSG_KEYS: case MSG_SHARES_IN: case MSG_UPLOAD: case MSG_UNMASK_REQ:
+        sa_client_on_message(c, m);
+        return 0;
     case MSG_SHUTDOWN:
         log_info("event=shutdown -> exit");
         *rc = 0;

@@ -14,9 +14,10 @@
  *   ADVERTISED  KEYS         share_keys: verify every signature against    SHARED
  *                            the roster, Shamir-split b and s_sk t-of-|U1|,
  *                            seal each peer's pair of shares, SHARES
- *   SHARED      SHARES_IN    masked_input: open the boxes (U2 = senders    MASKED
+ *   SHARED      SHARES_IN    masked_input: open the boxes (U2 = senders    READY
  *                            + self), encode n_k*delta in Z_2^32, add
- *                            PRG(b) and +-PRG(s_uv) for v in U2, MASKED
+ *                            PRG(b) and +-PRG(s_uv) for v in U2
+ *   READY       UPLOAD       upload: MASKED (the coordinator paces these)   MASKED
  *   MASKED      UNMASK_REQ   unmask: check the request (|U3| >= t, every   (reset)
  *                            id in U2, none twice), send b-shares of U3
  *                            and s-shares of U2 \ U3, wipe everything
@@ -32,7 +33,7 @@
 #include "common/util.h"
 #include "crypto/crypto.h"
 
-typedef enum { SA_ADVERTISED = 1, SA_SHARED, SA_MASKED } sa_state_t;
+typedef enum { SA_ADVERTISED = 1, SA_SHARED, SA_READY, SA_MASKED } sa_state_t;
 
 /* Everything secret lives in guarded memory and is wiped by sa_client_reset. */
 struct sa_client {
@@ -51,11 +52,14 @@ struct sa_client {
     /* shares held for each U1 member (own shares at our own position) */
     uint8_t share_b[ROSTER_MAX][SHAMIR_SHAREBYTES], share_s[ROSTER_MAX][SHAMIR_SHAREBYTES];
     uint8_t in_u2[ROSTER_MAX];
+    uint32_t *y;          /* the masked input, waiting for UPLOAD (not secret) */
+    size_t y_words;
 };
 
 void sa_client_reset(client_t *c)
 {
     if (!c->sa) return;
+    free(c->sa->y);
     crypto_wipe(c->sa, sizeof *c->sa);
     crypto_secure_free(c->sa);
     c->sa = NULL;
@@ -292,12 +296,23 @@ static void masked_input(client_t *c, const msg_t *m)
         fail(c, ERR_PROTOCOL, "mask derivation failed");
         return;
     }
-    msg_t out = {.type = MSG_MASKED, .round = s->round, .phase = PHASE_MASKED,
-                 .vec = (const uint8_t *)y, .vec_len = words * 4, .present = MSG_HAS_VEC};
-    client_send(c, &out);
-    free(y);
-    s->state = SA_MASKED;
+    s->y = y;
+    s->y_words = words;
+    s->state = SA_READY;
     c->phase = PHASE_MASKED;
+    log_info("round=%u phase=masked event=masked-input-ready", s->round);
+}
+
+static void upload(client_t *c, const msg_t *m)
+{
+    (void)m;
+    sa_client_t *s = c->sa;
+    msg_t out = {.type = MSG_MASKED, .round = s->round, .phase = PHASE_MASKED,
+                 .vec = (const uint8_t *)s->y, .vec_len = s->y_words * 4, .present = MSG_HAS_VEC};
+    client_send(c, &out);
+    free(s->y);
+    s->y = NULL;
+    s->state = SA_MASKED;
     log_info("round=%u phase=masked event=masked-input-sent", s->round);
 }
 
@@ -364,6 +379,7 @@ void sa_client_on_message(client_t *c, const msg_t *m)
     } table[] = {
         {MSG_KEYS, SA_ADVERTISED, share_keys},
         {MSG_SHARES_IN, SA_SHARED, masked_input},
+        {MSG_UPLOAD, SA_READY, upload},
         {MSG_UNMASK_REQ, SA_MASKED, unmask},
     };
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {

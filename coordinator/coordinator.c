@@ -65,9 +65,9 @@ void coord_reply_error(coord_t *c, client_rec_t *k, const peer_id_t *id, uint32_
     coord_send(c, k, id, &e);
 }
 
-/* Fills the model spec shared by PLAN and EVAL; the vector rides along only
- * when the client does not already hold this version. */
-static void fill_spec(coord_t *c, client_rec_t *k, msg_t *m)
+/* Fills the model spec shared by PLAN and EVAL; with_vec adds the global
+ * model itself (for clients that do not hold this version yet). */
+static void fill_spec(const coord_t *c, msg_t *m, int with_vec)
 {
     util_strlcpy(m->arch, c->arch, sizeof m->arch);
     m->in_channels = c->in_ch;
@@ -76,12 +76,46 @@ static void fill_spec(coord_t *c, client_rec_t *k, msg_t *m)
     m->classes = c->classes;
     m->numel = c->numel;
     m->model_version = c->version;
-    if (k->has_version != c->version) {
+    if (with_vec) {
         m->vec = (const uint8_t *)c->global;
         m->vec_len = c->numel * 4;
         m->present |= MSG_HAS_VEC;
-        k->has_version = c->version;
     }
+}
+
+/* Sends m (PLAN or EVAL) to every client whose `want` part is P_PENDING,
+ * encoding it at most twice (with and without the model) and sharing the
+ * encoded bytes among all of them. Returns the number of clients sent to. */
+static int broadcast_spec(coord_t *c, msg_t *m, int train)
+{
+    shared_frame_t *frame[2] = {NULL, NULL};
+    int sent = 0;
+    for (int i = 0; i < c->n_clients; i++) {
+        client_rec_t *k = &c->clients[i];
+        if ((train ? k->train : k->eval) != P_PENDING) continue;
+        int with_vec = k->has_version != c->version;
+        if (!frame[with_vec]) {
+            msg_t copy = *m;
+            fill_spec(c, &copy, with_vec);
+            frame[with_vec] = transport_shared_new(&copy, c->out);
+            if (!frame[with_vec]) {
+                log_error("out of memory encoding %s", msg_type_name(m->type));
+                break;
+            }
+        }
+        long long n = transport_send_shared(c->sock, &k->id, frame[with_vec]);
+        if (n < 0) {
+            log_warn("site=%s send %s failed: %s", k->site, msg_type_name(m->type),
+                     zmq_strerror(errno));
+            continue;
+        }
+        c->bytes_down += (uint64_t)n;
+        k->has_version = c->version;
+        sent++;
+    }
+    transport_shared_release(&frame[0]);
+    transport_shared_release(&frame[1]);
+    return sent;
 }
 
 /* ---- registry ------------------------------------------------------------------ */
@@ -208,16 +242,12 @@ static void start_round(coord_t *c)
         }
     }
     uint64_t round_seed = c->conf->seed * 1000003ull + c->round;
-    for (int i = 0; i < cohort; i++) {
-        client_rec_t *k = &c->clients[live[i]];
-        msg_t p = {.type = MSG_PLAN, .round = c->round, .phase = PHASE_TRAIN,
-                   .epochs = (uint32_t)c->conf->epochs, .batch = (uint32_t)c->conf->batch,
-                   .lr = c->conf->lr, .momentum = c->conf->momentum,
-                   .weight_decay = c->conf->weight_decay, .seed = round_seed};
-        fill_spec(c, k, &p);
-        if (c->conf->secagg) sa_fill_plan(c, &p);
-        coord_send(c, k, NULL, &p);
-    }
+    msg_t p = {.type = MSG_PLAN, .round = c->round, .phase = PHASE_TRAIN,
+               .epochs = (uint32_t)c->conf->epochs, .batch = (uint32_t)c->conf->batch,
+               .lr = c->conf->lr, .momentum = c->conf->momentum,
+               .weight_decay = c->conf->weight_decay, .seed = round_seed};
+    if (c->conf->secagg) sa_fill_plan(c, &p);
+    broadcast_spec(c, &p, 1);
     log_info("round=%u phase=train event=plan-sent cohort=%d live=%d secagg=%s t=%u -> training",
              c->round, cohort, n, c->conf->secagg ? "on" : "off", c->threshold);
 }
@@ -348,16 +378,10 @@ static void start_eval(coord_t *c)
     memset(c->hist, 0, sizeof c->hist);
     c->phase_started = util_now();
     c->state = ST_EVALUATING;
-    int sent = 0;
-    for (int i = 0; i < c->n_clients; i++) {
-        client_rec_t *k = &c->clients[i];
-        if (!k->live) continue;
-        k->eval = P_PENDING;
-        msg_t e = {.type = MSG_EVAL, .round = c->round, .phase = PHASE_EVAL};
-        fill_spec(c, k, &e);
-        coord_send(c, k, NULL, &e);
-        sent++;
-    }
+    for (int i = 0; i < c->n_clients; i++)
+        if (c->clients[i].live) c->clients[i].eval = P_PENDING;
+    msg_t e = {.type = MSG_EVAL, .round = c->round, .phase = PHASE_EVAL};
+    int sent = broadcast_spec(c, &e, 0);
     log_info("round=%u phase=train event=aggregated updates=%d -> evaluating (%d sites)", c->round,
              c->participants, sent);
     if (sent == 0) finish_round(c);
@@ -374,13 +398,8 @@ void coord_abort_round(coord_t *c, const char *why)
 
 void coord_apply_and_evaluate(coord_t *c, const float *avg, int64_t weight)
 {
-    char err[256];
-    fedavg_begin(c->fedavg);
-    if (fedavg_add(c->fedavg, (const uint8_t *)avg, c->numel * 4, weight, err, sizeof err) < 0 ||
-        fedavg_apply(c->fedavg, c->global, err, sizeof err) < 0) {
-        coord_abort_round(c, err);
-        return;
-    }
+    (void)weight;
+    fedavg_apply_mean(c->fedavg, c->global, avg);
     start_eval(c);
 }
 
@@ -576,6 +595,7 @@ static void tick(coord_t *c)
             if (k->train == P_PENDING && (!c->conf->secagg || sa_pending(c, k)))
                 coord_drop(c, k, "phase deadline passed");
         }
+        if (c->state == ST_MASKING) sa_grant_uploads(c); /* a granted client may have dropped */
         if (training_pending(c) == 0) {
             if (c->conf->secagg) sa_phase_complete(c);
             else finish_training(c);
@@ -676,6 +696,7 @@ void coord_conf_defaults(coord_conf_t *c)
     c->dropout = 0.2;
     c->collusion = 0.2;
     c->clip = 2.0;
+    c->upload_slots = 1;
     c->log_level = LOG_INFO;
 }
 
@@ -692,11 +713,7 @@ int coord_run(const coord_conf_t *conf)
         log_error("%s", err);
         goto out;
     }
-    if (conf->secagg) {
-        c.acc = malloc((c.numel + 1) * sizeof *c.acc);
-        c.avg = malloc(c.numel * sizeof *c.avg);
-        if (!c.acc || !c.avg || crypto_init() < 0) goto out;
-    }
+    if (conf->secagg && crypto_init() < 0) goto out;
     snprintf(path, sizeof path, "%s/metrics.jsonl", conf->out_dir);
     c.metrics = fopen(path, "w");
     if (!c.metrics) {
@@ -772,7 +789,6 @@ out:
     fedavg_destroy(&c.fedavg);
     if (conf->secagg) sa_round_cleanup(&c);
     free(c.acc);
-    free(c.avg);
     schema_destroy(&c.schema);
     free(c.global);
     return rc;

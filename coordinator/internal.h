@@ -34,6 +34,7 @@ typedef enum { P_IDLE, P_PENDING, P_DONE, P_DROPPED } part_t;
  * membership is stage >= k: U1 advertised, U2 shared, U3 masked, U4 unmasked. */
 typedef struct {
     int stage;
+    int granted;                         /* may upload its masked input now */
     uint8_t adv[WIRE_ADVERTISE_BYTES];  /* c_pk || s_pk || sig */
     uint8_t *boxes;                      /* its SHARES blob, |U1|-1 records */
     size_t boxes_len;
@@ -92,8 +93,7 @@ typedef struct {
     unsigned threshold;
     quant_t quant;
     int64_t max_weight;
-    uint32_t *acc;         /* numel + 1 masked words: O(model) */
-    float *avg;            /* decoded mean delta */
+    uint32_t *acc;         /* numel + 1 masked words, allocated for the masking phase only */
     int survivors;
 } coord_t;
 
@@ -118,5 +118,7 @@ void sa_phase_complete(coord_t *c);
 /* 1 if k still owes a message in the current secure phase. */
 int sa_pending(const coord_t *c, const client_rec_t *k);
 void sa_round_cleanup(coord_t *c);
+/* MASKING: lets the next clients upload, at most upload_slots at a time. */
+void sa_grant_uploads(coord_t *c);
 
 #endif

@@ -16,9 +16,11 @@
  *   SHARING    SHARES                on_shares: one box per other U1 member,  SHARING
  *                                    stage 2
  *   SHARING    all answered/dropped  route_shares: |U2| >= t, else abort;     MASKING
- *                                    SHARES_IN (boxes from U2) to each of U2
+ *                                    SHARES_IN (boxes from U2) to each of U2,
+ *                                    UPLOAD to the first upload_slots of them
  *   MASKING    MASKED                on_masked: length check, add to the      MASKING
- *                                    accumulator, stage 3
+ *                                    accumulator, stage 3, UPLOAD to the next
+ *   MASKING    granted one dropped   sa_grant_uploads: UPLOAD to the next     MASKING
  *   MASKING    all answered/dropped  request_unmask: |U3| >= t, else abort;   UNMASKING
  *                                    UNMASK_REQ to U3: b-shares of U3,
  *                                    s-shares of U2 \ U3 (never both)
@@ -89,6 +91,30 @@ void sa_round_cleanup(coord_t *c)
         s->boxes = NULL;
         s->boxes_len = 0;
         s->stage = 0;
+        s->granted = 0;
+    }
+    free(c->acc); /* between rounds the coordinator holds just the model */
+    c->acc = NULL;
+}
+
+/* Masked inputs arrive one model-sized message each; ZeroMQ allocates a
+ * whole message as soon as its header arrives. Granting uploads a few at a
+ * time keeps the coordinator at O(model) memory whatever the cohort size,
+ * and costs little time: the uploads share one link anyway. */
+void sa_grant_uploads(coord_t *c)
+{
+    int active = 0;
+    for (int i = 0; i < c->n_clients; i++) {
+        const client_rec_t *k = &c->clients[i];
+        active += k->train == P_PENDING && k->sa.stage == 2 && k->sa.granted;
+    }
+    for (int i = 0; i < c->n_clients && active < c->conf->upload_slots; i++) {
+        client_rec_t *k = &c->clients[i];
+        if (k->train != P_PENDING || k->sa.stage != 2 || k->sa.granted) continue;
+        msg_t m = {.type = MSG_UPLOAD, .round = c->round, .phase = PHASE_MASKED};
+        coord_send(c, k, NULL, &m);
+        k->sa.granted = 1;
+        active++;
     }
 }
 
@@ -234,9 +260,15 @@ static void route_shares(coord_t *c)
         coord_send(c, v, NULL, &m);
     }
     free(blob);
-    memset(c->acc, 0, (c->numel + 1) * sizeof *c->acc);
+    free(c->acc);
+    c->acc = calloc(c->numel + 1, sizeof *c->acc);
+    if (!c->acc) {
+        coord_abort_round(c, "out of memory for the masked sum");
+        return;
+    }
     c->state = ST_MASKING;
     c->phase_started = util_now();
+    sa_grant_uploads(c);
     log_info("round=%u phase=share event=shares-routed U2=%d -> masking", c->round, n2);
 }
 
@@ -249,8 +281,13 @@ static void on_masked(coord_t *c, client_rec_t *k, const msg_t *m)
         reject(c, k, ERR_WRONG_LENGTH, why);
         return;
     }
+    if (!k->sa.granted) {
+        reject(c, k, ERR_UNEXPECTED, "masked input sent before its upload was granted");
+        return;
+    }
     secagg_add_le(c->acc, m->vec, c->numel + 1);
     k->sa.stage = 3;
+    sa_grant_uploads(c);
     log_debug("round=%u phase=masked client=%s event=added", c->round, k->site);
 }
 
@@ -396,8 +433,10 @@ static void unmask(coord_t *c)
         return;
     }
     dump_sum(c);
+    /* Decoded in place: the masked sum's words become the mean delta. */
+    float *avg = (float *)c->acc;
     int64_t weight;
-    if (secagg_decode(c->acc, c->numel, &c->quant, c->max_weight, c->avg, &weight, why,
+    if (secagg_decode(c->acc, c->numel, &c->quant, c->max_weight, avg, &weight, why,
                       sizeof why) < 0) {
         coord_abort_round(c, why);
         return;
@@ -411,7 +450,9 @@ static void unmask(coord_t *c)
         c->clients[i].sa.boxes = NULL;
         c->clients[i].sa.boxes_len = 0;
     }
-    coord_apply_and_evaluate(c, c->avg, weight);
+    coord_apply_and_evaluate(c, avg, weight);
+    free(c->acc);
+    c->acc = NULL;
 }
 
 void sa_on_message(coord_t *c, client_rec_t *k, const msg_t *m)

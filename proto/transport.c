@@ -1,6 +1,7 @@
 #include "proto/transport.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,68 @@ long long transport_send(void *sock, const peer_id_t *to, const msg_t *m, wire_b
     size_t n = wire_buf_size(buf);
     if (zmq_send(sock, wire_buf_data(buf), n, flags) < 0) return -1;
     return (long long)n;
+}
+
+struct shared_frame {
+    _Atomic int refs;
+    size_t len;
+    char *data;   /* taken from a msgpack sbuffer: encoded once, never copied */
+};
+
+shared_frame_t *transport_shared_new(const msg_t *m, wire_buf_t *scratch)
+{
+    (void)scratch;
+    wire_buf_t *b = wire_buf_new();
+    shared_frame_t *f = malloc(sizeof *f);
+    if (!b || !f) {
+        wire_buf_destroy(&b);
+        free(f);
+        return NULL;
+    }
+    msg_encode(m, b);
+    atomic_init(&f->refs, 1);
+    f->len = wire_buf_size(b);
+    f->data = wire_buf_release(b);
+    wire_buf_destroy(&b);
+    return f;
+}
+
+static void shared_unref(shared_frame_t *f)
+{
+    if (atomic_fetch_sub(&f->refs, 1) == 1) {
+        free(f->data);
+        free(f);
+    }
+}
+
+/* Called by ZeroMQ's I/O thread once a peer's copy is on the wire. */
+static void shared_free_fn(void *data, void *hint)
+{
+    (void)data;
+    shared_unref(hint);
+}
+
+long long transport_send_shared(void *sock, const peer_id_t *to, shared_frame_t *f)
+{
+    if (zmq_send(sock, to->data, to->len, ZMQ_DONTWAIT | ZMQ_SNDMORE) < 0) return -1;
+    zmq_msg_t msg;
+    atomic_fetch_add(&f->refs, 1);
+    if (zmq_msg_init_data(&msg, f->data, f->len, shared_free_fn, f) < 0) {
+        shared_unref(f);
+        return -1;
+    }
+    if (zmq_msg_send(&msg, sock, ZMQ_DONTWAIT) < 0) {
+        zmq_msg_close(&msg); /* runs shared_free_fn */
+        return -1;
+    }
+    return (long long)f->len;
+}
+
+void transport_shared_release(shared_frame_t **f)
+{
+    if (!f || !*f) return;
+    shared_unref(*f);
+    *f = NULL;
 }
 
 static void drain(void *sock)

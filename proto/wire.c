@@ -71,7 +71,7 @@ static const field_t fields[] = {
 static const char *const type_names[MSG_TYPE_COUNT] = {
     "?", "HELLO", "WELCOME", "PLAN", "HEARTBEAT", "UPDATE", "EVAL", "EVAL_RESULT",
     "SHUTDOWN", "ERROR", "ADVERTISE", "KEYS", "SHARES", "SHARES_IN", "MASKED", "UNMASK_REQ",
-    "UNMASK",
+    "UNMASK", "UPLOAD",
 };
 
 static const char *const phase_names[PHASE_COUNT] = {"none", "train", "eval", "advertise",
@@ -122,6 +122,7 @@ void wire_buf_destroy(wire_buf_t **b)
 
 const void *wire_buf_data(const wire_buf_t *b) { return b->sb.data; }
 size_t wire_buf_size(const wire_buf_t *b) { return b->sb.size; }
+char *wire_buf_release(wire_buf_t *b) { return msgpack_sbuffer_release(&b->sb); }
 
 static int field_in_message(const field_t *f, const msg_t *m)
 {

@@ -57,6 +57,7 @@ typedef enum {
     MSG_MASKED,         /* K->C  vec = masked encoded update, (numel + 1) uint32 LE */
     MSG_UNMASK_REQ,     /* C->K  blob = (id, kind) records: kind 0 survivor, 1 dropped */
     MSG_UNMASK,         /* K->C  blob = (id, kind, share) records */
+    MSG_UPLOAD,         /* C->K  your turn to send MASKED (bounds the coordinator's memory) */
     MSG_TYPE_COUNT
 } msg_type_t;
 
@@ -170,6 +171,9 @@ wire_buf_t *wire_buf_new(void);
 void wire_buf_destroy(wire_buf_t **b);
 const void *wire_buf_data(const wire_buf_t *b);
 size_t wire_buf_size(const wire_buf_t *b);
+/* Takes the encoded bytes out of b (caller frees them with free()); b is
+ * left empty and reusable. */
+char *wire_buf_release(wire_buf_t *b);
 
 /* Encodes m into b (replacing its contents). Programmer errors (a type out of
  * range) abort; returns 0. */

@@ -19,6 +19,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -458,6 +459,7 @@ int main(int argc, char **argv)
     snprintf(metrics_path, sizeof metrics_path, "%s/metrics.jsonl", o.out);
     long offset = 0;
     int coord_status = -1, alive = o.clients;
+    struct rusage coord_usage = {0};
     char line[8192], last[8192] = "";
     while (coord_status < 0) {
         if (sim_interrupted) {
@@ -466,7 +468,7 @@ int main(int argc, char **argv)
                 if (pids[k] > 0) kill(pids[k], SIGTERM);
         }
         int st;
-        if (waitpid(coord_pid, &st, WNOHANG) == coord_pid)
+        if (wait4(coord_pid, &st, WNOHANG, &coord_usage) == coord_pid)
             coord_status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
         for (int k = 0; k < o.clients; k++) {
             if (pids[k] > 0 && waitpid(pids[k], &st, WNOHANG) == pids[k]) {
@@ -511,6 +513,19 @@ int main(int argc, char **argv)
             waitpid(pids[k], NULL, 0);
         }
     double secs = util_now() - t0;
+    char summary[PATH_MAX + 32];
+    snprintf(summary, sizeof summary, "%s/summary.json", o.out);
+    FILE *sf = fopen(summary, "w");
+    if (sf) {
+        fprintf(sf, "{\"clients\":%d,\"rounds\":%d,\"secagg\":%s,\"seconds\":%.3f,"
+                    "\"coordinator_status\":%d,\"coordinator_peak_rss_kb\":%ld,"
+                    "\"coordinator_cpu_seconds\":%.3f}\n",
+                o.clients, o.rounds, o.secagg ? "true" : "false", secs, coord_status,
+                coord_usage.ru_maxrss,
+                (double)coord_usage.ru_utime.tv_sec + (double)coord_usage.ru_utime.tv_usec * 1e-6 +
+                    (double)coord_usage.ru_stime.tv_sec + (double)coord_usage.ru_stime.tv_usec * 1e-6);
+        fclose(sf);
+    }
     if (coord_status != 0) {
         fprintf(stderr, "medfed-sim: coordinator exited with status %d; see %s/logs/\n",
                 coord_status, o.out);
