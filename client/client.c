@@ -176,7 +176,7 @@ static void on_plan(client_t *c, const msg_t *m)
              m->batch, m->lr);
     client_maybe_die(c, "train", m->round);
     if (load_global(c, m) < 0) return;
-    if (m->epochs < 1 || m->epochs > 1000 || m->batch < 1 || m->batch > 65536 ||
+    if (m->epochs > 1000 || m->batch < 1 || m->batch > 65536 ||
         !(m->lr > 0 && m->lr < 100) || !(m->momentum >= 0 && m->momentum < 1) ||
         !(m->weight_decay >= 0 && m->weight_decay < 1)) {
         client_send_error(c, m->round, ERR_MALFORMED, "hyper-parameters out of range");
@@ -189,9 +189,10 @@ static void on_plan(client_t *c, const msg_t *m)
         .progress = on_progress, .progress_user = c, .progress_every = 256,
     };
     model_data_t data = {c->train.x, c->train.y, c->train.n};
-    model_result_t res;
+    model_result_t res = {0};
     double t0 = util_now();
-    if (model_train(c->model, &data, &opts, &res) < 0) {
+    /* epochs = 0: no local training (protocol benchmarks): a zero update. */
+    if (m->epochs > 0 && model_train(c->model, &data, &opts, &res) < 0) {
         client_send_error(c, m->round, ERR_LOCAL, model_errmsg(c->model));
         return;
     }

@@ -512,10 +512,12 @@ static void on_client_error(coord_t *c, client_rec_t *k, const msg_t *m)
 
 /* ---- dispatch: the table above, as code ------------------------------------------------ */
 
-static void dispatch(coord_t *c, const peer_id_t *from, const msg_t *m)
+static void dispatch(coord_t *c, const peer_id_t *from, int fd, const msg_t *m)
 {
     if (m->type == MSG_HELLO) {
         on_hello(c, from, m);
+        client_rec_t *h = find_by_id(c, from);
+        if (h) h->fd = fd;
         return;
     }
     client_rec_t *k = find_by_id(c, from);
@@ -527,6 +529,7 @@ static void dispatch(coord_t *c, const peer_id_t *from, const msg_t *m)
         return;
     }
     k->last_seen = util_now();
+    k->fd = fd;
     if (!k->live) {
         log_info("site=%s event=alive-again", k->site);
         k->live = 1;
@@ -563,18 +566,30 @@ static void dispatch(coord_t *c, const peer_id_t *from, const msg_t *m)
     }
 }
 
+/* A client is gone: silent too long, or its connection closed. */
+static void lose(coord_t *c, client_rec_t *k, const char *why)
+{
+    k->live = 0;
+    k->fd = -1;
+    k->has_version = NO_VERSION;
+    if (k->train == P_PENDING || k->eval == P_PENDING) coord_drop(c, k, why);
+    else log_warn("site=%s event=lost (%s)", k->site, why);
+}
+
+static void on_disconnect(coord_t *c, int fd)
+{
+    for (int i = 0; i < c->n_clients; i++)
+        if (c->clients[i].live && c->clients[i].fd == fd) lose(c, &c->clients[i], "connection closed");
+}
+
 /* Time-driven transitions: liveness, deadlines, phase completion. */
 static void tick(coord_t *c)
 {
     double now = util_now();
     for (int i = 0; i < c->n_clients; i++) {
         client_rec_t *k = &c->clients[i];
-        if (k->live && now - k->last_seen > c->conf->heartbeat_timeout) {
-            k->live = 0;
-            k->has_version = NO_VERSION;
-            if (k->train == P_PENDING || k->eval == P_PENDING) coord_drop(c, k, "silent past heartbeat timeout");
-            else log_warn("site=%s event=lost (silent past heartbeat timeout)", k->site);
-        }
+        if (k->live && now - k->last_seen > c->conf->heartbeat_timeout)
+            lose(c, k, "silent past heartbeat timeout");
     }
     int late = now - c->phase_started > c->conf->phase_timeout;
     switch (c->state) {
@@ -732,6 +747,8 @@ int coord_run(const coord_conf_t *conf)
     zmq_setsockopt(c.sock, ZMQ_ROUTER_MANDATORY, &mandatory, sizeof mandatory);
     zmq_setsockopt(c.sock, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(c.sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
+    c.monitor = transport_monitor_open(c.zctx, c.sock, "coordinator");
+    if (!c.monitor) log_warn("no disconnect monitor: dead clients are noticed by heartbeat only");
     if (zmq_bind(c.sock, conf->bind) < 0) {
         log_error("cannot bind %s: %s", conf->bind, zmq_strerror(errno));
         goto out;
@@ -741,8 +758,13 @@ int coord_run(const coord_conf_t *conf)
     c.state = ST_WAITING;
     c.waiting_since = util_now();
     while (c.state != ST_DONE && !coord_stop) {
-        zmq_pollitem_t pi = {c.sock, 0, ZMQ_POLLIN, 0};
-        int n = zmq_poll(&pi, 1, 100);
+        zmq_pollitem_t pi[2] = {{c.sock, 0, ZMQ_POLLIN, 0}, {c.monitor, 0, ZMQ_POLLIN, 0}};
+        int n = zmq_poll(pi, c.monitor ? 2 : 1, 100);
+        if (n > 0 && c.monitor && (pi[1].revents & ZMQ_POLLIN)) {
+            int fd;
+            while ((fd = transport_monitor_read(c.monitor)) >= 0) on_disconnect(&c, fd);
+        }
+        n = n > 0 && (pi[0].revents & ZMQ_POLLIN);
         if (n < 0 && errno != EINTR) {
             log_error("poll failed: %s", zmq_strerror(errno));
             goto out;
@@ -765,7 +787,7 @@ int coord_run(const coord_conf_t *conf)
                           (c.state == ST_EVALUATING && k->eval == P_PENDING)))
                     coord_drop(&c, k, "malformed message");
             } else {
-                dispatch(&c, &fr.from, &m);
+                dispatch(&c, &fr.from, fr.srcfd, &m);
             }
             transport_frame_close(&fr);
             if (c.state == ST_DONE) break;
@@ -781,6 +803,10 @@ int coord_run(const coord_conf_t *conf)
     }
     if (save_model(&c) < 0) rc = 1;
 out:
+    if (c.monitor) {
+        zmq_socket_monitor(c.sock, NULL, 0);
+        zmq_close(c.monitor);
+    }
     if (c.sock) zmq_close(c.sock);
     if (c.zctx) zmq_ctx_term(c.zctx);
     if (c.metrics) fclose(c.metrics);

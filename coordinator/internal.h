@@ -47,6 +47,7 @@ typedef struct {
     int64_t n_train, n_val;
     double last_seen;
     int live;
+    int fd;                /* connection of its last message, -1 unknown */
     uint32_t has_version;  /* global model version this client holds */
     part_t train, eval;    /* train: in this round's cohort and still in it */
     sa_client_t sa;
@@ -54,7 +55,7 @@ typedef struct {
 
 typedef struct {
     const coord_conf_t *conf;
-    void *zctx, *sock;
+    void *zctx, *sock, *monitor;
     wire_buf_t *out;
     wire_decoder_t *dec;
     rng_t rng;

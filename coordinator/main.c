@@ -31,7 +31,8 @@ static void usage(FILE *f)
         "  --min-clients M          a round needs M accepted updates, else it is aborted (1)\n"
         "  --fraction F             share of live clients picked each round (1.0)\n"
         "  --local-epochs E --batch B --lr LR --momentum M --weight-decay WD\n"
-        "                           local training sent to clients (2, 32, 0.02, 0.9, 0)\n"
+        "                           local training sent to clients (2, 32, 0.02, 0.9, 0);\n"
+        "                           --local-epochs 0 sends zero updates (protocol benchmarks)\n"
         "  --server-opt fedavg|fedavgm --server-lr LR --server-momentum M\n"
         "  --seed S                 cohort choice and training seeds (1)\n"
         "  --heartbeat-timeout S    drop a client silent this long (30)\n"
@@ -90,7 +91,7 @@ int main(int argc, char **argv)
         case O_WAIT: NUM("wait-for", 1, 1024, d); conf.wait_for = (int)d; break;
         case O_MIN: NUM("min-clients", 1, 1024, d); conf.min_clients = (int)d; break;
         case O_FRAC: NUM("fraction", 0.001, 1, conf.fraction); break;
-        case O_EPOCHS: NUM("local-epochs", 1, 1000, d); conf.epochs = (int)d; break;
+        case O_EPOCHS: NUM("local-epochs", 0, 1000, d); conf.epochs = (int)d; break;
         case O_BATCH: NUM("batch", 1, 65536, d); conf.batch = (int)d; break;
         case O_LR: NUM("lr", 1e-8, 10, conf.lr); break;
         case O_MOM: NUM("momentum", 0, 0.999, conf.momentum); break;

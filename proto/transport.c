@@ -145,6 +145,7 @@ int transport_recv(void *sock, int is_router, wire_frame_t *frame, int dontwait)
     }
     frame->frame = m;
     frame->bytes = zmq_msg_size(m);
+    frame->srcfd = zmq_msg_get(m, ZMQ_SRCFD);
     return 0;
 }
 
@@ -160,6 +161,36 @@ void transport_frame_close(wire_frame_t *frame)
         free(frame->frame);
         frame->frame = NULL;
     }
+}
+
+void *transport_monitor_open(void *zctx, void *sock, const char *name)
+{
+    char ep[128];
+    snprintf(ep, sizeof ep, "inproc://monitor-%s", name);
+    if (zmq_socket_monitor(sock, ep, ZMQ_EVENT_DISCONNECTED) < 0) return NULL;
+    void *mon = zmq_socket(zctx, ZMQ_PAIR);
+    if (!mon) return NULL;
+    int linger = 0;
+    zmq_setsockopt(mon, ZMQ_LINGER, &linger, sizeof linger);
+    if (zmq_connect(mon, ep) < 0) {
+        zmq_close(mon);
+        return NULL;
+    }
+    return mon;
+}
+
+int transport_monitor_read(void *mon)
+{
+    /* Frame 1: u16 event + u32 value (the fd); frame 2: the endpoint. */
+    uint8_t ev[6];
+    int n = zmq_recv(mon, ev, sizeof ev, ZMQ_DONTWAIT);
+    drain(mon);
+    if (n != 6) return -1;
+    uint16_t event;
+    uint32_t value;
+    memcpy(&event, ev, 2);
+    memcpy(&value, ev + 2, 4);
+    return event == ZMQ_EVENT_DISCONNECTED ? (int)value : -1;
 }
 
 void transport_peer_str(const peer_id_t *id, char *out, size_t outlen)

@@ -25,6 +25,7 @@ typedef struct {
     void *frame;        /* zmq_msg_t, opaque here */
     peer_id_t from;     /* ROUTER only */
     size_t bytes;       /* payload size */
+    int srcfd;          /* the TCP connection it came on (matches disconnect events) */
 } wire_frame_t;
 
 /* Encodes m into buf and sends it; to is NULL on a DEALER. Returns bytes sent
@@ -48,6 +49,13 @@ void transport_shared_release(shared_frame_t **f);
 int transport_recv(void *sock, int is_router, wire_frame_t *frame, int dontwait);
 const void *transport_frame_data(const wire_frame_t *frame);
 void transport_frame_close(wire_frame_t *frame);
+
+/* Disconnect notification: a monitor on sock reports each closed
+ * connection's fd, so a crashed peer is noticed at once, not at its
+ * heartbeat timeout. transport_monitor_open returns the socket to poll;
+ * transport_monitor_read returns the fd of a closed connection or -1. */
+void *transport_monitor_open(void *zctx, void *sock, const char *name);
+int transport_monitor_read(void *mon);
 
 /* Short printable form of a peer id for logs. */
 void transport_peer_str(const peer_id_t *id, char *out, size_t outlen);

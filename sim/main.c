@@ -66,7 +66,7 @@ static void usage(FILE *f)
         "  --seed S               seed for partitioning, init and training (1)\n"
         "  --out DIR              output directory (runs/sim)\n"
         "  --model M              cnn | resnet18 (cnn)\n"
-        "  --local-epochs E       local epochs per round (2)\n"
+        "  --local-epochs E       local epochs per round (2); 0 = no training (benchmarks)\n"
         "  --batch B              local batch size (32)\n"
         "  --lr LR                local SGD learning rate (0.02)\n"
         "  --momentum M           local SGD momentum (0.9)\n"
@@ -247,7 +247,7 @@ static void parse_args(int argc, char **argv, sim_opts_t *o)
         case O_SEED: bad = util_parse_int(optarg, 0, 1LL << 52, &o->seed); break;
         case O_OUT: bad = util_strlcpy(o->out, optarg, sizeof o->out); break;
         case O_MODEL: bad = util_strlcpy(o->model, optarg, sizeof o->model); break;
-        case O_EPOCHS: bad = util_parse_int(optarg, 1, 1000, &v); o->epochs = (int)v; break;
+        case O_EPOCHS: bad = util_parse_int(optarg, 0, 1000, &v); o->epochs = (int)v; break;
         case O_BATCH: bad = util_parse_int(optarg, 1, 65536, &v); o->batch = (int)v; break;
         case O_LR: bad = util_parse_double(optarg, 1e-8, 10, &o->lr); break;
         case O_MOM: bad = util_parse_double(optarg, 0, 0.999, &o->momentum); break;

@@ -1,0 +1,50 @@
+#!/bin/sh
+# Runs each libFuzzer harness for a fixed time (make fuzz).
+#   sh tests/fuzz/run.sh BUILD_DIR SECONDS NAME...
+# Corpus: a temp copy of tests/fuzz/corpus/NAME plus the seeds the harness writes
+# itself (MEDFED_FUZZ_WRITE_SEEDS), so the committed corpus is never modified. A crash,
+# leak, sanitizer report or hang (-timeout) fails; the input lands in BUILD_DIR/artifacts/
+# and the log in BUILD_DIR/fuzz-NAME.log.
+set -u
+build=$1
+secs=$2
+shift 2
+fail=0
+mkdir -p "$build/artifacts"
+for name in "$@"; do
+    bin=$build/fuzz_$name
+    log=$build/fuzz-$name.log
+    work=$(mktemp -d "${TMPDIR:-/tmp}/medfed-fuzz-$name.XXXXXX") || exit 1
+    if [ -d "tests/fuzz/corpus/$name" ]; then
+        cp "tests/fuzz/corpus/$name"/* "$work"/ 2>/dev/null
+    fi
+    if ! MEDFED_FUZZ_WRITE_SEEDS=$work "$bin" >"$log" 2>&1; then
+        echo "  FUZZ   $name: writing seeds failed:"
+        tail -n 20 "$log"
+        fail=1
+        rm -rf "$work"
+        continue
+    fi
+    seeds=$(ls "$work" | wc -l)
+    # Large enough for an EVAL_RESULT with its 8000-byte histogram.
+    case $name in
+    client) maxlen=4096 ;;
+    *) maxlen=16384 ;;
+    esac
+    "$bin" -max_total_time="$secs" -max_len="$maxlen" -timeout=10 -rss_limit_mb=2048 \
+        -print_final_stats=1 -artifact_prefix="$build/artifacts/$name-" "$work" >"$log" 2>&1
+    rc=$?
+    execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
+    rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log")
+    cov=$(grep -o 'cov: [0-9]*' "$log" | tail -n 1)
+    corpus=$(ls "$work" | wc -l)
+    printf '  FUZZ   %-12s %s execs (%s/s), %s, corpus %s -> %s\n' "$name" "${execs:-?}" \
+        "${rate:-?}" "${cov:-cov: ?}" "$seeds" "$corpus"
+    if [ $rc -ne 0 ]; then
+        echo "  FUZZ   $name FAILED (exit $rc), last lines of $log:"
+        tail -n 60 "$log"
+        fail=1
+    fi
+    rm -rf "$work"
+done
+exit $fail
