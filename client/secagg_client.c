@@ -90,8 +90,12 @@ void sa_client_advertise(client_t *c, const msg_t *plan, double train_seconds)
                           "secure aggregation needs [client] identity and roster in the config");
         return;
     }
+    /* The coordinator picks scale so that clip * scale * (sum of n_k) < 2^31
+     * (secagg_quant_params); a plan breaking that for our own n_k would
+     * overflow the fixed-point encoding (and its int64 conversion). */
     if (plan->threshold < 1 || plan->threshold > ROSTER_MAX || !(plan->clip > 0) ||
-        !(plan->scale >= 1) || plan->scale > 4294967296.0) {
+        !(plan->scale >= 1) || plan->scale > 4294967296.0 ||
+        !(plan->clip * plan->scale * (double)c->train.n < 2147483648.0)) {
         client_send_error(c, plan->round, ERR_PROTOCOL, "secure aggregation parameters out of range");
         return;
     }
@@ -278,13 +282,28 @@ static void masked_input(client_t *c, const msg_t *m)
     free(dither);
     if (clipped) log_warn("round=%u %zu update values clipped to +-%g", s->round, clipped, s->q.clip);
     dump_encoded(c, y, words);
-    ok = ok && prg_add(PRG_DEFAULT, s->b, y, words, +1) == 0;
+    /* All masks in one pass over y: the self mask and one per U2 peer. */
+    uint8_t (*seeds)[PRG_SEEDBYTES] = crypto_secure_alloc((s->n1 + 1) * PRG_SEEDBYTES);
+    int *signs = malloc((s->n1 + 1) * sizeof *signs);
+    size_t nseeds = 0;
+    ok = ok && seeds && signs;
+    if (ok) {
+        memcpy(seeds[nseeds], s->b, PRG_SEEDBYTES);
+        signs[nseeds++] = +1;
+    }
     for (unsigned i = 0; ok && i < s->n1; i++) {
         if (!s->in_u2[i] || s->ids[i] == s->self) continue;
-        ok = ka_derive(seed, s->s_sk, s->s_pk, s->s_pks[i], "mask", s->round, s->self,
-                       s->ids[i]) == 0 &&
-             prg_add(PRG_DEFAULT, seed, y, words, s->self < s->ids[i] ? +1 : -1) == 0;
+        ok = ka_derive(seeds[nseeds], s->s_sk, s->s_pk, s->s_pks[i], "mask", s->round, s->self,
+                       s->ids[i]) == 0;
+        signs[nseeds++] = s->self < s->ids[i] ? +1 : -1;
     }
+    ok = ok && prg_add_many(PRG_DEFAULT, (const uint8_t(*)[PRG_SEEDBYTES])seeds, signs, nseeds, y,
+                            words) == 0;
+    if (seeds) {
+        crypto_wipe(seeds, (s->n1 + 1) * PRG_SEEDBYTES);
+        crypto_secure_free(seeds);
+    }
+    free(signs);
     crypto_wipe(seed, sizeof seed);
     /* The mask secrets are no longer needed here: the coordinator rebuilds
      * what it may from shares. */

@@ -170,8 +170,11 @@ static void on_hello(coord_t *c, const peer_id_t *from, const msg_t *m)
             return;
         }
     }
-    if (m->n_train < 0 || m->n_val < 0) {
-        coord_reply_error(c, NULL, from, 0, ERR_MALFORMED, "negative sample count");
+    /* Bounded like fedavg_add's n_samples: sums over the cohort (the secure
+     * aggregation weight bound, the pooled validation count) cannot overflow. */
+    if (m->n_train < 0 || m->n_val < 0 || m->n_train > (int64_t)1 << 40 ||
+        m->n_val > (int64_t)1 << 40) {
+        coord_reply_error(c, NULL, from, 0, ERR_MALFORMED, "sample count out of range");
         return;
     }
     client_rec_t *k = find_by_site(c, m->site);

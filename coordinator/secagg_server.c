@@ -405,14 +405,19 @@ static void unmask(coord_t *c)
         coord_abort_round(c, why);
         return;
     }
-    uint8_t secret[32], seed[KA_SEEDBYTES];
-    int ok = 1;
+    /* Gather every mask to remove, then remove them all in one pass. */
+    int n2 = members(c, 2), n3 = members(c, 3);
+    size_t cap = (size_t)n3 + (size_t)(n2 - n3) * (size_t)n3, nseeds = 0;
+    uint8_t (*seeds)[PRG_SEEDBYTES] = crypto_secure_alloc((cap ? cap : 1) * PRG_SEEDBYTES);
+    int *signs = malloc((cap ? cap : 1) * sizeof *signs);
+    uint8_t secret[32];
+    int ok = seeds && signs;
     for (int i = 0; ok && i < c->n_clients; i++) {
         client_rec_t *u = &c->clients[i];
         if (u->train == P_IDLE || u->sa.stage < 2) continue;
         if (u->sa.stage >= 3) { /* survivor: remove its self mask */
-            ok = rebuild(c, (uint32_t)u->index, 0, secret) == 0 &&
-                 prg_add(PRG_DEFAULT, secret, c->acc, c->numel + 1, -1) == 0;
+            ok = rebuild(c, (uint32_t)u->index, 0, seeds[nseeds]) == 0;
+            signs[nseeds++] = -1;
             continue;
         }
         /* dropped after sharing: remove the pairwise masks survivors added for it */
@@ -420,14 +425,19 @@ static void unmask(coord_t *c)
         for (int j = 0; ok && j < c->n_clients; j++) {
             client_rec_t *v = &c->clients[j];
             if (v->train == P_IDLE || v->sa.stage < 3) continue;
-            int sign_v = v->index < u->index ? 1 : -1; /* what v added */
-            ok = ka_derive(seed, secret, u->sa.adv + 32, v->sa.adv + 32, "mask", c->round,
-                           (uint32_t)u->index, (uint32_t)v->index) == 0 &&
-                 prg_add(PRG_DEFAULT, seed, c->acc, c->numel + 1, -sign_v) == 0;
+            ok = ka_derive(seeds[nseeds], secret, u->sa.adv + 32, v->sa.adv + 32, "mask", c->round,
+                           (uint32_t)u->index, (uint32_t)v->index) == 0;
+            signs[nseeds++] = v->index < u->index ? -1 : +1; /* minus what v added */
         }
     }
+    ok = ok && prg_add_many(PRG_DEFAULT, (const uint8_t(*)[PRG_SEEDBYTES])seeds, signs, nseeds,
+                            c->acc, c->numel + 1) == 0;
     crypto_wipe(secret, sizeof secret);
-    crypto_wipe(seed, sizeof seed);
+    if (seeds) {
+        crypto_wipe(seeds, (cap ? cap : 1) * PRG_SEEDBYTES);
+        crypto_secure_free(seeds);
+    }
+    free(signs);
     if (!ok) {
         coord_abort_round(c, "unmasking failed: inconsistent shares");
         return;

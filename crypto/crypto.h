@@ -61,6 +61,10 @@ extern const prg_alg_t PRG_DEFAULT;
  * acc is then partly masked and must be discarded. */
 int prg_add(prg_alg_t alg, const uint8_t seed[PRG_SEEDBYTES], uint32_t *acc, size_t n, int sign)
     CRYPTO_WUR;
+/* acc += sum_s signs[s] * mask(seeds[s]): the same as nseeds prg_add calls,
+ * computed chunk by chunk so acc crosses memory once, not nseeds times. */
+int prg_add_many(prg_alg_t alg, const uint8_t (*seeds)[PRG_SEEDBYTES], const int *signs,
+                 size_t nseeds, uint32_t *acc, size_t n) CRYPTO_WUR;
 /* Writes the first n mask words (tests). */
 int prg_expand(prg_alg_t alg, const uint8_t seed[PRG_SEEDBYTES], uint32_t *out, size_t n)
     CRYPTO_WUR;

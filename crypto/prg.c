@@ -15,6 +15,7 @@
 #include "crypto/crypto.h"
 #include "crypto/internal.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include <openssl/evp.h>
@@ -190,4 +191,48 @@ int prg_add(prg_alg_t alg, const uint8_t seed[PRG_SEEDBYTES], uint32_t *acc, siz
 int prg_expand(prg_alg_t alg, const uint8_t seed[PRG_SEEDBYTES], uint32_t *out, size_t n)
 {
     return prg_run(alg, seed, out, n, FOLD_SET);
+}
+
+int prg_add_many(prg_alg_t alg, const uint8_t (*seeds)[PRG_SEEDBYTES], const int *signs,
+                 size_t nseeds, uint32_t *acc, size_t n)
+{
+    CRYPTO_REQUIRE(alg == PRG_AES256CTR || alg == PRG_CHACHA20);
+    CRYPTO_REQUIRE((seeds != NULL && signs != NULL) || nseeds == 0);
+    CRYPTO_REQUIRE(acc != NULL || n == 0);
+    CRYPTO_REQUIRE(n <= SIZE_MAX / 4);
+    for (size_t s = 0; s < nseeds; s++) CRYPTO_REQUIRE(signs[s] == 1 || signs[s] == -1);
+    if (nseeds == 0) return 0;
+
+    keystream_t *ks = calloc(nseeds, sizeof *ks);
+    if (!ks) return -1;
+    size_t opened = 0;
+    int rc = 0;
+    for (; opened < nseeds; opened++)
+        if (keystream_init(&ks[opened], alg, seeds[opened]) != 0) {
+            rc = -1;
+            break;
+        }
+    /* Chunk-major: each 8 KiB piece of acc takes all the masks while it is in
+     * L1, instead of one full pass over acc per mask (memory traffic / nseeds). */
+    uint32_t buf[PRG_CHUNK_WORDS];
+    for (size_t done = 0; rc == 0 && done < n;) {
+        const size_t m = n - done < PRG_CHUNK_WORDS ? n - done : PRG_CHUNK_WORDS;
+        for (size_t s = 0; s < nseeds; s++) {
+            if (keystream_next(&ks[s], (uint8_t *)buf, m * 4) != 0) {
+                rc = -1;
+                break;
+            }
+#if !(defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__)
+            for (size_t i = 0; i < m; i++) buf[i] = crypto_load32_le((const uint8_t *)&buf[i]);
+#endif
+            fold_t op = signs[s] == 1 ? FOLD_ADD : FOLD_SUB;
+            if (m == PRG_CHUNK_WORDS) fold_full(op, acc + done, buf);
+            else fold(op, acc + done, buf, m);
+        }
+        done += m;
+    }
+    sodium_memzero(buf, sizeof buf);
+    for (size_t s = 0; s < opened; s++) keystream_done(&ks[s]);
+    free(ks);
+    return rc;
 }

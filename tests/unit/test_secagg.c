@@ -194,6 +194,30 @@ static void test_masked_round_in_memory(void **state)
     assert_memory_equal(acc, expect, sizeof acc);
 }
 
+/* prg_add_many is exactly the sum of single prg_add passes, for lengths that
+ * do and do not fill whole chunks, with both signs and both algorithms. */
+static void test_prg_add_many_matches_single(void **state)
+{
+    (void)state;
+    enum { N = 70001, S = 5 };
+    uint8_t seeds[S][PRG_SEEDBYTES];
+    const int signs[S] = {1, -1, -1, 1, 1};
+    uint32_t *a = malloc(N * 4), *b = malloc(N * 4);
+    rng_t r;
+    rng_seed(&r, 11);
+    for (int alg = 0; alg < 2; alg++) {
+        for (int s = 0; s < S; s++) crypto_random(seeds[s], PRG_SEEDBYTES);
+        random_words(&r, a, N);
+        memcpy(b, a, N * 4);
+        for (int s = 0; s < S; s++) assert_int_equal(prg_add((prg_alg_t)alg, seeds[s], a, N, signs[s]), 0);
+        assert_int_equal(prg_add_many((prg_alg_t)alg, (const uint8_t(*)[PRG_SEEDBYTES])seeds, signs, S, b, N), 0);
+        assert_memory_equal(a, b, N * 4);
+    }
+    assert_int_equal(prg_add_many(PRG_DEFAULT, NULL, NULL, 0, b, N), 0);
+    free(a);
+    free(b);
+}
+
 static void test_add_le_unaligned(void **state)
 {
     (void)state;
@@ -217,6 +241,7 @@ int main(void)
         cmocka_unit_test(test_threshold_policy),
         cmocka_unit_test(test_masked_round_in_memory),
         cmocka_unit_test(test_add_le_unaligned),
+        cmocka_unit_test(test_prg_add_many_matches_single),
     };
     return cmocka_run_group_tests_name("secagg", tests, NULL, NULL);
 }

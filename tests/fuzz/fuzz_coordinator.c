@@ -1,0 +1,756 @@
+/*
+ * fuzz_coordinator.c - libFuzzer harness for the coordinator's round state
+ * machine: dispatch() (every message handler, plaintext and secure
+ * aggregation) and tick() (deadlines, dropouts, phase completion).
+ *
+ * Like the other harnesses it #includes the code under test to reach its
+ * statics. The coordinator is built once, without files: a 16-parameter
+ * model, a roster of three sites with Ed25519 identity keys, a ROUTER bound
+ * to inproc:// with ROUTER_MANDATORY, and one DEALER per site connected under
+ * the site's fake peer id. Everything the coordinator sends is received
+ * there and must decode (a send to the unknown fourth peer fails with
+ * EHOSTUNREACH, as it would for a vanished client).
+ *
+ * Each input first puts the coordinator in a plausible mid-round state, then
+ * delivers up to FZ_MAX_MSGS messages:
+ *   byte 0  bits 0-2  state: 0 WAITING, 1 TRAINING, 2 SHARING, 3 MASKING,
+ *                     4 UNMASKING, 5 EVALUATING, 6 DONE, 7 TRAINING
+ *           bit 3     only sites 0 and 1 registered (site 2 may HELLO)
+ *           bit 4     10 classes (else 2: EVAL_RESULT carries histograms)
+ *           bit 5     upload_slots = 2 (else 1)
+ *           bit 6     this is the federation's last round
+ *           bit 7     plaintext FedAvg (secure aggregation off)
+ *   byte 1  2 bits per site: how far it got in this phase (see preset())
+ *   then per message a control byte:
+ *           bits 0-1  sender: site 0-2's connection, 3: an unknown peer
+ *           bit 2     tick() before, bit 3: tick() after
+ *           bit 4     the phase (and wait) deadline has passed
+ *           bit 5     every other site has been silent past the heartbeat timeout
+ *           bits 4+5  instead: the sender's connection closed (on_disconnect)
+ *           bit 6     fuzzed message: an ADVERTISE gets its keys signed with the
+ *                     sender's identity key (the fuzzer cannot forge Ed25519);
+ *                     synthetic: the sender reports an ERROR instead
+ *           bit 7     synthetic: the message an honest sender would send now,
+ *                     made by the harness (no bytes follow); else a 2-byte
+ *                     big-endian length and that many bytes for msg_decode
+ *
+ * Checks beyond the sanitizers: every outgoing frame decodes and is a type
+ * the coordinator may send; at most upload_slots grants are outstanding, and
+ * after a tick in MASKING at least one while someone still owes its masked
+ * input; and when every message of an input was synthetic (honest clients,
+ * any dropouts), a model update applied by unmasking (or plaintext FedAvg)
+ * equals the weighted mean of the contributing sites' deltas.
+ *
+ * Seeds: MEDFED_FUZZ_WRITE_SEEDS=dir fuzz_coordinator writes valid inputs
+ * (each phase's message from each site, full rounds, dropouts) and exits.
+ */
+#include "coordinator/coordinator.c"
+#include "coordinator/secagg_server.c"
+
+#include "tests/fuzz/fuzz_common.h"
+
+#define FZ_NUMEL 16
+#define FZ_SITES 3
+#define FZ_ROUND 5u        /* the round of every preset */
+#define FZ_T 2u            /* the threshold for a cohort of 3 at the default threat model */
+#define FZ_MAX_MSGS 24
+#define FZ_STRANGER FZ_SITES
+#define FZ_BLOB_MAX (FZ_SITES * (WIRE_BOXREC_BYTES + WIRE_SHAREREC_BYTES)) /* >= any blob here */
+
+/* ---- the world: three sites and their secrets ------------------------------------------- */
+
+typedef struct {
+    uint8_t id_pk[IDENTITY_PUBLICKEYBYTES], id_sk[IDENTITY_SECRETKEYBYTES];
+    uint8_t c_pk[KA_PUBLICKEYBYTES], c_sk[KA_SECRETKEYBYTES];
+    uint8_t s_pk[KA_PUBLICKEYBYTES], s_sk[KA_SECRETKEYBYTES];
+    uint8_t b[PRG_SEEDBYTES];
+    /* Shamir shares (t = FZ_T, x = holder + 1) of b and s_sk, by holder */
+    uint8_t sh_b[FZ_SITES][SHAMIR_SHAREBYTES], sh_s[FZ_SITES][SHAMIR_SHAREBYTES];
+    float delta[FZ_NUMEL];
+    int64_t n_train, n_val;
+} fz_site_t;
+
+static const char *const site_name[FZ_SITES] = {"site-a", "site-b", "site-c"};
+static fz_site_t site[FZ_SITES];
+static peer_id_t peer[FZ_SITES + 1]; /* the sites' connections, then a stranger */
+#define FZ_FD(sender) (100 + (sender))  /* their (fake) socket fds */
+
+/* What depends on the round: signed keys, share boxes, pairwise mask seeds. */
+typedef struct {
+    int valid;
+    uint32_t round;
+    uint8_t adv[FZ_SITES][WIRE_ADVERTISE_BYTES];
+    uint8_t box[FZ_SITES][FZ_SITES][WIRE_BOX_BYTES];   /* box[u][v]: u's shares for v */
+    uint8_t mask[FZ_SITES][FZ_SITES][KA_SEEDBYTES];    /* s_uv */
+} fz_round_keys_t;
+static fz_round_keys_t round_keys[2]; /* FZ_ROUND, and the latest other round */
+
+static coord_conf_t conf;
+static coord_t g;
+static quant_t quant0;
+static float global0[FZ_NUMEL];
+static void *dealer[FZ_SITES];
+static wire_decoder_t *in_dec, *out_dec;
+static wire_buf_t *syn_buf;
+static int honest; /* every message dispatched in this input was synthetic */
+
+static const fz_round_keys_t *keys_for(uint32_t round)
+{
+    fz_round_keys_t *r = &round_keys[round == FZ_ROUND ? 0 : 1];
+    if (r->valid && r->round == round) return r;
+    for (int u = 0; u < FZ_SITES; u++) {
+        fz_site_t *s = &site[u];
+        memcpy(r->adv[u], s->c_pk, 32);
+        memcpy(r->adv[u] + 32, s->s_pk, 32);
+        FZ_CHECK(identity_sign_keys(r->adv[u] + 64, s->id_sk, round, (uint32_t)u, s->c_pk,
+                                    s->s_pk) == 0);
+        for (int v = 0; v < FZ_SITES; v++) {
+            if (v == u) continue;
+            uint8_t key[SHAREBOX_KEYBYTES], plain[SHAREBOX_PLAINBYTES];
+            FZ_CHECK(ka_derive(key, s->c_sk, s->c_pk, site[v].c_pk, "share", round, (uint32_t)u,
+                               (uint32_t)v) == 0);
+            memcpy(plain, s->sh_b[v], SHAMIR_SHAREBYTES);
+            memcpy(plain + SHAMIR_SHAREBYTES, s->sh_s[v], SHAMIR_SHAREBYTES);
+            FZ_CHECK(sharebox_seal(r->box[u][v], plain, key, round, (uint32_t)u, (uint32_t)v) == 0);
+            FZ_CHECK(ka_derive(r->mask[u][v], s->s_sk, s->s_pk, site[v].s_pk, "mask", round,
+                               (uint32_t)u, (uint32_t)v) == 0);
+        }
+    }
+    r->round = round;
+    r->valid = 1;
+    return r;
+}
+
+/* Site u's masked input for the set u2 (bit v: site v in U2). */
+static void masked_input(int u, unsigned u2, uint32_t round, const quant_t *q,
+                         uint32_t y[FZ_NUMEL + 1])
+{
+    const fz_round_keys_t *r = keys_for(round);
+    uint32_t dither[FZ_NUMEL];
+    crypto_random(dither, sizeof dither);
+    secagg_encode(site[u].delta, FZ_NUMEL, site[u].n_train, q, dither, y);
+    FZ_CHECK(prg_add(PRG_DEFAULT, site[u].b, y, FZ_NUMEL + 1, +1) == 0);
+    for (int v = 0; v < FZ_SITES; v++)
+        if (v != u && (u2 >> v & 1))
+            FZ_CHECK(prg_add(PRG_DEFAULT, r->mask[u][v], y, FZ_NUMEL + 1, u < v ? +1 : -1) == 0);
+}
+
+/* Bit i set: registered site i is in the round and got to stage >= `stage`. */
+static unsigned u_set(int stage)
+{
+    unsigned set = 0;
+    for (int i = 0; i < g.n_clients; i++) {
+        const client_rec_t *k = &g.clients[i];
+        if (k->train != P_IDLE && k->sa.stage >= stage && k->index >= 0 && k->index < FZ_SITES)
+            set |= 1u << k->index;
+    }
+    return set;
+}
+
+/* SHARES blob of site u: one box for each other member of u1. */
+static size_t shares_blob(int u, unsigned u1, uint32_t round, uint8_t *out)
+{
+    const fz_round_keys_t *r = keys_for(round);
+    size_t off = 0;
+    for (int v = 0; v < FZ_SITES; v++) {
+        if (v == u || !(u1 >> v & 1)) continue;
+        wire_put_u32(out + off, (uint32_t)v);
+        memcpy(out + off + 4, r->box[u][v], WIRE_BOX_BYTES);
+        off += WIRE_BOXREC_BYTES;
+    }
+    return off;
+}
+
+/* UNMASK blob of site v: b-shares of u3, s-shares of u2 \ u3. */
+static size_t unmask_blob(int v, unsigned u2, unsigned u3, uint8_t *out)
+{
+    size_t off = 0;
+    for (int u = 0; u < FZ_SITES; u++) {
+        if (!(u2 >> u & 1)) continue;
+        uint32_t kind = (u3 >> u & 1) ? 0 : 1;
+        wire_put_u32(out + off, (uint32_t)u);
+        wire_put_u32(out + off + 4, kind);
+        memcpy(out + off + 8, kind == 0 ? site[u].sh_b[v] : site[u].sh_s[v], SHAMIR_SHAREBYTES);
+        off += WIRE_SHAREREC_BYTES;
+    }
+    return off;
+}
+
+/* ---- set-up, once ----------------------------------------------------------------------- */
+
+static void peer_set(peer_id_t *p, const char *name)
+{
+    memset(p, 0, sizeof *p);
+    p->len = strlen(name);
+    memcpy(p->data, name, p->len);
+}
+
+static void world_init(void)
+{
+    fz_crypto_init();
+    unsetenv("MEDFED_TEST_DUMP_DIR"); /* no files */
+    uint32_t xs[FZ_SITES];
+    int64_t weight = 0;
+    for (int u = 0; u < FZ_SITES; u++) {
+        fz_site_t *s = &site[u];
+        FZ_CHECK(identity_keypair(s->id_pk, s->id_sk) == 0);
+        FZ_CHECK(ka_keypair(s->c_pk, s->c_sk) == 0);
+        FZ_CHECK(ka_keypair(s->s_pk, s->s_sk) == 0);
+        crypto_random(s->b, sizeof s->b);
+        for (int j = 0; j < FZ_NUMEL; j++)
+            s->delta[j] = (float)((((u + 1) * (j + 3)) % 7) - 3) * 0.125f;
+        s->n_train = 100 + 50 * u;
+        s->n_val = 40 + 10 * u;
+        weight += s->n_train;
+        xs[u] = (uint32_t)u + 1;
+        peer_set(&peer[u], site_name[u]);
+        roster_entry_t *e = &g.roster.site[u];
+        snprintf(e->name, sizeof e->name, "%s", site_name[u]);
+        memcpy(e->pk, s->id_pk, sizeof e->pk);
+        e->has_pk = 1;
+    }
+    peer_set(&peer[FZ_STRANGER], "stranger");
+    g.roster.n = FZ_SITES;
+    g.roster.all_have_pk = 1;
+    g.have_roster = 1;
+    for (int u = 0; u < FZ_SITES; u++) {
+        uint8_t sb[FZ_SITES][SHAMIR_SHAREBYTES], ss[FZ_SITES][SHAMIR_SHAREBYTES];
+        FZ_CHECK(shamir_split(site[u].b, FZ_T, FZ_SITES, xs, sb) == 0);
+        FZ_CHECK(shamir_split(site[u].s_sk, FZ_T, FZ_SITES, xs, ss) == 0);
+        memcpy(site[u].sh_b, sb, sizeof sb);
+        memcpy(site[u].sh_s, ss, sizeof ss);
+    }
+
+    coord_conf_defaults(&conf);
+    conf.secagg = 1;
+    char err[256];
+    unsigned t;
+    FZ_CHECK(secagg_threshold(FZ_SITES, conf.dropout, conf.collusion, &t, err, sizeof err) == 0);
+    FZ_CHECK(t == FZ_T);
+    FZ_CHECK(secagg_quant_params(conf.clip, weight, FZ_SITES, &quant0, err, sizeof err) == 0);
+    keys_for(FZ_ROUND);
+
+    g.conf = &conf;
+    rng_seed(&g.rng, 1);
+    g.numel = FZ_NUMEL;
+    for (int j = 0; j < FZ_NUMEL; j++) global0[j] = 0.25f * (float)j - 1.0f;
+    g.global = malloc(sizeof global0);
+    g.fedavg = fedavg_new(FZ_NUMEL, &conf.server);
+    snprintf(g.arch, sizeof g.arch, "cnn");
+    g.in_ch = 1;
+    g.height = g.width = 28;
+    g.classes = 2;
+    g.metrics = fopen("/dev/null", "w");
+    g.out = wire_buf_new();
+    g.dec = wire_decoder_new();
+    in_dec = wire_decoder_new();
+    out_dec = wire_decoder_new();
+    syn_buf = wire_buf_new();
+    FZ_CHECK(g.global && g.fedavg && g.metrics && g.out && g.dec && in_dec && out_dec && syn_buf);
+
+    /* The ROUTER as coord_run sets it up, and a DEALER per site. */
+    g.zctx = zmq_ctx_new();
+    g.sock = zmq_socket(g.zctx, ZMQ_ROUTER);
+    FZ_CHECK(g.zctx && g.sock);
+    int mandatory = 1, linger = 0, hwm = 0;
+    int64_t maxmsg = FZ_NUMEL * 4 + 65536;
+    zmq_setsockopt(g.sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
+    zmq_setsockopt(g.sock, ZMQ_ROUTER_MANDATORY, &mandatory, sizeof mandatory);
+    zmq_setsockopt(g.sock, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(g.sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
+    FZ_CHECK(zmq_bind(g.sock, "inproc://medfed-fuzz-coordinator") == 0);
+    for (int u = 0; u < FZ_SITES; u++) {
+        dealer[u] = zmq_socket(g.zctx, ZMQ_DEALER);
+        FZ_CHECK(dealer[u] != NULL);
+        zmq_setsockopt(dealer[u], ZMQ_ROUTING_ID, peer[u].data, peer[u].len);
+        zmq_setsockopt(dealer[u], ZMQ_LINGER, &linger, sizeof linger);
+        FZ_CHECK(zmq_connect(dealer[u], "inproc://medfed-fuzz-coordinator") == 0);
+        FZ_CHECK(zmq_send(dealer[u], "hi", 2, 0) == 2);
+    }
+    /* Once the ROUTER has read a frame from each, it routes to their ids. */
+    for (int u = 0; u < FZ_SITES; u++) {
+        wire_frame_t fr;
+        FZ_CHECK(transport_recv(g.sock, 1, &fr, 0) == 0);
+        transport_frame_close(&fr);
+    }
+}
+
+/* ---- per input: a plausible state ----------------------------------------------------------- */
+
+static void add_eval(client_rec_t *k)
+{
+    const fz_site_t *s = &site[k->index];
+    g.eval_n += s->n_val;
+    g.eval_correct += s->n_val / 2;
+    g.eval_loss += 0.5 * (double)s->n_val;
+    g.evaluated++;
+}
+
+static const coord_state_t preset_state[8] = {
+    ST_WAITING, ST_TRAINING, ST_SHARING, ST_MASKING, ST_UNMASKING, ST_EVALUATING, ST_DONE, ST_TRAINING,
+};
+
+static void preset(uint8_t h0, uint8_t h1)
+{
+    coord_state_t st = preset_state[h0 & 7];
+    int nsites = (h0 & 0x08) ? 2 : FZ_SITES;
+    int plain = (h0 & 0x80) != 0;
+    if (plain && st >= ST_SHARING && st <= ST_UNMASKING) st = ST_TRAINING;
+    conf.secagg = !plain;
+    conf.upload_slots = (h0 & 0x20) ? 2 : 1;
+    conf.rounds = (h0 & 0x40) ? (int)FZ_ROUND : 1000;
+
+    sa_round_cleanup(&g); /* the last input's share boxes and masked sum */
+    double now = util_now();
+    g.state = st;
+    g.round = st == ST_WAITING ? FZ_ROUND - 1 : FZ_ROUND;
+    g.version = st >= ST_EVALUATING ? g.round : g.round - 1;
+    g.phase_started = g.round_started = g.waiting_since = now;
+    g.bytes_up = g.bytes_down = 0;
+    g.train_loss_sum = g.train_s_max = 0;
+    g.eval_n = g.eval_correct = 0;
+    g.eval_loss = 0;
+    memset(g.hist, 0, sizeof g.hist);
+    g.evaluated = g.participants = g.survivors = 0;
+    g.classes = (h0 & 0x10) ? 10 : 2;
+    g.threshold = FZ_T;
+    g.quant = quant0;
+    g.max_weight = 0;
+    memcpy(g.global, global0, sizeof global0);
+    fedavg_begin(g.fedavg);
+    rng_seed(&g.rng, 7);
+    g.n_clients = nsites;
+    for (int i = 0; i < FZ_SITES; i++) {
+        client_rec_t *k = &g.clients[i];
+        memset(k, 0, sizeof *k);
+        k->id = peer[i];
+        snprintf(k->site, sizeof k->site, "%s", site_name[i]);
+        k->index = i;
+        k->n_train = site[i].n_train;
+        k->n_val = site[i].n_val;
+        k->last_seen = now;
+        k->fd = FZ_FD(i);
+        k->live = 1;
+        k->has_version = g.version;
+        if (i < nsites) g.max_weight += k->n_train;
+    }
+
+    /* Secure phases: (train, stage) by role. Stage k = got through phase k
+     * (1 advertised, 2 shared, 3 masked, 4 unmasked); dropped members keep the
+     * stage they reached. */
+    static const struct {
+        part_t train;
+        int stage;
+    } secure[4][4] = {
+        /* TRAINING  */ {{P_PENDING, 0}, {P_PENDING, 1}, {P_DROPPED, 0}, {P_DROPPED, 1}},
+        /* SHARING   */ {{P_PENDING, 1}, {P_PENDING, 2}, {P_DROPPED, 1}, {P_DROPPED, 0}},
+        /* MASKING   */ {{P_PENDING, 2}, {P_PENDING, 3}, {P_DROPPED, 2}, {P_DROPPED, 1}},
+        /* UNMASKING */ {{P_PENDING, 3}, {P_PENDING, 4}, {P_DROPPED, 3}, {P_DROPPED, 2}},
+    };
+    const fz_round_keys_t *rk = keys_for(FZ_ROUND);
+    for (int i = 0; i < nsites; i++) {
+        client_rec_t *k = &g.clients[i];
+        int role = (h1 >> (2 * i)) & 3;
+        switch (st) {
+        case ST_WAITING:
+            k->live = role != 3;
+            break;
+        case ST_TRAINING:
+        case ST_SHARING:
+        case ST_MASKING:
+        case ST_UNMASKING:
+            if (plain) { /* pending, updated, dropped, not in the cohort */
+                static const part_t parts[4] = {P_PENDING, P_DONE, P_DROPPED, P_IDLE};
+                char err[256];
+                k->train = parts[role];
+                if (k->train == P_DONE) {
+                    FZ_CHECK(fedavg_add(g.fedavg, (const uint8_t *)site[i].delta,
+                                        sizeof site[i].delta, k->n_train, err, sizeof err) == 0);
+                    g.train_loss_sum += 0.5 * (double)k->n_train;
+                }
+            } else {
+                k->train = secure[st - ST_TRAINING][role].train;
+                k->sa.stage = secure[st - ST_TRAINING][role].stage;
+                if (k->sa.stage >= 1) memcpy(k->sa.adv, rk->adv[i], WIRE_ADVERTISE_BYTES);
+            }
+            break;
+        case ST_EVALUATING: /* evaluation pending, done, dropped; or the site went silent */
+            k->train = plain ? P_DONE : P_PENDING;
+            k->sa.stage = plain ? 0 : 4;
+            k->eval = role == 0 ? P_PENDING : role == 1 ? P_DONE : role == 2 ? P_DROPPED : P_IDLE;
+            k->live = role != 3;
+            if (role == 1) add_eval(k);
+            g.participants++;
+            break;
+        default: break;
+        }
+    }
+    if (plain || st < ST_SHARING || st > ST_UNMASKING) return;
+
+    unsigned u1 = u_set(1), u2 = u_set(2), u3 = u_set(3);
+    for (int i = 0; i < nsites; i++) {
+        client_rec_t *k = &g.clients[i];
+        uint8_t blob[FZ_BLOB_MAX];
+        size_t len = 0;
+        if (k->sa.stage >= 4) len = unmask_blob(i, u2, u3, blob);
+        else if (k->sa.stage >= 2) len = shares_blob(i, u1, FZ_ROUND, blob);
+        else continue;
+        k->sa.boxes = malloc(len ? len : 1);
+        FZ_CHECK(k->sa.boxes != NULL);
+        memcpy(k->sa.boxes, blob, len);
+        k->sa.boxes_len = len;
+    }
+    if (st == ST_SHARING) return;
+    g.acc = calloc(FZ_NUMEL + 1, sizeof *g.acc);
+    FZ_CHECK(g.acc != NULL);
+    for (int i = 0; i < nsites; i++) {
+        if (!(u3 >> i & 1)) continue;
+        uint32_t y[FZ_NUMEL + 1];
+        masked_input(i, u2, FZ_ROUND, &g.quant, y);
+        for (int j = 0; j <= FZ_NUMEL; j++) g.acc[j] += y[j];
+        g.clients[i].sa.granted = 1;
+    }
+    if (st == ST_MASKING) sa_grant_uploads(&g);
+}
+
+/* ---- per message ------------------------------------------------------------------------------ */
+
+/* The message an honest `sender` sends in the coordinator's current state. */
+static void synthetic(int sender, int alt, msg_t *m)
+{
+    static uint8_t blob[FZ_BLOB_MAX];
+    static uint32_t y[FZ_NUMEL + 1];
+    static uint8_t hist[2 * WIRE_HIST_BINS * 4];
+    memset(m, 0, sizeof *m);
+    m->round = g.round;
+    int u = sender == FZ_STRANGER ? 0 : sender;
+    if (sender == FZ_STRANGER && !alt) {
+        m->type = MSG_HEARTBEAT; /* refused: it never said HELLO */
+        return;
+    }
+    if (alt && sender != FZ_STRANGER) {
+        msg_error(m, g.round, ERR_LOCAL, "training failed (fuzz)");
+        return;
+    }
+    switch (sender == FZ_STRANGER ? ST_WAITING : g.state) {
+    case ST_WAITING:
+    case ST_DONE: /* (or a site's restarted daemon) */
+        m->type = MSG_HELLO;
+        snprintf(m->site, sizeof m->site, "%s", site_name[u]);
+        m->version = WIRE_VERSION;
+        m->n_train = site[u].n_train;
+        m->n_val = site[u].n_val;
+        break;
+    case ST_TRAINING:
+        if (!g.conf->secagg) {
+            *m = (msg_t){.type = MSG_UPDATE, .round = g.round, .phase = PHASE_TRAIN,
+                         .n_samples = site[u].n_train, .loss_sum = 0.5, .train_seconds = 1.0,
+                         .vec = (const uint8_t *)site[u].delta, .vec_len = sizeof site[u].delta,
+                         .present = MSG_HAS_VEC};
+            break;
+        }
+        memcpy(blob, keys_for(g.round)->adv[u], WIRE_ADVERTISE_BYTES);
+        *m = (msg_t){.type = MSG_ADVERTISE, .round = g.round, .phase = PHASE_ADVERTISE,
+                     .train_seconds = 1.0, .blob = blob, .blob_len = WIRE_ADVERTISE_BYTES,
+                     .present = MSG_HAS_BLOB};
+        break;
+    case ST_SHARING:
+        *m = (msg_t){.type = MSG_SHARES, .round = g.round, .phase = PHASE_SHARE, .blob = blob,
+                     .blob_len = shares_blob(u, u_set(1), g.round, blob), .present = MSG_HAS_BLOB};
+        break;
+    case ST_MASKING:
+        masked_input(u, u_set(2), g.round, &g.quant, y);
+        *m = (msg_t){.type = MSG_MASKED, .round = g.round, .phase = PHASE_MASKED,
+                     .vec = (const uint8_t *)y, .vec_len = sizeof y, .present = MSG_HAS_VEC};
+        break;
+    case ST_UNMASKING:
+        *m = (msg_t){.type = MSG_UNMASK, .round = g.round, .phase = PHASE_UNMASK, .blob = blob,
+                     .blob_len = unmask_blob(u, u_set(2), u_set(3), blob),
+                     .present = MSG_HAS_BLOB};
+        break;
+    case ST_EVALUATING: {
+        int64_t n = site[u].n_val;
+        *m = (msg_t){.type = MSG_EVAL_RESULT, .round = g.round, .phase = PHASE_EVAL,
+                     .n_samples = n, .correct = n / 2, .loss_sum = 0.5 * (double)n};
+        if (g.classes == 2) {
+            memset(hist, 0, sizeof hist);
+            wire_put_u32(hist + 4 * 100, (uint32_t)(n / 2));
+            wire_put_u32(hist + 4 * (WIRE_HIST_BINS + 900), (uint32_t)(n - n / 2));
+            m->hist = hist;
+            m->hist_len = sizeof hist;
+            m->present = MSG_HAS_HIST;
+        }
+        break;
+    }
+    }
+}
+
+/* What coord_run does with one received frame. */
+static void deliver(int sender, const uint8_t *bytes, size_t len, int sign)
+{
+    const peer_id_t *from = &peer[sender];
+    static uint8_t signed_adv[WIRE_ADVERTISE_BYTES];
+    msg_t m;
+    char err[512];
+    g.bytes_up += len;
+    if (msg_decode(in_dec, bytes, len, &m, err, sizeof err) < 0) {
+        client_rec_t *k = find_by_id(&g, from);
+        coord_reply_error(&g, k, from, g.round, ERR_MALFORMED, err);
+        if (k && ((in_training(g.state) && k->train == P_PENDING) ||
+                  (g.state == ST_EVALUATING && k->eval == P_PENDING)))
+            coord_drop(&g, k, "malformed message");
+        return;
+    }
+    if (sign && m.type == MSG_ADVERTISE && m.blob_len == WIRE_ADVERTISE_BYTES) {
+        client_rec_t *k = find_by_id(&g, from);
+        if (k && k->index >= 0 && k->index < FZ_SITES) {
+            memcpy(signed_adv, m.blob, WIRE_ADVERTISE_BYTES);
+            FZ_CHECK(identity_sign_keys(signed_adv + 64, site[k->index].id_sk, g.round,
+                                        (uint32_t)k->index, signed_adv, signed_adv + 32) == 0);
+            m.blob = signed_adv;
+        }
+    }
+    dispatch(&g, from, FZ_FD(sender), &m);
+}
+
+/* tick(), checking the model update when it happens with honest clients only. */
+static void checked_tick(void)
+{
+    coord_state_t before = g.state;
+    uint32_t version = g.version;
+    float global[FZ_NUMEL];
+    double want[FZ_NUMEL] = {0}, w = 0;
+    memcpy(global, g.global, sizeof global);
+    int secure = g.conf->secagg;
+    for (int i = 0; i < g.n_clients; i++) {
+        const client_rec_t *k = &g.clients[i];
+        int in = secure ? (k->train != P_IDLE && k->sa.stage >= 3) : k->train == P_DONE;
+        if (!in) continue;
+        const fz_site_t *s = &site[k->index];
+        for (int j = 0; j < FZ_NUMEL; j++) want[j] += (double)s->n_train * s->delta[j];
+        w += (double)s->n_train;
+    }
+    tick(&g);
+    if (before == ST_MASKING && g.state == ST_MASKING) {
+        int owed = 0, granted = 0;
+        for (int i = 0; i < g.n_clients; i++) {
+            const client_rec_t *k = &g.clients[i];
+            if (k->train != P_PENDING || k->sa.stage != 2) continue;
+            owed++;
+            granted += k->sa.granted;
+        }
+        FZ_CHECK(owed == 0 || granted > 0); /* nobody may upload: the phase would stall */
+    }
+    if (!honest || g.version == version) return;
+    FZ_CHECK(before == (secure ? ST_UNMASKING : ST_TRAINING) && w > 0);
+    for (int j = 0; j < FZ_NUMEL; j++) {
+        double expect = (double)global[j] + want[j] / w;
+        if (fabs((double)g.global[j] - expect) > 1e-5) {
+            fprintf(stderr, "model update %d: %.9g, expected %.9g (from %.9g)\n", j,
+                    (double)g.global[j], expect, (double)global[j]);
+            FZ_CHECK(!"aggregate differs from the weighted mean of the honest updates");
+        }
+    }
+}
+
+static void check_state(void)
+{
+    FZ_CHECK(g.state >= ST_WAITING && g.state <= ST_DONE);
+    FZ_CHECK(g.n_clients >= 0 && g.n_clients <= FZ_SITES);
+    if (g.conf->secagg && (g.state == ST_MASKING || g.state == ST_UNMASKING))
+        FZ_CHECK(g.acc != NULL);
+    int active = 0;
+    for (int i = 0; i < g.n_clients; i++) {
+        const client_rec_t *k = &g.clients[i];
+        FZ_CHECK(k->index >= 0 && k->index < FZ_SITES);
+        FZ_CHECK(k->sa.stage >= 0 && k->sa.stage <= 4);
+        active += k->train == P_PENDING && k->sa.stage == 2 && k->sa.granted;
+    }
+    if (g.state == ST_MASKING) FZ_CHECK(active <= g.conf->upload_slots);
+}
+
+static void step(uint8_t ctl, fz_in_t *in)
+{
+    int sender = ctl & 3;
+    double now = util_now();
+    if ((ctl & 0x30) == 0x30) {
+        on_disconnect(&g, FZ_FD(sender));
+    } else if (ctl & 0x10) {
+        g.phase_started = now - conf.phase_timeout - 1;
+        g.waiting_since = now - conf.wait_timeout - 1;
+    } else if (ctl & 0x20) {
+        for (int i = 0; i < g.n_clients; i++)
+            if (sender == FZ_STRANGER || g.clients[i].id.len != peer[sender].len ||
+                memcmp(g.clients[i].id.data, peer[sender].data, peer[sender].len) != 0)
+                g.clients[i].last_seen = now - conf.heartbeat_timeout - 1;
+    }
+    if (ctl & 0x04) checked_tick();
+    if (ctl & 0x80) {
+        msg_t m;
+        synthetic(sender, (ctl & 0x40) != 0, &m);
+        msg_encode(&m, syn_buf);
+        deliver(sender, wire_buf_data(syn_buf), wire_buf_size(syn_buf), 0);
+    } else {
+        size_t len;
+        const uint8_t *bytes = fz_frame(in, &len);
+        if (!bytes) return;
+        char err[512];
+        msg_t probe;
+        if (msg_decode(out_dec, bytes, len, &probe, err, sizeof err) == 0) honest = 0;
+        deliver(sender, bytes, len, (ctl & 0x40) != 0);
+    }
+    check_state();
+    if (ctl & 0x08) checked_tick();
+    check_state();
+}
+
+/* Everything the coordinator sent must decode, and be a coordinator's message. */
+static void drain(void)
+{
+    for (int u = 0; u < FZ_SITES; u++) {
+        for (;;) {
+            zmq_msg_t fr;
+            zmq_msg_init(&fr);
+            if (zmq_msg_recv(&fr, dealer[u], ZMQ_DONTWAIT) < 0) {
+                FZ_CHECK(errno == EAGAIN);
+                zmq_msg_close(&fr);
+                break;
+            }
+            msg_t m;
+            char err[512];
+            if (msg_decode(out_dec, zmq_msg_data(&fr), zmq_msg_size(&fr), &m, err, sizeof err) < 0) {
+                fprintf(stderr, "coordinator sent a frame that does not decode: %s\n", err);
+                FZ_CHECK(!"outgoing message refused by msg_decode");
+            }
+            FZ_CHECK(m.type != MSG_HELLO && m.type != MSG_HEARTBEAT && m.type != MSG_UPDATE &&
+                     m.type != MSG_EVAL_RESULT && m.type != MSG_ADVERTISE &&
+                     m.type != MSG_SHARES && m.type != MSG_MASKED && m.type != MSG_UNMASK);
+            zmq_msg_close(&fr);
+        }
+    }
+}
+
+/* ---- seeds -------------------------------------------------------------------------------------- */
+
+/* Synthetic messages (ctl bit 7), then each state's messages as bytes. */
+static void write_seeds(void)
+{
+    char name[64];
+    fz_seed_t s;
+    /* One message of each phase from each site, encoded: mutations start here. */
+    for (int st = 0; st < 7; st++) {
+        for (int plain = 0; plain < 2; plain++) {
+            if (plain && st >= 2 && st <= 4) continue;
+            uint8_t h0 = (uint8_t)(st | (plain ? 0x80 : 0));
+            for (int u = 0; u < FZ_SITES; u++) {
+                fz_rng_reset(1);
+                preset(h0, 0);
+                msg_t m;
+                synthetic(u, 0, &m);
+                s.n = 0;
+                fz_seed_byte(&s, h0);
+                fz_seed_byte(&s, 0);
+                fz_seed_msg(&s, (uint8_t)(u | 0x08), &m);
+                snprintf(name, sizeof name, "msg-%s%s-%s", plain ? "plain-" : "",
+                         coord_state_names[preset_state[st]], site_name[u]);
+                fz_seed_write(name, &s);
+            }
+        }
+    }
+    /* A forged ADVERTISE (bad signature), and the same one signed by the oracle. */
+    for (int sign = 0; sign < 2; sign++) {
+        fz_rng_reset(1);
+        preset(1, 0);
+        msg_t m;
+        synthetic(0, 0, &m);
+        uint8_t blob[WIRE_ADVERTISE_BYTES];
+        memcpy(blob, m.blob, sizeof blob);
+        blob[0] ^= 1;
+        m.blob = blob;
+        s.n = 0;
+        fz_seed_byte(&s, 1);
+        fz_seed_byte(&s, 0);
+        fz_seed_msg(&s, (uint8_t)(0x08 | (sign ? 0x40 : 0)), &m);
+        fz_seed_write(sign ? "advertise-oracle-signed" : "advertise-forged", &s);
+    }
+    /* Whole rounds from WAITING: tick, then every phase's messages from all three. */
+    for (int plain = 0; plain < 2; plain++) {
+        s.n = 0;
+        fz_seed_byte(&s, plain ? 0x80 : 0);
+        fz_seed_byte(&s, 0);
+        fz_seed_byte(&s, 0x80 | 0x08 | FZ_STRANGER); /* tick: start_round */
+        int phases = plain ? 2 : 5;                  /* (ADVERTISE SHARES MASKED UNMASK) EVAL */
+        for (int p = 0; p < phases; p++)
+            for (int u = 0; u < FZ_SITES; u++)
+                fz_seed_byte(&s, (uint8_t)(0x80 | u | (u == FZ_SITES - 1 ? 0x08 : 0)));
+        fz_seed_byte(&s, 0x80 | 0x08 | FZ_STRANGER); /* tick: the next round */
+        fz_seed_write(plain ? "round-plain" : "round-secure", &s);
+    }
+    /* Dropouts: site 2 fails (ERROR) in one secure phase; the others finish the round. */
+    for (int drop = 1; drop <= 4; drop++) {
+        s.n = 0;
+        fz_seed_byte(&s, 0);
+        fz_seed_byte(&s, 0);
+        fz_seed_byte(&s, 0x80 | 0x08 | FZ_STRANGER);
+        for (int p = 1; p <= 5; p++) {
+            int last = p > drop ? 1 : 2;
+            for (int u = 0; u <= last; u++)
+                fz_seed_byte(&s, (uint8_t)(0x80 | u | (u == last ? 0x08 : 0) |
+                                           (u == 2 && p == drop ? 0x40 : 0)));
+        }
+        snprintf(name, sizeof name, "dropout-phase%d", drop);
+        fz_seed_write(name, &s);
+    }
+    /* Presets where unmasking completes: site 2 dropped after sharing / after masking. */
+    static const uint8_t unmask_roles[] = {0x30, 0x20, 0x04, 0x00};
+    for (size_t i = 0; i < sizeof unmask_roles; i++) {
+        s.n = 0;
+        fz_seed_byte(&s, 4);
+        fz_seed_byte(&s, unmask_roles[i]);
+        for (int u = 0; u < FZ_SITES; u++) fz_seed_byte(&s, (uint8_t)(0x80 | u));
+        fz_seed_byte(&s, 0x80 | 0x08 | FZ_STRANGER);
+        snprintf(name, sizeof name, "unmask-roles-%02x", unmask_roles[i]);
+        fz_seed_write(name, &s);
+    }
+    /* Deadline and heartbeat paths. */
+    for (int st = 0; st < 6; st++) {
+        s.n = 0;
+        fz_seed_byte(&s, (uint8_t)st);
+        fz_seed_byte(&s, 0);
+        fz_seed_byte(&s, 0x80 | 0x10 | 0x08 | 0);
+        fz_seed_byte(&s, 0x80 | 0x20 | 0x08 | 1);
+        snprintf(name, sizeof name, "deadline-%s", coord_state_names[preset_state[st]]);
+        fz_seed_write(name, &s);
+    }
+}
+
+/* ---- libFuzzer ------------------------------------------------------------------------------------ */
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+    (void)argc;
+    (void)argv;
+    world_init();
+    if (fz_seed_dir()) {
+        write_seeds();
+        drain();
+        exit(0);
+    }
+    return 0;
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    fz_in_t in = {data, size};
+    uint8_t h0 = 0, h1 = 0;
+    fz_u8(&in, &h0);
+    fz_u8(&in, &h1);
+    fz_rng_reset(1);
+    preset(h0, h1);
+    check_state();
+    honest = 1;
+    uint8_t ctl;
+    for (int i = 0; i < FZ_MAX_MSGS && fz_u8(&in, &ctl) == 0; i++) step(ctl, &in);
+    drain();
+    return 0;
+}
