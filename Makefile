@@ -3,7 +3,8 @@
 #   make deps        install the Debian packages the project needs (apt-get, idempotent)
 #   make             build everything into bin/
 #   make test        unit tests (cmocka) + integration tests (real processes), then the
-#                    same suite under AddressSanitizer + UndefinedBehaviorSanitizer
+#                    same suite under AddressSanitizer + UndefinedBehaviorSanitizer, then
+#                    each libFuzzer harness for TEST_FUZZ_SECONDS (10)
 #   make sim         the main job: 10 simulated hospitals on PneumoniaMNIST
 #   make bench       benchmarks, JSON into bench-results/
 #   make asan-test   only the sanitizer run
@@ -21,6 +22,7 @@ say =
 endif
 
 BUILD   ?= build
+TEST_FUZZ_SECONDS ?= 10
 BIN     ?= bin
 SANITIZE ?=
 
@@ -121,6 +123,7 @@ $(BUILD)/tests/evil_client: $(BUILD)/tests/integration/evil_client.o $(CORE_LIB)
 test: deps
 	$(Q)$(MAKE) --no-print-directory unit-test integration-test
 	$(Q)$(MAKE) --no-print-directory asan-test
+	$(Q)$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(TEST_FUZZ_SECONDS)
 
 unit-test: $(UNIT_TESTS)
 	$(Q)sh tests/run_unit.sh $(BUILD)/tests $(UNIT_TESTS)
@@ -186,6 +189,6 @@ $(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_LIB)
 -include $(wildcard $(FUZZ_BUILD)/*.d $(FUZZ_BUILD)/obj/*/*.d)
 
 clean:
-	rm -rf build build-asan bin
+	rm -rf build build-asan bin fuzz-build
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -22,6 +22,7 @@ for name in "$@"; do
         echo "  FUZZ   $name: writing seeds failed:"
         tail -n 20 "$log"
         fail=1
+        failed=$((${failed:-0} + 1))
         rm -rf "$work"
         continue
     fi
@@ -43,8 +44,11 @@ for name in "$@"; do
     if [ $rc -ne 0 ]; then
         echo "  FUZZ   $name FAILED (exit $rc), last lines of $log:"
         tail -n 60 "$log"
+        echo "  reproduce: $bin $build/artifacts/$name-<crash|leak|timeout>-...  (MEDFED_FUZZ_LOG=1 shows the daemon's log)"
         fail=1
     fi
     rm -rf "$work"
+    if [ $rc -eq 0 ]; then passed=$((${passed:-0} + 1)); else failed=$((${failed:-0} + 1)); fi
 done
+echo "fuzz: ${passed:-0} passed, ${failed:-0} failed"
 exit $fail
