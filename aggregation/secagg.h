@@ -27,7 +27,8 @@ int secagg_quant_params(double clip, int64_t max_weight, unsigned clients, quant
                         size_t errlen);
 
 /* Encodes n values of delta with weight into out[0..n] (out[n] = weight).
- * dither: n uniformly random words. Returns the number of clipped values. */
+ * dither: n uniformly random words; it may be out itself (each word is read
+ * before it is overwritten). Returns the number of clipped values. */
 size_t secagg_encode(const float *delta, size_t n, int64_t weight, const quant_t *q,
                      const uint32_t *dither, uint32_t *out);
 

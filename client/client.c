@@ -107,7 +107,9 @@ static int load_global(client_t *c, const msg_t *m)
         model_destroy(&c->model);
         free(c->global);
         free(c->work);
+        free(c->masked_buf);
         c->global = c->work = NULL;
+        c->masked_buf = NULL;
         c->have_global = 0;
         c->model = model_new(&spec, 0, err, sizeof err);
         if (!c->model) {
@@ -422,6 +424,7 @@ out:
     wire_buf_destroy(&c.out);
     wire_decoder_destroy(&c.dec);
     sa_client_reset(&c);
+    free(c.masked_buf);
     if (c.identity_sk) crypto_secure_free(c.identity_sk);
     free(c.roster);
     model_destroy(&c.model);

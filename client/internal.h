@@ -38,6 +38,7 @@ typedef struct {
     roster_t *roster;       /* NULL when not configured */
     uint8_t *identity_sk;   /* Ed25519, guarded memory; NULL when not configured */
     sa_client_t *sa;        /* this round's secrets, NULL between rounds */
+    uint32_t *masked_buf;   /* numel + 1 words for the masked input, reused */
 } client_t;
 
 void client_maybe_die(const client_t *c, const char *phase, uint32_t round);

@@ -16,7 +16,7 @@
  *                            seal each peer's pair of shares, SHARES
  *   SHARED      SHARES_IN    masked_input: open the boxes (U2 = senders    READY
  *                            + self), encode n_k*delta in Z_2^32, add
- *                            PRG(b) and +-PRG(s_uv) for v in U2
+ *                            PRG(b) and +-PRG(s_uv) for v in U2, READY
  *   READY       UPLOAD       upload: MASKED (the coordinator paces these)   MASKED
  *   MASKED      UNMASK_REQ   unmask: check the request (|U3| >= t, every   (reset)
  *                            id in U2, none twice), send b-shares of U3
@@ -52,14 +52,13 @@ struct sa_client {
     /* shares held for each U1 member (own shares at our own position) */
     uint8_t share_b[ROSTER_MAX][SHAMIR_SHAREBYTES], share_s[ROSTER_MAX][SHAMIR_SHAREBYTES];
     uint8_t in_u2[ROSTER_MAX];
-    uint32_t *y;          /* the masked input, waiting for UPLOAD (not secret) */
+    uint32_t *y;          /* the masked input (c->masked_buf), waiting for UPLOAD */
     size_t y_words;
 };
 
 void sa_client_reset(client_t *c)
 {
     if (!c->sa) return;
-    free(c->sa->y);
     crypto_wipe(c->sa, sizeof *c->sa);
     crypto_secure_free(c->sa);
     c->sa = NULL;
@@ -267,19 +266,18 @@ static void masked_input(client_t *c, const msg_t *m)
 
     /* y = encode(n_k * delta) + PRG(b) + sum_v sign(u, v) PRG(s_uv). */
     size_t words = c->numel + 1;
-    uint32_t *y = malloc(words * sizeof *y);
-    uint32_t *dither = malloc(c->numel * sizeof *dither + 4);
-    if (!y || !dither) {
-        free(y);
-        free(dither);
+    /* One buffer, kept across rounds (a fresh model-sized buffer costs page
+     * faults every round): the dither words are drawn into it and the
+     * encoding overwrites each in place. */
+    if (!c->masked_buf && !(c->masked_buf = malloc(words * sizeof *c->masked_buf))) {
         fail(c, ERR_LOCAL, "out of memory");
         return;
     }
+    uint32_t *y = c->masked_buf;
     uint8_t seed[PRG_SEEDBYTES];
     crypto_random(seed, sizeof seed);
-    ok = prg_expand(PRG_DEFAULT, seed, dither, c->numel) == 0;
-    size_t clipped = secagg_encode(c->work, c->numel, s->weight, &s->q, dither, y);
-    free(dither);
+    ok = prg_expand(PRG_DEFAULT, seed, y, c->numel) == 0;
+    size_t clipped = secagg_encode(c->work, c->numel, s->weight, &s->q, y, y);
     if (clipped) log_warn("round=%u %zu update values clipped to +-%g", s->round, clipped, s->q.clip);
     dump_encoded(c, y, words);
     /* All masks in one pass over y: the self mask and one per U2 peer. */
@@ -311,7 +309,6 @@ static void masked_input(client_t *c, const msg_t *m)
     crypto_wipe(s->s_sk, sizeof s->s_sk);
     crypto_wipe(s->c_sk, sizeof s->c_sk);
     if (!ok) {
-        free(y);
         fail(c, ERR_PROTOCOL, "mask derivation failed");
         return;
     }
@@ -319,6 +316,8 @@ static void masked_input(client_t *c, const msg_t *m)
     s->y_words = words;
     s->state = SA_READY;
     c->phase = PHASE_MASKED;
+    msg_t ready = {.type = MSG_READY, .round = s->round, .phase = PHASE_MASKED};
+    client_send(c, &ready);
     log_info("round=%u phase=masked event=masked-input-ready", s->round);
 }
 
@@ -329,8 +328,7 @@ static void upload(client_t *c, const msg_t *m)
     msg_t out = {.type = MSG_MASKED, .round = s->round, .phase = PHASE_MASKED,
                  .vec = (const uint8_t *)s->y, .vec_len = s->y_words * 4, .present = MSG_HAS_VEC};
     client_send(c, &out);
-    free(s->y);
-    s->y = NULL;
+    s->y = NULL; /* the buffer is the client's, reused next round */
     s->state = SA_MASKED;
     log_info("round=%u phase=masked event=masked-input-sent", s->round);
 }

@@ -195,7 +195,6 @@ static void on_hello(coord_t *c, const peer_id_t *from, const msg_t *m)
          * round it was in, and its model copy. */
         log_info("site=%s event=reconnected", k->site);
         if (k->train == P_PENDING || k->eval == P_PENDING) coord_drop(c, k, "reconnected mid-round");
-        if (!c->have_roster) k->index = k->index; /* keeps its registration index */
     }
     k->id = *from;
     k->n_train = m->n_train;
@@ -546,7 +545,7 @@ static void dispatch(coord_t *c, const peer_id_t *from, int fd, const msg_t *m)
                                c->conf->secagg ? "secure aggregation is on: plaintext updates refused"
                                                : "no training phase is open");
         return;
-    case MSG_ADVERTISE: case MSG_SHARES: case MSG_MASKED: case MSG_UNMASK:
+    case MSG_ADVERTISE: case MSG_SHARES: case MSG_READY: case MSG_MASKED: case MSG_UNMASK:
         if (c->conf->secagg && sa_handles(c->state, m->type)) {
             sa_on_message(c, k, m);
         } else {

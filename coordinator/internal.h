@@ -34,6 +34,7 @@ typedef enum { P_IDLE, P_PENDING, P_DONE, P_DROPPED } part_t;
  * membership is stage >= k: U1 advertised, U2 shared, U3 masked, U4 unmasked. */
 typedef struct {
     int stage;
+    int ready;                           /* has its masked input computed */
     int granted;                         /* may upload its masked input now */
     uint8_t adv[WIRE_ADVERTISE_BYTES];  /* c_pk || s_pk || sig */
     uint8_t *boxes;                      /* its SHARES blob, |U1|-1 records */

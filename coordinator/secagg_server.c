@@ -16,8 +16,9 @@
  *   SHARING    SHARES                on_shares: one box per other U1 member,  SHARING
  *                                    stage 2
  *   SHARING    all answered/dropped  route_shares: |U2| >= t, else abort;     MASKING
- *                                    SHARES_IN (boxes from U2) to each of U2,
- *                                    UPLOAD to the first upload_slots of them
+ *                                    SHARES_IN (boxes from U2) to each of U2
+ *   MASKING    READY                 sa_grant_uploads: UPLOAD to the next     MASKING
+ *                                    ready clients, upload_slots at a time
  *   MASKING    MASKED                on_masked: length check, add to the      MASKING
  *                                    accumulator, stage 3, UPLOAD to the next
  *   MASKING    granted one dropped   sa_grant_uploads: UPLOAD to the next     MASKING
@@ -59,7 +60,8 @@ static int stage_of(coord_state_t st)
 int sa_handles(coord_state_t st, msg_type_t t)
 {
     return (st == ST_TRAINING && t == MSG_ADVERTISE) || (st == ST_SHARING && t == MSG_SHARES) ||
-           (st == ST_MASKING && t == MSG_MASKED) || (st == ST_UNMASKING && t == MSG_UNMASK);
+           (st == ST_MASKING && (t == MSG_READY || t == MSG_MASKED)) ||
+           (st == ST_UNMASKING && t == MSG_UNMASK);
 }
 
 int sa_pending(const coord_t *c, const client_rec_t *k)
@@ -91,6 +93,7 @@ void sa_round_cleanup(coord_t *c)
         s->boxes = NULL;
         s->boxes_len = 0;
         s->stage = 0;
+        s->ready = 0;
         s->granted = 0;
     }
     free(c->acc); /* between rounds the coordinator holds just the model */
@@ -100,7 +103,8 @@ void sa_round_cleanup(coord_t *c)
 /* Masked inputs arrive one model-sized message each; ZeroMQ allocates a
  * whole message as soon as its header arrives. Granting uploads a few at a
  * time keeps the coordinator at O(model) memory whatever the cohort size,
- * and costs little time: the uploads share one link anyway. */
+ * and costs little time: the uploads share one link anyway. Grants go in
+ * the order clients report READY, so uploads overlap the others' masking. */
 void sa_grant_uploads(coord_t *c)
 {
     int active = 0;
@@ -110,7 +114,7 @@ void sa_grant_uploads(coord_t *c)
     }
     for (int i = 0; i < c->n_clients && active < c->conf->upload_slots; i++) {
         client_rec_t *k = &c->clients[i];
-        if (k->train != P_PENDING || k->sa.stage != 2 || k->sa.granted) continue;
+        if (k->train != P_PENDING || k->sa.stage != 2 || !k->sa.ready || k->sa.granted) continue;
         msg_t m = {.type = MSG_UPLOAD, .round = c->round, .phase = PHASE_MASKED};
         coord_send(c, k, NULL, &m);
         k->sa.granted = 1;
@@ -485,6 +489,14 @@ void sa_on_message(coord_t *c, client_rec_t *k, const msg_t *m)
     switch (m->type) {
     case MSG_ADVERTISE: on_advertise(c, k, m); break;
     case MSG_SHARES: on_shares(c, k, m); break;
+    case MSG_READY:
+        if (k->sa.ready) {
+            coord_reply_error(c, k, NULL, c->round, ERR_DUPLICATE, "READY already received");
+            break;
+        }
+        k->sa.ready = 1;
+        sa_grant_uploads(c);
+        break;
     case MSG_MASKED: on_masked(c, k, m); break;
     case MSG_UNMASK: on_unmask(c, k, m); break;
     default: break;

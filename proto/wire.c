@@ -71,7 +71,7 @@ static const field_t fields[] = {
 static const char *const type_names[MSG_TYPE_COUNT] = {
     "?", "HELLO", "WELCOME", "PLAN", "HEARTBEAT", "UPDATE", "EVAL", "EVAL_RESULT",
     "SHUTDOWN", "ERROR", "ADVERTISE", "KEYS", "SHARES", "SHARES_IN", "MASKED", "UNMASK_REQ",
-    "UNMASK", "UPLOAD",
+    "UNMASK", "UPLOAD", "READY",
 };
 
 static const char *const phase_names[PHASE_COUNT] = {"none", "train", "eval", "advertise",

@@ -58,6 +58,7 @@ typedef enum {
     MSG_UNMASK_REQ,     /* C->K  blob = (id, kind) records: kind 0 survivor, 1 dropped */
     MSG_UNMASK,         /* K->C  blob = (id, kind, share) records */
     MSG_UPLOAD,         /* C->K  your turn to send MASKED (bounds the coordinator's memory) */
+    MSG_READY,          /* K->C  masked input computed, waiting for UPLOAD */
     MSG_TYPE_COUNT
 } msg_type_t;
 

@@ -261,6 +261,7 @@ static void observe(const msg_t *m)
         memcpy(said.adv, m->blob, WIRE_ADVERTISE_BYTES);
         break;
     case MSG_SHARES: check_shares(m); break;
+    case MSG_READY: FZ_CHECK(m->round == FZ_ROUND); break;
     case MSG_MASKED: check_masked(m); break;
     case MSG_UNMASK: check_unmask(m); break;
     case MSG_ERROR: break;

@@ -408,6 +408,7 @@ static void preset(uint8_t h0, uint8_t h1)
         uint32_t y[FZ_NUMEL + 1];
         masked_input(i, u2, FZ_ROUND, &g.quant, y);
         for (int j = 0; j <= FZ_NUMEL; j++) g.acc[j] += y[j];
+        g.clients[i].sa.ready = 1;
         g.clients[i].sa.granted = 1;
     }
     if (st == ST_MASKING) sa_grant_uploads(&g);
@@ -459,6 +460,10 @@ static void synthetic(int sender, int alt, msg_t *m)
                      .blob_len = shares_blob(u, u_set(1), g.round, blob), .present = MSG_HAS_BLOB};
         break;
     case ST_MASKING:
+        if (!g.clients[u].sa.ready) { /* an honest client says READY, then waits for UPLOAD */
+            *m = (msg_t){.type = MSG_READY, .round = g.round, .phase = PHASE_MASKED};
+            break;
+        }
         masked_input(u, u_set(2), g.round, &g.quant, y);
         *m = (msg_t){.type = MSG_MASKED, .round = g.round, .phase = PHASE_MASKED,
                      .vec = (const uint8_t *)y, .vec_len = sizeof y, .present = MSG_HAS_VEC};
@@ -535,11 +540,12 @@ static void checked_tick(void)
         int owed = 0, granted = 0;
         for (int i = 0; i < g.n_clients; i++) {
             const client_rec_t *k = &g.clients[i];
-            if (k->train != P_PENDING || k->sa.stage != 2) continue;
+            if (k->train != P_PENDING || k->sa.stage != 2 || !k->sa.ready) continue;
             owed++;
             granted += k->sa.granted;
         }
-        FZ_CHECK(owed == 0 || granted > 0); /* nobody may upload: the phase would stall */
+        /* a READY client waiting while nobody may upload: the phase would stall */
+        FZ_CHECK(owed == 0 || granted > 0);
     }
     if (!honest || g.version == version) return;
     FZ_CHECK(before == (secure ? ST_UNMASKING : ST_TRAINING) && w > 0);
@@ -624,7 +630,8 @@ static void drain(void)
             }
             FZ_CHECK(m.type != MSG_HELLO && m.type != MSG_HEARTBEAT && m.type != MSG_UPDATE &&
                      m.type != MSG_EVAL_RESULT && m.type != MSG_ADVERTISE &&
-                     m.type != MSG_SHARES && m.type != MSG_MASKED && m.type != MSG_UNMASK);
+                     m.type != MSG_SHARES && m.type != MSG_READY && m.type != MSG_MASKED &&
+                     m.type != MSG_UNMASK);
             zmq_msg_close(&fr);
         }
     }
