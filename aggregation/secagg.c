@@ -2,7 +2,10 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "common/rng.h"
 
 int secagg_quant_params(double clip, int64_t max_weight, unsigned clients, quant_t *q, char *err,
                         size_t errlen)
@@ -102,5 +105,39 @@ int secagg_threshold(unsigned n, double dropout, double collusion, unsigned *t, 
         return -1;
     }
     *t = need;
+    return 0;
+}
+
+unsigned secagg_degree(unsigned n, unsigned requested)
+{
+    if (n <= 1) return 0;
+    unsigned k = requested;
+    if (k == 0) k = n <= 16 ? n - 1 : 2 * (unsigned)ceil(1.5 * log2((double)n));
+    if (k >= n - 1) return n - 1;
+    return k + (k & 1); /* even, so the cycle construction is regular */
+}
+
+int secagg_graph(unsigned n, unsigned k, uint64_t seed, uint8_t *adj)
+{
+    if (n == 0) return -1;
+    memset(adj, 0, (size_t)n * n);
+    if (k >= n - 1) {
+        for (unsigned i = 0; i < n; i++)
+            for (unsigned j = 0; j < n; j++) adj[(size_t)i * n + j] = i != j;
+        return 0;
+    }
+    if (k & 1) return -1;
+    int64_t *order = malloc(n * sizeof *order);
+    if (!order) return -1;
+    for (unsigned i = 0; i < n; i++) order[i] = i;
+    rng_t r;
+    rng_seed(&r, seed);
+    rng_shuffle_i64(&r, order, n);
+    for (unsigned p = 0; p < n; p++)
+        for (unsigned d = 1; d <= k / 2; d++) {
+            int64_t a = order[p], b = order[(p + d) % n];
+            adj[(size_t)a * n + (size_t)b] = adj[(size_t)b * n + (size_t)a] = 1;
+        }
+    free(order);
     return 0;
 }

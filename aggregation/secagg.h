@@ -50,4 +50,16 @@ void secagg_add_le(uint32_t *acc, const uint8_t *y_le, size_t n);
 int secagg_threshold(unsigned n, double dropout, double collusion, unsigned *t, char *err,
                      size_t errlen);
 
+/* SecAgg+ (Bell et al. 2020): who masks with whom. For a cohort of n the
+ * neighbour degree is `requested` when non-zero, else the complete graph up
+ * to 16 clients and 2 * ceil(1.5 * log2 n) beyond (an O(log n) rule of thumb,
+ * not Bell et al.'s exact bound); always even, at most n - 1. */
+unsigned secagg_degree(unsigned n, unsigned requested);
+
+/* A k-regular graph on n nodes: nodes placed on a cycle in a random order
+ * (from seed), each joined to its k/2 nearest on either side; k >= n - 1 is
+ * the complete graph. adj[i * n + j] = 1 for neighbours (symmetric, zero
+ * diagonal). -1 if k is odd and < n - 1, or n is 0. */
+int secagg_graph(unsigned n, unsigned k, uint64_t seed, uint8_t *adj);
+
 #endif

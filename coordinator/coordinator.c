@@ -284,8 +284,8 @@ static void write_metrics(coord_t *c, int aborted)
             c->round, aborted ? 0 : c->participants, cohort, aborted ? "true" : "false",
             c->conf->secagg ? "true" : "false");
     if (c->conf->secagg) {
-        fprintf(f, "\"threshold\":%u,\"survivors\":%d,\"included\":[", c->threshold,
-                c->survivors);
+        fprintf(f, "\"threshold\":%u,\"neighbors\":%u,\"survivors\":%d,\"included\":[",
+                c->threshold, c->degree, c->survivors);
         int first = 1;
         for (int i = 0; i < c->n_clients; i++)
             if (c->clients[i].train != P_IDLE && c->clients[i].sa.stage >= 3 && !aborted) {

@@ -35,6 +35,7 @@ typedef struct {
     int secagg;                  /* secure aggregation on (default) */
     double dropout, collusion;   /* threat model: expected shares of the cohort */
     double clip;                 /* secure aggregation: delta values clipped to [-clip, clip] */
+    int neighbors;               /* SecAgg+ degree; 0 = from the cohort size */
     int upload_slots;            /* masked inputs in flight at once: memory = slots x model */
     log_level_t log_level;
 } coord_conf_t;

@@ -93,6 +93,9 @@ typedef struct {
 
     /* secure aggregation, this round */
     unsigned threshold;
+    unsigned degree;       /* SecAgg+ neighbours per client (n - 1: all pairs) */
+    uint8_t *adj;          /* adj[i * adj_n + j]: clients[i], clients[j] mask together */
+    int adj_n;             /* n_clients when the graph was built (later ones are not in it) */
     quant_t quant;
     int64_t max_weight;
     uint32_t *acc;         /* numel + 1 masked words, allocated for the masking phase only */

@@ -43,6 +43,8 @@ static void usage(FILE *f)
         "  --collusion G            share of clients that may collude with the coordinator (0.2)\n"
         "                           (t is derived from both; unsafe settings are refused)\n"
         "  --clip C                 secure aggregation clips update values to [-C, C] (2.0)\n"
+        "  --neighbors K            SecAgg+: each client masks with K neighbours (0: all pairs\n"
+        "                           up to 16 clients, O(log n) beyond)\n"
         "  --upload-slots K         masked inputs in flight at once (1): memory ~ (2 + K) x model\n"
         "  --log-level L            error|warn|info|debug (info)\n");
 }
@@ -62,7 +64,7 @@ int main(int argc, char **argv)
 {
     enum { O_BIND = 256, O_INIT, O_OUT, O_ROSTER, O_ROUNDS, O_WAIT, O_MIN, O_FRAC, O_EPOCHS,
            O_BATCH, O_LR, O_MOM, O_WD, O_SOPT, O_SLR, O_SMOM, O_SEED, O_HB, O_PHASE, O_WAITT,
-           O_LOG, O_SECAGG, O_DROPOUT, O_COLLUSION, O_CLIP, O_SLOTS };
+           O_LOG, O_SECAGG, O_DROPOUT, O_COLLUSION, O_CLIP, O_SLOTS, O_NEIGHBORS };
     static const struct option longopts[] = {
         {"bind", 1, 0, O_BIND}, {"init", 1, 0, O_INIT}, {"out", 1, 0, O_OUT},
         {"roster", 1, 0, O_ROSTER}, {"rounds", 1, 0, O_ROUNDS}, {"wait-for", 1, 0, O_WAIT},
@@ -74,7 +76,7 @@ int main(int argc, char **argv)
         {"wait-timeout", 1, 0, O_WAITT}, {"log-level", 1, 0, O_LOG}, {"help", 0, 0, 'h'},
         {"secagg", 1, 0, O_SECAGG}, {"dropout", 1, 0, O_DROPOUT},
         {"collusion", 1, 0, O_COLLUSION}, {"clip", 1, 0, O_CLIP},
-        {"upload-slots", 1, 0, O_SLOTS},
+        {"upload-slots", 1, 0, O_SLOTS}, {"neighbors", 1, 0, O_NEIGHBORS},
         {0, 0, 0, 0},
     };
     static coord_conf_t conf;
@@ -126,6 +128,7 @@ int main(int argc, char **argv)
         case O_COLLUSION: NUM("collusion", 0, 0.99, conf.collusion); break;
         case O_CLIP: NUM("clip", 1e-6, 1e6, conf.clip); break;
         case O_SLOTS: NUM("upload-slots", 1, 1024, d); conf.upload_slots = (int)d; break;
+        case O_NEIGHBORS: NUM("neighbors", 0, 1024, d); conf.neighbors = (int)d; break;
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }

@@ -77,6 +77,24 @@ static int members(const coord_t *c, int stage)
     return n;
 }
 
+/* Do clients[a] and clients[b] mask with each other this round? */
+static int nb(const coord_t *c, const client_rec_t *a, const client_rec_t *b)
+{
+    size_t i = (size_t)(a - c->clients), j = (size_t)(b - c->clients), n = (size_t)c->adj_n;
+    return a != b && c->adj && i < n && j < n && c->adj[i * n + j];
+}
+
+/* Members of U_stage in k's neighbourhood (k itself included if in it). */
+static int near_members(const coord_t *c, const client_rec_t *k, int stage)
+{
+    int n = 0;
+    for (int i = 0; i < c->n_clients; i++) {
+        const client_rec_t *v = &c->clients[i];
+        n += v->train != P_IDLE && v->sa.stage >= stage && (v == k || nb(c, k, v));
+    }
+    return n;
+}
+
 static client_rec_t *by_index(coord_t *c, uint32_t index)
 {
     for (int i = 0; i < c->n_clients; i++)
@@ -98,6 +116,9 @@ void sa_round_cleanup(coord_t *c)
     }
     free(c->acc); /* between rounds the coordinator holds just the model */
     c->acc = NULL;
+    free(c->adj);
+    c->adj = NULL;
+    c->adj_n = 0;
 }
 
 /* Masked inputs arrive one model-sized message each; ZeroMQ allocates a
@@ -125,8 +146,11 @@ void sa_grant_uploads(coord_t *c)
 int sa_round_setup(coord_t *c, int cohort, char *err, size_t errlen)
 {
     sa_round_cleanup(c);
-    if (secagg_threshold((unsigned)cohort, c->conf->dropout, c->conf->collusion, &c->threshold,
-                         err, errlen) < 0)
+    /* The threshold applies within each client's neighbourhood (itself and
+     * its `degree` neighbours); with all pairs that is the whole cohort. */
+    c->degree = secagg_degree((unsigned)cohort, (unsigned)c->conf->neighbors);
+    if (secagg_threshold(c->degree + 1, c->conf->dropout, c->conf->collusion, &c->threshold, err,
+                         errlen) < 0)
         return -1;
     /* The weights bound: what the cohort reported at HELLO. */
     c->max_weight = 0;
@@ -175,49 +199,64 @@ static void on_advertise(coord_t *c, client_rec_t *k, const msg_t *m)
 
 static void send_keys(coord_t *c)
 {
-    int n1 = members(c, 1);
-    size_t len = (size_t)n1 * WIRE_KEYREC_BYTES;
-    uint8_t *blob = malloc(len ? len : 1);
-    if (!blob) {
-        coord_abort_round(c, "out of memory");
+    int n1 = members(c, 1), n = c->n_clients;
+    /* SecAgg+: the neighbour graph over U1 (all pairs for small cohorts). */
+    int pos[COORD_MAX_CLIENTS], np = 0;
+    uint8_t *g = malloc((size_t)(n1 ? n1 : 1) * (size_t)(n1 ? n1 : 1));
+    free(c->adj);
+    c->adj = calloc((size_t)n * (size_t)n, 1);
+    c->adj_n = n;
+    uint8_t *blob = malloc((size_t)n1 * WIRE_KEYREC_BYTES + 1);
+    unsigned k_deg = c->degree < (unsigned)(n1 - 1) ? c->degree : (unsigned)(n1 - 1);
+    if (!g || !c->adj || !blob ||
+        secagg_graph((unsigned)n1, k_deg, rng_next(&c->rng), g) < 0) {
+        free(g);
+        free(blob);
+        coord_abort_round(c, "out of memory for the neighbour graph");
         return;
     }
-    size_t off = 0;
-    for (int i = 0; i < c->n_clients; i++) {
-        client_rec_t *k = &c->clients[i];
-        if (k->train == P_IDLE || k->sa.stage < 1) continue;
-        wire_put_u32(blob + off, (uint32_t)k->index);
-        memcpy(blob + off + 4, k->sa.adv, WIRE_ADVERTISE_BYTES);
-        off += WIRE_KEYREC_BYTES;
-    }
-    for (int i = 0; i < c->n_clients; i++) {
+    for (int i = 0; i < n; i++)
+        if (c->clients[i].train != P_IDLE && c->clients[i].sa.stage >= 1) pos[np++] = i;
+    for (int a = 0; a < np; a++)
+        for (int b = 0; b < np; b++) c->adj[(size_t)pos[a] * n + pos[b]] = g[(size_t)a * n1 + b];
+    free(g);
+    /* Each client gets the signed keys of its neighbours and its own. */
+    for (int i = 0; i < n; i++) {
         client_rec_t *k = &c->clients[i];
         if (k->train != P_PENDING || k->sa.stage < 1) continue;
+        size_t off = 0;
+        for (int j = 0; j < n; j++) {
+            client_rec_t *v = &c->clients[j];
+            if (v->train == P_IDLE || v->sa.stage < 1 || (v != k && !nb(c, k, v))) continue;
+            wire_put_u32(blob + off, (uint32_t)v->index);
+            memcpy(blob + off + 4, v->sa.adv, WIRE_ADVERTISE_BYTES);
+            off += WIRE_KEYREC_BYTES;
+        }
         msg_t m = {.type = MSG_KEYS, .round = c->round, .phase = PHASE_SHARE, .blob = blob,
-                   .blob_len = len, .present = MSG_HAS_BLOB};
+                   .blob_len = off, .present = MSG_HAS_BLOB};
         coord_send(c, k, NULL, &m);
     }
     free(blob);
     c->state = ST_SHARING;
     c->phase_started = util_now();
-    log_info("round=%u phase=advertise event=keys-relayed U1=%d t=%u -> sharing", c->round, n1,
-             c->threshold);
+    log_info("round=%u phase=advertise event=keys-relayed U1=%d degree=%u t=%u -> sharing",
+             c->round, n1, k_deg, c->threshold);
 }
 
 static void on_shares(coord_t *c, client_rec_t *k, const msg_t *m)
 {
-    int n1 = members(c, 1);
-    if (m->blob_len != (size_t)(n1 - 1) * WIRE_BOXREC_BYTES) {
-        reject(c, k, ERR_PROTOCOL, "share boxes: expected one per other advertised client");
+    int peers = near_members(c, k, 1) - 1; /* its U1 neighbours */
+    if (m->blob_len != (size_t)peers * WIRE_BOXREC_BYTES) {
+        reject(c, k, ERR_PROTOCOL, "share boxes: expected one per advertised neighbour");
         return;
     }
-    /* Each box goes to a distinct other member of U1. */
+    /* Each box goes to a distinct neighbour in U1. */
     uint8_t seen[COORD_MAX_CLIENTS] = {0};
-    for (int r = 0; r < n1 - 1; r++) {
+    for (int r = 0; r < peers; r++) {
         uint32_t to = wire_get_u32(m->blob + (size_t)r * WIRE_BOXREC_BYTES);
         client_rec_t *v = to < COORD_MAX_CLIENTS ? by_index(c, to) : NULL;
-        if (!v || v == k || v->sa.stage < 1 || seen[to]++) {
-            reject(c, k, ERR_PROTOCOL, "share box addressed to a client outside U1, or twice");
+        if (!v || !nb(c, k, v) || v->sa.stage < 1 || seen[to]++) {
+            reject(c, k, ERR_PROTOCOL, "share box addressed to a non-neighbour, or twice");
             return;
         }
     }
@@ -310,17 +349,19 @@ static void request_unmask(coord_t *c)
         coord_abort_round(c, "out of memory");
         return;
     }
-    size_t off = 0;
-    for (int i = 0; i < c->n_clients; i++) {
-        client_rec_t *u = &c->clients[i];
-        if (u->train == P_IDLE || u->sa.stage < 2) continue;
-        wire_put_u32(blob + off, (uint32_t)u->index);
-        wire_put_u32(blob + off + 4, u->sa.stage >= 3 ? 0 : 1); /* survivor : dropped */
-        off += WIRE_REQREC_BYTES;
-    }
+    /* Each survivor is asked about its own neighbourhood in U2 (itself
+     * included): b-shares of those whose input is in, s-shares of the rest. */
     for (int i = 0; i < c->n_clients; i++) {
         client_rec_t *v = &c->clients[i];
         if (v->train != P_PENDING || v->sa.stage < 3) continue;
+        size_t off = 0;
+        for (int j = 0; j < c->n_clients; j++) {
+            client_rec_t *u = &c->clients[j];
+            if (u->train == P_IDLE || u->sa.stage < 2 || (u != v && !nb(c, v, u))) continue;
+            wire_put_u32(blob + off, (uint32_t)u->index);
+            wire_put_u32(blob + off + 4, u->sa.stage >= 3 ? 0 : 1); /* survivor : dropped */
+            off += WIRE_REQREC_BYTES;
+        }
         msg_t m = {.type = MSG_UNMASK_REQ, .round = c->round, .phase = PHASE_UNMASK, .blob = blob,
                    .blob_len = off, .present = MSG_HAS_BLOB};
         coord_send(c, v, NULL, &m);
@@ -334,17 +375,18 @@ static void request_unmask(coord_t *c)
 
 static void on_unmask(coord_t *c, client_rec_t *k, const msg_t *m)
 {
-    int n2 = members(c, 2);
-    if (m->blob_len != (size_t)n2 * WIRE_SHAREREC_BYTES) {
+    int asked = near_members(c, k, 2);
+    if (m->blob_len != (size_t)asked * WIRE_SHAREREC_BYTES) {
         reject(c, k, ERR_PROTOCOL, "unmask: expected one share per requested client");
         return;
     }
     uint8_t seen[COORD_MAX_CLIENTS] = {0};
-    for (int r = 0; r < n2; r++) {
+    for (int r = 0; r < asked; r++) {
         const uint8_t *rec = m->blob + (size_t)r * WIRE_SHAREREC_BYTES;
         uint32_t id = wire_get_u32(rec), kind = wire_get_u32(rec + 4);
         client_rec_t *u = id < COORD_MAX_CLIENTS ? by_index(c, id) : NULL;
-        if (!u || u->sa.stage < 2 || seen[id]++ || kind != (u->sa.stage >= 3 ? 0u : 1u)) {
+        if (!u || u->sa.stage < 2 || (u != k && !nb(c, k, u)) || seen[id]++ ||
+            kind != (u->sa.stage >= 3 ? 0u : 1u)) {
             reject(c, k, ERR_PROTOCOL, "unmask: a share that was not requested");
             return;
         }
@@ -411,7 +453,7 @@ static void unmask(coord_t *c)
     }
     /* Gather every mask to remove, then remove them all in one pass. */
     int n2 = members(c, 2), n3 = members(c, 3);
-    size_t cap = (size_t)n3 + (size_t)(n2 - n3) * (size_t)n3, nseeds = 0;
+    size_t cap = (size_t)n3 + (size_t)(n2 - n3) * (size_t)n3, nseeds = 0; /* an upper bound */
     uint8_t (*seeds)[PRG_SEEDBYTES] = crypto_secure_alloc((cap ? cap : 1) * PRG_SEEDBYTES);
     int *signs = malloc((cap ? cap : 1) * sizeof *signs);
     uint8_t secret[32];
@@ -428,7 +470,7 @@ static void unmask(coord_t *c)
         ok = rebuild(c, (uint32_t)u->index, 1, secret) == 0;
         for (int j = 0; ok && j < c->n_clients; j++) {
             client_rec_t *v = &c->clients[j];
-            if (v->train == P_IDLE || v->sa.stage < 3) continue;
+            if (v->train == P_IDLE || v->sa.stage < 3 || !nb(c, u, v)) continue;
             ok = ka_derive(seeds[nseeds], secret, u->sa.adv + 32, v->sa.adv + 32, "mask", c->round,
                            (uint32_t)u->index, (uint32_t)v->index) == 0;
             signs[nseeds++] = v->index < u->index ? -1 : +1; /* minus what v added */
@@ -443,7 +485,7 @@ static void unmask(coord_t *c)
     }
     free(signs);
     if (!ok) {
-        coord_abort_round(c, "unmasking failed: inconsistent shares");
+        coord_abort_round(c, "unmasking failed: fewer than t consistent shares for some client");
         return;
     }
     dump_sum(c);

@@ -39,7 +39,7 @@ typedef struct {
     long long seed, max_train, max_val;
     int min_clients;
     int secagg;
-    char dropout[32], collusion[32];
+    char dropout[32], collusion[32], neighbors[16];
 } sim_opts_t;
 
 static volatile sig_atomic_t sim_interrupted = 0;
@@ -75,6 +75,8 @@ static void usage(FILE *f)
         "  --secagg on|off        secure aggregation (on): the coordinator learns only the sum\n"
         "  --dropout D            expected dropout share, for the threshold (0.2)\n"
         "  --collusion G          share of clients that may collude with the coordinator (0.2)\n"
+        "  --neighbors K          SecAgg+ degree: mask with K neighbours (0: all pairs up to\n"
+        "                         16 clients, O(log n) beyond)\n"
         "  --drop C:PHASE[:R],..  kill client C at PHASE of round R (1); phases: train, upload,\n"
         "                         eval, and with secure aggregation advertise, share, masked, unmask\n"
         "  --max-train N          use only the first N training images (all)\n"
@@ -224,7 +226,7 @@ static void parse_args(int argc, char **argv, sim_opts_t *o)
 {
     enum { O_CLIENTS = 256, O_ROUNDS, O_DATASET, O_PART, O_SEED, O_OUT, O_MODEL, O_EPOCHS,
            O_BATCH, O_LR, O_MOM, O_THREADS, O_DROP, O_MAXTR, O_MAXVAL, O_HB, O_DATADIR, O_MIN,
-           O_SECAGG, O_DROPOUT, O_COLLUSION };
+           O_SECAGG, O_DROPOUT, O_COLLUSION, O_NEIGHBORS };
     static const struct option longopts[] = {
         {"clients", 1, 0, O_CLIENTS}, {"rounds", 1, 0, O_ROUNDS}, {"dataset", 1, 0, O_DATASET},
         {"partition", 1, 0, O_PART}, {"seed", 1, 0, O_SEED}, {"out", 1, 0, O_OUT},
@@ -233,7 +235,8 @@ static void parse_args(int argc, char **argv, sim_opts_t *o)
         {"drop", 1, 0, O_DROP}, {"max-train", 1, 0, O_MAXTR}, {"max-val", 1, 0, O_MAXVAL},
         {"heartbeat-timeout", 1, 0, O_HB}, {"data-dir", 1, 0, O_DATADIR},
         {"min-clients", 1, 0, O_MIN}, {"secagg", 1, 0, O_SECAGG}, {"dropout", 1, 0, O_DROPOUT},
-        {"collusion", 1, 0, O_COLLUSION}, {"help", 0, 0, 'h'}, {0, 0, 0, 0},
+        {"collusion", 1, 0, O_COLLUSION}, {"neighbors", 1, 0, O_NEIGHBORS},
+        {"help", 0, 0, 'h'}, {0, 0, 0, 0},
     };
     int opt;
     long long v;
@@ -272,6 +275,9 @@ static void parse_args(int argc, char **argv, sim_opts_t *o)
             bad = util_parse_double(optarg, 0, 0.99, &d) || util_strlcpy(o->collusion, optarg, sizeof o->collusion);
             break;
         }
+        case O_NEIGHBORS:
+            bad = util_parse_int(optarg, 0, 1024, &v) || util_strlcpy(o->neighbors, optarg, sizeof o->neighbors);
+            break;
         case 'h': usage(stdout); exit(0);
         default: usage(stderr); exit(2);
         }
@@ -310,7 +316,8 @@ int main(int argc, char **argv)
 {
     sim_opts_t o = {.clients = 10, .rounds = 20, .epochs = 2, .batch = 32, .threads = 1,
                     .lr = 0.02, .momentum = 0.9, .heartbeat_timeout = 10, .seed = 1,
-                    .min_clients = 1, .secagg = 1, .dropout = "0.2", .collusion = "0.2"};
+                    .min_clients = 1, .secagg = 1, .dropout = "0.2", .collusion = "0.2",
+                    .neighbors = "0"};
     strcpy(o.dataset, "pneumoniamnist");
     strcpy(o.partition, "dirichlet:0.5");
     strcpy(o.model, "cnn");
@@ -437,7 +444,7 @@ int main(int argc, char **argv)
                           "--lr", lr_s, "--momentum", mom_s, "--seed", seed_s,
                           "--heartbeat-timeout", hb_s, "--wait-timeout", "120",
                           "--secagg", o.secagg ? "on" : "off", "--dropout", o.dropout,
-                          "--collusion", o.collusion, NULL};
+                          "--collusion", o.collusion, "--neighbors", o.neighbors, NULL};
     snprintf(log_path, sizeof log_path, "%s/logs/coordinator.log", o.out);
     double t0 = util_now();
     pid_t coord_pid = spawn(log_path, coord_argv);

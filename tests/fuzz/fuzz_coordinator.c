@@ -320,6 +320,14 @@ static void preset(uint8_t h0, uint8_t h1)
     fedavg_begin(g.fedavg);
     rng_seed(&g.rng, 7);
     g.n_clients = nsites;
+    /* All pairs, as send_keys builds it for a cohort this small (SecAgg+
+     * neighbourhoods only start above 16 clients). */
+    g.degree = (unsigned)(nsites > 0 ? nsites - 1 : 0);
+    g.adj = calloc((size_t)nsites * (size_t)nsites + 1, 1);
+    g.adj_n = nsites;
+    FZ_CHECK(g.adj != NULL);
+    for (int i = 0; i < nsites; i++)
+        for (int j = 0; j < nsites; j++) g.adj[i * nsites + j] = i != j;
     for (int i = 0; i < FZ_SITES; i++) {
         client_rec_t *k = &g.clients[i];
         memset(k, 0, sizeof *k);

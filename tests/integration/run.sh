@@ -205,6 +205,30 @@ PYEOF
     then ok $t; else bad $t "see $d/out"; cat "$d/out"; fi
 done
 
+# 9b. SecAgg+: 12 clients that each mask with only 4 neighbours; one dies
+#     after sharing. The round completes and the sum is still exact.
+t=secagg_plus_neighbours_drop
+d="$WORK/plus"
+mkdir -p "$d/dump"
+if MEDFED_TEST_DUMP_DIR="$d/dump" "$BIN/medfed-sim" --clients 12 --rounds 1 --partition iid \
+        --seed 9 --max-train 240 --max-val 48 --local-epochs 1 --heartbeat-timeout 3 \
+        --neighbors 4 --drop 1:masked:1 --out "$d/run" > "$d/out" 2>&1 &&
+   json_check "$d/run/metrics.jsonl" 'len(rows) == 1 and not rows[0]["aborted"] and rows[0]["neighbors"] == 4 and rows[0]["threshold"] == 3 and rows[0]["survivors"] == 11 and rows[0]["dropped"] == [1]' &&
+   "$PY" - "$d" <<'PYEOF'
+import json, sys, array
+d = sys.argv[1]
+row = json.loads(open(d + "/run/metrics.jsonl").readline())
+def words(path):
+    a = array.array("I"); a.frombytes(open(path, "rb").read()); return a
+total = words(d + "/dump/unmasked-r1.bin")
+acc = array.array("I", [0]) * len(total)
+for i in row["included"]:
+    x = words("%s/dump/encoded-site-%02d-r1.bin" % (d, i))
+    for j in range(len(x)): acc[j] = (acc[j] + x[j]) & 0xFFFFFFFF
+sys.exit(0 if acc == total and len(row["included"]) == 11 else 1)
+PYEOF
+then ok $t; else bad $t "see $d/out"; cat "$d/out"; fi
+
 # 10. Too many dropouts: below the threshold the round is abandoned cleanly,
 #     the model is unchanged, and the next round runs with who is left.
 t=secagg_below_threshold_aborts_round

@@ -218,6 +218,41 @@ static void test_prg_add_many_matches_single(void **state)
     free(b);
 }
 
+static void test_neighbour_graph(void **state)
+{
+    (void)state;
+    assert_int_equal(secagg_degree(10, 0), 9);    /* small cohorts: all pairs */
+    assert_int_equal(secagg_degree(100, 0), 20);  /* 2 * ceil(1.5 * log2 100) */
+    assert_int_equal(secagg_degree(12, 5), 6);    /* made even */
+    assert_int_equal(secagg_degree(5, 9), 4);     /* at most n - 1 */
+    enum { N = 40, K = 8 };
+    uint8_t adj[N * N], again[N * N];
+    assert_int_equal(secagg_graph(N, K, 7, adj), 0);
+    for (int i = 0; i < N; i++) {
+        int deg = 0;
+        assert_int_equal(adj[i * N + i], 0);
+        for (int j = 0; j < N; j++) {
+            assert_int_equal(adj[i * N + j], adj[j * N + i]);
+            deg += adj[i * N + j];
+        }
+        assert_int_equal(deg, K);
+    }
+    /* Connected: a breadth-first search reaches everyone. */
+    int seen[N] = {1}, queue[N] = {0}, head = 0, tail = 1;
+    while (head < tail)
+        for (int j = 0, i = queue[head++]; j < N; j++)
+            if (adj[i * N + j] && !seen[j]) seen[j] = 1, queue[tail++] = j;
+    assert_int_equal(tail, N);
+    assert_int_equal(secagg_graph(N, K, 7, again), 0);
+    assert_memory_equal(adj, again, sizeof adj);          /* same seed, same graph */
+    assert_int_equal(secagg_graph(N, K, 8, again), 0);
+    assert_memory_not_equal(adj, again, sizeof adj);
+    assert_int_equal(secagg_graph(N, 7, 1, again), -1);   /* odd degree refused */
+    assert_int_equal(secagg_graph(4, 3, 1, again), 0);    /* complete */
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 4; j++) assert_int_equal(again[i * 4 + j], i != j);
+}
+
 static void test_add_le_unaligned(void **state)
 {
     (void)state;
@@ -242,6 +277,7 @@ int main(void)
         cmocka_unit_test(test_masked_round_in_memory),
         cmocka_unit_test(test_add_le_unaligned),
         cmocka_unit_test(test_prg_add_many_matches_single),
+        cmocka_unit_test(test_neighbour_graph),
     };
     return cmocka_run_group_tests_name("secagg", tests, NULL, NULL);
 }
