@@ -77,7 +77,8 @@ for model in cnn resnet18; do
     run_sa "$model-secure" 10 "$model" on
     run_sa "$model-secure-drop" 10 "$model" on --drop 1:masked:2
 done
-echo "bench: coordinator memory with 50 clients (cnn)"
+echo "bench: 50 clients (cnn): SecAgg+ neighbourhoods, coordinator memory"
+run_sa "cnn-plain-50" 50 cnn off
 run_sa "cnn-secure-50" 50 cnn on
 
 "$PY" - "$OUT" "$prg" <<'PYEOF'
@@ -109,11 +110,15 @@ for model in ("cnn", "resnet18"):
         "coordinator_peak_rss_over_model": round(rss / (4 * p), 2),
         "coordinator_peak_rss_mb_plain": round(summ(model + "-plain")["coordinator_peak_rss_kb"] / 1024, 1),
     })
-s50 = summ("cnn-secure-50")
+s50, r50, p50 = summ("cnn-secure-50"), rows("cnn-secure-50"), rows("cnn-plain-50")
+t50 = st.mean(r["seconds"] for r in r50[1:]); tp50 = st.mean(r["seconds"] for r in p50[1:])
 sa["cnn_50_clients"] = {"coordinator_peak_rss_mb": round(s50["coordinator_peak_rss_kb"] / 1024, 1),
                         "rss_over_model": round(s50["coordinator_peak_rss_kb"] * 1024 / (4 * params["cnn"]), 2),
-                        "round_s": round(st.mean(r["seconds"] for r in rows("cnn-secure-50")[1:]), 3),
-                        "participants": rows("cnn-secure-50")[-1]["participants"]}
+                        "neighbors": r50[-1]["neighbors"], "threshold": r50[-1]["threshold"],
+                        "secure_round_s": round(t50, 3), "plain_round_s": round(tp50, 3),
+                        "secure_over_plain": round(t50 / tp50, 3),
+                        "bytes_up_per_client_over_fp32": round(st.mean(r["bytes_up"] for r in r50[1:]) / r50[-1]["participants"] / (4 * params["cnn"]), 4),
+                        "participants": r50[-1]["participants"]}
 sa["note"] = ("no local training (--local-epochs 0): zero updates with full-size masks and crypto; "
               "round = plan + advertise + share + masked + unmask + evaluation on 2 images per site; "
               "the killed client is noticed when its connection closes (ZeroMQ monitor); 50 clients at 11M parameters is not run: 50 LibTorch client "

@@ -50,7 +50,7 @@ free_port() {
     "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
-SMALL="--max-train 600 --max-val 200 --local-epochs 1 --heartbeat-timeout 5"
+SMALL="--max-train 600 --max-val 200 --local-epochs 1 --heartbeat-timeout 20"
 
 # 1. Three hospitals, two rounds, a small subset: the whole path works and
 #    the saved model can be scored by medfed-eval.
@@ -110,7 +110,7 @@ for mode in wrong-length nan garbage stale-round duplicate; do
             "$WORK/a/sites/site-0$k/client.ini" > "$d/c$k.ini"
     done
     "$BIN/medfed-coordinator" --bind "tcp://127.0.0.1:$port" --init "$WORK/a/init.safetensors" \
-        --out "$d" --rounds 2 --wait-for 3 --local-epochs 1 --heartbeat-timeout 5 \
+        --out "$d" --rounds 2 --wait-for 3 --local-epochs 1 --heartbeat-timeout 20 \
         --wait-timeout 60 --secagg off > "$d/coord.log" 2>&1 &
     cpid=$!
     "$BIN/medfed-client" --config "$d/c0.ini" > "$d/c0.log" 2>&1 &
@@ -205,7 +205,7 @@ for phase in advertise share masked unmask; do
     d="$WORK/drop-$phase"
     mkdir -p "$d/dump"
     if MEDFED_TEST_DUMP_DIR="$d/dump" "$BIN/medfed-sim" --clients 3 --rounds 1 --partition iid \
-            --seed 6 --max-train 300 --max-val 60 --local-epochs 1 --heartbeat-timeout 3 \
+            --seed 6 --max-train 300 --max-val 60 --local-epochs 1 --heartbeat-timeout 20 \
             --drop "1:$phase:1" --out "$d/run" > "$d/out" 2>&1 &&
        json_check "$d/run/metrics.jsonl" 'len(rows) == 1 and not rows[0]["aborted"] and rows[0]["survivors"] == 2 and rows[0]["dropped"] == [1] and sorted(rows[0]["included"]) == ([0, 1, 2] if "'"$phase"'" == "unmask" else [0, 2]) and rows[0]["val_accuracy"] is not None' &&
        exact_sum "$d"
@@ -218,7 +218,7 @@ t=secagg_plus_neighbours_drop
 d="$WORK/plus"
 mkdir -p "$d/dump"
 if MEDFED_TEST_DUMP_DIR="$d/dump" "$BIN/medfed-sim" --clients 12 --rounds 1 --partition iid \
-        --seed 9 --max-train 240 --max-val 48 --local-epochs 1 --heartbeat-timeout 3 \
+        --seed 9 --max-train 240 --max-val 48 --local-epochs 1 --heartbeat-timeout 20 \
         --neighbors 4 --drop 1:masked:1 --out "$d/run" > "$d/out" 2>&1 &&
    json_check "$d/run/metrics.jsonl" 'len(rows) == 1 and not rows[0]["aborted"] and rows[0]["neighbors"] == 4 and rows[0]["threshold"] == 3 and rows[0]["survivors"] == 11 and rows[0]["dropped"] == [1]' &&
    exact_sum "$d" && json_check "$d/run/metrics.jsonl" 'len(rows[0]["included"]) == 11'
@@ -229,7 +229,7 @@ then ok $t; else bad $t "see $d/out"; cat "$d/out"; fi
 t=secagg_below_threshold_aborts_round
 d="$WORK/below"
 if "$BIN/medfed-sim" --clients 5 --rounds 2 --partition iid --seed 7 --max-train 300 \
-        --max-val 60 --local-epochs 1 --heartbeat-timeout 3 --dropout 0 \
+        --max-val 60 --local-epochs 1 --heartbeat-timeout 20 --dropout 0 \
         --drop 1:masked:1,2:masked:1,3:masked:1 --out "$d" > "$d.out" 2>&1 &&
    json_check "$d/metrics.jsonl" 'len(rows) == 2 and rows[0]["aborted"] and rows[0]["threshold"] == 3 and rows[0]["val_accuracy"] is None and not rows[1]["aborted"] and rows[1]["participants"] == 2' &&
    grep -q 'event=abort reason="only 2 masked inputs, threshold is 3"' "$d/logs/coordinator.log"
@@ -247,7 +247,7 @@ for mode in forge out-of-phase stale-advertise; do
     done
     "$BIN/medfed-coordinator" --bind "tcp://127.0.0.1:$port" --init "$WORK/a/init.safetensors" \
         --out "$d" --roster "$WORK/a/roster.txt" --rounds 1 --wait-for 3 --local-epochs 1 \
-        --heartbeat-timeout 3 --wait-timeout 60 > "$d/coord.log" 2>&1 &
+        --heartbeat-timeout 20 --wait-timeout 60 > "$d/coord.log" 2>&1 &
     cpid=$!
     "$BIN/medfed-client" --config "$d/c0.ini" > "$d/c0.log" 2>&1 &
     "$BIN/medfed-client" --config "$d/c1.ini" > "$d/c1.log" 2>&1 &
