@@ -450,6 +450,7 @@ int main(int argc, char **argv)
     pid_t coord_pid = spawn(log_path, coord_argv);
 
     static pid_t pids[SIM_MAX_CLIENTS];
+    int clients_failed = 0; /* a client that crashed or failed without being told to */
     char client_prog[PATH_MAX + 32];
     snprintf(client_prog, sizeof client_prog, "%s/medfed-client", bin_dir);
     for (int k = 0; k < o.clients; k++) {
@@ -481,6 +482,9 @@ int main(int argc, char **argv)
             if (pids[k] > 0 && waitpid(pids[k], &st, WNOHANG) == pids[k]) {
                 printf("  site-%02d exited (%s %d)\n", k, WIFEXITED(st) ? "status" : "signal",
                        WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+                if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0) &&
+                    !(die_at[k][0] && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL))
+                    clients_failed++;
                 pids[k] = 0;
                 alive--;
             }
@@ -509,6 +513,12 @@ int main(int argc, char **argv)
             if (pids[k] > 0 && waitpid(pids[k], &st, WNOHANG) == pids[k]) {
                 pids[k] = 0;
                 alive--;
+                if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0) &&
+                    !(die_at[k][0] && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL)) {
+                    printf("  site-%02d exited (%s %d)\n", k, WIFEXITED(st) ? "status" : "signal",
+                           WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+                    clients_failed++;
+                }
             }
         }
         struct timespec ts = {0, 50 * 1000 * 1000};
@@ -516,8 +526,10 @@ int main(int argc, char **argv)
     }
     for (int k = 0; k < o.clients; k++)
         if (pids[k] > 0) {
+            printf("  site-%02d still running 10 s after the federation ended: killed\n", k);
             kill(pids[k], SIGKILL);
             waitpid(pids[k], NULL, 0);
+            clients_failed++;
         }
     double secs = util_now() - t0;
     char summary[PATH_MAX + 32];
@@ -536,6 +548,10 @@ int main(int argc, char **argv)
     if (coord_status != 0) {
         fprintf(stderr, "medfed-sim: coordinator exited with status %d; see %s/logs/\n",
                 coord_status, o.out);
+        return 1;
+    }
+    if (clients_failed) {
+        fprintf(stderr, "medfed-sim: %d client(s) failed; see %s/logs/\n", clients_failed, o.out);
         return 1;
     }
     printf("done in %.1f s: final val_accuracy %.4f", secs, json_num(last, "val_accuracy"));
