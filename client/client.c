@@ -375,6 +375,22 @@ int client_run(const client_conf_t *conf, const client_die_at_t *die_at)
     zmq_setsockopt(c.sock, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(c.sock, ZMQ_IMMEDIATE, &immediate, sizeof immediate);
     zmq_setsockopt(c.sock, ZMQ_SNDTIMEO, &sndtimeo, sizeof sndtimeo);
+    if (conf->curve_key[0]) {
+        uint8_t sk[CURVE_KEYBYTES], pk[CURVE_KEYBYTES], server[CURVE_KEYBYTES];
+        char err[512];
+        if (keyfile_load(conf->curve_key, sk, sizeof sk, err, sizeof err) < 0) {
+            log_error("%s", err);
+            goto out;
+        }
+        int ok = identity_pk_from_hex(server, conf->coordinator_key) == 0 &&
+                 curve_pk_of(pk, sk) == 0 && transport_curve_client(c.sock, server, pk, sk) == 0;
+        crypto_wipe(sk, sizeof sk);
+        if (!ok) {
+            log_error("%s: coordinator_key must be 64 lower-case hex digits", conf->data.file);
+            goto out;
+        }
+        log_info("transport: CURVE");
+    }
     if (zmq_connect(c.sock, conf->coordinator) < 0) {
         log_error("cannot connect to %s: %s", conf->coordinator, zmq_strerror(errno));
         goto out;

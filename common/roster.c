@@ -13,6 +13,18 @@ static int hexval(char c)
     return -1;
 }
 
+/* 64 hex digits -> 32 bytes. */
+static int parse_key(const char *hex, uint8_t out[32])
+{
+    if (strlen(hex) != 64) return -1;
+    for (int i = 0; i < 32; i++) {
+        int hi = hexval(hex[2 * i]), lo = hexval(hex[2 * i + 1]);
+        if (hi < 0 || lo < 0) return -1;
+        out[i] = (uint8_t)(hi << 4 | lo);
+    }
+    return 0;
+}
+
 int roster_load(const char *path, roster_t *r, char *err, size_t errlen)
 {
     memset(r, 0, sizeof *r);
@@ -30,11 +42,11 @@ int roster_load(const char *path, roster_t *r, char *err, size_t errlen)
             rc = -1;
             break;
         }
-        char name[512] = "", key[512] = "", extra[8] = "";
-        int n = sscanf(line, "%511s %511s %7s", name, key, extra);
+        char name[512] = "", key[512] = "", curve[512] = "", extra[8] = "";
+        int n = sscanf(line, "%511s %511s %511s %7s", name, key, curve, extra);
         if (n <= 0 || name[0] == '#') continue;
-        if (n == 3) {
-            snprintf(err, errlen, "%s:%d: expected 'NAME [PUBKEY]'", path, lineno);
+        if (n == 4) {
+            snprintf(err, errlen, "%s:%d: expected 'NAME [PUBKEY [CURVEKEY]]'", path, lineno);
             rc = -1;
         } else if (r->n == ROSTER_MAX) {
             snprintf(err, errlen, "%s:%d: more than %d sites", path, lineno, ROSTER_MAX);
@@ -49,23 +61,18 @@ int roster_load(const char *path, roster_t *r, char *err, size_t errlen)
         } else {
             roster_entry_t *e = &r->site[r->n];
             util_strlcpy(e->name, name, sizeof e->name);
-            if (n == 2) {
-                if (strlen(key) != 64) {
-                    snprintf(err, errlen, "%s:%d: public key must be 64 hex digits", path, lineno);
-                    rc = -1;
-                    break;
-                }
-                for (int i = 0; i < 32; i++) {
-                    int hi = hexval(key[2 * i]), lo = hexval(key[2 * i + 1]);
-                    if (hi < 0 || lo < 0) {
-                        snprintf(err, errlen, "%s:%d: public key is not hex", path, lineno);
-                        rc = -1;
-                        break;
-                    }
-                    e->pk[i] = (uint8_t)(hi << 4 | lo);
-                }
-                e->has_pk = 1;
+            if (n >= 2 && parse_key(key, e->pk) < 0) {
+                snprintf(err, errlen, "%s:%d: public key must be 64 hex digits", path, lineno);
+                rc = -1;
+                break;
             }
+            e->has_pk = n >= 2;
+            if (n >= 3 && parse_key(curve, e->curve_pk) < 0) {
+                snprintf(err, errlen, "%s:%d: CURVE key must be 64 hex digits", path, lineno);
+                rc = -1;
+                break;
+            }
+            e->has_curve = n >= 3;
             r->n++;
         }
     }
@@ -74,8 +81,11 @@ int roster_load(const char *path, roster_t *r, char *err, size_t errlen)
         snprintf(err, errlen, "%s: no sites in roster", path);
         rc = -1;
     }
-    r->all_have_pk = r->n > 0;
-    for (int i = 0; i < r->n; i++) r->all_have_pk &= r->site[i].has_pk;
+    r->all_have_pk = r->all_have_curve = r->n > 0;
+    for (int i = 0; i < r->n; i++) {
+        r->all_have_pk &= r->site[i].has_pk;
+        r->all_have_curve &= r->site[i].has_curve;
+    }
     return rc;
 }
 

@@ -33,6 +33,7 @@
 
 #include "aggregation/metrics.h"
 #include "common/util.h"
+#include "coordinator/zap.h"
 #include "crypto/crypto.h"
 #include "model/safetensors.h"
 #include "proto/transport.h"
@@ -158,6 +159,12 @@ static void on_hello(coord_t *c, const peer_id_t *from, const msg_t *m)
                  WIRE_VERSION);
         log_warn("site=%s refused: %s", m->site, why);
         coord_reply_error(c, NULL, from, 0, ERR_VERSION, why);
+        return;
+    }
+    if (c->conf->curve_secret[0] && strcmp(c->cur_user_id, m->site) != 0) {
+        snprintf(why, sizeof why, "site name '%s' does not match its transport key", m->site);
+        log_warn("refused: %s (key belongs to '%s')", why, c->cur_user_id);
+        coord_reply_error(c, NULL, from, 0, ERR_UNKNOWN_CLIENT, why);
         return;
     }
     int index = -1;
@@ -749,6 +756,27 @@ int coord_run(const coord_conf_t *conf)
     zmq_setsockopt(c.sock, ZMQ_ROUTER_MANDATORY, &mandatory, sizeof mandatory);
     zmq_setsockopt(c.sock, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(c.sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
+    if (conf->curve_secret[0]) {
+        uint8_t sk[CURVE_KEYBYTES];
+        if (!c.have_roster || !c.roster.all_have_curve) {
+            log_error("CURVE needs a roster with every site's CURVE key (third column)");
+            goto out;
+        }
+        if (keyfile_load(conf->curve_secret, sk, sizeof sk, err, sizeof err) < 0) {
+            log_error("%s", err);
+            goto out;
+        }
+        int rc_curve = transport_curve_server(c.sock, sk);
+        crypto_wipe(sk, sizeof sk);
+        c.zap = zap_start(c.zctx, &c.roster);
+        if (rc_curve < 0 || !c.zap) {
+            log_error("cannot enable CURVE: %s", zmq_strerror(errno));
+            goto out;
+        }
+        log_info("transport: CURVE, %d sites on the roster", c.roster.n);
+    } else {
+        log_warn("transport: plaintext (no --curve-secret): for loopback tests only");
+    }
     c.monitor = transport_monitor_open(c.zctx, c.sock, "coordinator");
     if (!c.monitor) log_warn("no disconnect monitor: dead clients are noticed by heartbeat only");
     if (zmq_bind(c.sock, conf->bind) < 0) {
@@ -789,6 +817,7 @@ int coord_run(const coord_conf_t *conf)
                           (c.state == ST_EVALUATING && k->eval == P_PENDING)))
                     coord_drop(&c, k, "malformed message");
             } else {
+                memcpy(c.cur_user_id, fr.user_id, sizeof c.cur_user_id);
                 dispatch(&c, &fr.from, fr.srcfd, &m);
             }
             transport_frame_close(&fr);
@@ -810,6 +839,7 @@ out:
         zmq_close(c.monitor);
     }
     if (c.sock) zmq_close(c.sock);
+    zap_stop(&c.zap);
     if (c.zctx) zmq_ctx_term(c.zctx);
     if (c.metrics) fclose(c.metrics);
     wire_buf_destroy(&c.out);

@@ -21,6 +21,7 @@ typedef struct {
     char init_model[PATH_MAX];   /* safetensors with arch metadata (medfed-init) */
     char out_dir[PATH_MAX];      /* metrics.jsonl, model.safetensors */
     char roster[PATH_MAX];       /* optional: one site name per line; index = line order */
+    char curve_secret[PATH_MAX]; /* CURVE server key file: encrypted transport + ZAP roster check */
     int rounds;
     int wait_for;                /* start round 1 once this many clients registered */
     int min_clients;             /* fewer accepted updates than this aborts a round */

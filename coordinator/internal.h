@@ -57,6 +57,8 @@ typedef struct {
 typedef struct {
     const coord_conf_t *conf;
     void *zctx, *sock, *monitor;
+    struct zap *zap;           /* CURVE: admits roster keys only */
+    char cur_user_id[64];      /* CURVE: the site name ZAP bound to the current message's sender */
     wire_buf_t *out;
     wire_decoder_t *dec;
     rng_t rng;

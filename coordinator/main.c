@@ -25,7 +25,9 @@ static void usage(FILE *f)
         "  --bind ENDPOINT          ZeroMQ endpoint to listen on (tcp://127.0.0.1:7700)\n"
         "  --init FILE              initial model (safetensors from medfed-init)\n"
         "  --out DIR                metrics.jsonl and model.safetensors go here\n"
-        "  --roster FILE            site names, one per line (others are refused)\n"
+        "  --roster FILE            sites, one per line: NAME [IDENTITY-KEY [CURVE-KEY]] (hex)\n"
+        "  --curve-secret FILE      CURVE transport: this secret key (0600); only roster keys\n"
+        "                           are admitted (ZAP), each bound to its site name\n"
         "  --rounds R               rounds to run (10)\n"
         "  --wait-for N             start once N clients are connected (1)\n"
         "  --min-clients M          a round needs M accepted updates, else it is aborted (1)\n"
@@ -64,7 +66,7 @@ int main(int argc, char **argv)
 {
     enum { O_BIND = 256, O_INIT, O_OUT, O_ROSTER, O_ROUNDS, O_WAIT, O_MIN, O_FRAC, O_EPOCHS,
            O_BATCH, O_LR, O_MOM, O_WD, O_SOPT, O_SLR, O_SMOM, O_SEED, O_HB, O_PHASE, O_WAITT,
-           O_LOG, O_SECAGG, O_DROPOUT, O_COLLUSION, O_CLIP, O_SLOTS, O_NEIGHBORS };
+           O_LOG, O_SECAGG, O_DROPOUT, O_COLLUSION, O_CLIP, O_SLOTS, O_NEIGHBORS, O_CURVE };
     static const struct option longopts[] = {
         {"bind", 1, 0, O_BIND}, {"init", 1, 0, O_INIT}, {"out", 1, 0, O_OUT},
         {"roster", 1, 0, O_ROSTER}, {"rounds", 1, 0, O_ROUNDS}, {"wait-for", 1, 0, O_WAIT},
@@ -77,6 +79,7 @@ int main(int argc, char **argv)
         {"secagg", 1, 0, O_SECAGG}, {"dropout", 1, 0, O_DROPOUT},
         {"collusion", 1, 0, O_COLLUSION}, {"clip", 1, 0, O_CLIP},
         {"upload-slots", 1, 0, O_SLOTS}, {"neighbors", 1, 0, O_NEIGHBORS},
+        {"curve-secret", 1, 0, O_CURVE},
         {0, 0, 0, 0},
     };
     static coord_conf_t conf;
@@ -89,6 +92,7 @@ int main(int argc, char **argv)
         case O_INIT: util_strlcpy(conf.init_model, optarg, sizeof conf.init_model); break;
         case O_OUT: util_strlcpy(conf.out_dir, optarg, sizeof conf.out_dir); break;
         case O_ROSTER: util_strlcpy(conf.roster, optarg, sizeof conf.roster); break;
+        case O_CURVE: util_strlcpy(conf.curve_secret, optarg, sizeof conf.curve_secret); break;
         case O_ROUNDS: NUM("rounds", 1, 100000, d); conf.rounds = (int)d; break;
         case O_WAIT: NUM("wait-for", 1, 1024, d); conf.wait_for = (int)d; break;
         case O_MIN: NUM("min-clients", 1, 1024, d); conf.min_clients = (int)d; break;

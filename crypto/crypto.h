@@ -138,4 +138,17 @@ int identity_pk_from_hex(uint8_t pk[IDENTITY_PUBLICKEYBYTES], const char *hex) C
 /* Public key of a secret key. */
 void identity_pk_of(uint8_t pk[IDENTITY_PUBLICKEYBYTES], const uint8_t sk[IDENTITY_SECRETKEYBYTES]);
 
+/* Any secret key of len <= 64 bytes as a key file: 2*len hex digits and a
+ * newline, mode 0600, written atomically; loading refuses files others can
+ * read, wrong lengths and non-hex content (identity keys use these). */
+int keyfile_save(const char *path, const uint8_t *key, size_t len, char *err, size_t errlen)
+    CRYPTO_WUR;
+int keyfile_load(const char *path, uint8_t *key, size_t len, char *err, size_t errlen) CRYPTO_WUR;
+
+/* ---- transport keys: ZeroMQ CURVE (X25519) ------------------------------------------ */
+
+#define CURVE_KEYBYTES 32
+int curve_keypair(uint8_t pk[CURVE_KEYBYTES], uint8_t sk[CURVE_KEYBYTES]) CRYPTO_WUR;
+int curve_pk_of(uint8_t pk[CURVE_KEYBYTES], const uint8_t sk[CURVE_KEYBYTES]) CRYPTO_WUR;
+
 #endif

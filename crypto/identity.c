@@ -27,8 +27,7 @@ _Static_assert(IDENTITY_SECRETKEYBYTES == crypto_sign_ed25519_SECRETKEYBYTES, "s
 _Static_assert(IDENTITY_SIGBYTES == crypto_sign_ed25519_BYTES, "sig size");
 
 /* The file: 128 hex digits and a newline. */
-#define KEYFILE_HEX (2 * IDENTITY_SECRETKEYBYTES)
-#define KEYFILE_BYTES (KEYFILE_HEX + 1)
+#define KEYFILE_MAX_KEY 64
 
 /* ---- signing the advertisement ---------------------------------------------------- */
 
@@ -166,10 +165,9 @@ static int fsync_dir_of(const char *path)
  * key in place of a good one, and an old key file with loose permissions is
  * replaced rather than rewritten in place.
  */
-int identity_save_secret(const char *path, const uint8_t sk[IDENTITY_SECRETKEYBYTES], char *err,
-                         size_t errlen)
+int keyfile_save(const char *path, const uint8_t *sk, size_t len, char *err, size_t errlen)
 {
-    CRYPTO_REQUIRE(path != NULL && sk != NULL);
+    CRYPTO_REQUIRE(path != NULL && sk != NULL && len > 0 && len <= KEYFILE_MAX_KEY);
 
     char tmp[PATH_MAX];
     if (snprintf(tmp, sizeof tmp, "%s.tmpXXXXXX", path) >= (int)sizeof tmp) {
@@ -189,10 +187,10 @@ int identity_save_secret(const char *path, const uint8_t sk[IDENTITY_SECRETKEYBY
         return -1;
     }
 
-    char text[KEYFILE_BYTES + 1]; /* + NUL from sodium_bin2hex */
-    sodium_bin2hex(text, KEYFILE_HEX + 1, sk, IDENTITY_SECRETKEYBYTES);
-    text[KEYFILE_HEX] = '\n';
-    int rc = write_all(fd, (const uint8_t *)text, KEYFILE_BYTES);
+    char text[2 * KEYFILE_MAX_KEY + 2]; /* + newline, + NUL from sodium_bin2hex */
+    sodium_bin2hex(text, 2 * len + 1, sk, len);
+    text[2 * len] = '\n';
+    int rc = write_all(fd, (const uint8_t *)text, 2 * len + 1);
     sodium_memzero(text, sizeof text);
     if (rc != 0 || fsync(fd) != 0) {
         set_err(err, errlen, "%s: write failed: %s", path, strerror(errno));
@@ -233,11 +231,11 @@ static ssize_t read_upto(int fd, uint8_t *buf, size_t cap)
     return (ssize_t)got;
 }
 
-int identity_load_secret(const char *path, uint8_t sk[IDENTITY_SECRETKEYBYTES], char *err,
-                         size_t errlen)
+int keyfile_load(const char *path, uint8_t *sk, size_t len, char *err, size_t errlen)
 {
-    CRYPTO_REQUIRE(path != NULL && sk != NULL);
-    sodium_memzero(sk, IDENTITY_SECRETKEYBYTES);
+    CRYPTO_REQUIRE(path != NULL && sk != NULL && len > 0 && len <= KEYFILE_MAX_KEY);
+    sodium_memzero(sk, len);
+    const size_t hex = 2 * len, bytes = hex + 1;
 
     /* O_NONBLOCK: a FIFO planted at path must not hang the daemon; it is
      * then refused as not a regular file. */
@@ -269,8 +267,8 @@ int identity_load_secret(const char *path, uint8_t sk[IDENTITY_SECRETKEYBYTES], 
     }
 
     /* One byte more than expected, to notice a file that is too long. */
-    uint8_t text[KEYFILE_BYTES + 1];
-    const ssize_t got = read_upto(fd, text, sizeof text);
+    uint8_t text[2 * KEYFILE_MAX_KEY + 2];
+    const ssize_t got = read_upto(fd, text, bytes + 1);
     const int read_errno = errno;
     close(fd);
     int rc = -1;
@@ -278,19 +276,31 @@ int identity_load_secret(const char *path, uint8_t sk[IDENTITY_SECRETKEYBYTES], 
     const char *end = NULL;
     if (got < 0) {
         set_err(err, errlen, "%s: read failed: %s", path, strerror(read_errno));
-    } else if (got != KEYFILE_BYTES || text[KEYFILE_HEX] != '\n') {
-        set_err(err, errlen, "%s: wrong length (%zd bytes; expected %d hex digits and a newline)",
-                path, got, KEYFILE_HEX);
-    } else if (sodium_hex2bin(sk, IDENTITY_SECRETKEYBYTES, (const char *)text, KEYFILE_HEX, NULL,
-                              &binlen, &end) != 0 ||
-               binlen != IDENTITY_SECRETKEYBYTES || end != (const char *)text + KEYFILE_HEX) {
+    } else if ((size_t)got != bytes || text[hex] != '\n') {
+        set_err(err, errlen, "%s: wrong length (%zd bytes; expected %zu hex digits and a newline)",
+                path, got, hex);
+    } else if (sodium_hex2bin(sk, len, (const char *)text, hex, NULL, &binlen, &end) != 0 ||
+               binlen != len || end != (const char *)text + hex) {
         /* sodium_hex2bin runs in time independent of the digits' values. */
         set_err(err, errlen, "%s: not a hex-encoded key", path);
     } else {
         rc = 0;
     }
     sodium_memzero(text, sizeof text);
+    if (rc != 0) sodium_memzero(sk, len);
+    return rc;
+}
 
+int identity_save_secret(const char *path, const uint8_t sk[IDENTITY_SECRETKEYBYTES], char *err,
+                         size_t errlen)
+{
+    return keyfile_save(path, sk, IDENTITY_SECRETKEYBYTES, err, errlen);
+}
+
+int identity_load_secret(const char *path, uint8_t sk[IDENTITY_SECRETKEYBYTES], char *err,
+                         size_t errlen)
+{
+    int rc = keyfile_load(path, sk, IDENTITY_SECRETKEYBYTES, err, errlen);
     if (rc == 0) {
         /* sk = seed || pk. Recompute pk from the seed: a flipped bit in the
          * file would otherwise sign with a key no peer has enrolled, and the
@@ -308,4 +318,18 @@ int identity_load_secret(const char *path, uint8_t sk[IDENTITY_SECRETKEYBYTES], 
     }
     if (rc != 0) sodium_memzero(sk, IDENTITY_SECRETKEYBYTES);
     return rc;
+}
+
+/* ---- transport keys: CURVE (X25519, as ZeroMQ's CURVE uses) ----------------------- */
+
+int curve_keypair(uint8_t pk[CURVE_KEYBYTES], uint8_t sk[CURVE_KEYBYTES])
+{
+    CRYPTO_REQUIRE(pk != NULL && sk != NULL);
+    return crypto_box_keypair(pk, sk) == 0 ? 0 : -1;
+}
+
+int curve_pk_of(uint8_t pk[CURVE_KEYBYTES], const uint8_t sk[CURVE_KEYBYTES])
+{
+    CRYPTO_REQUIRE(pk != NULL && sk != NULL);
+    return crypto_scalarmult_base(pk, sk) == 0 ? 0 : -1;
 }

@@ -146,6 +146,8 @@ int transport_recv(void *sock, int is_router, wire_frame_t *frame, int dontwait)
     frame->frame = m;
     frame->bytes = zmq_msg_size(m);
     frame->srcfd = zmq_msg_get(m, ZMQ_SRCFD);
+    const char *uid = zmq_msg_gets(m, "User-Id");
+    if (uid) snprintf(frame->user_id, sizeof frame->user_id, "%s", uid);
     return 0;
 }
 
@@ -191,6 +193,26 @@ int transport_monitor_read(void *mon)
     memcpy(&event, ev, 2);
     memcpy(&value, ev + 2, 4);
     return event == ZMQ_EVENT_DISCONNECTED ? (int)value : -1;
+}
+
+int transport_curve_server(void *sock, const uint8_t secret[32])
+{
+    int on = 1;
+    if (zmq_setsockopt(sock, ZMQ_CURVE_SERVER, &on, sizeof on) < 0 ||
+        zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, secret, 32) < 0 ||
+        zmq_setsockopt(sock, ZMQ_ZAP_DOMAIN, "medfed", 6) < 0)
+        return -1;
+    return 0;
+}
+
+int transport_curve_client(void *sock, const uint8_t server_public[32], const uint8_t public_[32],
+                           const uint8_t secret[32])
+{
+    if (zmq_setsockopt(sock, ZMQ_CURVE_SERVERKEY, server_public, 32) < 0 ||
+        zmq_setsockopt(sock, ZMQ_CURVE_PUBLICKEY, public_, 32) < 0 ||
+        zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, secret, 32) < 0)
+        return -1;
+    return 0;
 }
 
 void transport_peer_str(const peer_id_t *id, char *out, size_t outlen)

@@ -26,6 +26,7 @@ typedef struct {
     peer_id_t from;     /* ROUTER only */
     size_t bytes;       /* payload size */
     int srcfd;          /* the TCP connection it came on (matches disconnect events) */
+    char user_id[64];   /* CURVE: the site name the ZAP handler bound to the peer's key */
 } wire_frame_t;
 
 /* Encodes m into buf and sends it; to is NULL on a DEALER. Returns bytes sent
@@ -56,6 +57,12 @@ void transport_frame_close(wire_frame_t *frame);
  * transport_monitor_read returns the fd of a closed connection or -1. */
 void *transport_monitor_open(void *zctx, void *sock, const char *name);
 int transport_monitor_read(void *mon);
+
+/* CURVE on a socket (before bind/connect). Keys are raw 32-byte X25519.
+ * The server side authenticates clients through ZAP (coordinator/zap.c). */
+int transport_curve_server(void *sock, const uint8_t secret[32]);
+int transport_curve_client(void *sock, const uint8_t server_public[32], const uint8_t public_[32],
+                           const uint8_t secret[32]);
 
 /* Short printable form of a peer id for logs. */
 void transport_peer_str(const peer_id_t *id, char *out, size_t outlen);

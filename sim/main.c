@@ -38,7 +38,7 @@ typedef struct {
     char drop[512];
     long long seed, max_train, max_val;
     int min_clients;
-    int secagg;
+    int secagg, curve;
     char dropout[32], collusion[32], neighbors[16];
 } sim_opts_t;
 
@@ -75,6 +75,7 @@ static void usage(FILE *f)
         "  --secagg on|off        secure aggregation (on): the coordinator learns only the sum\n"
         "  --dropout D            expected dropout share, for the threshold (0.2)\n"
         "  --collusion G          share of clients that may collude with the coordinator (0.2)\n"
+        "  --curve on|off         CURVE-encrypted transport with ZAP roster check (on)\n"
         "  --neighbors K          SecAgg+ degree: mask with K neighbours (0: all pairs up to\n"
         "                         16 clients, O(log n) beyond)\n"
         "  --drop C:PHASE[:R],..  kill client C at PHASE of round R (1); phases: train, upload,\n"
@@ -226,7 +227,7 @@ static void parse_args(int argc, char **argv, sim_opts_t *o)
 {
     enum { O_CLIENTS = 256, O_ROUNDS, O_DATASET, O_PART, O_SEED, O_OUT, O_MODEL, O_EPOCHS,
            O_BATCH, O_LR, O_MOM, O_THREADS, O_DROP, O_MAXTR, O_MAXVAL, O_HB, O_DATADIR, O_MIN,
-           O_SECAGG, O_DROPOUT, O_COLLUSION, O_NEIGHBORS };
+           O_SECAGG, O_DROPOUT, O_COLLUSION, O_NEIGHBORS, O_CURVE };
     static const struct option longopts[] = {
         {"clients", 1, 0, O_CLIENTS}, {"rounds", 1, 0, O_ROUNDS}, {"dataset", 1, 0, O_DATASET},
         {"partition", 1, 0, O_PART}, {"seed", 1, 0, O_SEED}, {"out", 1, 0, O_OUT},
@@ -236,6 +237,7 @@ static void parse_args(int argc, char **argv, sim_opts_t *o)
         {"heartbeat-timeout", 1, 0, O_HB}, {"data-dir", 1, 0, O_DATADIR},
         {"min-clients", 1, 0, O_MIN}, {"secagg", 1, 0, O_SECAGG}, {"dropout", 1, 0, O_DROPOUT},
         {"collusion", 1, 0, O_COLLUSION}, {"neighbors", 1, 0, O_NEIGHBORS},
+        {"curve", 1, 0, O_CURVE},
         {"help", 0, 0, 'h'}, {0, 0, 0, 0},
     };
     int opt;
@@ -275,6 +277,10 @@ static void parse_args(int argc, char **argv, sim_opts_t *o)
             bad = util_parse_double(optarg, 0, 0.99, &d) || util_strlcpy(o->collusion, optarg, sizeof o->collusion);
             break;
         }
+        case O_CURVE:
+            bad = strcmp(optarg, "on") && strcmp(optarg, "off");
+            o->curve = strcmp(optarg, "on") == 0;
+            break;
         case O_NEIGHBORS:
             bad = util_parse_int(optarg, 0, 1024, &v) || util_strlcpy(o->neighbors, optarg, sizeof o->neighbors);
             break;
@@ -317,7 +323,7 @@ int main(int argc, char **argv)
     sim_opts_t o = {.clients = 10, .rounds = 20, .epochs = 2, .batch = 32, .threads = 1,
                     .lr = 0.02, .momentum = 0.9, .heartbeat_timeout = 10, .seed = 1,
                     .min_clients = 1, .secagg = 1, .dropout = "0.2", .collusion = "0.2",
-                    .neighbors = "0"};
+                    .neighbors = "0", .curve = 1};
     strcpy(o.dataset, "pneumoniamnist");
     strcpy(o.partition, "dirichlet:0.5");
     strcpy(o.model, "cnn");
@@ -364,6 +370,16 @@ int main(int argc, char **argv)
     FILE *roster = fopen(path, "w");
     if (!roster) die("cannot write %s", path);
     int port = free_port();
+    /* The coordinator's CURVE key: sites pin its public half in their config. */
+    char coord_key_path[PATH_MAX + 32], coord_pk_hex[IDENTITY_HEXBYTES] = "";
+    snprintf(coord_key_path, sizeof coord_key_path, "%s/coordinator.key", o.out);
+    if (o.curve) {
+        uint8_t cpk[CURVE_KEYBYTES], csk[CURVE_KEYBYTES];
+        if (curve_keypair(cpk, csk) < 0 || keyfile_save(coord_key_path, csk, sizeof csk, err, sizeof err) < 0)
+            die("curve: %s", err);
+        crypto_wipe(csk, sizeof csk);
+        identity_pk_to_hex(coord_pk_hex, cpk);
+    }
     printf("medfed-sim: %d hospitals, %s (%lld train / %lld val images, %d classes), partition "
            "%s, %d rounds, model %s, secure aggregation %s\n",
            o.clients, o.dataset, (long long)train.n, (long long)val.n, classes, o.partition,
@@ -387,7 +403,17 @@ int main(int argc, char **argv)
             die("identity: %s", err);
         crypto_wipe(sk, sizeof sk);
         identity_pk_to_hex(hex, pk);
-        fprintf(roster, "site-%02d %s\n", k, hex);
+        /* Its CURVE transport key: the roster's third column, checked by ZAP. */
+        char curve_path[PATH_MAX + 96], curve_hex[IDENTITY_HEXBYTES] = "";
+        snprintf(curve_path, sizeof curve_path, "%s/curve.key", dir);
+        if (o.curve) {
+            uint8_t cpk[CURVE_KEYBYTES], csk[CURVE_KEYBYTES];
+            if (curve_keypair(cpk, csk) < 0 || keyfile_save(curve_path, csk, sizeof csk, err, sizeof err) < 0)
+                die("curve: %s", err);
+            crypto_wipe(csk, sizeof csk);
+            identity_pk_to_hex(curve_hex, cpk);
+        }
+        fprintf(roster, "site-%02d %s%s%s\n", k, hex, o.curve ? " " : "", curve_hex);
         snprintf(path, sizeof path, "%s/client.ini", dir);
         FILE *f = fopen(path, "w");
         if (!f) die("cannot write %s", path);
@@ -401,6 +427,9 @@ int main(int argc, char **argv)
                 "val_images = %s/val-images-idx3-ubyte.gz\n"
                 "val_labels = %s/val-labels-idx1-ubyte.gz\n",
                 k, port, o.threads, key_path, o.out, dir, dir, dir, dir);
+        if (o.curve)
+            fprintf(f, "\n[client]\n; CURVE transport: this site's key, the coordinator's public key\n"
+                       "curve_key = %s\ncoordinator_key = %s\n", curve_path, coord_pk_hex);
         fclose(f);
     }
     fclose(roster);
@@ -444,7 +473,8 @@ int main(int argc, char **argv)
                           "--lr", lr_s, "--momentum", mom_s, "--seed", seed_s,
                           "--heartbeat-timeout", hb_s, "--wait-timeout", "120",
                           "--secagg", o.secagg ? "on" : "off", "--dropout", o.dropout,
-                          "--collusion", o.collusion, "--neighbors", o.neighbors, NULL};
+                          "--collusion", o.collusion, "--neighbors", o.neighbors,
+                          o.curve ? "--curve-secret" : NULL, coord_key_path, NULL};
     snprintf(log_path, sizeof log_path, "%s/logs/coordinator.log", o.out);
     double t0 = util_now();
     pid_t coord_pid = spawn(log_path, coord_argv);
