@@ -10,7 +10,8 @@ PY=/usr/bin/python3
 WORK=$(mktemp -d /tmp/medfed-it.XXXXXX)
 passed=0
 failed=0
-trap 'pkill -P $$ 2>/dev/null; rm -rf "$WORK"' EXIT
+# Keep the evidence when something failed.
+trap 'pkill -P $$ 2>/dev/null; if [ "$failed" -eq 0 ]; then rm -rf "$WORK"; else echo "integration: logs kept in $WORK"; fi' EXIT
 
 ok() { passed=$((passed + 1)); echo "integration: ok   $1"; }
 bad() { failed=$((failed + 1)); echo "integration: FAIL $1: $2"; }
