@@ -68,7 +68,6 @@ UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 TEST_TOOLS := $(BUILD)/tests/evil_client
 
-.SECONDARY:
 .PHONY: all deps test unit-test integration-test asan-test sim bench fuzz clean data
 all: $(PROGS)
 
@@ -167,7 +166,7 @@ FUZZ_CFLAGS   = -std=c11 -D_GNU_SOURCE $(WARN) -O1 -g $(FUZZ_SAN) $(INC) $(PKG_C
 # (coordinator/*.c, client/secagg_client.c) and minus common/log.c (they log to
 # nowhere, see tests/fuzz/fuzz_common.h). No LibTorch.
 FUZZ_LIB_SRC := $(filter-out common/log.c,$(wildcard common/*.c proto/*.c aggregation/*.c crypto/*.c)) \
-                model/safetensors.c
+                model/safetensors.c coordinator/zap.c
 FUZZ_LIB     := $(FUZZ_BUILD)/libmedfed-fuzz.a
 FUZZ_BINS    := $(patsubst %,$(FUZZ_BUILD)/fuzz_%,$(FUZZ_NAMES))
 
@@ -187,6 +186,10 @@ $(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_LIB)
 	$(call say,LD,$@)$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_LIB) $(PKG_LIBS) -lm -lpthread
 
 -include $(wildcard $(FUZZ_BUILD)/*.d $(FUZZ_BUILD)/obj/*/*.d)
+
+# Keep objects between runs (without .SECONDARY, whose missing-file rule can
+# leave an archive stale when a source file is added).
+.PRECIOUS: $(BUILD)/%.o $(FUZZ_BUILD)/obj/%.o
 
 clean:
 	rm -rf build build-asan bin fuzz-build
