@@ -833,6 +833,10 @@ int coord_run(const coord_conf_t *conf)
         if (c.clients[i].live) coord_send(&c, &c.clients[i], NULL, &s);
     }
     if (save_model(&c) < 0) rc = 1;
+    /* Give the SHUTDOWN messages time to leave: under load the default 1 s
+     * linger was seen to drop one, leaving that daemon waiting. */
+    int shutdown_linger = 5000;
+    zmq_setsockopt(c.sock, ZMQ_LINGER, &shutdown_linger, sizeof shutdown_linger);
 out:
     if (c.monitor) {
         zmq_socket_monitor(c.sock, NULL, 0);
