@@ -6,6 +6,7 @@
  * the body buffer grows with the bytes actually decompressed, so a short file
  * that claims a huge count cannot make us allocate its claim.
  */
+#include "common/util.h"
 #include "client/data_idx.h"
 
 #include <errno.h>
@@ -22,19 +23,6 @@
 #define IDX_GZ_CHUNK (1u << 30)        /* gzread/gzwrite take an unsigned, return an int */
 #define IDX_FIRST_ALLOC (1u << 20)     /* body buffer starts here and doubles */
 #define IDX_STAGE 65536
-
-#if defined(__GNUC__)
-__attribute__((format(printf, 3, 4)))
-#endif
-static void idx_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err == NULL || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 static uint32_t idx_be32(const unsigned char *b)
 {
@@ -68,7 +56,7 @@ static gzFile idx_open(const char *path, char *err, size_t errlen)
     errno = 0;
     gzFile f = gzopen(path, "rb");
     if (f == NULL) {
-        idx_err(err, errlen, "%s: cannot open: %s", path, errno ? strerror(errno) : "out of memory");
+        util_seterr(err, errlen, "%s: cannot open: %s", path, errno ? strerror(errno) : "out of memory");
         return NULL;
     }
     gzbuffer(f, 1u << 17); /* larger reads: the default 8 KiB is slow for big sets */
@@ -88,7 +76,7 @@ static int64_t idx_read_some(gzFile f, const char *path, void *buf, uint64_t len
             want = IDX_GZ_CHUNK;
         int r = gzread(f, p + got, (unsigned)want);
         if (r < 0) {
-            idx_err(err, errlen, "%s: read error: %s", path, idx_gzmsg(f));
+            util_seterr(err, errlen, "%s: read error: %s", path, idx_gzmsg(f));
             return -1;
         }
         if (r == 0)
@@ -107,7 +95,7 @@ static int idx_read_header(gzFile f, const char *path, unsigned char *h, size_t 
         return -1;
     if ((uint64_t)got < hlen) {
         const char *m = idx_gzmsg(f);
-        idx_err(err, errlen, "%s: truncated header: expected %zu bytes, got %lld%s%s", path, hlen,
+        util_seterr(err, errlen, "%s: truncated header: expected %zu bytes, got %lld%s%s", path, hlen,
                 (long long)got, *m ? "; " : "", m);
         return -1;
     }
@@ -121,14 +109,14 @@ static int idx_read_body(gzFile f, const char *path, const char *what, uint64_t 
 {
     *out = NULL;
     if (len > SIZE_MAX - 1) {
-        idx_err(err, errlen, "%s: %llu %s bytes do not fit in memory", path,
+        util_seterr(err, errlen, "%s: %llu %s bytes do not fit in memory", path,
                 (unsigned long long)len, what);
         return -1;
     }
     uint64_t cap = len < IDX_FIRST_ALLOC ? len : IDX_FIRST_ALLOC;
     uint8_t *buf = malloc(cap ? (size_t)cap : 1);
     if (buf == NULL) {
-        idx_err(err, errlen, "%s: out of memory", path);
+        util_seterr(err, errlen, "%s: out of memory", path);
         return -1;
     }
     uint64_t got = 0;
@@ -137,7 +125,7 @@ static int idx_read_body(gzFile f, const char *path, const char *what, uint64_t 
             uint64_t ncap = cap > len / 2 ? len : cap * 2;
             uint8_t *nb = realloc(buf, (size_t)ncap);
             if (nb == NULL) {
-                idx_err(err, errlen, "%s: out of memory for %llu %s bytes", path,
+                util_seterr(err, errlen, "%s: out of memory for %llu %s bytes", path,
                         (unsigned long long)len, what);
                 free(buf);
                 return -1;
@@ -156,7 +144,7 @@ static int idx_read_body(gzFile f, const char *path, const char *what, uint64_t 
     }
     if (got < len) {
         const char *m = idx_gzmsg(f);
-        idx_err(err, errlen, "%s: truncated: expected %llu %s bytes, got %llu%s%s", path,
+        util_seterr(err, errlen, "%s: truncated: expected %llu %s bytes, got %llu%s%s", path,
                 (unsigned long long)len, what, (unsigned long long)got, *m ? "; " : "", m);
         free(buf);
         return -1;
@@ -165,7 +153,7 @@ static int idx_read_body(gzFile f, const char *path, const char *what, uint64_t 
     unsigned char extra;
     int r = gzread(f, &extra, 1);
     if (r > 0) {
-        idx_err(err, errlen, "%s: trailing garbage after the %llu %s bytes the header declares",
+        util_seterr(err, errlen, "%s: trailing garbage after the %llu %s bytes the header declares",
                 path, (unsigned long long)len, what);
         free(buf);
         return -1;
@@ -174,7 +162,7 @@ static int idx_read_body(gzFile f, const char *path, const char *what, uint64_t 
     gzerror(f, &errnum);
     if (r < 0 || errnum != Z_OK) {
         /* e.g. a gzip stream cut before its trailer, or a CRC mismatch. */
-        idx_err(err, errlen, "%s: corrupt or truncated gzip stream: %s", path, idx_gzmsg(f));
+        util_seterr(err, errlen, "%s: corrupt or truncated gzip stream: %s", path, idx_gzmsg(f));
         free(buf);
         return -1;
     }
@@ -188,7 +176,7 @@ int idx_load(const char *images_path, const char *labels_path, idx_set_t *out, c
     if (out != NULL)
         memset(out, 0, sizeof *out);
     if (images_path == NULL || labels_path == NULL || out == NULL) {
-        idx_err(err, errlen, "idx_load: missing path or output");
+        util_seterr(err, errlen, "idx_load: missing path or output");
         return -1;
     }
     int rc = -1;
@@ -204,18 +192,18 @@ int idx_load(const char *images_path, const char *labels_path, idx_set_t *out, c
     uint32_t magic = idx_be32(hi), count = idx_be32(hi + 4);
     uint32_t rows = idx_be32(hi + 8), cols = idx_be32(hi + 12);
     if (magic != IDX_MAGIC_IMAGES) {
-        idx_err(err, errlen, "%s: bad magic 0x%08x, expected 0x%08x (IDX uint8 images)%s",
+        util_seterr(err, errlen, "%s: bad magic 0x%08x, expected 0x%08x (IDX uint8 images)%s",
                 images_path, (unsigned)magic, IDX_MAGIC_IMAGES,
                 magic == IDX_MAGIC_LABELS ? "; this looks like a label file" : "");
         goto out;
     }
     if (count > IDX_MAX_COUNT) {
-        idx_err(err, errlen, "%s: image count %u exceeds the limit of %d", images_path,
+        util_seterr(err, errlen, "%s: image count %u exceeds the limit of %d", images_path,
                 (unsigned)count, IDX_MAX_COUNT);
         goto out;
     }
     if (rows < 1 || rows > IDX_MAX_SIDE || cols < 1 || cols > IDX_MAX_SIDE) {
-        idx_err(err, errlen, "%s: image size %ux%u outside 1..%d", images_path, (unsigned)rows,
+        util_seterr(err, errlen, "%s: image size %ux%u outside 1..%d", images_path, (unsigned)rows,
                 (unsigned)cols, IDX_MAX_SIDE);
         goto out;
     }
@@ -227,13 +215,13 @@ int idx_load(const char *images_path, const char *labels_path, idx_set_t *out, c
         goto out;
     uint32_t lmagic = idx_be32(hl), lcount = idx_be32(hl + 4);
     if (lmagic != IDX_MAGIC_LABELS) {
-        idx_err(err, errlen, "%s: bad magic 0x%08x, expected 0x%08x (IDX uint8 labels)%s",
+        util_seterr(err, errlen, "%s: bad magic 0x%08x, expected 0x%08x (IDX uint8 labels)%s",
                 labels_path, (unsigned)lmagic, IDX_MAGIC_LABELS,
                 lmagic == IDX_MAGIC_IMAGES ? "; this looks like an image file" : "");
         goto out;
     }
     if (lcount != count) {
-        idx_err(err, errlen, "%s has %u images but %s has %u labels", images_path,
+        util_seterr(err, errlen, "%s has %u images but %s has %u labels", images_path,
                 (unsigned)count, labels_path, (unsigned)lcount);
         goto out;
     }
@@ -287,7 +275,7 @@ static int idx_out_names(idx_out_t *o, const char *path, char *err, size_t errle
     const char *slash = strrchr(path, '/');
     const char *base = slash ? slash + 1 : path;
     if (base[0] == '\0') {
-        idx_err(err, errlen, "%s: not a file name", path);
+        util_seterr(err, errlen, "%s: not a file name", path);
         return -1;
     }
     size_t dirlen = slash ? (slash == path ? 1 : (size_t)(slash - path)) : 1;
@@ -295,7 +283,7 @@ static int idx_out_names(idx_out_t *o, const char *path, char *err, size_t errle
     size_t tlen = dirlen + strlen(base) + 32;
     o->tmp = malloc(tlen);
     if (o->dir == NULL || o->tmp == NULL) {
-        idx_err(err, errlen, "%s: out of memory", path);
+        util_seterr(err, errlen, "%s: out of memory", path);
         return -1;
     }
     memcpy(o->dir, slash ? path : ".", dirlen);
@@ -363,7 +351,7 @@ static int idx_write_tmp(idx_out_t *o, const unsigned char *hdr, size_t hlen,
 {
     int fd = mkstemp(o->tmp);
     if (fd < 0) {
-        idx_err(err, errlen, "%s: cannot create temp file in %s: %s", o->path, o->dir,
+        util_seterr(err, errlen, "%s: cannot create temp file in %s: %s", o->path, o->dir,
                 strerror(errno));
         return -1;
     }
@@ -373,7 +361,7 @@ static int idx_write_tmp(idx_out_t *o, const unsigned char *hdr, size_t hlen,
     int gfd = dup(fd);
     gzFile g = gfd >= 0 ? gzdopen(gfd, "wb") : NULL;
     if (g == NULL) {
-        idx_err(err, errlen, "%s: cannot start gzip stream: %s", o->path,
+        util_seterr(err, errlen, "%s: cannot start gzip stream: %s", o->path,
                 errno ? strerror(errno) : "out of memory");
         if (gfd >= 0)
             close(gfd);
@@ -386,18 +374,18 @@ static int idx_write_tmp(idx_out_t *o, const unsigned char *hdr, size_t hlen,
     snprintf(msg, sizeof msg, "%s", m); /* gzerror's string dies with gzclose */
     int crc = gzclose(g);
     if (wrc != 0 || crc != Z_OK) {
-        idx_err(err, errlen, "%s: write failed: %s", o->path,
+        util_seterr(err, errlen, "%s: write failed: %s", o->path,
                 wrc != 0 ? msg : crc == Z_ERRNO ? strerror(errno) : "gzip error on close");
         close(fd);
         return -1;
     }
     if (fsync(fd) != 0) {
-        idx_err(err, errlen, "%s: fsync failed: %s", o->path, strerror(errno));
+        util_seterr(err, errlen, "%s: fsync failed: %s", o->path, strerror(errno));
         close(fd);
         return -1;
     }
     if (close(fd) != 0) {
-        idx_err(err, errlen, "%s: close failed: %s", o->path, strerror(errno));
+        util_seterr(err, errlen, "%s: close failed: %s", o->path, strerror(errno));
         return -1;
     }
     return 0;
@@ -417,30 +405,30 @@ int idx_write(const char *images_path, const char *labels_path, const idx_set_t 
               const int64_t *subset, int64_t nsubset, char *err, size_t errlen)
 {
     if (images_path == NULL || labels_path == NULL || set == NULL) {
-        idx_err(err, errlen, "idx_write: missing path or set");
+        util_seterr(err, errlen, "idx_write: missing path or set");
         return -1;
     }
     if (strcmp(images_path, labels_path) == 0) {
-        idx_err(err, errlen, "idx_write: images and labels both go to %s", images_path);
+        util_seterr(err, errlen, "idx_write: images and labels both go to %s", images_path);
         return -1;
     }
     if (set->n < 0 || set->n > IDX_MAX_COUNT || set->rows < 1 || set->rows > IDX_MAX_SIDE ||
         set->cols < 1 || set->cols > IDX_MAX_SIDE ||
         (set->n > 0 && (set->pixels == NULL || set->labels == NULL))) {
-        idx_err(err, errlen, "idx_write: invalid set (n %lld, %dx%d)", (long long)set->n,
+        util_seterr(err, errlen, "idx_write: invalid set (n %lld, %dx%d)", (long long)set->n,
                 set->rows, set->cols);
         return -1;
     }
     int64_t count = set->n;
     if (subset != NULL) {
         if (nsubset < 0 || nsubset > IDX_MAX_COUNT) {
-            idx_err(err, errlen, "idx_write: subset size %lld outside 0..%d",
+            util_seterr(err, errlen, "idx_write: subset size %lld outside 0..%d",
                     (long long)nsubset, IDX_MAX_COUNT);
             return -1;
         }
         for (int64_t i = 0; i < nsubset; i++) {
             if (subset[i] < 0 || subset[i] >= set->n) {
-                idx_err(err, errlen, "idx_write: subset[%lld] = %lld is outside 0..%lld",
+                util_seterr(err, errlen, "idx_write: subset[%lld] = %lld is outside 0..%lld",
                         (long long)i, (long long)subset[i], (long long)set->n - 1);
                 return -1;
             }
@@ -470,13 +458,13 @@ int idx_write(const char *images_path, const char *labels_path, const idx_set_t 
         idx_write_tmp(&ol, hl, sizeof hl, set->labels, 1, subset, count, err, errlen) != 0)
         goto out;
     if (rename(oi.tmp, images_path) != 0) {
-        idx_err(err, errlen, "%s: rename from temp file failed: %s", images_path,
+        util_seterr(err, errlen, "%s: rename from temp file failed: %s", images_path,
                 strerror(errno));
         goto out;
     }
     oi.created = 0;
     if (rename(ol.tmp, labels_path) != 0) {
-        idx_err(err, errlen, "%s: rename from temp file failed: %s", labels_path,
+        util_seterr(err, errlen, "%s: rename from temp file failed: %s", labels_path,
                 strerror(errno));
         goto out;
     }

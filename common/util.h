@@ -25,6 +25,11 @@ int util_mkdirs(const char *path, char *err, size_t errlen);
 /* Writes s as a JSON string literal (with quotes) to f. */
 void util_json_string(FILE *f, const char *s);
 
+/* Formats a message into err (if err is not NULL and errlen > 0): the one
+ * helper behind every module's "err, errlen" out-parameter. */
+void util_seterr(char *err, size_t errlen, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
 /* Copies at most dstlen-1 bytes and terminates; returns -1 if s did not fit. */
 int util_strlcpy(char *dst, const char *s, size_t dstlen);
 

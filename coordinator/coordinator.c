@@ -98,7 +98,7 @@ static int broadcast_spec(coord_t *c, msg_t *m, int train)
         if (!frame[with_vec]) {
             msg_t copy = *m;
             fill_spec(c, &copy, with_vec);
-            frame[with_vec] = transport_shared_new(&copy, c->out);
+            frame[with_vec] = transport_shared_new(&copy);
             if (!frame[with_vec]) {
                 log_error("out of memory encoding %s", msg_type_name(m->type));
                 break;
@@ -405,9 +405,8 @@ void coord_abort_round(coord_t *c, const char *why)
     next_round_or_done(c);
 }
 
-void coord_apply_and_evaluate(coord_t *c, const float *avg, int64_t weight)
+void coord_apply_and_evaluate(coord_t *c, const float *avg)
 {
-    (void)weight;
     fedavg_apply_mean(c->fedavg, c->global, avg);
     start_eval(c);
 }

@@ -112,8 +112,8 @@ void coord_reply_error(coord_t *c, client_rec_t *k, const peer_id_t *id, uint32_
                        msg_error_t code, const char *why);
 void coord_drop(coord_t *c, client_rec_t *k, const char *why);
 void coord_abort_round(coord_t *c, const char *why);
-/* Applies the mean delta (weight = sum of n_k) to the global model, starts EVAL. */
-void coord_apply_and_evaluate(coord_t *c, const float *avg, int64_t weight);
+/* Applies the mean delta to the global model (server optimiser), starts EVAL. */
+void coord_apply_and_evaluate(coord_t *c, const float *avg);
 
 /* secagg_server.c */
 int sa_round_setup(coord_t *c, int cohort, char *err, size_t errlen);

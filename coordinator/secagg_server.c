@@ -506,7 +506,7 @@ static void unmask(coord_t *c)
         c->clients[i].sa.boxes = NULL;
         c->clients[i].sa.boxes_len = 0;
     }
-    coord_apply_and_evaluate(c, avg, weight);
+    coord_apply_and_evaluate(c, avg);
     free(c->acc);
     c->acc = NULL;
 }

@@ -11,6 +11,7 @@
  * number read from the file is checked against the file's real size before it
  * is used for anything.
  */
+#include "common/util.h"
 #include "model/safetensors.h"
 
 #include <errno.h>
@@ -32,17 +33,6 @@
 #else
 #define ST_PRINTF(a, b)
 #endif
-
-ST_PRINTF(3, 4)
-static void st_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err == NULL || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* ---- schema -------------------------------------------------------------- */
 
@@ -377,11 +367,11 @@ static int st_build_header(const char *path, const schema_t *s, const st_meta_t 
     while (!b->oom && b->len % 8 != 0)
         sb_puts(b, " ");
     if (b->oom) {
-        st_err(err, errlen, "%s: out of memory building the header", path);
+        util_seterr(err, errlen, "%s: out of memory building the header", path);
         return -1;
     }
     if (b->len > ST_HEADER_MAX) {
-        st_err(err, errlen, "%s: header of %zu bytes exceeds the %u-byte limit", path, b->len,
+        util_seterr(err, errlen, "%s: header of %zu bytes exceeds the %u-byte limit", path, b->len,
                (unsigned)ST_HEADER_MAX);
         return -1;
     }
@@ -392,31 +382,31 @@ static int st_check_write_args(const char *path, const schema_t *s, const float 
                                const st_meta_t *meta, size_t n_meta, char *err, size_t errlen)
 {
     if (path == NULL || path[0] == '\0' || s == NULL) {
-        st_err(err, errlen, "safetensors_write: missing path or schema");
+        util_seterr(err, errlen, "safetensors_write: missing path or schema");
         return -1;
     }
     if (data == NULL && s->numel > 0) {
-        st_err(err, errlen, "%s: no data for %zu floats", path, s->numel);
+        util_seterr(err, errlen, "%s: no data for %zu floats", path, s->numel);
         return -1;
     }
     if (n_meta > ST_META_MAX || (n_meta > 0 && meta == NULL)) {
-        st_err(err, errlen, "%s: %zu metadata entries (at most %d)", path, n_meta, ST_META_MAX);
+        util_seterr(err, errlen, "%s: %zu metadata entries (at most %d)", path, n_meta, ST_META_MAX);
         return -1;
     }
     for (size_t i = 0; i < n_meta; i++) {
         const char *k = meta[i].key, *v = meta[i].value;
         if (memchr(k, '\0', ST_META_KEY_MAX) == NULL || memchr(v, '\0', ST_META_VALUE_MAX) == NULL) {
-            st_err(err, errlen, "%s: metadata entry %zu is not NUL-terminated", path, i);
+            util_seterr(err, errlen, "%s: metadata entry %zu is not NUL-terminated", path, i);
             return -1;
         }
         if (!st_utf8_valid((const unsigned char *)k, strlen(k)) ||
             !st_utf8_valid((const unsigned char *)v, strlen(v))) {
-            st_err(err, errlen, "%s: metadata entry \"%s\" is not valid UTF-8", path, k);
+            util_seterr(err, errlen, "%s: metadata entry \"%s\" is not valid UTF-8", path, k);
             return -1;
         }
         for (size_t j = 0; j < i; j++) {
             if (strcmp(meta[j].key, k) == 0) {
-                st_err(err, errlen, "%s: duplicate metadata key \"%s\"", path, k);
+                util_seterr(err, errlen, "%s: duplicate metadata key \"%s\"", path, k);
                 return -1;
             }
         }
@@ -424,7 +414,7 @@ static int st_check_write_args(const char *path, const schema_t *s, const float 
     for (size_t i = 0; i < s->n; i++) {
         const char *name = s->t[i].name;
         if (!st_utf8_valid((const unsigned char *)name, strlen(name))) {
-            st_err(err, errlen, "%s: tensor name %zu is not valid UTF-8", path, i);
+            util_seterr(err, errlen, "%s: tensor name %zu is not valid UTF-8", path, i);
             return -1;
         }
     }
@@ -486,7 +476,7 @@ int safetensors_write(const char *path, const schema_t *s, const float *data,
     const char *slash = strrchr(path, '/');
     const char *base = slash ? slash + 1 : path;
     if (base[0] == '\0') {
-        st_err(err, errlen, "%s: not a file name", path);
+        util_seterr(err, errlen, "%s: not a file name", path);
         return -1;
     }
     size_t dirlen = slash ? (size_t)(slash - path) : 1;
@@ -500,7 +490,7 @@ int safetensors_write(const char *path, const schema_t *s, const float *data,
     char *tmp = malloc(tlen);
     char *dir = malloc(dirlen + 1);
     if (tmp == NULL || dir == NULL) {
-        st_err(err, errlen, "%s: out of memory", path);
+        util_seterr(err, errlen, "%s: out of memory", path);
         goto out;
     }
     memcpy(dir, dirp, dirlen);
@@ -513,30 +503,30 @@ int safetensors_write(const char *path, const schema_t *s, const float *data,
 
     fd = mkstemp(tmp);
     if (fd < 0) {
-        st_err(err, errlen, "%s: cannot create temp file in %s: %s", path, dir, strerror(errno));
+        util_seterr(err, errlen, "%s: cannot create temp file in %s: %s", path, dir, strerror(errno));
         goto out;
     }
     if (st_write_body(fd, &hdr, data, s->numel) != 0) {
-        st_err(err, errlen, "%s: write failed: %s", path, strerror(errno));
+        util_seterr(err, errlen, "%s: write failed: %s", path, strerror(errno));
         goto out_unlink;
     }
     if (fsync(fd) != 0) {
-        st_err(err, errlen, "%s: fsync failed: %s", path, strerror(errno));
+        util_seterr(err, errlen, "%s: fsync failed: %s", path, strerror(errno));
         goto out_unlink;
     }
     int c = close(fd);
     fd = -1;
     if (c != 0) {
-        st_err(err, errlen, "%s: close failed: %s", path, strerror(errno));
+        util_seterr(err, errlen, "%s: close failed: %s", path, strerror(errno));
         goto out_unlink;
     }
     if (rename(tmp, path) != 0) {
-        st_err(err, errlen, "%s: rename from temp file failed: %s", path, strerror(errno));
+        util_seterr(err, errlen, "%s: rename from temp file failed: %s", path, strerror(errno));
         goto out_unlink;
     }
     if (st_fsync_dir(dir) != 0) {
         /* The new file is in place, but its name may not survive a crash. */
-        st_err(err, errlen, "%s: written, but fsync of directory %s failed: %s", path, dir,
+        util_seterr(err, errlen, "%s: written, but fsync of directory %s failed: %s", path, dir,
                strerror(errno));
         goto out;
     }
@@ -590,7 +580,7 @@ static int js_fail(st_parse_t *j, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
-    st_err(j->err, j->errlen, "%s: header is not valid safetensors JSON: %s at byte %zu", j->path,
+    util_seterr(j->err, j->errlen, "%s: header is not valid safetensors JSON: %s at byte %zu", j->path,
            what, (size_t)(j->p - j->start));
     return -1;
 }
@@ -773,7 +763,7 @@ static int js_uint_array(st_parse_t *j, uint64_t *vals, int maxn, int *count,
         if (js_uint(j, &v) != 0)
             return -1;
         if (n >= maxn) {
-            st_err(j->err, j->errlen, "%s: tensor %s: %s has more than %d entries", j->path,
+            util_seterr(j->err, j->errlen, "%s: tensor %s: %s has more than %d entries", j->path,
                    tensor, field, maxn);
             return -1;
         }
@@ -826,7 +816,7 @@ static int js_tensor(st_parse_t *j, st_rec_t *r)
                     if (js_uint_array(j, off, 2, &n, r->name, "data_offsets") != 0)
                         return -1;
                     if (n != 2) {
-                        st_err(j->err, j->errlen,
+                        util_seterr(j->err, j->errlen,
                                "%s: tensor %s: data_offsets needs 2 entries, has %d", j->path,
                                r->name, n);
                         return -1;
@@ -835,12 +825,12 @@ static int js_tensor(st_parse_t *j, st_rec_t *r)
                     r->end = off[1];
                 }
             } else {
-                st_err(j->err, j->errlen, "%s: tensor %s: unexpected key \"%s\"", j->path,
+                util_seterr(j->err, j->errlen, "%s: tensor %s: unexpected key \"%s\"", j->path,
                        r->name, key);
                 return -1;
             }
             if (*seen) {
-                st_err(j->err, j->errlen, "%s: tensor %s: duplicate key \"%s\"", j->path,
+                util_seterr(j->err, j->errlen, "%s: tensor %s: duplicate key \"%s\"", j->path,
                        r->name, key);
                 return -1;
             }
@@ -860,7 +850,7 @@ static int js_tensor(st_parse_t *j, st_rec_t *r)
     const char *missing = !have_dtype ? "dtype" : !have_shape ? "shape"
                         : !have_offsets ? "data_offsets" : NULL;
     if (missing != NULL) {
-        st_err(j->err, j->errlen, "%s: tensor %s: missing %s", j->path, r->name, missing);
+        util_seterr(j->err, j->errlen, "%s: tensor %s: missing %s", j->path, r->name, missing);
         return -1;
     }
     return 0;
@@ -870,7 +860,7 @@ static int js_tensor(st_parse_t *j, st_rec_t *r)
 static int js_metadata(st_parse_t *j)
 {
     if (j->seen_meta) {
-        st_err(j->err, j->errlen, "%s: duplicate " ST_META_KEY " key", j->path);
+        util_seterr(j->err, j->errlen, "%s: duplicate " ST_META_KEY " key", j->path);
         return -1;
     }
     j->seen_meta = 1;
@@ -891,12 +881,12 @@ static int js_metadata(st_parse_t *j)
         if (js_string(j, m.value, sizeof m.value, "metadata value") != 0)
             return -1;
         if (j->nmeta >= ST_META_MAX) {
-            st_err(j->err, j->errlen, "%s: more than %d metadata entries", j->path, ST_META_MAX);
+            util_seterr(j->err, j->errlen, "%s: more than %d metadata entries", j->path, ST_META_MAX);
             return -1;
         }
         for (size_t i = 0; i < j->nmeta; i++) {
             if (strcmp(j->meta[i].key, m.key) == 0) {
-                st_err(j->err, j->errlen, "%s: duplicate metadata key \"%s\"", j->path, m.key);
+                util_seterr(j->err, j->errlen, "%s: duplicate metadata key \"%s\"", j->path, m.key);
                 return -1;
             }
         }
@@ -935,11 +925,11 @@ static int js_header(st_parse_t *j)
                     return -1;
             } else {
                 if (name[0] == '\0') {
-                    st_err(j->err, j->errlen, "%s: empty tensor name", j->path);
+                    util_seterr(j->err, j->errlen, "%s: empty tensor name", j->path);
                     return -1;
                 }
                 if (j->nrec >= SCHEMA_MAX_TENSORS) {
-                    st_err(j->err, j->errlen, "%s: more than %d tensors", j->path,
+                    util_seterr(j->err, j->errlen, "%s: more than %d tensors", j->path,
                            SCHEMA_MAX_TENSORS);
                     return -1;
                 }
@@ -947,7 +937,7 @@ static int js_header(st_parse_t *j)
                     size_t cap = j->caprec ? j->caprec * 2 : 16;
                     st_rec_t *r = realloc(j->recs, cap * sizeof *r);
                     if (r == NULL) {
-                        st_err(j->err, j->errlen, "%s: out of memory", j->path);
+                        util_seterr(j->err, j->errlen, "%s: out of memory", j->path);
                         return -1;
                     }
                     j->recs = r;
@@ -1007,7 +997,7 @@ static int st_check_records(const char *path, st_rec_t *recs, size_t n, uint64_t
     if (n > 1) {
         const st_rec_t **byname = malloc(n * sizeof *byname);
         if (byname == NULL) {
-            st_err(err, errlen, "%s: out of memory", path);
+            util_seterr(err, errlen, "%s: out of memory", path);
             return -1;
         }
         for (size_t i = 0; i < n; i++)
@@ -1015,7 +1005,7 @@ static int st_check_records(const char *path, st_rec_t *recs, size_t n, uint64_t
         qsort(byname, n, sizeof *byname, st_cmp_name);
         for (size_t i = 1; i < n; i++) {
             if (strcmp(byname[i - 1]->name, byname[i]->name) == 0) {
-                st_err(err, errlen, "%s: duplicate tensor name \"%s\"", path, byname[i]->name);
+                util_seterr(err, errlen, "%s: duplicate tensor name \"%s\"", path, byname[i]->name);
                 free(byname);
                 return -1;
             }
@@ -1025,17 +1015,17 @@ static int st_check_records(const char *path, st_rec_t *recs, size_t n, uint64_t
     for (size_t i = 0; i < n; i++) {
         const st_rec_t *r = &recs[i];
         if (strcmp(r->dtype, "F32") != 0) {
-            st_err(err, errlen, "%s: tensor %s: dtype %s not supported (only F32)", path, r->name,
+            util_seterr(err, errlen, "%s: tensor %s: dtype %s not supported (only F32)", path, r->name,
                    r->dtype);
             return -1;
         }
         if (r->begin > r->end) {
-            st_err(err, errlen, "%s: tensor %s: data_offsets [%llu,%llu] are reversed", path,
+            util_seterr(err, errlen, "%s: tensor %s: data_offsets [%llu,%llu] are reversed", path,
                    r->name, (unsigned long long)r->begin, (unsigned long long)r->end);
             return -1;
         }
         if (r->end > buflen) {
-            st_err(err, errlen,
+            util_seterr(err, errlen,
                    "%s: tensor %s: data_offsets [%llu,%llu] outside the %llu-byte data buffer",
                    path, r->name, (unsigned long long)r->begin, (unsigned long long)r->end,
                    (unsigned long long)buflen);
@@ -1044,7 +1034,7 @@ static int st_check_records(const char *path, st_rec_t *recs, size_t n, uint64_t
         int zero = 0;
         for (int d = 0; d < r->ndims; d++) {
             if (r->shape[d] > (uint64_t)INT64_MAX) {
-                st_err(err, errlen, "%s: tensor %s: dimension %d too large", path, r->name, d);
+                util_seterr(err, errlen, "%s: tensor %s: dimension %d too large", path, r->name, d);
                 return -1;
             }
             if (r->shape[d] == 0)
@@ -1068,7 +1058,7 @@ static int st_check_records(const char *path, st_rec_t *recs, size_t n, uint64_t
                 k += (size_t)snprintf(dims + k, sizeof dims - k, "%s%llu", d ? "," : "",
                                       (unsigned long long)r->shape[d]);
             snprintf(dims + k, sizeof dims - k, "]");
-            st_err(err, errlen,
+            util_seterr(err, errlen,
                    "%s: tensor %s: shape %s does not match data_offsets [%llu,%llu] (%llu bytes, "
                    "F32 needs 4 per element)",
                    path, r->name, dims, (unsigned long long)r->begin, (unsigned long long)r->end,
@@ -1081,20 +1071,20 @@ static int st_check_records(const char *path, st_rec_t *recs, size_t n, uint64_t
     uint64_t cursor = 0;
     for (size_t i = 0; i < n; i++) {
         if (recs[i].begin < cursor) {
-            st_err(err, errlen, "%s: tensor %s: data_offsets [%llu,%llu] overlap tensor %s", path,
+            util_seterr(err, errlen, "%s: tensor %s: data_offsets [%llu,%llu] overlap tensor %s", path,
                    recs[i].name, (unsigned long long)recs[i].begin,
                    (unsigned long long)recs[i].end, recs[i - 1].name);
             return -1;
         }
         if (recs[i].begin > cursor) {
-            st_err(err, errlen, "%s: gap of %llu bytes in the data buffer before tensor %s", path,
+            util_seterr(err, errlen, "%s: gap of %llu bytes in the data buffer before tensor %s", path,
                    (unsigned long long)(recs[i].begin - cursor), recs[i].name);
             return -1;
         }
         cursor = recs[i].end;
     }
     if (cursor != buflen) {
-        st_err(err, errlen, "%s: %llu bytes at the end of the data buffer belong to no tensor",
+        util_seterr(err, errlen, "%s: %llu bytes at the end of the data buffer belong to no tensor",
                path, (unsigned long long)(buflen - cursor));
         return -1;
     }
@@ -1111,7 +1101,7 @@ int safetensors_read(const char *path, schema_t **s, float **data, st_meta_t *me
     if (n_meta != NULL)
         *n_meta = 0;
     if (path == NULL || s == NULL || data == NULL) {
-        st_err(err, errlen, "safetensors_read: missing path or outputs");
+        util_seterr(err, errlen, "safetensors_read: missing path or outputs");
         return -1;
     }
 
@@ -1125,22 +1115,22 @@ int safetensors_read(const char *path, schema_t **s, float **data, st_meta_t *me
 
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
-        st_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        util_seterr(err, errlen, "%s: cannot open: %s", path, strerror(errno));
         return -1;
     }
     struct stat st;
     if (fstat(fd, &st) != 0) {
-        st_err(err, errlen, "%s: cannot stat: %s", path, strerror(errno));
+        util_seterr(err, errlen, "%s: cannot stat: %s", path, strerror(errno));
         goto out;
     }
     if (!S_ISREG(st.st_mode)) {
-        st_err(err, errlen, "%s: not a regular file", path);
+        util_seterr(err, errlen, "%s: not a regular file", path);
         goto out;
     }
     uint64_t fsize = (uint64_t)st.st_size;
     unsigned char len8[8];
     if (fsize < 8 || st_read_full(fd, len8, 8) != 8) {
-        st_err(err, errlen, "%s: file is %llu bytes, too short for the 8-byte header length",
+        util_seterr(err, errlen, "%s: file is %llu bytes, too short for the 8-byte header length",
                path, (unsigned long long)fsize);
         goto out;
     }
@@ -1148,30 +1138,30 @@ int safetensors_read(const char *path, schema_t **s, float **data, st_meta_t *me
     for (int i = 7; i >= 0; i--)
         hl = (hl << 8) | len8[i];
     if (hl > fsize - 8) {
-        st_err(err, errlen, "%s: header length %llu exceeds file size %llu", path,
+        util_seterr(err, errlen, "%s: header length %llu exceeds file size %llu", path,
                (unsigned long long)hl, (unsigned long long)fsize);
         goto out;
     }
     if (hl > ST_HEADER_MAX) {
-        st_err(err, errlen, "%s: header length %llu exceeds the %u-byte limit", path,
+        util_seterr(err, errlen, "%s: header length %llu exceeds the %u-byte limit", path,
                (unsigned long long)hl, (unsigned)ST_HEADER_MAX);
         goto out;
     }
     uint64_t buflen = fsize - 8 - hl;
     if (buflen > SIZE_MAX / 2) {
-        st_err(err, errlen, "%s: data buffer of %llu bytes is too large", path,
+        util_seterr(err, errlen, "%s: data buffer of %llu bytes is too large", path,
                (unsigned long long)buflen);
         goto out;
     }
     hdr = malloc((size_t)hl + 1);
     if (hdr == NULL) {
-        st_err(err, errlen, "%s: out of memory for a %llu-byte header", path,
+        util_seterr(err, errlen, "%s: out of memory for a %llu-byte header", path,
                (unsigned long long)hl);
         goto out;
     }
     ssize_t got = st_read_full(fd, hdr, (size_t)hl);
     if (got != (ssize_t)hl) {
-        st_err(err, errlen, "%s: truncated header: expected %llu bytes, got %lld", path,
+        util_seterr(err, errlen, "%s: truncated header: expected %llu bytes, got %lld", path,
                (unsigned long long)hl, (long long)got);
         goto out;
     }
@@ -1189,7 +1179,7 @@ int safetensors_read(const char *path, schema_t **s, float **data, st_meta_t *me
 
     sch = schema_new();
     if (sch == NULL) {
-        st_err(err, errlen, "%s: out of memory", path);
+        util_seterr(err, errlen, "%s: out of memory", path);
         goto out;
     }
     for (size_t i = 0; i < j.nrec; i++) {
@@ -1197,7 +1187,7 @@ int safetensors_read(const char *path, schema_t **s, float **data, st_meta_t *me
         for (int d = 0; d < j.recs[i].ndims; d++)
             shape[d] = (int64_t)j.recs[i].shape[d];
         if (schema_add(sch, j.recs[i].name, j.recs[i].ndims, shape) != 0) {
-            st_err(err, errlen, "%s: tensor %s: cannot be added to the schema", path,
+            util_seterr(err, errlen, "%s: tensor %s: cannot be added to the schema", path,
                    j.recs[i].name);
             goto out;
         }
@@ -1206,18 +1196,18 @@ int safetensors_read(const char *path, schema_t **s, float **data, st_meta_t *me
      * the flat parameter vector in the returned schema's order. */
     size_t numel = schema_numel(sch);
     if ((uint64_t)numel * 4 != buflen) {
-        st_err(err, errlen, "%s: tensors hold %zu floats but the buffer has %llu bytes", path,
+        util_seterr(err, errlen, "%s: tensors hold %zu floats but the buffer has %llu bytes", path,
                numel, (unsigned long long)buflen);
         goto out;
     }
     out = malloc(numel ? numel * sizeof(float) : sizeof(float));
     if (out == NULL) {
-        st_err(err, errlen, "%s: out of memory for %zu floats", path, numel);
+        util_seterr(err, errlen, "%s: out of memory for %zu floats", path, numel);
         goto out;
     }
     got = st_read_full(fd, out, (size_t)buflen);
     if (got != (ssize_t)buflen) {
-        st_err(err, errlen, "%s: truncated data: expected %llu bytes, got %lld", path,
+        util_seterr(err, errlen, "%s: truncated data: expected %llu bytes, got %lld", path,
                (unsigned long long)buflen, (long long)got);
         goto out;
     }

@@ -24,9 +24,8 @@ struct shared_frame {
     char *data;   /* taken from a msgpack sbuffer: encoded once, never copied */
 };
 
-shared_frame_t *transport_shared_new(const msg_t *m, wire_buf_t *scratch)
+shared_frame_t *transport_shared_new(const msg_t *m)
 {
-    (void)scratch;
     wire_buf_t *b = wire_buf_new();
     shared_frame_t *f = malloc(sizeof *f);
     if (!b || !f) {

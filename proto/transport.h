@@ -38,7 +38,7 @@ long long transport_send(void *sock, const peer_id_t *to, const msg_t *m, wire_b
  * references the buffer (zmq_msg_init_data) and the last peer's send frees
  * it. A broadcast of a 44 MB model to 50 sites holds one copy, not 50. */
 typedef struct shared_frame shared_frame_t;
-shared_frame_t *transport_shared_new(const msg_t *m, wire_buf_t *scratch);
+shared_frame_t *transport_shared_new(const msg_t *m);
 /* Returns bytes sent or -1. The frame stays valid for the caller. */
 long long transport_send_shared(void *sock, const peer_id_t *to, shared_frame_t *f);
 /* Drops the caller's reference (NULL-safe, sets *f to NULL). */

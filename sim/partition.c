@@ -4,6 +4,7 @@
  * All randomness comes from one rng_t seeded once per call, so the result is a
  * pure function of (spec, labels, classes, sites, min_per_site, seed).
  */
+#include "common/util.h"
 #include "sim/partition.h"
 
 #include "common/rng.h"
@@ -19,19 +20,6 @@
 #define PART_DIRICHLET_TRIES 1000
 #define PART_MAX_CLASSES 256 /* labels are uint8_t */
 #define PART_QUOTE_MAX 64    /* how much of a bad spec to echo back */
-
-#if defined(__GNUC__)
-__attribute__((format(printf, 3, 4)))
-#endif
-static void part_err(char *err, size_t errlen, const char *fmt, ...)
-{
-    if (err == NULL || errlen == 0)
-        return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
 
 /* ---- parsing ------------------------------------------------------------- */
 
@@ -49,7 +37,7 @@ static int part_all_digits(const char *p)
 int partition_parse(const char *text, part_spec_t *out, char *err, size_t errlen)
 {
     if (text == NULL || out == NULL) {
-        part_err(err, errlen, "partition: no spec given");
+        util_seterr(err, errlen, "partition: no spec given");
         return -1;
     }
     /* Echo at most PART_QUOTE_MAX bytes of the input in messages. */
@@ -73,7 +61,7 @@ int partition_parse(const char *text, part_spec_t *out, char *err, size_t errlen
             ok = end != num && *end == '\0' && errno == 0 && isfinite(a) && a > 0.0;
         }
         if (!ok) {
-            part_err(err, errlen,
+            util_seterr(err, errlen,
                      "partition \"%.*s\": dirichlet needs a finite alpha > 0, as in \"dirichlet:0.5\"",
                      q, text);
             return -1;
@@ -92,7 +80,7 @@ int partition_parse(const char *text, part_spec_t *out, char *err, size_t errlen
             ok = k >= 1;
         }
         if (!ok) {
-            part_err(err, errlen,
+            util_seterr(err, errlen,
                      "partition \"%.*s\": classes needs an integer K >= 1, as in \"classes:2\"",
                      q, text);
             return -1;
@@ -102,7 +90,7 @@ int partition_parse(const char *text, part_spec_t *out, char *err, size_t errlen
         *out = spec;
         return 0;
     }
-    part_err(err, errlen,
+    util_seterr(err, errlen,
              "partition \"%.*s\": unknown kind (expected \"iid\", \"dirichlet:ALPHA\" or \"classes:K\")",
              q, text);
     return -1;
@@ -235,36 +223,36 @@ int partition_assign(const part_spec_t *spec, const uint8_t *labels, int64_t n, 
                      char *err, size_t errlen)
 {
     if (spec == NULL || site_of == NULL || (labels == NULL && n > 0)) {
-        part_err(err, errlen, "partition: missing spec, labels or output");
+        util_seterr(err, errlen, "partition: missing spec, labels or output");
         return -1;
     }
     if (sites < 1) {
-        part_err(err, errlen, "partition: sites must be >= 1, got %d", sites);
+        util_seterr(err, errlen, "partition: sites must be >= 1, got %d", sites);
         return -1;
     }
     if (n < sites) {
-        part_err(err, errlen, "partition: %lld samples cannot fill %d sites (need n >= sites)",
+        util_seterr(err, errlen, "partition: %lld samples cannot fill %d sites (need n >= sites)",
                  (long long)n, sites);
         return -1;
     }
     if ((uint64_t)n > SIZE_MAX / sizeof(int64_t)) {
-        part_err(err, errlen, "partition: %lld samples is too many", (long long)n);
+        util_seterr(err, errlen, "partition: %lld samples is too many", (long long)n);
         return -1;
     }
     if (classes < 1 || classes > PART_MAX_CLASSES) {
-        part_err(err, errlen, "partition: classes must be in 1..%d, got %d", PART_MAX_CLASSES,
+        util_seterr(err, errlen, "partition: classes must be in 1..%d, got %d", PART_MAX_CLASSES,
                  classes);
         return -1;
     }
     if (min_per_site < 0) {
-        part_err(err, errlen, "partition: min_per_site must be >= 0, got %lld",
+        util_seterr(err, errlen, "partition: min_per_site must be >= 0, got %lld",
                  (long long)min_per_site);
         return -1;
     }
     /* min_per_site > n / sites (integer division, so no overflow) means even
      * a perfectly even split cannot give every site that many. */
     if (min_per_site > n / sites) {
-        part_err(err, errlen,
+        util_seterr(err, errlen,
                  "partition: %lld samples over %d sites cannot give each site %lld",
                  (long long)n, sites, (long long)min_per_site);
         return -1;
@@ -274,19 +262,19 @@ int partition_assign(const part_spec_t *spec, const uint8_t *labels, int64_t n, 
         break;
     case PART_DIRICHLET:
         if (!(spec->alpha > 0.0) || !isfinite(spec->alpha)) {
-            part_err(err, errlen, "partition: dirichlet alpha must be finite and > 0, got %g",
+            util_seterr(err, errlen, "partition: dirichlet alpha must be finite and > 0, got %g",
                      spec->alpha);
             return -1;
         }
         break;
     case PART_CLASSES:
         if (spec->k < 1 || spec->k > classes) {
-            part_err(err, errlen, "partition: classes:%d needs 1 <= K <= classes (%d)", spec->k,
+            util_seterr(err, errlen, "partition: classes:%d needs 1 <= K <= classes (%d)", spec->k,
                      classes);
             return -1;
         }
         if ((int64_t)sites * spec->k < classes) {
-            part_err(err, errlen,
+            util_seterr(err, errlen,
                      "partition: classes:%d over %d sites holds only %lld class slots, "
                      "fewer than the %d classes",
                      spec->k, sites, (long long)sites * spec->k, classes);
@@ -294,12 +282,12 @@ int partition_assign(const part_spec_t *spec, const uint8_t *labels, int64_t n, 
         }
         break;
     default:
-        part_err(err, errlen, "partition: unknown kind %d", (int)spec->kind);
+        util_seterr(err, errlen, "partition: unknown kind %d", (int)spec->kind);
         return -1;
     }
     for (int64_t i = 0; i < n; i++) {
         if (labels[i] >= classes) {
-            part_err(err, errlen, "partition: label %u at index %lld is not < classes (%d)",
+            util_seterr(err, errlen, "partition: label %u at index %lld is not < classes (%d)",
                      (unsigned)labels[i], (long long)i, classes);
             return -1;
         }
@@ -316,7 +304,7 @@ int partition_assign(const part_spec_t *spec, const uint8_t *labels, int64_t n, 
     int32_t *tmp = malloc((size_t)n * sizeof *tmp);
     if (scratch == NULL || size == NULL || p == NULL || holders == NULL || tmp == NULL ||
         part_group(labels, n, classes, &g) != 0) {
-        part_err(err, errlen, "partition: out of memory for %lld samples", (long long)n);
+        util_seterr(err, errlen, "partition: out of memory for %lld samples", (long long)n);
         goto out;
     }
 
@@ -344,7 +332,7 @@ int partition_assign(const part_spec_t *spec, const uint8_t *labels, int64_t n, 
             }
         }
         if (!ok) {
-            part_err(err, errlen,
+            util_seterr(err, errlen,
                      "partition: no dirichlet:%g draw within %d tries gave every site >= %lld "
                      "samples (last draw's smallest site: %lld); raise alpha or lower the minimum",
                      spec->alpha, PART_DIRICHLET_TRIES, (long long)min_per_site,
@@ -363,7 +351,7 @@ int partition_assign(const part_spec_t *spec, const uint8_t *labels, int64_t n, 
         size[tmp[i]]++;
     for (int s = 0; s < sites; s++) {
         if (size[s] < min_per_site) {
-            part_err(err, errlen, "partition: site %d gets %lld samples, fewer than %lld", s,
+            util_seterr(err, errlen, "partition: site %d gets %lld samples, fewer than %lld", s,
                      (long long)size[s], (long long)min_per_site);
             goto out;
         }

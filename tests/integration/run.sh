@@ -100,31 +100,45 @@ fi
 
 # 4. Misbehaving participants (real sockets, real codec): each bad update is
 #    refused with a logged reason and the round completes with the others.
-for mode in wrong-length nan garbage stale-round duplicate; do
-    t="bad_update_$mode"
+# evil_round DIR MODE SITE SED_DROP COORD_ARGS...: two real clients from the
+# first run's kits and one evil_client over real sockets; sets $evil (its
+# exit: 0 when the coordinator answered with the expected ERROR) and $coord.
+evil_round() {
+    d=$1 mode=$2 site=$3 strip=$4
+    shift 4
     port=$(free_port)
-    d="$WORK/evil-$mode"
     mkdir -p "$d"
     for k in 0 1; do
-        # plaintext FedAvg: no identity or roster on the clients either
-        sed "s|tcp://127.0.0.1:[0-9]*|tcp://127.0.0.1:$port|; /^identity/d; /^roster/d; /^curve_key/d; /^coordinator_key/d" \
+        sed "s|tcp://127.0.0.1:[0-9]*|tcp://127.0.0.1:$port|; $strip" \
             "$WORK/a/sites/site-0$k/client.ini" > "$d/c$k.ini"
     done
     "$BIN/medfed-coordinator" --bind "tcp://127.0.0.1:$port" --init "$WORK/a/init.safetensors" \
-        --out "$d" --rounds 2 --wait-for 3 --local-epochs 1 --heartbeat-timeout 20 \
-        --wait-timeout 60 --secagg off > "$d/coord.log" 2>&1 &
+        --out "$d" --wait-for 3 --local-epochs 1 --heartbeat-timeout 20 --wait-timeout 60 "$@" \
+        > "$d/coord.log" 2>&1 &
     cpid=$!
     "$BIN/medfed-client" --config "$d/c0.ini" > "$d/c0.log" 2>&1 &
     "$BIN/medfed-client" --config "$d/c1.ini" > "$d/c1.log" 2>&1 &
-    "$BUILD/tests/evil_client" "tcp://127.0.0.1:$port" evil-site "$mode" > "$d/evil.log" 2>&1
+    "$BUILD/tests/evil_client" "tcp://127.0.0.1:$port" "$site" "$mode" > "$d/evil.log" 2>&1
     evil=$?
     wait $cpid
     coord=$?
+    wait
+}
+evil_report() {
+    bad "$1" "evil=$evil coord=$coord"
+    cat "$d/evil.log"
+    grep -i 'warn\|error' "$d/coord.log" | head
+}
+
+for mode in wrong-length nan garbage stale-round duplicate; do
+    t="bad_update_$mode"
+    # plaintext FedAvg: no identity, roster or CURVE on the clients either
+    evil_round "$WORK/evil-$mode" "$mode" evil-site \
+        '/^identity/d; /^roster/d; /^curve_key/d; /^coordinator_key/d' --rounds 2 --secagg off
     if [ $evil -eq 0 ] && [ $coord -eq 0 ] &&
        grep -q 'rejected\|malformed' "$d/coord.log" &&
        json_check "$d/metrics.jsonl" 'len(rows) == 2 and rows[0]["participants"] == (3 if "'"$mode"'" == "duplicate" else 2) and not rows[0]["aborted"] and rows[0]["val_accuracy"] is not None'
-    then ok $t; else bad $t "evil=$evil coord=$coord"; cat "$d/evil.log"; grep -i 'warn\|error' "$d/coord.log" | head; fi
-    wait
+    then ok $t; else evil_report $t; fi
 done
 
 # 5. A site not on the roster is refused, with the reason in the log.
@@ -240,28 +254,12 @@ then ok $t; else bad $t "see $d.out"; cat "$d.out"; fi
 #     out-of-phase and replayed messages are refused, the round goes on.
 for mode in forge out-of-phase stale-advertise; do
     t="secagg_bad_$mode"
-    port=$(free_port)
-    d="$WORK/sevil-$mode"
-    mkdir -p "$d"
-    for k in 0 1; do
-        # secure aggregation on a plaintext transport: the evil client speaks no CURVE
-        sed "s|tcp://127.0.0.1:[0-9]*|tcp://127.0.0.1:$port|; /^curve_key/d; /^coordinator_key/d" \
-            "$WORK/a/sites/site-0$k/client.ini" > "$d/c$k.ini"
-    done
-    "$BIN/medfed-coordinator" --bind "tcp://127.0.0.1:$port" --init "$WORK/a/init.safetensors" \
-        --out "$d" --roster "$WORK/a/roster.txt" --rounds 1 --wait-for 3 --local-epochs 1 \
-        --heartbeat-timeout 20 --wait-timeout 60 > "$d/coord.log" 2>&1 &
-    cpid=$!
-    "$BIN/medfed-client" --config "$d/c0.ini" > "$d/c0.log" 2>&1 &
-    "$BIN/medfed-client" --config "$d/c1.ini" > "$d/c1.log" 2>&1 &
-    "$BUILD/tests/evil_client" "tcp://127.0.0.1:$port" site-02 "$mode" > "$d/evil.log" 2>&1
-    evil=$?
-    wait $cpid
-    coord=$?
+    # secure aggregation on a plaintext transport: the evil client speaks no CURVE
+    evil_round "$WORK/sevil-$mode" "$mode" site-02 '/^curve_key/d; /^coordinator_key/d' \
+        --roster "$WORK/a/roster.txt" --rounds 1
     if [ $evil -eq 0 ] && [ $coord -eq 0 ] && grep -q 'rejected' "$d/coord.log" &&
        json_check "$d/metrics.jsonl" 'len(rows) == 1 and rows[0]["participants"] == 2 and not rows[0]["aborted"] and rows[0]["dropped"] == [2]'
-    then ok $t; else bad $t "evil=$evil coord=$coord"; cat "$d/evil.log"; grep -i 'warn\|error' "$d/coord.log" | head; fi
-    wait
+    then ok $t; else evil_report $t; fi
 done
 
 # 12. CURVE transport: a client with a valid-looking config (a real site's
