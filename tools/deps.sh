@@ -3,7 +3,9 @@
 set -eu
 PKGS="build-essential pkg-config libtorch-dev libzmq3-dev libsodium-dev libssl-dev
 libmsgpack-dev libcmocka-dev libinih-dev zlib1g-dev libopenblas0-openmp
-dataset-fashion-mnist python3-torch clang libclang-rt-14-dev"
+dataset-fashion-mnist python3-torch clang libclang-rt-14-dev
+libgdcm-dev libgdcm-tools libcurl4-openssl-dev libpng-dev orthanc orthanc-dicomweb dcmtk
+python3-pydicom openssl"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

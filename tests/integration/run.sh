@@ -94,7 +94,14 @@ then ok $t; else bad $t "see $WORK/b.out"; cat "$WORK/b.out"; fi
 # The remaining tests reuse the first run's site files and initial model.
 if [ ! -f "$WORK/a/init.safetensors" ] || [ ! -f "$WORK/a/sites/site-01/client.ini" ]; then
     bad setup "the first run left no site files; the other tests cannot run"
-    echo "integration: $passed passed, $failed failed"
+    # Further suites, one file per area (deployment, the hospital data path): each
+# is sourced here and uses ok/bad/json_check/free_port, $BIN, $WORK and $ROOT.
+for suite in "$ROOT"/tests/integration/suite_*.sh; do
+    [ -e "$suite" ] || continue
+    . "$suite"
+done
+
+echo "integration: $passed passed, $failed failed"
     exit 1
 fi
 
@@ -301,6 +308,13 @@ d="$WORK/unsafe"
 if json_check "$d/metrics.jsonl" 'len(rows) == 1 and rows[0]["aborted"]' &&
    grep -q 'unsafe settings for 4 clients' "$d/logs/coordinator.log"
 then ok $t; else bad $t "see $d.out"; fi
+
+# Further suites, one file per area (deployment, the hospital data path): each
+# is sourced here and uses ok/bad/json_check/free_port, $BIN, $WORK and $ROOT.
+for suite in "$ROOT"/tests/integration/suite_*.sh; do
+    [ -e "$suite" ] || continue
+    . "$suite"
+done
 
 echo "integration: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
