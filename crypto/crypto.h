@@ -127,7 +127,7 @@ int identity_verify_keys(const uint8_t sig[IDENTITY_SIGBYTES],
                          const uint8_t s_pk[KA_PUBLICKEYBYTES]) CRYPTO_WUR;
 /* Key files. The secret key file holds the 64-byte key as 128 hex digits and a
  * newline, mode 0600; load refuses a file that group or others can read
- * ("key.sec: readable by others (mode 0644); chmod 600 it"), a wrong length
+ * ("key file key.sec is readable by others (mode 0644); chmod 600 key.sec"), a wrong length
  * or non-hex content. Public keys travel as 64 lower-case hex digits. */
 int identity_save_secret(const char *path, const uint8_t sk[IDENTITY_SECRETKEYBYTES], char *err,
                          size_t errlen) CRYPTO_WUR;

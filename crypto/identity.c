@@ -260,8 +260,8 @@ int keyfile_load(const char *path, uint8_t *sk, size_t len, char *err, size_t er
     /* Like ssh: a key that group or others could read (or write) may
      * already be known to someone else. Refuse rather than warn. */
     if ((st.st_mode & 077) != 0) {
-        set_err(err, errlen, "%s: readable by others (mode %04o); chmod 600 it", path,
-                (unsigned)(st.st_mode & 07777));
+        set_err(err, errlen, "key file %s is %s by others (mode %04o); chmod 600 %s", path,
+                (st.st_mode & 044) ? "readable" : "writable", (unsigned)(st.st_mode & 07777), path);
         close(fd);
         return -1;
     }

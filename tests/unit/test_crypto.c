@@ -777,6 +777,9 @@ static void test_identity_key_files(void **state)
     assert_int_equal(chmod(path, 0640), 0);
     assert_int_equal(identity_load_secret(path, got, err, sizeof err), -1);
     assert_non_null(strstr(err, "readable by others"));
+    assert_int_equal(chmod(path, 0602), 0);
+    assert_int_equal(identity_load_secret(path, got, err, sizeof err), -1);
+    assert_non_null(strstr(err, "writable by others (mode 0602)"));
     assert_int_equal(chmod(path, 0600), 0);
     assert_int_equal(identity_load_secret(path, got, NULL, 0), 0); /* err is optional */
 
