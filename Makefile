@@ -48,12 +48,14 @@ LIBS      = $(PKG_LIBS) -lm -lpthread
 
 # ---- sources ---------------------------------------------------------------
 # The core library: plain C, no LibTorch. Everything but the daemons' mains.
+# client/ files the core holds: the data sources (tests and tools load data too).
+CLIENT_CORE := client/data_idx.c client/data.c client/dicomweb.c client/tensor_cache.c
 CORE_SRC := $(wildcard common/*.c proto/*.c aggregation/*.c crypto/*.c) \
-            model/safetensors.c client/data_idx.c client/data.c sim/partition.c
+            model/safetensors.c $(CLIENT_CORE) sim/partition.c
 MODEL_SRC := model/model.cpp model/checkpoint.c
 
 COORD_SRC  := $(wildcard coordinator/*.c)
-CLIENT_SRC := $(filter-out client/data_idx.c client/data.c,$(wildcard client/*.c))
+CLIENT_SRC := $(filter-out $(CLIENT_CORE),$(wildcard client/*.c))
 SIM_SRC    := $(filter-out sim/partition.c,$(wildcard sim/*.c))
 
 obj = $(patsubst %.c,$(BUILD)/%.o,$(patsubst %.cpp,$(BUILD)/%.o,$(1)))
