@@ -7,6 +7,23 @@
 #include <string.h>
 #include <zmq.h>
 
+/* Test hook: with MEDFED_TEST_SEND_DUMP=FILE every payload frame this process
+ * sends is appended to FILE, so integration tests can check what leaves a site. */
+static void send_dump(const void *p, size_t n)
+{
+    static const char *path;
+    static int looked;
+    if (!looked) {
+        path = getenv("MEDFED_TEST_SEND_DUMP");
+        looked = 1;
+    }
+    if (!path) return;
+    FILE *f = fopen(path, "ab");
+    if (!f) return;
+    fwrite(p, 1, n, f);
+    fclose(f);
+}
+
 long long transport_send(void *sock, const peer_id_t *to, const msg_t *m, wire_buf_t *buf,
                          int dontwait)
 {
@@ -15,6 +32,7 @@ long long transport_send(void *sock, const peer_id_t *to, const msg_t *m, wire_b
     if (to && zmq_send(sock, to->data, to->len, flags | ZMQ_SNDMORE) < 0) return -1;
     size_t n = wire_buf_size(buf);
     if (zmq_send(sock, wire_buf_data(buf), n, flags) < 0) return -1;
+    send_dump(wire_buf_data(buf), n);
     return (long long)n;
 }
 
@@ -69,6 +87,7 @@ long long transport_send_shared(void *sock, const peer_id_t *to, shared_frame_t 
         zmq_msg_close(&msg); /* runs shared_free_fn */
         return -1;
     }
+    send_dump(f->data, f->len);
     return (long long)f->len;
 }
 
