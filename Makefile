@@ -65,6 +65,9 @@ MODEL_OBJ := $(call obj,$(MODEL_SRC))
 
 PROGS := $(BIN)/medfed-coordinator $(BIN)/medfed-client $(BIN)/medfed-sim \
          $(BIN)/medfed-eval $(BIN)/medfed-init
+# The operator's CLI: tools/medfed.c dispatches to one file per subcommand.
+PROGS += $(BIN)/medfed
+MEDFED_SRC := $(filter-out tools/init.c tools/eval.c,$(wildcard tools/*.c))
 
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
@@ -107,6 +110,10 @@ $(BIN)/medfed-eval: $(BUILD)/tools/eval.o $(MODEL_OBJ) $(CORE_LIB)
 $(BIN)/medfed-init: $(BUILD)/tools/init.o $(MODEL_OBJ) $(CORE_LIB)
 	@mkdir -p $(BIN)
 	$(call say,LD,$@)$(CXX) $(LDFLAGS) -o $@ $^ $(TORCH_LIBS) $(LIBS)
+
+$(BIN)/medfed: $(call obj,$(MEDFED_SRC)) $(CORE_LIB)
+	@mkdir -p $(BIN)
+	$(call say,LD,$@)$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 # ---- tests -----------------------------------------------------------------
 $(BUILD)/tests/test_model: $(BUILD)/tests/unit/test_model.o $(MODEL_OBJ) $(CORE_LIB)
