@@ -39,6 +39,7 @@
 #include "proto/transport.h"
 
 volatile sig_atomic_t coord_stop = 0;
+volatile sig_atomic_t coord_reload = 0;
 
 const char *const coord_state_names[] = {"waiting", "training", "sharing", "masking",
                                          "unmasking", "evaluating", "done"};
@@ -136,7 +137,7 @@ static client_rec_t *find_by_site(coord_t *c, const char *site)
     return NULL;
 }
 
-static int live_count(const coord_t *c)
+int coord_live_count(const coord_t *c)
 {
     int n = 0;
     for (int i = 0; i < c->n_clients; i++) n += c->clients[i].live;
@@ -151,7 +152,10 @@ void coord_drop(coord_t *c, client_rec_t *k, const char *why)
              coord_state_names[c->state], k->site, why);
 }
 
-static void on_hello(coord_t *c, const peer_id_t *from, const msg_t *m)
+/* May this HELLO's or PING's sender take part? Its protocol version, its
+ * site name against its CURVE key and the roster. Returns the site's roster
+ * index (-1 without a roster), or -2 after replying ERROR. */
+static int admit(coord_t *c, const peer_id_t *from, const msg_t *m)
 {
     char why[160];
     if (m->version != WIRE_VERSION) {
@@ -159,13 +163,13 @@ static void on_hello(coord_t *c, const peer_id_t *from, const msg_t *m)
                  WIRE_VERSION);
         log_warn("site=%s refused: %s", m->site, why);
         coord_reply_error(c, NULL, from, 0, ERR_VERSION, why);
-        return;
+        return -2;
     }
     if (c->conf->curve_secret[0] && strcmp(c->cur_user_id, m->site) != 0) {
         snprintf(why, sizeof why, "site name '%s' does not match its transport key", m->site);
         log_warn("refused: %s (key belongs to '%s')", why, c->cur_user_id);
         coord_reply_error(c, NULL, from, 0, ERR_UNKNOWN_CLIENT, why);
-        return;
+        return -2;
     }
     int index = -1;
     if (c->have_roster) {
@@ -174,9 +178,26 @@ static void on_hello(coord_t *c, const peer_id_t *from, const msg_t *m)
             snprintf(why, sizeof why, "site '%s' is not on the federation roster", m->site);
             log_warn("refused: %s", why);
             coord_reply_error(c, NULL, from, 0, ERR_UNKNOWN_CLIENT, why);
-            return;
+            return -2;
         }
     }
+    return index;
+}
+
+/* PING (medfed-client --check): an admitted site learns the coordinator is
+ * up and its round; nothing is registered. */
+static void on_ping(coord_t *c, const peer_id_t *from, const msg_t *m)
+{
+    if (admit(c, from, m) == -2) return;
+    log_info("site=%s event=ping round=%u", m->site, c->round);
+    msg_t p = {.type = MSG_PONG, .round = c->round};
+    coord_send(c, NULL, from, &p);
+}
+
+static void on_hello(coord_t *c, const peer_id_t *from, const msg_t *m)
+{
+    int index = admit(c, from, m);
+    if (index == -2) return;
     /* Bounded like fedavg_add's n_samples: sums over the cohort (the secure
      * aggregation weight bound, the pooled validation count) cannot overflow. */
     if (m->n_train < 0 || m->n_val < 0 || m->n_train > (int64_t)1 << 40 ||
@@ -218,6 +239,9 @@ static void on_hello(coord_t *c, const peer_id_t *from, const msg_t *m)
 static void start_round(coord_t *c)
 {
     c->round++;
+    /* Cohort and graph draws depend on (seed, round) only: a resumed run draws as
+     * an uninterrupted one would. */
+    rng_seed(&c->rng, (c->conf->seed ^ 0xC00Dull) + 0x9E3779B97F4A7C15ull * c->round);
     c->round_started = c->phase_started = util_now();
     c->bytes_up = c->bytes_down = 0;
     c->train_loss_sum = 0;
@@ -337,17 +361,23 @@ static void write_metrics(coord_t *c, int aborted)
     fflush(f);
 }
 
-static int save_model(coord_t *c)
+size_t coord_model_meta(const coord_t *c, st_meta_t *meta)
 {
-    char path[PATH_MAX + 32], err[512];
-    snprintf(path, sizeof path, "%s/model.safetensors", c->conf->out_dir);
-    st_meta_t meta[ST_META_MAX];
     size_t n = 0;
     for (size_t i = 0; i < c->n_meta && n < ST_META_MAX - 1; i++)
         if (strcmp(c->meta[i].key, "round") != 0) meta[n++] = c->meta[i];
     util_strlcpy(meta[n].key, "round", sizeof meta[n].key);
     snprintf(meta[n].value, sizeof meta[n].value, "%u", c->version);
-    n++;
+    return n + 1;
+}
+
+/* The latest model, for tools (every round's own file is in rounds/). */
+static int save_model(coord_t *c)
+{
+    char path[PATH_MAX + 32], err[512];
+    snprintf(path, sizeof path, "%s/model.safetensors", c->conf->out_dir);
+    st_meta_t meta[ST_META_MAX];
+    size_t n = coord_model_meta(c, meta);
     if (safetensors_write(path, c->schema, c->global, meta, n, err, sizeof err) < 0) {
         log_error("checkpoint: %s", err);
         return -1;
@@ -355,26 +385,38 @@ static int save_model(coord_t *c)
     return 0;
 }
 
+/* More rounds to run now? */
+static int want_round(const coord_t *c) { return !c->paused && c->round < c->target; }
+
 static void next_round_or_done(coord_t *c)
 {
-    if ((int)c->round >= c->conf->rounds) {
-        c->state = ST_DONE;
-        log_info("round=%u event=federation-complete -> done", c->round);
-    } else {
-        c->state = ST_WAITING;
-        c->waiting_since = util_now();
+    c->state = ST_WAITING;
+    c->waiting_since = util_now();
+    if (c->round >= c->target) {
+        log_info("round=%u event=federation-complete -> %s", c->round,
+                 c->admin ? "idle (medfed start runs more)" : "done");
+        if (!c->admin) c->state = ST_DONE;
     }
 }
 
 static void finish_round(coord_t *c)
 {
     write_metrics(c, 0);
+    c->last_participants = c->participants;
+    c->last_accuracy = c->eval_n ? (double)c->eval_correct / (double)c->eval_n : NAN;
+    c->last_auc = c->classes == 2 && c->eval_n
+                      ? metrics_auc_hist(c->hist, c->hist + WIRE_HIST_BINS, WIRE_HIST_BINS)
+                      : NAN;
+    state_commit(c, 1);
     save_model(c);
+    admin_event(c, "round=%u phase=complete participants=%d val_accuracy=%.4f val_auc=%.4f",
+                c->round, c->participants, isfinite(c->last_accuracy) ? c->last_accuracy : 0.0,
+                isfinite(c->last_auc) ? c->last_auc : 0.0);
     log_info("round=%u phase=eval event=round-complete participants=%d val_n=%lld acc=%.4f "
              "-> %s",
              c->round, c->participants, (long long)c->eval_n,
              c->eval_n ? (double)c->eval_correct / (double)c->eval_n : 0.0,
-             (int)c->round >= c->conf->rounds ? "done" : "waiting");
+             c->round >= c->target ? "done" : "waiting");
     next_round_or_done(c);
 }
 
@@ -401,8 +443,15 @@ void coord_abort_round(coord_t *c, const char *why)
     log_warn("round=%u phase=%s event=abort reason=\"%s\" -> model unchanged", c->round,
              coord_state_names[c->state], why);
     write_metrics(c, 1);
+    state_commit(c, 0);
+    admin_event(c, "round=%u phase=aborted reason=\"%s\"", c->round, why);
     if (c->conf->secagg) sa_round_cleanup(c);
     next_round_or_done(c);
+}
+
+void coord_stop_round(coord_t *c, const char *why)
+{
+    if (c->state != ST_WAITING && c->state != ST_DONE) coord_abort_round(c, why);
 }
 
 void coord_apply_and_evaluate(coord_t *c, const float *avg)
@@ -528,12 +577,21 @@ static void dispatch(coord_t *c, const peer_id_t *from, int fd, const msg_t *m)
         if (h) h->fd = fd;
         return;
     }
+    if (m->type == MSG_PING) {
+        on_ping(c, from, m);
+        return;
+    }
     client_rec_t *k = find_by_id(c, from);
     if (!k) {
         char who[24];
         transport_peer_str(from, who, sizeof who);
         log_warn("peer=%s sent %s before HELLO: refused", who, msg_type_name(m->type));
-        coord_reply_error(c, NULL, from, c->round, ERR_UNKNOWN_CLIENT, "say HELLO first");
+        coord_reply_error(c, NULL, from, c->round, ERR_NOT_REGISTERED, "say HELLO first");
+        return;
+    }
+    if (k->removed) {
+        coord_reply_error(c, k, NULL, c->round, ERR_UNKNOWN_CLIENT,
+                          "this site was removed from the federation roster");
         return;
     }
     k->last_seen = util_now();
@@ -590,6 +648,65 @@ static void on_disconnect(coord_t *c, int fd)
         if (c->clients[i].live && c->clients[i].fd == fd) lose(c, &c->clients[i], "connection closed");
 }
 
+/* ---- the roster, re-read on SIGHUP -------------------------------------------------- */
+
+/* Between rounds: every site's id becomes its position on the new roster. A
+ * site whose id changed is told with a new WELCOME. */
+static void reindex_sites(coord_t *c)
+{
+    c->reindex = 0;
+    for (int i = 0; i < c->n_clients; i++) {
+        client_rec_t *k = &c->clients[i];
+        int index = roster_find(&c->roster, k->site);
+        if (index < 0 || index == k->index) continue;
+        log_info("site=%s event=renumbered index=%d -> %d", k->site, k->index, index);
+        k->index = index;
+        if (k->live) {
+            msg_t w = {.type = MSG_WELCOME, .round = c->round, .client_id = (uint32_t)index};
+            coord_send(c, k, NULL, &w);
+        }
+    }
+}
+
+static void reload_roster(coord_t *c)
+{
+    static roster_t fresh; /* large */
+    char err[512];
+    coord_reload = 0;
+    if (!c->conf->roster[0]) {
+        log_warn("SIGHUP: no roster file to re-read");
+        return;
+    }
+    if (roster_load(c->conf->roster, &fresh, err, sizeof err) < 0 ||
+        (c->conf->secagg && !fresh.all_have_pk) || (c->zap && !fresh.all_have_curve)) {
+        log_error("SIGHUP: roster not changed: %s",
+                  err[0] ? err : "a site lacks its identity or CURVE key");
+        return;
+    }
+    for (int i = 0; i < c->n_clients; i++) {
+        client_rec_t *k = &c->clients[i];
+        int gone = roster_find(&fresh, k->site) < 0;
+        if (gone && !k->removed) {
+            log_warn("site=%s event=removed-from-roster -> refused from now on", k->site);
+            if (k->live)
+                coord_reply_error(c, k, NULL, c->round, ERR_UNKNOWN_CLIENT,
+                                  "this site was removed from the federation roster");
+            k->removed = 1;
+            if (k->live) {
+                k->live = 0;
+                if (k->train == P_PENDING || k->eval == P_PENDING)
+                    coord_drop(c, k, "removed from the roster");
+            }
+        } else if (!gone && k->removed) {
+            k->removed = 0;
+        }
+    }
+    c->roster = fresh;
+    if (c->zap) zap_set_roster(c->zap, &c->roster);
+    c->reindex = 1;
+    log_info("SIGHUP: roster re-read: %d sites", c->roster.n);
+}
+
 /* Time-driven transitions: liveness, deadlines, phase completion. */
 static void tick(coord_t *c)
 {
@@ -602,13 +719,21 @@ static void tick(coord_t *c)
     int late = now - c->phase_started > c->conf->phase_timeout;
     switch (c->state) {
     case ST_WAITING: {
-        int live = live_count(c);
+        if (c->reindex) reindex_sites(c);
+        if (!want_round(c)) break;
+        int live = coord_live_count(c);
         int need = c->round == 0 ? c->conf->wait_for : c->conf->min_clients;
         if (live >= need && live > 0) start_round(c);
         else if (now - c->waiting_since > c->conf->wait_timeout) {
-            log_error("only %d of %d clients after %.0f s: giving up", live, need,
-                      c->conf->wait_timeout);
-            c->state = ST_DONE;
+            if (c->admin) { /* a deployed coordinator waits for the hospitals as long as it takes */
+                log_warn("round=%u only %d of %d clients after %.0f s: still waiting", c->round,
+                         live, need, c->conf->wait_timeout);
+                c->waiting_since = now;
+            } else {
+                log_error("only %d of %d clients after %.0f s: giving up", live, need,
+                          c->conf->wait_timeout);
+                c->state = ST_DONE;
+            }
         }
         break;
     }
@@ -693,34 +818,40 @@ static int load_roster(coord_t *c)
                   "(--roster FILE, lines 'NAME PUBKEY'); or run with --secagg off");
         return -1;
     }
-    return 0;
+    return sa_load_ca(c);
 }
 
-void coord_conf_defaults(coord_conf_t *c)
+/* The admin's CURVE public key: 64 hex digits, or a file holding them. */
+static int load_admin_key(const char *v, uint8_t pk[32])
 {
-    memset(c, 0, sizeof *c);
-    util_strlcpy(c->bind, "tcp://127.0.0.1:7700", sizeof c->bind);
-    util_strlcpy(c->out_dir, ".", sizeof c->out_dir);
-    c->rounds = 10;
-    c->wait_for = 1;
-    c->min_clients = 1;
-    c->fraction = 1.0;
-    c->epochs = 2;
-    c->batch = 32;
-    c->lr = 0.02;
-    c->momentum = 0.9;
-    c->weight_decay = 0.0;
-    c->seed = 1;
-    c->heartbeat_timeout = 30;
-    c->phase_timeout = 3600;
-    c->wait_timeout = 600;
-    c->server = (fedavg_opts_t){SERVER_OPT_FEDAVG, 1.0, 0.0};
-    c->secagg = 1;
-    c->dropout = 0.2;
-    c->collusion = 0.2;
-    c->clip = 2.0;
-    c->upload_slots = 1;
-    c->log_level = LOG_INFO;
+    char hex[80] = "";
+    if (identity_pk_from_hex(pk, v) == 0) return 0;
+    FILE *f = fopen(v, "r");
+    if (f) {
+        if (!fgets(hex, sizeof hex, f)) hex[0] = '\0';
+        fclose(f);
+        hex[strcspn(hex, " \r\n")] = '\0';
+        if (identity_pk_from_hex(pk, hex) == 0) return 0;
+    }
+    log_error("admin_key: '%s' is neither 64 hex digits nor a file holding them", v);
+    return -1;
+}
+
+/* Tells the watchers about each new phase, one line each. */
+static void announce(coord_t *c)
+{
+    if (c->state == c->seen_state && c->round == c->seen_round) return;
+    c->seen_state = c->state;
+    c->seen_round = c->round;
+    if (!c->admin) return;
+    int cohort = 0;
+    for (int i = 0; i < c->n_clients; i++) cohort += c->clients[i].train != P_IDLE;
+    if (c->state == ST_WAITING && c->round >= c->target)
+        admin_event(c, "round=%u phase=idle completed=%u val_accuracy=%.4f", c->round, c->version,
+                    isfinite(c->last_accuracy) ? c->last_accuracy : 0.0);
+    else
+        admin_event(c, "round=%u phase=%s cohort=%d live=%d", c->round,
+                    coord_state_names[c->state], cohort, coord_live_count(c));
 }
 
 int coord_run(const coord_conf_t *conf)
@@ -729,20 +860,15 @@ int coord_run(const coord_conf_t *conf)
     memset(&c, 0, sizeof c);
     c.conf = conf;
     int rc = 1;
-    char err[512], path[PATH_MAX + 32];
+    char err[512];
     rng_seed(&c.rng, conf->seed ^ 0xC00Dull);
+    c.resumed_from = -1;
+    c.started_at = util_now();
+    c.last_accuracy = c.last_auc = NAN;
+    c.target = conf->autostart ? (uint32_t)conf->rounds : 0;
     if (load_model(&c) < 0 || load_roster(&c) < 0) goto out;
-    if (util_mkdirs(conf->out_dir, err, sizeof err) < 0) {
-        log_error("%s", err);
-        goto out;
-    }
     if (conf->secagg && crypto_init() < 0) goto out;
-    snprintf(path, sizeof path, "%s/metrics.jsonl", conf->out_dir);
-    c.metrics = fopen(path, "w");
-    if (!c.metrics) {
-        log_error("%s: cannot create", path);
-        goto out;
-    }
+    if (state_open(&c) < 0) goto out;
     c.zctx = zmq_ctx_new();
     c.sock = zmq_socket(c.zctx, ZMQ_ROUTER);
     c.out = wire_buf_new();
@@ -767,7 +893,9 @@ int coord_run(const coord_conf_t *conf)
         }
         int rc_curve = transport_curve_server(c.sock, sk);
         crypto_wipe(sk, sizeof sk);
-        c.zap = zap_start(c.zctx, &c.roster);
+        uint8_t admin_pk[32];
+        if (conf->admin_key[0] && load_admin_key(conf->admin_key, admin_pk) < 0) goto out;
+        c.zap = zap_start(c.zctx, &c.roster, conf->admin_key[0] ? admin_pk : NULL);
         if (rc_curve < 0 || !c.zap) {
             log_error("cannot enable CURVE: %s", zmq_strerror(errno));
             goto out;
@@ -782,17 +910,23 @@ int coord_run(const coord_conf_t *conf)
         log_error("cannot bind %s: %s", conf->bind, zmq_strerror(errno));
         goto out;
     }
-    log_info("listening on %s, %d rounds, waiting for %d clients", conf->bind, conf->rounds,
-             conf->wait_for);
+    if (conf->admin_bind[0] && !(c.admin = admin_open(&c))) goto out;
+    log_info("listening on %s, %s, waiting for %d clients", conf->bind,
+             c.target > c.round ? "running" : "idle until `medfed start`", conf->wait_for);
     c.state = ST_WAITING;
+    c.seen_state = ST_WAITING;
+    c.seen_round = c.round;
     c.waiting_since = util_now();
     while (c.state != ST_DONE && !coord_stop) {
-        zmq_pollitem_t pi[2] = {{c.sock, 0, ZMQ_POLLIN, 0}, {c.monitor, 0, ZMQ_POLLIN, 0}};
-        int n = zmq_poll(pi, c.monitor ? 2 : 1, 100);
+        zmq_pollitem_t pi[3] = {{c.sock, 0, ZMQ_POLLIN, 0}, {c.monitor, 0, ZMQ_POLLIN, 0},
+                                {c.admin ? admin_socket(c.admin) : NULL, 0, ZMQ_POLLIN, 0}};
+        int n = zmq_poll(pi, 3, 100);
         if (n > 0 && c.monitor && (pi[1].revents & ZMQ_POLLIN)) {
             int fd;
             while ((fd = transport_monitor_read(c.monitor)) >= 0) on_disconnect(&c, fd);
         }
+        if (n > 0 && c.admin && (pi[2].revents & ZMQ_POLLIN)) admin_on_readable(&c);
+        if (coord_reload) reload_roster(&c);
         n = n > 0 && (pi[0].revents & ZMQ_POLLIN);
         if (n < 0 && errno != EINTR) {
             log_error("poll failed: %s", zmq_strerror(errno));
@@ -823,20 +957,27 @@ int coord_run(const coord_conf_t *conf)
             if (c.state == ST_DONE) break;
         }
         tick(&c); /* O(clients): cheap enough to run after every wake-up */
+        announce(&c);
     }
-    if (c.state == ST_DONE && (int)c.round >= conf->rounds) rc = 0;
-    if (coord_stop) log_info("signal received -> stopping");
-    /* Tell every site the federation is over. */
-    for (int i = 0; i < c.n_clients; i++) {
+    if (c.state == ST_DONE && c.round >= c.target) rc = 0;
+    if (coord_stop) {
+        log_info("signal received -> stopping (state is saved: a restart resumes after round %u)",
+                 c.round);
+        if (c.admin) rc = 0;
+    }
+    /* Without an admin socket the run is the process: tell every site it is
+     * over. A deployed coordinator leaves the sites waiting for its restart. */
+    for (int i = 0; !c.admin && i < c.n_clients; i++) {
         msg_t s = {.type = MSG_SHUTDOWN, .round = c.round};
         if (c.clients[i].live) coord_send(&c, &c.clients[i], NULL, &s);
     }
-    if (save_model(&c) < 0) rc = 1;
+    if (c.version > 0 && save_model(&c) < 0) rc = 1;
     /* Give the SHUTDOWN messages time to leave: under load the default 1 s
      * linger was seen to drop one, leaving that daemon waiting. */
     int shutdown_linger = 5000;
     zmq_setsockopt(c.sock, ZMQ_LINGER, &shutdown_linger, sizeof shutdown_linger);
 out:
+    admin_close(&c.admin);
     if (c.monitor) {
         zmq_socket_monitor(c.sock, NULL, 0);
         zmq_close(c.monitor);
@@ -849,6 +990,7 @@ out:
     wire_decoder_destroy(&c.dec);
     fedavg_destroy(&c.fedavg);
     if (conf->secagg) sa_round_cleanup(&c);
+    sa_ca_free(&c);
     free(c.acc);
     schema_destroy(&c.schema);
     free(c.global);

@@ -19,7 +19,8 @@
 typedef struct {
     char bind[256];              /* tcp://127.0.0.1:7700 */
     char init_model[PATH_MAX];   /* safetensors with arch metadata (medfed-init) */
-    char out_dir[PATH_MAX];      /* metrics.jsonl, model.safetensors */
+    char out_dir[PATH_MAX];      /* the state directory: metrics.jsonl, model.safetensors,
+                                    rounds/round-N.safetensors, state.json (resume) */
     char roster[PATH_MAX];       /* optional: one site name per line; index = line order */
     char curve_secret[PATH_MAX]; /* CURVE server key file: encrypted transport + ZAP roster check */
     int rounds;
@@ -39,11 +40,25 @@ typedef struct {
     int neighbors;               /* SecAgg+ degree; 0 = from the cohort size */
     int upload_slots;            /* masked inputs in flight at once: memory = slots x model */
     log_level_t log_level;
+    char ca[PATH_MAX];           /* federation CA: site identity certificates are checked */
+    char admin_bind[256];        /* admin socket (CURVE, admin key only); "" = none */
+    char admin_key[PATH_MAX];    /* the admin's CURVE public key: 64 hex digits or a file */
+    int autostart;               /* run `rounds` at once (default: without an admin socket) */
+    int resume;                  /* continue from state.json in out_dir if there is one (on) */
 } coord_conf_t;
 
 void coord_conf_defaults(coord_conf_t *c);
+/* Reads [coordinator] of an INI file over c (defaults first). "file:line: reason". */
+int coord_conf_load(const char *path, coord_conf_t *c, char *err, size_t errlen);
+/* Sets one setting by INI key or flag name (run-time flags override the file). */
+int coord_conf_set(coord_conf_t *c, const char *name, const char *value, char *err, size_t errlen);
+/* 1 if name is a setting. */
+int coord_conf_known(const char *name);
+/* Cross-field checks after everything is read. */
+int coord_conf_finish(coord_conf_t *c, char *err, size_t errlen);
 
 extern volatile sig_atomic_t coord_stop;
+extern volatile sig_atomic_t coord_reload; /* SIGHUP: re-read the roster */
 
 /* Runs the whole federation. 0 when every round ran, non-zero on error. */
 int coord_run(const coord_conf_t *conf);

@@ -37,6 +37,8 @@ typedef struct {
     int ready;                           /* has its masked input computed */
     int granted;                         /* may upload its masked input now */
     uint8_t adv[WIRE_ADVERTISE_BYTES];  /* c_pk || s_pk || sig */
+    uint8_t cert[WIRE_CERT_MAX];         /* its identity certificate (DER), relayed in KEYS */
+    size_t cert_len;                     /* 0: none (roster mode) */
     uint8_t *boxes;                      /* its SHARES blob, |U1|-1 records */
     size_t boxes_len;
 } sa_client_t;
@@ -51,6 +53,7 @@ typedef struct {
     int fd;                /* connection of its last message, -1 unknown */
     uint32_t has_version;  /* global model version this client holds */
     part_t train, eval;    /* train: in this round's cohort and still in it */
+    int removed;           /* taken off the roster (SIGHUP): refused until it is back */
     sa_client_t sa;
 } client_rec_t;
 
@@ -79,6 +82,19 @@ typedef struct {
     int n_clients;
     roster_t roster;
     int have_roster;
+    struct cert_ca *ca;        /* --ca: ADVERTISE must carry a certificate from this CA */
+    int reindex;           /* roster re-read: renumber sites before the next round */
+
+    /* the run, as the state directory records it (state.c) */
+    uint32_t target;       /* run rounds until round == target */
+    int paused;            /* finish the round in flight, then start no new one */
+    int64_t resumed_from;  /* model version this process resumed from, -1 if a new run */
+    double started_at;
+    struct admin *admin;   /* the research lead's socket (admin.c), or NULL */
+    coord_state_t seen_state; /* last state announced to watchers */
+    uint32_t seen_round;
+    double last_accuracy, last_auc; /* of the last completed round (NAN if none) */
+    int last_participants;
 
     /* the round */
     coord_state_t state;
@@ -115,7 +131,30 @@ void coord_abort_round(coord_t *c, const char *why);
 /* Applies the mean delta to the global model (server optimiser), starts EVAL. */
 void coord_apply_and_evaluate(coord_t *c, const float *avg);
 
+/* Metadata for a model file of the current global model (arch, ..., round). */
+size_t coord_model_meta(const coord_t *c, st_meta_t *meta);
+int coord_live_count(const coord_t *c);
+/* Abandons the round in flight (admin `stop`). */
+void coord_stop_round(coord_t *c, const char *why);
+
+/* state.c: the state directory */
+int state_open(coord_t *c);
+int state_save(coord_t *c);
+int state_commit(coord_t *c, int model_changed);
+void state_round_path(const coord_t *c, uint32_t version, char *out, size_t outlen);
+
+/* admin.c: the admin socket */
+struct admin *admin_open(coord_t *c);
+void *admin_socket(struct admin *a);
+void admin_on_readable(coord_t *c);
+/* Tells watchers what happened, one line. */
+void admin_event(coord_t *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void admin_close(struct admin **a);
+
 /* secagg_server.c */
+/* Loads --ca (if given) into c->ca; sa_ca_free releases it (NULL-safe). */
+int sa_load_ca(coord_t *c);
+void sa_ca_free(coord_t *c);
 int sa_round_setup(coord_t *c, int cohort, char *err, size_t errlen);
 void sa_fill_plan(const coord_t *c, msg_t *plan);
 int sa_handles(coord_state_t st, msg_type_t t);

@@ -9,10 +9,12 @@
  * sum(n_k * delta_k) and sum(n_k) over U3.
  *
  *   state      event                 action                                   next
- *   TRAINING   ADVERTISE             on_advertise: verify the identity         TRAINING
- *                                    signature on (c_pk, s_pk), stage 1
+ *   TRAINING   ADVERTISE             on_advertise: with --ca, its certificate  TRAINING
+ *                                    (CA, CN = roster name, key = roster key);
+ *                                    verify the identity signature on
+ *                                    (c_pk, s_pk), stage 1
  *   TRAINING   all answered/dropped  send_keys: |U1| >= t, else abort;        SHARING
- *                                    KEYS (U1's signed keys) to U1
+ *                                    KEYS (U1's signed keys + certs) to U1
  *   SHARING    SHARES                on_shares: one box per other U1 member,  SHARING
  *                                    stage 2
  *   SHARING    all answered/dropped  route_shares: |U2| >= t, else abort;     MASKING
@@ -43,7 +45,10 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "coordinator/internal.h"
+#include "crypto/cert.h"
 #include "crypto/crypto.h"
+
+_Static_assert(WIRE_CERT_MAX == CERT_DER_MAX, "a certificate fits a KEYS record");
 
 /* Stage a cohort member must reach to finish the phase of state st. */
 static int stage_of(coord_state_t st)
@@ -101,6 +106,29 @@ static client_rec_t *by_index(coord_t *c, uint32_t index)
         if (c->clients[i].train != P_IDLE && (uint32_t)c->clients[i].index == index)
             return &c->clients[i];
     return NULL;
+}
+
+int sa_load_ca(coord_t *c)
+{
+    char err[PATH_MAX + 300];
+    if (!c->conf->ca[0]) return 0;
+    if (!c->conf->secagg || !c->have_roster) {
+        log_error("--ca checks identity certificates in secure aggregation: it needs --secagg on "
+                  "and a roster");
+        return -1;
+    }
+    c->ca = cert_ca_load(c->conf->ca, err, sizeof err);
+    if (!c->ca) {
+        log_error("%s", err);
+        return -1;
+    }
+    log_info("identity certificates: issued by the CA in %s", c->conf->ca);
+    return 0;
+}
+
+void sa_ca_free(coord_t *c)
+{
+    cert_ca_destroy(&c->ca);
 }
 
 void sa_round_cleanup(coord_t *c)
@@ -180,17 +208,41 @@ static void reject(coord_t *c, client_rec_t *k, msg_error_t code, const char *wh
 
 static void on_advertise(coord_t *c, client_rec_t *k, const msg_t *m)
 {
-    if (m->blob_len != WIRE_ADVERTISE_BYTES) {
+    if (m->blob_len < WIRE_ADVERTISE_BYTES || m->blob_len - WIRE_ADVERTISE_BYTES > WIRE_CERT_MAX) {
         reject(c, k, ERR_PROTOCOL, "advertised keys have the wrong size");
         return;
     }
     const uint8_t *c_pk = m->blob, *s_pk = m->blob + 32, *sig = m->blob + 64;
+    const uint8_t *cert = m->blob + WIRE_ADVERTISE_BYTES;
+    const size_t cert_len = m->blob_len - WIRE_ADVERTISE_BYTES;
+    /* With a CA the certificate must name this roster site and its key;
+     * without one a certificate is relayed unchecked (its peers check it). */
+    if (c->ca) {
+        const roster_entry_t *e = &c->roster.site[k->index];
+        char name[CERT_NAME_MAX], why[300], line[400];
+        uint8_t pk[IDENTITY_PUBLICKEYBYTES];
+        if (cert_len == 0) {
+            reject(c, k, ERR_SIGNATURE, "no identity certificate (this federation has a CA)");
+            return;
+        }
+        if (cert_verify(c->ca, cert, cert_len, e->name, name, pk, why, sizeof why) < 0) {
+            snprintf(line, sizeof line, "identity certificate: %s", why);
+            reject(c, k, ERR_SIGNATURE, line);
+            return;
+        }
+        if (!crypto_equal(pk, e->pk, sizeof pk)) {
+            reject(c, k, ERR_SIGNATURE, "identity certificate: its key is not the roster's key");
+            return;
+        }
+    }
     if (identity_verify_keys(sig, c->roster.site[k->index].pk, c->round, (uint32_t)k->index, c_pk,
                              s_pk) < 0) {
         reject(c, k, ERR_SIGNATURE, "advertised keys are not signed by this site's identity key");
         return;
     }
     memcpy(k->sa.adv, m->blob, WIRE_ADVERTISE_BYTES);
+    memcpy(k->sa.cert, cert, cert_len);
+    k->sa.cert_len = cert_len;
     k->sa.stage = 1;
     if (isfinite(m->train_seconds) && m->train_seconds > c->train_s_max)
         c->train_s_max = m->train_seconds;
@@ -206,7 +258,11 @@ static void send_keys(coord_t *c)
     free(c->adj);
     c->adj = calloc((size_t)n * (size_t)n, 1);
     c->adj_n = n;
-    uint8_t *blob = malloc((size_t)n1 * WIRE_KEYREC_BYTES + 1);
+    size_t cap = 1;
+    for (int i = 0; i < n; i++)
+        if (c->clients[i].train != P_IDLE && c->clients[i].sa.stage >= 1)
+            cap += WIRE_KEYREC_MIN + c->clients[i].sa.cert_len;
+    uint8_t *blob = malloc(cap);
     unsigned k_deg = c->degree < (unsigned)(n1 - 1) ? c->degree : (unsigned)(n1 - 1);
     if (!g || !c->adj || !blob ||
         secagg_graph((unsigned)n1, k_deg, rng_next(&c->rng), g) < 0) {
@@ -228,9 +284,8 @@ static void send_keys(coord_t *c)
         for (int j = 0; j < n; j++) {
             client_rec_t *v = &c->clients[j];
             if (v->train == P_IDLE || v->sa.stage < 1 || (v != k && !nb(c, k, v))) continue;
-            wire_put_u32(blob + off, (uint32_t)v->index);
-            memcpy(blob + off + 4, v->sa.adv, WIRE_ADVERTISE_BYTES);
-            off += WIRE_KEYREC_BYTES;
+            off += wire_keyrec_put(blob + off, (uint32_t)v->index, v->sa.adv, v->sa.cert,
+                                   v->sa.cert_len);
         }
         msg_t m = {.type = MSG_KEYS, .round = c->round, .phase = PHASE_SHARE, .blob = blob,
                    .blob_len = off, .present = MSG_HAS_BLOB};

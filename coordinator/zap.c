@@ -10,7 +10,10 @@
 
 struct zap {
     void *sock;
-    const roster_t *roster;
+    roster_t roster;          /* a copy: SIGHUP swaps it under the lock */
+    pthread_mutex_t lock;
+    uint8_t admin_pk[32];
+    int has_admin;
     pthread_t thread;
     _Atomic int stop;
 };
@@ -53,11 +56,27 @@ static void serve_one(zap_t *z)
     char address[64] = "?";
     snprintf(address, sizeof address, "%.*s", len[3] < 63 ? len[3] : 63, frames[3]);
     int is_curve = len[5] == 5 && memcmp(frames[5], "CURVE", 5) == 0;
+    int admin_domain = len[2] == 5 && memcmp(frames[2], "admin", 5) == 0;
+    if (admin_domain) {
+        if (is_curve && key_len == 32 && z->has_admin && memcmp(key, z->admin_pk, 32) == 0) {
+            log_info("zap: admin connected from %s", address);
+            send_reply(z->sock, frames[1], (size_t)len[1], "200", "OK", "admin");
+        } else {
+            log_warn("zap: refused admin connection from %s: not the admin key", address);
+            send_reply(z->sock, frames[1], (size_t)len[1], "400", "not the admin key", "");
+        }
+        return;
+    }
     int site = -1;
+    char name[ROSTER_NAME_MAX] = "";
+    pthread_mutex_lock(&z->lock);
     if (is_curve && key_len == 32)
-        for (int i = 0; i < z->roster->n; i++)
-            if (z->roster->site[i].has_curve && memcmp(z->roster->site[i].curve_pk, key, 32) == 0)
+        for (int i = 0; i < z->roster.n; i++)
+            if (z->roster.site[i].has_curve && memcmp(z->roster.site[i].curve_pk, key, 32) == 0) {
                 site = i;
+                memcpy(name, z->roster.site[i].name, sizeof name);
+            }
+    pthread_mutex_unlock(&z->lock);
     if (site < 0) {
         char hex[17] = "";
         for (int i = 0; key_len == 32 && i < 8; i++) snprintf(hex + 2 * i, 3, "%02x", key[i]);
@@ -67,8 +86,8 @@ static void serve_one(zap_t *z)
         send_reply(z->sock, frames[1], (size_t)len[1], "400", "not on the roster", "");
         return;
     }
-    log_debug("zap: admitted %s as %s", address, z->roster->site[site].name);
-    send_reply(z->sock, frames[1], (size_t)len[1], "200", "OK", z->roster->site[site].name);
+    log_debug("zap: admitted %s as %s", address, name);
+    send_reply(z->sock, frames[1], (size_t)len[1], "200", "OK", name);
 }
 
 static void *run(void *arg)
@@ -81,11 +100,23 @@ static void *run(void *arg)
     return NULL;
 }
 
-zap_t *zap_start(void *zctx, const roster_t *roster)
+void zap_set_roster(zap_t *z, const roster_t *roster)
+{
+    pthread_mutex_lock(&z->lock);
+    z->roster = *roster;
+    pthread_mutex_unlock(&z->lock);
+}
+
+zap_t *zap_start(void *zctx, const roster_t *roster, const uint8_t admin_pk[32])
 {
     zap_t *z = calloc(1, sizeof *z);
     if (!z) return NULL;
-    z->roster = roster;
+    z->roster = *roster;
+    pthread_mutex_init(&z->lock, NULL);
+    if (admin_pk) {
+        memcpy(z->admin_pk, admin_pk, 32);
+        z->has_admin = 1;
+    }
     z->sock = zmq_socket(zctx, ZMQ_REP);
     int linger = 0;
     if (!z->sock || zmq_setsockopt(z->sock, ZMQ_LINGER, &linger, sizeof linger) < 0 ||
@@ -105,6 +136,7 @@ void zap_stop(zap_t **zp)
     z->stop = 1;
     pthread_join(z->thread, NULL);
     zmq_close(z->sock);
+    pthread_mutex_destroy(&z->lock);
     free(z);
     *zp = NULL;
 }

@@ -223,6 +223,10 @@ static void world_init(void)
 
     coord_conf_defaults(&conf);
     conf.secagg = 1;
+    /* finish_round commits to the state directory: keep it out of the way. */
+    char tmpl[] = "/tmp/medfed-fuzz-coord.XXXXXX";
+    FZ_CHECK(mkdtemp(tmpl) != NULL);
+    snprintf(conf.out_dir, sizeof conf.out_dir, "%s", tmpl);
     char err[256];
     unsigned t;
     FZ_CHECK(secagg_threshold(FZ_SITES, conf.dropout, conf.collusion, &t, err, sizeof err) == 0);
@@ -299,6 +303,7 @@ static void preset(uint8_t h0, uint8_t h1)
     conf.secagg = !plain;
     conf.upload_slots = (h0 & 0x20) ? 2 : 1;
     conf.rounds = (h0 & 0x40) ? (int)FZ_ROUND : 1000;
+    g.target = (uint32_t)conf.rounds;
 
     sa_round_cleanup(&g); /* the last input's share boxes and masked sum */
     double now = util_now();

@@ -1,0 +1,126 @@
+/*
+ * config.c - the coordinator's settings: one table for the config file's
+ * [coordinator] section and the command-line flags (same names, '-' for '_').
+ */
+#include "coordinator/coordinator.h"
+
+#include <stddef.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "common/options.h"
+#include "common/util.h"
+
+static int parse_server_opt(const char *v, void *field, char *err, size_t errlen)
+{
+    if (fedavg_opt_parse(v, (server_opt_t *)field) == 0) return 0;
+    util_seterr(err, errlen, "'server_opt' must be fedavg or fedavgm, got '%s'", v);
+    return -1;
+}
+
+#define F(f) offsetof(coord_conf_t, f)
+#define STR(name, f) {name, CONF_STR, F(f), sizeof(((coord_conf_t *)0)->f), 0, 0, NULL}
+#define NUM(name, kind, f, lo, hi) {name, kind, F(f), 0, lo, hi, NULL}
+static const conf_opt_t coord_opts[] = {
+    STR("bind", bind),
+    STR("init", init_model),
+    STR("state_dir", out_dir),
+    STR("out", out_dir),
+    STR("roster", roster),
+    STR("curve_secret", curve_secret),
+    STR("curve_key", curve_secret),
+    STR("ca", ca),
+    STR("admin_bind", admin_bind),
+    STR("admin_key", admin_key),
+    NUM("autostart", CONF_ONOFF, autostart, 0, 1),
+    NUM("resume", CONF_ONOFF, resume, 0, 1),
+    NUM("rounds", CONF_INT, rounds, 1, 100000),
+    NUM("wait_for", CONF_INT, wait_for, 1, 1024),
+    NUM("min_clients", CONF_INT, min_clients, 1, 1024),
+    NUM("fraction", CONF_DOUBLE, fraction, 0.001, 1),
+    NUM("local_epochs", CONF_INT, epochs, 0, 1000),
+    NUM("batch", CONF_INT, batch, 1, 65536),
+    NUM("lr", CONF_DOUBLE, lr, 1e-8, 10),
+    NUM("momentum", CONF_DOUBLE, momentum, 0, 0.999),
+    NUM("weight_decay", CONF_DOUBLE, weight_decay, 0, 0.1),
+    {"server_opt", CONF_CUSTOM, F(server.opt), 0, 0, 0, parse_server_opt},
+    NUM("server_lr", CONF_DOUBLE, server.lr, 1e-6, 100),
+    NUM("server_momentum", CONF_DOUBLE, server.momentum, 0, 0.999),
+    NUM("seed", CONF_U64, seed, 0, 9007199254740992.0),
+    NUM("heartbeat_timeout", CONF_DOUBLE, heartbeat_timeout, 0.1, 86400),
+    NUM("phase_timeout", CONF_DOUBLE, phase_timeout, 0.1, 604800),
+    NUM("wait_timeout", CONF_DOUBLE, wait_timeout, 0.1, 604800),
+    NUM("secagg", CONF_ONOFF, secagg, 0, 1),
+    NUM("dropout", CONF_DOUBLE, dropout, 0, 0.99),
+    NUM("collusion", CONF_DOUBLE, collusion, 0, 0.99),
+    NUM("clip", CONF_DOUBLE, clip, 1e-6, 1e6),
+    NUM("upload_slots", CONF_INT, upload_slots, 1, 1024),
+    NUM("neighbors", CONF_INT, neighbors, 0, 1024),
+    NUM("log_level", CONF_LEVEL, log_level, 0, 0),
+};
+#define N_OPTS (sizeof coord_opts / sizeof coord_opts[0])
+
+void coord_conf_defaults(coord_conf_t *c)
+{
+    memset(c, 0, sizeof *c);
+    util_strlcpy(c->bind, "tcp://127.0.0.1:7700", sizeof c->bind);
+    util_strlcpy(c->out_dir, ".", sizeof c->out_dir);
+    c->rounds = 10;
+    c->wait_for = 1;
+    c->min_clients = 1;
+    c->fraction = 1.0;
+    c->epochs = 2;
+    c->batch = 32;
+    c->lr = 0.02;
+    c->momentum = 0.9;
+    c->weight_decay = 0.0;
+    c->seed = 1;
+    c->heartbeat_timeout = 30;
+    c->phase_timeout = 3600;
+    c->wait_timeout = 600;
+    c->server = (fedavg_opts_t){SERVER_OPT_FEDAVG, 1.0, 0.0};
+    c->secagg = 1;
+    c->dropout = 0.2;
+    c->collusion = 0.2;
+    c->clip = 2.0;
+    c->upload_slots = 1;
+    c->log_level = LOG_INFO;
+    c->autostart = -1; /* decided in coord_conf_finish */
+    c->resume = 1;
+}
+
+int coord_conf_known(const char *name) { return conf_find(coord_opts, N_OPTS, name) >= 0; }
+
+int coord_conf_set(coord_conf_t *c, const char *name, const char *value, char *err, size_t errlen)
+{
+    int i = conf_find(coord_opts, N_OPTS, name);
+    if (i < 0) {
+        util_seterr(err, errlen, "unknown setting '%s'", name);
+        return -1;
+    }
+    return conf_set(&coord_opts[i], c, value, err, errlen);
+}
+
+int coord_conf_load(const char *path, coord_conf_t *c, char *err, size_t errlen)
+{
+    return conf_load_ini(path, "coordinator", coord_opts, N_OPTS, c, NULL, NULL, err, errlen);
+}
+
+int coord_conf_finish(coord_conf_t *c, char *err, size_t errlen)
+{
+    if (!c->init_model[0]) {
+        util_seterr(err, errlen, "the initial model is required (init = FILE, or --init FILE)");
+        return -1;
+    }
+    if (c->min_clients > c->wait_for) c->wait_for = c->min_clients;
+    if (c->admin_bind[0] && !c->admin_key[0]) {
+        util_seterr(err, errlen, "admin_bind needs admin_key (the admin's CURVE public key)");
+        return -1;
+    }
+    if (c->admin_bind[0] && !c->curve_secret[0]) {
+        util_seterr(err, errlen, "admin_bind needs curve_key: the admin socket is CURVE only");
+        return -1;
+    }
+    if (c->autostart < 0) c->autostart = !c->admin_bind[0];
+    return 0;
+}

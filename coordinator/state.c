@@ -1,0 +1,221 @@
+/*
+ * state.c - the coordinator's state directory, so that a crash loses at most
+ * the round in flight.
+ *
+ *   DIR/metrics.jsonl              one row per finished round (fsync'd)
+ *   DIR/rounds/round-000012.safetensors   the model after round 12
+ *   DIR/model.safetensors          the latest model (a copy, for tools)
+ *   DIR/state.json                 {"round", "version", "target", "paused"}
+ *
+ * Every file is written whole to a temp file, fsync'd and renamed, so a kill
+ * at any moment leaves the old file or the new one, never a part. The commit
+ * order is: metrics row, round model, state.json. state.json is the commit
+ * point: on start, metrics rows after its round (written just before a crash)
+ * are dropped, and an orphan round file is overwritten when the round runs again.
+ */
+#include "coordinator/internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/util.h"
+
+void state_round_path(const coord_t *c, uint32_t version, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "%s/rounds/round-%06u.safetensors", c->conf->out_dir, version);
+}
+
+static void path_of(const coord_t *c, const char *name, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "%s/%s", c->conf->out_dir, name);
+}
+
+/* Reads "key":<unsigned> from a small JSON text; -1 if absent or malformed. */
+static int json_u32(const char *text, const char *key, uint32_t *out)
+{
+    char pat[48];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    const char *p = strstr(text, pat);
+    if (!p) return -1;
+    p += strlen(pat);
+    while (*p == ' ') p++;
+    char num[16];
+    size_t n = 0;
+    while (p[n] >= '0' && p[n] <= '9' && n < sizeof num - 1) {
+        num[n] = p[n];
+        n++;
+    }
+    num[n] = '\0';
+    long long v;
+    if (n == 0 || util_parse_int(num, 0, UINT32_MAX, &v) < 0) return -1;
+    *out = (uint32_t)v;
+    return 0;
+}
+
+static char *read_small(const char *path, size_t max, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        util_seterr(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    char *buf = malloc(max + 1);
+    size_t n = buf ? fread(buf, 1, max + 1, f) : 0;
+    fclose(f);
+    if (!buf || n > max) {
+        util_seterr(err, errlen, "%s: larger than %zu bytes", path, max);
+        free(buf);
+        return NULL;
+    }
+    buf[n] = '\0';
+    return buf;
+}
+
+int state_save(coord_t *c)
+{
+    char path[PATH_MAX + 32], err[512], text[256];
+    path_of(c, "state.json", path, sizeof path);
+    int n = snprintf(text, sizeof text,
+                     "{\"round\":%u,\"version\":%u,\"target\":%u,\"paused\":%s,\"arch\":\"%s\","
+                     "\"numel\":%zu}\n",
+                     c->round, c->version, c->target, c->paused ? "true" : "false", c->arch,
+                     c->numel);
+    if (util_write_file_atomic(path, text, (size_t)n, err, sizeof err) < 0) {
+        log_error("state: %s", err);
+        return -1;
+    }
+    return 0;
+}
+
+/* Keeps the metrics rows of rounds <= last (rewritten atomically). */
+static int trim_metrics(coord_t *c, uint32_t last, char *err, size_t errlen)
+{
+    char path[PATH_MAX + 32];
+    path_of(c, "metrics.jsonl", path, sizeof path);
+    FILE *f = fopen(path, "r");
+    if (!f) return errno == ENOENT ? 0 : (util_seterr(err, errlen, "%s: %s", path, strerror(errno)), -1);
+    char *out = NULL, line[65536];
+    size_t len = 0, dropped = 0;
+    FILE *mem = open_memstream(&out, &len);
+    if (!mem) {
+        fclose(f);
+        return -1;
+    }
+    while (fgets(line, sizeof line, f)) {
+        uint32_t r;
+        if (json_u32(line, "round", &r) == 0 && r <= last && strchr(line, '\n')) fputs(line, mem);
+        else dropped++;
+    }
+    fclose(f);
+    fclose(mem);
+    int rc = 0;
+    if (dropped) {
+        rc = util_write_file_atomic(path, out, len, err, errlen);
+        if (rc == 0) log_info("state: dropped %zu metrics row(s) of unfinished rounds", dropped);
+    }
+    free(out);
+    return rc;
+}
+
+int state_open(coord_t *c)
+{
+    char path[PATH_MAX + 32], err[512];
+    if (util_mkdirs(c->conf->out_dir, err, sizeof err) < 0) {
+        log_error("%s", err);
+        return -1;
+    }
+    path_of(c, "rounds", path, sizeof path);
+    if (util_mkdirs(path, err, sizeof err) < 0) {
+        log_error("%s", err);
+        return -1;
+    }
+    path_of(c, "state.json", path, sizeof path);
+    int have_state = access(path, F_OK) == 0;
+    const char *mode = "w";
+    if (have_state && c->conf->resume) {
+        char *text = read_small(path, 4096, err, sizeof err);
+        uint32_t round, version, target, numel;
+        if (!text) {
+            log_error("state: %s", err);
+            return -1;
+        }
+        int ok = json_u32(text, "round", &round) == 0 && json_u32(text, "version", &version) == 0 &&
+                 json_u32(text, "target", &target) == 0 && json_u32(text, "numel", &numel) == 0 &&
+                 version <= round;
+        c->paused = strstr(text, "\"paused\":true") != NULL;
+        free(text);
+        if (!ok) {
+            log_error("state: %s is not a state file this coordinator wrote (start with "
+                      "--resume off to begin a new run in this directory)", path);
+            return -1;
+        }
+        if (numel != c->numel) {
+            log_error("state: %s is a run of a model with %u parameters, the initial model has "
+                      "%zu", path, numel, c->numel);
+            return -1;
+        }
+        if (version > 0) {
+            char mpath[PATH_MAX + 64];
+            schema_t *s = NULL;
+            float *w = NULL;
+            st_meta_t meta[ST_META_MAX];
+            size_t nmeta = 0;
+            state_round_path(c, version, mpath, sizeof mpath);
+            if (safetensors_read(mpath, &s, &w, meta, &nmeta, err, sizeof err) < 0 ||
+                schema_numel(s) != c->numel) {
+                log_error("state: round %u's model: %s", version,
+                          s ? "parameter count differs from the initial model" : err);
+                schema_destroy(&s);
+                free(w);
+                return -1;
+            }
+            memcpy(c->global, w, c->numel * sizeof *w);
+            schema_destroy(&s);
+            free(w);
+        }
+        c->round = round;
+        c->version = version;
+        c->target = target;
+        c->resumed_from = (int64_t)version;
+        if (trim_metrics(c, round, err, sizeof err) < 0) {
+            log_error("state: %s", err);
+            return -1;
+        }
+        mode = "a";
+        log_info("state: resuming in %s after round %u (model of round %u), target %u rounds%s",
+                 c->conf->out_dir, round, version, target, c->paused ? ", paused" : "");
+        if (c->conf->server.opt != SERVER_OPT_FEDAVG)
+            log_warn("state: the server optimiser's momentum starts again from zero");
+    } else if (have_state) {
+        log_warn("state: --resume off: starting a new run over %s", c->conf->out_dir);
+    }
+    path_of(c, "metrics.jsonl", path, sizeof path);
+    c->metrics = fopen(path, mode);
+    if (!c->metrics) {
+        log_error("%s: cannot open: %s", path, strerror(errno));
+        return -1;
+    }
+    return state_save(c);
+}
+
+/* A round ended (complete or aborted): its metrics row is written; make it durable. */
+int state_commit(coord_t *c, int model_changed)
+{
+    char path[PATH_MAX + 64], err[512];
+    fflush(c->metrics);
+    fsync(fileno(c->metrics));
+    if (model_changed) {
+        st_meta_t meta[ST_META_MAX];
+        size_t n = coord_model_meta(c, meta);
+        state_round_path(c, c->version, path, sizeof path);
+        if (safetensors_write(path, c->schema, c->global, meta, n, err, sizeof err) < 0) {
+            log_error("checkpoint: %s", err);
+            return -1;
+        }
+    }
+    return state_save(c);
+}

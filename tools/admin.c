@@ -1,0 +1,317 @@
+#include "tools/admin.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <zmq.h>
+
+#include "common/options.h"
+#include "common/util.h"
+#include "crypto/crypto.h"
+#include "proto/transport.h"
+
+typedef struct {
+    char coordinator[256];
+    char admin_key[1024];
+    char coordinator_key[80];
+} admin_conf_t;
+
+#define A(f) offsetof(admin_conf_t, f)
+static const conf_opt_t admin_opts[] = {
+    {"coordinator", CONF_STR, A(coordinator), sizeof(((admin_conf_t *)0)->coordinator), 0, 0, NULL},
+    {"admin_key", CONF_STR, A(admin_key), sizeof(((admin_conf_t *)0)->admin_key), 0, 0, NULL},
+    {"coordinator_key", CONF_STR, A(coordinator_key), sizeof(((admin_conf_t *)0)->coordinator_key),
+     0, 0, NULL},
+};
+
+static volatile sig_atomic_t interrupted = 0;
+static void on_sigint(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+}
+
+typedef struct {
+    void *zctx, *sock;
+    const char *endpoint;
+} conn_t;
+
+static int conn_open(conn_t *k, const admin_conf_t *conf, const char *path)
+{
+    uint8_t sk[CURVE_KEYBYTES], pk[CURVE_KEYBYTES], server[CURVE_KEYBYTES];
+    char err[512];
+    if (keyfile_load(conf->admin_key, sk, sizeof sk, err, sizeof err) < 0) {
+        fprintf(stderr, "medfed: %s\n", err);
+        return -1;
+    }
+    k->endpoint = conf->coordinator;
+    k->zctx = zmq_ctx_new();
+    k->sock = k->zctx ? zmq_socket(k->zctx, ZMQ_DEALER) : NULL;
+    int linger = 0, immediate = 1, sndtimeo = 10000;
+    int ok = k->sock && identity_pk_from_hex(server, conf->coordinator_key) == 0 &&
+             curve_pk_of(pk, sk) == 0 && transport_curve_client(k->sock, server, pk, sk) == 0;
+    crypto_wipe(sk, sizeof sk);
+    if (!ok) {
+        fprintf(stderr, "medfed: %s: coordinator_key must be 64 hex digits\n", path);
+        return -1;
+    }
+    zmq_setsockopt(k->sock, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(k->sock, ZMQ_IMMEDIATE, &immediate, sizeof immediate);
+    zmq_setsockopt(k->sock, ZMQ_SNDTIMEO, &sndtimeo, sizeof sndtimeo);
+    if (zmq_connect(k->sock, conf->coordinator) < 0) {
+        fprintf(stderr, "medfed: cannot connect to %s: %s\n", conf->coordinator, zmq_strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static void conn_close(conn_t *k)
+{
+    if (k->sock) zmq_close(k->sock);
+    if (k->zctx) zmq_ctx_term(k->zctx);
+}
+
+static int send_request(conn_t *k, const char *cmd, const char *arg)
+{
+    if (zmq_send(k->sock, cmd, strlen(cmd), arg ? ZMQ_SNDMORE : 0) < 0 ||
+        (arg && zmq_send(k->sock, arg, strlen(arg), 0) < 0)) {
+        fprintf(stderr, "medfed: %s is not reachable (%s): is the coordinator running, and is "
+                        "this the admin key it was provisioned with?\n",
+                k->endpoint, zmq_strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* Receives one reply: frame 1 as a string (caller frees), frame 2 into *data. */
+static char *recv_reply(conn_t *k, int timeout_ms, uint8_t **data, size_t *data_len)
+{
+    zmq_pollitem_t pi = {k->sock, 0, ZMQ_POLLIN, 0};
+    int n;
+    do n = zmq_poll(&pi, 1, timeout_ms);
+    while (n < 0 && errno == EINTR && !interrupted);
+    if (n <= 0) return NULL;
+    char *text = NULL;
+    for (int part = 0, more = 1; more; part++) {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        if (zmq_msg_recv(&m, k->sock, 0) < 0) {
+            zmq_msg_close(&m);
+            free(text);
+            return NULL;
+        }
+        size_t len = zmq_msg_size(&m);
+        if (part == 0) {
+            text = malloc(len + 1);
+            if (text) {
+                memcpy(text, zmq_msg_data(&m), len);
+                text[len] = '\0';
+            }
+        } else if (part == 1 && data) {
+            *data = malloc(len ? len : 1);
+            if (*data) memcpy(*data, zmq_msg_data(&m), len);
+            *data_len = len;
+        }
+        more = zmq_msg_more(&m);
+        zmq_msg_close(&m);
+    }
+    return text;
+}
+
+/* ---- reading a reply: the few fields the human-readable output needs ------------------- */
+
+static int jnum(const char *j, const char *key, double *out)
+{
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\":", key);
+    const char *p = strstr(j, pat);
+    if (!p || strncmp(p + strlen(pat), "null", 4) == 0) return -1;
+    *out = strtod(p + strlen(pat), NULL);
+    return 0;
+}
+
+static void jstr(const char *j, const char *key, char *out, size_t outlen)
+{
+    char pat[64];
+    snprintf(pat, sizeof pat, "\"%s\":\"", key);
+    const char *p = strstr(j, pat);
+    out[0] = '\0';
+    if (!p) return;
+    p += strlen(pat);
+    size_t n = strcspn(p, "\"");
+    snprintf(out, outlen, "%.*s", (int)(n < outlen ? n : outlen - 1), p);
+}
+
+static int reply_ok(const char *j) { return strncmp(j, "{\"ok\":true", 10) == 0; }
+
+static void print_status(const char *j)
+{
+    char state[32];
+    double round = 0, done = 0, target = 0, live = 0, reg = 0, from, acc, auc, parts = 0;
+    jstr(j, "state", state, sizeof state);
+    jnum(j, "round", &round);
+    jnum(j, "completed", &done);
+    jnum(j, "target", &target);
+    jnum(j, "live", &live);
+    jnum(j, "registered", &reg);
+    jnum(j, "last_participants", &parts);
+    printf("state:    %s, round %.0f (%.0f completed, target %.0f)\n", state, round, done, target);
+    printf("clients:  %.0f live of %.0f registered; secure aggregation %s\n", live, reg,
+           strstr(j, "\"secagg\":true") ? "on" : "off");
+    if (jnum(j, "resumed_from", &from) == 0)
+        printf("resumed:  from round %.0f (the last completed before the restart)\n", from);
+    if (jnum(j, "last_val_accuracy", &acc) == 0) {
+        printf("last:     %.0f participants, val accuracy %.4f", parts, acc);
+        if (jnum(j, "last_val_auc", &auc) == 0) printf(", AUC %.4f", auc);
+        printf("\n");
+    }
+}
+
+static void print_clients(const char *j)
+{
+    printf("%-24s %5s %5s %10s %8s %8s  %s\n", "SITE", "ID", "LIVE", "LAST SEEN", "TRAIN", "VAL",
+           "ROUND");
+    for (const char *p = strstr(j, "{\"site\":"); p; p = strstr(p + 1, "{\"site\":")) {
+        const char *end = strchr(p, '}');
+        if (!end) break;
+        char one[1024], site[128], train[16];
+        snprintf(one, sizeof one, "%.*s", (int)(end - p + 1), p);
+        double idx = 0, seen = 0, nt = 0, nv = 0;
+        jstr(one, "site", site, sizeof site);
+        jstr(one, "train", train, sizeof train);
+        jnum(one, "index", &idx);
+        jnum(one, "last_seen_s", &seen);
+        jnum(one, "n_train", &nt);
+        jnum(one, "n_val", &nv);
+        printf("%-24s %5.0f %5s %9.0fs %8.0f %8.0f  %s%s\n", site, idx,
+               strstr(one, "\"live\":true") ? "yes" : "no", seen, nt, nv, train,
+               strstr(one, "\"removed\":true") ? " (removed)" : "");
+    }
+}
+
+static int watch(conn_t *k, int until_idle)
+{
+    double renewed = -1e9;
+    signal(SIGINT, on_sigint);
+    signal(SIGTERM, on_sigint);
+    while (!interrupted) {
+        double now = util_now();
+        if (now - renewed >= 5.0) {
+            if (send_request(k, "watch", NULL) < 0) return 1;
+            renewed = now;
+        }
+        char *line = recv_reply(k, 1000, NULL, NULL);
+        if (!line) continue;
+        if (line[0] == '{') {
+            if (!reply_ok(line)) {
+                fprintf(stderr, "medfed: %s\n", line);
+                free(line);
+                return 1;
+            }
+        } else {
+            char ts[32];
+            time_t t = time(NULL);
+            strftime(ts, sizeof ts, "%H:%M:%S", localtime(&t));
+            printf("%s %s\n", ts, line);
+            fflush(stdout);
+            if (until_idle && strstr(line, "phase=idle")) {
+                free(line);
+                return 0;
+            }
+        }
+        free(line);
+    }
+    return 0;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: medfed COMMAND [--config ADMIN.ini] [options]\n"
+               "  status [--json]              where the run stands\n"
+               "  clients [--json]             every registered site\n"
+               "  start [--rounds N]           run N more rounds (default: the config's rounds)\n"
+               "  pause                        finish the round in flight, then wait\n"
+               "  stop                         abandon the round in flight now\n"
+               "  export [--round R] --out F   the model after round R (default: latest)\n"
+               "  watch [--until-idle]         one line per phase, live (Ctrl-C ends)\n"
+               "--config defaults to $MEDFED_ADMIN_CONFIG, else /etc/medfed/admin.ini\n");
+}
+
+int admin_main(int argc, char **argv)
+{
+    const char *cmd = argv[0], *config = getenv("MEDFED_ADMIN_CONFIG"), *arg = NULL, *out = NULL;
+    int json = 0, until_idle = 0;
+    if (!config) config = "/etc/medfed/admin.ini";
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        int has_next = i + 1 < argc;
+        if (strcmp(a, "--config") == 0 && has_next) config = argv[++i];
+        else if (strcmp(a, "--json") == 0) json = 1;
+        else if (strcmp(a, "--until-idle") == 0 && strcmp(cmd, "watch") == 0) until_idle = 1;
+        else if (strcmp(a, "--rounds") == 0 && has_next && strcmp(cmd, "start") == 0) arg = argv[++i];
+        else if (strcmp(a, "--round") == 0 && has_next && strcmp(cmd, "export") == 0) arg = argv[++i];
+        else if (strcmp(a, "--out") == 0 && has_next && strcmp(cmd, "export") == 0) out = argv[++i];
+        else {
+            fprintf(stderr, "medfed %s: unexpected argument '%s'\n", cmd, a);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (strcmp(cmd, "export") == 0 && !out) {
+        fprintf(stderr, "medfed export: --out FILE is required\n");
+        return 2;
+    }
+    admin_conf_t conf = {0};
+    char err[1024];
+    if (conf_load_ini(config, "admin", admin_opts, sizeof admin_opts / sizeof admin_opts[0], &conf,
+                      NULL, NULL, err, sizeof err) < 0) {
+        fprintf(stderr, "medfed: %s\n", err);
+        return 2;
+    }
+    if (!conf.coordinator[0] || !conf.admin_key[0] || !conf.coordinator_key[0]) {
+        fprintf(stderr, "medfed: %s: [admin] needs coordinator, admin_key and coordinator_key\n",
+                config);
+        return 2;
+    }
+    if (crypto_init() < 0) return 1;
+    conn_t k = {0};
+    int rc = 1;
+    if (conn_open(&k, &conf, config) < 0) goto out;
+    if (strcmp(cmd, "watch") == 0) {
+        rc = watch(&k, until_idle);
+        goto out;
+    }
+    if (send_request(&k, cmd, arg) < 0) goto out;
+    uint8_t *data = NULL;
+    size_t data_len = 0;
+    char *reply = recv_reply(&k, strcmp(cmd, "export") == 0 ? 120000 : 10000, &data, &data_len);
+    if (!reply) {
+        fprintf(stderr, "medfed: no answer from %s: is the coordinator running, and is this the "
+                        "admin key it was provisioned with?\n", conf.coordinator);
+        goto out;
+    }
+    if (!reply_ok(reply)) {
+        fprintf(stderr, "medfed %s: %s\n", cmd, reply);
+    } else if (out) {
+        if (!data || util_write_file_atomic(out, data, data_len, err, sizeof err) < 0)
+            fprintf(stderr, "medfed export: %s\n", data ? err : "no model in the reply");
+        else {
+            printf("wrote %s (%zu bytes)\n", out, data_len);
+            rc = 0;
+        }
+    } else {
+        if (json) printf("%s\n", reply);
+        else if (strcmp(cmd, "status") == 0) print_status(reply);
+        else if (strcmp(cmd, "clients") == 0) print_clients(reply);
+        else printf("%s\n", reply);
+        rc = 0;
+    }
+    free(reply);
+    free(data);
+out:
+    conn_close(&k);
+    return rc;
+}
