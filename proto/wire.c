@@ -35,8 +35,8 @@ typedef struct {
 
 static const field_t fields[] = {
     /* key        kind   where               cap / len             required                              optional */
-    {"site",      F_STR, OFF(site),          WIRE_SITE_MAX,        T(MSG_HELLO), 0, 0},
-    {"version",   F_U32, OFF(version),       0,                    T(MSG_HELLO), 0, 0},
+    {"site",      F_STR, OFF(site),          WIRE_SITE_MAX,        T(MSG_HELLO) | T(MSG_PING), 0, 0},
+    {"version",   F_U32, OFF(version),       0,                    T(MSG_HELLO) | T(MSG_PING), 0, 0},
     {"n_train",   F_I64, OFF(n_train),       0,                    T(MSG_HELLO), 0, 0},
     {"n_val",     F_I64, OFF(n_val),         0,                    T(MSG_HELLO), 0, 0},
     {"client_id", F_U32, OFF(client_id),     0,                    T(MSG_WELCOME), 0, 0},
@@ -71,7 +71,7 @@ static const field_t fields[] = {
 static const char *const type_names[MSG_TYPE_COUNT] = {
     "?", "HELLO", "WELCOME", "PLAN", "HEARTBEAT", "UPDATE", "EVAL", "EVAL_RESULT",
     "SHUTDOWN", "ERROR", "ADVERTISE", "KEYS", "SHARES", "SHARES_IN", "MASKED", "UNMASK_REQ",
-    "UNMASK", "UPLOAD", "READY",
+    "UNMASK", "UPLOAD", "READY", "PING", "PONG",
 };
 
 static const char *const phase_names[PHASE_COUNT] = {"none", "train", "eval", "advertise",

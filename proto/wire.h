@@ -24,6 +24,7 @@
  *   K->C EVAL_RESULT  loss sum, correct count, score histograms (binary tasks)
  *   C->K SHUTDOWN   federation finished
  *   either ERROR    code + human-readable reason (never patient data)
+ *   K->C PING / C->K PONG  reachability check (medfed-client --check), no registration
  * Secure aggregation adds its phases as new types with the same envelope.
  */
 #ifndef MEDFED_WIRE_H
@@ -59,6 +60,9 @@ typedef enum {
     MSG_UNMASK,         /* K->C  blob = (id, kind, share) records */
     MSG_UPLOAD,         /* C->K  your turn to send MASKED (bounds the coordinator's memory) */
     MSG_READY,          /* K->C  masked input computed, waiting for UPLOAD */
+    /* deployment checks (medfed-client --check), outside any round: */
+    MSG_PING,           /* K->C  site, version: is the coordinator there, does it admit us? */
+    MSG_PONG,           /* C->K  yes; the envelope's round is the coordinator's round */
     MSG_TYPE_COUNT
 } msg_type_t;
 
@@ -85,7 +89,8 @@ typedef enum {
     ERR_LOCAL,             /* the sender failed locally (e.g. training error) */
     ERR_FULL,              /* federation full */
     ERR_SIGNATURE,         /* advertised keys not signed by the site's identity */
-    ERR_PROTOCOL           /* violates secure aggregation (bad record, bad set) */
+    ERR_PROTOCOL,          /* violates secure aggregation (bad record, bad set) */
+    ERR_NOT_REGISTERED     /* a message before HELLO (e.g. the coordinator restarted): say HELLO */
 } msg_error_t;
 
 /* Presence bits for optional fields (set by the decoder, read by the encoder). */
