@@ -49,13 +49,19 @@ LIBS      = $(PKG_LIBS) -lm -lpthread
 # ---- sources ---------------------------------------------------------------
 # The core library: plain C, no LibTorch. Everything but the daemons' mains.
 # client/ files the core holds: the data sources (tests and tools load data too).
-CLIENT_CORE := client/data_idx.c client/data.c client/dicomweb.c client/tensor_cache.c
+CLIENT_CORE := client/data_idx.c client/data.c client/dicomweb.c client/tensor_cache.c \
+               client/dicom.c client/dicom_prep.c
 CORE_SRC := $(wildcard common/*.c proto/*.c aggregation/*.c crypto/*.c) \
             model/safetensors.c $(CLIENT_CORE) sim/partition.c
 MODEL_SRC := model/model.cpp model/checkpoint.c
 
 COORD_SRC  := $(wildcard coordinator/*.c)
-CLIENT_SRC := $(filter-out $(CLIENT_CORE),$(wildcard client/*.c))
+# The DICOM worker: the only program that links GDCM (and libpng); never the daemon.
+WORKER_SRC := client/dicom_worker_main.c client/dicom_png.c client/dicom_gdcm.cpp
+GDCM_INC   := -I/usr/include/gdcm-3.0
+GDCM_LIBS  := -lgdcmMSFF -lgdcmDSED -lgdcmIOD -lgdcmDICT -lgdcmCommon
+PNG_LIBS    = $(shell pkg-config --libs libpng 2>/dev/null)
+CLIENT_SRC := $(filter-out $(CLIENT_CORE) $(WORKER_SRC),$(wildcard client/*.c))
 SIM_SRC    := $(filter-out sim/partition.c,$(wildcard sim/*.c))
 
 obj = $(patsubst %.c,$(BUILD)/%.o,$(patsubst %.cpp,$(BUILD)/%.o,$(1)))
@@ -64,7 +70,8 @@ CORE_LIB  := $(BUILD)/libmedfed.a
 MODEL_OBJ := $(call obj,$(MODEL_SRC))
 
 PROGS := $(BIN)/medfed-coordinator $(BIN)/medfed-client $(BIN)/medfed-sim \
-         $(BIN)/medfed-eval $(BIN)/medfed-init
+         $(BIN)/medfed-eval $(BIN)/medfed-init $(BIN)/medfed-dicom-worker \
+         $(BIN)/medfed-dicom-fixture
 # The operator's CLI: tools/medfed.c dispatches to one file per subcommand.
 PROGS += $(BIN)/medfed
 MEDFED_SRC := $(filter-out tools/init.c tools/eval.c,$(wildcard tools/*.c))
@@ -115,7 +122,20 @@ $(BIN)/medfed: $(call obj,$(MEDFED_SRC)) $(CORE_LIB)
 	@mkdir -p $(BIN)
 	$(call say,LD,$@)$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
+$(BUILD)/client/dicom_gdcm.o: CXXFLAGS += $(GDCM_INC)
+
+$(BIN)/medfed-dicom-worker: $(call obj,$(WORKER_SRC)) $(CORE_LIB)
+	@mkdir -p $(BIN)
+	$(call say,LD,$@)$(CXX) $(LDFLAGS) -o $@ $^ $(GDCM_LIBS) $(PNG_LIBS) $(LIBS)
+
+# IDX -> DICOM test fixtures (pydicom; gdcmconv for JPEG 2000).
+$(BIN)/medfed-dicom-fixture: tests/fixtures/dicom_fixture.py
+	@mkdir -p $(BIN)
+	$(call say,CP,$@)cp $< $@ && chmod +x $@
+
 # ---- tests -----------------------------------------------------------------
+# test_dicom runs the worker: it is told where by MEDFED_DICOM_WORKER.
+$(BUILD)/tests/test_dicom: | $(BIN)/medfed-dicom-worker
 $(BUILD)/tests/test_model: $(BUILD)/tests/unit/test_model.o $(MODEL_OBJ) $(CORE_LIB)
 	@mkdir -p $(dir $@)
 	$(call say,LD,$@)$(CXX) $(LDFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(TORCH_LIBS) $(LIBS)
@@ -134,7 +154,8 @@ test: deps
 	$(Q)$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(TEST_FUZZ_SECONDS)
 
 unit-test: $(UNIT_TESTS)
-	$(Q)sh tests/run_unit.sh $(BUILD)/tests $(UNIT_TESTS)
+	$(Q)MEDFED_DICOM_WORKER=$(abspath $(BIN))/medfed-dicom-worker \
+		sh tests/run_unit.sh $(BUILD)/tests $(UNIT_TESTS)
 
 integration-test: $(PROGS) $(TEST_TOOLS)
 	$(Q)sh tests/integration/run.sh $(BIN) $(BUILD)

@@ -3,7 +3,8 @@
  *
  * GDCM aborts on some malformed files, so decoding never runs inside the
  * daemon: dicom_worker_start() starts bin/medfed-dicom-worker (found next to
- * the running executable) and talks to it over a pipe. A worker that dies is
+ * the running executable, or $MEDFED_DICOM_WORKER) and talks to it over a
+ * socketpair (client/dicom_proto.h). A worker that dies is
  * restarted and the image is skipped with reason "worker crashed"; the daemon
  * goes on.
  *
@@ -56,8 +57,19 @@ typedef struct dicom_worker dicom_worker_t;
 dicom_worker_t *dicom_worker_start(char *err, size_t errlen);
 void dicom_worker_stop(dicom_worker_t **w);
 
+/* Per-image timeout (default DICOM_WORKER_TIMEOUT_MS): past it the worker is
+ * killed and restarted. The pid and the restart count are for tests and logs. */
+#define DICOM_WORKER_TIMEOUT_MS 30000
+void dicom_worker_set_timeout(dicom_worker_t *w, int ms);
+int dicom_worker_pid(const dicom_worker_t *w);
+unsigned dicom_worker_restarts(const dicom_worker_t *w);
+
 /* Decodes a file, or bytes fetched from a PACS. On DICOM_OK, out->pixels is
- * set; otherwise reason says why in words that contain no tag value. */
+ * set; otherwise reason says why in words that contain no tag value. The keys
+ * are filled whenever the worker could read the header, also for a skipped
+ * image (e.g. burned-in annotation). An image the worker dies on, or takes
+ * longer than the timeout for, is DICOM_SKIP_CRASH; the next call starts a
+ * fresh worker. */
 dicom_status_t dicom_worker_decode_file(dicom_worker_t *w, const char *path,
                                         const dicom_prep_t *prep, dicom_image_t *out,
                                         char *reason, size_t reasonlen);

@@ -1,0 +1,174 @@
+/*
+ * dicom_worker_main.c - bin/medfed-dicom-worker: decodes one image per request
+ * on stdin, answers on stdout (client/dicom_proto.h), until EOF. Started and
+ * restarted by client/dicom.c; never run by hand. It prints no tag value, on
+ * stdout or stderr: replies carry fixed phrases, GDCM's own messages are off.
+ *
+ * Test hook: with MEDFED_DICOM_WORKER_TEST=1 in its environment, a payload
+ * that starts with "MEDFED-TEST-ABORT" makes it abort() (as GDCM does on some
+ * files) and one that starts with "MEDFED-TEST-HANG" makes it hang.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "client/dicom_decode.h"
+#include "client/dicom_prep.h"
+#include "client/dicom_proto.h"
+#include "common/util.h"
+
+/* 1 = read all, 0 = EOF before the first byte, -1 = error or EOF inside. */
+static int read_full(int fd, void *buf, size_t len)
+{
+    size_t got = 0;
+    while (got < len) {
+        ssize_t n = read(fd, (uint8_t *)buf + got, len - got);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return got == 0 && n == 0 ? 0 : -1;
+        got += (size_t)n;
+    }
+    return 1;
+}
+
+static int write_full(int fd, const void *buf, size_t len)
+{
+    size_t put = 0;
+    while (put < len) {
+        ssize_t n = write(fd, (const uint8_t *)buf + put, len - put);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) return -1;
+        put += (size_t)n;
+    }
+    return 0;
+}
+
+/* Reads a whole regular file, at most DICOM_PROTO_BYTES_MAX bytes. */
+static uint8_t *read_file(const char *path, size_t *len, char *reason, size_t reasonlen)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+    struct stat st;
+    uint8_t *buf = NULL;
+    if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        util_seterr(reason, reasonlen, "cannot read the file");
+        goto out;
+    }
+    if (st.st_size > (off_t)DICOM_PROTO_BYTES_MAX) {
+        util_seterr(reason, reasonlen, "file too large");
+        goto out;
+    }
+    *len = (size_t)st.st_size;
+    buf = malloc(*len ? *len : 1);
+    if (!buf || (*len && read_full(fd, buf, *len) != 1)) {
+        util_seterr(reason, reasonlen, "cannot read the file");
+        free(buf);
+        buf = NULL;
+    }
+out:
+    if (fd >= 0) close(fd);
+    return buf;
+}
+
+static void test_hook(const uint8_t *buf, size_t len)
+{
+    static const char abort_tag[] = "MEDFED-TEST-ABORT", hang_tag[] = "MEDFED-TEST-HANG";
+    const char *on = getenv("MEDFED_DICOM_WORKER_TEST");
+    if (!on || strcmp(on, "1") != 0) return;
+    if (len >= sizeof abort_tag - 1 && memcmp(buf, abort_tag, sizeof abort_tag - 1) == 0) abort();
+    if (len >= sizeof hang_tag - 1 && memcmp(buf, hang_tag, sizeof hang_tag - 1) == 0)
+        for (;;) pause();
+}
+
+static int reply(dicom_status_t st, const char *reason, const dicom_image_t *img, size_t npix)
+{
+    size_t rl = strlen(reason), al = strlen(img->accession), sl = strlen(img->sop_uid);
+    if (rl > DICOM_PROTO_REASON_MAX) rl = DICOM_PROTO_REASON_MAX;
+    uint8_t h[DICOM_PROTO_REP_HEADER];
+    dicom_proto_put32(h, DICOM_PROTO_REP);
+    dicom_proto_put32(h + 4, (uint32_t)st);
+    dicom_proto_put32(h + 8, (uint32_t)rl);
+    dicom_proto_put32(h + 12, (uint32_t)al);
+    dicom_proto_put32(h + 16, (uint32_t)sl);
+    dicom_proto_put32(h + 20, (uint32_t)npix);
+    if (write_full(1, h, sizeof h) < 0 || write_full(1, reason, rl) < 0 ||
+        write_full(1, img->accession, al) < 0 || write_full(1, img->sop_uid, sl) < 0)
+        return -1;
+    return npix ? write_full(1, img->pixels, npix * sizeof(float)) : 0;
+}
+
+/* One request: 1 answered, 0 EOF, -1 malformed request or dead pipe. */
+static int serve_one(void)
+{
+    uint8_t h[DICOM_PROTO_REQ_HEADER];
+    int r = read_full(0, h, sizeof h);
+    if (r <= 0) return r;
+    uint32_t kind = dicom_proto_get32(h + 4), plen = dicom_proto_get32(h + 40);
+    dicom_prep_t prep = {
+        .height = (int)dicom_proto_get32(h + 8), .width = (int)dicom_proto_get32(h + 12),
+        .window = (dicom_window_t)dicom_proto_get32(h + 16),
+        .center = dicom_proto_getf64(h + 24), .width_w = dicom_proto_getf64(h + 32),
+    };
+    if (dicom_proto_get32(h) != DICOM_PROTO_REQ || dicom_proto_get32(h + 8) > DICOM_PREP_MAX_SIDE ||
+        dicom_proto_get32(h + 12) > DICOM_PREP_MAX_SIDE || dicom_proto_get32(h + 16) > 2 ||
+        !dicom_prep_valid(&prep) ||
+        (kind == DICOM_PROTO_PATH && (plen < 1 || plen > DICOM_PROTO_PATH_MAX)) ||
+        (kind == DICOM_PROTO_BYTES && plen > DICOM_PROTO_BYTES_MAX) ||
+        (kind != DICOM_PROTO_PATH && kind != DICOM_PROTO_BYTES)) {
+        fprintf(stderr, "medfed-dicom-worker: malformed request\n");
+        return -1;
+    }
+    uint8_t *payload = malloc((size_t)plen + 1);
+    if (!payload || (plen && read_full(0, payload, plen) != 1)) {
+        free(payload);
+        return -1;
+    }
+    payload[plen] = 0;
+
+    char reason[DICOM_PROTO_REASON_MAX + 1] = "";
+    dicom_image_t img = {0};
+    dicom_status_t st = DICOM_SKIP_MALFORMED;
+    uint8_t *data = payload;
+    size_t len = plen;
+    if (kind == DICOM_PROTO_PATH) {
+        if (memchr(payload, 0, plen)) {
+            free(payload);
+            return -1;
+        }
+        data = read_file((const char *)payload, &len, reason, sizeof reason);
+    }
+    size_t npix = (size_t)prep.height * (size_t)prep.width;
+    img.pixels = malloc(npix * sizeof *img.pixels);
+    if (data && img.pixels) {
+        test_hook(data, len);
+        if (dicom_png_is_png(data, len))
+            st = dicom_png_decode(data, len, &prep, &img, reason, sizeof reason);
+        else st = dicom_gdcm_decode(data, len, &prep, &img, reason, sizeof reason);
+    } else if (!img.pixels) {
+        st = DICOM_SKIP_UNSUPPORTED;
+        util_seterr(reason, sizeof reason, "out of memory");
+    }
+    if (st >= DICOM_STATUS_COUNT) st = DICOM_SKIP_MALFORMED;
+    int rc = reply(st, st == DICOM_OK ? "" : reason, &img, st == DICOM_OK ? npix : 0);
+    if (data != payload) free(data);
+    free(payload);
+    free(img.pixels);
+    return rc < 0 ? -1 : 1;
+}
+
+int main(int argc, char **argv)
+{
+    (void)argv;
+    if (argc != 1) {
+        fprintf(stderr, "medfed-dicom-worker: started by medfed-client; takes no arguments\n");
+        return 2;
+    }
+    signal(SIGPIPE, SIG_DFL);
+    dicom_gdcm_init();
+    int r;
+    while ((r = serve_one()) > 0) {}
+    return r < 0 ? 1 : 0;
+}
