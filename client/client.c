@@ -335,22 +335,31 @@ static int load_identity(client_t *c)
         log_error("crypto library failed to initialise");
         return -1;
     }
-    if (!c->conf->identity[0] && !c->conf->roster[0]) return 0;
-    if (!c->conf->identity[0] || !c->conf->roster[0]) {
-        log_error("%s: [client] identity and roster go together", c->conf->data.file);
+    const client_conf_t *cf = c->conf;
+    if (!cf->identity[0] && !cf->roster[0] && !cf->ca[0]) return 0;
+    if (!cf->identity[0] || (!cf->roster[0] && !cf->ca[0])) {
+        log_error("%s: [client] identity goes with roster, or with ca and certificate",
+                  cf->data.file);
         return -1;
     }
-    c->roster = malloc(sizeof *c->roster);
     c->identity_sk = crypto_secure_alloc(IDENTITY_SECRETKEYBYTES);
-    if (!c->roster || !c->identity_sk) return -1;
-    if (roster_load(c->conf->roster, c->roster, err, sizeof err) < 0 ||
-        identity_load_secret(c->conf->identity, c->identity_sk, err, sizeof err) < 0) {
+    if (!c->identity_sk) return -1;
+    if (identity_load_secret(cf->identity, c->identity_sk, err, sizeof err) < 0) {
+        log_error("%s", err);
+        return -1;
+    }
+    uint8_t pk[IDENTITY_PUBLICKEYBYTES];
+    identity_pk_of(pk, c->identity_sk);
+    /* Certificates: peers are checked against the CA, no roster needed. */
+    if (cf->ca[0] && sa_client_load_cert(c, pk) < 0) return -1;
+    if (!cf->roster[0]) return 0;
+    c->roster = malloc(sizeof *c->roster);
+    if (!c->roster) return -1;
+    if (roster_load(cf->roster, c->roster, err, sizeof err) < 0) {
         log_error("%s", err);
         return -1;
     }
     int me = roster_find(c->roster, c->conf->site);
-    uint8_t pk[IDENTITY_PUBLICKEYBYTES];
-    identity_pk_of(pk, c->identity_sk);
     if (me < 0 || !c->roster->site[me].has_pk || !crypto_equal(pk, c->roster->site[me].pk, sizeof pk)) {
         log_error("%s: site '%s' is missing from the roster or its key differs from %s",
                   c->conf->roster, c->conf->site, c->conf->identity);
@@ -442,6 +451,7 @@ out:
     sa_client_reset(&c);
     free(c.masked_buf);
     if (c.identity_sk) crypto_secure_free(c.identity_sk);
+    sa_client_free_cert(&c);
     free(c.roster);
     model_destroy(&c.model);
     free(c.global);

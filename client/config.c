@@ -26,6 +26,8 @@ static const opt_t client_opts[] = {
     {"heartbeat", OPT_DOUBLE, COFF(heartbeat), 0, 0.05, 3600},
     {"identity", OPT_STR, COFF(identity), 512, 0, 0},
     {"roster", OPT_STR, COFF(roster), 512, 0, 0},
+    {"ca", OPT_STR, COFF(ca), 512, 0, 0},
+    {"certificate", OPT_STR, COFF(certificate), 512, 0, 0},
     {"curve_key", OPT_STR, COFF(curve_key), 512, 0, 0},
     {"coordinator_key", OPT_STR, COFF(coordinator_key), 80, 0, 0},
 };
@@ -156,6 +158,10 @@ int client_conf_load(const char *path, client_conf_t *c, char *err, size_t errle
     if (!site_name_ok(c->site)) {
         snprintf(err, errlen, "%s: [client] site '%s' may only use letters, digits, '-', '_', '.'",
                  path, c->site);
+        return -1;
+    }
+    if (!c->ca[0] != !c->certificate[0]) {
+        snprintf(err, errlen, "%s: [client] ca and certificate go together", path);
         return -1;
     }
     if (!c->curve_key[0] != !c->coordinator_key[0]) {

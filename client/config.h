@@ -9,6 +9,8 @@
  *   heartbeat = 1.0            ; seconds between heartbeats
  *   identity = /etc/medfed/identity.key   ; Ed25519 key, mode 0600 (secure aggregation)
  *   roster = /etc/medfed/roster.txt       ; every site's name and identity public key
+ *   ca = /etc/medfed/ca.crt               ; or, instead of roster: the federation CA and
+ *   certificate = /etc/medfed/identity.crt ; this site's certificate (medfed provision)
  *   curve_key = /etc/medfed/curve.key     ; CURVE transport secret key, mode 0600
  *   coordinator_key = 64 hex digits       ; the coordinator's CURVE public key
  *   [data]
@@ -32,6 +34,8 @@ typedef struct {
     double heartbeat;
     char identity[512];          /* Ed25519 secret key file (0600), for secure aggregation */
     char roster[512];            /* federation roster: NAME PUBKEY per line */
+    char ca[512];                /* federation CA certificate: peers' certificates checked */
+    char certificate[512];       /* this site's identity certificate (PEM or DER) */
     char curve_key[512];         /* CURVE secret key file (0600): encrypted transport */
     char coordinator_key[80];    /* the coordinator's CURVE public key, 64 hex digits */
     data_conf_t data;

@@ -7,6 +7,7 @@
 
 #include "client/client.h"
 #include "common/roster.h"
+#include "crypto/cert.h"
 #include "model/model.h"
 #include "proto/transport.h"
 
@@ -36,6 +37,9 @@ typedef struct {
 
     /* secure aggregation */
     roster_t *roster;       /* NULL when not configured */
+    cert_ca_t *ca;          /* with certificates: the federation CA; else NULL */
+    uint8_t *cert;          /* our identity certificate (DER), cert_len bytes; NULL without */
+    size_t cert_len;
     uint8_t *identity_sk;   /* Ed25519, guarded memory; NULL when not configured */
     sa_client_t *sa;        /* this round's secrets, NULL between rounds */
     uint32_t *masked_buf;   /* numel + 1 words for the masked input, reused */
@@ -49,6 +53,10 @@ void client_send_error(client_t *c, uint32_t round, msg_error_t code, const char
 void sa_client_advertise(client_t *c, const msg_t *plan, double train_seconds);
 /* KEYS, SHARES_IN, UNMASK_REQ. */
 void sa_client_on_message(client_t *c, const msg_t *m);
+/* With [client] ca and certificate: loads both, checks our certificate
+ * (issued by the CA, CN = our site, key = pk). Logs the reason on failure. */
+int sa_client_load_cert(client_t *c, const uint8_t pk[IDENTITY_PUBLICKEYBYTES]);
+void sa_client_free_cert(client_t *c);
 /* Wipes and frees this round's secrets (NULL-safe). */
 void sa_client_reset(client_t *c);
 

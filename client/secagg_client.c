@@ -10,9 +10,11 @@
  *   (trained)   PLAN done    advertise: fresh X25519 pairs c (share        ADVERTISED
  *                            encryption) and s (mask seeds), self-mask
  *                            seed b, sign (c_pk, s_pk) with the identity
- *                            key, ADVERTISE
+ *                            key, ADVERTISE (+ our certificate)
  *   ADVERTISED  KEYS         share_keys: verify every signature against    SHARED
- *                            the roster, Shamir-split b and s_sk t-of-|U1|,
+ *                            the roster's key, or the key of the peer's
+ *                            certificate (issued by our CA, CN not seen
+ *                            twice), Shamir-split b and s_sk t-of-|U1|,
  *                            seal each peer's pair of shares, SHARES
  *   SHARED      SHARES_IN    masked_input: open the boxes (U2 = senders    READY
  *                            + self), encode n_k*delta in Z_2^32, add
@@ -32,6 +34,8 @@
 #include "common/log.h"
 #include "common/util.h"
 #include "crypto/crypto.h"
+
+_Static_assert(WIRE_CERT_MAX == CERT_DER_MAX, "a certificate fits ADVERTISE");
 
 typedef enum { SA_ADVERTISED = 1, SA_SHARED, SA_READY, SA_MASKED } sa_state_t;
 
@@ -84,9 +88,10 @@ static int position_of(const sa_client_t *s, uint32_t id)
 void sa_client_advertise(client_t *c, const msg_t *plan, double train_seconds)
 {
     sa_client_reset(c);
-    if (!c->identity_sk || !c->roster) {
+    if (!c->identity_sk || (!c->roster && !c->ca)) {
         client_send_error(c, plan->round, ERR_LOCAL,
-                          "secure aggregation needs [client] identity and roster in the config");
+                          "secure aggregation needs [client] identity and roster (or ca and "
+                          "certificate) in the config");
         return;
     }
     /* The coordinator picks scale so that clip * scale * (sum of n_k) < 2^31
@@ -110,7 +115,7 @@ void sa_client_advertise(client_t *c, const msg_t *plan, double train_seconds)
     s->t = plan->threshold;
     s->q = (quant_t){plan->clip, plan->scale};
     s->weight = c->train.n;
-    uint8_t adv[WIRE_ADVERTISE_BYTES];
+    uint8_t adv[WIRE_ADVERTISE_BYTES + WIRE_CERT_MAX];
     if (ka_keypair(s->c_pk, s->c_sk) < 0 || ka_keypair(s->s_pk, s->s_sk) < 0) {
         fail(c, ERR_LOCAL, "key generation failed");
         return;
@@ -122,9 +127,11 @@ void sa_client_advertise(client_t *c, const msg_t *plan, double train_seconds)
         fail(c, ERR_LOCAL, "signing failed");
         return;
     }
+    if (c->cert_len) memcpy(adv + WIRE_ADVERTISE_BYTES, c->cert, c->cert_len);
     client_maybe_die(c, "advertise", s->round);
     msg_t m = {.type = MSG_ADVERTISE, .round = s->round, .phase = PHASE_ADVERTISE,
-               .train_seconds = train_seconds, .blob = adv, .blob_len = sizeof adv,
+               .train_seconds = train_seconds, .blob = adv,
+               .blob_len = WIRE_ADVERTISE_BYTES + c->cert_len,
                .present = MSG_HAS_BLOB};
     client_send(c, &m);
     s->state = SA_ADVERTISED;
@@ -132,43 +139,94 @@ void sa_client_advertise(client_t *c, const msg_t *plan, double train_seconds)
     log_info("round=%u phase=advertise event=keys-sent t=%u", s->round, s->t);
 }
 
-static void share_keys(client_t *c, const msg_t *m)
+/* The identity key of the sender of record r, into pk: from its certificate
+ * (issued by our CA; a site name not seen before in this list, ours only
+ * for our own id) or from the roster. why on failure. */
+static int peer_key(client_t *c, const wire_keyrec_t *r, char (*names)[CERT_NAME_MAX],
+                    uint8_t pk[IDENTITY_PUBLICKEYBYTES], char *why, size_t whylen)
+{
+    const sa_client_t *s = c->sa;
+    if (!c->ca) {
+        memcpy(pk, c->roster->site[r->id].pk, IDENTITY_PUBLICKEYBYTES);
+        return 0;
+    }
+    char name[CERT_NAME_MAX], err[256];
+    if (r->cert_len == 0) {
+        snprintf(why, whylen, "a relayed key comes without its site's certificate");
+        return -1;
+    }
+    if (cert_verify(c->ca, r->cert, r->cert_len, r->id == s->self ? c->conf->site : NULL, name, pk,
+                    err, sizeof err) < 0) {
+        snprintf(why, whylen, "relayed certificate of client %u: %s", r->id, err);
+        return -1;
+    }
+    for (unsigned i = 0; i < s->n1; i++)
+        if (strcmp(names[i], name) == 0 || (r->id != s->self && strcmp(name, c->conf->site) == 0)) {
+            snprintf(why, whylen, "the key list carries site '%s' twice", name);
+            return -1;
+        }
+    memcpy(names[s->n1], name, sizeof name);
+    return 0;
+}
+
+/* Reads KEYS into U1 (ids and keys by position). 0, or an error code and why. */
+static int read_keys(client_t *c, const msg_t *m, char (*names)[CERT_NAME_MAX], char *why,
+                     size_t whylen)
 {
     sa_client_t *s = c->sa;
-    client_maybe_die(c, "share", s->round);
-    size_t n = m->blob_len / WIRE_KEYREC_BYTES;
-    if (m->blob_len % WIRE_KEYREC_BYTES || n < s->t || n > (size_t)c->roster->n) {
-        fail(c, ERR_PROTOCOL, "key list has a bad length or fewer than t clients");
-        return;
-    }
+    const uint32_t max_id = c->roster ? (uint32_t)c->roster->n : ROSTER_MAX;
     int found_self = 0;
-    for (size_t i = 0; i < n; i++) {
-        const uint8_t *rec = m->blob + i * WIRE_KEYREC_BYTES;
-        uint32_t id = wire_get_u32(rec);
-        const uint8_t *c_pk = rec + 4, *s_pk = rec + 36, *sig = rec + 68;
-        if (id >= (uint32_t)c->roster->n || position_of(s, id) >= 0) {
-            fail(c, ERR_PROTOCOL, "key list names an unknown client or one twice");
-            return;
+    for (size_t off = 0; off < m->blob_len;) {
+        wire_keyrec_t r;
+        uint8_t pk[IDENTITY_PUBLICKEYBYTES];
+        if (wire_keyrec_next(m->blob, m->blob_len, &off, &r) < 0 || s->n1 == max_id) {
+            snprintf(why, whylen, "key list has a bad length or too many records");
+            return ERR_PROTOCOL;
         }
-        /* The coordinator relays keys; only the roster says whose they are. */
-        if (identity_verify_keys(sig, c->roster->site[id].pk, s->round, id, c_pk, s_pk) < 0) {
-            fail(c, ERR_SIGNATURE, "a relayed key is not signed by its site's identity key");
-            return;
+        const uint8_t *c_pk = r.adv, *s_pk = r.adv + 32, *sig = r.adv + 64;
+        if (r.id >= max_id || position_of(s, r.id) >= 0) {
+            snprintf(why, whylen, "key list names an unknown client or one twice");
+            return ERR_PROTOCOL;
         }
-        if (id == s->self) {
+        /* The coordinator relays keys; only the roster or the CA says whose they are. */
+        if (peer_key(c, &r, names, pk, why, whylen) < 0) return ERR_SIGNATURE;
+        if (identity_verify_keys(sig, pk, s->round, r.id, c_pk, s_pk) < 0) {
+            snprintf(why, whylen, "a relayed key is not signed by its site's identity key");
+            return ERR_SIGNATURE;
+        }
+        if (r.id == s->self) {
             if (!crypto_equal(c_pk, s->c_pk, 32) || !crypto_equal(s_pk, s->s_pk, 32)) {
-                fail(c, ERR_PROTOCOL, "the key list carries other keys under our id");
-                return;
+                snprintf(why, whylen, "the key list carries other keys under our id");
+                return ERR_PROTOCOL;
             }
             found_self = 1;
         }
-        s->ids[s->n1] = id;
+        s->ids[s->n1] = r.id;
         memcpy(s->c_pks[s->n1], c_pk, 32);
         memcpy(s->s_pks[s->n1], s_pk, 32);
         s->n1++;
     }
+    if (s->n1 < s->t) {
+        snprintf(why, whylen, "key list has fewer than t clients");
+        return ERR_PROTOCOL;
+    }
     if (!found_self) {
-        fail(c, ERR_PROTOCOL, "the key list does not include us");
+        snprintf(why, whylen, "the key list does not include us");
+        return ERR_PROTOCOL;
+    }
+    return 0;
+}
+
+static void share_keys(client_t *c, const msg_t *m)
+{
+    sa_client_t *s = c->sa;
+    client_maybe_die(c, "share", s->round);
+    char (*names)[CERT_NAME_MAX] = c->ca ? calloc(ROSTER_MAX, CERT_NAME_MAX) : NULL;
+    char why[400];
+    const int code = c->ca && !names ? ERR_LOCAL : read_keys(c, m, names, why, sizeof why);
+    free(names);
+    if (code != 0) {
+        fail(c, (msg_error_t)code, code == ERR_LOCAL ? "out of memory" : why);
         return;
     }
     /* Shamir over U1 at x = id + 1. */
@@ -412,4 +470,41 @@ void sa_client_on_message(client_t *c, const msg_t *m)
         table[i].action(c, m);
         return;
     }
+}
+
+/* ---- the site's certificate -------------------------------------------------------------- */
+
+int sa_client_load_cert(client_t *c, const uint8_t pk[IDENTITY_PUBLICKEYBYTES])
+{
+    const client_conf_t *cf = c->conf;
+    char err[1200], name[CERT_NAME_MAX];
+    uint8_t cert_pk[IDENTITY_PUBLICKEYBYTES];
+    c->ca = cert_ca_load(cf->ca, err, sizeof err);
+    c->cert = malloc(WIRE_CERT_MAX);
+    if (!c->ca || !c->cert) {
+        log_error("%s", c->ca ? "out of memory" : err);
+        return -1;
+    }
+    if (cert_load_file(cf->certificate, c->cert, &c->cert_len, err, sizeof err) < 0) {
+        log_error("%s", err);
+        return -1;
+    }
+    if (cert_verify(c->ca, c->cert, c->cert_len, cf->site, name, cert_pk, err, sizeof err) < 0) {
+        log_error("%s: %s (ca %s)", cf->certificate, err, cf->ca);
+        return -1;
+    }
+    if (!crypto_equal(cert_pk, pk, sizeof cert_pk)) {
+        log_error("%s: the certificate is not for the key in %s", cf->certificate, cf->identity);
+        return -1;
+    }
+    log_info("identity: certificate for '%s' from the federation CA", name);
+    return 0;
+}
+
+void sa_client_free_cert(client_t *c)
+{
+    cert_ca_destroy(&c->ca);
+    free(c->cert);
+    c->cert = NULL;
+    c->cert_len = 0;
 }

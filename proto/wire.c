@@ -99,6 +99,35 @@ void msg_error(msg_t *m, uint32_t round, msg_error_t code, const char *fmt, ...)
     va_end(ap);
 }
 
+/* ---- secure-aggregation records ------------------------------------------------- */
+
+int wire_keyrec_next(const uint8_t *blob, size_t len, size_t *off, wire_keyrec_t *r)
+{
+    assert(blob != NULL || len == 0);
+    memset(r, 0, sizeof *r);
+    if (*off > len || len - *off < WIRE_KEYREC_MIN) return -1;
+    const uint8_t *p = blob + *off;
+    const uint32_t cert_len = wire_get_u32(p + 4 + WIRE_ADVERTISE_BYTES);
+    if (cert_len > WIRE_CERT_MAX || len - *off - WIRE_KEYREC_MIN < cert_len) return -1;
+    r->id = wire_get_u32(p);
+    r->adv = p + 4;
+    r->cert = cert_len ? p + WIRE_KEYREC_MIN : NULL;
+    r->cert_len = cert_len;
+    *off += WIRE_KEYREC_MIN + cert_len;
+    return 0;
+}
+
+size_t wire_keyrec_put(uint8_t *out, uint32_t id, const uint8_t adv[WIRE_ADVERTISE_BYTES],
+                       const uint8_t *cert, size_t cert_len)
+{
+    assert(cert_len <= WIRE_CERT_MAX && (cert != NULL || cert_len == 0));
+    wire_put_u32(out, id);
+    memcpy(out + 4, adv, WIRE_ADVERTISE_BYTES);
+    wire_put_u32(out + 4 + WIRE_ADVERTISE_BYTES, (uint32_t)cert_len);
+    if (cert_len) memcpy(out + WIRE_KEYREC_MIN, cert, cert_len);
+    return WIRE_KEYREC_MIN + cert_len;
+}
+
 /* ---- encode ---------------------------------------------------------------- */
 
 struct wire_buf {

@@ -51,8 +51,8 @@ typedef enum {
     MSG_SHUTDOWN,
     MSG_ERROR,
     /* secure aggregation (Bonawitz et al. 2017), after local training: */
-    MSG_ADVERTISE,      /* K->C  blob = c_pk || s_pk || Ed25519 signature */
-    MSG_KEYS,           /* C->K  blob = U1's advertise records (WIRE_KEYREC_BYTES each) */
+    MSG_ADVERTISE,      /* K->C  blob = c_pk || s_pk || Ed25519 signature [|| certificate] */
+    MSG_KEYS,           /* C->K  blob = U1's key records (wire_keyrec_next) */
     MSG_SHARES,         /* K->C  blob = one share box per peer (WIRE_BOXREC_BYTES each) */
     MSG_SHARES_IN,      /* C->K  blob = the boxes addressed to this client */
     MSG_MASKED,         /* K->C  vec = masked encoded update, (numel + 1) uint32 LE */
@@ -101,7 +101,12 @@ typedef enum {
 
 /* Record layouts inside secure-aggregation blobs (all integers LE u32). */
 #define WIRE_ADVERTISE_BYTES (32 + 32 + 64)            /* c_pk, s_pk, sig */
-#define WIRE_KEYREC_BYTES (4 + WIRE_ADVERTISE_BYTES)   /* id, advertise */
+/* ADVERTISE may append the site's X.509 identity certificate (DER, at most
+ * WIRE_CERT_MAX bytes) after those fixed fields. A KEYS record is variable
+ * length: id, advertise, cert length (u32), cert (0 bytes: none). */
+#define WIRE_CERT_MAX 2048                             /* CERT_DER_MAX */
+#define WIRE_KEYREC_MIN (4 + WIRE_ADVERTISE_BYTES + 4) /* a record without a certificate */
+#define WIRE_KEYREC_MAX (WIRE_KEYREC_MIN + WIRE_CERT_MAX)
 #define WIRE_BOX_BYTES 144                             /* SHAREBOX_BYTES */
 #define WIRE_BOXREC_BYTES (4 + WIRE_BOX_BYTES)         /* peer id, box */
 #define WIRE_REQREC_BYTES 8                            /* id, kind */
@@ -119,6 +124,23 @@ static inline void wire_put_u32(uint8_t *p, uint32_t v)
     p[2] = (uint8_t)(v >> 16);
     p[3] = (uint8_t)(v >> 24);
 }
+
+/* One KEYS record, pointing into the blob. */
+typedef struct {
+    uint32_t id;
+    const uint8_t *adv;          /* WIRE_ADVERTISE_BYTES */
+    const uint8_t *cert;         /* cert_len bytes; NULL when cert_len is 0 */
+    size_t cert_len;
+} wire_keyrec_t;
+
+/* Reads the record at *off of blob[0..len) and advances *off past it. -1 if
+ * it is truncated or its certificate is longer than WIRE_CERT_MAX (every
+ * length is checked against what is left before it is used). */
+int wire_keyrec_next(const uint8_t *blob, size_t len, size_t *off, wire_keyrec_t *r);
+/* Writes one record at out (room for WIRE_KEYREC_MIN + cert_len bytes);
+ * returns its length. cert_len <= WIRE_CERT_MAX (else abort). */
+size_t wire_keyrec_put(uint8_t *out, uint32_t id, const uint8_t adv[WIRE_ADVERTISE_BYTES],
+                       const uint8_t *cert, size_t cert_len);
 
 typedef struct {
     msg_type_t type;

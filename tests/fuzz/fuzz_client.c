@@ -295,9 +295,7 @@ static size_t keys_blob(int variant, uint8_t *out)
     for (int i = 0; i < FZ_SITES; i++) {
         uint32_t id = u1_variant[variant][i];
         if (id >= FZ_SITES) continue;
-        wire_put_u32(out + off, id);
-        memcpy(out + off + 4, id == FZ_SELF ? said.adv : site[id].adv, WIRE_ADVERTISE_BYTES);
-        off += WIRE_KEYREC_BYTES;
+        off += wire_keyrec_put(out + off, id, id == FZ_SELF ? said.adv : site[id].adv, NULL, 0);
     }
     return off;
 }
@@ -366,7 +364,7 @@ static size_t unmask_req_blob(int drop_last, uint8_t *out)
 /* The next valid message for the client's state; 0 if there is none (not in a round). */
 static int next_message(int variant, int drop_last, msg_t *m)
 {
-    static uint8_t blob[FZ_SITES * (WIRE_KEYREC_BYTES + WIRE_BOXREC_BYTES)];
+    static uint8_t blob[FZ_SITES * (WIRE_KEYREC_MIN + WIRE_BOXREC_BYTES)];
     if (!cl.sa) return 0;
     *m = (msg_t){.round = FZ_ROUND, .blob = blob, .present = MSG_HAS_BLOB};
     switch (cl.sa->state) {

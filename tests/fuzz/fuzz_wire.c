@@ -97,7 +97,7 @@ static void write_seeds(void)
         size_t blob_len = 0;
         switch (t) {
         case MSG_ADVERTISE: blob_len = WIRE_ADVERTISE_BYTES; break;
-        case MSG_KEYS: blob_len = 3 * WIRE_KEYREC_BYTES; break;
+        case MSG_KEYS: blob_len = 3 * WIRE_KEYREC_MIN; break;
         case MSG_SHARES: case MSG_SHARES_IN: blob_len = 2 * WIRE_BOXREC_BYTES; break;
         case MSG_UNMASK_REQ: blob_len = 3 * WIRE_REQREC_BYTES; break;
         case MSG_UNMASK: blob_len = 3 * WIRE_SHAREREC_BYTES; break;

@@ -372,6 +372,51 @@ static void test_roundtrip_ping_pong(void **state)
     expect_reject(f, "unexpected field 'site'");
 }
 
+/* KEYS records are variable length: every length is checked before use. */
+static void test_keyrecs(void **state)
+{
+    (void)state;
+    static uint8_t blob[3 * WIRE_KEYREC_MAX], adv[WIRE_ADVERTISE_BYTES], cert[WIRE_CERT_MAX];
+    for (size_t i = 0; i < sizeof adv; i++) adv[i] = (uint8_t)i;
+    for (size_t i = 0; i < sizeof cert; i++) cert[i] = (uint8_t)(i * 7);
+    size_t len = wire_keyrec_put(blob, 4, adv, NULL, 0);
+    assert_int_equal(len, WIRE_KEYREC_MIN);
+    len += wire_keyrec_put(blob + len, 9, adv, cert, 400);
+    len += wire_keyrec_put(blob + len, 2, adv, cert, WIRE_CERT_MAX);
+    wire_keyrec_t r;
+    size_t off = 0;
+    assert_int_equal(wire_keyrec_next(blob, len, &off, &r), 0);
+    assert_int_equal(r.id, 4);
+    assert_int_equal(r.cert_len, 0);
+    assert_null(r.cert);
+    assert_memory_equal(r.adv, adv, sizeof adv);
+    assert_int_equal(wire_keyrec_next(blob, len, &off, &r), 0);
+    assert_int_equal(r.id, 9);
+    assert_int_equal(r.cert_len, 400);
+    assert_memory_equal(r.cert, cert, 400);
+    assert_int_equal(wire_keyrec_next(blob, len, &off, &r), 0);
+    assert_int_equal(r.cert_len, WIRE_CERT_MAX);
+    assert_int_equal(off, len);
+    assert_int_equal(wire_keyrec_next(blob, len, &off, &r), -1); /* nothing left */
+
+    /* Every truncation of the second record is refused, and off stays put. */
+    const size_t second = WIRE_KEYREC_MIN;
+    for (size_t cut = second; cut < second + WIRE_KEYREC_MIN + 400; cut++) {
+        off = second;
+        assert_int_equal(wire_keyrec_next(blob, cut, &off, &r), -1);
+        assert_int_equal(off, second);
+    }
+    /* A certificate length beyond the cap or beyond the blob (no wrap-around). */
+    static const uint32_t bad_lens[] = {WIRE_CERT_MAX + 1, 0xFFFFFFFFu, 0xFFFFFFFFu - 3};
+    for (size_t i = 0; i < sizeof bad_lens / sizeof bad_lens[0]; i++) {
+        wire_put_u32(blob + 4 + WIRE_ADVERTISE_BYTES, bad_lens[i]);
+        off = 0;
+        assert_int_equal(wire_keyrec_next(blob, len, &off, &r), -1);
+    }
+    off = len + 1; /* an offset past the end */
+    assert_int_equal(wire_keyrec_next(blob, len, &off, &r), -1);
+}
+
 static void test_names(void **state)
 {
     (void)state;
@@ -390,6 +435,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rejects_bad_fields, setup, teardown),
         cmocka_unit_test_setup_teardown(test_truncation_and_corruption, setup, teardown),
         cmocka_unit_test_setup_teardown(test_roundtrip_ping_pong, setup, teardown),
+        cmocka_unit_test(test_keyrecs),
         cmocka_unit_test(test_names),
     };
     return cmocka_run_group_tests_name("wire", tests, NULL, NULL);
