@@ -1,0 +1,367 @@
+/*
+ * dicom_source.c - the configuration, labels CSV, salt and split shared by the
+ * DICOM data sources (see dicom_source.h).
+ */
+#include "client/dicom_source.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "client/dicom_prep.h"
+#include "common/log.h"
+#include "common/util.h"
+#include "crypto/crypto.h"
+
+static const char *const key_columns[] = {"AccessionNumber", "SOPInstanceUID", "file"};
+static const char *const key_names[] = {"accession", "sop_uid", "file"};
+
+/* ---- configuration ------------------------------------------------------------------ */
+
+static int opt_line(const data_conf_t *c, const char *key)
+{
+    for (size_t i = 0; i < c->n; i++)
+        if (strcmp(c->opt[i].key, key) == 0) return c->opt[i].line;
+    return 0;
+}
+
+static int parse_window(const char *v, dicom_prep_t *p)
+{
+    if (strcmp(v, "auto") == 0) p->window = DICOM_WINDOW_AUTO;
+    else if (strcmp(v, "minmax") == 0) p->window = DICOM_WINDOW_MINMAX;
+    else {
+        char c[64];
+        const char *comma = strchr(v, ',');
+        if (!comma || (size_t)(comma - v) >= sizeof c) return -1;
+        memcpy(c, v, (size_t)(comma - v));
+        c[comma - v] = 0;
+        if (util_parse_double(c, -1e9, 1e9, &p->center) < 0 ||
+            util_parse_double(comma + 1, 1.0, 1e9, &p->width_w) < 0)
+            return -1;
+        p->window = DICOM_WINDOW_FIXED;
+    }
+    return 0;
+}
+
+/* Reads, or creates with 0600, the site's salt. */
+static int salt_load(const char *path, uint8_t salt[DICOM_SALTBYTES], char *err, size_t errlen)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+        crypto_random(salt, DICOM_SALTBYTES);
+        int bad = write(fd, salt, DICOM_SALTBYTES) != DICOM_SALTBYTES || fsync(fd) < 0;
+        close(fd);
+        if (bad) {
+            util_seterr(err, errlen, "%s: cannot write the salt: %s", path, strerror(errno));
+            unlink(path);
+            return -1;
+        }
+        log_info("data: created salt file %s", path);
+        return 0;
+    }
+    if (errno != EEXIST) {
+        util_seterr(err, errlen, "%s: cannot create the salt: %s", path, strerror(errno));
+        return -1;
+    }
+    fd = open(path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) < 0) {
+        util_seterr(err, errlen, "%s: %s", path, strerror(errno));
+        if (fd >= 0) close(fd);
+        return -1;
+    }
+    int rc = -1;
+    if (!S_ISREG(st.st_mode) || st.st_size != DICOM_SALTBYTES)
+        util_seterr(err, errlen, "%s: not a %d-byte salt file", path, DICOM_SALTBYTES);
+    else if (st.st_mode & 077)
+        util_seterr(err, errlen, "%s: readable or writable by others (chmod 600)", path);
+    else if (read(fd, salt, DICOM_SALTBYTES) != DICOM_SALTBYTES)
+        util_seterr(err, errlen, "%s: cannot read the salt", path);
+    else rc = 0;
+    close(fd);
+    return rc;
+}
+
+/* ---- the labels CSV ------------------------------------------------------------------ */
+
+/* Splits one line into at most max fields in place (commas; a field may be
+ * quoted with "" as an escaped quote). Returns the count, -1 if malformed. */
+static int csv_split(char *line, char **f, int max)
+{
+    int n = 0;
+    char *p = line;
+    for (;;) {
+        if (n == max) return -1;
+        while (*p == ' ' || *p == '\t') p++;
+        char *out = p, *start = p;
+        if (*p == '"') {
+            p++;
+            for (;;) {
+                if (!*p) return -1;
+                if (*p == '"' && p[1] == '"') *out++ = '"', p += 2;
+                else if (*p == '"') { p++; break; }
+                else *out++ = *p++;
+            }
+            while (*p == ' ' || *p == '\t') p++;
+            if (*p && *p != ',') return -1;
+        } else {
+            while (*p && *p != ',') out++, p++;
+            while (out > start && (out[-1] == ' ' || out[-1] == '\t')) out--;
+        }
+        char sep = *p;
+        *out = 0;
+        f[n++] = start;
+        if (!sep) return n;
+        p++;
+    }
+}
+
+static int row_cmp(const void *a, const void *b)
+{
+    return strcmp(((const dicom_label_row_t *)a)->key, ((const dicom_label_row_t *)b)->key);
+}
+
+const dicom_label_row_t *dicom_common_find(const dicom_common_t *s, const char *key)
+{
+    if (!key[0]) return NULL;
+    dicom_label_row_t k = {.key = (char *)key};
+    return bsearch(&k, s->rows, s->nrows, sizeof k, row_cmp);
+}
+
+#define CSV_FIELDS_MAX 64
+
+static int labels_load(dicom_common_t *s, const char *path, const char *key_opt, char *err,
+                       size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    int rc = -1;
+    if (!f) {
+        util_seterr(err, errlen, "%s: %s", path, strerror(errno));
+        return -1;
+    }
+    size_t cap = 1 << 16, len = 0;
+    buf = malloc(cap);
+    while (buf) {
+        if (len + 1 == cap) {
+            if (cap >= DICOM_LABELS_MAX_BYTES) {
+                util_seterr(err, errlen, "%s: larger than %u bytes", path, DICOM_LABELS_MAX_BYTES);
+                goto out;
+            }
+            char *nb = realloc(buf, cap * 2);
+            if (!nb) break;
+            buf = nb, cap *= 2;
+        }
+        size_t n = fread(buf + len, 1, cap - 1 - len, f);
+        if (n == 0) break;
+        len += n;
+    }
+    if (!buf || ferror(f)) {
+        util_seterr(err, errlen, "%s: cannot read", path);
+        goto out;
+    }
+    buf[len] = 0;
+    if (memchr(buf, 0, len)) {
+        util_seterr(err, errlen, "%s: not a text file", path);
+        goto out;
+    }
+    size_t lines = 1;
+    for (size_t i = 0; i < len; i++) lines += buf[i] == '\n';
+    s->rows = calloc(lines, sizeof *s->rows);
+    if (!s->rows) {
+        util_seterr(err, errlen, "%s: out of memory", path);
+        goto out;
+    }
+    int kcol = -1, lcol = -1, scol = -1, ncols = 0, lineno = 0;
+    char *f_[CSV_FIELDS_MAX];
+    for (char *line = buf, *next; line; line = next) {
+        lineno++;
+        next = strchr(line, '\n');
+        if (next) *next++ = 0;
+        size_t ll = strlen(line);
+        if (ll && line[ll - 1] == '\r') line[--ll] = 0;
+        if (lineno == 1 && (unsigned char)line[0] == 0xef && (unsigned char)line[1] == 0xbb &&
+            (unsigned char)line[2] == 0xbf)
+            line += 3; /* a UTF-8 byte order mark from a spreadsheet */
+        if (!line[0]) continue;
+        int nf = csv_split(line, f_, CSV_FIELDS_MAX);
+        if (nf < 0) {
+            util_seterr(err, errlen, "%s:%d: malformed CSV line", path, lineno);
+            goto out;
+        }
+        if (!ncols) { /* the header */
+            int kc[3] = {-1, -1, -1};
+            for (int i = 0; i < nf; i++) {
+                if (strcmp(f_[i], "label") == 0) lcol = i;
+                if (strcmp(f_[i], "split") == 0) scol = i;
+                for (int k = 0; k < 3; k++)
+                    if (strcmp(f_[i], key_columns[k]) == 0) kc[k] = i;
+            }
+            for (int k = 2; k >= 0 && !key_opt; k--) /* the first present */
+                if (kc[k] >= 0) s->key = (dicom_label_key_t)k;
+            kcol = kc[s->key];
+            if (kcol < 0 || lcol < 0) {
+                util_seterr(err, errlen,
+                            "%s:%d: header needs a label column and a %s column", path, lineno,
+                            key_opt ? key_columns[s->key]
+                                    : "AccessionNumber, SOPInstanceUID or file");
+                goto out;
+            }
+            ncols = nf;
+            continue;
+        }
+        if (nf != ncols) {
+            util_seterr(err, errlen, "%s:%d: %d fields, the header has %d", path, lineno, nf,
+                        ncols);
+            goto out;
+        }
+        dicom_label_row_t *r = &s->rows[s->nrows];
+        long long lab;
+        if (!f_[kcol][0]) {
+            util_seterr(err, errlen, "%s:%d: empty key", path, lineno);
+            goto out;
+        }
+        if (util_parse_int(f_[lcol], 0, DICOM_LABEL_MAX, &lab) < 0) {
+            util_seterr(err, errlen, "%s:%d: label is not an integer in 0..%d", path, lineno,
+                        DICOM_LABEL_MAX);
+            goto out;
+        }
+        r->split = -1;
+        if (scol >= 0 && strcmp(f_[scol], "train") == 0) r->split = DATA_TRAIN;
+        else if (scol >= 0 && strcmp(f_[scol], "val") == 0) r->split = DATA_VAL;
+        else if (scol >= 0 && f_[scol][0]) {
+            util_seterr(err, errlen, "%s:%d: split is not train, val or empty", path, lineno);
+            goto out;
+        }
+        r->label = (int32_t)lab;
+        r->line = lineno;
+        r->key = strdup(f_[kcol]);
+        if (!r->key) {
+            util_seterr(err, errlen, "%s: out of memory", path);
+            goto out;
+        }
+        s->nrows++;
+    }
+    if (!ncols) {
+        util_seterr(err, errlen, "%s: empty (no header line)", path);
+        goto out;
+    }
+    qsort(s->rows, s->nrows, sizeof *s->rows, row_cmp);
+    for (size_t i = 1; i < s->nrows; i++)
+        if (strcmp(s->rows[i - 1].key, s->rows[i].key) == 0) {
+            /* no key in the message: it is a patient identifier */
+            int a = s->rows[i - 1].line, b = s->rows[i].line;
+            util_seterr(err, errlen, "%s:%d: key repeats line %d", path, a > b ? a : b,
+                        a > b ? b : a);
+            goto out;
+        }
+    rc = 0;
+out:
+    fclose(f);
+    free(buf);
+    return rc;
+}
+
+
+void dicom_common_free(dicom_common_t *s)
+{
+    if (!s) return;
+    for (size_t i = 0; i < s->nrows; i++) free(s->rows[i].key);
+    free(s->rows);
+    s->rows = NULL;
+    s->nrows = 0;
+    crypto_wipe(s->salt, sizeof s->salt);
+}
+
+int dicom_common_parse(const data_conf_t *c, dicom_common_t *s, char *err, size_t errlen)
+{
+    const char *labels = data_conf_get(c, "labels");
+    const char *v;
+    long long n;
+    memset(s, 0, sizeof *s);
+    if (!labels) {
+        util_seterr(err, errlen, "%s: [data] source %s needs labels (a CSV file)", c->file,
+                    data_conf_get(c, "source"));
+        return -1;
+    }
+    if (crypto_init() < 0) {
+        util_seterr(err, errlen, "crypto_init failed");
+        return -1;
+    }
+    s->val_fraction = 0.1;
+    s->prep = (dicom_prep_t){.height = 28, .width = 28, .window = DICOM_WINDOW_AUTO};
+    const char *bad = NULL;
+    if ((v = data_conf_get(c, "height"))) {
+        if (util_parse_int(v, 1, DICOM_PREP_MAX_SIDE, &n) < 0) bad = "height";
+        else s->prep.height = (int)n;
+    }
+    if ((v = data_conf_get(c, "width"))) {
+        if (util_parse_int(v, 1, DICOM_PREP_MAX_SIDE, &n) < 0) bad = "width";
+        else s->prep.width = (int)n;
+    }
+    if ((v = data_conf_get(c, "val_fraction")) &&
+        (util_parse_double(v, 0.0, 0.999999, &s->val_fraction) < 0))
+        bad = "val_fraction";
+    if ((v = data_conf_get(c, "window")) && parse_window(v, &s->prep) < 0) bad = "window";
+    const char *key_opt = data_conf_get(c, "label_key");
+    if (key_opt) {
+        int k = 0;
+        while (k < 3 && strcmp(key_opt, key_names[k]) != 0) k++;
+        if (k == 3) bad = "label_key";
+        else s->key = (dicom_label_key_t)k;
+    } else {
+        s->key = DICOM_LABEL_FILE; /* the header picks the best it has */
+    }
+    if (bad) {
+        static const char *const want[][2] = {
+            {"height", "an integer in 1..1024"}, {"width", "an integer in 1..1024"},
+            {"val_fraction", "a number in [0, 1)"}, {"window", "auto, minmax or CENTER,WIDTH"},
+            {"label_key", "accession, sop_uid or file"}};
+        const char *w = "";
+        for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+            if (strcmp(want[i][0], bad) == 0) w = want[i][1];
+        util_seterr(err, errlen, "%s:%d: %s must be %s", c->file, opt_line(c, bad), bad, w);
+        goto fail;
+    }
+    if (labels_load(s, labels, key_opt, err, errlen) < 0) goto fail;
+    char saltp[PATH_MAX];
+    if ((v = data_conf_get(c, "salt_file"))) {
+        util_strlcpy(saltp, v, sizeof saltp);
+    } else {
+        const char *slash = strrchr(labels, '/');
+        int dl = slash ? (int)(slash - labels) : 1;
+        if (snprintf(saltp, sizeof saltp, "%.*s/.medfed-salt", dl, slash ? labels : ".") >=
+            (int)sizeof saltp) {
+            util_seterr(err, errlen, "%s: salt path too long", c->file);
+            goto fail;
+        }
+    }
+    if (salt_load(saltp, s->salt, err, errlen) < 0) goto fail;
+    return 0;
+fail:
+    dicom_common_free(s);
+    return -1;
+}
+
+/* ---- the split ---------------------------------------------------------------------------- */
+
+int dicom_common_split(const dicom_common_t *s, const dicom_label_row_t *r)
+{
+    if (r->split >= 0) return r->split;
+    size_t kl = strlen(r->key);
+    uint8_t h[CRYPTO_HASHBYTES], *m = malloc(DICOM_SALTBYTES + 1 + kl);
+    if (!m) return DATA_TRAIN;
+    memcpy(m, s->salt, DICOM_SALTBYTES);
+    m[DICOM_SALTBYTES] = 's'; /* domain: splits (dicom_image_ref uses 'r') */
+    memcpy(m + DICOM_SALTBYTES + 1, r->key, kl);
+    crypto_sha256(h, m, DICOM_SALTBYTES + 1 + kl);
+    free(m);
+    uint64_t u = 0;
+    for (int i = 0; i < 8; i++) u = u << 8 | h[i];
+    return (double)(u >> 11) * 0x1p-53 < s->val_fraction ? DATA_VAL : DATA_TRAIN;
+}

@@ -1,0 +1,214 @@
+# suite_dicomweb.sh - the hospital data path against a real PACS (sourced by
+# run.sh: uses ok/bad/json_check/free_port, $BIN, $BUILD, $WORK, $ROOT, $PY).
+#
+# A private Orthanc (loopback ports, its own storage, DICOMweb plugin, basic
+# auth) holds labelled CR images made from PneumoniaMNIST with a canary
+# PatientName / PatientID. One site reads them over DICOMweb, one from a DICOM
+# folder, one from IDX files; a 2-round federation must complete with all
+# three, the canary must appear in no log line and in no byte a site sends,
+# and a second load must come from the tensor cache (no WADO-RS request).
+
+dw_orthanc_plugin() {
+    for p in /usr/share/orthanc/plugins/libOrthancDicomWeb.so /usr/lib/orthanc/libOrthancDicomWeb.so*; do
+        [ -f "$p" ] && { echo "$p"; return 0; }
+    done
+    return 1
+}
+
+# dw_wait_http URL SECONDS: until the URL answers 200 (with the test user).
+dw_wait_http() {
+    i=0
+    while [ $i -lt $(($2 * 10)) ]; do
+        curl -sf -o /dev/null -u "$DW_USER:$DW_PASS" "$1" && return 0
+        sleep 0.1
+        i=$((i + 1))
+    done
+    return 1
+}
+
+# dw_wado_gets: WADO-RS retrieves Orthanc has served so far.
+dw_wado_gets() { grep -c '(http) GET /dicom-web/studies/' "$DW/orthanc.log"; }
+
+# dw_ini TEMPLATE OUT PORT: a site's client.ini from the first run, pointed at
+# PORT, with its [data] section replaced by the lines on stdin.
+dw_ini() {
+    awk '/^\[data\]/{skip=1; next} /^\[/{skip=0} !skip' "$1" |
+        sed "s|tcp://127.0.0.1:[0-9]*|tcp://127.0.0.1:$3|" > "$2"
+    { echo; echo "[data]"; cat; } >> "$2"
+}
+
+dw_stop_orthanc() {
+    [ -n "${DW_OPID:-}" ] || return 0
+    kill "$DW_OPID" 2>/dev/null
+    wait "$DW_OPID" 2>/dev/null
+    DW_OPID=
+}
+
+dw_suite() {
+    DW="$WORK/dicomweb"
+    DW_USER=medfed-test
+    DW_PASS=$("$PY" -c 'import secrets; print(secrets.token_hex(12))')
+    DW_OPID=
+    CANARY_NAME='ZZCANARY^PATIENTNAME'
+    CANARY_ID='ZZCANARYID4242'
+    mkdir -p "$DW/db" "$DW/secrets"
+    chmod 700 "$DW/secrets"
+    t=dicomweb_setup
+    plugin=$(dw_orthanc_plugin) || { bad $t "no Orthanc DICOMweb plugin (orthanc-dicomweb)"; return; }
+    command -v Orthanc > /dev/null || { bad $t "no Orthanc binary (orthanc)"; return; }
+    [ -x "$BIN/medfed-dicom-fixture" ] && [ -x "$BIN/medfed-dicom-worker" ] ||
+        { bad $t "medfed-dicom-fixture / medfed-dicom-worker not built"; return; }
+    [ -f "$WORK/a/sites/site-02/client.ini" ] || { bad $t "no site kits from the first run"; return; }
+    tstart=$(date +%s.%N)
+
+    # Images: 240 in the PACS (site-00), 200 in a folder (site-01).
+    imgs="$ROOT/data/pneumoniamnist/train-images-idx3-ubyte.gz"
+    labs="$ROOT/data/pneumoniamnist/train-labels-idx1-ubyte.gz"
+    "$BIN/medfed-dicom-fixture" --images "$imgs" --labels "$labs" --out "$DW/pacs" --count 240 \
+        --start 1000 --canary-name "$CANARY_NAME" --canary-id "$CANARY_ID" > "$DW/fixture.log" 2>&1 &&
+    "$BIN/medfed-dicom-fixture" --images "$imgs" --labels "$labs" --out "$DW/folder" --count 200 \
+        --start 2000 --canary-name "$CANARY_NAME" --canary-id "$CANARY_ID" >> "$DW/fixture.log" 2>&1 ||
+        { bad $t "fixture tool failed"; cat "$DW/fixture.log"; return; }
+    # The labels lists live apart from the images (the PACS holds only DICOM).
+    mkdir -p "$DW/site0" "$DW/site1"
+    mv "$DW/pacs/labels.csv" "$DW/site0/labels.csv"
+    cp "$DW/folder/labels.csv" "$DW/site1/labels.csv"
+    rm -f "$DW/pacs/manifest.json" "$DW/folder/manifest.json"
+
+    # Orthanc, on loopback ports of its own, basic auth, DICOMweb on.
+    hp=$(free_port)
+    dp=$(free_port)
+    cat > "$DW/orthanc.json" <<EOF
+{
+  "Name": "medfed-it",
+  "HttpPort": $hp, "DicomPort": $dp,
+  "StorageDirectory": "$DW/db", "IndexDirectory": "$DW/db",
+  "RemoteAccessAllowed": false,
+  "AuthenticationEnabled": true,
+  "RegisteredUsers": { "$DW_USER": "$DW_PASS" },
+  "Plugins": [ "$plugin" ],
+  "DicomWeb": { "Enable": true, "Root": "/dicom-web/" },
+  "HttpCompressionEnabled": false
+}
+EOF
+    Orthanc --verbose "$DW/orthanc.json" > "$DW/orthanc.log" 2>&1 &
+    DW_OPID=$!
+    base="http://127.0.0.1:$hp"
+    dw_wait_http "$base/system" 60 || { bad $t "Orthanc did not answer on $base"; tail "$DW/orthanc.log"; dw_stop_orthanc; return; }
+    # Upload as one ZIP in a single POST.
+    (cd "$DW/pacs" && "$PY" -c 'import zipfile,glob; z=zipfile.ZipFile("../pacs.zip","w"); [z.write(f) for f in sorted(glob.glob("*.dcm"))]')
+    curl -sf -u "$DW_USER:$DW_PASS" -X POST --data-binary @"$DW/pacs.zip" "$base/instances" > "$DW/upload.json" &&
+    n=$(curl -sf -u "$DW_USER:$DW_PASS" "$base/statistics" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["CountInstances"])') &&
+    [ "$n" = 240 ] || { bad $t "upload: Orthanc holds ${n:-?} instances, not 240"; dw_stop_orthanc; return; }
+    tup=$(date +%s.%N)
+    ok "$t (Orthanc on $hp, 240 instances in $("$PY" -c "print('%.1f' % ($tup - $tstart))") s)"
+
+    # Site configs. site-00: dicomweb; site-01: DICOM folder; site-02: its IDX files.
+    port=$(free_port)
+    printf '%s\n' "$DW_PASS" > "$DW/secrets/pacs.pw"
+    chmod 600 "$DW/secrets/pacs.pw"
+    dw_ini "$WORK/a/sites/site-00/client.ini" "$DW/c0.ini" "$port" <<EOF
+source = dicomweb
+url = $base/dicom-web
+modality = CR
+body_part = CHEST
+study_description = CHEST*
+max_images = 1000
+labels = $DW/site0/labels.csv
+auth = basic
+username = $DW_USER
+password_file = $DW/secrets/pacs.pw
+max_requests_per_second = 200
+timeout = 30
+cache_dir = $DW/site0/cache
+cache_max_mb = 64
+val_fraction = 0.2
+EOF
+    dw_ini "$WORK/a/sites/site-01/client.ini" "$DW/c1.ini" "$port" <<EOF
+source = folder
+path = $DW/folder
+labels = $DW/site1/labels.csv
+val_fraction = 0.2
+EOF
+    sed "s|tcp://127.0.0.1:[0-9]*|tcp://127.0.0.1:$port|" "$WORK/a/sites/site-02/client.ini" > "$DW/c2.ini"
+
+    # 1. First load through DICOMweb (the coordinator is not up: --check says
+    #    so, the data part is what counts): every image fetched once.
+    t=dicomweb_first_load
+    "$BIN/medfed-client" --config "$DW/c0.ini" --check > "$DW/check1.json" 2> "$DW/check1.log"
+    gets1=$(dw_wado_gets)
+    if "$PY" -c 'import json,sys; d=json.load(open(sys.argv[1]))["data"]; sys.exit(0 if d["ok"] and d["source"]=="dicomweb" and d["train"]+d["val"]==240 and d["val"]>0 and d["size"]==[1,28,28] else 1)' "$DW/check1.json" &&
+       [ "$gets1" -eq 240 ]
+    then ok "$t ($gets1 WADO-RS GETs; $(grep -o '[0-9]* fetched, .* s$' "$DW/check1.log"))"
+    else bad $t "gets=$gets1"; cat "$DW/check1.json" "$DW/check1.log" | tail -20; fi
+
+    # 2. The same load again (a daemon restart): all from the cache.
+    t=dicomweb_second_load_from_cache
+    "$BIN/medfed-client" --config "$DW/c0.ini" --check > "$DW/check2.json" 2> "$DW/check2.log"
+    gets2=$(dw_wado_gets)
+    if "$PY" -c 'import json,sys; a=json.load(open(sys.argv[1]))["data"]; b=json.load(open(sys.argv[2]))["data"]; sys.exit(0 if b["ok"] and (a["train"],a["val"])==(b["train"],b["val"]) else 1)' "$DW/check1.json" "$DW/check2.json" &&
+       [ "$gets2" -eq "$gets1" ] && grep -q '0 fetched, 240 from cache' "$DW/check2.log"
+    then ok "$t (0 WADO-RS GETs; $(grep -o '[0-9]* fetched, .* s$' "$DW/check2.log"))"
+    else bad $t "gets $gets1 -> $gets2"; tail -5 "$DW/check2.log"; fi
+
+    # 3. Two rounds: the dicomweb site, the folder site and an IDX site.
+    t=dicomweb_folder_idx_federation
+    d="$DW/fed"
+    mkdir -p "$d"
+    "$BIN/medfed-coordinator" --bind "tcp://127.0.0.1:$port" --init "$WORK/a/init.safetensors" \
+        --out "$d" --roster "$WORK/a/roster.txt" --curve-secret "$WORK/a/coordinator.key" \
+        --rounds 2 --wait-for 3 --local-epochs 1 --heartbeat-timeout 30 --wait-timeout 60 \
+        > "$d/coord.log" 2>&1 &
+    cpid=$!
+    pids=
+    for k in 0 1 2; do
+        MEDFED_TEST_SEND_DUMP="$d/sent-c$k.bin" "$BIN/medfed-client" --config "$DW/c$k.ini" \
+            > "$d/c$k.log" 2>&1 &
+        pids="$pids $!"
+    done
+    wait $cpid
+    crc=$?
+    for p in $pids; do wait $p; done
+    gets3=$(dw_wado_gets)
+    if [ $crc -eq 0 ] &&
+       json_check "$d/metrics.jsonl" 'len(rows) == 2 and all(r["participants"] == 3 and not r["aborted"] and r["val_accuracy"] is not None for r in rows)' &&
+       [ "$gets3" -eq "$gets1" ] && [ -s "$d/sent-c0.bin" ] && [ -s "$d/sent-c1.bin" ]
+    then ok "$t"
+    else bad $t "coord=$crc gets=$gets1->$gets3"; grep -i 'warn\|error' "$d"/*.log | head; fi
+
+    # 4. The canary (and the accession numbers) appear in no log line and in no
+    #    byte a site sent; the cache holds no identifier either.
+    t=dicomweb_canary_never_leaves
+    leak=$(cat "$d"/*.log "$DW"/check*.log "$DW"/check*.json | grep -c -e "$CANARY_ID" -e 'ZZCANARY' -e 'ACC000[0-9]')
+    sent=$(cat "$d"/sent-c*.bin "$DW"/site0/cache/* 2> /dev/null | grep -a -c -e "$CANARY_ID" -e 'ZZCANARY' -e 'ACC000[0-9]')
+    # the check is live: the canary is in what the PACS serves
+    live=$(grep -a -c "$CANARY_ID" "$DW/pacs/img-01000.dcm")
+    if [ "$leak" -eq 0 ] && [ "$sent" -eq 0 ] && [ "$live" -gt 0 ] && ! grep -q "$DW_PASS" "$d"/*.log "$DW"/check*.log
+    then ok "$t"
+    else bad $t "log lines=$leak sent/cache hits=$sent live=$live"; fi
+
+    # 5. Refusals: a password file others can read, a wrong password, a PACS
+    #    that is down (the message names the URL, never the password).
+    t=dicomweb_refusals
+    cp "$DW/secrets/pacs.pw" "$DW/secrets/open.pw"
+    chmod 644 "$DW/secrets/open.pw"
+    sed "s|^password_file = .*|password_file = $DW/secrets/open.pw|" "$DW/c0.ini" > "$DW/open.ini"
+    echo WrongPass123x > "$DW/secrets/wrong.pw"
+    chmod 600 "$DW/secrets/wrong.pw"
+    sed "s|^password_file = .*|password_file = $DW/secrets/wrong.pw|; s|^cache_dir = .*|cache_dir = $DW/cache-wrong|" \
+        "$DW/c0.ini" > "$DW/wrong.ini"
+    "$BIN/medfed-client" --config "$DW/open.ini" --check > "$DW/open.out" 2>&1
+    "$BIN/medfed-client" --config "$DW/wrong.ini" --check > "$DW/wrong.out" 2>&1
+    dw_stop_orthanc
+    "$BIN/medfed-client" --config "$DW/c0.ini" --check > "$DW/down.out" 2>&1
+    if grep -q 'chmod 600' "$DW/open.out" && grep -q 'refused the credentials' "$DW/wrong.out" &&
+       grep -q "search at $base/dicom-web/instances failed" "$DW/down.out" &&
+       ! grep -q -e "$DW_PASS" -e WrongPass123x "$DW/down.out" "$DW/wrong.out"
+    then ok "$t"
+    else bad $t "see $DW/open.out wrong.out down.out"; cat "$DW/open.out" "$DW/wrong.out" "$DW/down.out" | head -20; fi
+    tend=$(date +%s.%N)
+    echo "integration: dicomweb suite took $("$PY" -c "print('%.1f' % ($tend - $tstart))") s"
+}
+
+dw_suite
+dw_stop_orthanc
