@@ -28,7 +28,7 @@ SANITIZE ?=
 
 CC      ?= cc
 CXX     ?= g++
-PKGS    := libzmq libsodium libssl libcrypto msgpack inih zlib
+PKGS    := libzmq libsodium libssl libcrypto msgpack inih zlib libcurl
 # Recursive (=) so pkg-config only runs once `make deps` has installed the .pc files.
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
@@ -50,7 +50,8 @@ LIBS      = $(PKG_LIBS) -lm -lpthread
 # The core library: plain C, no LibTorch. Everything but the daemons' mains.
 # client/ files the core holds: the data sources (tests and tools load data too).
 CLIENT_CORE := client/data_idx.c client/data.c client/dicomweb.c client/tensor_cache.c \
-               client/dicom.c client/dicom_prep.c
+               client/dicom.c client/dicom_prep.c client/data_folder.c \
+               client/data_dicomweb.c client/dicom_source.c
 CORE_SRC := $(wildcard common/*.c proto/*.c aggregation/*.c crypto/*.c) \
             model/safetensors.c $(CLIENT_CORE) sim/partition.c
 MODEL_SRC := model/model.cpp model/checkpoint.c
@@ -78,7 +79,7 @@ MEDFED_SRC := $(filter-out tools/init.c tools/eval.c,$(wildcard tools/*.c))
 
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
-TEST_TOOLS := $(BUILD)/tests/evil_client
+TEST_TOOLS := $(BUILD)/tests/evil_client $(BUILD)/tests/data_dump
 
 .PHONY: all deps test unit-test integration-test asan-test sim bench fuzz clean data
 all: $(PROGS)
@@ -143,6 +144,10 @@ $(BUILD)/tests/test_model: $(BUILD)/tests/unit/test_model.o $(MODEL_OBJ) $(CORE_
 $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(CORE_LIB)
 	@mkdir -p $(dir $@)
 	$(call say,LD,$@)$(CC) $(LDFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(LIBS)
+
+$(BUILD)/tests/data_dump: $(BUILD)/tests/integration/data_dump.o $(CORE_LIB)
+	@mkdir -p $(dir $@)
+	$(call say,LD,$@)$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 $(BUILD)/tests/evil_client: $(BUILD)/tests/integration/evil_client.o $(CORE_LIB)
 	@mkdir -p $(dir $@)

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "client/data_dicomweb.h"
+#include "client/data_folder.h"
 #include "client/data_idx.h"
 #include "common/util.h"
 
@@ -119,15 +121,24 @@ typedef struct {
     void *(*open)(const data_conf_t *c, char *err, size_t errlen);
     int (*load)(void *state, data_split_t split, dataset_t *out, char *err, size_t errlen);
     void (*close)(void *state);
+    /* Optional: the source's own counts; NULL counts every loaded image as
+     * found, labelled and decoded. */
+    void (*stats)(const void *state, data_stats_t *out);
 } source_ops_t;
 
 static const source_ops_t sources[] = {
-    {"idx", idx_keys, idx_open, idx_source_load, idx_close},
+    {.kind = "idx", .keys = idx_keys, .open = idx_open, .load = idx_source_load,
+     .close = idx_close},
+    {.kind = "folder", .keys = data_folder_keys, .open = data_folder_open,
+     .load = data_folder_load, .close = data_folder_close, .stats = data_folder_stats},
+    {.kind = "dicomweb", .keys = dicomweb_keys, .open = dicomweb_open, .load = dicomweb_load,
+     .close = dicomweb_close, .stats = dicomweb_stats},
 };
 
 struct datasource {
     const source_ops_t *ops;
     void *state;
+    data_stats_t loaded; /* for sources without a stats hook */
 };
 
 datasource_t *datasource_open(const data_conf_t *conf, char *err, size_t errlen)
@@ -138,7 +149,7 @@ datasource_t *datasource_open(const data_conf_t *conf, char *err, size_t errlen)
     for (size_t i = 0; i < sizeof sources / sizeof sources[0]; i++)
         if (strcmp(sources[i].kind, kind) == 0) ops = &sources[i];
     if (!ops) {
-        snprintf(err, errlen, "%s: [data] unknown source '%s' (known: idx)", conf->file, kind);
+        snprintf(err, errlen, "%s: [data] unknown source '%s' (known: idx, folder, dicomweb)", conf->file, kind);
         return NULL;
     }
     for (size_t i = 0; i < conf->n; i++) {
@@ -174,5 +185,27 @@ const char *datasource_kind(const datasource_t *ds) { return ds->ops->kind; }
 int datasource_load(datasource_t *ds, data_split_t split, dataset_t *out, char *err,
                     size_t errlen)
 {
-    return ds->ops->load(ds->state, split, out, err, errlen);
+    int rc = ds->ops->load(ds->state, split, out, err, errlen);
+    if (rc == 0) {
+        ds->loaded.found += out->n;
+        ds->loaded.labelled += out->n;
+        ds->loaded.decoded += out->n;
+    }
+    return rc;
+}
+
+void datasource_stats(const datasource_t *ds, data_stats_t *out)
+{
+    if (ds->ops->stats) ds->ops->stats(ds->state, out);
+    else *out = ds->loaded;
+}
+
+void data_stats_json(const data_stats_t *s, FILE *f)
+{
+    fprintf(f, "\"found\":%lld,\"labelled\":%lld,\"decoded\":%lld,\"skipped\":{",
+            (long long)s->found, (long long)s->labelled, (long long)s->decoded);
+    for (int i = DICOM_OK + 1; i < DICOM_STATUS_COUNT; i++)
+        fprintf(f, "%s\"%s\":%lld", i > DICOM_OK + 1 ? "," : "",
+                dicom_status_name((dicom_status_t)i), (long long)s->skipped[i]);
+    fputc('}', f);
 }

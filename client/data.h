@@ -12,6 +12,9 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+
+#include "client/dicom.h"
 
 #define DATA_KEY_MAX 64
 #define DATA_VALUE_MAX 1024
@@ -58,6 +61,20 @@ const char *datasource_kind(const datasource_t *ds);
 int datasource_load(datasource_t *ds, data_split_t split, dataset_t *out, char *err,
                     size_t errlen);
 void dataset_free(dataset_t *d);
+
+/* What the loads so far found and kept. found = decoded + the sum of skipped;
+ * labelled counts images whose key has a label (decoded or not). Sources
+ * without their own counts (idx) report found = labelled = decoded = images
+ * loaded. */
+typedef struct {
+    int64_t found, labelled, decoded;
+    int64_t skipped[DICOM_STATUS_COUNT]; /* by reason; [DICOM_OK] stays 0 */
+} data_stats_t;
+
+void datasource_stats(const datasource_t *ds, data_stats_t *out);
+/* Writes "found":N,"labelled":N,"decoded":N,"skipped":{"<reason>":N,...}
+ * (every reason of dicom_status_name, no braces around the whole) to f. */
+void data_stats_json(const data_stats_t *s, FILE *f);
 
 /* Converts uint8 pixels to the model's input scale: (p / 255 - 0.5) / 0.5. */
 void dataset_normalise_u8(const uint8_t *pixels, size_t count, float *out);

@@ -1,0 +1,17 @@
+/*
+ * data_folder.h - the `folder` data source: a directory tree of DICOM (and
+ * grayscale PNG) files plus a labels CSV, decoded by the DICOM worker. A row
+ * in client/data.c's sources[]; see data_folder.c for the keys.
+ */
+#ifndef MEDFED_DATA_FOLDER_H
+#define MEDFED_DATA_FOLDER_H
+
+#include "client/data.h"
+
+extern const char *const data_folder_keys[];
+void *data_folder_open(const data_conf_t *c, char *err, size_t errlen);
+int data_folder_load(void *state, data_split_t split, dataset_t *out, char *err, size_t errlen);
+void data_folder_close(void *state);
+void data_folder_stats(const void *state, data_stats_t *out);
+
+#endif
