@@ -137,7 +137,7 @@ EOF
     t=dicomweb_first_load
     "$BIN/medfed-client" --config "$DW/c0.ini" --check > "$DW/check1.json" 2> "$DW/check1.log"
     gets1=$(dw_wado_gets)
-    if "$PY" -c 'import json,sys; d=json.load(open(sys.argv[1]))["data"]; sys.exit(0 if d["ok"] and d["source"]=="dicomweb" and d["train"]+d["val"]==240 and d["val"]>0 and d["size"]==[1,28,28] else 1)' "$DW/check1.json" &&
+    if "$PY" -c 'import json,sys; d=json.load(open(sys.argv[1]))["data"]; sys.exit(0 if d["ok"] and d["source"]=="dicomweb" and d["train"]+d["val"]==240 and d["val"]>0 and d["size"]==[1,28,28] and d["found"]==d["labelled"]==d["decoded"]==240 and not any(d["skipped"].values()) else 1)' "$DW/check1.json" &&
        [ "$gets1" -eq 240 ]
     then ok "$t ($gets1 WADO-RS GETs; $(grep -o '[0-9]* fetched, .* s$' "$DW/check1.log"))"
     else bad $t "gets=$gets1"; cat "$DW/check1.json" "$DW/check1.log" | tail -20; fi
@@ -206,6 +206,10 @@ EOF
        ! grep -q -e "$DW_PASS" -e WrongPass123x "$DW/down.out" "$DW/wrong.out"
     then ok "$t"
     else bad $t "see $DW/open.out wrong.out down.out"; cat "$DW/open.out" "$DW/wrong.out" "$DW/down.out" | head -20; fi
+    t=dicomweb_no_sanitizer_reports
+    if ! grep -q -e 'Sanitizer' -e 'runtime error' "$DW"/*.log "$DW"/*.out "$d"/*.log
+    then ok $t
+    else bad $t "$(grep -l -e 'Sanitizer' -e 'runtime error' "$DW"/*.log "$DW"/*.out "$d"/*.log | head -3)"; fi
     tend=$(date +%s.%N)
     echo "integration: dicomweb suite took $("$PY" -c "print('%.1f' % ($tend - $tstart))") s"
 }
