@@ -194,7 +194,7 @@ $(BUILD)/tests/bench_fedavg: $(BUILD)/tests/bench/bench_fedavg.o $(CORE_LIB)
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 20
 FUZZ_BUILD   := fuzz-build
-FUZZ_NAMES   := wire coordinator client
+FUZZ_NAMES   := wire coordinator client dicomweb
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 FUZZ_CFLAGS   = -std=c11 -D_GNU_SOURCE $(WARN) -O1 -g $(FUZZ_SAN) $(INC) $(PKG_CFLAGS) -MMD -MP
 # What the harnesses link: the core minus the files they #include themselves
