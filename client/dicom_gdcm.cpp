@@ -12,7 +12,8 @@
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
-#include <sstream>
+#include <istream>
+#include <streambuf>
 #include <string>
 #include <vector>
 
@@ -30,6 +31,31 @@ extern "C" {
 }
 
 namespace {
+
+/* A read-only, seekable stream over the request's bytes (no copy). */
+class MemBuf : public std::streambuf {
+public:
+    MemBuf(const uint8_t *buf, size_t len)
+    {
+        char *p = const_cast<char *>(reinterpret_cast<const char *>(buf));
+        setg(p, p, p + len);
+    }
+
+protected:
+    pos_type seekoff(off_type off, std::ios_base::seekdir dir, std::ios_base::openmode) override
+    {
+        off_type size = egptr() - eback(), base = 0;
+        if (dir == std::ios_base::cur) base = gptr() - eback();
+        else if (dir == std::ios_base::end) base = size;
+        if (off < -base || off > size - base) return pos_type(off_type(-1));
+        setg(eback(), eback() + base + off, egptr());
+        return pos_type(base + off);
+    }
+    pos_type seekpos(pos_type pos, std::ios_base::openmode which) override
+    {
+        return seekoff(off_type(pos), std::ios_base::beg, which);
+    }
+};
 
 /* The value of a string element, without the padding; "" if absent. */
 std::string tag_string(const gdcm::DataSet &ds, uint16_t group, uint16_t element)
@@ -126,7 +152,8 @@ dicom_status_t decode(const uint8_t *buf, size_t len, const dicom_prep_t *prep, 
 {
     if (!looks_like_dicom(buf, len))
         return fail(DICOM_SKIP_MALFORMED, reason, reasonlen, "not a DICOM file");
-    std::istringstream is(std::string(reinterpret_cast<const char *>(buf), len));
+    MemBuf mb(buf, len);
+    std::istream is(&mb);
     gdcm::ImageReader reader;
     reader.SetStream(is);
     if (!reader.Read()) return fail(DICOM_SKIP_MALFORMED, reason, reasonlen, "not a DICOM image");

@@ -48,17 +48,18 @@ int dicom_prep_check(const dicom_raw_t *raw, char *reason, size_t reasonlen)
     return 0;
 }
 
-/* Step 1 and 2: the modality value of pixel i. */
-static double modality_value(const dicom_raw_t *raw, size_t i)
+/* The stored word of pixel i (8 or 16 bits as allocated). */
+static uint32_t word_at(const dicom_raw_t *raw, size_t i)
 {
-    uint32_t s;
-    if (raw->bits_allocated == 8) {
-        s = ((const uint8_t *)raw->data)[i];
-    } else {
-        uint16_t u;
-        memcpy(&u, (const uint8_t *)raw->data + 2 * i, sizeof u);
-        s = u;
-    }
+    if (raw->bits_allocated == 8) return ((const uint8_t *)raw->data)[i];
+    uint16_t u;
+    memcpy(&u, (const uint8_t *)raw->data + 2 * i, sizeof u);
+    return u;
+}
+
+/* Step 1 and 2: the modality value of a stored word. */
+static double modality_value(const dicom_raw_t *raw, uint32_t s)
+{
     uint32_t mask = raw->bits_stored >= 32 ? 0xffffffffu : (1u << raw->bits_stored) - 1u;
     s &= mask;
     int64_t v = s;
@@ -66,9 +67,10 @@ static double modality_value(const dicom_raw_t *raw, size_t i)
     return raw->slope * (double)v + raw->intercept;
 }
 
-/* Step 3: the window as lo..hi in modality values. */
-static void window_bounds(const dicom_raw_t *raw, const dicom_prep_t *prep, size_t n, double *lo,
-                          double *hi)
+/* Step 3: the window as lo..hi in modality values. seen[w] says whether the
+ * word w occurs in the image (for min-max). */
+static void window_bounds(const dicom_raw_t *raw, const dicom_prep_t *prep, const uint8_t *seen,
+                          double *lo, double *hi)
 {
     double c = 0, w = 0;
     int have = 0;
@@ -84,8 +86,9 @@ static void window_bounds(const dicom_raw_t *raw, const dicom_prep_t *prep, size
         return;
     }
     double mn = INFINITY, mx = -INFINITY;
-    for (size_t i = 0; i < n; i++) {
-        double x = modality_value(raw, i);
+    for (uint32_t w = 0; w < 1u << raw->bits_allocated; w++) {
+        if (!seen[w]) continue;
+        double x = modality_value(raw, w);
         if (x < mn) mn = x;
         if (x > mx) mx = x;
     }
@@ -178,15 +181,21 @@ int dicom_prep_run(const dicom_raw_t *raw, const dicom_prep_t *prep, float *out,
     axis_t ax = {0}, ay = {0};
     float *v = malloc(n * sizeof *v);
     float *tmp = malloc(rows * W * sizeof *tmp);
-    if (!v || !tmp || axis_build(&ax, raw->cols, prep->width) < 0 ||
+    /* Steps 1-3 depend on the stored word only: one table of 256 or 65536 */
+    size_t nwords = (size_t)1 << raw->bits_allocated;
+    float *lut = malloc(nwords * sizeof *lut);
+    uint8_t *seen = calloc(nwords, 1);
+    if (!v || !tmp || !lut || !seen || axis_build(&ax, raw->cols, prep->width) < 0 ||
         axis_build(&ay, raw->rows, prep->height) < 0) {
         util_seterr(reason, reasonlen, "out of memory");
         goto out;
     }
+    for (size_t i = 0; i < n; i++) seen[word_at(raw, i)] = 1;
     double lo, hi;
-    window_bounds(raw, prep, n, &lo, &hi);
-    for (size_t i = 0; i < n; i++)
-        v[i] = window_value(modality_value(raw, i), lo, hi, raw->monochrome1);
+    window_bounds(raw, prep, seen, &lo, &hi);
+    for (size_t w = 0; w < nwords; w++)
+        lut[w] = window_value(modality_value(raw, (uint32_t)w), lo, hi, raw->monochrome1);
+    for (size_t i = 0; i < n; i++) v[i] = lut[word_at(raw, i)];
     for (size_t r = 0; r < rows; r++)
         for (size_t o = 0; o < W; o++) tmp[r * W + o] = axis_apply(&ax, (int)o, v + r * cols, 1);
     for (size_t o = 0; o < H; o++)
@@ -200,5 +209,7 @@ out:
     axis_free(&ay);
     free(v);
     free(tmp);
+    free(lut);
+    free(seen);
     return rc;
 }

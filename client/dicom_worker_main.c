@@ -10,6 +10,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -167,6 +168,10 @@ int main(int argc, char **argv)
         return 2;
     }
     signal(SIGPIPE, SIG_DFL);
+    /* Keep freed image buffers in the heap: the next image reuses the pages
+     * instead of faulting in fresh ones (a third of the time on 2048^2 CRs). */
+    mallopt(M_MMAP_THRESHOLD, 256 << 20);
+    mallopt(M_TRIM_THRESHOLD, 512 << 20);
     dicom_gdcm_init();
     int r;
     while ((r = serve_one()) > 0) {}

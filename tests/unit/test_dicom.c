@@ -435,6 +435,45 @@ static void test_worker_crash_recovery(void **state)
     free(img.pixels);
 }
 
+/* Workers that answer nonsense: the daemon's side checks every length and
+ * treats a bad reply as a crash; it never allocates what a reply claims. */
+static void test_worker_bad_replies(void **state)
+{
+    (void)state;
+    char real[4096], script[64], err[256];
+    snprintf(real, sizeof real, "%s", getenv("MEDFED_DICOM_WORKER"));
+    static const char *const fakes[] = {
+        "exec cat\n",                                       /* echoes the request */
+        "head -c 44 >/dev/null; printf 'MDR1\\000\\000\\000\\000\\377\\377\\377\\377'; exec sleep 5\n",
+        /* status OK but a pixel count that is not height * width */
+        "head -c 44 >/dev/null; printf 'MDR1\\000\\000\\000\\000\\000\\000\\000\\000"
+        "\\000\\000\\000\\000\\000\\000\\000\\000\\377\\377\\377\\017'; exec sleep 5\n",
+        "exit 3\n",                                         /* dies at once */
+    };
+    buf_t b;
+    make_dicom(&b, px16, &plain);
+    for (size_t i = 0; i < sizeof fakes / sizeof fakes[0]; i++) {
+        snprintf(script, sizeof script, "/tmp/medfed-fake-worker-XXXXXX");
+        int fd = mkstemp(script);
+        assert_true(fd >= 0);
+        FILE *f = fdopen(fd, "w");
+        fprintf(f, "#!/bin/sh\n%s", fakes[i]);
+        fclose(f);
+        chmod(script, 0700);
+        setenv("MEDFED_DICOM_WORKER", script, 1);
+        dicom_worker_t *w = dicom_worker_start(err, sizeof err);
+        assert_non_null(w);
+        dicom_worker_set_timeout(w, 500);
+        dicom_image_t img;
+        char why[256];
+        assert_int_equal(decode(w, &b, &img, why), DICOM_SKIP_CRASH);
+        assert_null(img.pixels);
+        dicom_worker_stop(&w);
+        unlink(script);
+    }
+    setenv("MEDFED_DICOM_WORKER", real, 1);
+}
+
 /* A 4x4 8-bit grayscale PNG of px16, written by hand (zlib for IDAT, crc32). */
 static size_t make_png(uint8_t *out)
 {
@@ -629,6 +668,7 @@ int main(void)
         cmocka_unit_test(test_worker_skips),
         cmocka_unit_test(test_worker_crash_recovery),
         cmocka_unit_test(test_worker_png),
+        cmocka_unit_test(test_worker_bad_replies),
         cmocka_unit_test(test_folder_source),
     };
     int failed = cmocka_run_group_tests(prep, NULL, NULL);
