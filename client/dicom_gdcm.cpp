@@ -96,6 +96,21 @@ void copy_key(char dst[DICOM_KEY_MAX], const std::string &s)
     dst[s.size()] = '\0';
 }
 
+/* The encoded length of a data set, in 64 bits: GDCM's own sum is 32-bit
+ * and wraps on a forged length. An element's header size is its encoded
+ * length minus its value length, modulo 2^32. */
+template <typename TDE> uint64_t encoded_length(const gdcm::DataSet &ds)
+{
+    uint64_t n = 0;
+    for (const gdcm::DataElement &de : ds.GetDES()) {
+        uint32_t all = (uint32_t)de.GetLength<TDE>();
+        const gdcm::VL &vl = de.GetVL();
+        if (vl.IsUndefined()) n += all;
+        else n += (uint32_t)(all - (uint32_t)vl) + (uint64_t)(uint32_t)vl;
+    }
+    return n;
+}
+
 /* GDCM reads a file cut short without complaint (the missing bytes are
  * zeros): the elements it parsed must fit in the bytes there are. */
 bool truncated(const gdcm::File &file, size_t len)
@@ -105,9 +120,9 @@ bool truncated(const gdcm::File &file, size_t len)
     if (ts == gdcm::TransferSyntax::DeflatedExplicitVRLittleEndian) return false; /* compressed */
     const gdcm::DataSet &ds = file.GetDataSet();
     uint64_t need = h.GetPreamble().IsEmpty() ? 0 : 132;
-    need += (uint32_t)h.GetLength<gdcm::ExplicitDataElement>();
-    need += ts.IsImplicit() ? (uint32_t)ds.GetLength<gdcm::ImplicitDataElement>()
-                            : (uint32_t)ds.GetLength<gdcm::ExplicitDataElement>();
+    need += encoded_length<gdcm::ExplicitDataElement>(h);
+    need += ts.IsImplicit() ? encoded_length<gdcm::ImplicitDataElement>(ds)
+                            : encoded_length<gdcm::ExplicitDataElement>(ds);
     return need > len;
 }
 

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -22,6 +23,8 @@
 #include "client/dicom_prep.h"
 #include "client/dicom_proto.h"
 #include "common/util.h"
+
+#define DICOM_WORKER_AS_LIMIT ((rlim_t)3 << 30) /* 3 GiB: the largest request needs < 2 */
 
 /* 1 = read all, 0 = EOF before the first byte, -1 = error or EOF inside. */
 static int read_full(int fd, void *buf, size_t len)
@@ -84,6 +87,27 @@ static void test_hook(const uint8_t *buf, size_t len)
         for (;;) pause();
 }
 
+static int reply_fd = 1;
+
+/* A forged length makes GDCM allocate what it says (4 GB for a 2 KB file):
+ * cap the address space so that fails inside the worker, not on the host.
+ * Under AddressSanitizer (terabytes of shadow memory) its allocator is
+ * capped instead, with the same effect: the allocation fails, GDCM gives up. */
+#if defined(__SANITIZE_ADDRESS__)
+const char *__asan_default_options(void);
+const char *__asan_default_options(void)
+{
+    return "max_allocation_size_mb=3072:allocator_may_return_null=1";
+}
+static void limit_memory(void) {}
+#else
+static void limit_memory(void)
+{
+    struct rlimit rl = {.rlim_cur = DICOM_WORKER_AS_LIMIT, .rlim_max = DICOM_WORKER_AS_LIMIT};
+    setrlimit(RLIMIT_AS, &rl);
+}
+#endif
+
 static int reply(dicom_status_t st, const char *reason, const dicom_image_t *img, size_t npix)
 {
     size_t rl = strlen(reason), al = strlen(img->accession), sl = strlen(img->sop_uid);
@@ -95,10 +119,10 @@ static int reply(dicom_status_t st, const char *reason, const dicom_image_t *img
     dicom_proto_put32(h + 12, (uint32_t)al);
     dicom_proto_put32(h + 16, (uint32_t)sl);
     dicom_proto_put32(h + 20, (uint32_t)npix);
-    if (write_full(1, h, sizeof h) < 0 || write_full(1, reason, rl) < 0 ||
-        write_full(1, img->accession, al) < 0 || write_full(1, img->sop_uid, sl) < 0)
+    if (write_full(reply_fd, h, sizeof h) < 0 || write_full(reply_fd, reason, rl) < 0 ||
+        write_full(reply_fd, img->accession, al) < 0 || write_full(reply_fd, img->sop_uid, sl) < 0)
         return -1;
-    return npix ? write_full(1, img->pixels, npix * sizeof(float)) : 0;
+    return npix ? write_full(reply_fd, img->pixels, npix * sizeof(float)) : 0;
 }
 
 /* One request: 1 answered, 0 EOF, -1 malformed request or dead pipe. */
@@ -172,6 +196,16 @@ int main(int argc, char **argv)
      * instead of faulting in fresh ones (a third of the time on 2048^2 CRs). */
     mallopt(M_MMAP_THRESHOLD, 256 << 20);
     mallopt(M_TRIM_THRESHOLD, 512 << 20);
+    limit_memory();
+    /* Replies go to a private copy of stdout; fd 1 itself is /dev/null, so a
+     * library that prints cannot corrupt the pipe. */
+    reply_fd = fcntl(1, F_DUPFD_CLOEXEC, 3);
+    int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+    if (reply_fd < 0 || null < 0 || dup2(null, 1) < 0) {
+        fprintf(stderr, "medfed-dicom-worker: cannot set up its descriptors\n");
+        return 1;
+    }
+    close(null);
     dicom_gdcm_init();
     int r;
     while ((r = serve_one()) > 0) {}

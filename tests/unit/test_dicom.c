@@ -395,6 +395,14 @@ static void test_worker_skips(void **state)
     /* none of that needed a new worker */
     assert_int_equal(dicom_worker_pid(w), pid);
     assert_int_equal(dicom_worker_restarts(w), 0);
+    /* a forged pixel data length (4 GB in a small file): refused, not allocated */
+    make_dicom(&b, px16, &plain);
+    b.b[b.n - 16 - 4] = 0xf0, b.b[b.n - 16 - 3] = b.b[b.n - 16 - 2] = b.b[b.n - 16 - 1] = 0xff;
+#if defined(__SANITIZE_ADDRESS__) /* ASan's operator new dies instead of throwing */
+    assert_int_equal(decode(w, &b, &img, why), DICOM_SKIP_CRASH);
+#else
+    assert_int_equal(decode(w, &b, &img, why), DICOM_SKIP_MALFORMED);
+#endif
 }
 
 static void test_worker_crash_recovery(void **state)
