@@ -482,21 +482,25 @@ static void test_worker_bad_replies(void **state)
     setenv("MEDFED_DICOM_WORKER", real, 1);
 }
 
-/* A 4x4 8-bit grayscale PNG of px16, written by hand (zlib for IDAT, crc32). */
-static size_t make_png(uint8_t *out)
+/* A 4x4 grayscale PNG of px16 (depth 8, or 16 with each value times 257),
+ * written by hand (zlib for IDAT, crc32). */
+static size_t make_png(uint8_t *out, int depth)
 {
     static const uint8_t sig[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
     size_t n = 0;
     memcpy(out, sig, 8);
     n = 8;
-    uint8_t raw[4 * 5], z[256];
+    int bpp = depth / 8, stride = 1 + 4 * bpp;
+    uint8_t raw[4 * 9], z[256];
     for (int r = 0; r < 4; r++) {
-        raw[r * 5] = 0; /* filter: none */
-        for (int c = 0; c < 4; c++) raw[r * 5 + 1 + c] = (uint8_t)px16[r * 4 + c];
+        raw[r * stride] = 0; /* filter: none */
+        for (int c = 0; c < 4; c++)
+            for (int k = 0; k < bpp; k++) /* 16-bit: v * 257, big-endian = v, v */
+                raw[r * stride + 1 + c * bpp + k] = (uint8_t)px16[r * 4 + c];
     }
     uLongf zl = sizeof z;
-    assert_int_equal(compress(z, &zl, raw, sizeof raw), Z_OK);
-    uint8_t ihdr[13] = {0, 0, 0, 4, 0, 0, 0, 4, 8, 0, 0, 0, 0};
+    assert_int_equal(compress(z, &zl, raw, (uLong)(4 * stride)), Z_OK);
+    uint8_t ihdr[13] = {0, 0, 0, 4, 0, 0, 0, 4, (uint8_t)depth, 0, 0, 0, 0};
     const struct { const char *type; const uint8_t *d; size_t len; } chunks[] = {
         {"IHDR", ihdr, 13}, {"IDAT", z, zl}, {"IEND", NULL, 0}};
     for (int i = 0; i < 3; i++) {
@@ -517,12 +521,19 @@ static void test_worker_png(void **state)
 {
     dicom_worker_t *w = *state;
     uint8_t png[512];
-    size_t n = make_png(png);
+    size_t n = make_png(png, 8);
     dicom_image_t img;
     char why[256];
     assert_int_equal(dicom_worker_decode_mem(w, png, n, &prep44, &img, why, sizeof why), DICOM_OK);
     assert_string_equal(img.accession, "");
     expect_plain(img.pixels);
+    free(img.pixels);
+    /* 16-bit: v * 257 over 0..65535 is v over 0..255 (to float rounding) */
+    size_t n16 = make_png(png, 16);
+    assert_int_equal(dicom_worker_decode_mem(w, png, n16, &prep44, &img, why, sizeof why),
+                     DICOM_OK);
+    for (int i = 0; i < 16; i++)
+        assert_float_equal(img.pixels[i], (px16[i] / 255.0f - 0.5f) / 0.5f, 1e-6);
     free(img.pixels);
     assert_int_equal(dicom_worker_decode_mem(w, png, n - 20, &prep44, &img, why, sizeof why),
                      DICOM_SKIP_MALFORMED);
@@ -593,7 +604,7 @@ static void test_folder_source(void **state)
     /* cut inside the file meta group: GDCM 3.0.21 asserts on this one */
     write_file("images/broken.dcm", b.b, 200, 0644);
     uint8_t png[512];
-    size_t pn = make_png(png);
+    size_t pn = make_png(png, 8);
     write_file("images/x.png", png, pn, 0644);
     const char *csv = "AccessionNumber,label,split\n" TEST_ACCESSION ",1,val\n";
     write_file("labels.csv", csv, strlen(csv), 0644);
