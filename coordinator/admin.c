@@ -62,8 +62,9 @@ struct admin *admin_open(coord_t *c)
     if (!ok) {
         log_error("admin socket: %s", a->sock ? err : zmq_strerror(errno));
     } else {
-        ok = zmq_setsockopt(a->sock, ZMQ_ZAP_DOMAIN, "admin", 5) == 0 &&
-             transport_curve_server(a->sock, sk) == 0 &&
+        /* The domain after transport_curve_server, which sets the sites' one. */
+        ok = transport_curve_server(a->sock, sk) == 0 &&
+             zmq_setsockopt(a->sock, ZMQ_ZAP_DOMAIN, "admin", 5) == 0 &&
              zmq_setsockopt(a->sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) == 0 &&
              zmq_setsockopt(a->sock, ZMQ_ROUTER_MANDATORY, &mandatory, sizeof mandatory) == 0 &&
              zmq_setsockopt(a->sock, ZMQ_LINGER, &linger, sizeof linger) == 0;
@@ -136,7 +137,7 @@ static void cmd_status(coord_t *c, FILE *f)
     else if (c->state == ST_WAITING && c->paused) state = "paused";
     fprintf(f, "{\"ok\":true,\"state\":\"%s\",\"round\":%u,\"completed\":%u,\"target\":%u,"
                "\"paused\":%s,\"live\":%d,\"registered\":%d,\"secagg\":%s,",
-            state, c->round, c->version, c->target, c->paused ? "true" : "false",
+            state, c->round, c->committed, c->target, c->paused ? "true" : "false",
             coord_live_count(c), registered, c->conf->secagg ? "true" : "false");
     if (c->resumed_from >= 0) fprintf(f, "\"resumed_from\":%lld,", (long long)c->resumed_from);
     else fputs("\"resumed_from\":null,", f);
@@ -202,13 +203,13 @@ static void cmd_stop(coord_t *c, FILE *f)
     c->target = c->round;
     c->paused = 0;
     state_save(c);
-    fprintf(f, "{\"ok\":true,\"round\":%u,\"completed\":%u}", c->round, c->version);
+    fprintf(f, "{\"ok\":true,\"round\":%u,\"completed\":%u}", c->round, c->committed);
 }
 
 /* Reads the round's model file; the caller frees *data. */
 static void cmd_export(coord_t *c, const char *arg, FILE *f, uint8_t **data, size_t *len)
 {
-    long long r = c->version;
+    long long r = c->committed;
     if (arg && parse_count(arg, 1, UINT32_MAX, &r) < 0) {
         fprintf(f, "{\"ok\":false,\"error\":\"export: round must be a positive integer\"}");
         return;
@@ -224,7 +225,7 @@ static void cmd_export(coord_t *c, const char *arg, FILE *f, uint8_t **data, siz
         free(*data);
         *data = NULL;
         fprintf(f, "{\"ok\":false,\"error\":\"no model saved for round %lld (completed rounds: "
-                   "%u)\"}", r, c->version);
+                   "%u)\"}", r, c->committed);
     } else {
         *len = (size_t)size;
         log_info("admin: export round %lld (%ld bytes)", r, size);

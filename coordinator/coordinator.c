@@ -238,6 +238,7 @@ static void on_hello(coord_t *c, const peer_id_t *from, const msg_t *m)
 
 static void start_round(coord_t *c)
 {
+    c->fresh = 0;
     c->round++;
     /* Cohort and graph draws depend on (seed, round) only: a resumed run draws as
      * an uninterrupted one would. */
@@ -722,10 +723,16 @@ static void tick(coord_t *c)
         if (c->reindex) reindex_sites(c);
         if (!want_round(c)) break;
         int live = coord_live_count(c);
-        int need = c->round == 0 ? c->conf->wait_for : c->conf->min_clients;
+        /* The first round of this process (a new run, or a restart whose sites
+         * are reconnecting) waits for wait_for sites; later ones need min_clients. */
+        int need = c->fresh ? c->conf->wait_for : c->conf->min_clients;
         if (live >= need && live > 0) start_round(c);
         else if (now - c->waiting_since > c->conf->wait_timeout) {
-            if (c->admin) { /* a deployed coordinator waits for the hospitals as long as it takes */
+            if (c->admin && c->fresh && live >= c->conf->min_clients) {
+                log_warn("round=%u only %d of %d clients after %.0f s: starting with them",
+                         c->round, live, need, c->conf->wait_timeout);
+                start_round(c);
+            } else if (c->admin) { /* deployed: waits for the hospitals as long as it takes */
                 log_warn("round=%u only %d of %d clients after %.0f s: still waiting", c->round,
                          live, need, c->conf->wait_timeout);
                 c->waiting_since = now;
@@ -863,6 +870,7 @@ int coord_run(const coord_conf_t *conf)
     char err[512];
     rng_seed(&c.rng, conf->seed ^ 0xC00Dull);
     c.resumed_from = -1;
+    c.fresh = 1;
     c.started_at = util_now();
     c.last_accuracy = c.last_auc = NAN;
     c.target = conf->autostart ? (uint32_t)conf->rounds : 0;

@@ -87,9 +87,12 @@ typedef struct {
 
     /* the run, as the state directory records it (state.c) */
     uint32_t target;       /* run rounds until round == target */
+    uint32_t committed;    /* model version of the last round saved in the state directory */
+    uint32_t committed_round; /* and that round's number (aborted rounds count) */
     int paused;            /* finish the round in flight, then start no new one */
     int64_t resumed_from;  /* model version this process resumed from, -1 if a new run */
     double started_at;
+    int fresh;             /* no round started by this process yet */
     struct admin *admin;   /* the research lead's socket (admin.c), or NULL */
     coord_state_t seen_state; /* last state announced to watchers */
     uint32_t seen_round;

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -75,14 +76,14 @@ static char *read_small(const char *path, size_t max, char *err, size_t errlen)
     return buf;
 }
 
-int state_save(coord_t *c)
+static int state_write(coord_t *c, uint32_t round, uint32_t version)
 {
     char path[PATH_MAX + 32], err[512], text[256];
     path_of(c, "state.json", path, sizeof path);
     int n = snprintf(text, sizeof text,
                      "{\"round\":%u,\"version\":%u,\"target\":%u,\"paused\":%s,\"arch\":\"%s\","
                      "\"numel\":%zu}\n",
-                     c->round, c->version, c->target, c->paused ? "true" : "false", c->arch,
+                     round, version, c->target, c->paused ? "true" : "false", c->arch,
                      c->numel);
     if (util_write_file_atomic(path, text, (size_t)n, err, sizeof err) < 0) {
         log_error("state: %s", err);
@@ -90,6 +91,9 @@ int state_save(coord_t *c)
     }
     return 0;
 }
+
+/* Target or pause changed: the committed round stays what it is. */
+int state_save(coord_t *c) { return state_write(c, c->committed_round, c->committed); }
 
 /* Keeps the metrics rows of rounds <= last (rewritten atomically). */
 static int trim_metrics(coord_t *c, uint32_t last, char *err, size_t errlen)
@@ -121,6 +125,23 @@ static int trim_metrics(coord_t *c, uint32_t last, char *err, size_t errlen)
     return rc;
 }
 
+/* Temp files of writes a kill interrupted (NAME.tmpXXXXXX from util_write_file_atomic,
+ * .NAME.tmp-XXXXXX from safetensors_write): never a checkpoint. */
+static void remove_stale_temps(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    char path[PATH_MAX + 300];
+    while ((e = readdir(d))) {
+        const char *t = strstr(e->d_name, ".tmp");
+        if (!t || (strlen(t) != 10 && !(strlen(t) == 11 && t[4] == '-'))) continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (unlink(path) == 0) log_info("state: removed %s, left by an interrupted write", path);
+    }
+    closedir(d);
+}
+
 int state_open(coord_t *c)
 {
     char path[PATH_MAX + 32], err[512];
@@ -133,6 +154,8 @@ int state_open(coord_t *c)
         log_error("%s", err);
         return -1;
     }
+    remove_stale_temps(path);
+    remove_stale_temps(c->conf->out_dir);
     path_of(c, "state.json", path, sizeof path);
     int have_state = access(path, F_OK) == 0;
     const char *mode = "w";
@@ -178,7 +201,8 @@ int state_open(coord_t *c)
             free(w);
         }
         c->round = round;
-        c->version = version;
+        c->version = c->committed = version;
+        c->committed_round = round;
         c->target = target;
         c->resumed_from = (int64_t)version;
         if (trim_metrics(c, round, err, sizeof err) < 0) {
@@ -217,5 +241,8 @@ int state_commit(coord_t *c, int model_changed)
             return -1;
         }
     }
-    return state_save(c);
+    if (state_write(c, c->round, c->version) < 0) return -1;
+    c->committed = c->version;
+    c->committed_round = c->round;
+    return 0;
 }

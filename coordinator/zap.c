@@ -59,7 +59,7 @@ static void serve_one(zap_t *z)
     int admin_domain = len[2] == 5 && memcmp(frames[2], "admin", 5) == 0;
     if (admin_domain) {
         if (is_curve && key_len == 32 && z->has_admin && memcmp(key, z->admin_pk, 32) == 0) {
-            log_info("zap: admin connected from %s", address);
+            log_debug("zap: admin connected from %s", address);
             send_reply(z->sock, frames[1], (size_t)len[1], "200", "OK", "admin");
         } else {
             log_warn("zap: refused admin connection from %s: not the admin key", address);

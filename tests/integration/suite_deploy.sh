@@ -1,0 +1,153 @@
+# Deployment (sourced by run.sh): kits from `medfed provision`, the coordinator
+# and three client daemons run from them as separate processes over tcp on
+# loopback with CURVE, rounds started with `medfed start`, the coordinator
+# killed with SIGKILL at several moments and restarted, a site removed with
+# SIGHUP, a round's model exported and scored.
+# Uses $WORK/a (the first test's simulation) for the sites' data and the
+# initial model.
+
+D="$WORK/deploy"
+mkdir -p "$D"
+dport=$(free_port)
+aport=$(free_port)
+printf '# the federation\nalpha\nbeta\ngamma\n' > "$D/sites.txt"
+"$BIN/medfed" provision --roster "$D/sites.txt" --out "$D/fed" --federation it \
+    --endpoint "tcp://127.0.0.1:$dport" --admin-endpoint "tcp://127.0.0.1:$aport" \
+    > "$D/provision.log" 2>&1
+ADMIN="$D/fed/admin/admin.ini"
+CINI="$D/fed/coordinator/coordinator.ini"
+DSTATE="$D/state"
+# The kit's coordinator.ini binds every interface; the test keeps to loopback.
+dcoord_start() {
+    "$BIN/medfed-coordinator" --config "$CINI" --bind "tcp://127.0.0.1:$dport" \
+        --admin-bind "tcp://127.0.0.1:$aport" --state-dir "$DSTATE" \
+        --init "$WORK/a/init.safetensors" --local-epochs 1 --wait-for 3 --min-clients 2 \
+        --heartbeat-timeout 20 --dropout 0 >> "$D/coord.log" 2>&1 &
+    dcoord=$!
+}
+# status_field KEY -> the value in `medfed status --json` (empty if no answer)
+status_field() {
+    "$BIN/medfed" status --json --config "$ADMIN" 2>/dev/null |
+        "$PY" -c 'import json,sys; d=json.load(sys.stdin); v=d.get(sys.argv[1]); print("null" if v is None else v)' "$1" 2>/dev/null
+}
+# wait_status PYEXPR SECONDS: polls status until the expression over d holds.
+wait_status() {
+    "$PY" - "$BIN/medfed" "$ADMIN" "$1" "$2" <<'PYEOF'
+import json, subprocess, sys, time
+med, cfg, expr, limit = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+end = time.time() + limit
+while time.time() < end:
+    r = subprocess.run([med, "status", "--json", "--config", cfg], capture_output=True, text=True)
+    if r.returncode == 0:
+        d = json.loads(r.stdout)
+        if eval(expr, {"d": d}):
+            print(r.stdout.strip()); sys.exit(0)
+    time.sleep(0.05)
+sys.exit(1)
+PYEOF
+}
+# checkpoints_intact: every saved model parses whole; state.json is JSON.
+checkpoints_intact() {
+    "$PY" - "$DSTATE" <<'PYEOF'
+import json, os, struct, sys
+d = sys.argv[1]
+json.load(open(os.path.join(d, "state.json")))
+files = [os.path.join(d, "rounds", f) for f in os.listdir(os.path.join(d, "rounds"))]
+files.append(os.path.join(d, "model.safetensors"))
+for p in files:
+    if not os.path.exists(p) or ".tmp" in p: continue
+    raw = open(p, "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    hdr = json.loads(raw[8:8 + n])
+    end = max(v["data_offsets"][1] for k, v in hdr.items() if k != "__metadata__")
+    if len(raw) != 8 + n + end:
+        print("truncated:", p); sys.exit(1)
+PYEOF
+}
+
+t=deploy_provisioned_sites_two_rounds_via_medfed_start
+for k in 0 1 2; do
+    site=$(sed -n "$((k + 2))p" "$D/sites.txt")
+    { cat "$D/fed/sites/$site/client.ini"
+      printf '\n[data]\nsource = idx\n'
+      for s in train val; do
+          printf '%s_images = %s\n%s_labels = %s\n' "$s" "$WORK/a/sites/site-0$k/$s-images-idx3-ubyte.gz" \
+              "$s" "$WORK/a/sites/site-0$k/$s-labels-idx1-ubyte.gz"
+      done; } > "$D/$site.ini"
+done
+# A fourth daemon with a valid-looking config whose key is not on the roster.
+printf 'delta\n' > "$D/other.txt"
+"$BIN/medfed" provision --roster "$D/other.txt" --out "$D/other" --endpoint "tcp://127.0.0.1:$dport" \
+    > /dev/null 2>&1
+sed "s|^site = .*|site = delta|; s|^curve_key = .*|curve_key = $D/other/sites/delta/curve.key|; s|^identity = .*|identity = $D/other/sites/delta/identity.key|; s|^certificate = .*|certificate = $D/other/sites/delta/identity.crt|; s|^ca = .*|ca = $D/other/sites/delta/ca.crt|" \
+    "$D/alpha.ini" > "$D/delta.ini"
+dcoord_start
+for site in alpha beta gamma delta; do
+    "$BIN/medfed-client" --config "$D/$site.ini" > "$D/$site.log" 2>&1 &
+    eval "pid_$site=\$!"
+done
+if [ -s "$ADMIN" ] && wait_status 'd["live"] == 3 and d["state"] == "idle"' 60 > /dev/null &&
+   "$BIN/medfed" start --rounds 2 --config "$ADMIN" > "$D/start.out" 2>&1 &&
+   wait_status 'd["completed"] == 2 and d["state"] == "idle"' 180 > "$D/status2.json" &&
+   json_check "$DSTATE/metrics.jsonl" 'len(rows) == 2 and all(r["participants"] == 3 and r["secagg"] and not r["aborted"] for r in rows)' &&
+   grep -q 'zap: refused connection from 127.0.0.1: CURVE key .* is not on the federation roster' "$D/coord.log" &&
+   grep -q 'transport: CURVE' "$D/alpha.log" &&
+   "$BIN/medfed" clients --config "$ADMIN" | grep -q '^beta .* yes'
+then ok $t; else bad $t "see $D/coord.log"; tail -20 "$D/coord.log"; fi
+kill "$pid_delta" 2>/dev/null
+
+t=deploy_export_scores
+if "$BIN/medfed" export --round 2 --out "$D/r2.safetensors" --config "$ADMIN" > /dev/null &&
+   "$BIN/medfed-eval" --model "$D/r2.safetensors" \
+        --images "$ROOT/data/pneumoniamnist/val-images-idx3-ubyte.gz" \
+        --labels "$ROOT/data/pneumoniamnist/val-labels-idx1-ubyte.gz" > "$D/r2.eval" &&
+   "$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); sys.exit(0 if d["n"]==524 and 0<=d["accuracy"]<=1 else 1)' "$D/r2.eval" &&
+   cmp -s "$D/r2.safetensors" "$DSTATE/rounds/round-000002.safetensors" &&
+   ! "$BIN/medfed" export --round 9 --out "$D/r9.safetensors" --config "$ADMIN" 2> "$D/r9.err" &&
+   grep -q 'no model saved for round 9' "$D/r9.err" && [ ! -e "$D/r9.safetensors" ]
+then ok $t; else bad $t "export"; cat "$D/r9.err" 2>/dev/null; fi
+
+# The coordinator is killed with SIGKILL at a different moment of each round
+# and restarted; the clients reconnect by themselves. Each restart resumes from
+# the last completed round; no checkpoint is ever truncated.
+t=deploy_sigkill_coordinator_resumes
+"$BIN/medfed" start --rounds 3 --config "$ADMIN" > /dev/null 2>&1
+kill_ok=1
+hit=""
+for moment in training secure evaluating; do
+    case $moment in
+    secure) expr="d['state'] in ('sharing', 'masking', 'unmasking')" ;;
+    *) expr="d['state'] == '$moment'" ;;
+    esac
+    st=$(wait_status "$expr" 120) || { kill_ok=0; echo "never saw $moment"; break; }
+    done_before=$(echo "$st" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["completed"])')
+    kill -9 $dcoord
+    wait $dcoord 2>/dev/null
+    checkpoints_intact || { kill_ok=0; break; }
+    dcoord_start
+    if ! wait_status "d['resumed_from'] == $done_before and d['completed'] >= $done_before" 30 > "$D/resumed-$moment.json"; then
+        kill_ok=0; echo "no resume after kill in $moment"; break
+    fi
+    hit="$hit $moment@$done_before"
+done
+if [ $kill_ok -eq 1 ] && wait_status 'd["completed"] == 5 and d["state"] == "idle"' 300 > /dev/null &&
+   checkpoints_intact &&
+   json_check "$DSTATE/metrics.jsonl" 'sorted(r["round"] for r in rows) == list(range(1, len(rows) + 1)) and sum(not r["aborted"] for r in rows) == 5' &&
+   [ "$(grep -c 'state: resuming' "$D/coord.log")" -eq 3 ]
+then ok "$t ($hit)"; else bad $t "kills:$hit"; tail -30 "$D/coord.log"; fi
+
+# Removing a site from the roster and sending SIGHUP shuts it out without a restart.
+t=deploy_sighup_removes_site
+grep -v '^gamma ' "$D/fed/coordinator/roster.txt" > "$D/roster.new" &&
+    cat "$D/roster.new" > "$D/fed/coordinator/roster.txt"
+kill -HUP $dcoord
+"$BIN/medfed" start --rounds 1 --config "$ADMIN" > /dev/null 2>&1
+if wait_status 'd["completed"] == 6 and d["state"] == "idle"' 120 > /dev/null &&
+   grep -q 'site=gamma event=removed-from-roster' "$D/coord.log" &&
+   json_check "$DSTATE/metrics.jsonl" 'rows[-1]["round"] == 6 and rows[-1]["participants"] == 2 and not rows[-1]["aborted"]'
+then ok $t; else bad $t "see $D/coord.log"; tail -20 "$D/coord.log"; fi
+
+kill $dcoord 2>/dev/null
+wait $dcoord 2>/dev/null
+kill $pid_alpha $pid_beta $pid_gamma 2>/dev/null
+wait $pid_alpha $pid_beta $pid_gamma 2>/dev/null
