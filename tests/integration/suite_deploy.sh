@@ -137,12 +137,21 @@ if [ $kill_ok -eq 1 ] && wait_status 'd["completed"] == 5 and d["state"] == "idl
 then ok "$t ($hit)"; else bad $t "kills:$hit"; tail -30 "$D/coord.log"; fi
 
 # Removing a site from the roster and sending SIGHUP shuts it out without a restart.
-t=deploy_sighup_removes_site
+t=deploy_sighup_removes_site_and_watch_shows_phases
 grep -v '^gamma ' "$D/fed/coordinator/roster.txt" > "$D/roster.new" &&
     cat "$D/roster.new" > "$D/fed/coordinator/roster.txt"
 kill -HUP $dcoord
+timeout 120 "$BIN/medfed" watch --until-idle --config "$ADMIN" > "$D/watch.out" 2>&1 &
+wpid=$!
+sleep 1
 "$BIN/medfed" start --rounds 1 --config "$ADMIN" > /dev/null 2>&1
+wait $wpid
+wrc=$?
 if wait_status 'd["completed"] == 6 and d["state"] == "idle"' 120 > /dev/null &&
+   [ $wrc -eq 0 ] && grep -q 'round=6 phase=training cohort=2' "$D/watch.out" &&
+   grep -q 'round=6 phase=evaluating' "$D/watch.out" &&
+   grep -q 'round=6 phase=complete participants=2' "$D/watch.out" &&
+   grep -q 'round=6 phase=idle completed=6' "$D/watch.out" &&
    grep -q 'site=gamma event=removed-from-roster' "$D/coord.log" &&
    json_check "$DSTATE/metrics.jsonl" 'rows[-1]["round"] == 6 and rows[-1]["participants"] == 2 and not rows[-1]["aborted"]'
 then ok $t; else bad $t "see $D/coord.log"; tail -20 "$D/coord.log"; fi
