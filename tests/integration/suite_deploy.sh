@@ -160,3 +160,17 @@ kill $dcoord 2>/dev/null
 wait $dcoord 2>/dev/null
 kill $pid_alpha $pid_beta $pid_gamma 2>/dev/null
 wait $pid_alpha $pid_beta $pid_gamma 2>/dev/null
+
+# Config mistakes name the file and line; the commented example config parses.
+t=deploy_coordinator_config_errors
+printf '[coordinator]\nbind = tcp://127.0.0.1:1\nroundz = 3\n' > "$D/bad.ini"
+printf '[coordinator]\nrounds = many\n' > "$D/bad2.ini"
+"$BIN/medfed-coordinator" --config "$D/bad.ini" > "$D/bad.out" 2>&1; brc=$?
+"$BIN/medfed-coordinator" --config "$D/bad2.ini" > "$D/bad2.out" 2>&1; brc2=$?
+"$BIN/medfed-coordinator" --config "$ROOT/configs/coordinator.ini" --init "$D/missing.safetensors" \
+    --state-dir "$D/example-state" --admin-bind "" > "$D/example.out" 2>&1; erc=$?
+if [ $brc -eq 2 ] && grep -q "bad.ini:3: unknown key 'roundz' in \[coordinator\]" "$D/bad.out" &&
+   [ $brc2 -eq 2 ] && grep -q "bad2.ini:2: 'rounds' must be an integer" "$D/bad2.out" &&
+   [ $erc -ne 0 ] && grep -q 'missing.safetensors' "$D/example.out" &&
+   ! grep -q 'coordinator.ini:' "$D/example.out"
+then ok $t; else bad $t "see $D/bad.out $D/example.out"; cat "$D/bad.out" "$D/example.out"; fi
