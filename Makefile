@@ -201,7 +201,8 @@ FUZZ_CFLAGS   = -std=c11 -D_GNU_SOURCE $(WARN) -O1 -g $(FUZZ_SAN) $(INC) $(PKG_C
 # (coordinator/*.c, client/secagg_client.c) and minus common/log.c (they log to
 # nowhere, see tests/fuzz/fuzz_common.h). No LibTorch.
 FUZZ_LIB_SRC := $(filter-out common/log.c,$(wildcard common/*.c proto/*.c aggregation/*.c crypto/*.c)) \
-                model/safetensors.c coordinator/zap.c
+                model/safetensors.c coordinator/zap.c coordinator/state.c coordinator/admin.c \
+                coordinator/config.c
 FUZZ_LIB     := $(FUZZ_BUILD)/libmedfed-fuzz.a
 FUZZ_BINS    := $(patsubst %,$(FUZZ_BUILD)/fuzz_%,$(FUZZ_NAMES))
 
