@@ -8,6 +8,7 @@
 #   make sim         the main job: 10 simulated hospitals on PneumoniaMNIST
 #   make bench       benchmarks, JSON into bench-results/
 #   make asan-test   only the sanitizer run
+#   make install     programs into $(PREFIX)/bin (/usr/local), configs into share/medfed
 #   make clean
 #
 # V=1 shows the full commands. BUILD=dir picks the object directory.
@@ -81,7 +82,7 @@ UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 TEST_TOOLS := $(BUILD)/tests/evil_client $(BUILD)/tests/data_dump
 
-.PHONY: all deps test unit-test integration-test asan-test sim bench fuzz clean data
+.PHONY: install all deps test unit-test integration-test asan-test sim bench fuzz clean data
 all: $(PROGS)
 
 deps:
@@ -226,6 +227,15 @@ $(FUZZ_BUILD)/fuzz_%: tests/fuzz/fuzz_%.c $(FUZZ_LIB)
 # Keep objects between runs (without .SECONDARY, whose missing-file rule can
 # leave an archive stale when a source file is added).
 .PRECIOUS: $(BUILD)/%.o $(FUZZ_BUILD)/obj/%.o
+
+# Installs the programs (the daemon finds medfed-dicom-worker beside itself)
+# and the example configs and systemd units.
+PREFIX ?= /usr/local
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/medfed/configs
+	install -m 0755 $(BIN)/medfed $(BIN)/medfed-coordinator $(BIN)/medfed-client \
+		$(BIN)/medfed-dicom-worker $(BIN)/medfed-init $(BIN)/medfed-eval $(DESTDIR)$(PREFIX)/bin
+	install -m 0644 configs/* $(DESTDIR)$(PREFIX)/share/medfed/configs
 
 clean:
 	rm -rf build build-asan bin fuzz-build
