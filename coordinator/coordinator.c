@@ -979,7 +979,9 @@ int coord_run(const coord_conf_t *conf)
         msg_t s = {.type = MSG_SHUTDOWN, .round = c.round};
         if (c.clients[i].live) coord_send(&c, &c.clients[i], NULL, &s);
     }
-    if (c.version > 0 && save_model(&c) < 0) rc = 1;
+    /* Every finished round is already saved; a deployed coordinator leaves the
+     * state directory exactly as the last commit made it. */
+    if (!c.admin && c.version > 0 && save_model(&c) < 0) rc = 1;
     /* Give the SHUTDOWN messages time to leave: under load the default 1 s
      * linger was seen to drop one, leaving that daemon waiting. */
     int shutdown_linger = 5000;
