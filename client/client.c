@@ -6,9 +6,23 @@
  *   PLAN        -> load the global model, train locally, send UPDATE (delta)
  *   EVAL        -> load the global model, evaluate on the val split, send EVAL_RESULT
  *   SHUTDOWN    -> exit 0
- *   ERROR       -> log; fatal codes (version, unknown client, full) exit
+ *   ERROR       -> log; NOT_REGISTERED: HELLO again; refusals (version,
+ *                  unknown client, full) exit 2
  * Between messages, and during training, a HEARTBEAT goes out every
  * `heartbeat` seconds so a long local epoch is never mistaken for a dropout.
+ *
+ * The connection, as a socket monitor reports it (one log line per change):
+ *   handshake done   -> "connected" / "reconnected", HELLO (a restarted
+ *                       coordinator has no registry; a new TCP connection
+ *                       is a new peer to it anyway)
+ *   disconnected     -> "coordinator unreachable, retrying with backoff";
+ *                       the round we were in is abandoned (training stops,
+ *                       secure-aggregation secrets are wiped): the
+ *                       coordinator counts us as dropped from it
+ *   connect retried  -> ZeroMQ retries, the interval doubling from 1 s up to
+ *                       `reconnect_max`; ZMTP heartbeats declare a silent TCP
+ *                       path dead after `link_timeout`
+ *   CURVE key refused by the coordinator's ZAP handler -> exit 2
  */
 #include "client/client.h"
 #include "client/internal.h"
@@ -43,7 +57,8 @@ void client_maybe_die(const client_t *c, const char *phase, uint32_t round)
 
 int client_send(client_t *c, const msg_t *m)
 {
-    long long n = transport_send(c->sock, NULL, m, c->out, 0);
+    /* No connection: fail at once rather than wait for one (ZMQ_IMMEDIATE). */
+    long long n = transport_send(c->sock, NULL, m, c->out, !c->link_up);
     if (n < 0) {
         log_warn("send %s failed: %s", msg_type_name(m->type), zmq_strerror(errno));
         return -1;
@@ -65,7 +80,11 @@ static void send_hello(client_t *c)
     msg_t m = {.type = MSG_HELLO, .version = WIRE_VERSION, .n_train = c->train.n,
                .n_val = c->val.n};
     util_strlcpy(m.site, c->conf->site, sizeof m.site);
-    if (client_send(c, &m) == 0) log_debug("hello sent");
+    c->last_hello = util_now();
+    if (transport_send(c->sock, NULL, &m, c->out, 1) >= 0) {
+        c->last_sent = c->last_hello;
+        log_debug("hello sent");
+    }
 }
 
 static void send_heartbeat(client_t *c)
@@ -75,14 +94,94 @@ static void send_heartbeat(client_t *c)
     c->last_sent = util_now();
 }
 
-/* Training progress: keep the coordinator informed, and stop on SIGTERM. */
+/* ---- the connection ---------------------------------------------------------- */
+
+#define LINK_EVENTS (ZMQ_EVENT_CONNECT_RETRIED | ZMQ_EVENT_DISCONNECTED | \
+                     ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL | \
+                     ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH)
+
+/* Whatever round we were in is over for us: its secrets are wiped, and the
+ * coordinator hears from us again only after a fresh HELLO. */
+static void leave_round(client_t *c, const char *why)
+{
+    if (c->phase != PHASE_NONE || c->sa) {
+        log_warn("round=%u phase=%s event=left-round reason=\"%s\"", c->round,
+                 msg_phase_name(c->phase), why);
+        c->round_lost = 1;
+    }
+    sa_client_reset(c);
+    c->phase = PHASE_NONE;
+    c->welcomed = 0;
+}
+
+static void on_link_event(client_t *c, int event, uint32_t value)
+{
+    const char *ep = c->conf->coordinator;
+    switch (event) {
+    case ZMQ_EVENT_HANDSHAKE_SUCCEEDED:
+        if (c->link_up) return;
+        c->link_up = 1;
+        if (c->ever_up)
+            log_info("event=reconnected coordinator=%s down_s=%.1f -> hello", ep,
+                     util_now() - c->link_down_since);
+        else
+            log_info("event=connected coordinator=%s -> hello", ep);
+        c->ever_up = 1;
+        c->link_warned = 0;
+        send_hello(c);
+        return;
+    case ZMQ_EVENT_DISCONNECTED:
+        if (!c->link_up) return; /* a handshake that failed: reported below */
+        c->link_up = 0;
+        c->link_down_since = util_now();
+        c->link_warned = 1;
+        log_warn("event=disconnected coordinator %s unreachable, retrying with backoff "
+                 "(up to %.0f s)", ep, c->conf->reconnect_max);
+        leave_round(c, "connection to the coordinator lost");
+        return;
+    case ZMQ_EVENT_CONNECT_RETRIED:
+        if (!c->link_warned) {
+            c->link_warned = 1;
+            if (!c->link_down_since) c->link_down_since = util_now();
+            log_warn("event=unreachable coordinator %s unreachable, retrying with backoff "
+                     "(up to %.0f s)", ep, c->conf->reconnect_max);
+        }
+        log_debug("event=retry next_attempt_ms=%u", value);
+        return;
+    case ZMQ_EVENT_HANDSHAKE_FAILED_AUTH:
+        log_error("the coordinator at %s refused this site's CURVE key (ZAP status %u): "
+                  "is the site on its roster with this curve_key?", ep, value);
+        c->exit_code = 2;
+        return;
+    case ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL: case ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+        if (!c->link_warned) {
+            c->link_warned = 1;
+            log_warn("event=handshake-failed coordinator %s: check coordinator_key; retrying",
+                     ep);
+        }
+        return;
+    }
+}
+
+/* Reads every waiting monitor event (non-blocking). */
+static void poll_link(client_t *c)
+{
+    int event;
+    uint32_t value;
+    while (c->mon && transport_monitor_next(c->mon, &event, &value) == 0)
+        on_link_event(c, event, value);
+}
+
+/* Training progress: keep the coordinator informed; stop on SIGTERM or when
+ * the connection (and with it our place in the round) is lost. */
 static int on_progress(void *user, int epoch, int64_t images_done)
 {
     (void)epoch;
     (void)images_done;
     client_t *c = user;
-    if (util_now() - c->last_sent >= c->conf->heartbeat) send_heartbeat(c);
-    return client_stop ? 1 : 0;
+    poll_link(c);
+    if (c->link_up && util_now() - c->last_sent >= c->conf->heartbeat) send_heartbeat(c);
+    return client_stop || c->round_lost || c->exit_code >= 0;
 }
 
 /* Makes sure c->model matches the spec in m and c->global holds version
@@ -172,6 +271,7 @@ static void on_plan(client_t *c, const msg_t *m)
     }
     c->last_plan_round = m->round;
     c->round = m->round;
+    c->round_lost = 0;
     sa_client_reset(c); /* a new round: whatever the last one left is wiped */
     c->phase = PHASE_TRAIN;
     log_info("round=%u phase=train event=plan epochs=%u batch=%u lr=%g", m->round, m->epochs,
@@ -188,13 +288,17 @@ static void on_plan(client_t *c, const msg_t *m)
         .epochs = (int)m->epochs, .batch = (int)m->batch, .lr = (float)m->lr,
         .momentum = (float)m->momentum, .weight_decay = (float)m->weight_decay,
         .seed = m->seed + 0x9E3779B97F4A7C15ull * (c->client_id + 1),
-        .progress = on_progress, .progress_user = c, .progress_every = 256,
+        .progress = on_progress, .progress_user = c, .progress_every = m->batch,
     };
     model_data_t data = {c->train.x, c->train.y, c->train.n};
     model_result_t res = {0};
     double t0 = util_now();
     /* epochs = 0: no local training (protocol benchmarks): a zero update. */
     if (m->epochs > 0 && model_train(c->model, &data, &opts, &res) < 0) {
+        if (client_stop || c->round_lost || c->exit_code >= 0) {
+            log_info("round=%u phase=train event=training-stopped", m->round);
+            return; /* the coordinator sees the connection go, or has already */
+        }
         client_send_error(c, m->round, ERR_LOCAL, model_errmsg(c->model));
         return;
     }
@@ -269,7 +373,11 @@ static int dispatch(client_t *c, const msg_t *m, int *rc)
         }
         c->client_id = m->client_id;
         c->welcomed = 1;
-        log_info("event=welcome client_id=%u", m->client_id);
+        /* A new session: a restarted coordinator counts rounds from its own
+         * start (or checkpoint), so replay protection restarts from its round. */
+        if (c->last_plan_round > m->round) c->last_plan_round = m->round;
+        if (c->last_eval_round >= m->round) c->last_eval_round = m->round ? m->round - 1 : 0;
+        log_info("event=welcome client_id=%u round=%u", m->client_id, m->round);
         return 0;
     case MSG_PLAN: on_plan(c, m); return 0;
     case MSG_EVAL: on_eval(c, m); return 0;
@@ -281,11 +389,23 @@ static int dispatch(client_t *c, const msg_t *m, int *rc)
         *rc = 0;
         return 1;
     case MSG_ERROR:
-        log_warn("round=%u coordinator error %u: %s", m->round, m->code, m->reason);
         if (m->code == ERR_VERSION || m->code == ERR_FULL || m->code == ERR_UNKNOWN_CLIENT) {
+            log_error("the coordinator refuses this site (error %u: %s): not retrying", m->code,
+                      m->reason);
             *rc = 2;
             return 1;
         }
+        if (m->code == ERR_NOT_REGISTERED) {
+            /* It does not know us (restarted, or we were lost): HELLO again,
+             * unless one is already on its way. */
+            if (c->welcomed) {
+                log_warn("event=not-registered the coordinator lost this site -> hello");
+                leave_round(c, "coordinator lost our registration");
+            }
+            if (util_now() - c->last_hello >= 1.0) send_hello(c);
+            return 0;
+        }
+        log_warn("round=%u coordinator error %u: %s", m->round, m->code, m->reason);
         return 0;
     default:
         log_warn("unexpected %s from coordinator, ignored", msg_type_name(m->type));
@@ -368,37 +488,96 @@ static int load_identity(client_t *c)
     return 0;
 }
 
+/* CURVE on sock (before connect): our key from curve_key, the coordinator's
+ * pinned public key. Logs the reason and returns -1 on failure. */
+static int curve_setup(void *sock, const client_conf_t *conf)
+{
+    uint8_t sk[CURVE_KEYBYTES], pk[CURVE_KEYBYTES], server[CURVE_KEYBYTES];
+    char err[512];
+    if (keyfile_load(conf->curve_key, sk, sizeof sk, err, sizeof err) < 0) {
+        log_error("%s", err);
+        return -1;
+    }
+    int ok = identity_pk_from_hex(server, conf->coordinator_key) == 0 &&
+             curve_pk_of(pk, sk) == 0 && transport_curve_client(sock, server, pk, sk) == 0;
+    crypto_wipe(sk, sizeof sk);
+    if (!ok) {
+        log_error("%s: coordinator_key must be 64 lower-case hex digits", conf->data.file);
+        return -1;
+    }
+    return 0;
+}
+
+/* The DEALER to the coordinator, with its reconnect and liveness settings
+ * and (when configured) CURVE; not yet connected. NULL after logging why. */
+static void *open_socket(void *zctx, const client_conf_t *conf, int reconnect_ms)
+{
+    void *sock = zmq_socket(zctx, ZMQ_DEALER);
+    if (!sock) return NULL;
+    int linger = 2000, immediate = 1, sndtimeo = 60000;
+    int reconnect_max_ms = (int)(conf->reconnect_max * 1000);
+    int hb_timeout = (int)(conf->link_timeout * 1000), hb_ivl = hb_timeout / 3;
+    zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(sock, ZMQ_IMMEDIATE, &immediate, sizeof immediate);
+    zmq_setsockopt(sock, ZMQ_SNDTIMEO, &sndtimeo, sizeof sndtimeo);
+    zmq_setsockopt(sock, ZMQ_RECONNECT_IVL, &reconnect_ms, sizeof reconnect_ms);
+    if (reconnect_max_ms < reconnect_ms) reconnect_max_ms = reconnect_ms;
+    zmq_setsockopt(sock, ZMQ_RECONNECT_IVL_MAX, &reconnect_max_ms, sizeof reconnect_max_ms);
+    /* ZMTP PINGs both ways: our side notices a silent path after link_timeout,
+     * and the TTL tells the coordinator to give up on us after as long. */
+    zmq_setsockopt(sock, ZMQ_HEARTBEAT_IVL, &hb_ivl, sizeof hb_ivl);
+    zmq_setsockopt(sock, ZMQ_HEARTBEAT_TIMEOUT, &hb_timeout, sizeof hb_timeout);
+    zmq_setsockopt(sock, ZMQ_HEARTBEAT_TTL, &hb_timeout, sizeof hb_timeout);
+    if (conf->curve_key[0] && curve_setup(sock, conf) < 0) {
+        zmq_close(sock);
+        return NULL;
+    }
+    return sock;
+}
+
+/* Everything client_run and the checks hold, wiped and freed (secrets in
+ * guarded memory go through sa_client_reset and crypto_secure_free). */
+static void client_free(client_t *c)
+{
+    if (c->mon) {
+        zmq_socket_monitor(c->sock, NULL, 0);
+        zmq_close(c->mon);
+    }
+    if (c->sock) zmq_close(c->sock);
+    if (c->zctx) zmq_ctx_term(c->zctx);
+    wire_buf_destroy(&c->out);
+    wire_decoder_destroy(&c->dec);
+    sa_client_reset(c);
+    free(c->masked_buf);
+    if (c->identity_sk) crypto_secure_free(c->identity_sk);
+    sa_client_free_cert(c);
+    free(c->roster);
+    model_destroy(&c->model);
+    free(c->global);
+    free(c->work);
+    free(c->scores);
+    dataset_free(&c->train);
+    dataset_free(&c->val);
+}
+
 int client_run(const client_conf_t *conf, const client_die_at_t *die_at)
 {
-    client_t c = {.conf = conf, .die_at = die_at};
+    client_t c = {.conf = conf, .die_at = die_at, .exit_code = -1};
     int rc = 1;
     model_set_threads(conf->threads);
     if (load_data(&c) < 0 || load_identity(&c) < 0) goto out;
 
     c.zctx = zmq_ctx_new();
-    c.sock = zmq_socket(c.zctx, ZMQ_DEALER);
     c.out = wire_buf_new();
     c.dec = wire_decoder_new();
-    if (!c.zctx || !c.sock || !c.out || !c.dec) goto out;
-    int linger = 2000, immediate = 1, sndtimeo = 60000;
-    zmq_setsockopt(c.sock, ZMQ_LINGER, &linger, sizeof linger);
-    zmq_setsockopt(c.sock, ZMQ_IMMEDIATE, &immediate, sizeof immediate);
-    zmq_setsockopt(c.sock, ZMQ_SNDTIMEO, &sndtimeo, sizeof sndtimeo);
-    if (conf->curve_key[0]) {
-        uint8_t sk[CURVE_KEYBYTES], pk[CURVE_KEYBYTES], server[CURVE_KEYBYTES];
-        char err[512];
-        if (keyfile_load(conf->curve_key, sk, sizeof sk, err, sizeof err) < 0) {
-            log_error("%s", err);
-            goto out;
-        }
-        int ok = identity_pk_from_hex(server, conf->coordinator_key) == 0 &&
-                 curve_pk_of(pk, sk) == 0 && transport_curve_client(c.sock, server, pk, sk) == 0;
-        crypto_wipe(sk, sizeof sk);
-        if (!ok) {
-            log_error("%s: coordinator_key must be 64 lower-case hex digits", conf->data.file);
-            goto out;
-        }
-        log_info("transport: CURVE");
+    if (!c.zctx || !c.out || !c.dec) goto out;
+    c.sock = open_socket(c.zctx, conf, 1000);
+    if (!c.sock) goto out;
+    if (conf->curve_key[0]) log_info("transport: CURVE");
+    c.mon = transport_monitor_open_events(c.zctx, c.sock, "client", LINK_EVENTS);
+    if (!c.mon) {
+        log_warn("no connection monitor: reconnects are noticed by the coordinator's replies");
+        c.link_up = 1;
     }
     if (zmq_connect(c.sock, conf->coordinator) < 0) {
         log_error("cannot connect to %s: %s", conf->coordinator, zmq_strerror(errno));
@@ -406,25 +585,24 @@ int client_run(const client_conf_t *conf, const client_die_at_t *die_at)
     }
     log_info("site=%s connecting to %s", conf->site, conf->coordinator);
 
-    double last_hello = -1e9;
-    while (!client_stop) {
+    c.last_hello = -1e9;
+    while (!client_stop && c.exit_code < 0) {
+        poll_link(&c);
         double now = util_now();
-        if (!c.welcomed && now - last_hello >= 2.0) {
-            send_hello(&c);
-            last_hello = now;
-        } else if (c.welcomed && now - c.last_sent >= conf->heartbeat) {
+        if (c.link_up && !c.welcomed && now - c.last_hello >= 2.0)
+            send_hello(&c); /* the first, or no WELCOME came back */
+        else if (c.link_up && c.welcomed && now - c.last_sent >= conf->heartbeat)
             send_heartbeat(&c);
-        }
-        zmq_pollitem_t pi = {c.sock, 0, ZMQ_POLLIN, 0};
+        zmq_pollitem_t pi[2] = {{c.sock, 0, ZMQ_POLLIN, 0}, {c.mon, 0, ZMQ_POLLIN, 0}};
         long timeout_ms = (long)(conf->heartbeat * 1000);
         if (!c.welcomed && timeout_ms > 500) timeout_ms = 500;
-        int n = zmq_poll(&pi, 1, timeout_ms);
+        int n = zmq_poll(pi, c.mon ? 2 : 1, timeout_ms);
         if (n < 0) {
             if (errno == EINTR) continue;
             log_error("poll failed: %s", zmq_strerror(errno));
             goto out;
         }
-        if (n == 0) continue;
+        if (!(pi[0].revents & ZMQ_POLLIN)) continue;
         wire_frame_t fr;
         if (transport_recv(c.sock, 0, &fr, 1) < 0) {
             if (errno != EAGAIN) log_warn("dropped a malformed frame from the coordinator");
@@ -441,23 +619,112 @@ int client_run(const client_conf_t *conf, const client_die_at_t *die_at)
         transport_frame_close(&fr);
         if (stop) goto out;
     }
-    log_info("signal received -> exit");
-    rc = 0;
+    if (c.exit_code >= 0) {
+        rc = c.exit_code;
+    } else {
+        log_info("signal received -> exit");
+        rc = 0;
+    }
+    int linger = 0; /* nothing is worth waiting for now */
+    zmq_setsockopt(c.sock, ZMQ_LINGER, &linger, sizeof linger);
 out:
-    if (c.sock) zmq_close(c.sock);
-    if (c.zctx) zmq_ctx_term(c.zctx);
-    wire_buf_destroy(&c.out);
-    wire_decoder_destroy(&c.dec);
-    sa_client_reset(&c);
-    free(c.masked_buf);
-    if (c.identity_sk) crypto_secure_free(c.identity_sk);
-    sa_client_free_cert(&c);
-    free(c.roster);
-    model_destroy(&c.model);
-    free(c.global);
-    free(c.work);
-    free(c.scores);
-    dataset_free(&c.train);
-    dataset_free(&c.val);
+    client_free(&c);
+    return rc;
+}
+
+/* ---- --check -------------------------------------------------------------------- */
+
+static void set_why(char *why, size_t whylen, const char *fallback)
+{
+    const char *last = log_last_error();
+    snprintf(why, whylen, "%s", last[0] ? last : fallback);
+}
+
+int client_check_keys(const client_conf_t *conf, char *why, size_t whylen)
+{
+    client_t c = {.conf = conf};
+    int rc = load_identity(&c);
+    if (rc == 0 && conf->curve_key[0]) {
+        c.zctx = zmq_ctx_new();
+        c.sock = c.zctx ? open_socket(c.zctx, conf, 1000) : NULL;
+        if (!c.sock) rc = -1;
+    }
+    if (rc < 0) set_why(why, whylen, "the key files could not be loaded");
+    client_free(&c);
+    return rc;
+}
+
+int client_check_coordinator(const client_conf_t *conf, double timeout, uint32_t *round,
+                             double *rtt_ms, char *why, size_t whylen)
+{
+    client_t c = {.conf = conf};
+    int rc = -1, failed_connects = 0, closed_in_handshake = 0;
+    double t0 = util_now(), sent_at = 0;
+    snprintf(why, whylen, "no answer within %.0f s", timeout);
+    c.zctx = zmq_ctx_new();
+    c.out = wire_buf_new();
+    c.dec = wire_decoder_new();
+    c.sock = c.zctx ? open_socket(c.zctx, conf, 250) : NULL;
+    if (!c.out || !c.dec || !c.sock) {
+        set_why(why, whylen, "cannot set up the socket");
+        goto out;
+    }
+    int linger = 0;
+    zmq_setsockopt(c.sock, ZMQ_LINGER, &linger, sizeof linger);
+    c.mon = transport_monitor_open_events(c.zctx, c.sock, "check", LINK_EVENTS);
+    if (!c.mon || zmq_connect(c.sock, conf->coordinator) < 0) {
+        snprintf(why, whylen, "cannot connect to %s: %s", conf->coordinator, zmq_strerror(errno));
+        goto out;
+    }
+    msg_t ping = {.type = MSG_PING, .version = WIRE_VERSION};
+    util_strlcpy(ping.site, conf->site, sizeof ping.site);
+    while (!client_stop && util_now() - t0 < timeout) {
+        zmq_pollitem_t pi[2] = {{c.sock, 0, ZMQ_POLLIN, 0}, {c.mon, 0, ZMQ_POLLIN, 0}};
+        if (zmq_poll(pi, 2, 100) < 0 && errno != EINTR) break;
+        int event;
+        uint32_t value;
+        while (transport_monitor_next(c.mon, &event, &value) == 0) {
+            if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED && !sent_at) {
+                if (transport_send(c.sock, NULL, &ping, c.out, 1) >= 0) sent_at = util_now();
+                c.link_up = 1;
+            } else if (event == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) {
+                snprintf(why, whylen, "the coordinator refused this site's CURVE key (ZAP "
+                         "status %u): is the site on its roster with this curve_key?", value);
+                goto out;
+            } else if (event == ZMQ_EVENT_CONNECT_RETRIED && ++failed_connects >= 3) {
+                snprintf(why, whylen, "cannot connect to %s (refused or unreachable)",
+                         conf->coordinator);
+                goto out;
+            } else if ((event == ZMQ_EVENT_HANDSHAKE_FAILED_PROTOCOL ||
+                        event == ZMQ_EVENT_HANDSHAKE_FAILED_NO_DETAIL ||
+                        (event == ZMQ_EVENT_DISCONNECTED && !c.link_up)) &&
+                       ++closed_in_handshake >= 3) {
+                snprintf(why, whylen, "the connection to %s fails during the handshake "
+                         "(is coordinator_key right? does it speak CURVE?)", conf->coordinator);
+                goto out;
+            }
+        }
+        wire_frame_t fr;
+        if (!(pi[0].revents & ZMQ_POLLIN) || transport_recv(c.sock, 0, &fr, 1) < 0) continue;
+        msg_t m;
+        char err[256];
+        int ok = msg_decode(c.dec, transport_frame_data(&fr), fr.bytes, &m, err, sizeof err);
+        if (ok < 0) {
+            snprintf(why, whylen, "malformed answer: %s", err);
+        } else if (m.type == MSG_PONG) {
+            *round = m.round;
+            *rtt_ms = (util_now() - sent_at) * 1000;
+            rc = 0;
+        } else if (m.type == MSG_ERROR) {
+            snprintf(why, whylen, "the coordinator refuses this site (error %u): %s", m.code,
+                     m.reason);
+        } else {
+            snprintf(why, whylen, "unexpected %s in answer to PING", msg_type_name(m.type));
+        }
+        transport_frame_close(&fr);
+        goto out;
+    }
+out:
+    client_free(&c);
     return rc;
 }

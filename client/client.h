@@ -6,6 +6,8 @@
 #define MEDFED_CLIENT_H
 
 #include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
 
 #include "client/config.h"
 
@@ -20,7 +22,19 @@ typedef struct {
 /* Set by the signal handler; the daemon finishes its current step and exits. */
 extern volatile sig_atomic_t client_stop;
 
-/* Runs until SHUTDOWN (returns 0), a signal (0), or a fatal error (non-zero). */
+/* Runs until SHUTDOWN (returns 0), a signal (0), or a fatal error: 1, or 2
+ * when the coordinator refuses this site for good (not on its roster, wrong
+ * protocol version, CURVE key refused), which systemd is told not to restart
+ * (RestartPreventExitStatus=2). A lost connection is not fatal: the daemon
+ * reconnects with backoff, says HELLO again, and drops the round it was in. */
 int client_run(const client_conf_t *conf, const client_die_at_t *die_at);
+
+/* --check, part by part. Each returns 0, or -1 with the reason in why. */
+/* The key files the config names (CURVE key, identity key, roster) load. */
+int client_check_keys(const client_conf_t *conf, char *why, size_t whylen);
+/* Connects as the daemon would (CURVE included), sends PING and waits up to
+ * timeout seconds for PONG: the coordinator's round and the round trip. */
+int client_check_coordinator(const client_conf_t *conf, double timeout, uint32_t *round,
+                             double *rtt_ms, char *why, size_t whylen);
 
 #endif

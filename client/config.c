@@ -30,6 +30,8 @@ static const opt_t client_opts[] = {
     {"certificate", OPT_STR, COFF(certificate), 512, 0, 0},
     {"curve_key", OPT_STR, COFF(curve_key), 512, 0, 0},
     {"coordinator_key", OPT_STR, COFF(coordinator_key), 80, 0, 0},
+    {"reconnect_max", OPT_DOUBLE, COFF(reconnect_max), 0, 1, 3600},
+    {"link_timeout", OPT_DOUBLE, COFF(link_timeout), 0, 2, 3600},
 };
 
 typedef struct {
@@ -135,6 +137,8 @@ int client_conf_load(const char *path, client_conf_t *c, char *err, size_t errle
     c->threads = 1;
     c->log_level = LOG_INFO;
     c->heartbeat = 1.0;
+    c->reconnect_max = 60;
+    c->link_timeout = 60;
     util_strlcpy(c->data.file, path, sizeof c->data.file);
 
     parse_t p = {.conf = c, .err = err, .errlen = errlen};

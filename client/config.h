@@ -13,6 +13,9 @@
  *   certificate = /etc/medfed/identity.crt ; this site's certificate (medfed provision)
  *   curve_key = /etc/medfed/curve.key     ; CURVE transport secret key, mode 0600
  *   coordinator_key = 64 hex digits       ; the coordinator's CURVE public key
+ *   reconnect_max = 60         ; seconds: reconnect backoff doubles from 1 s up to this
+ *   link_timeout = 60          ; seconds without a transport-level heartbeat answer
+ *                              ; before the connection is declared dead
  *   [data]
  *   source = idx               ; then the source's own keys (see client/data.c)
  *
@@ -38,6 +41,8 @@ typedef struct {
     char certificate[512];       /* this site's identity certificate (PEM or DER) */
     char curve_key[512];         /* CURVE secret key file (0600): encrypted transport */
     char coordinator_key[80];    /* the coordinator's CURVE public key, 64 hex digits */
+    double reconnect_max;        /* s: ceiling of the reconnect backoff (from 1 s, doubling) */
+    double link_timeout;         /* s: a silent TCP path is dead after this (ZMTP heartbeats) */
     data_conf_t data;
 } client_conf_t;
 

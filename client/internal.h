@@ -32,8 +32,17 @@ typedef struct {
     uint32_t client_id;
     int welcomed;
     uint32_t last_plan_round, last_eval_round;
-    double last_sent;
+    double last_sent, last_hello;
     uint32_t round, phase;  /* what we are doing now, for heartbeats */
+
+    /* the connection to the coordinator, as the socket monitor reports it */
+    void *mon;              /* NULL: no monitor, the link is assumed up */
+    int link_up;            /* a connection has completed its handshake */
+    int ever_up;
+    int link_warned;        /* "unreachable" logged for this outage */
+    int round_lost;         /* the link dropped mid-round: abandon the round's work */
+    int exit_code;          /* >= 0: a fatal link event, leave with this status */
+    double link_down_since;
 
     /* secure aggregation */
     roster_t *roster;       /* NULL when not configured */

@@ -2,6 +2,11 @@
  * medfed-client - the hospital client daemon.
  *
  *   medfed-client --config FILE [--check] [--die-at PHASE:ROUND]
+ *
+ * Exit status: 0 done (SHUTDOWN or SIGTERM/SIGINT); 1 failure (systemd
+ * restarts it); 2 bad config or usage, or the coordinator refuses this site
+ * for good (systemd does not restart it: RestartPreventExitStatus=2).
+ * --check prints one JSON object on stdout and exits 0 (all good) or 1.
  */
 #include <getopt.h>
 #include <signal.h>
@@ -24,7 +29,8 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: medfed-client --config FILE [--check] [--die-at PHASE:ROUND]\n"
             "  --config FILE       INI config ([client] and [data] sections)\n"
-            "  --check             validate the config and load the data, then exit\n"
+            "  --check             check config, key files, data and the coordinator (PING),\n"
+            "                      print a JSON summary, exit 0 if all is well, else 1\n"
             "  --die-at PHASE:R    testing: SIGKILL self at PHASE of round R (train, upload, eval,\n"
             "                      advertise, share, masked, unmask)\n");
 }
@@ -46,6 +52,70 @@ static int parse_die_at(const char *s, client_die_at_t *d)
     if (colon && util_parse_int(colon + 1, 1, 1000000, &r) < 0) return -1;
     d->round = (unsigned)r;
     return 0;
+}
+
+/* --check's "data" member: the data loads, and what it holds. Returns 0 or -1. */
+static int check_data(const client_conf_t *conf)
+{
+    char err[1024];
+    dataset_t tr = {0}, va = {0};
+    datasource_t *ds = datasource_open(&conf->data, err, sizeof err);
+    int rc = -1;
+    if (!ds) goto out;
+    if (datasource_load(ds, DATA_TRAIN, &tr, err, sizeof err) < 0 ||
+        datasource_load(ds, DATA_VAL, &va, err, sizeof err) < 0)
+        goto out;
+    if (tr.n == 0) {
+        snprintf(err, sizeof err, "the training split is empty");
+        goto out;
+    }
+    printf("{\"source\":\"%s\",\"train\":%lld,\"val\":%lld,\"size\":[%d,%d,%d],\"ok\":true}",
+           datasource_kind(ds), (long long)tr.n, (long long)va.n, tr.channels, tr.height, tr.width);
+    rc = 0;
+out:
+    if (rc < 0) {
+        printf("{\"ok\":false,\"reason\":");
+        util_json_string(stdout, err);
+        putchar('}');
+    }
+    dataset_free(&tr);
+    dataset_free(&va);
+    datasource_destroy(&ds);
+    return rc;
+}
+
+/* --check: every part runs even when an earlier one failed; one JSON object. */
+static int run_check(const client_conf_t *conf)
+{
+    char why[1024];
+    int ok = 1;
+    printf("{\"site\":");
+    util_json_string(stdout, conf->site);
+    printf(",\"config\":\"ok\",\"transport\":\"%s\",\"keys\":",
+           conf->curve_key[0] ? "curve" : "plaintext");
+    if (client_check_keys(conf, why, sizeof why) == 0) {
+        printf("\"ok\"");
+    } else {
+        util_json_string(stdout, why);
+        ok = 0;
+    }
+    printf(",\"data\":");
+    fflush(stdout);
+    if (check_data(conf) < 0) ok = 0;
+    printf(",\"coordinator\":{\"endpoint\":");
+    util_json_string(stdout, conf->coordinator);
+    uint32_t round = 0;
+    double rtt_ms = 0;
+    if (client_check_coordinator(conf, 10.0, &round, &rtt_ms, why, sizeof why) == 0) {
+        printf(",\"reachable\":true,\"round\":%u,\"rtt_ms\":%.1f}", round, rtt_ms);
+    } else {
+        printf(",\"reachable\":false,\"reason\":");
+        util_json_string(stdout, why);
+        putchar('}');
+        ok = 0;
+    }
+    printf(",\"ok\":%s}\n", ok ? "true" : "false");
+    return ok ? 0 : 1;
 }
 
 int main(int argc, char **argv)
@@ -83,40 +153,21 @@ int main(int argc, char **argv)
     char err[1024];
     if (client_conf_load(config, &conf, err, sizeof err) < 0) {
         fprintf(stderr, "medfed-client: %s\n", err);
-        return 2;
+        if (!check) return 2;
+        printf("{\"config\":");
+        util_json_string(stdout, err);
+        printf(",\"ok\":false}\n");
+        return 1;
     }
     char prog[96];
     snprintf(prog, sizeof prog, "client[%s]", conf.site);
     log_init(prog, conf.log_level);
-
-    if (check) {
-        datasource_t *ds = datasource_open(&conf.data, err, sizeof err);
-        if (!ds) {
-            fprintf(stderr, "medfed-client: %s\n", err);
-            return 1;
-        }
-        dataset_t tr = {0}, va = {0};
-        int rc = 0;
-        if (datasource_load(ds, DATA_TRAIN, &tr, err, sizeof err) < 0 ||
-            datasource_load(ds, DATA_VAL, &va, err, sizeof err) < 0) {
-            fprintf(stderr, "medfed-client: data: %s\n", err);
-            rc = 1;
-        } else {
-            printf("{\"site\":");
-            util_json_string(stdout, conf.site);
-            printf(",\"source\":\"%s\",\"train\":%lld,\"val\":%lld,\"ok\":true}\n",
-                   datasource_kind(ds), (long long)tr.n, (long long)va.n);
-        }
-        dataset_free(&tr);
-        dataset_free(&va);
-        datasource_destroy(&ds);
-        return rc;
-    }
 
     struct sigaction sa = {0};
     sa.sa_handler = on_signal;
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+    if (check) return run_check(&conf);
     return client_run(&conf, &die_at);
 }

@@ -3,7 +3,9 @@
  *
  * Format: "<prog> LEVEL message". The caller never passes patient data, pixel
  * values or key material: log lines name sites, rounds, phases and sizes only.
- * A disabled level costs one integer compare.
+ * A disabled level costs one integer compare. Under systemd (JOURNAL_STREAM
+ * names stderr) each line starts with its syslog priority, "<3>".."<7>", so
+ * `journalctl -p warning` works, and carries no clock (journald adds one).
  */
 #ifndef MEDFED_LOG_H
 #define MEDFED_LOG_H
@@ -17,6 +19,9 @@ extern log_level_t log_threshold;
 void log_init(const char *prog, log_level_t level);
 /* Parses "error", "warn", "info", "debug"; -1 if unknown. */
 int log_level_parse(const char *s, log_level_t *out);
+/* The message of the last ERROR line written ("" if none): lets a summary
+ * (medfed-client --check) give the reason a lower layer logged. */
+const char *log_last_error(void);
 void log_write(log_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define LOG_AT(lvl, ...) do { if ((lvl) <= log_threshold) log_write((lvl), __VA_ARGS__); } while (0)

@@ -183,11 +183,11 @@ void transport_frame_close(wire_frame_t *frame)
     }
 }
 
-void *transport_monitor_open(void *zctx, void *sock, const char *name)
+void *transport_monitor_open_events(void *zctx, void *sock, const char *name, int events)
 {
     char ep[128];
     snprintf(ep, sizeof ep, "inproc://monitor-%s", name);
-    if (zmq_socket_monitor(sock, ep, ZMQ_EVENT_DISCONNECTED) < 0) return NULL;
+    if (zmq_socket_monitor(sock, ep, events) < 0) return NULL;
     void *mon = zmq_socket(zctx, ZMQ_PAIR);
     if (!mon) return NULL;
     int linger = 0;
@@ -199,18 +199,32 @@ void *transport_monitor_open(void *zctx, void *sock, const char *name)
     return mon;
 }
 
-int transport_monitor_read(void *mon)
+void *transport_monitor_open(void *zctx, void *sock, const char *name)
 {
-    /* Frame 1: u16 event + u32 value (the fd); frame 2: the endpoint. */
+    return transport_monitor_open_events(zctx, sock, name, ZMQ_EVENT_DISCONNECTED);
+}
+
+int transport_monitor_next(void *mon, int *event, uint32_t *value)
+{
+    /* Frame 1: u16 event + u32 value; frame 2: the endpoint. */
     uint8_t ev[6];
     int n = zmq_recv(mon, ev, sizeof ev, ZMQ_DONTWAIT);
     drain(mon);
     if (n != 6) return -1;
-    uint16_t event;
+    uint16_t e;
+    memcpy(&e, ev, 2);
+    memcpy(value, ev + 2, 4);
+    *event = e;
+    return 0;
+}
+
+int transport_monitor_read(void *mon)
+{
+    int event;
     uint32_t value;
-    memcpy(&event, ev, 2);
-    memcpy(&value, ev + 2, 4);
-    return event == ZMQ_EVENT_DISCONNECTED ? (int)value : -1;
+    while (transport_monitor_next(mon, &event, &value) == 0)
+        if (event == ZMQ_EVENT_DISCONNECTED) return (int)value;
+    return -1;
 }
 
 int transport_curve_server(void *sock, const uint8_t secret[32])

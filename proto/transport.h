@@ -57,6 +57,10 @@ void transport_frame_close(wire_frame_t *frame);
  * transport_monitor_read returns the fd of a closed connection or -1. */
 void *transport_monitor_open(void *zctx, void *sock, const char *name);
 int transport_monitor_read(void *mon);
+/* The general form: a monitor for any ZMQ_EVENT_* mask (name must be unique
+ * in zctx), and the next event waiting on it (0, or -1 if none). */
+void *transport_monitor_open_events(void *zctx, void *sock, const char *name, int events);
+int transport_monitor_next(void *mon, int *event, uint32_t *value);
 
 /* CURVE on a socket (before bind/connect). Keys are raw 32-byte X25519.
  * The server side authenticates clients through ZAP (coordinator/zap.c). */
