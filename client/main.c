@@ -60,20 +60,25 @@ static int check_data(const client_conf_t *conf)
     char err[1024];
     dataset_t tr = {0}, va = {0};
     datasource_t *ds = datasource_open(&conf->data, err, sizeof err);
-    int rc = -1;
+    int rc = -1, printed = 0;
     if (!ds) goto out;
     if (datasource_load(ds, DATA_TRAIN, &tr, err, sizeof err) < 0 ||
         datasource_load(ds, DATA_VAL, &va, err, sizeof err) < 0)
         goto out;
+    data_stats_t st;
+    datasource_stats(ds, &st);
+    printf("{\"source\":\"%s\",\"train\":%lld,\"val\":%lld,\"size\":[%d,%d,%d],",
+           datasource_kind(ds), (long long)tr.n, (long long)va.n, tr.channels, tr.height, tr.width);
+    data_stats_json(&st, stdout); /* found, labelled, decoded, skipped by reason */
+    printed = 1;
     if (tr.n == 0) {
-        snprintf(err, sizeof err, "the training split is empty");
+        printf(",\"ok\":false,\"reason\":\"the training split is empty\"}");
         goto out;
     }
-    printf("{\"source\":\"%s\",\"train\":%lld,\"val\":%lld,\"size\":[%d,%d,%d],\"ok\":true}",
-           datasource_kind(ds), (long long)tr.n, (long long)va.n, tr.channels, tr.height, tr.width);
+    printf(",\"ok\":true}");
     rc = 0;
 out:
-    if (rc < 0) {
+    if (!printed) {
         printf("{\"ok\":false,\"reason\":");
         util_json_string(stdout, err);
         putchar('}');
