@@ -527,7 +527,9 @@ static int search(dw_source_t *s, dicomweb_list_t *list, char *err, size_t errle
         return -1;
     }
     size_t bad_total = 0;
+    char first_sop[DICOM_KEY_MAX] = "";
     for (long long offset = 0; (long long)list->n < s->max_images;) {
+        size_t before = list->n;
         long long limit = s->max_images - (long long)list->n;
         if (limit > DW_PAGE) limit = DW_PAGE;
         snprintf(url, sizeof url, "%s/instances?%s&limit=%lld&offset=%lld", s->url, filt, limit,
@@ -549,7 +551,20 @@ static int search(dw_source_t *s, dicomweb_list_t *list, char *err, size_t errle
         }
         bad_total += bad;
         offset += (long long)entries;
-        if ((long long)entries < limit) break;
+        /* The end is an empty page (a PACS may cap pages below our limit). A
+         * page that starts like the last one means the PACS ignores offset. */
+        if (entries == 0) break;
+        if (list->n > before) {
+            if (first_sop[0] && strcmp(first_sop, list->v[before].sop_uid) == 0) {
+                log_warn("dicomweb: the PACS returned the same page again (it ignores offset): "
+                         "stopping the search at %zu images", before);
+                list->n = before;
+                break;
+            }
+            util_strlcpy(first_sop, list->v[before].sop_uid, sizeof first_sop);
+        } else if (bad == entries && bad_total > (size_t)s->max_images) {
+            break; /* page after page of unusable entries */
+        }
     }
     free(b.p);
     if ((long long)list->n > s->max_images) list->n = (size_t)s->max_images;

@@ -221,8 +221,13 @@ static int recv_all(int fd, void *buf, size_t len, double deadline)
 /* Restarts a worker that is not running or has died since the last image. */
 static int worker_ensure(dicom_worker_t *w)
 {
-    if (w->pid > 0 && waitpid(w->pid, NULL, WNOHANG) == 0) return 0;
-    if (w->pid > 0) w->pid = 0; /* reaped above */
+    if (w->pid > 0) {
+        pid_t r;
+        do r = waitpid(w->pid, NULL, WNOHANG);
+        while (r < 0 && errno == EINTR);
+        if (r == 0) return 0;    /* still running */
+        if (r > 0) w->pid = 0;   /* reaped: worker_kill has nothing to kill */
+    }
     worker_kill(w);
     w->restarts++;
     char err[256];

@@ -152,6 +152,21 @@ void coord_drop(coord_t *c, client_rec_t *k, const char *why)
              coord_state_names[c->state], k->site, why);
 }
 
+/* CURVE: was the current message sent over a connection whose key (bound by
+ * ZAP as "SITE/KEYHEX16") is site's key on the roster as it is now? A key
+ * replaced or removed by SIGHUP stops working on connections already open. */
+static int sender_is(const coord_t *c, const char *site)
+{
+    if (!c->conf->curve_secret[0]) return 1;
+    size_t n = strlen(site);
+    const char *uid = c->cur_user_id;
+    int i = roster_find(&c->roster, site);
+    if (i < 0 || strncmp(uid, site, n) != 0 || uid[n] != '/') return 0;
+    char hex[17];
+    for (int j = 0; j < 8; j++) snprintf(hex + 2 * j, 3, "%02x", c->roster.site[i].curve_pk[j]);
+    return strcmp(uid + n + 1, hex) == 0;
+}
+
 /* May this HELLO's or PING's sender take part? Its protocol version, its
  * site name against its CURVE key and the roster. Returns the site's roster
  * index (-1 without a roster), or -2 after replying ERROR. */
@@ -165,9 +180,9 @@ static int admit(coord_t *c, const peer_id_t *from, const msg_t *m)
         coord_reply_error(c, NULL, from, 0, ERR_VERSION, why);
         return -2;
     }
-    if (c->conf->curve_secret[0] && strcmp(c->cur_user_id, m->site) != 0) {
+    if (!sender_is(c, m->site)) {
         snprintf(why, sizeof why, "site name '%s' does not match its transport key", m->site);
-        log_warn("refused: %s (key belongs to '%s')", why, c->cur_user_id);
+        log_warn("refused: %s (key bound to '%s')", why, c->cur_user_id);
         coord_reply_error(c, NULL, from, 0, ERR_UNKNOWN_CLIENT, why);
         return -2;
     }
@@ -444,6 +459,7 @@ void coord_abort_round(coord_t *c, const char *why)
     log_warn("round=%u phase=%s event=abort reason=\"%s\" -> model unchanged", c->round,
              coord_state_names[c->state], why);
     write_metrics(c, 1);
+    if (state_rollback(c) < 0) log_error("round=%u the model could not be rolled back", c->round);
     state_commit(c, 0);
     admin_event(c, "round=%u phase=aborted reason=\"%s\"", c->round, why);
     if (c->conf->secagg) sa_round_cleanup(c);
@@ -595,6 +611,13 @@ static void dispatch(coord_t *c, const peer_id_t *from, int fd, const msg_t *m)
                           "this site was removed from the federation roster");
         return;
     }
+    if (!sender_is(c, k->site)) {
+        log_warn("site=%s refused: this connection's key is no longer the site's key on the roster",
+                 k->site);
+        coord_reply_error(c, k, NULL, c->round, ERR_UNKNOWN_CLIENT,
+                          "this connection's key is no longer the site's key on the roster");
+        return;
+    }
     k->last_seen = util_now();
     k->fd = fd;
     if (!k->live) {
@@ -662,17 +685,17 @@ static void reindex_sites(coord_t *c)
         if (index < 0 || index == k->index) continue;
         log_info("site=%s event=renumbered index=%d -> %d", k->site, k->index, index);
         k->index = index;
-        if (k->live) {
-            msg_t w = {.type = MSG_WELCOME, .round = c->round, .client_id = (uint32_t)index};
-            coord_send(c, k, NULL, &w);
-        }
+        /* Also to a site marked lost: it may still be connected, and would
+         * otherwise sign with its old id. A send to a gone peer just fails. */
+        msg_t w = {.type = MSG_WELCOME, .round = c->round, .client_id = (uint32_t)index};
+        coord_send(c, k, NULL, &w);
     }
 }
 
 static void reload_roster(coord_t *c)
 {
     static roster_t fresh; /* large */
-    char err[512];
+    char err[512] = "";
     coord_reload = 0;
     if (!c->conf->roster[0]) {
         log_warn("SIGHUP: no roster file to re-read");
@@ -721,7 +744,10 @@ static void tick(coord_t *c)
     switch (c->state) {
     case ST_WAITING: {
         if (c->reindex) reindex_sites(c);
-        if (!want_round(c)) break;
+        if (!want_round(c)) {
+            if (!c->admin) c->state = ST_DONE; /* nothing left to run, and no one to ask */
+            break;
+        }
         int live = coord_live_count(c);
         /* The first round of this process (a new run, or a restart whose sites
          * are reconnecting) waits for wait_for sites; later ones need min_clients. */
@@ -877,6 +903,15 @@ int coord_run(const coord_conf_t *conf)
     if (load_model(&c) < 0 || load_roster(&c) < 0) goto out;
     if (conf->secagg && crypto_init() < 0) goto out;
     if (state_open(&c) < 0) goto out;
+    if (conf->autostart && c.target < (uint32_t)conf->rounds)
+        c.target = (uint32_t)conf->rounds; /* the config or command line says how far */
+    if (c.paused && !conf->admin_bind[0]) {
+        log_warn("state: the run was paused; without an admin socket it goes on");
+        c.paused = 0;
+    }
+    if (c.round >= c.target && !conf->admin_bind[0])
+        log_info("state: round %u of %u already ran: nothing to do (--resume off starts a new run)",
+                 c.round, c.target);
     c.zctx = zmq_ctx_new();
     c.sock = zmq_socket(c.zctx, ZMQ_ROUTER);
     c.out = wire_buf_new();

@@ -61,7 +61,7 @@ typedef struct {
     const coord_conf_t *conf;
     void *zctx, *sock, *monitor;
     struct zap *zap;           /* CURVE: admits roster keys only */
-    char cur_user_id[64];      /* CURVE: the site name ZAP bound to the current message's sender */
+    char cur_user_id[96];      /* CURVE: "SITE/KEYHEX16", bound by ZAP to the current sender's key */
     wire_buf_t *out;
     wire_decoder_t *dec;
     rng_t rng;
@@ -144,6 +144,9 @@ void coord_stop_round(coord_t *c, const char *why);
 int state_open(coord_t *c);
 int state_save(coord_t *c);
 int state_commit(coord_t *c, int model_changed);
+/* The model in memory back to the last committed round's (a round abandoned
+ * after its aggregate was applied). */
+int state_rollback(coord_t *c);
 void state_round_path(const coord_t *c, uint32_t version, char *out, size_t outlen);
 
 /* admin.c: the admin socket */

@@ -217,8 +217,15 @@ static void on_advertise(coord_t *c, client_rec_t *k, const msg_t *m)
     const size_t cert_len = m->blob_len - WIRE_ADVERTISE_BYTES;
     /* With a CA the certificate must name this roster site and its key;
      * without one a certificate is relayed unchecked (its peers check it). */
+    /* By name: a SIGHUP may have re-read the roster while this round runs
+     * (sites are renumbered only between rounds). */
+    int r = roster_find(&c->roster, k->site);
+    if (r < 0) {
+        reject(c, k, ERR_UNKNOWN_CLIENT, "this site is no longer on the roster");
+        return;
+    }
+    const roster_entry_t *e = &c->roster.site[r];
     if (c->ca) {
-        const roster_entry_t *e = &c->roster.site[k->index];
         char name[CERT_NAME_MAX], why[300], line[400];
         uint8_t pk[IDENTITY_PUBLICKEYBYTES];
         if (cert_len == 0) {
@@ -235,8 +242,7 @@ static void on_advertise(coord_t *c, client_rec_t *k, const msg_t *m)
             return;
         }
     }
-    if (identity_verify_keys(sig, c->roster.site[k->index].pk, c->round, (uint32_t)k->index, c_pk,
-                             s_pk) < 0) {
+    if (identity_verify_keys(sig, e->pk, c->round, (uint32_t)k->index, c_pk, s_pk) < 0) {
         reject(c, k, ERR_SIGNATURE, "advertised keys are not signed by this site's identity key");
         return;
     }

@@ -102,18 +102,19 @@ static int trim_metrics(coord_t *c, uint32_t last, char *err, size_t errlen)
     path_of(c, "metrics.jsonl", path, sizeof path);
     FILE *f = fopen(path, "r");
     if (!f) return errno == ENOENT ? 0 : (util_seterr(err, errlen, "%s: %s", path, strerror(errno)), -1);
-    char *out = NULL, line[65536];
-    size_t len = 0, dropped = 0;
+    char *out = NULL, *line = NULL;
+    size_t len = 0, cap = 0, dropped = 0;
     FILE *mem = open_memstream(&out, &len);
     if (!mem) {
         fclose(f);
         return -1;
     }
-    while (fgets(line, sizeof line, f)) {
+    while (getline(&line, &cap, f) > 0) {
         uint32_t r;
         if (json_u32(line, "round", &r) == 0 && r <= last && strchr(line, '\n')) fputs(line, mem);
         else dropped++;
     }
+    free(line);
     fclose(f);
     fclose(mem);
     int rc = 0;
@@ -140,6 +141,39 @@ static void remove_stale_temps(const char *dir)
         if (unlink(path) == 0) log_info("state: removed %s, left by an interrupted write", path);
     }
     closedir(d);
+}
+
+/* Reads the model after round version (0: the initial model) into c->global. */
+static int load_weights(coord_t *c, uint32_t version)
+{
+    char path[PATH_MAX + 64], err[512];
+    schema_t *s = NULL;
+    float *w = NULL;
+    st_meta_t meta[ST_META_MAX];
+    size_t nmeta = 0;
+    if (version == 0) snprintf(path, sizeof path, "%s", c->conf->init_model);
+    else state_round_path(c, version, path, sizeof path);
+    if (safetensors_read(path, &s, &w, meta, &nmeta, err, sizeof err) < 0 ||
+        schema_numel(s) != c->numel) {
+        log_error("state: round %u's model: %s", version,
+                  s ? "parameter count differs from the initial model" : err);
+        schema_destroy(&s);
+        free(w);
+        return -1;
+    }
+    memcpy(c->global, w, c->numel * sizeof *w);
+    schema_destroy(&s);
+    free(w);
+    return 0;
+}
+
+int state_rollback(coord_t *c)
+{
+    if (c->version == c->committed) return 0;
+    if (load_weights(c, c->committed) < 0) return -1;
+    log_info("state: model back to round %u's", c->committed);
+    c->version = c->committed;
+    return 0;
 }
 
 int state_open(coord_t *c)
@@ -181,25 +215,7 @@ int state_open(coord_t *c)
                       "%zu", path, numel, c->numel);
             return -1;
         }
-        if (version > 0) {
-            char mpath[PATH_MAX + 64];
-            schema_t *s = NULL;
-            float *w = NULL;
-            st_meta_t meta[ST_META_MAX];
-            size_t nmeta = 0;
-            state_round_path(c, version, mpath, sizeof mpath);
-            if (safetensors_read(mpath, &s, &w, meta, &nmeta, err, sizeof err) < 0 ||
-                schema_numel(s) != c->numel) {
-                log_error("state: round %u's model: %s", version,
-                          s ? "parameter count differs from the initial model" : err);
-                schema_destroy(&s);
-                free(w);
-                return -1;
-            }
-            memcpy(c->global, w, c->numel * sizeof *w);
-            schema_destroy(&s);
-            free(w);
-        }
+        if (version > 0 && load_weights(c, version) < 0) return -1;
         c->round = round;
         c->version = c->committed = version;
         c->committed_round = round;
@@ -215,7 +231,17 @@ int state_open(coord_t *c)
         if (c->conf->server.opt != SERVER_OPT_FEDAVG)
             log_warn("state: the server optimiser's momentum starts again from zero");
     } else if (have_state) {
-        log_warn("state: --resume off: starting a new run over %s", c->conf->out_dir);
+        /* The old run's round files would be mistaken for this run's. */
+        char old[PATH_MAX + 32], aside[PATH_MAX + 64];
+        path_of(c, "rounds", old, sizeof old);
+        snprintf(aside, sizeof aside, "%s.previous-%lld", old, (long long)util_now());
+        if (state_write(c, 0, 0) < 0 || rename(old, aside) < 0 ||
+            util_mkdirs(old, err, sizeof err) < 0) {
+            log_error("state: cannot set the previous run aside in %s", c->conf->out_dir);
+            return -1;
+        }
+        log_warn("state: resume off: a new run in %s (the previous run's models are in %s)",
+                 c->conf->out_dir, aside);
     }
     path_of(c, "metrics.jsonl", path, sizeof path);
     c->metrics = fopen(path, mode);
@@ -232,6 +258,7 @@ int state_commit(coord_t *c, int model_changed)
     char path[PATH_MAX + 64], err[512];
     fflush(c->metrics);
     fsync(fileno(c->metrics));
+    uint32_t version = model_changed ? c->version : c->committed;
     if (model_changed) {
         st_meta_t meta[ST_META_MAX];
         size_t n = coord_model_meta(c, meta);
@@ -241,8 +268,8 @@ int state_commit(coord_t *c, int model_changed)
             return -1;
         }
     }
-    if (state_write(c, c->round, c->version) < 0) return -1;
-    c->committed = c->version;
+    if (state_write(c, c->round, version) < 0) return -1;
+    c->committed = version;
     c->committed_round = c->round;
     return 0;
 }

@@ -86,8 +86,13 @@ static void serve_one(zap_t *z)
         send_reply(z->sock, frames[1], (size_t)len[1], "400", "not on the roster", "");
         return;
     }
+    /* The key's first 8 bytes go with the name: after SIGHUP the coordinator
+     * can tell a connection made with a key the roster no longer lists. */
+    char user[ROSTER_NAME_MAX + 20];
+    int at = snprintf(user, sizeof user, "%s/", name);
+    for (int i = 0; i < 8; i++) at += snprintf(user + at, sizeof user - (size_t)at, "%02x", key[i]);
     log_debug("zap: admitted %s as %s", address, name);
-    send_reply(z->sock, frames[1], (size_t)len[1], "200", "OK", name);
+    send_reply(z->sock, frames[1], (size_t)len[1], "200", "OK", user);
 }
 
 static void *run(void *arg)

@@ -26,7 +26,7 @@ typedef struct {
     peer_id_t from;     /* ROUTER only */
     size_t bytes;       /* payload size */
     int srcfd;          /* the TCP connection it came on (matches disconnect events) */
-    char user_id[64];   /* CURVE: the site name the ZAP handler bound to the peer's key */
+    char user_id[96];   /* CURVE: what the ZAP handler bound to the peer's key ("SITE/KEYHEX16") */
 } wire_frame_t;
 
 /* Encodes m into buf and sends it; to is NULL on a DEALER. Returns bytes sent

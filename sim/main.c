@@ -467,7 +467,8 @@ int main(int argc, char **argv)
     snprintf(hb_s, sizeof hb_s, "%g", o.heartbeat_timeout);
     snprintf(roster_path, sizeof roster_path, "%s/roster.txt", o.out);
     snprintf(coord, sizeof coord, "%s/medfed-coordinator", bin_dir);
-    char *coord_argv[] = {coord, "--bind", bind, "--init", init, "--out", o.out,
+    /* A new run each time: fresh data, keys and initial model (never resume). */
+    char *coord_argv[] = {coord, "--bind", bind, "--init", init, "--out", o.out, "--resume", "off",
                           "--roster", roster_path, "--rounds", rounds_s, "--wait-for", n_s,
                           "--min-clients", min_s, "--local-epochs", ep_s, "--batch", batch_s,
                           "--lr", lr_s, "--momentum", mom_s, "--seed", seed_s,

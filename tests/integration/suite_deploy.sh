@@ -156,10 +156,53 @@ if wait_status 'd["completed"] == 6 and d["state"] == "idle"' 120 > /dev/null &&
    json_check "$DSTATE/metrics.jsonl" 'rows[-1]["round"] == 6 and rows[-1]["participants"] == 2 and not rows[-1]["aborted"]'
 then ok $t; else bad $t "see $D/coord.log"; tail -20 "$D/coord.log"; fi
 
+# `medfed stop` after the aggregate was applied (evaluation) rolls the model
+# back: the state stays at the last completed round, and a restart resumes there.
+t=deploy_stop_during_evaluation_keeps_state
+"$BIN/medfed" start --rounds 1 --config "$ADMIN" > /dev/null 2>&1
+if wait_status "d['state'] == 'evaluating'" 120 > /dev/null &&
+   "$BIN/medfed" stop --config "$ADMIN" > "$D/stop.out" 2>&1 &&
+   wait_status 'd["state"] == "idle" and d["completed"] == 6' 30 > /dev/null &&
+   kill -9 $dcoord && { wait $dcoord 2>/dev/null; checkpoints_intact; } && dcoord_start &&
+   wait_status 'd["resumed_from"] == 6 and d["completed"] == 6 and d["round"] == 7' 30 > /dev/null &&
+   json_check "$DSTATE/metrics.jsonl" 'rows[-1]["round"] == 7 and rows[-1]["aborted"]'
+then ok $t; else bad $t "see $D/coord.log"; tail -15 "$D/coord.log"; fi
+
+# A site's CURVE key replaced on the roster (SIGHUP): the connection made with
+# the old key is refused at once, without a restart.
+t=deploy_sighup_replaced_key_cuts_old_connection
+wait_status 'd["live"] == 2' 30 > /dev/null
+"$PY" - "$D/fed/coordinator/roster.txt" <<'PYEOF'
+import sys
+p = sys.argv[1]
+rows = [l.split() for l in open(p) if l.strip() and not l.startswith("#")]
+with open(p, "w") as f:
+    for r in rows:
+        if r[0] == "beta": r[2] = "ab" * 32
+        f.write(" ".join(r) + "\n")
+PYEOF
+kill -HUP $dcoord
+sleep 3
+if grep -q "site=beta refused: this connection's key is no longer the site's key on the roster" "$D/coord.log" &&
+   wait_status 'd["live"] == 1' 30 > /dev/null
+then ok $t; else bad $t "see $D/coord.log"; tail -15 "$D/coord.log"; fi
+
 kill $dcoord 2>/dev/null
 wait $dcoord 2>/dev/null
 kill $pid_alpha $pid_beta $pid_gamma 2>/dev/null
 wait $pid_alpha $pid_beta $pid_gamma 2>/dev/null
+
+# Without an admin socket, a state directory whose run is complete is not run
+# again: the coordinator says so and exits 0 (it does not wait forever).
+t=deploy_complete_run_not_rerun
+cp -r "$DSTATE" "$D/copy"
+sport=$(free_port)
+timeout 30 "$BIN/medfed-coordinator" --bind "tcp://127.0.0.1:$sport" --init "$WORK/a/init.safetensors" \
+    --out "$D/copy" --rounds 7 --secagg off > "$D/copy.log" 2>&1
+crc=$?
+if [ $crc -eq 0 ] && grep -q 'round 7 of 7 already ran: nothing to do' "$D/copy.log" &&
+   cmp -s "$D/copy/state.json" "$DSTATE/state.json"
+then ok $t; else bad $t "coord=$crc"; cat "$D/copy.log"; fi
 
 # Config mistakes name the file and line; the commented example config parses.
 t=deploy_coordinator_config_errors
