@@ -3,6 +3,9 @@
 #   1. training images/s: the C shim vs the same model in Debian's python3-torch
 #   2. coordinator FedAvg accumulation GB/s
 #   3. the default simulation's round time, split into training and the rest
+#   4. secure aggregation's cost (secure / plaintext rounds)
+#   5. the hospital data path (tests/bench/data_path.sh): DICOM decode vs IDX,
+#      large images, DICOMweb fetched vs from the tensor cache
 # usage: run.sh BIN_DIR BUILD_DIR OUT_DIR   (BENCH_ROUNDS, BENCH_IMAGES to shorten)
 set -eu
 BIN=$1
@@ -127,4 +130,6 @@ res["secure_aggregation"] = sa
 json.dump(res, open(out + "/bench.json", "w"), indent=1)
 print(json.dumps(sa, indent=1))
 PYEOF
+# ---- the hospital data path --------------------------------------------------------
+sh tests/bench/data_path.sh "$BIN" "$BUILD" "$OUT"
 echo "bench: wrote $OUT/bench.json"
