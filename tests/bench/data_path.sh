@@ -32,13 +32,9 @@ export MEDFED_DICOM_WORKER="$ROOT/$BIN/medfed-dicom-worker"
 case $BIN in /*) MEDFED_DICOM_WORKER="$BIN/medfed-dicom-worker" ;; esac
 
 W=$(mktemp -d /tmp/medfed-bench-data.XXXXXX)
-OPID=
+. "$ROOT/tests/lib/orthanc.sh"
 cleanup() {
-    if [ -n "$OPID" ]; then
-        kill "$OPID" 2> /dev/null || true
-        wait "$OPID" 2> /dev/null || true
-        OPID=
-    fi
+    orthanc_stop
     rm -rf "$W"
 }
 trap cleanup EXIT
@@ -105,51 +101,18 @@ large=$("$BD" "$REPS" source=folder path="$W/large" labels="$W/large/labels.csv"
 # A private Orthanc exactly as suite_dicomweb.sh starts it (loopback ports, its own
 # storage, DICOMweb plugin, basic auth), stopped by the trap.
 dw=null
-plugin=
-for p in /usr/share/orthanc/plugins/libOrthancDicomWeb.so /usr/lib/orthanc/libOrthancDicomWeb.so*; do
-    [ -f "$p" ] && { plugin=$p; break; }
-done
-if [ -z "$plugin" ] || ! command -v Orthanc > /dev/null; then
-    echo "bench: data path: no Orthanc / DICOMweb plugin, DICOMweb part skipped"
+DW_USER=medfed-bench
+DW_PASS=$("$PY" -c 'import secrets; print(secrets.token_hex(12))')
+if ! orthanc_start "$W" medfed-bench "$DW_USER" "$DW_PASS"; then
+    echo "bench: data path: $ORTHANC_WHY; DICOMweb part skipped"
 else
     echo "bench: data path: DICOMweb (private Orthanc), $N images fetched, then from the cache"
-    free_port() {
-        "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-    }
-    DW_USER=medfed-bench
-    DW_PASS=$("$PY" -c 'import secrets; print(secrets.token_hex(12))')
-    mkdir -p "$W/db" "$W/secrets"
+    base=$ORTHANC_BASE
+    mkdir -p "$W/secrets"
     chmod 700 "$W/secrets"
     printf '%s\n' "$DW_PASS" > "$W/secrets/pacs.pw"
     chmod 600 "$W/secrets/pacs.pw"
-    hp=$(free_port)
-    dp=$(free_port)
-    cat > "$W/orthanc.json" <<EOF
-{
-  "Name": "medfed-bench",
-  "HttpPort": $hp, "DicomPort": $dp,
-  "StorageDirectory": "$W/db", "IndexDirectory": "$W/db",
-  "RemoteAccessAllowed": false,
-  "AuthenticationEnabled": true,
-  "RegisteredUsers": { "$DW_USER": "$DW_PASS" },
-  "Plugins": [ "$plugin" ],
-  "DicomWeb": { "Enable": true, "Root": "/dicom-web/" },
-  "HttpCompressionEnabled": false
-}
-EOF
-    Orthanc --verbose "$W/orthanc.json" > "$W/orthanc.log" 2>&1 &
-    OPID=$!
-    base="http://127.0.0.1:$hp"
-    i=0
-    until curl -sf -o /dev/null -u "$DW_USER:$DW_PASS" "$base/system"; do
-        i=$((i + 1))
-        [ $i -lt 600 ] || { echo "bench: Orthanc did not answer on $base"; tail "$W/orthanc.log"; exit 1; }
-        sleep 0.1
-    done
-    # Upload as one ZIP in a single POST; the labels list stays apart.
-    (cd "$W/folder" && "$PY" -c 'import zipfile,glob; z=zipfile.ZipFile("../pacs.zip","w"); [z.write(f) for f in sorted(glob.glob("*.dcm"))]')
-    curl -sf -u "$DW_USER:$DW_PASS" -X POST --data-binary @"$W/pacs.zip" "$base/instances" > "$W/upload.json"
-    n=$(curl -sf -u "$DW_USER:$DW_PASS" "$base/statistics" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["CountInstances"])')
+    n=$(orthanc_upload "$W/folder" "$DW_USER" "$DW_PASS")
     [ "$n" = "$N" ] || { echo "bench: Orthanc holds $n instances, not $N"; exit 1; }
     dw_args="source=dicomweb url=$base/dicom-web modality=CR max_images=$((N + 1000))
              labels=$W/folder/labels.csv auth=basic username=$DW_USER
@@ -165,9 +128,7 @@ EOF
         g2=$(wado_gets)
     }
     dw="{\"fetched\":$dfetch,\"cached\":$dcache,\"gets\":[$g1,$g2]}"
-    kill "$OPID" 2> /dev/null || true
-    wait "$OPID" 2> /dev/null || true
-    OPID=
+    orthanc_stop
 fi
 
 tend=$(date +%s.%N)

@@ -8,23 +8,7 @@
 # three, the canary must appear in no log line and in no byte a site sends,
 # and a second load must come from the tensor cache (no WADO-RS request).
 
-dw_orthanc_plugin() {
-    for p in /usr/share/orthanc/plugins/libOrthancDicomWeb.so /usr/lib/orthanc/libOrthancDicomWeb.so*; do
-        [ -f "$p" ] && { echo "$p"; return 0; }
-    done
-    return 1
-}
-
-# dw_wait_http URL SECONDS: until the URL answers 200 (with the test user).
-dw_wait_http() {
-    i=0
-    while [ $i -lt $(($2 * 10)) ]; do
-        curl -sf -o /dev/null -u "$DW_USER:$DW_PASS" "$1" && return 0
-        sleep 0.1
-        i=$((i + 1))
-    done
-    return 1
-}
+. "$ROOT/tests/lib/orthanc.sh"
 
 # dw_wado_gets: WADO-RS retrieves Orthanc has served so far.
 dw_wado_gets() { grep -c '(http) GET /dicom-web/studies/' "$DW/orthanc.log"; }
@@ -37,25 +21,17 @@ dw_ini() {
     { echo; echo "[data]"; cat; } >> "$2"
 }
 
-dw_stop_orthanc() {
-    [ -n "${DW_OPID:-}" ] || return 0
-    kill "$DW_OPID" 2>/dev/null
-    wait "$DW_OPID" 2>/dev/null
-    DW_OPID=
-}
+dw_stop_orthanc() { orthanc_stop; }
 
 dw_suite() {
     DW="$WORK/dicomweb"
     DW_USER=medfed-test
     DW_PASS=$("$PY" -c 'import secrets; print(secrets.token_hex(12))')
-    DW_OPID=
     CANARY_NAME='ZZCANARY^PATIENTNAME'
     CANARY_ID='ZZCANARYID4242'
     mkdir -p "$DW/db" "$DW/secrets"
     chmod 700 "$DW/secrets"
     t=dicomweb_setup
-    plugin=$(dw_orthanc_plugin) || { bad $t "no Orthanc DICOMweb plugin (orthanc-dicomweb)"; return; }
-    command -v Orthanc > /dev/null || { bad $t "no Orthanc binary (orthanc)"; return; }
     [ -x "$BIN/medfed-dicom-fixture" ] && [ -x "$BIN/medfed-dicom-worker" ] ||
         { bad $t "medfed-dicom-fixture / medfed-dicom-worker not built"; return; }
     [ -f "$WORK/a/sites/site-02/client.ini" ] || { bad $t "no site kits from the first run"; return; }
@@ -76,32 +52,12 @@ dw_suite() {
     rm -f "$DW/pacs/manifest.json" "$DW/folder/manifest.json"
 
     # Orthanc, on loopback ports of its own, basic auth, DICOMweb on.
-    hp=$(free_port)
-    dp=$(free_port)
-    cat > "$DW/orthanc.json" <<EOF
-{
-  "Name": "medfed-it",
-  "HttpPort": $hp, "DicomPort": $dp,
-  "StorageDirectory": "$DW/db", "IndexDirectory": "$DW/db",
-  "RemoteAccessAllowed": false,
-  "AuthenticationEnabled": true,
-  "RegisteredUsers": { "$DW_USER": "$DW_PASS" },
-  "Plugins": [ "$plugin" ],
-  "DicomWeb": { "Enable": true, "Root": "/dicom-web/" },
-  "HttpCompressionEnabled": false
-}
-EOF
-    Orthanc --verbose "$DW/orthanc.json" > "$DW/orthanc.log" 2>&1 &
-    DW_OPID=$!
-    base="http://127.0.0.1:$hp"
-    dw_wait_http "$base/system" 60 || { bad $t "Orthanc did not answer on $base"; tail "$DW/orthanc.log"; dw_stop_orthanc; return; }
-    # Upload as one ZIP in a single POST.
-    (cd "$DW/pacs" && "$PY" -c 'import zipfile,glob; z=zipfile.ZipFile("../pacs.zip","w"); [z.write(f) for f in sorted(glob.glob("*.dcm"))]')
-    curl -sf -u "$DW_USER:$DW_PASS" -X POST --data-binary @"$DW/pacs.zip" "$base/instances" > "$DW/upload.json" &&
-    n=$(curl -sf -u "$DW_USER:$DW_PASS" "$base/statistics" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["CountInstances"])') &&
+    orthanc_start "$DW" medfed-it "$DW_USER" "$DW_PASS" || { bad $t "$ORTHANC_WHY"; tail "$DW/orthanc.log" 2>/dev/null; return; }
+    base=$ORTHANC_BASE
+    n=$(orthanc_upload "$DW/pacs" "$DW_USER" "$DW_PASS")
     [ "$n" = 240 ] || { bad $t "upload: Orthanc holds ${n:-?} instances, not 240"; dw_stop_orthanc; return; }
     tup=$(date +%s.%N)
-    ok "$t (Orthanc on $hp, 240 instances in $("$PY" -c "print('%.1f' % ($tup - $tstart))") s)"
+    ok "$t (Orthanc at $base, 240 instances in $("$PY" -c "print('%.1f' % ($tup - $tstart))") s)"
 
     # Site configs. site-00: dicomweb; site-01: DICOM folder; site-02: its IDX files.
     port=$(free_port)
