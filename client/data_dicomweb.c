@@ -64,6 +64,7 @@ struct dw_source {
     CURL *curl;
     struct curl_slist *headers;
     ratelimit_t pace;
+    int unreachable;       /* the last request found no server (connect, resolve, time-outs) */
 };
 
 const char *const dicomweb_keys[] = {
@@ -398,6 +399,8 @@ static get_result_t http_get(dw_source_t *s, const char *url, const char *accept
             break;
         }
         int transient;
+        s->unreachable = rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST ||
+                         rc == CURLE_OPERATION_TIMEDOUT || (rc == CURLE_OK && status >= 500);
         if (rc == CURLE_COULDNT_CONNECT || rc == CURLE_COULDNT_RESOLVE_HOST ||
             rc == CURLE_SSL_CONNECT_ERROR || rc == CURLE_PEER_FAILED_VERIFICATION) {
             util_seterr(why, whylen, "%s", curl_easy_strerror(rc));
@@ -666,10 +669,117 @@ static void skip(dw_source_t *s, dicom_status_t st, const char *uid, const char 
     log_info("dicomweb: image %s skipped (%s): %s", ref, dicom_status_name(st), reason);
 }
 
+/* ---- the last search, kept with the cache -------------------------------------------
+ * After a load the cache directory gets an index of what was loaded: one line
+ * per image, "ENTRY-NAME LABEL VAL" (the salted entry name, no identifier). A
+ * daemon restarted while the PACS is unreachable trains from it. */
+
+#define DW_INDEX_MAGIC "medfed-dicomweb-index 1\n"
+
+typedef struct {
+    char (*name)[TENSOR_CACHE_KEYHEX + 1];
+    int32_t *label;
+    uint8_t *val;
+    size_t n, cap;
+} dw_index_t;
+
+static int index_push(dw_index_t *x, const char *name, int32_t label, int val)
+{
+    if (x->n == x->cap) {
+        size_t cap = x->cap ? x->cap * 2 : 256;
+        void *a = realloc(x->name, cap * sizeof *x->name);
+        if (a) x->name = a;
+        void *b = realloc(x->label, cap * sizeof *x->label);
+        if (b) x->label = b;
+        void *c = realloc(x->val, cap);
+        if (c) x->val = c;
+        if (!a || !b || !c) return -1;
+        x->cap = cap;
+    }
+    util_strlcpy(x->name[x->n], name, sizeof x->name[x->n]);
+    x->label[x->n] = label;
+    x->val[x->n] = (uint8_t)val;
+    x->n++;
+    return 0;
+}
+
+static void index_free(dw_index_t *x)
+{
+    free(x->name);
+    free(x->label);
+    free(x->val);
+    memset(x, 0, sizeof *x);
+}
+
+/* The index file of this search and preprocessing (same salted naming as entries). */
+static void index_path(const dw_source_t *s, const tensor_cache_t *cache, char *out, size_t len)
+{
+    char name[TENSOR_CACHE_KEYHEX + 1], what[DATA_VALUE_MAX + 512];
+    snprintf(what, sizeof what, "search|%s|%s|%s|%s|%s|%s|%lld", s->url, s->modality,
+             s->body_part, s->study_description, s->date_from, s->date_to, s->max_images);
+    tensor_cache_key(cache, what, &s->common.prep, name);
+    snprintf(out, len, "%s/index-%.16s", s->cache_dir, name);
+}
+
+static void index_save(const dw_source_t *s, const tensor_cache_t *cache, const dw_index_t *x)
+{
+    char path[DATA_VALUE_MAX + 64], err[512];
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f) return;
+    fputs(DW_INDEX_MAGIC, f);
+    for (size_t i = 0; i < x->n; i++)
+        fprintf(f, "%s %d %d\n", x->name[i], (int)x->label[i], (int)x->val[i]);
+    fclose(f);
+    index_path(s, cache, path, sizeof path);
+    if (util_write_file_atomic(path, text, len, err, sizeof err) < 0 || chmod(path, 0600) < 0)
+        log_warn("dicomweb: cannot keep the search index: %s", err);
+    free(text);
+}
+
+/* Training from the cache alone: -1 if there is no usable index. */
+static int load_offline(dw_source_t *s, tensor_cache_t *cache, dw_acc_t *acc, float *px,
+                        size_t per)
+{
+    char path[DATA_VALUE_MAX + 64], line[256];
+    index_path(s, cache, path, sizeof path);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    int ok = fgets(line, sizeof line, f) && strcmp(line, DW_INDEX_MAGIC) == 0;
+    size_t missing = 0;
+    while (ok && fgets(line, sizeof line, f)) {
+        char name[TENSOR_CACHE_KEYHEX + 1];
+        int label, val;
+        if (sscanf(line, "%64[0-9a-f] %d %d", name, &label, &val) != 3 ||
+            strlen(name) != TENSOR_CACHE_KEYHEX || (val != 0 && val != 1)) {
+            ok = 0;
+            break;
+        }
+        s->stats.found++;
+        s->stats.labelled++;
+        if (!tensor_cache_get_named(cache, name, &s->common.prep, px)) {
+            missing++;
+            s->stats.skipped[DICOM_SKIP_FETCH]++;
+            continue;
+        }
+        s->stats.decoded++;
+        if (acc_push(acc, px, per, label, val) < 0) ok = 0;
+    }
+    fclose(f);
+    if (!ok) {
+        log_warn("dicomweb: the search index in the cache is damaged: not used");
+        return -1;
+    }
+    if (missing) log_warn("dicomweb: %zu images of the last search are no longer cached", missing);
+    return 0;
+}
+
 static int load_all(dw_source_t *s, char *err, size_t errlen)
 {
     dicomweb_list_t list = {0};
     dw_acc_t acc = {0};
+    dw_index_t index = {0};
     dw_buf_t b = {.max = DW_OBJECT_MAX_BYTES};
     dicom_worker_t *w = NULL;
     tensor_cache_t *cache = NULL;
@@ -688,9 +798,19 @@ static int load_all(dw_source_t *s, char *err, size_t errlen)
     }
     if (session_start(s, err, errlen) < 0) goto out;
     double t0 = util_now();
-    if (search(s, &list, err, errlen) < 0) goto out;
-    s->stats.found = (int64_t)list.n + s->stats.skipped[DICOM_SKIP_FETCH];
-    log_info("dicomweb: %zu instances match at %s (%.1f s)", list.n, s->url, util_now() - t0);
+    int offline = 0;
+    if (search(s, &list, err, errlen) < 0) {
+        /* The PACS is down: the images of the last search, if they are cached. */
+        if (!cache || !s->unreachable) goto out;
+        memset(&s->stats, 0, sizeof s->stats);
+        if (load_offline(s, cache, &acc, px, per) < 0) goto out;
+        log_warn("%s; training from the %zu cached images of the last search", err, acc.n);
+        offline = 1;
+    }
+    if (!offline) {
+        s->stats.found = (int64_t)list.n + s->stats.skipped[DICOM_SKIP_FETCH];
+        log_info("dicomweb: %zu instances match at %s (%.1f s)", list.n, s->url, util_now() - t0);
+    }
     size_t fetched = 0, cached = 0;
     for (size_t i = 0; i < list.n; i++) {
         const dicomweb_instance_t *in = &list.v[i];
@@ -733,11 +853,16 @@ static int load_all(dw_source_t *s, char *err, size_t errlen)
                 log_warn("dicomweb: cache: %s", cerr);
         }
         s->stats.decoded++;
-        if (acc_push(&acc, px, per, row->label, dicom_common_split(&s->common, row) == DATA_VAL) < 0) {
+        int val = dicom_common_split(&s->common, row) == DATA_VAL;
+        char name[TENSOR_CACHE_KEYHEX + 1];
+        if (cache) tensor_cache_key(cache, in->sop_uid, prep, name);
+        if (acc_push(&acc, px, per, row->label, val) < 0 ||
+            (cache && index_push(&index, name, row->label, val) < 0)) {
             util_seterr(err, errlen, "out of memory after %zu images", acc.n);
             goto out;
         }
     }
+    if (cache && !offline) index_save(s, cache, &index);
     if (build_split(&acc, per, 0, prep, &s->split[DATA_TRAIN]) < 0 ||
         build_split(&acc, per, 1, prep, &s->split[DATA_VAL]) < 0) {
         dataset_free(&s->split[DATA_TRAIN]);
@@ -749,13 +874,15 @@ static int load_all(dw_source_t *s, char *err, size_t errlen)
     log_info("dicomweb: %zu images (%lld train, %lld val): %zu fetched, %zu from cache, "
              "%zu skipped, %.1f s",
              acc.n, (long long)s->split[DATA_TRAIN].n, (long long)s->split[DATA_VAL].n, fetched,
-             cached, list.n - acc.n, dt);
+             offline ? acc.n : cached,
+             offline ? (size_t)s->stats.skipped[DICOM_SKIP_FETCH] : list.n - acc.n, dt);
     rc = 0;
 out:
     session_end(s);
     dicom_worker_stop(&w);
     tensor_cache_close(&cache);
     dicomweb_list_free(&list);
+    index_free(&index);
     free(acc.x);
     free(acc.y);
     free(acc.val);

@@ -220,8 +220,15 @@ static void wr32(uint8_t *p, uint32_t v)
 
 int tensor_cache_get(tensor_cache_t *c, const char *uid, const dicom_prep_t *prep, float *pixels)
 {
-    char name[TENSOR_CACHE_KEYHEX + 1], p[PATH_MAX];
+    char name[TENSOR_CACHE_KEYHEX + 1];
     tensor_cache_key(c, uid, prep, name);
+    return tensor_cache_get_named(c, name, prep, pixels);
+}
+
+int tensor_cache_get_named(tensor_cache_t *c, const char *name, const dicom_prep_t *prep,
+                           float *pixels)
+{
+    char p[PATH_MAX];
     long i = find(c, name);
     if (i < 0) {
         c->st.misses++;

@@ -40,6 +40,9 @@ void tensor_cache_key(const tensor_cache_t *c, const char *uid, const dicom_prep
 /* Reads an entry of prep->height * prep->width floats into pixels.
  * 1 = hit, 0 = miss (absent, or damaged: then deleted). */
 int tensor_cache_get(tensor_cache_t *c, const char *uid, const dicom_prep_t *prep, float *pixels);
+/* The same by entry name (as tensor_cache_key gives it). */
+int tensor_cache_get_named(tensor_cache_t *c, const char *name, const dicom_prep_t *prep,
+                           float *pixels);
 
 /* Stores an entry, then evicts down to the cap. 0 or -1 + err (the caller
  * goes on without caching). */

@@ -156,12 +156,21 @@ EOF
     "$BIN/medfed-client" --config "$DW/open.ini" --check > "$DW/open.out" 2>&1
     "$BIN/medfed-client" --config "$DW/wrong.ini" --check > "$DW/wrong.out" 2>&1
     dw_stop_orthanc
-    "$BIN/medfed-client" --config "$DW/c0.ini" --check > "$DW/down.out" 2>&1
+    # PACS down, no cache to fall back on: the error names the URL.
+    sed "s|^cache_dir = .*|cache_dir = $DW/cache-empty|" "$DW/c0.ini" > "$DW/nocache.ini"
+    "$BIN/medfed-client" --config "$DW/nocache.ini" --check > "$DW/down.out" 2>&1
     if grep -q 'chmod 600' "$DW/open.out" && grep -q 'refused the credentials' "$DW/wrong.out" &&
        grep -q "search at $base/dicom-web/instances failed" "$DW/down.out" &&
        ! grep -q -e "$DW_PASS" -e WrongPass123x "$DW/down.out" "$DW/wrong.out"
     then ok "$t"
     else bad $t "see $DW/open.out wrong.out down.out"; cat "$DW/open.out" "$DW/wrong.out" "$DW/down.out" | head -20; fi
+    # PACS down, the cache holds the last search: the site trains from it.
+    t=dicomweb_pacs_down_trains_from_cache
+    "$BIN/medfed-client" --config "$DW/c0.ini" --check > "$DW/offline.json" 2> "$DW/offline.log"
+    if grep -q 'training from the 240 cached images of the last search' "$DW/offline.log" &&
+       json_check "$DW/offline.json" 'rows[0]["data"]["ok"] and rows[0]["data"]["decoded"] == 240 and rows[0]["data"]["train"] + rows[0]["data"]["val"] == 240' &&
+       ! grep -q -e "$CANARY_NAME" -e "$CANARY_ID" "$DW/site0/cache"/index-* "$DW/offline.log"
+    then ok $t; else bad $t "see $DW/offline.log"; cat "$DW/offline.log" "$DW/offline.json" | head; fi
     t=dicomweb_no_sanitizer_reports
     if ! grep -q -e 'Sanitizer' -e 'runtime error' "$DW"/*.log "$DW"/*.out "$d"/*.log
     then ok $t
