@@ -32,6 +32,7 @@
 
 typedef struct {
     const char *sites_file, *out, *endpoint, *admin_endpoint, *federation;
+    const char *install;                /* --install-dir: where the kits' files will live */
     int days;
     char dir[PATH_MAX];                 /* out, absolute (config files name absolute paths) */
     uint8_t ca_der[CERT_DER_MAX];
@@ -47,12 +48,16 @@ static void usage(FILE *f)
     fprintf(f,
         "usage: medfed provision --roster SITES.txt --out DIR --endpoint tcp://HOST:PORT\n"
         "                        [--admin-endpoint tcp://HOST:PORT] [--federation NAME] [--days N]\n"
+        "                        [--install-dir /etc/medfed]\n"
         "  --roster FILE           site names, one per line ('#' comments)\n"
         "  --out DIR               where the CA and the kits go (created 0700)\n"
         "  --endpoint URL          the coordinator's address as the sites reach it\n"
         "  --admin-endpoint URL    the coordinator's admin socket (tcp://127.0.0.1:7701)\n"
         "  --federation NAME       the CA's name: CN \"medfed federation CA NAME\" (medfed)\n"
         "  --days N                validity of new site certificates in days (%d)\n"
+        "  --install-dir DIR       the configs name DIR/FILE for every key, certificate and\n"
+        "                          roster (copy each kit's files into DIR on its machine);\n"
+        "                          default: where the kit is made\n"
         "Run it again with more sites to add their kits; existing files are never changed.\n"
         "Keep DIR/ca/ offline: its key signs every site's certificate.\n",
         CERT_SITE_DAYS);
@@ -271,11 +276,15 @@ static int make_coordinator(prov_t *p, uint8_t admin_pk[CURVE_KEYBYTES])
     join(path, adir, "coordinator.pub");
     if (write_hexfile(p, path, pk) < 0) return -1;
 
+    /* With --install-dir the configs name the installed paths: keys and roster
+     * there, the state under /var/lib/medfed-coordinator (the unit's StateDirectory). */
+    const char *at = p->install ? p->install : dir, *admin_at = p->install ? p->install : adir;
+    const char *state_at = p->install ? "/var/lib/medfed-coordinator" : dir;
     const char *bind_port = strrchr(p->endpoint, ':');
     const char *admin_port = strrchr(p->admin_endpoint, ':');
     int n = snprintf(text, sizeof text,
         "; written by medfed provision: the coordinator of federation '%s'.\n"
-        "; Paths are where the kit was made; edit them if you install it elsewhere.\n"
+        "; Paths: as given to medfed provision (--install-dir, else where the kit was made).\n"
         "[coordinator]\n"
         "; sites connect here (they were told %s)\n"
         "bind = tcp://0.0.0.0%s\n"
@@ -299,8 +308,8 @@ static int make_coordinator(prov_t *p, uint8_t admin_pk[CURVE_KEYBYTES])
         "; secure aggregation: the coordinator learns only the sum\n"
         "secagg = on\n"
         "log_level = info\n",
-        p->federation, p->endpoint, bind_port ? bind_port : ":7700", dir, dir, dir, adir,
-        admin_port ? admin_port : ":7701", admin_hex, dir, dir);
+        p->federation, p->endpoint, bind_port ? bind_port : ":7700", at, at, at, admin_at,
+        admin_port ? admin_port : ":7701", admin_hex, state_at, state_at);
     join(path, dir, "coordinator.ini");
     if (n < 0 || (size_t)n >= sizeof text) return fail("%s: paths too long", path);
     if (write_new(p, path, text, (size_t)n) < 0) return -1;
@@ -312,7 +321,7 @@ static int make_coordinator(prov_t *p, uint8_t admin_pk[CURVE_KEYBYTES])
         "; this admin's CURVE secret key (0600) and the coordinator's public key\n"
         "admin_key = %s/admin.key\n"
         "coordinator_key = %s\n",
-        p->admin_endpoint, adir, p->coord_pk_hex);
+        p->admin_endpoint, admin_at, p->coord_pk_hex);
     join(path, adir, "admin.ini");
     if (n < 0 || (size_t)n >= sizeof text) return fail("%s: paths too long", path);
     return write_new(p, path, text, (size_t)n);
@@ -340,10 +349,11 @@ static int make_site(prov_t *p, const char *site, char *line, size_t linecap)
     join(path, dir, "coordinator.pub");
     if (write_hexfile(p, path, coord_pk) < 0) return -1;
 
+    const char *at = p->install ? p->install : dir; /* where the files will be */
     const int n = snprintf(text, sizeof text,
         "; written by medfed provision: site '%s' of federation '%s'.\n"
-        "; Paths are where the kit was made; edit them if you install it elsewhere\n"
-        "; (e.g. /etc/medfed). Key files must stay mode 0600.\n"
+        "; Paths: as given to medfed provision (--install-dir, else where the kit was\n"
+        "; made). Key files must stay mode 0600.\n"
         "[client]\n"
         "site = %s\n"
         "coordinator = %s\n"
@@ -364,7 +374,7 @@ static int make_site(prov_t *p, const char *site, char *line, size_t linecap)
         "; train_labels = /srv/medfed/train-labels-idx1-ubyte.gz\n"
         "; val_images = /srv/medfed/val-images-idx3-ubyte.gz\n"
         "; val_labels = /srv/medfed/val-labels-idx1-ubyte.gz\n",
-        site, p->federation, site, p->endpoint, dir, dir, dir, dir, p->coord_pk_hex);
+        site, p->federation, site, p->endpoint, at, at, at, at, p->coord_pk_hex);
     join(path, dir, "client.ini");
     if (n < 0 || (size_t)n >= sizeof text) return fail("%s: paths too long", path);
     if (write_new(p, path, text, (size_t)n) < 0) return -1;
@@ -433,10 +443,11 @@ static int endpoint_ok(const char *s)
 
 int provision_main(int argc, char **argv)
 {
-    enum { O_ROSTER = 256, O_OUT, O_ENDPOINT, O_ADMIN, O_FED, O_DAYS };
+    enum { O_ROSTER = 256, O_OUT, O_ENDPOINT, O_ADMIN, O_FED, O_DAYS, O_INSTALL };
     static const struct option longopts[] = {
         {"roster", 1, 0, O_ROSTER}, {"out", 1, 0, O_OUT}, {"endpoint", 1, 0, O_ENDPOINT},
         {"admin-endpoint", 1, 0, O_ADMIN}, {"federation", 1, 0, O_FED}, {"days", 1, 0, O_DAYS},
+        {"install-dir", 1, 0, O_INSTALL},
         {"help", 0, 0, 'h'}, {0, 0, 0, 0},
     };
     static prov_t p;
@@ -454,6 +465,13 @@ int provision_main(int argc, char **argv)
         case O_OUT: p.out = optarg; break;
         case O_ENDPOINT: p.endpoint = optarg; break;
         case O_ADMIN: p.admin_endpoint = optarg; break;
+        case O_INSTALL:
+            if (optarg[0] != '/') {
+                fprintf(stderr, PROG ": --install-dir must be an absolute path, got '%s'\n", optarg);
+                return 2;
+            }
+            p.install = optarg;
+            break;
         case O_FED: p.federation = optarg; break;
         case O_DAYS:
             if (util_parse_int(optarg, 1, CERT_DAYS_MAX, &v) < 0) {

@@ -217,3 +217,18 @@ if [ $brc -eq 2 ] && grep -q "bad.ini:3: unknown key 'roundz' in \[coordinator\]
    [ $erc -ne 0 ] && grep -q 'missing.safetensors' "$D/example.out" &&
    ! grep -q 'coordinator.ini:' "$D/example.out"
 then ok $t; else bad $t "see $D/bad.out $D/example.out"; cat "$D/bad.out" "$D/example.out"; fi
+
+# --install-dir: the kits' configs name the installed paths.
+t=deploy_provision_install_dir
+printf 'north\n' > "$D/inst.txt"
+if "$BIN/medfed" provision --roster "$D/inst.txt" --out "$D/inst" --endpoint tcp://fl.example.org:7700 \
+        --install-dir /etc/medfed > /dev/null 2>&1 &&
+   grep -qx 'identity = /etc/medfed/identity.key' "$D/inst/sites/north/client.ini" &&
+   grep -qx 'curve_key = /etc/medfed/curve.key' "$D/inst/sites/north/client.ini" &&
+   grep -qx 'roster = /etc/medfed/roster.txt' "$D/inst/coordinator/coordinator.ini" &&
+   grep -qx 'state_dir = /var/lib/medfed-coordinator/state' "$D/inst/coordinator/coordinator.ini" &&
+   grep -qx 'admin_key = /etc/medfed/admin.key' "$D/inst/admin/admin.ini" &&
+   ! grep -rq "$D/inst" "$D/inst/sites/north/client.ini" "$D/inst/coordinator/coordinator.ini" &&
+   ! "$BIN/medfed" provision --roster "$D/inst.txt" --out "$D/inst2" --endpoint tcp://x:1 \
+        --install-dir relative/dir 2> "$D/inst.err" && grep -q 'must be an absolute path' "$D/inst.err"
+then ok $t; else bad $t "see $D/inst"; fi
