@@ -887,6 +887,75 @@ static void announce(coord_t *c)
                     coord_state_names[c->state], cohort, coord_live_count(c));
 }
 
+/* "KEY":{"ok":false,"reason":...} from the last logged error. */
+static int check_fail(const char *key)
+{
+    printf(",\"%s\":{\"ok\":false,\"reason\":", key);
+    util_json_string(stdout, log_last_error());
+    putchar('}');
+    return 0;
+}
+
+int coord_check(const coord_conf_t *conf)
+{
+    static coord_t c;
+    memset(&c, 0, sizeof c);
+    c.conf = conf;
+    c.resumed_from = -1;
+    int ok = 1;
+    printf("{\"config\":\"ok\"");
+    if (load_model(&c) == 0) {
+        printf(",\"model\":{\"ok\":true,\"arch\":");
+        util_json_string(stdout, c.arch);
+        printf(",\"params\":%zu}", c.numel);
+    } else {
+        ok = check_fail("model");
+    }
+    if (load_roster(&c) == 0)
+        printf(",\"roster\":{\"ok\":true,\"sites\":%d,\"certificates\":%s}", c.roster.n,
+               conf->ca[0] ? "true" : "false");
+    else
+        ok = check_fail("roster");
+    if (conf->curve_secret[0]) {
+        uint8_t sk[CURVE_KEYBYTES];
+        char err[512];
+        if (keyfile_load(conf->curve_secret, sk, sizeof sk, err, sizeof err) == 0) {
+            crypto_wipe(sk, sizeof sk);
+            printf(",\"transport\":{\"ok\":true,\"curve\":true}");
+        } else {
+            log_error("%s", err);
+            ok = check_fail("transport");
+        }
+    } else {
+        printf(",\"transport\":{\"ok\":true,\"curve\":false}");
+    }
+    uint8_t admin_pk[32];
+    if (!conf->admin_bind[0]) printf(",\"admin\":{\"ok\":true,\"socket\":null}");
+    else if (load_admin_key(conf->admin_key, admin_pk) == 0) {
+        printf(",\"admin\":{\"ok\":true,\"socket\":");
+        util_json_string(stdout, conf->admin_bind);
+        putchar('}');
+    } else {
+        ok = check_fail("admin");
+    }
+    int st = c.global ? state_peek(&c) : -1;
+    if (st >= 0) {
+        printf(",\"state\":{\"ok\":true,\"dir\":");
+        util_json_string(stdout, conf->out_dir);
+        if (st == 1) printf(",\"resumes_after_round\":%u,\"completed\":%u,\"target\":%u}",
+                            c.round, c.committed, c.target);
+        else printf(",\"new_run\":true}");
+    } else if (c.global) {
+        ok = check_fail("state");
+    }
+    printf(",\"ok\":%s}\n", ok ? "true" : "false");
+    sa_ca_free(&c);
+    schema_destroy(&c.schema);
+    free(c.global);
+    fedavg_destroy(&c.fedavg);
+    return ok ? 0 : 1;
+}
+
 int coord_run(const coord_conf_t *conf)
 {
     static coord_t c; /* large (registry): not on the stack */

@@ -62,5 +62,8 @@ extern volatile sig_atomic_t coord_reload; /* SIGHUP: re-read the roster */
 
 /* Runs the whole federation. 0 when every round ran, non-zero on error. */
 int coord_run(const coord_conf_t *conf);
+/* --check: the config, model, roster (and CA), keys and state directory, as
+ * one JSON object on stdout; writes nothing. 0 if all is well, else 1. */
+int coord_check(const coord_conf_t *conf);
 
 #endif

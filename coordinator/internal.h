@@ -142,6 +142,7 @@ void coord_stop_round(coord_t *c, const char *why);
 
 /* state.c: the state directory */
 int state_open(coord_t *c);
+int state_peek(coord_t *c);
 int state_save(coord_t *c);
 int state_commit(coord_t *c, int model_changed);
 /* The model in memory back to the last committed round's (a round abandoned

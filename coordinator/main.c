@@ -33,6 +33,8 @@ static void usage(FILE *f)
     fprintf(f,
         "usage: medfed-coordinator [--config FILE] [options]   (options override the file)\n"
         "  --config FILE            INI file, section [coordinator], keys = the options below\n"
+        "  --check                  check the config, model, roster, keys and state directory,\n"
+        "                           print one JSON object, exit (0: all well); writes nothing\n"
         "                           with '_' for '-' (configs/coordinator.ini explains each)\n"
         "  --bind ENDPOINT          ZeroMQ endpoint to listen on (tcp://127.0.0.1:7700)\n"
         "  --init FILE              initial model (safetensors from medfed-init)\n"
@@ -86,6 +88,7 @@ int main(int argc, char **argv)
 {
     static coord_conf_t conf;
     char err[1024], name[64];
+    int check = 0;
     coord_conf_defaults(&conf);
     /* The file first, then the flags over it, in the order given. */
     for (int i = 1; i < argc; i++) {
@@ -105,6 +108,10 @@ int main(int argc, char **argv)
             fprintf(stderr, "medfed-coordinator: unexpected argument '%s'\n", argv[i]);
             usage(stderr);
             return 2;
+        }
+        if (strcmp(argv[i], "--check") == 0) {
+            check = 1;
+            continue;
         }
         const char *v = flag_value(argc, argv, &i, name, sizeof name);
         if (strcmp(name, "config") == 0) continue;
@@ -127,6 +134,7 @@ int main(int argc, char **argv)
         return 2;
     }
     log_init("coordinator", conf.log_level);
+    if (check) return coord_check(&conf);
     struct sigaction sa = {0};
     sa.sa_handler = on_signal;
     sigaction(SIGTERM, &sa, NULL);

@@ -176,6 +176,50 @@ int state_rollback(coord_t *c)
     return 0;
 }
 
+/* Reads state.json (path) and the model it names into c. */
+static int read_state(coord_t *c, const char *path)
+{
+    char err[512];
+    char *text = read_small(path, 4096, err, sizeof err);
+    uint32_t round, version, target, numel;
+    if (!text) {
+        log_error("state: %s", err);
+        return -1;
+    }
+    int ok = json_u32(text, "round", &round) == 0 && json_u32(text, "version", &version) == 0 &&
+             json_u32(text, "target", &target) == 0 && json_u32(text, "numel", &numel) == 0 &&
+             version <= round;
+    c->paused = strstr(text, "\"paused\":true") != NULL;
+    free(text);
+    if (!ok) {
+        log_error("state: %s is not a state file this coordinator wrote (start with "
+                  "--resume off to begin a new run in this directory)", path);
+        return -1;
+    }
+    if (numel != c->numel) {
+        log_error("state: %s is a run of a model with %u parameters, the initial model has "
+                  "%zu", path, numel, c->numel);
+        return -1;
+    }
+    if (version > 0 && load_weights(c, version) < 0) return -1;
+    c->round = round;
+    c->version = c->committed = version;
+    c->committed_round = round;
+    c->target = target;
+    c->resumed_from = (int64_t)version;
+    return 0;
+}
+
+/* --check: what a start would resume from, writing nothing. 1 = a run to
+ * resume, 0 = a new run, -1 = a state directory it could not use. */
+int state_peek(coord_t *c)
+{
+    char path[PATH_MAX + 32];
+    path_of(c, "state.json", path, sizeof path);
+    if (!c->conf->resume || access(path, F_OK) != 0) return 0;
+    return read_state(c, path) < 0 ? -1 : 1;
+}
+
 int state_open(coord_t *c)
 {
     char path[PATH_MAX + 32], err[512];
@@ -194,40 +238,14 @@ int state_open(coord_t *c)
     int have_state = access(path, F_OK) == 0;
     const char *mode = "w";
     if (have_state && c->conf->resume) {
-        char *text = read_small(path, 4096, err, sizeof err);
-        uint32_t round, version, target, numel;
-        if (!text) {
-            log_error("state: %s", err);
-            return -1;
-        }
-        int ok = json_u32(text, "round", &round) == 0 && json_u32(text, "version", &version) == 0 &&
-                 json_u32(text, "target", &target) == 0 && json_u32(text, "numel", &numel) == 0 &&
-                 version <= round;
-        c->paused = strstr(text, "\"paused\":true") != NULL;
-        free(text);
-        if (!ok) {
-            log_error("state: %s is not a state file this coordinator wrote (start with "
-                      "--resume off to begin a new run in this directory)", path);
-            return -1;
-        }
-        if (numel != c->numel) {
-            log_error("state: %s is a run of a model with %u parameters, the initial model has "
-                      "%zu", path, numel, c->numel);
-            return -1;
-        }
-        if (version > 0 && load_weights(c, version) < 0) return -1;
-        c->round = round;
-        c->version = c->committed = version;
-        c->committed_round = round;
-        c->target = target;
-        c->resumed_from = (int64_t)version;
-        if (trim_metrics(c, round, err, sizeof err) < 0) {
+        if (read_state(c, path) < 0) return -1;
+        if (trim_metrics(c, c->round, err, sizeof err) < 0) {
             log_error("state: %s", err);
             return -1;
         }
         mode = "a";
         log_info("state: resuming in %s after round %u (model of round %u), target %u rounds%s",
-                 c->conf->out_dir, round, version, target, c->paused ? ", paused" : "");
+                 c->conf->out_dir, c->round, c->version, c->target, c->paused ? ", paused" : "");
         if (c->conf->server.opt != SERVER_OPT_FEDAVG)
             log_warn("state: the server optimiser's momentum starts again from zero");
     } else if (have_state) {

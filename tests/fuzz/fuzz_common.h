@@ -80,6 +80,8 @@ void log_write(log_level_t level, const char *fmt, ...)
     if (fz_log_on) fprintf(stderr, "fuzz %s %s\n", level <= LOG_WARN ? "WARN" : "INFO", line);
 }
 
+const char *log_last_error(void) { return ""; }
+
 /* ---- deterministic randomness ----------------------------------------------------------- */
 
 FZ_UNUSED static uint64_t fz_rng_state;
