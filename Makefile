@@ -1,6 +1,7 @@
 # medfed - federated learning for public hospitals.
 #
 #   make deps        install the Debian packages the project needs (apt-get, idempotent)
+#   make test-deps   also those of the tests and benchmarks (test, bench and fuzz use it)
 #   make             build everything into bin/
 #   make test        unit tests (cmocka) + integration tests (real processes), then the
 #                    same suite under AddressSanitizer + UndefinedBehaviorSanitizer, then
@@ -82,11 +83,15 @@ UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 TEST_TOOLS := $(BUILD)/tests/evil_client $(BUILD)/tests/data_dump
 
-.PHONY: install all deps test unit-test integration-test asan-test sim bench fuzz clean data
+.PHONY: install all deps test-deps test unit-test integration-test asan-test sim bench fuzz clean data
 all: $(PROGS)
 
 deps:
 	$(Q)sh tools/deps.sh
+
+# What the tests, fuzzers and benchmarks add (cmocka, clang, pydicom, Orthanc, ...).
+test-deps:
+	$(Q)sh tools/deps.sh test
 
 $(CORE_LIB): $(call obj,$(CORE_SRC))
 	$(call say,AR,$@)$(AR) rcs $@ $^
@@ -154,7 +159,7 @@ $(BUILD)/tests/evil_client: $(BUILD)/tests/integration/evil_client.o $(CORE_LIB)
 	@mkdir -p $(dir $@)
 	$(call say,LD,$@)$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
-test: deps
+test: test-deps
 	$(Q)$(MAKE) --no-print-directory unit-test integration-test
 	$(Q)$(MAKE) --no-print-directory asan-test
 	$(Q)$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(TEST_FUZZ_SECONDS)
@@ -167,7 +172,7 @@ integration-test: $(PROGS) $(TEST_TOOLS)
 	$(Q)sh tests/integration/run.sh $(BIN) $(BUILD)
 
 # The same suite, built with ASan + UBSan into its own directories.
-asan-test: deps
+asan-test: test-deps
 	$(Q)$(MAKE) --no-print-directory BUILD=build-asan BIN=build-asan/bin SANITIZE=1 OPT='-O1 -g' \
 		unit-test integration-test
 
@@ -177,7 +182,7 @@ sim: deps
 	$(Q)$(MAKE) --no-print-directory all
 	$(BIN)/medfed-sim $(SIM_ARGS)
 
-bench: deps
+bench: test-deps
 	$(Q)$(MAKE) --no-print-directory all $(BUILD)/tests/bench_fedavg
 	$(Q)sh tests/bench/run.sh $(BIN) $(BUILD) bench-results
 
@@ -207,7 +212,7 @@ FUZZ_LIB_SRC := $(filter-out common/log.c,$(wildcard common/*.c proto/*.c aggreg
 FUZZ_LIB     := $(FUZZ_BUILD)/libmedfed-fuzz.a
 FUZZ_BINS    := $(patsubst %,$(FUZZ_BUILD)/fuzz_%,$(FUZZ_NAMES))
 
-fuzz: deps
+fuzz: test-deps
 	$(Q)$(MAKE) --no-print-directory $(FUZZ_BINS)
 	$(Q)sh tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_NAMES)
 

@@ -1,11 +1,17 @@
 #!/bin/sh
 # Installs the Debian packages medfed needs. Idempotent: does nothing when all are present.
+#   deps.sh         what building and running medfed needs (a hospital site, the coordinator)
+#   deps.sh test    also what the tests, the fuzzers and the benchmarks need: cmocka, clang's
+#                   libFuzzer, python3-torch (reference), pydicom and gdcmconv (fixtures) and
+#                   a private Orthanc PACS. Orthanc's system service is not started: the tests
+#                   start their own instance on free loopback ports.
 set -eu
-PKGS="build-essential pkg-config libtorch-dev libzmq3-dev libsodium-dev libssl-dev
-libmsgpack-dev libcmocka-dev libinih-dev zlib1g-dev libopenblas0-openmp
-dataset-fashion-mnist python3-torch clang libclang-rt-14-dev
-libgdcm-dev libgdcm-tools libcurl4-openssl-dev libpng-dev orthanc orthanc-dicomweb dcmtk
-python3-pydicom openssl"
+PKGS="build-essential pkg-config libtorch-dev libzmq3-dev libsodium-dev libssl-dev openssl
+libmsgpack-dev libinih-dev zlib1g-dev libopenblas0-openmp dataset-fashion-mnist
+libgdcm-dev libcurl4-openssl-dev libpng-dev"
+TEST_PKGS="libcmocka-dev clang libclang-rt-14-dev python3-torch python3-pydicom libgdcm-tools
+orthanc orthanc-dicomweb"
+[ "${1:-}" = test ] && PKGS="$PKGS $TEST_PKGS"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
@@ -18,6 +24,17 @@ if [ "$(id -u)" != 0 ]; then
     SUDO=sudo
 fi
 export DEBIAN_FRONTEND=noninteractive
+# No package may start a service while we install (Orthanc's would listen on
+# 4242/8042): a policy-rc.d that says "denied", removed afterwards unless it was
+# there before.
+POLICY=/usr/sbin/policy-rc.d
+own_policy=0
+if [ ! -e "$POLICY" ]; then
+    printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$POLICY" >/dev/null
+    $SUDO chmod 755 "$POLICY"
+    own_policy=1
+fi
+trap '[ $own_policy -eq 1 ] && $SUDO rm -f "$POLICY"' EXIT
 $SUDO apt-get update -qq
 # libopenblas0-openmp is named explicitly: the reference BLAS makes LibTorch 3.4x slower,
 # and libopenblas0-pthread would oversubscribe the cores.
