@@ -423,8 +423,9 @@ static void finish_round(coord_t *c)
     c->last_auc = c->classes == 2 && c->eval_n
                       ? metrics_auc_hist(c->hist, c->hist + WIRE_HIST_BINS, WIRE_HIST_BINS)
                       : NAN;
-    state_commit(c, 1);
-    save_model(c);
+    /* model.safetensors becomes the round's file (a hard link: no second write);
+     * where links are not possible, a copy. */
+    if (state_commit(c, 1) < 0 || state_publish_latest(c) < 0) save_model(c);
     admin_event(c, "round=%u phase=complete participants=%d val_accuracy=%.4f val_auc=%.4f",
                 c->round, c->participants, isfinite(c->last_accuracy) ? c->last_accuracy : 0.0,
                 isfinite(c->last_auc) ? c->last_auc : 0.0);

@@ -145,6 +145,8 @@ int state_open(coord_t *c);
 int state_peek(coord_t *c);
 int state_save(coord_t *c);
 int state_commit(coord_t *c, int model_changed);
+/* model.safetensors (the latest model, for tools) := the committed round's file. */
+int state_publish_latest(coord_t *c);
 /* The model in memory back to the last committed round's (a round abandoned
  * after its aggregate was applied). */
 int state_rollback(coord_t *c);

@@ -270,6 +270,21 @@ int state_open(coord_t *c)
     return state_save(c);
 }
 
+int state_publish_latest(coord_t *c)
+{
+    char round[PATH_MAX + 64], tmp[PATH_MAX + 64], latest[PATH_MAX + 32];
+    state_round_path(c, c->committed, round, sizeof round);
+    path_of(c, ".model.safetensors.tmp-latest" /* stale ones: remove_stale_temps */, tmp, sizeof tmp);
+    path_of(c, "model.safetensors", latest, sizeof latest);
+    unlink(tmp);
+    if (link(round, tmp) < 0) return -1;
+    if (rename(tmp, latest) < 0) {
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
 /* A round ended (complete or aborted): its metrics row is written; make it durable. */
 int state_commit(coord_t *c, int model_changed)
 {
