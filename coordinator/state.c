@@ -35,24 +35,12 @@ static void path_of(const coord_t *c, const char *name, char *out, size_t outlen
     snprintf(out, outlen, "%s/%s", c->conf->out_dir, name);
 }
 
-/* Reads "key":<unsigned> from a small JSON text; -1 if absent or malformed. */
+/* Reads "key":<unsigned 32-bit>; -1 if absent or not such a number. */
 static int json_u32(const char *text, const char *key, uint32_t *out)
 {
-    char pat[48];
-    snprintf(pat, sizeof pat, "\"%s\":", key);
-    const char *p = strstr(text, pat);
-    if (!p) return -1;
-    p += strlen(pat);
-    while (*p == ' ') p++;
-    char num[16];
-    size_t n = 0;
-    while (p[n] >= '0' && p[n] <= '9' && n < sizeof num - 1) {
-        num[n] = p[n];
-        n++;
-    }
-    num[n] = '\0';
-    long long v;
-    if (n == 0 || util_parse_int(num, 0, UINT32_MAX, &v) < 0) return -1;
+    double v;
+    if (util_json_number(text, key, &v) < 0 || v < 0 || v > UINT32_MAX || v != (double)(uint32_t)v)
+        return -1;
     *out = (uint32_t)v;
     return 0;
 }

@@ -123,15 +123,6 @@ static char *recv_reply(conn_t *k, int timeout_ms, uint8_t **data, size_t *data_
 
 /* ---- reading a reply: the few fields the human-readable output needs ------------------- */
 
-static int jnum(const char *j, const char *key, double *out)
-{
-    char pat[64];
-    snprintf(pat, sizeof pat, "\"%s\":", key);
-    const char *p = strstr(j, pat);
-    if (!p || strncmp(p + strlen(pat), "null", 4) == 0) return -1;
-    *out = strtod(p + strlen(pat), NULL);
-    return 0;
-}
 
 static void jstr(const char *j, const char *key, char *out, size_t outlen)
 {
@@ -152,20 +143,20 @@ static void print_status(const char *j)
     char state[32];
     double round = 0, done = 0, target = 0, live = 0, reg = 0, from, acc, auc, parts = 0;
     jstr(j, "state", state, sizeof state);
-    jnum(j, "round", &round);
-    jnum(j, "completed", &done);
-    jnum(j, "target", &target);
-    jnum(j, "live", &live);
-    jnum(j, "registered", &reg);
-    jnum(j, "last_participants", &parts);
+    util_json_number(j, "round", &round);
+    util_json_number(j, "completed", &done);
+    util_json_number(j, "target", &target);
+    util_json_number(j, "live", &live);
+    util_json_number(j, "registered", &reg);
+    util_json_number(j, "last_participants", &parts);
     printf("state:    %s, round %.0f (%.0f completed, target %.0f)\n", state, round, done, target);
     printf("clients:  %.0f live of %.0f registered; secure aggregation %s\n", live, reg,
            strstr(j, "\"secagg\":true") ? "on" : "off");
-    if (jnum(j, "resumed_from", &from) == 0)
+    if (util_json_number(j, "resumed_from", &from) == 0)
         printf("resumed:  from round %.0f (the last completed before the restart)\n", from);
-    if (jnum(j, "last_val_accuracy", &acc) == 0) {
+    if (util_json_number(j, "last_val_accuracy", &acc) == 0) {
         printf("last:     %.0f participants, val accuracy %.4f", parts, acc);
-        if (jnum(j, "last_val_auc", &auc) == 0) printf(", AUC %.4f", auc);
+        if (util_json_number(j, "last_val_auc", &auc) == 0) printf(", AUC %.4f", auc);
         printf("\n");
     }
 }
@@ -182,10 +173,10 @@ static void print_clients(const char *j)
         double idx = 0, seen = 0, nt = 0, nv = 0;
         jstr(one, "site", site, sizeof site);
         jstr(one, "train", train, sizeof train);
-        jnum(one, "index", &idx);
-        jnum(one, "last_seen_s", &seen);
-        jnum(one, "n_train", &nt);
-        jnum(one, "n_val", &nv);
+        util_json_number(one, "index", &idx);
+        util_json_number(one, "last_seen_s", &seen);
+        util_json_number(one, "n_train", &nt);
+        util_json_number(one, "n_val", &nv);
         printf("%-24s %5.0f %5s %9.0fs %8.0f %8.0f  %s%s\n", site, idx,
                strstr(one, "\"live\":true") ? "yes" : "no", seen, nt, nv, train,
                strstr(one, "\"removed\":true") ? " (removed)" : "");
