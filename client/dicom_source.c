@@ -138,34 +138,10 @@ const dicom_label_row_t *dicom_common_find(const dicom_common_t *s, const char *
 static int labels_load(dicom_common_t *s, const char *path, const char *key_opt, char *err,
                        size_t errlen)
 {
-    FILE *f = fopen(path, "rb");
-    char *buf = NULL;
+    size_t len;
     int rc = -1;
-    if (!f) {
-        util_seterr(err, errlen, "%s: %s", path, strerror(errno));
-        return -1;
-    }
-    size_t cap = 1 << 16, len = 0;
-    buf = malloc(cap);
-    while (buf) {
-        if (len + 1 == cap) {
-            if (cap >= DICOM_LABELS_MAX_BYTES) {
-                util_seterr(err, errlen, "%s: larger than %u bytes", path, DICOM_LABELS_MAX_BYTES);
-                goto out;
-            }
-            char *nb = realloc(buf, cap * 2);
-            if (!nb) break;
-            buf = nb, cap *= 2;
-        }
-        size_t n = fread(buf + len, 1, cap - 1 - len, f);
-        if (n == 0) break;
-        len += n;
-    }
-    if (!buf || ferror(f)) {
-        util_seterr(err, errlen, "%s: cannot read", path);
-        goto out;
-    }
-    buf[len] = 0;
+    char *buf = util_read_file(path, DICOM_LABELS_MAX_BYTES, &len, err, errlen);
+    if (!buf) return -1;
     if (memchr(buf, 0, len)) {
         util_seterr(err, errlen, "%s: not a text file", path);
         goto out;
@@ -262,7 +238,6 @@ static int labels_load(dicom_common_t *s, const char *path, const char *key_opt,
         }
     rc = 0;
 out:
-    fclose(f);
     free(buf);
     return rc;
 }

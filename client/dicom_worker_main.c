@@ -9,6 +9,7 @@
  * files) and one that starts with "MEDFED-TEST-HANG" makes it hang.
  */
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <malloc.h>
 #include <signal.h>
@@ -49,32 +50,6 @@ static int write_full(int fd, const void *buf, size_t len)
         put += (size_t)n;
     }
     return 0;
-}
-
-/* Reads a whole regular file, at most DICOM_PROTO_BYTES_MAX bytes. */
-static uint8_t *read_file(const char *path, size_t *len, char *reason, size_t reasonlen)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-    struct stat st;
-    uint8_t *buf = NULL;
-    if (fd < 0 || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
-        util_seterr(reason, reasonlen, "cannot read the file");
-        goto out;
-    }
-    if (st.st_size > (off_t)DICOM_PROTO_BYTES_MAX) {
-        util_seterr(reason, reasonlen, "file too large");
-        goto out;
-    }
-    *len = (size_t)st.st_size;
-    buf = malloc(*len ? *len : 1);
-    if (!buf || (*len && read_full(fd, buf, *len) != 1)) {
-        util_seterr(reason, reasonlen, "cannot read the file");
-        free(buf);
-        buf = NULL;
-    }
-out:
-    if (fd >= 0) close(fd);
-    return buf;
 }
 
 static void test_hook(const uint8_t *buf, size_t len)
@@ -163,7 +138,13 @@ static int serve_one(void)
             free(payload);
             return -1;
         }
-        data = read_file((const char *)payload, &len, reason, sizeof reason);
+        /* the reason stays generic: a file name may carry an identifier */
+        char why[PATH_MAX + 128];
+        data = (uint8_t *)util_read_file((const char *)payload, DICOM_PROTO_BYTES_MAX, &len, why,
+                                         sizeof why);
+        if (!data)
+            util_seterr(reason, sizeof reason, "%s",
+                        strstr(why, "larger than") ? "file too large" : "cannot read the file");
     }
     size_t npix = (size_t)prep.height * (size_t)prep.width;
     img.pixels = malloc(npix * sizeof *img.pixels);

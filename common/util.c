@@ -65,6 +65,56 @@ static int fsync_dir_of(const char *path)
     return rc;
 }
 
+char *util_read_file(const char *path, size_t max, size_t *len, char *err, size_t errlen)
+{
+    /* O_NONBLOCK: a FIFO in place of the file must not block the open */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+    struct stat st;
+    char *buf = NULL;
+    if (fd < 0) {
+        util_seterr(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        util_seterr(err, errlen, "%s: not a regular file", path);
+        goto out;
+    }
+    if ((uint64_t)st.st_size > (uint64_t)max) {
+        util_seterr(err, errlen, "%s: larger than %zu bytes", path, max);
+        goto out;
+    }
+    size_t cap = (size_t)st.st_size + 1, got = 0; /* +1: notices a file that grew */
+    buf = malloc(cap + 1);
+    if (!buf) {
+        util_seterr(err, errlen, "%s: out of memory", path);
+        goto out;
+    }
+    for (;;) {
+        ssize_t r = read(fd, buf + got, cap - got);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) {
+            util_seterr(err, errlen, "%s: read failed: %s", path, strerror(errno));
+            break;
+        }
+        if (r == 0) {
+            buf[got] = '\0';
+            *len = got;
+            close(fd);
+            return buf;
+        }
+        got += (size_t)r;
+        if (got == cap) {
+            util_seterr(err, errlen, "%s: changed while it was read", path);
+            break;
+        }
+    }
+    free(buf);
+    buf = NULL;
+out:
+    close(fd);
+    return buf;
+}
+
 int util_write_file_atomic(const char *path, const void *buf, size_t len, char *err,
                            size_t errlen)
 {

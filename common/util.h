@@ -16,6 +16,11 @@ double util_now(void);
 int util_parse_int(const char *s, long long lo, long long hi, long long *out);
 int util_parse_double(const char *s, double lo, double hi, double *out);
 
+/* Reads a regular file whole, at most max bytes, into a malloc'd buffer with a
+ * NUL after the last byte (*len excludes it). NULL and err "PATH: reason"
+ * when it is missing, not a regular file, larger than max or unreadable. */
+char *util_read_file(const char *path, size_t max, size_t *len, char *err, size_t errlen);
+
 /* Writes len bytes to path atomically (temp file, fsync, rename, fsync dir). */
 int util_write_file_atomic(const char *path, const void *buf, size_t len, char *err,
                            size_t errlen);

@@ -216,22 +216,15 @@ static void cmd_export(coord_t *c, const char *arg, FILE *f, uint8_t **data, siz
     }
     char path[PATH_MAX + 64];
     state_round_path(c, (uint32_t)r, path, sizeof path);
-    FILE *in = r > 0 ? fopen(path, "rb") : NULL;
-    long size = -1;
-    if (in && fseek(in, 0, SEEK_END) == 0) size = ftell(in);
-    if (in) rewind(in);
-    *data = size > 0 ? malloc((size_t)size) : NULL;
-    if (!*data || fread(*data, 1, (size_t)size, in) != (size_t)size) {
-        free(*data);
-        *data = NULL;
+    char err[PATH_MAX + 128];
+    *data = r > 0 ? (uint8_t *)util_read_file(path, (size_t)1 << 34, len, err, sizeof err) : NULL;
+    if (!*data) {
         fprintf(f, "{\"ok\":false,\"error\":\"no model saved for round %lld (completed rounds: "
                    "%u)\"}", r, c->committed);
     } else {
-        *len = (size_t)size;
-        log_info("admin: export round %lld (%ld bytes)", r, size);
-        fprintf(f, "{\"ok\":true,\"round\":%lld,\"bytes\":%ld}", r, size);
+        log_info("admin: export round %lld (%zu bytes)", r, *len);
+        fprintf(f, "{\"ok\":true,\"round\":%lld,\"bytes\":%zu}", r, *len);
     }
-    if (in) fclose(in);
 }
 
 static void cmd_watch(coord_t *c, const uint8_t *id, size_t id_len, FILE *f)

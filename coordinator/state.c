@@ -45,25 +45,6 @@ static int json_u32(const char *text, const char *key, uint32_t *out)
     return 0;
 }
 
-static char *read_small(const char *path, size_t max, char *err, size_t errlen)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        util_seterr(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-        return NULL;
-    }
-    char *buf = malloc(max + 1);
-    size_t n = buf ? fread(buf, 1, max + 1, f) : 0;
-    fclose(f);
-    if (!buf || n > max) {
-        util_seterr(err, errlen, "%s: larger than %zu bytes", path, max);
-        free(buf);
-        return NULL;
-    }
-    buf[n] = '\0';
-    return buf;
-}
-
 static int state_write(coord_t *c, uint32_t round, uint32_t version)
 {
     char path[PATH_MAX + 32], err[512], text[256];
@@ -168,7 +149,8 @@ int state_rollback(coord_t *c)
 static int read_state(coord_t *c, const char *path)
 {
     char err[512];
-    char *text = read_small(path, 4096, err, sizeof err);
+    size_t len;
+    char *text = util_read_file(path, 4096, &len, err, sizeof err);
     uint32_t round, version, target, numel;
     if (!text) {
         log_error("state: %s", err);

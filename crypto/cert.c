@@ -265,52 +265,17 @@ cert_ca_t *cert_ca_new(const uint8_t *in, size_t len, char *err, size_t errlen)
     return ca;
 }
 
-/* Reads a small file whole: certificates are never larger than cap. */
-static int read_small_file(const char *path, uint8_t *buf, size_t cap, size_t *len, char *err,
-                           size_t errlen)
-{
-    const int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-    if (fd < 0) {
-        util_seterr(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-        return -1;
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        util_seterr(err, errlen, "%s: not a regular file", path);
-        close(fd);
-        return -1;
-    }
-    size_t got = 0;
-    for (;;) {
-        if (got == cap) {
-            util_seterr(err, errlen, "%s: larger than %zu bytes: not a certificate", path, cap);
-            close(fd);
-            return -1;
-        }
-        const ssize_t r = read(fd, buf + got, cap - got);
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) {
-            util_seterr(err, errlen, "%s: read failed: %s", path, strerror(errno));
-            close(fd);
-            return -1;
-        }
-        if (r == 0) break;
-        got += (size_t)r;
-    }
-    close(fd);
-    *len = got;
-    return 0;
-}
-
 cert_ca_t *cert_ca_load(const char *path, char *err, size_t errlen)
 {
     CRYPTO_REQUIRE(path != NULL);
-    uint8_t buf[CERT_PEM_MAX];
     size_t len = 0;
     char why[256];
-    if (read_small_file(path, buf, sizeof buf, &len, err, errlen) < 0) return NULL;
+    /* certificates are never larger than CERT_PEM_MAX */
+    uint8_t *buf = (uint8_t *)util_read_file(path, CERT_PEM_MAX, &len, err, errlen);
+    if (!buf) return NULL;
     cert_ca_t *ca = cert_ca_new(buf, len, why, sizeof why);
     if (!ca) util_seterr(err, errlen, "%s: %s", path, why);
+    free(buf);
     return ca;
 }
 
@@ -458,14 +423,13 @@ int cert_load_file(const char *path, uint8_t der[CERT_DER_MAX], size_t *der_len,
                    size_t errlen)
 {
     CRYPTO_REQUIRE(path != NULL && der != NULL && der_len != NULL);
-    uint8_t buf[CERT_PEM_MAX];
     size_t len = 0;
     char why[256];
     *der_len = 0;
-    if (read_small_file(path, buf, sizeof buf, &len, err, errlen) < 0) return -1;
-    if (cert_to_der(der, der_len, buf, len, why, sizeof why) < 0) {
-        util_seterr(err, errlen, "%s: %s", path, why);
-        return -1;
-    }
-    return 0;
+    uint8_t *buf = (uint8_t *)util_read_file(path, CERT_PEM_MAX, &len, err, errlen);
+    if (!buf) return -1;
+    int rc = cert_to_der(der, der_len, buf, len, why, sizeof why);
+    free(buf);
+    if (rc < 0) util_seterr(err, errlen, "%s: %s", path, why);
+    return rc < 0 ? -1 : 0;
 }
