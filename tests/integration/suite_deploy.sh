@@ -25,11 +25,6 @@ dcoord_start() {
         --heartbeat-timeout 20 --dropout 0 >> "$D/coord.log" 2>&1 &
     dcoord=$!
 }
-# status_field KEY -> the value in `medfed status --json` (empty if no answer)
-status_field() {
-    "$BIN/medfed" status --json --config "$ADMIN" 2>/dev/null |
-        "$PY" -c 'import json,sys; d=json.load(sys.stdin); v=d.get(sys.argv[1]); print("null" if v is None else v)' "$1" 2>/dev/null
-}
 # wait_status PYEXPR SECONDS: polls status until the expression over d holds.
 wait_status() {
     "$PY" - "$BIN/medfed" "$ADMIN" "$1" "$2" <<'PYEOF'
