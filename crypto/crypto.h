@@ -137,6 +137,18 @@ void identity_pk_to_hex(char out[IDENTITY_HEXBYTES], const uint8_t pk[IDENTITY_P
 int identity_pk_from_hex(uint8_t pk[IDENTITY_PUBLICKEYBYTES], const char *hex) CRYPTO_WUR;
 /* Public key of a secret key. */
 void identity_pk_of(uint8_t pk[IDENTITY_PUBLICKEYBYTES], const uint8_t sk[IDENTITY_SECRETKEYBYTES]);
+/* A site's fingerprint, as its peers pin it ([policy] peers): the SHA-256 of
+ * its Ed25519 identity public key, 64 lower-case hex digits. It names the key,
+ * not one certificate, so a renewed certificate keeps it. */
+void identity_fingerprint(char out[IDENTITY_HEXBYTES], const uint8_t pk[IDENTITY_PUBLICKEYBYTES]);
+/* Domain-separated signature of any message: Ed25519 over
+ * "medfed-" || label || 0x00 || msg. label names what is signed (e.g.
+ * "advertise-v2", "consistency-v1") so that no signature made for one medfed
+ * message is valid for another. */
+int identity_sign(uint8_t sig[IDENTITY_SIGBYTES], const uint8_t sk[IDENTITY_SECRETKEYBYTES],
+                  const char *label, const void *msg, size_t len) CRYPTO_WUR;
+int identity_verify(const uint8_t sig[IDENTITY_SIGBYTES], const uint8_t pk[IDENTITY_PUBLICKEYBYTES],
+                    const char *label, const void *msg, size_t len) CRYPTO_WUR;
 
 /* Any secret key of len <= 64 bytes as a key file: 2*len hex digits and a
  * newline, mode 0600, written atomically; loading refuses files others can
