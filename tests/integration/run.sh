@@ -2,6 +2,8 @@
 # Integration tests: real processes (coordinator, client daemons, the
 # simulator) talking over tcp on loopback, real files on disk.
 # usage: run.sh BIN_DIR BUILD_DIR
+# MEDFED_IT_ONLY="NAME ..." runs only the tests (or suites: deploy, client, ...)
+# named, after the first run, which the others build on (tests/mutants uses it).
 set -u
 BIN=$(cd "$1" && pwd)
 BUILD=$(cd "$2" && pwd)
@@ -15,6 +17,9 @@ trap 'pkill -P $$ 2>/dev/null; if [ "$failed" -eq 0 ]; then rm -rf "$WORK"; else
 
 ok() { passed=$((passed + 1)); echo "integration: ok   $1"; }
 bad() { failed=$((failed + 1)); echo "integration: FAIL $1: $2"; }
+only=" $(echo "${MEDFED_IT_ONLY:-}" | tr ',' ' ') "
+# skip NAME: true when a selection is given and NAME is not in it.
+skip() { [ -n "${MEDFED_IT_ONLY:-}" ] && case "$only" in *" $1 "*) false ;; *) true ;; esac; }
 
 # json_check FILE 'python expression over rows (list of dicts)' -> exit status
 json_check() {
@@ -67,7 +72,7 @@ then ok $t; else bad $t "see $WORK/a.out"; cat "$WORK/a.out"; fi
 
 # 2. Every site's data stays its own: partitions are disjoint and complete.
 t=sites_hold_disjoint_complete_partitions
-if "$PY" - "$WORK/a/sites" <<'PYEOF'
+if skip $t; then :; elif "$PY" - "$WORK/a/sites" <<'PYEOF'
 import gzip, sys, os, hashlib
 base = sys.argv[1]
 total = 0
@@ -85,7 +90,7 @@ then ok $t; else bad $t "partition files"; fi
 # 3. A client killed in the middle of round 2: the round completes with the
 #    other two, the dead one is listed as dropped, round 3 runs without it.
 t=client_dies_mid_round
-if "$BIN/medfed-sim" --clients 3 --rounds 3 --partition iid --seed 4 $SMALL --drop 1:train:2 --secagg off \
+if skip $t; then :; elif "$BIN/medfed-sim" --clients 3 --rounds 3 --partition iid --seed 4 $SMALL --drop 1:train:2 --secagg off \
         --out "$WORK/b" > "$WORK/b.out" 2>&1 &&
    json_check "$WORK/b/metrics.jsonl" 'len(rows) == 3 and rows[0]["participants"] == 3 and rows[1]["participants"] == 2 and rows[1]["dropped"] == [1] and not rows[1]["aborted"] and rows[1]["val_accuracy"] is not None and rows[2]["participants"] == 2' &&
    grep -q 'client=site-01 event=dropped' "$WORK/b/logs/coordinator.log"
@@ -132,6 +137,7 @@ evil_report() {
 
 for mode in wrong-length nan garbage stale-round duplicate; do
     t="bad_update_$mode"
+    skip "$t" && continue
     # plaintext FedAvg: no identity, roster or CURVE on the clients either
     evil_round "$WORK/evil-$mode" "$mode" evil-site \
         '/^identity/d; /^roster/d; /^curve_key/d; /^coordinator_key/d' --rounds 2 --secagg off
@@ -143,6 +149,7 @@ done
 
 # 5. A site not on the roster is refused, with the reason in the log.
 t=unknown_site_refused
+if ! skip $t; then
 port=$(free_port)
 d="$WORK/roster"
 mkdir -p "$d"
@@ -163,9 +170,11 @@ crc=$?
 if [ $irc -eq 2 ] && [ $crc -eq 0 ] && grep -q "'intruder' is not on the federation roster" "$d/coord.log" &&
    json_check "$d/metrics.jsonl" 'len(rows) == 1 and rows[0]["participants"] == 1'
 then ok $t; else bad $t "intruder=$irc coord=$crc"; fi
+fi
 
 # 6. Bad configuration is refused with file:line and the reason.
 t=bad_config_names_the_line
+if ! skip $t; then
 printf '[client]\nsite = x\ncoordinator = tcp://127.0.0.1:1\nthreads = lots\n' > "$WORK/bad.ini"
 out=$("$BIN/medfed-client" --config "$WORK/bad.ini" 2>&1); rc=$?
 printf '[client]\nsite = x\ncoordinator = tcp://127.0.0.1:1\n[data]\nsource = idx\ncolour = blue\ntrain_images = a\ntrain_labels = b\n' > "$WORK/bad2.ini"
@@ -173,9 +182,11 @@ out2=$("$BIN/medfed-client" --config "$WORK/bad2.ini" --check 2>&1); rc2=$?
 if [ $rc -eq 2 ] && echo "$out" | grep -q "bad.ini:4: 'threads' must be an integer" &&
    [ $rc2 -ne 0 ] && echo "$out2" | grep -q "bad2.ini:6: unknown key 'colour'"
 then ok $t; else bad $t "$out / $out2"; fi
+fi
 
 # 7. Corrupt or truncated model files: a clear error, no crash.
 t=corrupt_model_file
+if ! skip $t; then
 head -c 1000 "$WORK/a/model.safetensors" > "$WORK/trunc.safetensors"
 out=$("$BIN/medfed-eval" --model "$WORK/trunc.safetensors" --images "$ROOT/data/pneumoniamnist/val-images-idx3-ubyte.gz" \
       --labels "$ROOT/data/pneumoniamnist/val-labels-idx1-ubyte.gz" 2>&1); rc=$?
@@ -183,13 +194,14 @@ out2=$("$BIN/medfed-coordinator" --init "$WORK/trunc.safetensors" --out "$WORK/x
 if [ $rc -eq 1 ] && echo "$out" | grep -q 'trunc.safetensors' && [ $rc2 -eq 1 ] &&
    echo "$out2" | grep -q 'trunc.safetensors'
 then ok $t; else bad $t "$out / $out2"; fi
+fi
 
 # ---- secure aggregation ---------------------------------------------------------
 
 # 8. Same seed, no dropouts: the secure model matches plaintext FedAvg within
 #    the quantisation error, and so does validation accuracy.
 t=secagg_matches_plaintext
-if "$BIN/medfed-sim" --clients 3 --rounds 3 --partition iid --seed 5 $SMALL --secagg off \
+if skip $t; then :; elif "$BIN/medfed-sim" --clients 3 --rounds 3 --partition iid --seed 5 $SMALL --secagg off \
         --out "$WORK/plain" > "$WORK/plain.out" 2>&1 &&
    "$BIN/medfed-sim" --clients 3 --rounds 3 --partition iid --seed 5 $SMALL --secagg on \
         --out "$WORK/secure" > "$WORK/secure.out" 2>&1 &&
@@ -217,6 +229,7 @@ then ok $t; else bad $t "see $WORK/secure.out"; fi
 #    encoded updates of exactly the clients whose input it includes.
 for phase in advertise share masked unmask; do
     t="secagg_drop_at_$phase"
+    skip "$t" && continue
     d="$WORK/drop-$phase"
     mkdir -p "$d/dump"
     if MEDFED_TEST_DUMP_DIR="$d/dump" "$BIN/medfed-sim" --clients 3 --rounds 1 --partition iid \
@@ -232,7 +245,7 @@ done
 t=secagg_plus_neighbours_drop
 d="$WORK/plus"
 mkdir -p "$d/dump"
-if MEDFED_TEST_DUMP_DIR="$d/dump" "$BIN/medfed-sim" --clients 12 --rounds 1 --partition iid \
+if skip $t; then :; elif MEDFED_TEST_DUMP_DIR="$d/dump" "$BIN/medfed-sim" --clients 12 --rounds 1 --partition iid \
         --seed 9 --max-train 240 --max-val 48 --local-epochs 1 --heartbeat-timeout 20 \
         --neighbors 4 --drop 1:masked:1 --out "$d/run" > "$d/out" 2>&1 &&
    json_check "$d/run/metrics.jsonl" 'len(rows) == 1 and not rows[0]["aborted"] and rows[0]["neighbors"] == 4 and rows[0]["threshold"] == 3 and rows[0]["survivors"] == 11 and rows[0]["dropped"] == [1]' &&
@@ -243,7 +256,7 @@ then ok $t; else bad $t "see $d/out"; cat "$d/out"; fi
 #     the model is unchanged, and the next round runs with who is left.
 t=secagg_below_threshold_aborts_round
 d="$WORK/below"
-if "$BIN/medfed-sim" --clients 5 --rounds 2 --partition iid --seed 7 --max-train 300 \
+if skip $t; then :; elif "$BIN/medfed-sim" --clients 5 --rounds 2 --partition iid --seed 7 --max-train 300 \
         --max-val 60 --local-epochs 1 --heartbeat-timeout 20 --dropout 0 \
         --drop 1:masked:1,2:masked:1,3:masked:1 --out "$d" > "$d.out" 2>&1 &&
    json_check "$d/metrics.jsonl" 'len(rows) == 2 and rows[0]["aborted"] and rows[0]["threshold"] == 3 and rows[0]["val_accuracy"] is None and not rows[1]["aborted"] and rows[1]["participants"] == 2' &&
@@ -254,6 +267,7 @@ then ok $t; else bad $t "see $d.out"; cat "$d.out"; fi
 #     out-of-phase and replayed messages are refused, the round goes on.
 for mode in forge out-of-phase stale-advertise; do
     t="secagg_bad_$mode"
+    skip "$t" && continue
     # secure aggregation on a plaintext transport: the evil client speaks no CURVE
     evil_round "$WORK/sevil-$mode" "$mode" site-02 '/^curve_key/d; /^coordinator_key/d' \
         --roster "$WORK/a/roster.txt" --rounds 1
@@ -267,6 +281,7 @@ done
 #     refused by the ZAP handler, which logs why; the round completes
 #     without it.
 t=curve_unknown_key_refused
+if ! skip $t; then
 port=$(free_port)
 d="$WORK/curve"
 mkdir -p "$d"
@@ -292,20 +307,25 @@ if [ $crc -eq 0 ] && grep -q 'zap: refused connection from 127.0.0.1: CURVE key 
    grep -q 'transport: CURVE' "$d/c0.log" &&
    json_check "$d/metrics.jsonl" 'len(rows) == 1 and rows[0]["participants"] == 3 and rows[0]["cohort"] == 3 and rows[0]["secagg"]'
 then ok $t; else bad $t "coord=$crc"; grep -i 'warn\|error' "$d/coord.log" | head; fi
+fi
 
 # 13. Unsafe threat-model settings are refused with the reason.
 t=secagg_unsafe_settings_refused
+if ! skip $t; then
 d="$WORK/unsafe"
 "$BIN/medfed-sim" --clients 4 --rounds 1 --partition iid --seed 8 --max-train 200 --max-val 40 \
     --local-epochs 1 --dropout 0.5 --out "$d" > "$d.out" 2>&1
 if json_check "$d/metrics.jsonl" 'len(rows) == 1 and rows[0]["aborted"]' &&
    grep -q 'unsafe settings for 4 clients' "$d/logs/coordinator.log"
 then ok $t; else bad $t "see $d.out"; fi
+fi
 
 # Further suites, one file per area (deployment, the hospital data path): each
 # is sourced here and uses ok/bad/json_check/free_port, $BIN, $WORK and $ROOT.
 for suite in "$ROOT"/tests/integration/suite_*.sh; do
     [ -e "$suite" ] || continue
+    n=${suite##*/suite_}
+    skip "${n%.sh}" && continue
     . "$suite"
 done
 
