@@ -291,9 +291,8 @@ void cert_ca_destroy(cert_ca_t **ca)
 /* ---- verification -------------------------------------------------------------------- */
 
 /* Exactly one CN, a valid site name, into name. */
-static int common_name(X509 *x, char name[CERT_NAME_MAX])
+static int common_name(const X509_NAME *subj, char name[CERT_NAME_MAX])
 {
-    const X509_NAME *subj = X509_get_subject_name(x);
     const int i = X509_NAME_get_index_by_NID(subj, NID_commonName, -1);
     if (i < 0 || X509_NAME_get_index_by_NID(subj, NID_commonName, i) >= 0) return -1;
     const ASN1_STRING *s = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subj, i));
@@ -351,7 +350,7 @@ int cert_verify(const cert_ca_t *ca, const uint8_t *in, size_t len, const char *
         util_seterr(err, errlen, "certificate rejected: the key is not Ed25519");
         goto out;
     }
-    if (common_name(x, cn) < 0) {
+    if (common_name(X509_get_subject_name(x), cn) < 0) {
         util_seterr(err, errlen, "certificate rejected: the subject needs one CN that is a site name");
         goto out;
     }
@@ -429,6 +428,207 @@ int cert_load_file(const char *path, uint8_t der[CERT_DER_MAX], size_t *der_len,
     uint8_t *buf = (uint8_t *)util_read_file(path, CERT_PEM_MAX, &len, err, errlen);
     if (!buf) return -1;
     int rc = cert_to_der(der, der_len, buf, len, why, sizeof why);
+    free(buf);
+    if (rc < 0) util_seterr(err, errlen, "%s: %s", path, why);
+    return rc < 0 ? -1 : 0;
+}
+
+/* ---- certificate requests ------------------------------------------------------------- */
+
+void cert_fingerprint_grouped(char out[CERT_FPR_GROUPED_BYTES],
+                              const uint8_t pk[IDENTITY_PUBLICKEYBYTES])
+{
+    CRYPTO_REQUIRE(out != NULL && pk != NULL);
+    char hex[IDENTITY_HEXBYTES];
+    identity_fingerprint(hex, pk);
+    size_t o = 0;
+    for (size_t i = 0; i < IDENTITY_HEXBYTES - 1; i++) {
+        if (i > 0 && i % 4 == 0) out[o++] = ' ';
+        out[o++] = hex[i];
+    }
+    out[o] = '\0';
+}
+
+/* The CURVE key extension: extnValue is the DER of an OCTET STRING of the key. */
+static X509_EXTENSION *curve_extension(const uint8_t curve_pk[CURVE_KEYBYTES])
+{
+    ASN1_OBJECT *obj = OBJ_txt2obj(CERT_CURVE_OID, 1);
+    ASN1_OCTET_STRING *inner = ASN1_OCTET_STRING_new(), *outer = ASN1_OCTET_STRING_new();
+    X509_EXTENSION *ext = NULL;
+    uint8_t der[CURVE_KEYBYTES + 2];
+    uint8_t *p = der;
+    if (obj && inner && outer && ASN1_OCTET_STRING_set(inner, curve_pk, CURVE_KEYBYTES) == 1 &&
+        i2d_ASN1_OCTET_STRING(inner, NULL) == (int)sizeof der &&
+        i2d_ASN1_OCTET_STRING(inner, &p) == (int)sizeof der &&
+        ASN1_OCTET_STRING_set(outer, der, sizeof der) == 1)
+        ext = X509_EXTENSION_create_by_OBJ(NULL, obj, 0, outer);
+    ASN1_OCTET_STRING_free(outer);
+    ASN1_OCTET_STRING_free(inner);
+    ASN1_OBJECT_free(obj);
+    return ext;
+}
+
+int cert_request_make(char pem[CERT_PEM_MAX], size_t *pem_len, const char *site,
+                      const uint8_t sk[IDENTITY_SECRETKEYBYTES],
+                      const uint8_t curve_pk[CURVE_KEYBYTES], char *err, size_t errlen)
+{
+    CRYPTO_REQUIRE(pem != NULL && pem_len != NULL && site != NULL && sk != NULL &&
+                   curve_pk != NULL);
+    *pem_len = 0;
+    if (!cert_name_ok(site)) {
+        util_seterr(err, errlen, "site name '%.80s': use 1-63 letters, digits, '-', '_', '.'", site);
+        return -1;
+    }
+    EVP_PKEY *key = private_key(sk);
+    X509_REQ *req = X509_REQ_new();
+    STACK_OF(X509_EXTENSION) *exts = sk_X509_EXTENSION_new_null();
+    X509_EXTENSION *ext = curve_extension(curve_pk);
+    BIO *b = BIO_new(BIO_s_mem());
+    char *data = NULL;
+    long n = 0;
+    int rc = -1;
+    if (key && req && exts && ext && b && X509_REQ_set_version(req, 0) == 1 &&
+        X509_NAME_add_entry_by_txt(X509_REQ_get_subject_name(req), "CN", MBSTRING_UTF8,
+                                   (const unsigned char *)site, -1, -1, 0) == 1 &&
+        X509_REQ_set_pubkey(req, key) == 1 && sk_X509_EXTENSION_push(exts, ext) > 0) {
+        ext = NULL; /* the stack owns it */
+        if (X509_REQ_add_extensions(req, exts) == 1 && X509_REQ_sign(req, key, NULL) > 0 &&
+            PEM_write_bio_X509_REQ(b, req) == 1 && (n = BIO_get_mem_data(b, &data)) > 0 &&
+            n < CERT_PEM_MAX) {
+            memcpy(pem, data, (size_t)n);
+            pem[n] = '\0';
+            *pem_len = (size_t)n;
+            rc = 0;
+        }
+    }
+    if (rc < 0)
+        util_seterr(err, errlen, "cannot make the certificate request for '%s': %s", site,
+                    ssl_reason("OpenSSL failed"));
+    ERR_clear_error();
+    BIO_free(b);
+    X509_EXTENSION_free(ext);
+    sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+    X509_REQ_free(req);
+    EVP_PKEY_free(key); /* OpenSSL wipes its copy of the seed */
+    return rc;
+}
+
+/* PEM ("-----BEGIN") or DER with nothing after it. */
+static X509_REQ *parse_request(const uint8_t *in, size_t len)
+{
+    X509_REQ *req = NULL;
+    static const char pem_tag[] = "-----BEGIN";
+    if (len >= sizeof pem_tag - 1 && memcmp(in, pem_tag, sizeof pem_tag - 1) == 0) {
+        BIO *b = BIO_new_mem_buf(in, (int)len);
+        if (b) req = PEM_read_bio_X509_REQ(b, NULL, NULL, NULL);
+        BIO_free(b);
+    } else if (len > 0) {
+        const unsigned char *p = in;
+        req = d2i_X509_REQ(NULL, &p, (long)len);
+        if (req && p != in + len) {
+            X509_REQ_free(req);
+            req = NULL;
+        }
+    }
+    ERR_clear_error();
+    return req;
+}
+
+/* Exactly one CURVE key extension: its 32 bytes into curve_pk. */
+static int request_curve_key(X509_REQ *req, uint8_t curve_pk[CURVE_KEYBYTES])
+{
+    STACK_OF(X509_EXTENSION) *exts = X509_REQ_get_extensions(req);
+    ASN1_OBJECT *obj = OBJ_txt2obj(CERT_CURVE_OID, 1);
+    int found = 0, rc = -1;
+    for (int i = 0; obj && i < sk_X509_EXTENSION_num(exts); i++) {
+        X509_EXTENSION *ext = sk_X509_EXTENSION_value(exts, i);
+        if (OBJ_cmp(X509_EXTENSION_get_object(ext), obj) != 0) continue;
+        found++;
+        const ASN1_OCTET_STRING *v = X509_EXTENSION_get_data(ext);
+        const unsigned char *p = ASN1_STRING_get0_data(v);
+        const long n = ASN1_STRING_length(v);
+        ASN1_OCTET_STRING *inner = d2i_ASN1_OCTET_STRING(NULL, &p, n);
+        if (found == 1 && inner && p == ASN1_STRING_get0_data(v) + n &&
+            ASN1_STRING_length(inner) == CURVE_KEYBYTES) {
+            memcpy(curve_pk, ASN1_STRING_get0_data(inner), CURVE_KEYBYTES);
+            rc = 0;
+        } else {
+            rc = -1;
+        }
+        ASN1_OCTET_STRING_free(inner);
+    }
+    ASN1_OBJECT_free(obj);
+    sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+    ERR_clear_error();
+    return found == 1 ? rc : -1;
+}
+
+int cert_request_verify(const uint8_t *in, size_t len, const char *expect_name,
+                        char name[CERT_NAME_MAX], uint8_t pk[IDENTITY_PUBLICKEYBYTES],
+                        uint8_t curve_pk[CURVE_KEYBYTES], char *err, size_t errlen)
+{
+    CRYPTO_REQUIRE(name != NULL && pk != NULL && curve_pk != NULL && (in != NULL || len == 0));
+    name[0] = '\0';
+    memset(pk, 0, IDENTITY_PUBLICKEYBYTES);
+    memset(curve_pk, 0, CURVE_KEYBYTES);
+    if (len > CERT_PEM_MAX) {
+        util_seterr(err, errlen, "certificate request too large (%zu bytes, at most %d)", len,
+                    CERT_PEM_MAX);
+        return -1;
+    }
+    X509_REQ *req = parse_request(in, len);
+    if (!req) {
+        util_seterr(err, errlen, "not a certificate request (PKCS#10, PEM or DER)");
+        return -1;
+    }
+    int rc = -1;
+    EVP_PKEY *key = X509_REQ_get0_pubkey(req);
+    const X509_NAME *subj = X509_REQ_get_subject_name(req);
+    size_t pklen = IDENTITY_PUBLICKEYBYTES;
+    uint8_t zero[CURVE_KEYBYTES] = {0};
+    char cn[CERT_NAME_MAX];
+    if (X509_REQ_get_version(req) != 0) {
+        util_seterr(err, errlen, "certificate request rejected: not PKCS#10 version 1");
+    } else if (!key || EVP_PKEY_get_id(key) != EVP_PKEY_ED25519 ||
+               EVP_PKEY_get_raw_public_key(key, pk, &pklen) != 1 ||
+               pklen != IDENTITY_PUBLICKEYBYTES) {
+        util_seterr(err, errlen, "certificate request rejected: the key is not Ed25519");
+    } else if (X509_REQ_verify(req, key) != 1) {
+        util_seterr(err, errlen, "certificate request rejected: its signature does not verify "
+                                 "(altered, or not signed with the key it carries)");
+    } else if (X509_NAME_entry_count(subj) != 1 || common_name(subj, cn) < 0) {
+        util_seterr(err, errlen, "certificate request rejected: the subject must be one CN that is "
+                                 "a site name (1-63 letters, digits, '-', '_', '.')");
+    } else if (expect_name && strcmp(cn, expect_name) != 0) {
+        util_seterr(err, errlen, "certificate request is for '%s', expected '%.64s'", cn,
+                    expect_name);
+    } else if (request_curve_key(req, curve_pk) < 0 ||
+               crypto_equal(curve_pk, zero, sizeof zero)) {
+        util_seterr(err, errlen, "certificate request rejected: it needs exactly one CURVE key "
+                                 "(extension " CERT_CURVE_OID ", 32 bytes)");
+    } else {
+        memcpy(name, cn, sizeof cn);
+        rc = 0;
+    }
+    if (rc != 0) {
+        memset(pk, 0, IDENTITY_PUBLICKEYBYTES);
+        memset(curve_pk, 0, CURVE_KEYBYTES);
+    }
+    ERR_clear_error();
+    X509_REQ_free(req);
+    return rc;
+}
+
+int cert_request_load_file(const char *path, char name[CERT_NAME_MAX],
+                           uint8_t pk[IDENTITY_PUBLICKEYBYTES], uint8_t curve_pk[CURVE_KEYBYTES],
+                           char *err, size_t errlen)
+{
+    CRYPTO_REQUIRE(path != NULL);
+    size_t len = 0;
+    char why[256];
+    uint8_t *buf = (uint8_t *)util_read_file(path, CERT_PEM_MAX, &len, err, errlen);
+    if (!buf) return -1;
+    const int rc = cert_request_verify(buf, len, NULL, name, pk, curve_pk, why, sizeof why);
     free(buf);
     if (rc < 0) util_seterr(err, errlen, "%s: %s", path, why);
     return rc < 0 ? -1 : 0;

@@ -81,4 +81,40 @@ int cert_load_file(const char *path, uint8_t der[CERT_DER_MAX], size_t *der_len,
 /* 1 if s is a valid site name: 1..63 of letters, digits, '-', '_', '.'. */
 int cert_name_ok(const char *s);
 
+/* ---- certificate requests: a site enrols itself ------------------------------------
+ *
+ * A site makes its keys on its own machine and sends the research lead a
+ * PKCS#10 request: subject CN = the site name and nothing else, its Ed25519
+ * identity public key, signed with that key (the sender holds it), and its
+ * CURVE transport public key as a requested extension (OID CERT_CURVE_OID,
+ * an OCTET STRING of CURVE_KEYBYTES), so that the lead writes the roster line
+ * from the request alone. The lead never sees a secret key. */
+#define CERT_CURVE_OID "2.25.896513372005276479165770186998922527" /* a UUID OID */
+/* What a site reads out over the phone: its identity_fingerprint in 16
+ * groups of 4 hex digits separated by spaces (NUL-terminated). */
+#define CERT_FPR_GROUPED_BYTES (IDENTITY_HEXBYTES + 15)
+
+/* The request of site (a valid site name) for the key pair of sk, carrying
+ * curve_pk; PEM text ("-----BEGIN CERTIFICATE REQUEST-----", NUL-terminated)
+ * into pem, *pem_len without the NUL. */
+int cert_request_make(char pem[CERT_PEM_MAX], size_t *pem_len, const char *site,
+                      const uint8_t sk[IDENTITY_SECRETKEYBYTES],
+                      const uint8_t curve_pk[CURVE_KEYBYTES], char *err, size_t errlen) CRYPTO_WUR;
+/* Checks a request (PEM or DER bytes, at most CERT_PEM_MAX): it parses with
+ * nothing after it, is v1, holds an Ed25519 key whose signature over the
+ * request verifies, a subject of exactly one CN that is a site name (equal to
+ * expect_name unless that is NULL) and exactly one CURVE key extension. On
+ * success writes the CN into name, the Ed25519 key into pk and the CURVE key
+ * into curve_pk. */
+int cert_request_verify(const uint8_t *in, size_t len, const char *expect_name,
+                        char name[CERT_NAME_MAX], uint8_t pk[IDENTITY_PUBLICKEYBYTES],
+                        uint8_t curve_pk[CURVE_KEYBYTES], char *err, size_t errlen) CRYPTO_WUR;
+/* The same for a file; err names the file. */
+int cert_request_load_file(const char *path, char name[CERT_NAME_MAX],
+                           uint8_t pk[IDENTITY_PUBLICKEYBYTES], uint8_t curve_pk[CURVE_KEYBYTES],
+                           char *err, size_t errlen) CRYPTO_WUR;
+/* pk's fingerprint grouped for reading aloud: "1a2b 3c4d ... (16 groups)". */
+void cert_fingerprint_grouped(char out[CERT_FPR_GROUPED_BYTES],
+                              const uint8_t pk[IDENTITY_PUBLICKEYBYTES]);
+
 #endif

@@ -1,6 +1,8 @@
 /* crypto/cert: a federation CA issues site certificates that verify against
  * it and only it; expired, tampered, foreign, mis-named and garbage
- * certificates are refused with a reason; PEM and DER both load. */
+ * certificates are refused with a reason; PEM and DER both load. A site's
+ * certificate request carries its keys to the CA; altered or mis-named
+ * requests are refused. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -11,6 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <sodium.h> /* base64 and raw Ed25519: to forge requests by hand */
 
 #include "crypto/cert.h"
 #include "crypto/crypto.h"
@@ -230,6 +234,191 @@ static void test_garbage(void **state)
     cert_ca_destroy(&f.ca);
 }
 
+/* ---- certificate requests (site enrolment) ---------------------------------------- */
+
+typedef struct {
+    uint8_t sk[IDENTITY_SECRETKEYBYTES], pk[IDENTITY_PUBLICKEYBYTES];
+    uint8_t curve_sk[CURVE_KEYBYTES], curve_pk[CURVE_KEYBYTES];
+    char pem[CERT_PEM_MAX];
+    size_t pem_len;
+    uint8_t der[CERT_DER_MAX]; /* the request's DER, decoded from the PEM */
+    size_t len;
+} request_t;
+
+static void make_request(const char *site, request_t *r)
+{
+    char err[256];
+    assert_int_equal(identity_keypair(r->pk, r->sk), 0);
+    assert_int_equal(curve_keypair(r->curve_pk, r->curve_sk), 0);
+    assert_int_equal(cert_request_make(r->pem, &r->pem_len, site, r->sk, r->curve_pk, err,
+                                       sizeof err), 0);
+    /* The base64 between the PEM lines is the DER. */
+    const char *b = strchr(r->pem, '\n'), *e = strstr(r->pem, "-----END");
+    assert_non_null(b);
+    assert_non_null(e);
+    assert_int_equal(sodium_base642bin(r->der, sizeof r->der, b + 1, (size_t)(e - b - 1), "\n",
+                                       &r->len, NULL, sodium_base64_VARIANT_ORIGINAL), 0);
+    assert_true(r->len > 100 && r->len < 512);
+}
+
+/* The length of a DER element's header at p; its body length into *body. */
+static size_t der_header(const uint8_t *p, size_t *body)
+{
+    if (p[1] < 0x80) {
+        *body = p[1];
+        return 2;
+    }
+    const size_t n = p[1] & 0x7f;
+    *body = 0;
+    for (size_t i = 0; i < n; i++) *body = *body << 8 | p[2 + i];
+    return 2 + n;
+}
+
+/* Re-signs a request's DER with sk after an edit of the same length: Ed25519
+ * over the CertificationRequestInfo (the outer SEQUENCE's first element), the
+ * signature being the last 64 bytes. What a rogue with the key could send. */
+static void resign(uint8_t *der, size_t len, const uint8_t sk[IDENTITY_SECRETKEYBYTES])
+{
+    size_t outer, info;
+    const size_t h = der_header(der, &outer);
+    const size_t ih = der_header(der + h, &info);
+    assert_int_equal(h + outer, len);
+    assert_int_equal(crypto_sign_ed25519_detached(der + len - 64, NULL, der + h, ih + info, sk), 0);
+}
+
+static void test_request_round_trip(void **state)
+{
+    (void)state;
+    request_t r;
+    make_request("st-marys", &r);
+    assert_non_null(strstr(r.pem, "-----BEGIN CERTIFICATE REQUEST-----"));
+    char name[CERT_NAME_MAX], err[256];
+    uint8_t pk[IDENTITY_PUBLICKEYBYTES], curve[CURVE_KEYBYTES];
+    /* PEM and DER, with and without an expected name. */
+    assert_int_equal(cert_request_verify((const uint8_t *)r.pem, r.pem_len, "st-marys", name, pk,
+                                         curve, err, sizeof err), 0);
+    assert_string_equal(name, "st-marys");
+    assert_memory_equal(pk, r.pk, sizeof pk);
+    assert_memory_equal(curve, r.curve_pk, sizeof curve);
+    assert_int_equal(cert_request_verify(r.der, r.len, NULL, name, pk, curve, err, sizeof err), 0);
+    assert_memory_equal(curve, r.curve_pk, sizeof curve);
+    /* Re-signing the untouched request gives an accepted one (resign is right). */
+    resign(r.der, r.len, r.sk);
+    assert_int_equal(cert_request_verify(r.der, r.len, NULL, name, pk, curve, err, sizeof err), 0);
+
+    /* The lead issues a certificate for the key in the request; it verifies. */
+    fed_t f;
+    make_fed(&f, "fed");
+    uint8_t der[CERT_DER_MAX], got[IDENTITY_PUBLICKEYBYTES];
+    size_t len;
+    issue(&f, name, pk, 30, der, &len);
+    assert_int_equal(cert_verify(f.ca, der, len, "st-marys", name, got, err, sizeof err), 0);
+    assert_memory_equal(got, r.pk, sizeof got);
+    cert_ca_destroy(&f.ca);
+
+    /* The fingerprint read out over the phone: identity_fingerprint in 16 groups. */
+    char fpr[IDENTITY_HEXBYTES], grouped[CERT_FPR_GROUPED_BYTES], joined[IDENTITY_HEXBYTES];
+    identity_fingerprint(fpr, r.pk);
+    cert_fingerprint_grouped(grouped, r.pk);
+    assert_int_equal(strlen(grouped), 64 + 15);
+    size_t n = 0;
+    for (size_t i = 0; grouped[i]; i++) {
+        if (i % 5 == 4) assert_int_equal(grouped[i], ' ');
+        else joined[n++] = grouped[i];
+    }
+    joined[n] = '\0';
+    assert_string_equal(joined, fpr);
+    /* Files: a request loads from disk. */
+    char path[] = "/tmp/test_cert_req.XXXXXX";
+    const int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, r.pem, r.pem_len), (ssize_t)r.pem_len);
+    close(fd);
+    assert_int_equal(cert_request_load_file(path, name, pk, curve, err, sizeof err), 0);
+    assert_memory_equal(pk, r.pk, sizeof pk);
+    unlink(path);
+    assert_int_equal(cert_request_load_file(path, name, pk, curve, err, sizeof err), -1);
+    assert_non_null(strstr(err, path));
+}
+
+static void test_request_tampered(void **state)
+{
+    (void)state;
+    request_t r, other;
+    uint8_t bad[CERT_DER_MAX], pk[IDENTITY_PUBLICKEYBYTES], curve[CURVE_KEYBYTES];
+    char name[CERT_NAME_MAX], err[256];
+    make_request("northgate", &r);
+    make_request("riverside", &other);
+    /* Every single-byte flip is refused, and nothing leaks into the outputs. */
+    for (size_t i = 0; i < r.len; i++) {
+        memcpy(bad, r.der, r.len);
+        bad[i] ^= 0x01;
+        assert_int_equal(cert_request_verify(bad, r.len, NULL, name, pk, curve, err, sizeof err), -1);
+        assert_string_equal(name, "");
+    }
+    /* Another site's identity key or CURVE key swapped in: the signature fails. */
+    const uint8_t *swaps[][2] = {{r.pk, other.pk}, {r.curve_pk, other.curve_pk}};
+    for (size_t k = 0; k < 2; k++) {
+        uint8_t *at = memmem(r.der, r.len, swaps[k][0], 32);
+        assert_non_null(at);
+        memcpy(bad, r.der, r.len);
+        memcpy(bad + (at - r.der), swaps[k][1], 32);
+        assert_int_equal(cert_request_verify(bad, r.len, NULL, name, pk, curve, err, sizeof err), -1);
+        assert_non_null(strstr(err, "signature does not verify"));
+    }
+    /* Trailing bytes, truncation, garbage, a certificate instead of a request. */
+    memcpy(bad, r.der, r.len);
+    bad[r.len] = 0;
+    assert_int_equal(cert_request_verify(bad, r.len + 1, NULL, name, pk, curve, err, sizeof err), -1);
+    assert_int_equal(cert_request_verify(r.der, r.len - 1, NULL, name, pk, curve, err, sizeof err), -1);
+    assert_non_null(strstr(err, "not a certificate request"));
+    uint8_t junk[CERT_PEM_MAX + 1];
+    crypto_random(junk, sizeof junk);
+    assert_int_equal(cert_request_verify(junk, 0, NULL, name, pk, curve, err, sizeof err), -1);
+    assert_int_equal(cert_request_verify(junk, 300, NULL, name, pk, curve, err, sizeof err), -1);
+    assert_int_equal(cert_request_verify(junk, sizeof junk, NULL, name, pk, curve, err, sizeof err), -1);
+    assert_non_null(strstr(err, "too large"));
+    fed_t f;
+    make_fed(&f, "fed");
+    assert_int_equal(cert_request_verify(f.der, f.len, NULL, name, pk, curve, err, sizeof err), -1);
+    assert_non_null(strstr(err, "not a certificate request"));
+    cert_ca_destroy(&f.ca);
+}
+
+static void test_request_wrong_cn(void **state)
+{
+    (void)state;
+    request_t r;
+    uint8_t pk[IDENTITY_PUBLICKEYBYTES], curve[CURVE_KEYBYTES];
+    char name[CERT_NAME_MAX], err[256], pem[CERT_PEM_MAX];
+    size_t pem_len;
+    make_request("site-aa", &r);
+    /* Another site's name than expected. */
+    assert_int_equal(cert_request_verify(r.der, r.len, "site-ab", name, pk, curve, err, sizeof err), -1);
+    assert_non_null(strstr(err, "is for 'site-aa', expected 'site-ab'"));
+    /* A CN that is no site name, validly signed by the key holder. */
+    static const char *const bad_cns[] = {"site aa", "site/aa", "../etc"};
+    for (size_t i = 0; i < sizeof bad_cns / sizeof bad_cns[0]; i++) {
+        uint8_t bad[CERT_DER_MAX];
+        memcpy(bad, r.der, r.len);
+        uint8_t *at = memmem(bad, r.len, "site-aa", 7);
+        assert_non_null(at);
+        memcpy(at, bad_cns[i], 7);
+        resign(bad, r.len, r.sk);
+        assert_int_equal(cert_request_verify(bad, r.len, NULL, name, pk, curve, err, sizeof err), -1);
+        assert_non_null(strstr(err, "one CN that is a site name"));
+        assert_string_equal(name, "");
+    }
+    /* Requests are not made for names that are not site names. */
+    static const char *const bad_names[] = {"bad name", "", "a/b",
+        "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"};
+    for (size_t i = 0; i < sizeof bad_names / sizeof bad_names[0]; i++) {
+        assert_int_equal(cert_request_make(pem, &pem_len, bad_names[i], r.sk, r.curve_pk, err,
+                                           sizeof err), -1);
+        assert_non_null(strstr(err, "site name"));
+    }
+}
+
 int main(void)
 {
     if (crypto_init() < 0) return 1;
@@ -240,6 +429,9 @@ int main(void)
         cmocka_unit_test(test_expired),
         cmocka_unit_test(test_name_mismatch),
         cmocka_unit_test(test_garbage),
+        cmocka_unit_test(test_request_round_trip),
+        cmocka_unit_test(test_request_tampered),
+        cmocka_unit_test(test_request_wrong_cn),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
