@@ -3,6 +3,8 @@
  *
  *   medfed-client --config FILE [--check] [--die-at PHASE:ROUND]
  *
+ *   medfed-client enrol --site NAME --out DIR [--coordinator URL]   (enrol.h)
+ *
  * Exit status: 0 done (SHUTDOWN or SIGTERM/SIGINT); 1 failure (systemd
  * restarts it); 2 bad config or usage, or the coordinator refuses this site
  * for good (systemd does not restart it: RestartPreventExitStatus=2).
@@ -15,6 +17,7 @@
 
 #include "client/client.h"
 #include "client/data.h"
+#include "client/enrol.h"
 #include "common/log.h"
 #include "common/util.h"
 
@@ -32,7 +35,9 @@ static void usage(FILE *f)
             "  --check             check config, key files, data and the coordinator (PING),\n"
             "                      print a JSON summary, exit 0 if all is well, else 1\n"
             "  --die-at PHASE:R    testing: SIGKILL self at PHASE of round R (train, upload, eval,\n"
-            "                      advertise, share, masked, unmask)\n");
+            "                      advertise, share, masked, unmask)\n"
+            "       medfed-client enrol --site NAME --out DIR   (this site's keys and its\n"
+            "                      certificate request, made here; enrol --help)\n");
 }
 
 static int parse_die_at(const char *s, client_die_at_t *d)
@@ -125,6 +130,7 @@ static int run_check(const client_conf_t *conf)
 
 int main(int argc, char **argv)
 {
+    if (argc >= 2 && strcmp(argv[1], "enrol") == 0) return enrol_main(argc - 1, argv + 1);
     static const struct option longopts[] = {
         {"config", required_argument, 0, 'c'},
         {"check", no_argument, 0, 'k'},
