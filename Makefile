@@ -9,6 +9,8 @@
 #   make sim         the main job: 10 simulated hospitals on PneumoniaMNIST
 #   make bench       benchmarks, JSON into bench-results/
 #   make asan-test   only the sanitizer run
+#   make mutants     each critical check broken on purpose must fail its test (tests/mutants/);
+#                    MUTANTS="NAME..." picks some, MUTANT_JOBS=2 runs two at once
 #   make install     programs into $(PREFIX)/bin (/usr/local), configs into share/medfed
 #   make clean
 #
@@ -25,6 +27,7 @@ endif
 
 BUILD   ?= build
 TEST_FUZZ_SECONDS ?= 10
+TEST_MUTANTS ?= 4
 BIN     ?= bin
 SANITIZE ?=
 
@@ -163,6 +166,7 @@ test: test-deps
 	$(Q)$(MAKE) --no-print-directory unit-test integration-test
 	$(Q)$(MAKE) --no-print-directory asan-test
 	$(Q)$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(TEST_FUZZ_SECONDS)
+	$(Q)$(MAKE) --no-print-directory mutants MUTANT_SAMPLE=$(TEST_MUTANTS)
 
 unit-test: $(UNIT_TESTS)
 	$(Q)MEDFED_DICOM_WORKER=$(abspath $(BIN))/medfed-dicom-worker \
@@ -175,6 +179,16 @@ integration-test: $(PROGS) $(TEST_TOOLS)
 asan-test: test-deps
 	$(Q)$(MAKE) --no-print-directory BUILD=build-asan BIN=build-asan/bin SANITIZE=1 OPT='-O1 -g' \
 		unit-test integration-test
+
+# Mutation tests: each tests/mutants/*.mut is applied to a scratch copy of the tree
+# (with this build's objects, so only what it touches is rebuilt) and the test it
+# names must fail. MUTANT_SAMPLE=K runs K unit-test mutants, a different K each day.
+MUTANTS ?=
+MUTANT_JOBS ?= 1
+MUTANT_SAMPLE ?= 0
+.PHONY: mutants
+mutants: all $(UNIT_TESTS) $(TEST_TOOLS)
+	$(Q)sh tests/mutants/run.sh $(BUILD) $(BIN) --jobs $(MUTANT_JOBS) --sample $(MUTANT_SAMPLE) $(MUTANTS)
 
 # ---- the main job and benchmarks --------------------------------------------
 SIM_ARGS ?= --clients 10 --rounds 20 --dataset pneumoniamnist --partition dirichlet:0.5 --seed 1 --out runs/sim

@@ -75,8 +75,14 @@ int fedavg_add(fedavg_t *f, const uint8_t *le_f32, size_t len, int64_t n_samples
     }
     /* Check everything before touching the sum. */
     for (size_t i = 0; i < f->numel; i++) {
-        if (!isfinite(load_f32(le_f32, i))) {
+        const float v = load_f32(le_f32, i);
+        if (!isfinite(v)) {
             snprintf(err, errlen, "update value %zu is not finite", i);
+            return -1;
+        }
+        if (!(fabs(v) <= FEDAVG_MAX_ABS)) {
+            snprintf(err, errlen, "update value %zu is %g, beyond +-%g", i, (double)v,
+                     FEDAVG_MAX_ABS);
             return -1;
         }
     }

@@ -32,10 +32,15 @@ size_t fedavg_numel(const fedavg_t *f);
 /* Starts a new round: clears the sum (keeps the optimiser state). */
 void fedavg_begin(fedavg_t *f);
 
+/* No parameter moves this far in one round. A larger value, finite or not, is
+ * refused: a site sending 3e38 would overflow the average into infinity. */
+#define FEDAVG_MAX_ABS 1e6
+
 /* Adds one client's update, given as len bytes of little-endian float32 at
  * any alignment (straight from the wire). The whole update is checked first
- * (length == numel * 4, every value finite, n_samples > 0) and nothing is
- * added if any check fails: a bad update never poisons the sum. */
+ * (length == numel * 4, every value finite and within +-FEDAVG_MAX_ABS,
+ * n_samples > 0) and nothing is added if any check fails: a bad update never
+ * poisons the sum. */
 int fedavg_add(fedavg_t *f, const uint8_t *le_f32, size_t len, int64_t n_samples, char *err,
                size_t errlen);
 

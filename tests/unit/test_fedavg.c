@@ -76,6 +76,17 @@ static void test_bad_updates_change_nothing(void **state)
     assert_non_null(strstr(err, "sample count"));
     assert_int_equal(fedavg_add(f, (const uint8_t *)good, sizeof good, -5, err, sizeof err), -1);
 
+    /* Too long: another model's update (or a probe), never truncated. */
+    const float longer[4] = {1, 2, 3, 4};
+    assert_int_equal(fedavg_add(f, (const uint8_t *)longer, sizeof longer, 10, err, sizeof err), -1);
+    assert_non_null(strstr(err, "16 bytes, model needs 12"));
+    /* Huge but finite: 3e38 * n would overflow the average into infinity. */
+    float huge[3] = {1, 3e38f, 3};
+    assert_int_equal(fedavg_add(f, (const uint8_t *)huge, sizeof huge, 10, err, sizeof err), -1);
+    assert_non_null(strstr(err, "value 1 is"));
+    huge[1] = -2 * (float)FEDAVG_MAX_ABS;
+    assert_int_equal(fedavg_add(f, (const uint8_t *)huge, sizeof huge, 10, err, sizeof err), -1);
+
     assert_int_equal(fedavg_count(f), 1);
     assert_int_equal(fedavg_weight(f), 10);
     float g[3] = {0, 0, 0};
@@ -83,6 +94,21 @@ static void test_bad_updates_change_nothing(void **state)
     assert_float_equal(g[0], 1, 1e-6);
     assert_float_equal(g[1], 2, 1e-6);
     assert_float_equal(g[2], 3, 1e-6);
+    fedavg_destroy(&f);
+}
+
+/* The largest accepted value still averages to a finite model. */
+static void test_largest_value_accepted(void **state)
+{
+    (void)state;
+    fedavg_t *f = fedavg_new(1, &plain);
+    char err[128];
+    const float top = (float)FEDAVG_MAX_ABS;
+    fedavg_begin(f);
+    assert_int_equal(fedavg_add(f, (const uint8_t *)&top, 4, (int64_t)1 << 40, err, sizeof err), 0);
+    float g = 0;
+    assert_int_equal(fedavg_apply(f, &g, err, sizeof err), 0);
+    assert_float_equal(g, FEDAVG_MAX_ABS, 1e-6);
     fedavg_destroy(&f);
 }
 
@@ -182,6 +208,7 @@ int main(void)
         cmocka_unit_test(test_weighted_mean_hand_computed),
         cmocka_unit_test(test_unaligned_input),
         cmocka_unit_test(test_bad_updates_change_nothing),
+        cmocka_unit_test(test_largest_value_accepted),
         cmocka_unit_test(test_empty_round_leaves_model),
         cmocka_unit_test(test_begin_clears_and_server_lr),
         cmocka_unit_test(test_fedavgm_momentum),
