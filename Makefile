@@ -11,10 +11,16 @@
 #   make asan-test   only the sanitizer run
 #   make mutants     each critical check broken on purpose must fail its test (tests/mutants/);
 #                    MUTANTS="NAME..." picks some, MUTANT_JOBS=2 runs two at once
+#   make test-bin    the test build: the programs with their test hooks, in build/hooks/bin
 #   make install     programs into $(PREFIX)/bin (/usr/local), configs into share/medfed
 #   make clean
 #
 # V=1 shows the full commands. BUILD=dir picks the object directory.
+#
+# Test hooks (the client's --die-at fault injection, the MEDFED_TEST_DUMP_DIR and
+# MEDFED_TEST_SEND_DUMP dumps) are compiled in only with TEST_HOOKS=1
+# (-DMEDFED_TEST_HOOKS), never into bin/: `make test-bin` builds them into
+# $(BUILD)/hooks, reusing the C++ objects (they do not change with the flag).
 
 V ?= 0
 ifeq ($(V),0)
@@ -46,7 +52,9 @@ OPT      ?= -O2 -g
 ASAN_FLAGS := -fsanitize=address -fsanitize=undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 SANFLAGS := $(if $(SANITIZE),$(ASAN_FLAGS))
 INC      := -I. 
-CFLAGS   += -std=c11 -D_GNU_SOURCE $(WARN) $(OPT) $(SANFLAGS) $(INC) $(PKG_CFLAGS) -MMD -MP
+TEST_HOOKS ?=
+HOOKFLAGS := $(if $(TEST_HOOKS),-DMEDFED_TEST_HOOKS)
+CFLAGS   += -std=c11 -D_GNU_SOURCE $(WARN) $(OPT) $(SANFLAGS) $(HOOKFLAGS) $(INC) $(PKG_CFLAGS) -MMD -MP
 CXXFLAGS += -std=c++17 $(WARN) -Wno-unused-parameter $(OPT) $(SANFLAGS) $(INC) $(TORCH_INC) -MMD -MP
 LDFLAGS  += $(SANFLAGS)
 LIBS      = $(PKG_LIBS) -lm -lpthread
@@ -82,11 +90,28 @@ PROGS := $(BIN)/medfed-coordinator $(BIN)/medfed-client $(BIN)/medfed-sim \
 PROGS += $(BIN)/medfed
 MEDFED_SRC := $(filter-out tools/init.c tools/eval.c,$(wildcard tools/*.c))
 
+# The test build: the programs the integration tests run with hooks. With TEST_HOOKS
+# set, this build is the test build itself (the sanitizer run); otherwise it goes to
+# $(HOOKS_BUILD), never to bin/ or build/ (objects do not record the flag).
+ifneq ($(TEST_HOOKS),)
+ifneq ($(filter build bin,$(BUILD) $(BIN)),)
+$(error TEST_HOOKS=1 builds test programs: give it its own BUILD and BIN (make test-bin does))
+endif
+HOOKS_BIN  := $(BIN)
+else
+HOOKS_BUILD ?= $(BUILD)/hooks
+HOOKS_BIN  := $(HOOKS_BUILD)/bin
+endif
+HOOK_PROGS := $(patsubst %,$(HOOKS_BIN)/%,medfed-coordinator medfed-client medfed-sim \
+                medfed-init medfed-dicom-worker)
+CXX_OBJ    := $(call obj,$(filter %.cpp,$(MODEL_SRC) $(WORKER_SRC)))
+
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 TEST_TOOLS := $(BUILD)/tests/evil_client $(BUILD)/tests/data_dump
 
-.PHONY: install all deps test-deps test unit-test integration-test asan-test sim bench fuzz clean data
+.PHONY: install all deps test-deps test unit-test integration-test asan-test sim bench fuzz clean data \
+        test-bin
 all: $(PROGS)
 
 deps:
@@ -106,6 +131,21 @@ $(BUILD)/%.o: %.c
 $(BUILD)/%.o: %.cpp
 	@mkdir -p $(dir $@)
 	$(call say,CXX,$<)$(CXX) $(CXXFLAGS) -c $< -o $@
+
+# The test build links the C++ objects (LibTorch shim, GDCM decoder) of CXX_OBJ_FROM.
+ifneq ($(CXX_OBJ_FROM),)
+$(CXX_OBJ): $(BUILD)/%.o: $(CXX_OBJ_FROM)/%.o
+	@mkdir -p $(dir $@)
+	$(call say,LN,$@)ln -f $< $@ 2>/dev/null || cp $< $@
+endif
+
+ifneq ($(TEST_HOOKS),)
+test-bin: $(HOOK_PROGS)
+else
+test-bin: $(CXX_OBJ)
+	$(Q)$(MAKE) --no-print-directory BUILD=$(HOOKS_BUILD) BIN=$(HOOKS_BIN) TEST_HOOKS=1 \
+		CXX_OBJ_FROM=$(BUILD) test-bin
+endif
 
 # Programs that train link LibTorch (and so link with the C++ driver).
 $(BIN)/medfed-coordinator: $(call obj,$(COORD_SRC)) $(CORE_LIB)
@@ -172,13 +212,14 @@ unit-test: $(UNIT_TESTS)
 	$(Q)MEDFED_DICOM_WORKER=$(abspath $(BIN))/medfed-dicom-worker \
 		sh tests/run_unit.sh $(BUILD)/tests $(UNIT_TESTS)
 
-integration-test: $(PROGS) $(TEST_TOOLS)
-	$(Q)sh tests/integration/run.sh $(BIN) $(BUILD)
+# Tests that kill a client on cue or read a dump run the test build in $(HOOKS_BIN).
+integration-test: $(PROGS) $(TEST_TOOLS) test-bin
+	$(Q)sh tests/integration/run.sh $(BIN) $(BUILD) $(HOOKS_BIN)
 
-# The same suite, built with ASan + UBSan into its own directories.
+# The same suite, built with ASan + UBSan into its own directories, as a test build.
 asan-test: test-deps
 	$(Q)$(MAKE) --no-print-directory BUILD=build-asan BIN=build-asan/bin SANITIZE=1 OPT='-O1 -g' \
-		unit-test integration-test
+		TEST_HOOKS=1 unit-test integration-test
 
 # Mutation tests: each tests/mutants/*.mut is applied to a scratch copy of the tree
 # (with this build's objects, so only what it touches is rebuilt) and the test it
@@ -197,8 +238,8 @@ sim: deps
 	$(BIN)/medfed-sim $(SIM_ARGS)
 
 bench: test-deps
-	$(Q)$(MAKE) --no-print-directory all $(BUILD)/tests/bench_fedavg
-	$(Q)sh tests/bench/run.sh $(BIN) $(BUILD) bench-results
+	$(Q)$(MAKE) --no-print-directory all test-bin $(BUILD)/tests/bench_fedavg
+	$(Q)sh tests/bench/run.sh $(BIN) $(BUILD) bench-results $(HOOKS_BIN)
 
 $(BUILD)/tests/bench_fedavg: $(BUILD)/tests/bench/bench_fedavg.o $(CORE_LIB)
 	@mkdir -p $(dir $@)

@@ -46,6 +46,7 @@
 volatile sig_atomic_t client_stop = 0;
 
 
+#ifdef MEDFED_TEST_HOOKS
 void client_maybe_die(const client_t *c, const char *phase, uint32_t round)
 {
     if (c->die_at && c->die_at->phase[0] && strcmp(c->die_at->phase, phase) == 0 &&
@@ -54,6 +55,7 @@ void client_maybe_die(const client_t *c, const char *phase, uint32_t round)
         raise(SIGKILL);
     }
 }
+#endif
 
 int client_send(client_t *c, const msg_t *m)
 {

@@ -11,9 +11,11 @@
 
 #include "client/config.h"
 
-/* Fault injection for tests and simulations: the process kills itself with
- * SIGKILL when it reaches this phase of this round ("train": plan received,
- * before training; "upload": trained, before the update is sent; "eval"). */
+/* Fault injection for tests and simulations, in test builds only
+ * (-DMEDFED_TEST_HOOKS; a production build ignores it): the process kills
+ * itself with SIGKILL when it reaches this phase of this round ("train": plan
+ * received, before training; "upload": trained, before the update is sent;
+ * "eval"; the secure-aggregation phases). */
 typedef struct {
     char phase[16];
     unsigned round;

@@ -54,7 +54,18 @@ typedef struct {
     uint32_t *masked_buf;   /* numel + 1 words for the masked input, reused */
 } client_t;
 
+/* Fault injection (--die-at), in test builds only (-DMEDFED_TEST_HOOKS): SIGKILL
+ * self at this phase of the round. A production build compiles it to nothing. */
+#ifdef MEDFED_TEST_HOOKS
 void client_maybe_die(const client_t *c, const char *phase, uint32_t round);
+#else
+static inline void client_maybe_die(const client_t *c, const char *phase, uint32_t round)
+{
+    (void)c;
+    (void)phase;
+    (void)round;
+}
+#endif
 int client_send(client_t *c, const msg_t *m);
 void client_send_error(client_t *c, uint32_t round, msg_error_t code, const char *why);
 

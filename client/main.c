@@ -1,7 +1,10 @@
 /*
  * medfed-client - the hospital client daemon.
  *
- *   medfed-client --config FILE [--check] [--die-at PHASE:ROUND]
+ *   medfed-client --config FILE [--check]
+ *
+ * A test build (make test-bin: -DMEDFED_TEST_HOOKS) also takes --die-at
+ * PHASE:ROUND; a production build has no such option.
  *
  *   medfed-client enrol --site NAME --out DIR [--coordinator URL]   (enrol.h)
  *
@@ -30,16 +33,20 @@ static void on_signal(int sig)
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: medfed-client --config FILE [--check] [--die-at PHASE:ROUND]\n"
+            "usage: medfed-client --config FILE [--check]\n"
             "  --config FILE       INI config ([client] and [data] sections)\n"
             "  --check             check config, key files, data and the coordinator (PING),\n"
             "                      print a JSON summary, exit 0 if all is well, else 1\n"
-            "  --die-at PHASE:R    testing: SIGKILL self at PHASE of round R (train, upload, eval,\n"
-            "                      advertise, share, masked, unmask)\n"
             "       medfed-client enrol --site NAME --out DIR   (this site's keys and its\n"
             "                      certificate request, made here; enrol --help)\n");
+#ifdef MEDFED_TEST_HOOKS
+    fputs("  --die-at PHASE:R    test build: SIGKILL self at PHASE of round R (train, upload,\n"
+          "                      eval, advertise, share, masked, unmask)\n",
+          f);
+#endif
 }
 
+#ifdef MEDFED_TEST_HOOKS
 static int parse_die_at(const char *s, client_die_at_t *d)
 {
     const char *colon = strchr(s, ':');
@@ -58,6 +65,7 @@ static int parse_die_at(const char *s, client_die_at_t *d)
     d->round = (unsigned)r;
     return 0;
 }
+#endif
 
 /* --check's "data" member: the data loads, and what it holds. Returns 0 or -1. */
 static int check_data(const client_conf_t *conf)
@@ -134,7 +142,9 @@ int main(int argc, char **argv)
     static const struct option longopts[] = {
         {"config", required_argument, 0, 'c'},
         {"check", no_argument, 0, 'k'},
+#ifdef MEDFED_TEST_HOOKS
         {"die-at", required_argument, 0, 'd'},
+#endif
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -142,16 +152,18 @@ int main(int argc, char **argv)
     int check = 0;
     client_die_at_t die_at = {0};
     int opt;
-    while ((opt = getopt_long(argc, argv, "c:kd:h", longopts, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "c:kh", longopts, NULL)) != -1) {
         switch (opt) {
         case 'c': config = optarg; break;
         case 'k': check = 1; break;
+#ifdef MEDFED_TEST_HOOKS
         case 'd':
             if (parse_die_at(optarg, &die_at) < 0) {
                 fprintf(stderr, "medfed-client: --die-at wants PHASE[:ROUND], got '%s'\n", optarg);
                 return 2;
             }
             break;
+#endif
         case 'h': usage(stdout); return 0;
         default: usage(stderr); return 2;
         }

@@ -277,6 +277,8 @@ static void share_keys(client_t *c, const msg_t *m)
     log_info("round=%u phase=share event=shares-sent U1=%u", s->round, s->n1);
 }
 
+#ifdef MEDFED_TEST_HOOKS
+/* Test builds only: the encoded (unmasked) update, for tests of the exact sum. */
 static void dump_encoded(const client_t *c, const uint32_t *x, size_t words)
 {
     const char *dir = getenv("MEDFED_TEST_DUMP_DIR"); /* tests only: the encoded update */
@@ -285,6 +287,7 @@ static void dump_encoded(const client_t *c, const uint32_t *x, size_t words)
     snprintf(path, sizeof path, "%s/encoded-%s-r%u.bin", dir, c->conf->site, c->sa->round);
     if (util_write_file_atomic(path, x, words * 4, err, sizeof err) < 0) log_warn("%s", err);
 }
+#endif
 
 static void masked_input(client_t *c, const msg_t *m)
 {
@@ -337,7 +340,9 @@ static void masked_input(client_t *c, const msg_t *m)
     ok = prg_expand(PRG_DEFAULT, seed, y, c->numel) == 0;
     size_t clipped = secagg_encode(c->work, c->numel, s->weight, &s->q, y, y);
     if (clipped) log_warn("round=%u %zu update values clipped to +-%g", s->round, clipped, s->q.clip);
+#ifdef MEDFED_TEST_HOOKS
     dump_encoded(c, y, words);
+#endif
     /* All masks in one pass over y: the self mask and one per U2 peer. */
     uint8_t (*seeds)[PRG_SEEDBYTES] = crypto_secure_alloc((s->n1 + 1) * PRG_SEEDBYTES);
     int *signs = malloc((s->n1 + 1) * sizeof *signs);

@@ -492,6 +492,8 @@ out:
     return rc;
 }
 
+#ifdef MEDFED_TEST_HOOKS
+/* Test builds only: the unmasked sum, for tests of the exact sum. */
 static void dump_sum(const coord_t *c)
 {
     const char *dir = getenv("MEDFED_TEST_DUMP_DIR"); /* tests only: the unmasked sum */
@@ -501,6 +503,7 @@ static void dump_sum(const coord_t *c)
     if (util_write_file_atomic(path, c->acc, (c->numel + 1) * 4, err, sizeof err) < 0)
         log_warn("%s", err);
 }
+#endif
 
 static void unmask(coord_t *c)
 {
@@ -549,7 +552,9 @@ static void unmask(coord_t *c)
         coord_abort_round(c, "unmasking failed: fewer than t consistent shares for some client");
         return;
     }
+#ifdef MEDFED_TEST_HOOKS
     dump_sum(c);
+#endif
     /* Decoded in place: the masked sum's words become the mean delta. */
     float *avg = (float *)c->acc;
     int64_t weight;

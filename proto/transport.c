@@ -7,8 +7,10 @@
 #include <string.h>
 #include <zmq.h>
 
-/* Test hook: with MEDFED_TEST_SEND_DUMP=FILE every payload frame this process
- * sends is appended to FILE, so integration tests can check what leaves a site. */
+#ifdef MEDFED_TEST_HOOKS
+/* Test builds only: with MEDFED_TEST_SEND_DUMP=FILE every payload frame this
+ * process sends is appended to FILE, so integration tests can check what leaves
+ * a site. */
 static void send_dump(const void *p, size_t n)
 {
     static const char *path;
@@ -23,6 +25,13 @@ static void send_dump(const void *p, size_t n)
     fwrite(p, 1, n, f);
     fclose(f);
 }
+#else
+static inline void send_dump(const void *p, size_t n)
+{
+    (void)p;
+    (void)n;
+}
+#endif
 
 long long transport_send(void *sock, const peer_id_t *to, const msg_t *m, wire_buf_t *buf,
                          int dontwait)

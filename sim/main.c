@@ -80,6 +80,7 @@ static void usage(FILE *f)
         "                         16 clients, O(log n) beyond)\n"
         "  --drop C:PHASE[:R],..  kill client C at PHASE of round R (1); phases: train, upload,\n"
         "                         eval, and with secure aggregation advertise, share, masked, unmask\n"
+        "                         (test build only: make test-bin, build/hooks/bin/medfed-sim)\n"
         "  --max-train N          use only the first N training images (all)\n"
         "  --max-val N            use only the first N validation images (all)\n"
         "  --heartbeat-timeout S  coordinator drops a client silent this long (10)\n"
@@ -257,7 +258,14 @@ static void parse_args(int argc, char **argv, sim_opts_t *o)
         case O_LR: bad = util_parse_double(optarg, 1e-8, 10, &o->lr); break;
         case O_MOM: bad = util_parse_double(optarg, 0, 0.999, &o->momentum); break;
         case O_THREADS: bad = util_parse_int(optarg, 1, 256, &v); o->threads = (int)v; break;
+#ifdef MEDFED_TEST_HOOKS
         case O_DROP: bad = util_strlcpy(o->drop, optarg, sizeof o->drop); break;
+#else
+        case O_DROP: /* the clients of a production build cannot be killed on cue */
+            fprintf(stderr, "medfed-sim: --drop needs the test build, whose clients can be killed on "
+                            "cue: make test-bin, then build/hooks/bin/medfed-sim ...\n");
+            exit(2);
+#endif
         case O_MAXTR: bad = util_parse_int(optarg, 1, 1LL << 40, &o->max_train); break;
         case O_MAXVAL: bad = util_parse_int(optarg, 1, 1LL << 40, &o->max_val); break;
         case O_HB: bad = util_parse_double(optarg, 0.1, 86400, &o->heartbeat_timeout); break;
@@ -334,10 +342,12 @@ int main(int argc, char **argv)
     if (n <= 0) die("%s", "cannot find my own executable");
     bin_dir[n] = '\0';
     *strrchr(bin_dir, '/') = '\0';
-    /* <project>/bin, or <project>/build-asan/bin for the sanitizer build. */
-    for (int up = 1; up <= 2; up++) {
+    /* <project>/bin, <project>/build-asan/bin for the sanitizer build, or
+     * <project>/build/hooks/bin for the test build. */
+    static const char *const up_data[] = {"../data", "../../data", "../../../data"};
+    for (size_t up = 0; up < sizeof up_data / sizeof up_data[0]; up++) {
         struct stat st;
-        snprintf(o.data_dir, sizeof o.data_dir, "%.4000s/%s", bin_dir, up == 1 ? "../data" : "../../data");
+        snprintf(o.data_dir, sizeof o.data_dir, "%.4000s/%s", bin_dir, up_data[up]);
         if (stat(o.data_dir, &st) == 0 && S_ISDIR(st.st_mode)) break;
     }
     parse_args(argc, argv, &o);
@@ -488,8 +498,12 @@ int main(int argc, char **argv)
         char ini[PATH_MAX + 64];
         snprintf(ini, sizeof ini, "%s/sites/site-%02d/client.ini", o.out, k);
         snprintf(log_path, sizeof log_path, "%s/logs/site-%02d.log", o.out, k);
+#ifdef MEDFED_TEST_HOOKS
         char *cargv[] = {client_prog, "--config", ini, die_at[k][0] ? "--die-at" : NULL,
                          die_at[k], NULL};
+#else
+        char *cargv[] = {client_prog, "--config", ini, NULL}; /* --drop is refused above */
+#endif
         pids[k] = spawn(log_path, cargv);
     }
 

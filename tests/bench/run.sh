@@ -6,11 +6,13 @@
 #   4. secure aggregation's cost (secure / plaintext rounds)
 #   5. the hospital data path (tests/bench/data_path.sh): DICOM decode vs IDX,
 #      large images, DICOMweb fetched vs from the tensor cache
-# usage: run.sh BIN_DIR BUILD_DIR OUT_DIR   (BENCH_ROUNDS, BENCH_IMAGES to shorten)
+# usage: run.sh BIN_DIR BUILD_DIR OUT_DIR [HOOKS_BIN_DIR]   (BENCH_ROUNDS, BENCH_IMAGES
+# to shorten); HOOKS_BIN_DIR (make test-bin's) runs the one measurement with a dropout.
 set -eu
 BIN=$1
 BUILD=$2
 OUT=$3
+HBIN=${4:-$BIN}
 ROUNDS=${BENCH_ROUNDS:-5}
 IMAGES=${BENCH_IMAGES:-3000}
 mkdir -p "$OUT"
@@ -69,7 +71,9 @@ prg=$("$BUILD/tests/bench_prg" 11000000)
 SA_ROUNDS=${BENCH_SA_ROUNDS:-4}
 run_sa() { # name clients model secagg [extra...]
     name=$1; n=$2; model=$3; sa=$4; shift 4
-    "$BIN/medfed-sim" --clients "$n" --rounds "$SA_ROUNDS" --model "$model" --secagg "$sa" \
+    sim="$BIN/medfed-sim"
+    case " $* " in *" --drop "*) sim="$HBIN/medfed-sim" ;; esac # kills a client: test build
+    "$sim" --clients "$n" --rounds "$SA_ROUNDS" --model "$model" --secagg "$sa" \
         --max-train $((n * 2)) --max-val $((n * 2)) --local-epochs 0 --partition iid \
         --heartbeat-timeout 10 --out "$OUT/sa-$name" "$@" > "$OUT/sa-$name.log" 2>&1 ||
         { echo "bench: run $name failed, see $OUT/sa-$name.log"; exit 1; }

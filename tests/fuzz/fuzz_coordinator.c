@@ -188,7 +188,6 @@ static void peer_set(peer_id_t *p, const char *name)
 static void world_init(void)
 {
     fz_crypto_init();
-    unsetenv("MEDFED_TEST_DUMP_DIR"); /* no files */
     uint32_t xs[FZ_SITES];
     int64_t weight = 0;
     for (int u = 0; u < FZ_SITES; u++) {

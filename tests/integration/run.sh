@@ -1,12 +1,17 @@
 #!/bin/sh
 # Integration tests: real processes (coordinator, client daemons, the
 # simulator) talking over tcp on loopback, real files on disk.
-# usage: run.sh BIN_DIR BUILD_DIR
+# usage: run.sh BIN_DIR BUILD_DIR [HOOKS_BIN_DIR]
+# HOOKS_BIN_DIR holds the test build (make test-bin): the programs with their
+# test hooks (--die-at, medfed-sim --drop, MEDFED_TEST_DUMP_DIR,
+# MEDFED_TEST_SEND_DUMP), which the tests that need them run. Without it,
+# BIN_DIR must be a test build itself (the sanitizer run).
 # MEDFED_IT_ONLY="NAME ..." runs only the tests (or suites: deploy, client, ...)
 # named, after the first run, which the others build on (tests/mutants uses it).
 set -u
 BIN=$(cd "$1" && pwd)
 BUILD=$(cd "$2" && pwd)
+HBIN=$(cd "${3:-$1}" && pwd)
 ROOT=$(pwd)
 PY=/usr/bin/python3
 WORK=$(mktemp -d /tmp/medfed-it.XXXXXX)
@@ -90,7 +95,7 @@ then ok $t; else bad $t "partition files"; fi
 # 3. A client killed in the middle of round 2: the round completes with the
 #    other two, the dead one is listed as dropped, round 3 runs without it.
 t=client_dies_mid_round
-if skip $t; then :; elif "$BIN/medfed-sim" --clients 3 --rounds 3 --partition iid --seed 4 $SMALL --drop 1:train:2 --secagg off \
+if skip $t; then :; elif "$HBIN/medfed-sim" --clients 3 --rounds 3 --partition iid --seed 4 $SMALL --drop 1:train:2 --secagg off \
         --out "$WORK/b" > "$WORK/b.out" 2>&1 &&
    json_check "$WORK/b/metrics.jsonl" 'len(rows) == 3 and rows[0]["participants"] == 3 and rows[1]["participants"] == 2 and rows[1]["dropped"] == [1] and not rows[1]["aborted"] and rows[1]["val_accuracy"] is not None and rows[2]["participants"] == 2' &&
    grep -q 'client=site-01 event=dropped' "$WORK/b/logs/coordinator.log"
@@ -232,7 +237,7 @@ for phase in advertise share masked unmask; do
     skip "$t" && continue
     d="$WORK/drop-$phase"
     mkdir -p "$d/dump"
-    if MEDFED_TEST_DUMP_DIR="$d/dump" "$BIN/medfed-sim" --clients 3 --rounds 1 --partition iid \
+    if MEDFED_TEST_DUMP_DIR="$d/dump" "$HBIN/medfed-sim" --clients 3 --rounds 1 --partition iid \
             --seed 6 --max-train 300 --max-val 60 --local-epochs 1 --heartbeat-timeout 20 \
             --drop "1:$phase:1" --out "$d/run" > "$d/out" 2>&1 &&
        json_check "$d/run/metrics.jsonl" 'len(rows) == 1 and not rows[0]["aborted"] and rows[0]["survivors"] == 2 and rows[0]["dropped"] == [1] and sorted(rows[0]["included"]) == ([0, 1, 2] if "'"$phase"'" == "unmask" else [0, 2]) and rows[0]["val_accuracy"] is not None' &&
@@ -245,7 +250,7 @@ done
 t=secagg_plus_neighbours_drop
 d="$WORK/plus"
 mkdir -p "$d/dump"
-if skip $t; then :; elif MEDFED_TEST_DUMP_DIR="$d/dump" "$BIN/medfed-sim" --clients 12 --rounds 1 --partition iid \
+if skip $t; then :; elif MEDFED_TEST_DUMP_DIR="$d/dump" "$HBIN/medfed-sim" --clients 12 --rounds 1 --partition iid \
         --seed 9 --max-train 240 --max-val 48 --local-epochs 1 --heartbeat-timeout 20 \
         --neighbors 4 --drop 1:masked:1 --out "$d/run" > "$d/out" 2>&1 &&
    json_check "$d/run/metrics.jsonl" 'len(rows) == 1 and not rows[0]["aborted"] and rows[0]["neighbors"] == 4 and rows[0]["threshold"] == 3 and rows[0]["survivors"] == 11 and rows[0]["dropped"] == [1]' &&
@@ -256,7 +261,7 @@ then ok $t; else bad $t "see $d/out"; cat "$d/out"; fi
 #     the model is unchanged, and the next round runs with who is left.
 t=secagg_below_threshold_aborts_round
 d="$WORK/below"
-if skip $t; then :; elif "$BIN/medfed-sim" --clients 5 --rounds 2 --partition iid --seed 7 --max-train 300 \
+if skip $t; then :; elif "$HBIN/medfed-sim" --clients 5 --rounds 2 --partition iid --seed 7 --max-train 300 \
         --max-val 60 --local-epochs 1 --heartbeat-timeout 20 --dropout 0 \
         --drop 1:masked:1,2:masked:1,3:masked:1 --out "$d" > "$d.out" 2>&1 &&
    json_check "$d/metrics.jsonl" 'len(rows) == 2 and rows[0]["aborted"] and rows[0]["threshold"] == 3 and rows[0]["val_accuracy"] is None and not rows[1]["aborted"] and rows[1]["participants"] == 2' &&
@@ -321,7 +326,8 @@ then ok $t; else bad $t "see $d.out"; fi
 fi
 
 # Further suites, one file per area (deployment, the hospital data path): each
-# is sourced here and uses ok/bad/json_check/free_port, $BIN, $WORK and $ROOT.
+# is sourced here and uses ok/bad/json_check/free_port, $BIN, $HBIN (the test
+# build), $WORK and $ROOT.
 for suite in "$ROOT"/tests/integration/suite_*.sh; do
     [ -e "$suite" ] || continue
     n=${suite##*/suite_}

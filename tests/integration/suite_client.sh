@@ -1,7 +1,8 @@
 # Integration suite: the client daemon as hospital IT runs it (sourced by
 # run.sh, after its first run left site kits in $WORK/a): reconnecting to a
-# restarted coordinator, a client killed and restarted mid-federation,
-# --check, SIGTERM during training, a silent network path.
+# restarted coordinator, a client killed and restarted mid-federation (the
+# test build's --die-at, $HBIN), --check, SIGTERM during training, a silent
+# network path.
 
 # wait_log FILE PATTERN N SECONDS: until FILE has N lines matching PATTERN.
 wait_log() {
@@ -104,7 +105,7 @@ coordinator "$d" "$port" --state-dir "$d/run" --rounds 2 --wait-for 3 --local-ep
 p0=$!
 "$BIN/medfed-client" --config "$d/c2.ini" > "$d/c2.log" 2>&1 &
 p2=$!
-"$BIN/medfed-client" --config "$d/c1.ini" --die-at train:1 > "$d/c1-first.log" 2>&1
+"$HBIN/medfed-client" --config "$d/c1.ini" --die-at train:1 > "$d/c1-first.log" 2>&1
 first_rc=$?
 "$BIN/medfed-client" --config "$d/c1.ini" > "$d/c1.log" 2>&1 &
 p1=$!

@@ -1,5 +1,6 @@
 # suite_dicomweb.sh - the hospital data path against a real PACS (sourced by
-# run.sh: uses ok/bad/json_check/free_port, $BIN, $BUILD, $WORK, $ROOT, $PY).
+# run.sh: uses ok/bad/json_check/free_port, $BIN, $HBIN (the test build),
+# $BUILD, $WORK, $ROOT, $PY).
 #
 # A private Orthanc (loopback ports, its own storage, DICOMweb plugin, basic
 # auth) holds labelled CR images made from PneumoniaMNIST with a canary
@@ -118,7 +119,7 @@ EOF
     cpid=$!
     pids=
     for k in 0 1 2; do
-        MEDFED_TEST_SEND_DUMP="$d/sent-c$k.bin" "$BIN/medfed-client" --config "$DW/c$k.ini" \
+        MEDFED_TEST_SEND_DUMP="$d/sent-c$k.bin" "$HBIN/medfed-client" --config "$DW/c$k.ini" \
             > "$d/c$k.log" 2>&1 &
         pids="$pids $!"
     done
