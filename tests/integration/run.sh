@@ -63,6 +63,38 @@ free_port() {
 
 SMALL="--max-train 600 --max-val 200 --local-epochs 1 --heartbeat-timeout 20"
 
+# 0. Test hooks live only in the test build ($HBIN): no production program
+#    carries a fault-injection or dump hook, not even its name, and
+#    medfed-client --die-at and medfed-sim --drop are refused. The same look
+#    finds them in the test build, so it would see them in bin/ too.
+t=production_programs_carry_no_test_hooks
+if skip $t; then :
+elif [ "$HBIN" = "$BIN" ]; then
+    echo "integration: skip $t ($BIN is itself a test build)"
+else
+    hooks='MEDFED_TEST_DUMP_DIR|MEDFED_TEST_SEND_DUMP|die-at'
+    syms=' (client_maybe_die|dump_encoded|dump_sum|send_dump)$'
+    found=""
+    for p in medfed medfed-client medfed-coordinator medfed-sim medfed-eval medfed-init \
+             medfed-dicom-worker; do
+        [ -x "$BIN/$p" ] || { found="$found $p: missing;"; continue; }
+        s=$(strings "$BIN/$p" | grep -E "$hooks"; nm "$BIN/$p" 2>&1 | grep -E "$syms")
+        [ -z "$s" ] || found="$found $p: $s;"
+    done
+    seen=$(for p in medfed-client medfed-coordinator medfed-sim; do
+               strings "$HBIN/$p" | grep -qE "$hooks" && echo "$p"; done | wc -l)
+    hsyms=$(nm "$HBIN/medfed-client" "$HBIN/medfed-coordinator" 2>&1 | grep -cE "$syms")
+    out=$("$BIN/medfed-client" --config /dev/null --die-at train:1 2>&1); rc=$?
+    out2=$("$BIN/medfed-sim" --clients 2 --drop 1:train:1 --out "$WORK/nodrop" 2>&1); rc2=$?
+    if [ -z "$found" ] && [ "$seen" -eq 3 ] && [ "$hsyms" -ge 3 ] &&
+       [ $rc -eq 2 ] && echo "$out" | grep -q "unrecognized option '--die-at'" &&
+       [ $rc2 -eq 2 ] && echo "$out2" | grep -q 'drop needs the test build.*make test-bin' &&
+       [ ! -e "$WORK/nodrop" ]
+    then ok $t
+    else bad $t "in $BIN:${found:- none}; test build: $seen programs, $hsyms symbols; client=$rc sim=$rc2"
+         echo "$out" | head -2; echo "$out2" | head -2; fi
+fi
+
 # 1. Three hospitals, two rounds, a small subset: the whole path works and
 #    the saved model can be scored by medfed-eval.
 t=three_clients_two_rounds
