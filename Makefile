@@ -64,7 +64,7 @@ LIBS      = $(PKG_LIBS) -lm -lpthread
 # client/ files the core holds: the data sources (tests and tools load data too).
 CLIENT_CORE := client/data_idx.c client/data.c client/dicomweb.c client/tensor_cache.c \
                client/dicom.c client/dicom_prep.c client/data_folder.c \
-               client/data_dicomweb.c client/dicom_source.c
+               client/data_dicomweb.c client/dicom_source.c client/policy.c
 CORE_SRC := $(wildcard common/*.c proto/*.c aggregation/*.c crypto/*.c) \
             model/safetensors.c $(CLIENT_CORE) sim/partition.c
 MODEL_SRC := model/model.cpp model/checkpoint.c

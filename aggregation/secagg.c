@@ -80,6 +80,13 @@ void secagg_add_le(uint32_t *acc, const uint8_t *y_le, size_t n)
     }
 }
 
+unsigned secagg_min_threshold(unsigned n, double collusion)
+{
+    unsigned c = (unsigned)floor(collusion * n + 1e-9);
+    if (c > n) c = n;
+    return (n + c) / 2 + 1;
+}
+
 int secagg_threshold(unsigned n, double dropout, double collusion, unsigned *t, char *err,
                      size_t errlen)
 {
@@ -92,14 +99,12 @@ int secagg_threshold(unsigned n, double dropout, double collusion, unsigned *t, 
                  dropout, collusion);
         return -1;
     }
-    unsigned majority = n / 2 + 1;
-    unsigned above_colluders = (unsigned)floor(collusion * n) + 1;
-    unsigned need = majority > above_colluders ? majority : above_colluders;
+    unsigned need = secagg_min_threshold(n, collusion);
     unsigned survivors = n - (unsigned)ceil(dropout * n - 1e-9);
     if (need > survivors) {
         snprintf(err, errlen,
-                 "unsafe settings for %u clients: privacy needs threshold >= %u (majority, and "
-                 "more than %.0f%% colluders), but with %.0f%% dropouts only %u are expected to "
+                 "unsafe settings for %u clients: privacy needs threshold >= %u (more than half "
+                 "of the cohort plus %.0f%% colluders), but with %.0f%% dropouts only %u are expected to "
                  "finish; lower the dropout or collusion estimate or enlarge the cohort",
                  n, need, collusion * 100, dropout * 100, survivors);
         return -1;

@@ -41,11 +41,21 @@ int secagg_decode(const uint32_t *sum, size_t n, const quant_t *q, int64_t max_w
 /* acc[i] += y[i] for n words given as little-endian bytes at any alignment. */
 void secagg_add_le(uint32_t *acc, const uint8_t *y_le, size_t n);
 
+/* The least safe threshold for a cohort (or neighbourhood) of n when up to
+ * c = floor(collusion * n) members may collude with a malicious coordinator:
+ * t > (n + c) / 2. Why: a coordinator that shows two groups of honest
+ * members different views of who survived collects b-shares of a victim
+ * from one group and s_sk-shares from the other; the colluders answer both.
+ * That needs t <= |A| + c and t <= |B| + c with |A| + |B| <= n - c, i.e.
+ * 2t <= n + c. (With the consistency round a group reveals only after t
+ * signatures on its own view, so both groups reach t only that way.) It
+ * implies t > n / 2 and t > c. Both the coordinator and every client's policy
+ * use this rule. */
+unsigned secagg_min_threshold(unsigned n, double collusion);
 /* The threshold t for a cohort of n, from the research lead's threat model:
  * dropout = expected share of clients lost during a round, collusion = share
- * of clients that may collude with the coordinator. t must exceed the
- * colluders (t > collusion * n) and be a strict majority (so that no two
- * disjoint sets could each unmask), and at most the expected survivors
+ * of clients that may collude with the coordinator. t is
+ * secagg_min_threshold(n, collusion) and at most the expected survivors
  * (t <= n - ceil(dropout * n)). -1 with a reason when both cannot hold. */
 int secagg_threshold(unsigned n, double dropout, double collusion, unsigned *t, char *err,
                      size_t errlen);

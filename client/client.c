@@ -26,6 +26,7 @@
  */
 #include "client/client.h"
 #include "client/internal.h"
+#include "client/policy.h"
 
 #include <errno.h>
 #include <math.h>
@@ -383,7 +384,7 @@ static int dispatch(client_t *c, const msg_t *m, int *rc)
         return 0;
     case MSG_PLAN: on_plan(c, m); return 0;
     case MSG_EVAL: on_eval(c, m); return 0;
-    case MSG_KEYS: case MSG_SHARES_IN: case MSG_UPLOAD: case MSG_UNMASK_REQ:
+    case MSG_KEYS: case MSG_SHARES_IN: case MSG_UPLOAD: case MSG_CONSIST_REQ: case MSG_UNMASK_REQ:
         sa_client_on_message(c, m);
         return 0;
     case MSG_SHUTDOWN:
@@ -472,6 +473,22 @@ static int load_identity(client_t *c)
     }
     uint8_t pk[IDENTITY_PUBLICKEYBYTES];
     identity_pk_of(pk, c->identity_sk);
+    /* The site's own rules, and what it released before (policy.h). */
+    c->policy = policy_new(cf, err, sizeof err);
+    if (!c->policy) {
+        log_error("%s", err);
+        return -1;
+    }
+    if (cf->coordinator_key[0] && identity_pk_from_hex(c->coordinator_pk, cf->coordinator_key) < 0) {
+        log_error("%s: coordinator_key must be 64 lower-case hex digits", cf->data.file);
+        return -1;
+    }
+    if (cf->ca[0] && !policy_has_peers(c->policy))
+        log_warn("%s: no [policy] peers list: any site the federation CA certifies counts as a "
+                 "member; pin the members you agreed to with peers = FILE", cf->data.file);
+    log_info("policy: min_cohort=%d max_collusion=%.2f peers=%s released-shares record %s",
+             cf->min_cohort, cf->max_collusion, cf->peers[0] ? cf->peers : "(roster/CA)",
+             policy_state_file(c->policy));
     /* Certificates: peers are checked against the CA, no roster needed. */
     if (cf->ca[0] && sa_client_load_cert(c, pk) < 0) return -1;
     if (!cf->roster[0]) return 0;
@@ -553,6 +570,7 @@ static void client_free(client_t *c)
     free(c->masked_buf);
     if (c->identity_sk) crypto_secure_free(c->identity_sk);
     sa_client_free_cert(c);
+    policy_destroy(&c->policy);
     free(c->roster);
     model_destroy(&c->model);
     free(c->global);

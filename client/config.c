@@ -24,7 +24,37 @@ static const conf_opt_t client_opts[] = {
     STR("coordinator_key", coordinator_key),
     {"reconnect_max", CONF_DOUBLE, C(reconnect_max), 0, 1, 3600, NULL},
     {"link_timeout", CONF_DOUBLE, C(link_timeout), 0, 2, 3600, NULL},
+    STR("state_dir", state_dir),
 };
+
+/* [policy]: the hospital's rules for secure aggregation. */
+static int policy_set(client_conf_t *c, const char *key, const char *value, int line, char *err,
+                      size_t errlen)
+{
+    long long v;
+    double d;
+    if (strcmp(key, "peers") == 0) {
+        if (util_strlcpy(c->peers, value, sizeof c->peers) < 0) goto bad;
+        return 0;
+    }
+    if (strcmp(key, "min_cohort") == 0) {
+        if (util_parse_int(value, 2, 1024, &v) < 0) goto bad;
+        c->min_cohort = (int)v;
+        return 0;
+    }
+    if (strcmp(key, "max_collusion") == 0) {
+        if (util_parse_double(value, 0, 0.99, &d) < 0) goto bad;
+        c->max_collusion = d;
+        return 0;
+    }
+    (void)line;
+    snprintf(err, errlen, "unknown key '%s' in [policy] (peers, min_cohort, max_collusion)", key);
+    return -1;
+bad:
+    snprintf(err, errlen, "[policy] %s: bad value '%s' (min_cohort 2..1024, max_collusion 0..0.99, "
+             "peers a path)", key, value);
+    return -1;
+}
 
 static int site_name_ok(const char *s)
 {
@@ -41,6 +71,7 @@ static int on_other(void *user, const char *section, const char *key, const char
                     int line, char *err, size_t errlen)
 {
     client_conf_t *c = user;
+    if (strcmp(section, "policy") == 0) return policy_set(c, key, value, line, err, errlen);
     if (strcmp(section, "data") != 0) {
         snprintf(err, errlen, "unknown section [%s]", section);
         return -1;
@@ -56,6 +87,8 @@ int client_conf_load(const char *path, client_conf_t *c, char *err, size_t errle
     c->heartbeat = 1.0;
     c->reconnect_max = 60;
     c->link_timeout = 60;
+    c->min_cohort = 3;
+    c->max_collusion = 0.33;
     util_strlcpy(c->data.file, path, sizeof c->data.file);
 
     if (conf_load_ini(path, "client", client_opts, sizeof client_opts / sizeof client_opts[0], c,

@@ -16,6 +16,18 @@
  *   reconnect_max = 60         ; seconds: reconnect backoff doubles from 1 s up to this
  *   link_timeout = 60          ; seconds without a transport-level heartbeat answer
  *                              ; before the connection is declared dead
+ *   state_dir = /var/lib/medfed ; what this site must remember across restarts (the
+ *                              ; model versions it released unmask shares for,
+ *                              ; in released-SITE); default $STATE_DIRECTORY
+ *                              ; (systemd), else this file's directory
+ *   [policy]                   ; the hospital's own rules: no coordinator can relax them
+ *   peers = /etc/medfed/peers.txt ; the members this site agreed to: NAME FINGERPRINT
+ *                              ; per line (medfed-client enrol prints a site's
+ *                              ; fingerprint); keys of anyone else are refused
+ *   min_cohort = 3             ; never share with fewer sites than this
+ *   max_collusion = 0.33       ; share of sites that may collude with the
+ *                              ; coordinator; the threshold must exceed
+ *                              ; (cohort + colluders) / 2
  *   [data]
  *   source = idx               ; then the source's own keys (see client/data.c)
  *
@@ -43,6 +55,11 @@ typedef struct {
     char coordinator_key[80];    /* the coordinator's CURVE public key, 64 hex digits */
     double reconnect_max;        /* s: ceiling of the reconnect backoff (from 1 s, doubling) */
     double link_timeout;         /* s: a silent TCP path is dead after this (ZMTP heartbeats) */
+    char state_dir[512];         /* where released-shares records live ("" = default) */
+    /* [policy]: the site's own secure-aggregation rules */
+    char peers[512];             /* NAME FINGERPRINT per line; "" = roster / CA only */
+    int min_cohort;              /* fewest sites (neighbourhood, self included) to share with */
+    double max_collusion;        /* share of the cohort assumed to collude with the coordinator */
     data_conf_t data;
 } client_conf_t;
 

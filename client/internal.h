@@ -52,6 +52,8 @@ typedef struct {
     uint8_t *identity_sk;   /* Ed25519, guarded memory; NULL when not configured */
     sa_client_t *sa;        /* this round's secrets, NULL between rounds */
     uint32_t *masked_buf;   /* numel + 1 words for the masked input, reused */
+    struct policy *policy;  /* the site's own rules and released-shares memory (policy.h) */
+    uint8_t coordinator_pk[32]; /* pinned CURVE key (zeros without CURVE): names the federation */
 } client_t;
 
 /* Fault injection (--die-at), in test builds only (-DMEDFED_TEST_HOOKS): SIGKILL

@@ -41,7 +41,8 @@ static void usage(FILE *f)
             "                      certificate request, made here; enrol --help)\n");
 #ifdef MEDFED_TEST_HOOKS
     fputs("  --die-at PHASE:R    test build: SIGKILL self at PHASE of round R (train, upload,\n"
-          "                      eval, advertise, share, masked, unmask)\n",
+          "                      eval, advertise, share, masked, consistency,\n"
+          "                      unmask)\n",
           f);
 #endif
 }
@@ -56,7 +57,7 @@ static int parse_die_at(const char *s, client_die_at_t *d)
     memcpy(d->phase, s, plen);
     d->phase[plen] = '\0';
     static const char *const phases[] = {"train", "upload", "eval", "advertise", "share",
-                                         "masked", "unmask"};
+                                         "masked", "consistency", "unmask"};
     int known = 0;
     for (size_t i = 0; i < sizeof phases / sizeof phases[0]; i++)
         known |= strcmp(d->phase, phases[i]) == 0;

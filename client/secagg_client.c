@@ -6,23 +6,37 @@
  * it remove the masks of clients that finished (b) or dropped (s_sk) — never
  * both for the same client.
  *
+ * The coordinator is not trusted (DESIGN: threat model): every set, size
+ * and threshold it announces is checked against the site's own policy
+ * (client/policy.h) before anything derived from a secret leaves.
+ *
  *   state       event        action                                        next
- *   (trained)   PLAN done    advertise: fresh X25519 pairs c (share        ADVERTISED
- *                            encryption) and s (mask seeds), self-mask
- *                            seed b, sign (c_pk, s_pk) with the identity
- *                            key, ADVERTISE (+ our certificate)
+ *   (trained)   PLAN done    advertise: refuse a model version we have     ADVERTISED
+ *                            released shares for; fresh X25519 pairs c
+ *                            (share encryption) and s (mask seeds), self-
+ *                            mask seed b, sign (round, model hash, c_pk,
+ *                            s_pk, n_k) with the identity key, ADVERTISE
+ *                            (+ our certificate)
  *   ADVERTISED  KEYS         share_keys: verify every signature against    SHARED
  *                            the roster's key, or the key of the peer's
  *                            certificate (issued by our CA, CN not seen
- *                            twice), Shamir-split b and s_sk t-of-|U1|,
- *                            seal each peer's pair of shares, SHARES
+ *                            twice); every peer on our peers list; the
+ *                            cohort and t within our policy (min_cohort,
+ *                            t > (n + colluders) / 2); Shamir-split b and
+ *                            s_sk t-of-|U1|, seal each peer's pair, SHARES
  *   SHARED      SHARES_IN    masked_input: open the boxes (U2 = senders    READY
  *                            + self), encode n_k*delta in Z_2^32, add
  *                            PRG(b) and +-PRG(s_uv) for v in U2, READY
  *   READY       UPLOAD       upload: MASKED (the coordinator paces these)   MASKED
- *   MASKED      UNMASK_REQ   unmask: check the request (|U3| >= t, every   (reset)
- *                            id in U2, none twice), send b-shares of U3
- *                            and s-shares of U2 \ U3, wipe everything
+ *   MASKED      CONSIST_REQ  consistency: U3 holds us, its members among   SIGNED
+ *                            our peers are in U2 and at least t; sign
+ *                            (round, model hash, U3), CONSIST
+ *   SIGNED      UNMASK_REQ   unmask: at least t valid signatures from      (reset)
+ *                            distinct U3 peers on exactly our U3; the
+ *                            request asks b-shares for exactly our U3
+ *                            peers and s-shares only outside it, none
+ *                            twice; record the release (fsync), send the
+ *                            shares, wipe everything
  *   any         out of order ERROR "out of phase"; nothing revealed        same
  */
 #include <stdio.h>
@@ -31,13 +45,14 @@
 
 #include "aggregation/secagg.h"
 #include "client/internal.h"
+#include "client/policy.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "crypto/crypto.h"
 
 _Static_assert(WIRE_CERT_MAX == CERT_DER_MAX, "a certificate fits ADVERTISE");
 
-typedef enum { SA_ADVERTISED = 1, SA_SHARED, SA_READY, SA_MASKED } sa_state_t;
+typedef enum { SA_ADVERTISED = 1, SA_SHARED, SA_READY, SA_MASKED, SA_SIGNED } sa_state_t;
 
 /* Everything secret lives in guarded memory and is wiped by sa_client_reset. */
 struct sa_client {
@@ -53,6 +68,12 @@ struct sa_client {
     unsigned n1;
     uint32_t ids[ROSTER_MAX];
     uint8_t c_pks[ROSTER_MAX][KA_PUBLICKEYBYTES], s_pks[ROSTER_MAX][KA_PUBLICKEYBYTES];
+    uint8_t id_pks[ROSTER_MAX][IDENTITY_PUBLICKEYBYTES]; /* their identity keys, checked */
+    uint8_t model_hash[WIRE_HASH_BYTES];   /* of the global model we trained from */
+    uint8_t version_id[CRYPTO_HASHBYTES];  /* this federation + model version (policy.h) */
+    /* U3 as we signed it in the consistency round (all ids, ascending) */
+    size_t n3;
+    uint32_t u3[ROSTER_MAX];
     /* shares held for each U1 member (own shares at our own position) */
     uint8_t share_b[ROSTER_MAX][SHAMIR_SHAREBYTES], share_s[ROSTER_MAX][SHAMIR_SHAREBYTES];
     uint8_t in_u2[ROSTER_MAX];
@@ -88,7 +109,7 @@ static int position_of(const sa_client_t *s, uint32_t id)
 void sa_client_advertise(client_t *c, const msg_t *plan, double train_seconds)
 {
     sa_client_reset(c);
-    if (!c->identity_sk || (!c->roster && !c->ca)) {
+    if (!c->identity_sk || !c->policy || (!c->roster && !c->ca)) {
         client_send_error(c, plan->round, ERR_LOCAL,
                           "secure aggregation needs [client] identity and roster (or ca and "
                           "certificate) in the config");
@@ -103,12 +124,29 @@ void sa_client_advertise(client_t *c, const msg_t *plan, double train_seconds)
         client_send_error(c, plan->round, ERR_PROTOCOL, "secure aggregation parameters out of range");
         return;
     }
+    /* One aggregate per model version: a second one over a different cohort
+     * would give the coordinator one site's update as the difference. */
+    uint8_t model_hash[WIRE_HASH_BYTES], version_id[CRYPTO_HASHBYTES];
+    crypto_sha256(model_hash, c->global, c->numel * sizeof *c->global);
+    policy_version_id(version_id, c->coordinator_pk, model_hash);
+    if (policy_released(c->policy, version_id)) {
+        char why[200];
+        snprintf(why, sizeof why, "policy: this site already released unmask shares for model "
+                 "version %u (hash %02x%02x%02x%02x...); it takes part in one aggregate per model "
+                 "version", c->global_version, model_hash[0], model_hash[1], model_hash[2],
+                 model_hash[3]);
+        log_warn("round=%u secagg: %s -> sitting this round out", plan->round, why);
+        client_send_error(c, plan->round, ERR_PROTOCOL, why);
+        return;
+    }
     sa_client_t *s = crypto_secure_alloc(sizeof *s);
     if (!s) {
         client_send_error(c, plan->round, ERR_LOCAL, "out of guarded memory");
         return;
     }
     memset(s, 0, sizeof *s);
+    memcpy(s->model_hash, model_hash, sizeof model_hash);
+    memcpy(s->version_id, version_id, sizeof version_id);
     c->sa = s;
     s->round = plan->round;
     s->self = c->client_id;
@@ -123,7 +161,11 @@ void sa_client_advertise(client_t *c, const msg_t *plan, double train_seconds)
     crypto_random(s->b, sizeof s->b);
     memcpy(adv, s->c_pk, 32);
     memcpy(adv + 32, s->s_pk, 32);
-    if (identity_sign_keys(adv + 64, c->identity_sk, s->round, s->self, s->c_pk, s->s_pk) < 0) {
+    wire_put_u64(adv + WIRE_ADV_WEIGHT_OFF, (uint64_t)s->weight);
+    uint8_t signed_msg[WIRE_ADV_SIGNED_BYTES];
+    wire_adv_signed(signed_msg, s->round, s->self, s->model_hash, adv);
+    if (identity_sign(adv + WIRE_ADV_SIG_OFF, c->identity_sk, "advertise-v2", signed_msg,
+                      sizeof signed_msg) < 0) {
         fail(c, ERR_LOCAL, "signing failed");
         return;
     }
@@ -148,7 +190,7 @@ static int peer_key(client_t *c, const wire_keyrec_t *r, char (*names)[CERT_NAME
     const sa_client_t *s = c->sa;
     if (!c->ca) {
         memcpy(pk, c->roster->site[r->id].pk, IDENTITY_PUBLICKEYBYTES);
-        return 0;
+        return policy_peer_ok(c->policy, c->roster->site[r->id].name, pk, why, whylen);
     }
     char name[CERT_NAME_MAX], err[256];
     if (r->cert_len == 0) {
@@ -166,7 +208,8 @@ static int peer_key(client_t *c, const wire_keyrec_t *r, char (*names)[CERT_NAME
             return -1;
         }
     memcpy(names[s->n1], name, sizeof name);
-    return 0;
+    /* The CA vouches for the name; only our peers list says it is a member. */
+    return policy_peer_ok(c->policy, name, pk, why, whylen);
 }
 
 /* Reads KEYS into U1 (ids and keys by position). 0, or an error code and why. */
@@ -183,14 +226,17 @@ static int read_keys(client_t *c, const msg_t *m, char (*names)[CERT_NAME_MAX], 
             snprintf(why, whylen, "key list has a bad length or too many records");
             return ERR_PROTOCOL;
         }
-        const uint8_t *c_pk = r.adv, *s_pk = r.adv + 32, *sig = r.adv + 64;
+        const uint8_t *c_pk = r.adv, *s_pk = r.adv + 32, *sig = r.adv + WIRE_ADV_SIG_OFF;
         if (r.id >= max_id || position_of(s, r.id) >= 0) {
             snprintf(why, whylen, "key list names an unknown client or one twice");
             return ERR_PROTOCOL;
         }
         /* The coordinator relays keys; only the roster or the CA says whose they are. */
-        if (peer_key(c, &r, names, pk, why, whylen) < 0) return ERR_SIGNATURE;
-        if (identity_verify_keys(sig, pk, s->round, r.id, c_pk, s_pk) < 0) {
+        if (peer_key(c, &r, names, pk, why, whylen) < 0)
+            return strncmp(why, "policy:", 7) == 0 ? ERR_PROTOCOL : ERR_SIGNATURE;
+        uint8_t signed_msg[WIRE_ADV_SIGNED_BYTES];
+        wire_adv_signed(signed_msg, s->round, r.id, s->model_hash, r.adv);
+        if (identity_verify(sig, pk, "advertise-v2", signed_msg, sizeof signed_msg) < 0) {
             snprintf(why, whylen, "a relayed key is not signed by its site's identity key");
             return ERR_SIGNATURE;
         }
@@ -202,18 +248,17 @@ static int read_keys(client_t *c, const msg_t *m, char (*names)[CERT_NAME_MAX], 
             found_self = 1;
         }
         s->ids[s->n1] = r.id;
+        memcpy(s->id_pks[s->n1], pk, sizeof pk);
         memcpy(s->c_pks[s->n1], c_pk, 32);
         memcpy(s->s_pks[s->n1], s_pk, 32);
         s->n1++;
-    }
-    if (s->n1 < s->t) {
-        snprintf(why, whylen, "key list has fewer than t clients");
-        return ERR_PROTOCOL;
     }
     if (!found_self) {
         snprintf(why, whylen, "the key list does not include us");
         return ERR_PROTOCOL;
     }
+    /* The coordinator's cohort and threshold, against the site's own rules. */
+    if (policy_cohort_ok(c->policy, s->n1, s->t, why, whylen) < 0) return ERR_PROTOCOL;
     return 0;
 }
 
@@ -396,25 +441,127 @@ static void upload(client_t *c, const msg_t *m)
     log_info("round=%u phase=masked event=masked-input-sent", s->round);
 }
 
+/* Position of id in our signed U3, or -1 (binary search: U3 is ascending). */
+static int in_u3(const sa_client_t *s, uint32_t id)
+{
+    size_t lo = 0, hi = s->n3;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (s->u3[mid] == id) return (int)mid;
+        if (s->u3[mid] < id) lo = mid + 1;
+        else hi = mid;
+    }
+    return -1;
+}
+
+/* The bytes a U3 member signs: (round, model hash, U3). Caller frees. */
+static uint8_t *consist_message(const sa_client_t *s, size_t *len)
+{
+    uint8_t *msg = malloc(wire_consist_signed_len(s->n3));
+    if (msg) *len = wire_consist_signed(msg, s->round, s->model_hash, s->u3, s->n3);
+    return msg;
+}
+
+static void consistency(client_t *c, const msg_t *m)
+{
+    sa_client_t *s = c->sa;
+    client_maybe_die(c, "consistency", s->round);
+    if (wire_idlist_parse(m->blob, m->blob_len, ROSTER_MAX, s->u3, &s->n3) < 0) {
+        fail(c, ERR_PROTOCOL, "consistency: the U3 list is empty, too long or not ascending");
+        return;
+    }
+    /* U3 must hold us; of our peers, only U2 members can be in it, and at
+     * least t of our neighbourhood must be, or unmasking could not succeed
+     * without revealing below the threshold. */
+    unsigned ours = 0;
+    for (size_t i = 0; i < s->n3; i++) {
+        int pos = position_of(s, s->u3[i]);
+        if (pos >= 0 && !s->in_u2[pos]) {
+            fail(c, ERR_PROTOCOL, "consistency: U3 names a client that never shared keys with us");
+            return;
+        }
+        ours += pos >= 0;
+    }
+    if (in_u3(s, s->self) < 0 || ours < s->t) {
+        fail(c, ERR_PROTOCOL, "consistency: U3 leaves us out or has fewer than t of our peers");
+        return;
+    }
+    size_t len = 0;
+    uint8_t *msg = consist_message(s, &len), sig[WIRE_SIG_BYTES];
+    if (!msg || identity_sign(sig, c->identity_sk, "consistency-v1", msg, len) < 0) {
+        free(msg);
+        fail(c, ERR_LOCAL, "consistency: signing failed");
+        return;
+    }
+    free(msg);
+    msg_t out = {.type = MSG_CONSIST, .round = s->round, .phase = PHASE_CONSIST, .blob = sig,
+                 .blob_len = sizeof sig, .present = MSG_HAS_BLOB};
+    client_send(c, &out);
+    s->state = SA_SIGNED;
+    c->phase = PHASE_CONSIST;
+    log_info("round=%u phase=consistency event=u3-signed U3=%zu ours=%u", s->round, s->n3, ours);
+}
+
+/* At least t valid signatures on exactly our U3, from distinct U3 members
+ * whose identity keys we checked in KEYS. 0, or -1 with why. */
+static int check_signatures(const sa_client_t *s, const wire_unmaskreq_t *r, char *why,
+                            size_t whylen)
+{
+    size_t len = 0;
+    uint8_t *msg = consist_message(s, &len), seen[ROSTER_MAX] = {0};
+    unsigned valid = 0;
+    if (!msg) {
+        snprintf(why, whylen, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < r->nsig; i++) {
+        const uint8_t *rec = r->sigs + i * WIRE_SIGREC_BYTES;
+        int pos = position_of(s, wire_get_u32(rec));
+        if (pos < 0 || in_u3(s, s->ids[pos]) < 0 || seen[pos]++) continue; /* not counted */
+        if (identity_verify(rec + 4, s->id_pks[pos], "consistency-v1", msg, len) < 0) {
+            free(msg);
+            snprintf(why, whylen, "consistency: the signature relayed for client %u does not "
+                     "sign our view of U3 (a split view): nothing revealed", s->ids[pos]);
+            return -1;
+        }
+        valid++;
+    }
+    free(msg);
+    if (valid < s->t) {
+        snprintf(why, whylen, "consistency: %u valid signatures on our view of U3, threshold is "
+                 "%u: nothing revealed", valid, s->t);
+        return -1;
+    }
+    return 0;
+}
+
 static void unmask(client_t *c, const msg_t *m)
 {
     sa_client_t *s = c->sa;
     client_maybe_die(c, "unmask", s->round);
-    size_t n = m->blob_len / WIRE_REQREC_BYTES;
-    if (m->blob_len % WIRE_REQREC_BYTES || n > s->n1) {
+    wire_unmaskreq_t r;
+    char why[300];
+    if (wire_unmaskreq_parse(m->blob, m->blob_len, &r) < 0 || r.nreq > s->n1) {
         fail(c, ERR_PROTOCOL, "unmask request has a bad length");
         return;
     }
-    /* Check the whole request before revealing anything. */
+    if (check_signatures(s, &r, why, sizeof why) < 0) {
+        fail(c, ERR_PROTOCOL, why);
+        return;
+    }
+    /* Check the whole request before revealing anything: b-shares exactly for
+     * the U3 members we signed, s-shares only for U2 members outside it. */
     uint8_t asked[ROSTER_MAX] = {0};
     unsigned survivors = 0;
     int self_survives = 0;
-    for (size_t r = 0; r < n; r++) {
-        uint32_t id = wire_get_u32(m->blob + r * WIRE_REQREC_BYTES);
-        uint32_t kind = wire_get_u32(m->blob + r * WIRE_REQREC_BYTES + 4);
+    for (size_t i = 0; i < r.nreq; i++) {
+        uint32_t id = wire_get_u32(r.reqs + i * WIRE_REQREC_BYTES);
+        uint32_t kind = wire_get_u32(r.reqs + i * WIRE_REQREC_BYTES + 4);
         int pos = position_of(s, id);
-        if (pos < 0 || !s->in_u2[pos] || asked[pos] || kind > 1 || (id == s->self && kind != 0)) {
-            fail(c, ERR_PROTOCOL, "unmask request names a client outside U2, twice, or us as dropped");
+        if (pos < 0 || !s->in_u2[pos] || asked[pos] || kind > 1 ||
+            kind != (in_u3(s, id) >= 0 ? 0u : 1u)) {
+            fail(c, ERR_PROTOCOL, "unmask request names a client outside U2, twice, or asks for "
+                 "the share U3 does not allow");
             return;
         }
         asked[pos] = 1; /* one kind per client: never both shares of the same peer */
@@ -425,27 +572,33 @@ static void unmask(client_t *c, const msg_t *m)
         fail(c, ERR_PROTOCOL, "unmask request has fewer than t survivors");
         return;
     }
-    uint8_t *blob = malloc(n * WIRE_SHAREREC_BYTES + 1);
+    /* Remember the release before it happens: after a crash or a restart
+     * this site never releases shares for this model version again. */
+    if (policy_record_release(c->policy, s->version_id, why, sizeof why) < 0) {
+        fail(c, ERR_LOCAL, why);
+        return;
+    }
+    uint8_t *blob = malloc(r.nreq * WIRE_SHAREREC_BYTES + 1);
     if (!blob) {
         fail(c, ERR_LOCAL, "out of memory");
         return;
     }
-    for (size_t r = 0; r < n; r++) {
-        const uint8_t *req = m->blob + r * WIRE_REQREC_BYTES;
+    for (size_t i = 0; i < r.nreq; i++) {
+        const uint8_t *req = r.reqs + i * WIRE_REQREC_BYTES;
         uint32_t id = wire_get_u32(req), kind = wire_get_u32(req + 4);
         int pos = position_of(s, id);
-        uint8_t *rec = blob + r * WIRE_SHAREREC_BYTES;
+        uint8_t *rec = blob + i * WIRE_SHAREREC_BYTES;
         wire_put_u32(rec, id);
         wire_put_u32(rec + 4, kind);
         memcpy(rec + 8, kind == 0 ? s->share_b[pos] : s->share_s[pos], SHAMIR_SHAREBYTES);
     }
     msg_t out = {.type = MSG_UNMASK, .round = s->round, .phase = PHASE_UNMASK, .blob = blob,
-                 .blob_len = n * WIRE_SHAREREC_BYTES, .present = MSG_HAS_BLOB};
+                 .blob_len = r.nreq * WIRE_SHAREREC_BYTES, .present = MSG_HAS_BLOB};
     client_send(c, &out);
-    crypto_wipe(blob, n * WIRE_SHAREREC_BYTES);
+    crypto_wipe(blob, r.nreq * WIRE_SHAREREC_BYTES);
     free(blob);
     log_info("round=%u phase=unmask event=shares-revealed survivors=%u dropped=%zu", s->round,
-             survivors, n - survivors);
+             survivors, r.nreq - survivors);
     sa_client_reset(c);
     c->phase = PHASE_NONE;
 }
@@ -460,7 +613,8 @@ void sa_client_on_message(client_t *c, const msg_t *m)
         {MSG_KEYS, SA_ADVERTISED, share_keys},
         {MSG_SHARES_IN, SA_SHARED, masked_input},
         {MSG_UPLOAD, SA_READY, upload},
-        {MSG_UNMASK_REQ, SA_MASKED, unmask},
+        {MSG_CONSIST_REQ, SA_MASKED, consistency},
+        {MSG_UNMASK_REQ, SA_SIGNED, unmask},
     };
     for (size_t i = 0; i < sizeof table / sizeof table[0]; i++) {
         if (table[i].type != m->type) continue;

@@ -42,7 +42,7 @@ volatile sig_atomic_t coord_stop = 0;
 volatile sig_atomic_t coord_reload = 0;
 
 const char *const coord_state_names[] = {"waiting", "training", "sharing", "masking",
-                                         "unmasking", "evaluating", "done"};
+                                         "consistency", "unmasking", "evaluating", "done"};
 
 static int in_training(coord_state_t s) { return s >= ST_TRAINING && s <= ST_UNMASKING; }
 
@@ -290,7 +290,12 @@ static void start_round(coord_t *c)
             return;
         }
     }
-    uint64_t round_seed = c->conf->seed * 1000003ull + c->round;
+    /* A resumed run trains with fresh seeds: a round cut short by a crash is
+     * never re-run as it was (sites also refuse a second aggregate of one
+     * model version, client/policy.h). */
+    if (c->resumed_from >= 0 && c->seed_salt == 0)
+        while (c->seed_salt == 0) crypto_random(&c->seed_salt, sizeof c->seed_salt);
+    uint64_t round_seed = (c->conf->seed * 1000003ull + c->round) ^ c->seed_salt;
     msg_t p = {.type = MSG_PLAN, .round = c->round, .phase = PHASE_TRAIN,
                .epochs = (uint32_t)c->conf->epochs, .batch = (uint32_t)c->conf->batch,
                .lr = c->conf->lr, .momentum = c->conf->momentum,
@@ -424,8 +429,10 @@ static void finish_round(coord_t *c)
                       ? metrics_auc_hist(c->hist, c->hist + WIRE_HIST_BINS, WIRE_HIST_BINS)
                       : NAN;
     /* model.safetensors becomes the round's file (a hard link: no second write);
-     * where links are not possible, a copy. */
-    if (state_commit(c, 1) < 0 || state_publish_latest(c) < 0) save_model(c);
+     * where links are not possible, a copy. A secure round's model was
+     * committed before EVAL (coord_apply_and_evaluate): only state.json now. */
+    int model_written = c->committed == c->version && c->committed_round == c->round;
+    if (state_commit(c, !model_written) < 0 || state_publish_latest(c) < 0) save_model(c);
     admin_event(c, "round=%u phase=complete participants=%d val_accuracy=%.4f val_auc=%.4f",
                 c->round, c->participants, isfinite(c->last_accuracy) ? c->last_accuracy : 0.0,
                 isfinite(c->last_auc) ? c->last_auc : 0.0);
@@ -475,6 +482,14 @@ void coord_stop_round(coord_t *c, const char *why)
 void coord_apply_and_evaluate(coord_t *c, const float *avg)
 {
     fedavg_apply_mean(c->fedavg, c->global, avg);
+    /* The sites released their shares for this model version once: commit
+     * the aggregate before anything else can fail, so that a restart resumes
+     * from it instead of asking them for a second aggregate of the old
+     * version (which they refuse). */
+    c->version = c->round;
+    if (state_commit(c, 1) < 0)
+        log_error("round=%u the aggregated model could not be committed before evaluation",
+                  c->round);
     start_eval(c);
 }
 
@@ -634,7 +649,8 @@ static void dispatch(coord_t *c, const peer_id_t *from, int fd, const msg_t *m)
                                c->conf->secagg ? "secure aggregation is on: plaintext updates refused"
                                                : "no training phase is open");
         return;
-    case MSG_ADVERTISE: case MSG_SHARES: case MSG_READY: case MSG_MASKED: case MSG_UNMASK:
+    case MSG_ADVERTISE: case MSG_SHARES: case MSG_READY: case MSG_MASKED: case MSG_CONSIST:
+    case MSG_UNMASK:
         if (c->conf->secagg && sa_handles(c->state, m->type)) {
             sa_on_message(c, k, m);
         } else {
@@ -771,7 +787,7 @@ static void tick(coord_t *c)
         }
         break;
     }
-    case ST_TRAINING: case ST_SHARING: case ST_MASKING: case ST_UNMASKING:
+    case ST_TRAINING: case ST_SHARING: case ST_MASKING: case ST_CONSIST: case ST_UNMASKING:
         for (int i = 0; late && i < c->n_clients; i++) {
             client_rec_t *k = &c->clients[i];
             if (k->train == P_PENDING && (!c->conf->secagg || sa_pending(c, k)))

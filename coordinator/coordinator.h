@@ -39,6 +39,7 @@ typedef struct {
     double clip;                 /* secure aggregation: delta values clipped to [-clip, clip] */
     int neighbors;               /* SecAgg+ degree; 0 = from the cohort size */
     int upload_slots;            /* masked inputs in flight at once: memory = slots x model */
+    int64_t max_samples;         /* the most one site's signed weight n_k may claim */
     log_level_t log_level;
     char ca[PATH_MAX];           /* federation CA: site identity certificates are checked */
     char admin_bind[256];        /* admin socket (CURVE, admin key only); "" = none */

@@ -22,6 +22,7 @@ typedef enum {
     ST_TRAINING,     /* plaintext: UPDATEs; secure: training then ADVERTISE */
     ST_SHARING,      /* secure: SHARES */
     ST_MASKING,      /* secure: MASKED */
+    ST_CONSIST,      /* secure: CONSIST (consistency round: signatures on U3) */
     ST_UNMASKING,    /* secure: UNMASK */
     ST_EVALUATING,
     ST_DONE
@@ -31,12 +32,15 @@ typedef enum {
 typedef enum { P_IDLE, P_PENDING, P_DONE, P_DROPPED } part_t;
 
 /* Secure aggregation: how far a cohort member got this round. Its U-set
- * membership is stage >= k: U1 advertised, U2 shared, U3 masked, U4 unmasked. */
+ * membership is stage >= k: U1 advertised, U2 shared, U3 masked, U4 signed
+ * U3 (consistency round), U5 unmasked. */
 typedef struct {
     int stage;
     int ready;                           /* has its masked input computed */
     int granted;                         /* may upload its masked input now */
-    uint8_t adv[WIRE_ADVERTISE_BYTES];  /* c_pk || s_pk || sig */
+    uint8_t adv[WIRE_ADVERTISE_BYTES];  /* c_pk || s_pk || n_k || sig */
+    int64_t weight;                      /* n_k, as the site signed it */
+    uint8_t consist_sig[WIRE_SIG_BYTES]; /* its signature on U3 */
     uint8_t cert[WIRE_CERT_MAX];         /* its identity certificate (DER), relayed in KEYS */
     size_t cert_len;                     /* 0: none (roster mode) */
     uint8_t *boxes;                      /* its SHARES blob, |U1|-1 records */
@@ -113,6 +117,10 @@ typedef struct {
     FILE *metrics;
 
     /* secure aggregation, this round */
+    uint8_t model_hash[WIRE_HASH_BYTES]; /* SHA-256 of global: what the sites sign */
+    uint32_t *u3;          /* consistency round: U3's ids ascending, n3 of them */
+    size_t n3;
+    uint64_t seed_salt;    /* 0 for a new run; fresh per process for a resumed one */
     unsigned threshold;
     unsigned degree;       /* SecAgg+ neighbours per client (n - 1: all pairs) */
     uint8_t *adj;          /* adj[i * adj_n + j]: clients[i], clients[j] mask together */

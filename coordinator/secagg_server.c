@@ -11,8 +11,9 @@
  *   state      event                 action                                   next
  *   TRAINING   ADVERTISE             on_advertise: with --ca, its certificate  TRAINING
  *                                    (CA, CN = roster name, key = roster key);
- *                                    verify the identity signature on
- *                                    (c_pk, s_pk), stage 1
+ *                                    verify the identity signature on (round,
+ *                                    model hash, c_pk, s_pk, n_k); n_k within
+ *                                    [1, min(HELLO, max_samples)]; stage 1
  *   TRAINING   all answered/dropped  send_keys: |U1| >= t, else abort;        SHARING
  *                                    KEYS (U1's signed keys + certs) to U1
  *   SHARING    SHARES                on_shares: one box per other U1 member,  SHARING
@@ -24,14 +25,22 @@
  *   MASKING    MASKED                on_masked: length check, add to the      MASKING
  *                                    accumulator, stage 3, UPLOAD to the next
  *   MASKING    granted one dropped   sa_grant_uploads: UPLOAD to the next     MASKING
- *   MASKING    all answered/dropped  request_unmask: |U3| >= t, else abort;   UNMASKING
- *                                    UNMASK_REQ to U3: b-shares of U3,
- *                                    s-shares of U2 \ U3 (never both)
+ *   MASKING    all answered/dropped  request_consistency: |U3| >= t, else     CONSIST
+ *                                    abort; CONSIST_REQ (U3's ids) to U3
+ *   CONSIST    CONSIST               on_consist: the site's signature on      CONSIST
+ *                                    (round, model hash, U3), stage 4
+ *   CONSIST    all answered/dropped  request_unmask: |U4| >= t, else abort;   UNMASKING
+ *                                    UNMASK_REQ to U4: b-shares of U3,
+ *                                    s-shares of U2 \ U3 (never both), with
+ *                                    the neighbours' U3 signatures
  *   UNMASKING  UNMASK                on_unmask: exactly the requested shares,  UNMASKING
- *                                    stage 4
- *   UNMASKING  all answered/dropped  unmask: |U4| >= t, else abort;           EVALUATING
+ *                                    stage 5
+ *   UNMASKING  all answered/dropped  unmask: |U5| >= t, else abort;           EVALUATING
  *                                    rebuild b_u (u in U3) and s_sk (U2\U3),
- *                                    remove their masks, decode, FedAvg
+ *                                    remove their masks, decode; the weight
+ *                                    must be U3's signed sum of n_k and the
+ *                                    mean within the clip range, else abort;
+ *                                    FedAvg, commit the model, then EVAL
  *   any        message of a later    ERROR "out of phase" (coordinator.c)     same
  *              or earlier phase
  * A client dropped in any phase simply stops counting for the next sets; the
@@ -57,7 +66,8 @@ static int stage_of(coord_state_t st)
     case ST_TRAINING: return 1;
     case ST_SHARING: return 2;
     case ST_MASKING: return 3;
-    case ST_UNMASKING: return 4;
+    case ST_CONSIST: return 4;
+    case ST_UNMASKING: return 5;
     default: return 0;
     }
 }
@@ -66,7 +76,7 @@ int sa_handles(coord_state_t st, msg_type_t t)
 {
     return (st == ST_TRAINING && t == MSG_ADVERTISE) || (st == ST_SHARING && t == MSG_SHARES) ||
            (st == ST_MASKING && (t == MSG_READY || t == MSG_MASKED)) ||
-           (st == ST_UNMASKING && t == MSG_UNMASK);
+           (st == ST_CONSIST && t == MSG_CONSIST) || (st == ST_UNMASKING && t == MSG_UNMASK);
 }
 
 int sa_pending(const coord_t *c, const client_rec_t *k)
@@ -147,6 +157,9 @@ void sa_round_cleanup(coord_t *c)
     free(c->adj);
     c->adj = NULL;
     c->adj_n = 0;
+    free(c->u3);
+    c->u3 = NULL;
+    c->n3 = 0;
 }
 
 /* Masked inputs arrive one model-sized message each; ZeroMQ allocates a
@@ -180,10 +193,15 @@ int sa_round_setup(coord_t *c, int cohort, char *err, size_t errlen)
     if (secagg_threshold(c->degree + 1, c->conf->dropout, c->conf->collusion, &c->threshold, err,
                          errlen) < 0)
         return -1;
-    /* The weights bound: what the cohort reported at HELLO. */
+    /* What every site signs its keys against: this model version. */
+    crypto_sha256(c->model_hash, c->global, c->numel * sizeof *c->global);
+    /* The weights bound: what the cohort reported at HELLO, each capped by
+     * max_samples (a site's signed n_k must stay within both). */
     c->max_weight = 0;
     for (int i = 0; i < c->n_clients; i++)
-        if (c->clients[i].train == P_PENDING) c->max_weight += c->clients[i].n_train;
+        if (c->clients[i].train == P_PENDING)
+            c->max_weight += c->clients[i].n_train < c->conf->max_samples ? c->clients[i].n_train
+                                                                        : c->conf->max_samples;
     return secagg_quant_params(c->conf->clip, c->max_weight, (unsigned)cohort, &c->quant, err,
                                errlen);
 }
@@ -212,8 +230,9 @@ static void on_advertise(coord_t *c, client_rec_t *k, const msg_t *m)
         reject(c, k, ERR_PROTOCOL, "advertised keys have the wrong size");
         return;
     }
-    const uint8_t *c_pk = m->blob, *s_pk = m->blob + 32, *sig = m->blob + 64;
+    const uint8_t *sig = m->blob + WIRE_ADV_SIG_OFF;
     const uint8_t *cert = m->blob + WIRE_ADVERTISE_BYTES;
+    const uint64_t weight = wire_get_u64(m->blob + WIRE_ADV_WEIGHT_OFF);
     const size_t cert_len = m->blob_len - WIRE_ADVERTISE_BYTES;
     /* With a CA the certificate must name this roster site and its key;
      * without one a certificate is relayed unchecked (its peers check it). */
@@ -242,10 +261,24 @@ static void on_advertise(coord_t *c, client_rec_t *k, const msg_t *m)
             return;
         }
     }
-    if (identity_verify_keys(sig, e->pk, c->round, (uint32_t)k->index, c_pk, s_pk) < 0) {
-        reject(c, k, ERR_SIGNATURE, "advertised keys are not signed by this site's identity key");
+    uint8_t signed_msg[WIRE_ADV_SIGNED_BYTES];
+    wire_adv_signed(signed_msg, c->round, (uint32_t)k->index, c->model_hash, m->blob);
+    if (identity_verify(sig, e->pk, "advertise-v2", signed_msg, sizeof signed_msg) < 0) {
+        reject(c, k, ERR_SIGNATURE, "advertised keys are not signed by this site's identity key "
+               "for this round and model");
         return;
     }
+    /* A site's weight: signed, at least 1, at most what it reported at HELLO
+     * (the fixed-point scale was chosen from that) and max_samples. */
+    if (weight < 1 || weight > (uint64_t)k->n_train || weight > (uint64_t)c->conf->max_samples) {
+        char why[200];
+        snprintf(why, sizeof why, "signed sample count %llu is outside [1, min(%lld reported at "
+                 "HELLO, max_samples %lld)]", (unsigned long long)weight, (long long)k->n_train,
+                 (long long)c->conf->max_samples);
+        reject(c, k, ERR_PROTOCOL, why);
+        return;
+    }
+    k->sa.weight = (int64_t)weight;
     memcpy(k->sa.adv, m->blob, WIRE_ADVERTISE_BYTES);
     memcpy(k->sa.cert, cert, cert_len);
     k->sa.cert_len = cert_len;
@@ -395,7 +428,10 @@ static void on_masked(coord_t *c, client_rec_t *k, const msg_t *m)
     log_debug("round=%u phase=masked client=%s event=added", c->round, k->site);
 }
 
-static void request_unmask(coord_t *c)
+/* MASKING done: every U3 member is asked to sign U3 (Bonawitz et al.'s
+ * consistency round). A client reveals shares only after t signatures on
+ * its own view of U3, so showing different sites different U3s gets nothing. */
+static void request_consistency(coord_t *c)
 {
     int n3 = members(c, 3);
     if (n3 < (int)c->threshold) {
@@ -404,24 +440,98 @@ static void request_unmask(coord_t *c)
         coord_abort_round(c, why);
         return;
     }
+    free(c->u3);
+    c->n3 = 0;
+    c->u3 = malloc((size_t)n3 * sizeof *c->u3);
+    uint8_t *blob = malloc((size_t)n3 * 4);
+    if (!c->u3 || !blob) {
+        free(blob);
+        coord_abort_round(c, "out of memory");
+        return;
+    }
+    for (int i = 0; i < c->n_clients; i++) /* by index, ascending (insertion sort: small n) */
+        if (c->clients[i].train != P_IDLE && c->clients[i].sa.stage >= 3) {
+            uint32_t id = (uint32_t)c->clients[i].index;
+            size_t j = c->n3++;
+            for (; j > 0 && c->u3[j - 1] > id; j--) c->u3[j] = c->u3[j - 1];
+            c->u3[j] = id;
+        }
+    for (size_t i = 0; i < c->n3; i++) wire_put_u32(blob + 4 * i, c->u3[i]);
+    for (int i = 0; i < c->n_clients; i++) {
+        client_rec_t *v = &c->clients[i];
+        if (v->train != P_PENDING || v->sa.stage < 3) continue;
+        msg_t m = {.type = MSG_CONSIST_REQ, .round = c->round, .phase = PHASE_CONSIST, .blob = blob,
+                   .blob_len = c->n3 * 4, .present = MSG_HAS_BLOB};
+        coord_send(c, v, NULL, &m);
+    }
+    free(blob);
+    c->state = ST_CONSIST;
+    c->phase_started = util_now();
+    log_info("round=%u phase=masked event=consistency-requested U3=%d dropped=%d -> consistency",
+             c->round, n3, members(c, 2) - n3);
+}
+
+static void on_consist(coord_t *c, client_rec_t *k, const msg_t *m)
+{
+    if (m->blob_len != WIRE_SIG_BYTES) {
+        reject(c, k, ERR_PROTOCOL, "consistency: expected one signature");
+        return;
+    }
+    int r = roster_find(&c->roster, k->site);
+    size_t len = wire_consist_signed_len(c->n3);
+    uint8_t *msg = malloc(len);
+    if (!msg) {
+        reject(c, k, ERR_LOCAL, "coordinator out of memory");
+        return;
+    }
+    wire_consist_signed(msg, c->round, c->model_hash, c->u3, c->n3);
+    int ok = r >= 0 && identity_verify(m->blob, c->roster.site[r].pk, "consistency-v1", msg, len) == 0;
+    free(msg);
+    if (!ok) {
+        reject(c, k, ERR_SIGNATURE, "consistency: the signature is not this site's on U3");
+        return;
+    }
+    memcpy(k->sa.consist_sig, m->blob, WIRE_SIG_BYTES);
+    k->sa.stage = 4;
+}
+
+/* Each signer is asked about its own neighbourhood in U2 (itself included):
+ * b-shares of U3 members, s-shares of the rest, never both; the request
+ * carries the U3 signatures of its neighbours so that it can check them. */
+static void request_unmask(coord_t *c)
+{
+    int n4 = members(c, 4);
+    if (n4 < (int)c->threshold) {
+        char why[96];
+        snprintf(why, sizeof why, "only %d clients signed U3, threshold is %u", n4, c->threshold);
+        coord_abort_round(c, why);
+        return;
+    }
     int n2 = members(c, 2);
-    uint8_t *blob = malloc((size_t)n2 * WIRE_REQREC_BYTES);
+    uint8_t *blob = malloc(wire_unmaskreq_len((size_t)n2, (size_t)n4));
     if (!blob) {
         coord_abort_round(c, "out of memory");
         return;
     }
-    /* Each survivor is asked about its own neighbourhood in U2 (itself
-     * included): b-shares of those whose input is in, s-shares of the rest. */
     for (int i = 0; i < c->n_clients; i++) {
         client_rec_t *v = &c->clients[i];
-        if (v->train != P_PENDING || v->sa.stage < 3) continue;
-        size_t off = 0;
+        if (v->train != P_PENDING || v->sa.stage < 4) continue;
+        size_t nreq = 0, off = 4;
         for (int j = 0; j < c->n_clients; j++) {
             client_rec_t *u = &c->clients[j];
             if (u->train == P_IDLE || u->sa.stage < 2 || (u != v && !nb(c, v, u))) continue;
             wire_put_u32(blob + off, (uint32_t)u->index);
             wire_put_u32(blob + off + 4, u->sa.stage >= 3 ? 0 : 1); /* survivor : dropped */
             off += WIRE_REQREC_BYTES;
+            nreq++;
+        }
+        wire_unmaskreq_put_header(blob, nreq);
+        for (int j = 0; j < c->n_clients; j++) {
+            client_rec_t *u = &c->clients[j];
+            if (u->train == P_IDLE || u->sa.stage < 4 || (u != v && !nb(c, v, u))) continue;
+            wire_put_u32(blob + off, (uint32_t)u->index);
+            memcpy(blob + off + 4, u->sa.consist_sig, WIRE_SIG_BYTES);
+            off += WIRE_SIGREC_BYTES;
         }
         msg_t m = {.type = MSG_UNMASK_REQ, .round = c->round, .phase = PHASE_UNMASK, .blob = blob,
                    .blob_len = off, .present = MSG_HAS_BLOB};
@@ -430,8 +540,8 @@ static void request_unmask(coord_t *c)
     free(blob);
     c->state = ST_UNMASKING;
     c->phase_started = util_now();
-    log_info("round=%u phase=masked event=unmask-requested U3=%d dropped=%d -> unmasking",
-             c->round, n3, n2 - n3);
+    log_info("round=%u phase=consistency event=unmask-requested U3=%d U4=%d -> unmasking",
+             c->round, members(c, 3), n4);
 }
 
 static void on_unmask(coord_t *c, client_rec_t *k, const msg_t *m)
@@ -460,7 +570,7 @@ static void on_unmask(coord_t *c, client_rec_t *k, const msg_t *m)
     }
     memcpy(k->sa.boxes, m->blob, m->blob_len);
     k->sa.boxes_len = m->blob_len;
-    k->sa.stage = 4;
+    k->sa.stage = 5;
 }
 
 /* Rebuilds the secret of client `target` (kind 0: b, 1: s_sk) from the
@@ -474,7 +584,7 @@ static int rebuild(coord_t *c, uint32_t target, uint32_t kind, uint8_t secret[32
     if (!xs || !sh) goto out;
     for (int i = 0; i < c->n_clients && k < t; i++) {
         client_rec_t *v = &c->clients[i];
-        if (v->train == P_IDLE || v->sa.stage < 4) continue;
+        if (v->train == P_IDLE || v->sa.stage < 5) continue;
         for (size_t r = 0; r < v->sa.boxes_len; r += WIRE_SHAREREC_BYTES) {
             const uint8_t *rec = v->sa.boxes + r;
             if (wire_get_u32(rec) != target || wire_get_u32(rec + 4) != kind) continue;
@@ -507,10 +617,10 @@ static void dump_sum(const coord_t *c)
 
 static void unmask(coord_t *c)
 {
-    int n4 = members(c, 4);
-    char why[160];
-    if (n4 < (int)c->threshold) {
-        snprintf(why, sizeof why, "only %d clients sent unmasking shares, threshold is %u", n4,
+    int n5 = members(c, 5);
+    char why[200];
+    if (n5 < (int)c->threshold) {
+        snprintf(why, sizeof why, "only %d clients sent unmasking shares, threshold is %u", n5,
                  c->threshold);
         coord_abort_round(c, why);
         return;
@@ -563,10 +673,34 @@ static void unmask(coord_t *c)
         coord_abort_round(c, why);
         return;
     }
+    /* The decoded weight must be exactly what U3 signed, and the mean of
+     * clipped values must lie in the clip range: a site whose input was not
+     * a valid encoding (or a sum tampered with) shows here, and the round is
+     * abandoned rather than the model moved by it. */
+    int64_t signed_weight = 0;
+    for (int i = 0; i < c->n_clients; i++)
+        if (c->clients[i].train != P_IDLE && c->clients[i].sa.stage >= 3)
+            signed_weight += c->clients[i].sa.weight;
+    if (weight != signed_weight) {
+        snprintf(why, sizeof why, "decoded total weight %lld is not the %lld the U3 sites signed: "
+                 "a masked input was not a valid encoding", (long long)weight,
+                 (long long)signed_weight);
+        coord_abort_round(c, why);
+        return;
+    }
+    const double bound = c->quant.clip + (double)(members(c, 3) + 1) / (c->quant.scale * (double)weight);
+    for (size_t i = 0; i < c->numel; i++)
+        if (!(fabs((double)avg[i]) <= bound)) {
+            snprintf(why, sizeof why, "decoded mean update element %zu is %g, outside the clip "
+                     "range +-%g: a masked input was not a valid encoding", i, (double)avg[i],
+                     c->quant.clip);
+            coord_abort_round(c, why);
+            return;
+        }
     c->participants = members(c, 3);
-    c->survivors = n4;
-    log_info("round=%u phase=unmask event=unmasked U3=%d U4=%d weight=%lld", c->round,
-             c->participants, n4, (long long)weight);
+    c->survivors = n5;
+    log_info("round=%u phase=unmask event=unmasked U3=%d U5=%d weight=%lld", c->round,
+             c->participants, n5, (long long)weight);
     for (int i = 0; i < c->n_clients; i++) { /* free shares now; stages stay for metrics */
         free(c->clients[i].sa.boxes);
         c->clients[i].sa.boxes = NULL;
@@ -606,6 +740,7 @@ void sa_on_message(coord_t *c, client_rec_t *k, const msg_t *m)
         sa_grant_uploads(c);
         break;
     case MSG_MASKED: on_masked(c, k, m); break;
+    case MSG_CONSIST: on_consist(c, k, m); break;
     case MSG_UNMASK: on_unmask(c, k, m); break;
     default: break;
     }
@@ -627,7 +762,8 @@ void sa_phase_complete(coord_t *c)
         break;
     }
     case ST_SHARING: route_shares(c); break;
-    case ST_MASKING: request_unmask(c); break;
+    case ST_MASKING: request_consistency(c); break;
+    case ST_CONSIST: request_unmask(c); break;
     case ST_UNMASKING: unmask(c); break;
     default: break;
     }

@@ -31,7 +31,7 @@ typedef struct {
 #define OFF(f) offsetof(msg_t, f)
 #define SPEC_TYPES (T(MSG_PLAN) | T(MSG_EVAL))
 #define BLOB_TYPES (T(MSG_ADVERTISE) | T(MSG_KEYS) | T(MSG_SHARES) | T(MSG_SHARES_IN) | \
-                    T(MSG_UNMASK_REQ) | T(MSG_UNMASK))
+                    T(MSG_UNMASK_REQ) | T(MSG_UNMASK) | T(MSG_CONSIST_REQ) | T(MSG_CONSIST))
 
 static const field_t fields[] = {
     /* key        kind   where               cap / len             required                              optional */
@@ -71,11 +71,12 @@ static const field_t fields[] = {
 static const char *const type_names[MSG_TYPE_COUNT] = {
     "?", "HELLO", "WELCOME", "PLAN", "HEARTBEAT", "UPDATE", "EVAL", "EVAL_RESULT",
     "SHUTDOWN", "ERROR", "ADVERTISE", "KEYS", "SHARES", "SHARES_IN", "MASKED", "UNMASK_REQ",
-    "UNMASK", "UPLOAD", "READY", "PING", "PONG",
+    "UNMASK", "UPLOAD", "READY", "PING", "PONG", "CONSIST_REQ", "CONSIST",
 };
 
 static const char *const phase_names[PHASE_COUNT] = {"none", "train", "eval", "advertise",
-                                                     "share", "masked", "unmask"};
+                                                     "share", "masked", "unmask",
+                                                     "consistency"};
 
 const char *msg_type_name(msg_type_t t)
 {
@@ -126,6 +127,68 @@ size_t wire_keyrec_put(uint8_t *out, uint32_t id, const uint8_t adv[WIRE_ADVERTI
     wire_put_u32(out + 4 + WIRE_ADVERTISE_BYTES, (uint32_t)cert_len);
     if (cert_len) memcpy(out + WIRE_KEYREC_MIN, cert, cert_len);
     return WIRE_KEYREC_MIN + cert_len;
+}
+
+void wire_adv_signed(uint8_t out[WIRE_ADV_SIGNED_BYTES], uint32_t round, uint32_t id,
+                     const uint8_t model_hash[WIRE_HASH_BYTES], const uint8_t *adv)
+{
+    wire_put_u32(out, round);
+    wire_put_u32(out + 4, id);
+    memcpy(out + 8, model_hash, WIRE_HASH_BYTES);
+    memcpy(out + 8 + WIRE_HASH_BYTES, adv, WIRE_ADV_SIG_OFF);
+}
+
+size_t wire_consist_signed_len(size_t n)
+{
+    return 4 + WIRE_HASH_BYTES + 4 + 4 * n;
+}
+
+size_t wire_consist_signed(uint8_t *out, uint32_t round, const uint8_t model_hash[WIRE_HASH_BYTES],
+                           const uint32_t *ids, size_t n)
+{
+    assert(n <= WIRE_MAX_RECORDS);
+    wire_put_u32(out, round);
+    memcpy(out + 4, model_hash, WIRE_HASH_BYTES);
+    wire_put_u32(out + 4 + WIRE_HASH_BYTES, (uint32_t)n);
+    for (size_t i = 0; i < n; i++) wire_put_u32(out + 8 + WIRE_HASH_BYTES + 4 * i, ids[i]);
+    return wire_consist_signed_len(n);
+}
+
+int wire_idlist_parse(const uint8_t *blob, size_t len, size_t max, uint32_t *ids, size_t *n)
+{
+    if (len % 4 || len == 0 || len / 4 > max) return -1;
+    *n = len / 4;
+    for (size_t i = 0; i < *n; i++) {
+        ids[i] = wire_get_u32(blob + 4 * i);
+        if (i && ids[i] <= ids[i - 1]) return -1;
+    }
+    return 0;
+}
+
+int wire_unmaskreq_parse(const uint8_t *blob, size_t len, wire_unmaskreq_t *r)
+{
+    memset(r, 0, sizeof *r);
+    if (len < 4) return -1;
+    const size_t nreq = wire_get_u32(blob);
+    if (nreq > WIRE_MAX_RECORDS || (len - 4) / WIRE_REQREC_BYTES < nreq) return -1;
+    const size_t rest = len - 4 - nreq * WIRE_REQREC_BYTES;
+    if (rest % WIRE_SIGREC_BYTES) return -1;
+    r->reqs = blob + 4;
+    r->nreq = nreq;
+    r->sigs = blob + 4 + nreq * WIRE_REQREC_BYTES;
+    r->nsig = rest / WIRE_SIGREC_BYTES;
+    return 0;
+}
+
+size_t wire_unmaskreq_len(size_t nreq, size_t nsig)
+{
+    return 4 + nreq * WIRE_REQREC_BYTES + nsig * WIRE_SIGREC_BYTES;
+}
+
+void wire_unmaskreq_put_header(uint8_t *out, size_t nreq)
+{
+    assert(nreq <= WIRE_MAX_RECORDS);
+    wire_put_u32(out, (uint32_t)nreq);
 }
 
 /* ---- encode ---------------------------------------------------------------- */

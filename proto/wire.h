@@ -33,7 +33,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define WIRE_VERSION 1
+#define WIRE_VERSION 2         /* 2: signed weights, consistency round */
 #define WIRE_SITE_MAX 64        /* site name, with NUL */
 #define WIRE_ARCH_MAX 32
 #define WIRE_REASON_MAX 256
@@ -51,18 +51,23 @@ typedef enum {
     MSG_SHUTDOWN,
     MSG_ERROR,
     /* secure aggregation (Bonawitz et al. 2017), after local training: */
-    MSG_ADVERTISE,      /* K->C  blob = c_pk || s_pk || Ed25519 signature [|| certificate] */
+    MSG_ADVERTISE,      /* K->C  blob = c_pk || s_pk || n_k || Ed25519 signature [|| cert] */
     MSG_KEYS,           /* C->K  blob = U1's key records (wire_keyrec_next) */
     MSG_SHARES,         /* K->C  blob = one share box per peer (WIRE_BOXREC_BYTES each) */
     MSG_SHARES_IN,      /* C->K  blob = the boxes addressed to this client */
     MSG_MASKED,         /* K->C  vec = masked encoded update, (numel + 1) uint32 LE */
-    MSG_UNMASK_REQ,     /* C->K  blob = (id, kind) records: kind 0 survivor, 1 dropped */
+    MSG_UNMASK_REQ,     /* C->K  blob = wire_unmaskreq: (id, kind) records, kind 0 survivor,
+                         *       1 dropped, then the U3 signatures (id, sig) of the
+                         *       consistency round */
     MSG_UNMASK,         /* K->C  blob = (id, kind, share) records */
     MSG_UPLOAD,         /* C->K  your turn to send MASKED (bounds the coordinator's memory) */
     MSG_READY,          /* K->C  masked input computed, waiting for UPLOAD */
     /* deployment checks (medfed-client --check), outside any round: */
     MSG_PING,           /* K->C  site, version: is the coordinator there, does it admit us? */
     MSG_PONG,           /* C->K  yes; the envelope's round is the coordinator's round */
+    /* secure aggregation, consistency round (malicious-coordinator variant), after MASKED: */
+    MSG_CONSIST_REQ,    /* C->K  blob = U3: the ids whose masked input is in the sum, ascending */
+    MSG_CONSIST,        /* K->C  blob = our Ed25519 signature on (round, model hash, U3) */
     MSG_TYPE_COUNT
 } msg_type_t;
 
@@ -74,6 +79,7 @@ typedef enum {
     PHASE_SHARE,
     PHASE_MASKED,
     PHASE_UNMASK,
+    PHASE_CONSIST,
     PHASE_COUNT
 } msg_phase_t;
 
@@ -99,8 +105,13 @@ typedef enum {
 #define MSG_HAS_SECAGG (1u << 2)   /* PLAN: threshold, clip, scale */
 #define MSG_HAS_BLOB (1u << 3)
 
-/* Record layouts inside secure-aggregation blobs (all integers LE u32). */
-#define WIRE_ADVERTISE_BYTES (32 + 32 + 64)            /* c_pk, s_pk, sig */
+/* Record layouts inside secure-aggregation blobs (all integers LE). */
+/* ADVERTISE: c_pk (32), s_pk (32), n_k (u64: the sample count this site's
+ * update is weighted by), signature (64) over wire_adv_signed(). */
+#define WIRE_ADV_WEIGHT_OFF 64
+#define WIRE_ADV_SIG_OFF 72
+#define WIRE_ADVERTISE_BYTES (WIRE_ADV_SIG_OFF + 64)
+#define WIRE_HASH_BYTES 32                             /* SHA-256 of the global model */
 /* ADVERTISE may append the site's X.509 identity certificate (DER, at most
  * WIRE_CERT_MAX bytes) after those fixed fields. A KEYS record is variable
  * length: id, advertise, cert length (u32), cert (0 bytes: none). */
@@ -111,6 +122,8 @@ typedef enum {
 #define WIRE_BOXREC_BYTES (4 + WIRE_BOX_BYTES)         /* peer id, box */
 #define WIRE_REQREC_BYTES 8                            /* id, kind */
 #define WIRE_SHAREREC_BYTES (8 + 64)                   /* id, kind, Shamir share */
+#define WIRE_SIGREC_BYTES (4 + 64)                     /* id, Ed25519 signature */
+#define WIRE_SIG_BYTES 64
 #define WIRE_MAX_RECORDS 65536
 
 static inline uint32_t wire_get_u32(const uint8_t *p)
@@ -124,6 +137,51 @@ static inline void wire_put_u32(uint8_t *p, uint32_t v)
     p[2] = (uint8_t)(v >> 16);
     p[3] = (uint8_t)(v >> 24);
 }
+
+static inline uint64_t wire_get_u64(const uint8_t *p)
+{
+    return (uint64_t)wire_get_u32(p) | (uint64_t)wire_get_u32(p + 4) << 32;
+}
+static inline void wire_put_u64(uint8_t *p, uint64_t v)
+{
+    wire_put_u32(p, (uint32_t)v);
+    wire_put_u32(p + 4, (uint32_t)(v >> 32));
+}
+
+/* What a site signs in ADVERTISE (identity_sign label "advertise-v2"): round,
+ * its id, the hash of the global model it trained from, and the first
+ * WIRE_ADV_SIG_OFF bytes of the record (both public keys and n_k). Binding the
+ * model hash and n_k means a coordinator can neither move the keys to another
+ * model version nor change the weight a site claimed. */
+#define WIRE_ADV_SIGNED_BYTES (8 + WIRE_HASH_BYTES + WIRE_ADV_SIG_OFF)
+void wire_adv_signed(uint8_t out[WIRE_ADV_SIGNED_BYTES], uint32_t round, uint32_t id,
+                     const uint8_t model_hash[WIRE_HASH_BYTES], const uint8_t *adv);
+
+/* What a U3 member signs in the consistency round (label "consistency-v1"):
+ * round, model hash, |U3| and U3's ids ascending. out has room for
+ * wire_consist_signed_len(n) bytes; returns that length. */
+size_t wire_consist_signed_len(size_t n);
+size_t wire_consist_signed(uint8_t *out, uint32_t round, const uint8_t model_hash[WIRE_HASH_BYTES],
+                           const uint32_t *ids, size_t n);
+/* A U3 list (CONSIST_REQ): n u32 ids, strictly ascending, n <= max. -1 if the
+ * length is not a multiple of 4, n is 0 or above max, or the ids are not
+ * strictly ascending. */
+int wire_idlist_parse(const uint8_t *blob, size_t len, size_t max, uint32_t *ids, size_t *n);
+
+/* UNMASK_REQ: u32 nreq, nreq (id, kind) records (WIRE_REQREC_BYTES), then
+ * (id, signature) records (WIRE_SIGREC_BYTES) to the end. */
+typedef struct {
+    const uint8_t *reqs;  /* nreq records */
+    size_t nreq;
+    const uint8_t *sigs;  /* nsig records */
+    size_t nsig;
+} wire_unmaskreq_t;
+/* -1 if truncated, a count does not fit or the signature part is not whole records. */
+int wire_unmaskreq_parse(const uint8_t *blob, size_t len, wire_unmaskreq_t *r);
+size_t wire_unmaskreq_len(size_t nreq, size_t nsig);
+/* Writes the header (nreq); the caller writes the records after it at
+ * out + 4 and out + 4 + nreq * WIRE_REQREC_BYTES. */
+void wire_unmaskreq_put_header(uint8_t *out, size_t nreq);
 
 /* One KEYS record, pointing into the blob. */
 typedef struct {

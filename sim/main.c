@@ -74,7 +74,7 @@ static void usage(FILE *f)
         "  --min-clients M        fewer updates than this aborts a round (1)\n"
         "  --secagg on|off        secure aggregation (on): the coordinator learns only the sum\n"
         "  --dropout D            expected dropout share, for the threshold (0.2)\n"
-        "  --collusion G          share of clients that may collude with the coordinator (0.2)\n"
+        "  --collusion G          share of clients that may collude with the coordinator (0.33)\n"
         "  --curve on|off         CURVE-encrypted transport with ZAP roster check (on)\n"
         "  --neighbors K          SecAgg+ degree: mask with K neighbours (0: all pairs up to\n"
         "                         16 clients, O(log n) beyond)\n"
@@ -330,7 +330,7 @@ int main(int argc, char **argv)
 {
     sim_opts_t o = {.clients = 10, .rounds = 20, .epochs = 2, .batch = 32, .threads = 1,
                     .lr = 0.02, .momentum = 0.9, .heartbeat_timeout = 10, .seed = 1,
-                    .min_clients = 1, .secagg = 1, .dropout = "0.2", .collusion = "0.2",
+                    .min_clients = 1, .secagg = 1, .dropout = "0.2", .collusion = "0.33",
                     .neighbors = "0", .curve = 1};
     strcpy(o.dataset, "pneumoniamnist");
     strcpy(o.partition, "dirichlet:0.5");

@@ -122,10 +122,20 @@ static void test_threshold_policy(void **state)
     (void)state;
     unsigned t;
     char err[512];
+    /* t > (n + c) / 2 with c = floor(collusion * n): a split view needs 2t <= n + c */
+    assert_int_equal(secagg_min_threshold(10, 0.33), 7);
+    assert_int_equal(secagg_min_threshold(10, 0.0), 6); /* a strict majority */
+    assert_int_equal(secagg_min_threshold(100, 0.33), 67);
+    assert_int_equal(secagg_min_threshold(3, 0.33), 2);
+    for (unsigned n = 2; n <= 200; n++)
+        for (double g = 0; g < 0.99; g += 0.07) {
+            unsigned c = (unsigned)floor(g * n + 1e-9), m = secagg_min_threshold(n, g);
+            assert_true(2 * m > n + c && 2 * (m - 1) <= n + c); /* the least such t */
+        }
     assert_int_equal(secagg_threshold(10, 0.2, 0.2, &t, err, sizeof err), 0);
-    assert_int_equal(t, 6); /* majority */
+    assert_int_equal(t, 7);
     assert_int_equal(secagg_threshold(10, 0.1, 0.7, &t, err, sizeof err), 0);
-    assert_int_equal(t, 8); /* more than 7 colluders */
+    assert_int_equal(t, 9); /* (10 + 7) / 2 < 9 */
     assert_int_equal(secagg_threshold(3, 0.2, 0.2, &t, err, sizeof err), 0);
     assert_int_equal(t, 2);
     assert_int_equal(secagg_threshold(4, 0.5, 0.2, &t, err, sizeof err), -1);

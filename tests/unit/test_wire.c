@@ -425,6 +425,65 @@ static void test_names(void **state)
     assert_string_equal(msg_phase_name(PHASE_EVAL), "eval");
 }
 
+
+/* The consistency round's records: the U3 list must be strictly ascending
+ * and bounded; UNMASK_REQ's counts are checked against what is there. */
+static void test_consistency_records(void **state)
+{
+    (void)state;
+    uint8_t blob[64];
+    uint32_t ids[8];
+    size_t n = 0;
+    for (uint32_t i = 0; i < 4; i++) wire_put_u32(blob + 4 * i, 3 * i + 1);
+    assert_int_equal(wire_idlist_parse(blob, 16, 8, ids, &n), 0);
+    assert_int_equal(n, 4);
+    assert_int_equal(ids[3], 10);
+    assert_int_equal(wire_idlist_parse(blob, 16, 3, ids, &n), -1);  /* above max */
+    assert_int_equal(wire_idlist_parse(blob, 15, 8, ids, &n), -1);  /* not whole ids */
+    assert_int_equal(wire_idlist_parse(blob, 0, 8, ids, &n), -1);   /* empty */
+    wire_put_u32(blob + 8, 4);                                       /* 1, 4, 4, 10 */
+    assert_int_equal(wire_idlist_parse(blob, 16, 8, ids, &n), -1);  /* repeated */
+    wire_put_u32(blob + 8, 2);                                       /* 1, 4, 2, 10 */
+    assert_int_equal(wire_idlist_parse(blob, 16, 8, ids, &n), -1);  /* descending */
+
+    /* UNMASK_REQ: 2 requests, 1 signature record */
+    uint8_t req[4 + 2 * WIRE_REQREC_BYTES + WIRE_SIGREC_BYTES];
+    memset(req, 0, sizeof req);
+    assert_int_equal(wire_unmaskreq_len(2, 1), sizeof req);
+    wire_unmaskreq_put_header(req, 2);
+    wire_unmaskreq_t r;
+    assert_int_equal(wire_unmaskreq_parse(req, sizeof req, &r), 0);
+    assert_int_equal(r.nreq, 2);
+    assert_int_equal(r.nsig, 1);
+    assert_ptr_equal(r.sigs, req + 4 + 2 * WIRE_REQREC_BYTES);
+    assert_int_equal(wire_unmaskreq_parse(req, sizeof req - 1, &r), -1); /* torn signature */
+    assert_int_equal(wire_unmaskreq_parse(req, 3, &r), -1);
+    wire_unmaskreq_put_header(req, 3); /* claims more requests than there are bytes */
+    assert_int_equal(wire_unmaskreq_parse(req, 4 + 2 * WIRE_REQREC_BYTES, &r), -1);
+    wire_put_u32(req, 0xFFFFFFFFu);
+    assert_int_equal(wire_unmaskreq_parse(req, sizeof req, &r), -1);
+
+    /* What is signed binds round, model hash and every id, in order. */
+    uint8_t h[WIRE_HASH_BYTES] = {1}, a[128], b[128];
+    uint32_t u3[3] = {0, 2, 5}, v3[3] = {0, 2, 6};
+    size_t la = wire_consist_signed(a, 7, h, u3, 3), lb = wire_consist_signed(b, 7, h, v3, 3);
+    assert_int_equal(la, wire_consist_signed_len(3));
+    assert_int_equal(la, lb);
+    assert_memory_not_equal(a, b, la);
+    lb = wire_consist_signed(b, 8, h, u3, 3);
+    assert_memory_not_equal(a, b, la);
+    assert_int_not_equal(wire_consist_signed_len(2), la); /* a shorter list is another message */
+
+    uint8_t adv[WIRE_ADVERTISE_BYTES], sa[WIRE_ADV_SIGNED_BYTES], sb[WIRE_ADV_SIGNED_BYTES];
+    memset(adv, 9, sizeof adv);
+    wire_put_u64(adv + WIRE_ADV_WEIGHT_OFF, 500);
+    wire_adv_signed(sa, 3, 1, h, adv);
+    wire_put_u64(adv + WIRE_ADV_WEIGHT_OFF, 500000000);
+    wire_adv_signed(sb, 3, 1, h, adv);
+    assert_memory_not_equal(sa, sb, sizeof sa); /* the weight is signed */
+    assert_int_equal(wire_get_u64(adv + WIRE_ADV_WEIGHT_OFF), 500000000);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -436,6 +495,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_truncation_and_corruption, setup, teardown),
         cmocka_unit_test_setup_teardown(test_roundtrip_ping_pong, setup, teardown),
         cmocka_unit_test(test_keyrecs),
+        cmocka_unit_test(test_consistency_records),
         cmocka_unit_test(test_names),
     };
     return cmocka_run_group_tests_name("wire", tests, NULL, NULL);
