@@ -4,9 +4,14 @@
  * arrives answers with a bad update, then reports the coordinator's reply.
  *
  *   evil_client ENDPOINT SITE MODE
- *   MODE: wrong-length | nan | garbage | stale-round | duplicate   (plaintext rounds)
+ *   MODE: wrong-length | long | huge | nan | garbage | stale-round | duplicate   (plaintext)
  *         forge | out-of-phase | stale-advertise                  (secure aggregation)
  * Exit 0 when the coordinator answered with the expected ERROR code.
+ *
+ *   evil_client ENDPOINT SITE curve-intruder COORDINATOR_PUBKEY_HEX
+ * connects with a fresh CURVE key that no roster lists and says HELLO. Exit 0
+ * only when, seen from this side, the handshake was refused (ZAP) and nothing
+ * came back within 5 s: no connection, no reply.
  */
 #include <errno.h>
 #include <math.h>
@@ -32,8 +37,69 @@ static int recv_msg(void *sock, wire_decoder_t *dec, wire_frame_t *fr, msg_t *m,
     return 0;
 }
 
+static int curve_intruder(const char *endpoint, const char *site, const char *server_hex)
+{
+    uint8_t server_pk[32];
+    for (int i = 0; i < 32; i++) {
+        unsigned b;
+        if (strlen(server_hex) != 64 || sscanf(server_hex + 2 * i, "%2x", &b) != 1) return 2;
+        server_pk[i] = (uint8_t)b;
+    }
+    char pub[41], sec[41];
+    if (zmq_curve_keypair(pub, sec) < 0) return 2;
+    void *ctx = zmq_ctx_new(), *sock = zmq_socket(ctx, ZMQ_DEALER);
+    int linger = 0;
+    zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
+    if (zmq_setsockopt(sock, ZMQ_CURVE_SERVERKEY, server_pk, 32) < 0 ||
+        zmq_setsockopt(sock, ZMQ_CURVE_PUBLICKEY, pub, 41) < 0 ||
+        zmq_setsockopt(sock, ZMQ_CURVE_SECRETKEY, sec, 41) < 0 ||
+        zmq_socket_monitor(sock, "inproc://intruder-monitor",
+                           ZMQ_EVENT_HANDSHAKE_SUCCEEDED | ZMQ_EVENT_HANDSHAKE_FAILED_AUTH) < 0)
+        return 2;
+    void *mon = zmq_socket(ctx, ZMQ_PAIR);
+    if (zmq_connect(mon, "inproc://intruder-monitor") < 0 || zmq_connect(sock, endpoint) < 0) return 2;
+    wire_buf_t *buf = wire_buf_new();
+    msg_t hello = {.type = MSG_HELLO, .version = WIRE_VERSION, .n_train = 100, .n_val = 0};
+    util_strlcpy(hello.site, site, sizeof hello.site);
+    transport_send(sock, NULL, &hello, buf, 1);
+    int refused = 0, admitted = 0, replies = 0;
+    double deadline = util_now() + 5;
+    while (util_now() < deadline) {
+        zmq_pollitem_t pi[2] = {{sock, 0, ZMQ_POLLIN, 0}, {mon, 0, ZMQ_POLLIN, 0}};
+        if (zmq_poll(pi, 2, 100) <= 0) continue;
+        if (pi[0].revents & ZMQ_POLLIN) {
+            zmq_msg_t msg;
+            zmq_msg_init(&msg);
+            if (zmq_msg_recv(&msg, sock, 0) >= 0) replies++;
+            zmq_msg_close(&msg);
+        }
+        if (pi[1].revents & ZMQ_POLLIN) {
+            zmq_msg_t ev, addr;
+            zmq_msg_init(&ev);
+            zmq_msg_init(&addr);
+            if (zmq_msg_recv(&ev, mon, 0) >= 6 && zmq_msg_recv(&addr, mon, 0) >= 0) {
+                uint16_t e;
+                memcpy(&e, zmq_msg_data(&ev), sizeof e);
+                refused |= e == ZMQ_EVENT_HANDSHAKE_FAILED_AUTH;
+                admitted |= e == ZMQ_EVENT_HANDSHAKE_SUCCEEDED;
+            }
+            zmq_msg_close(&ev);
+            zmq_msg_close(&addr);
+        }
+    }
+    printf("evil_client: CURVE handshake %s, %d message(s) received\n",
+           admitted ? "completed" : refused ? "refused by ZAP" : "never finished", replies);
+    wire_buf_destroy(&buf);
+    zmq_close(mon);
+    zmq_close(sock);
+    zmq_ctx_term(ctx);
+    return refused && !admitted && replies == 0 ? 0 : 1;
+}
+
 int main(int argc, char **argv)
 {
+    if (argc == 5 && strcmp(argv[3], "curve-intruder") == 0)
+        return curve_intruder(argv[1], argv[2], argv[4]);
     if (argc != 4) {
         fprintf(stderr, "usage: evil_client ENDPOINT SITE MODE\n");
         return 2;
@@ -93,6 +159,12 @@ int main(int argc, char **argv)
             if (strcmp(mode, "wrong-length") == 0) {
                 u.vec_len = (numel - 1) * 4;
                 want = ERR_WRONG_LENGTH;
+            } else if (strcmp(mode, "long") == 0) {
+                u.vec_len = (numel + 1) * 4; /* one float more than the model */
+                want = ERR_WRONG_LENGTH;
+            } else if (strcmp(mode, "huge") == 0) {
+                for (size_t i = 0; i < numel; i++) v[i] = 3e38f; /* finite; the average is not */
+                want = ERR_NONFINITE;
             } else if (strcmp(mode, "nan") == 0) {
                 v[numel / 2] = NAN;
                 want = ERR_NONFINITE;
