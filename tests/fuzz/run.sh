@@ -2,7 +2,9 @@
 # Runs each libFuzzer harness for a fixed time (make fuzz).
 #   sh tests/fuzz/run.sh BUILD_DIR SECONDS NAME...
 # Corpus: a temp copy of tests/fuzz/corpus/NAME plus the seeds the harness writes
-# itself (MEDFED_FUZZ_WRITE_SEEDS), so the committed corpus is never modified. A crash,
+# itself (MEDFED_FUZZ_WRITE_SEEDS). After a clean run the inputs that add coverage
+# are merged back into tests/fuzz/corpus/NAME (libFuzzer -merge=1), so the committed
+# corpus grows (MEDFED_FUZZ_KEEP=0 leaves it alone). A crash,
 # leak, sanitizer report or hang (-timeout) fails; the input lands in BUILD_DIR/artifacts/
 # and the log in BUILD_DIR/fuzz-NAME.log.
 set -u
@@ -46,6 +48,13 @@ for name in "$@"; do
         tail -n 60 "$log"
         echo "  reproduce: $bin $build/artifacts/$name-<crash|leak|timeout>-...  (MEDFED_FUZZ_LOG=1 shows the daemon's log)"
         fail=1
+    fi
+    if [ $rc -eq 0 ] && [ "${MEDFED_FUZZ_KEEP:-1}" != 0 ]; then
+        mkdir -p "tests/fuzz/corpus/$name"
+        before=$(ls "tests/fuzz/corpus/$name" | wc -l)
+        "$bin" -merge=1 -max_len="$maxlen" -timeout=10 -rss_limit_mb=2048 "tests/fuzz/corpus/$name" \
+            "$work" >> "$log" 2>&1
+        echo "  FUZZ   $name: corpus tests/fuzz/corpus/$name $before -> $(ls "tests/fuzz/corpus/$name" | wc -l)"
     fi
     rm -rf "$work"
     if [ $rc -eq 0 ]; then passed=$((${passed:-0} + 1)); else failed=$((${failed:-0} + 1)); fi

@@ -192,3 +192,22 @@ if [ "$crcs" = "000" ] && grep -q 'event=disconnected' "$d/c0.log" &&
    "$PY" -c "import sys; sys.exit(0 if 2 <= $secs <= 8 else 1)"
 then ok $t; echo "integration:      silent path noticed after $secs s (link_timeout 3 s)"
 else bad $t "clients=$crcs noticed after $secs s"; tail -5 "$d/c0.log"; fi
+
+# C6. Local training longer than the coordinator's heartbeat timeout (1 s
+#     here): the heartbeats the client sends while it trains keep it in the
+#     round, and its update is in the aggregate.
+t=client_heartbeats_during_training
+d="$WORK/hbtrain"
+port=$(free_port)
+client_kits "$d" "$port"
+coordinator "$d" "$port" --state-dir "$d/run" --rounds 1 --wait-for 1 --local-epochs 12 \
+    --secagg off --heartbeat-timeout 1
+"$BIN/medfed-client" --config "$d/c0.ini" > "$d/c0.log" 2>&1 &
+p0=$!
+wait $cpid
+crc=$?
+wait $p0
+r0=$?
+if [ $crc -eq 0 ] && [ $r0 -eq 0 ] && ! grep -q 'silent past heartbeat timeout' "$d/coord.log" &&
+   json_check "$d/run/metrics.jsonl" 'len(rows) == 1 and rows[0]["participants"] == 1 and not rows[0]["aborted"] and rows[0]["train_seconds"] > 1.5'
+then ok $t; else bad $t "coord=$crc client=$r0"; tail -5 "$d/coord.log"; fi
