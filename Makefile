@@ -8,6 +8,7 @@
 #                    each libFuzzer harness for TEST_FUZZ_SECONDS (10)
 #   make sim         the main job: 10 simulated hospitals on PneumoniaMNIST
 #   make bench       benchmarks, JSON into bench-results/
+#   make test-malicious  secure aggregation against a malicious coordinator (tests/malicious/)
 #   make asan-test   only the sanitizer run
 #   make mutants     each critical check broken on purpose must fail its test (tests/mutants/);
 #                    MUTANTS="NAME..." picks some, MUTANT_JOBS=2 runs two at once
@@ -111,7 +112,7 @@ UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 TEST_TOOLS := $(BUILD)/tests/evil_client $(BUILD)/tests/data_dump
 
 .PHONY: install all deps test-deps test unit-test integration-test asan-test sim bench fuzz clean data \
-        test-bin
+        test-bin test-malicious
 all: $(PROGS)
 
 deps:
@@ -202,8 +203,12 @@ $(BUILD)/tests/evil_client: $(BUILD)/tests/integration/evil_client.o $(CORE_LIB)
 	@mkdir -p $(dir $@)
 	$(call say,LD,$@)$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
+$(BUILD)/tests/evil_coordinator: $(BUILD)/tests/malicious/evil_coordinator.o $(CORE_LIB)
+	@mkdir -p $(dir $@)
+	$(call say,LD,$@)$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
 test: test-deps
-	$(Q)$(MAKE) --no-print-directory unit-test integration-test
+	$(Q)$(MAKE) --no-print-directory unit-test integration-test test-malicious
 	$(Q)$(MAKE) --no-print-directory asan-test
 	$(Q)$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(TEST_FUZZ_SECONDS)
 	$(Q)$(MAKE) --no-print-directory mutants MUTANT_SAMPLE=$(TEST_MUTANTS)
@@ -215,6 +220,13 @@ unit-test: $(UNIT_TESTS)
 # Tests that kill a client on cue or read a dump run the test build in $(HOOKS_BIN).
 integration-test: $(PROGS) $(TEST_TOOLS) test-bin
 	$(Q)sh tests/integration/run.sh $(BIN) $(BUILD) $(HOOKS_BIN)
+
+# Secure aggregation against a malicious coordinator (tests/malicious/): evil_coordinator
+# tries each attack on real client daemons, evil_client inflates its weight against the
+# real coordinator. MALICIOUS_ONLY="NAME ..." runs only those tests.
+MALICIOUS_ONLY ?=
+test-malicious: $(PROGS) $(TEST_TOOLS) $(BUILD)/tests/evil_coordinator test-bin
+	$(Q)MEDFED_MAL_ONLY="$(MALICIOUS_ONLY)" sh tests/malicious/run.sh $(BIN) $(BUILD) $(HOOKS_BIN)
 
 # The same suite, built with ASan + UBSan into its own directories, as a test build.
 asan-test: test-deps

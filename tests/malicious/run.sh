@@ -1,0 +1,252 @@
+#!/bin/sh
+# Secure aggregation against a malicious coordinator: real medfed-client
+# daemons, from `medfed provision` kits (CURVE, CA certificates, a [policy]
+# peers list, their own state_dir), face tests/malicious/evil_coordinator,
+# which holds the coordinator's keys and the federation CA's Sybil, speaks the
+# real codec and deviates from the protocol. Each test asserts from what the
+# daemons sent that the victim's update could not be unmasked, that the
+# refusal names the rule, and that the daemons then still take part in an
+# honest round and exit cleanly. Plus the other direction: a site that signs
+# an inflated weight is refused by the real coordinator, and the round
+# completes for the others.
+# usage: run.sh BIN_DIR BUILD_DIR [HOOKS_BIN_DIR]
+# HOOKS_BIN_DIR: the test build (make test-bin), for the exact-sum check of the
+# honest path (MEDFED_TEST_DUMP_DIR). MEDFED_MAL_ONLY="NAME ..." runs only those.
+set -u
+BIN=$(cd "$1" && pwd)
+BUILD=$(cd "$2" && pwd)
+HBIN=$(cd "${3:-$1}" && pwd)
+ROOT=$(pwd)
+PY=/usr/bin/python3
+EVIL=$BUILD/tests/evil_coordinator
+W=$(mktemp -d /tmp/medfed-mal.XXXXXX)
+passed=0
+failed=0
+trap 'for p in $(jobs -p); do kill "$p" 2>/dev/null; done; if [ "$failed" -eq 0 ]; then rm -rf "$W"; else echo "malicious: logs kept in $W"; fi' EXIT
+
+ok() { passed=$((passed + 1)); echo "malicious: ok   $1"; }
+bad() { failed=$((failed + 1)); echo "malicious: FAIL $1: $2"; }
+only=" $(echo "${MEDFED_MAL_ONLY:-}" | tr ',' ' ') "
+skip() { [ -n "${MEDFED_MAL_ONLY:-}" ] && case "$only" in *" $1 "*) false ;; *) true ;; esac; }
+free_port() {
+    "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# ---- the federation: four hospitals and a Sybil, all certified by the CA ------------------
+# The Sybil is a "hospital" the CA minted and the coordinator's operator holds
+# the keys of; the hospitals' peers list (what they agreed to) leaves it out.
+SITES="h0 h1 h2 h3"
+printf 'h0\nh1\nh2\nh3\nsybil\n' > "$W/sites.txt"
+if ! "$BIN/medfed" provision --roster "$W/sites.txt" --out "$W/fed" --federation mal \
+        --endpoint tcp://127.0.0.1:1 > "$W/provision.log" 2>&1 ||
+   ! grep -q '^sybil ' "$W/fed/coordinator/peers.txt"; then
+    bad setup "medfed provision (see $W/provision.log)"
+    echo "$passed passed, $failed failed"
+    exit 1
+fi
+grep -v '^sybil ' "$W/fed/coordinator/peers.txt" > "$W/peers.txt"
+"$BIN/medfed-init" --arch cnn --in-channels 1 --size 28x28 --classes 2 --seed 1 \
+    --out "$W/init.safetensors" > /dev/null
+# Each hospital its own small slice of PneumoniaMNIST (n_k 100, 110, 120, 130).
+"$PY" - "$ROOT/data/pneumoniamnist" "$W/data" <<'PYEOF'
+import gzip, os, sys
+src, out = sys.argv[1], sys.argv[2]
+def read(split):
+    img = gzip.open("%s/%s-images-idx3-ubyte.gz" % (src, split)).read()
+    lab = gzip.open("%s/%s-labels-idx1-ubyte.gz" % (src, split)).read()
+    return img, lab
+for split, base in (("train", 100), ("val", 20)):
+    img, lab = read(split)
+    size = int.from_bytes(img[8:12], "big") * int.from_bytes(img[12:16], "big")
+    start = 0
+    for k in range(4):
+        n = base + 10 * k if split == "train" else base
+        d = "%s/h%d" % (out, k)
+        os.makedirs(d, exist_ok=True)
+        with gzip.open("%s/%s-images-idx3-ubyte.gz" % (d, split), "wb") as f:
+            f.write(img[:4] + n.to_bytes(4, "big") + img[8:16] + img[16 + size * start:16 + size * (start + n)])
+        with gzip.open("%s/%s-labels-idx1-ubyte.gz" % (d, split), "wb") as f:
+            f.write(lab[:4] + n.to_bytes(4, "big") + lab[8 + start:8 + start + n])
+        start += n
+PYEOF
+
+# site_ini SITE PORT DIR [PEERS]: the site's kit config, pointed at PORT, one
+# thread, state in DIR/state-SITE, the [policy] peers list, its data.
+site_ini() {
+    s=$1 port=$2 dir=$3 peers=${4:-$W/peers.txt}
+    mkdir -p "$dir/state-$s"
+    sed "s|tcp://127.0.0.1:[0-9]*|tcp://127.0.0.1:$port|; s|^threads = .*|threads = 1|" \
+        "$W/fed/sites/$s/client.ini" > "$dir/$s.ini"
+    cat >> "$dir/$s.ini" <<EOF
+state_dir = $dir/state-$s
+
+[policy]
+peers = $peers
+
+[data]
+source = idx
+train_images = $W/data/$s/train-images-idx3-ubyte.gz
+train_labels = $W/data/$s/train-labels-idx1-ubyte.gz
+val_images = $W/data/$s/val-images-idx3-ubyte.gz
+val_labels = $W/data/$s/val-labels-idx1-ubyte.gz
+EOF
+}
+
+# wait_gone PID SECONDS: waits for PID to exit; its status in $gone_rc (124 if it did not).
+wait_gone() {
+    n=0
+    while kill -0 "$1" 2>/dev/null && [ $n -lt $(($2 * 10)) ]; do sleep 0.1; n=$((n + 1)); done
+    if kill -0 "$1" 2>/dev/null; then kill "$1" 2>/dev/null; wait "$1" 2>/dev/null; gone_rc=124
+    else wait "$1"; gone_rc=$?; fi
+}
+
+# attack NAME ATTACK [EVIL_ARGS...]: the four hospitals' daemons (program
+# $CLIENT, fresh state) and evil_coordinator running ATTACK on them. Sets $d,
+# $evil (0: every check in $d/transcript passed) and $daemons (a word per
+# daemon that did not exit 0 after the SHUTDOWN). With ATTACK replay-restart
+# the victim h0 is stopped and started again when the transcript says so.
+CLIENT=$BIN/medfed-client
+attack() {
+    name=$1 att=$2
+    shift 2
+    d=$W/$name
+    mkdir -p "$d"
+    port=$(free_port)
+    "$EVIL" --bind "tcp://127.0.0.1:$port" --curve-secret "$W/fed/coordinator/curve.key" \
+        --init "$W/init.safetensors" --sites h0,h1,h2,h3 --victim h0 --attack "$att" \
+        --out "$d/transcript" --timeout 30 "$@" > "$d/evil.log" 2>&1 &
+    epid=$!
+    pids=""
+    for s in $SITES; do
+        site_ini $s "$port" "$d"
+        "$CLIENT" --config "$d/$s.ini" > "$d/$s.log" 2>&1 &
+        pids="$pids $s:$!"
+    done
+    if [ "$att" = replay-restart ]; then
+        n=0
+        until grep -q '^# RESTART h0' "$d/transcript" 2>/dev/null || [ $n -gt 1200 ]; do
+            sleep 0.1; n=$((n + 1))
+        done
+        v=${pids#* h0:}; v=${v%% *}
+        kill "$v"; wait_gone "$v" 20
+        echo "restart: the first h0 exited $gone_rc" >> "$d/evil.log"
+        "$CLIENT" --config "$d/h0.ini" > "$d/h0-restarted.log" 2>&1 &
+        pids=$(echo "$pids" | sed "s/ h0:$v/ h0:$!/")
+    fi
+    wait "$epid"
+    evil=$?
+    daemons=""
+    for p in $pids; do
+        wait_gone "${p#*:}" 20
+        [ "$gone_rc" -eq 0 ] || daemons="$daemons ${p%%:*}=$gone_rc"
+    done
+}
+report() {
+    bad "$1" "evil_coordinator=$evil daemons:${daemons:- all exited 0}"
+    grep '^FAIL\|^#' "$d/transcript" 2>/dev/null | head -20
+    cat "$d/evil.log"
+}
+# done_ok LOG RULE: the daemon logged the refusal, naming RULE.
+logged() { grep -q "secagg: $2" "$1"; }
+
+# 0. The honest path through the evil coordinator: every daemon reveals, and the
+#    unmasked sum equals, mod 2^32, the sum of the daemons' encoded updates
+#    (the test build dumps them), with one local epoch so the updates are not 0.
+t=honest_round_exact_sum
+if ! skip $t; then
+    mkdir -p "$W/$t/dump"
+    CLIENT=$HBIN/medfed-client
+    export MEDFED_TEST_DUMP_DIR="$W/$t/dump"
+    attack $t honest --epochs 1 --dump "$W/$t/dump"
+    unset MEDFED_TEST_DUMP_DIR
+    CLIENT=$BIN/medfed-client
+    if [ $evil -eq 0 ] && [ -z "$daemons" ] &&
+       [ "$(grep -c 'type=UNMASK shares=0:b,1:b,2:b,3:b' "$d/transcript")" -eq 4 ] &&
+       "$PY" - "$d/dump" <<'PYEOF'
+import numpy as np, sys
+d = sys.argv[1]
+total = np.fromfile(d + "/unmasked-r1.bin", dtype="<u4")
+acc = np.zeros_like(total)
+for k in range(4):
+    acc += np.fromfile("%s/encoded-h%d-r1.bin" % (d, k), dtype="<u4")
+moved = np.count_nonzero(acc[:-1])
+print("malicious:      honest sum: %d words, %d non-zero, weight %d" % (len(total), moved, total[-1]))
+sys.exit(0 if np.array_equal(acc, total) and moved > 1000 and total[-1] == 460 else 1)
+PYEOF
+    then ok $t; else report $t; fi
+fi
+
+# 1. A plan with t = 1 (below every site's policy): no site shares its keys.
+t=threshold_below_policy
+if ! skip $t; then
+    attack $t threshold
+    if [ $evil -eq 0 ] && [ -z "$daemons" ] && ! grep -q '^round=1 .*type=SHARES' "$d/transcript" &&
+       [ "$(grep -c 'type=ERROR code=[0-9]* reason="policy: threshold 1 for 4 sites' "$d/transcript")" -eq 4 ] &&
+       logged "$d/h0.log" 'policy: threshold 1'
+    then ok $t; else report $t; fi
+fi
+
+# 2. A key list below min_cohort: only the victim, or the victim and one other
+#    (with the threshold the rule allows for that list).
+for att in cohort-alone cohort-pair; do
+    t=key_list_below_min_cohort_${att#cohort-}
+    skip $t && continue
+    attack $t $att
+    n=$([ $att = cohort-alone ] && echo 1 || echo 2)
+    if [ $evil -eq 0 ] && [ -z "$daemons" ] && ! grep -q '^round=1 site=h0 type=SHARES' "$d/transcript" &&
+       grep -q "site=h0 type=ERROR code=[0-9]* reason=\"policy: $n sites to share with, min_cohort is 3\"" "$d/transcript" &&
+       logged "$d/h0.log" "policy: $n sites to share with"
+    then ok $t; else report $t; fi
+done
+
+# 3. A split view of U3: {h0, h1} are told h0 survived, {h2, h3} that it dropped,
+#    so the first would reveal b_h0 and the second s_h0. Then each group gets
+#    every signature (the other group's are on another view), or only the t-1
+#    on its own view: no daemon reveals a share.
+for att in split-view split-view-few; do
+    t=$(echo "$att" | tr - _)_reveals_nothing
+    skip $t && continue
+    attack $t $att
+    rule=$([ $att = split-view ] && echo 'does not sign our view of U3 (a split view)' ||
+           echo '2 valid signatures on our view of U3, threshold is 3')
+    if [ $evil -eq 0 ] && [ -z "$daemons" ] &&
+       [ "$(grep -c '^round=1 .*type=CONSIST$' "$d/transcript")" -eq 4 ] &&
+       ! grep -q '^round=1 .*type=UNMASK' "$d/transcript" &&
+       [ "$(grep -c "^round=1 .*type=ERROR .*$rule" "$d/transcript")" -eq 4 ] &&
+       logged "$d/h0.log" "consistency: "
+    then ok $t; else report $t; fi
+done
+
+# 4. One aggregate per model version: after an honest round, a second plan of
+#    the same model is refused at once (no keys advertised), also by a daemon
+#    restarted in between (its state_dir/released survives).
+for att in replay replay-restart; do
+    t=$([ $att = replay ] && echo second_aggregate_of_a_model_version ||
+        echo second_aggregate_after_the_site_restarts)
+    skip $t && continue
+    attack $t $att
+    rule='policy: this site already released unmask shares for model version'
+    log=$d/h0.log
+    [ $att = replay-restart ] && log=$d/h0-restarted.log
+    if [ $evil -eq 0 ] && [ -z "$daemons" ] &&
+       [ "$(grep -c '^round=1 .*type=UNMASK' "$d/transcript")" -eq 4 ] &&
+       ! grep -q '^round=2 .*type=ADVERTISE' "$d/transcript" &&
+       [ "$(grep -c "^round=2 .*type=ERROR .*$rule" "$d/transcript")" -eq 4 ] &&
+       [ "$(grep -c '^[0-9a-f]\{64\}$' "$d/state-h0/released")" -eq 2 ] &&
+       grep -q "$rule" "$log"
+    then ok $t; else report $t; fi
+done
+
+# 5. A Sybil: a "hospital" certified by the federation CA, but not on the
+#    peers list the hospitals agreed to, relayed with valid signed keys.
+t=ca_certified_sybil_off_the_peers_list
+if ! skip $t; then
+    attack $t sybil --sybil-kit "$W/fed/sites/sybil"
+    if [ $evil -eq 0 ] && [ -z "$daemons" ] && ! grep -q '^round=1 .*type=SHARES' "$d/transcript" &&
+       [ "$(grep -c "^round=1 .*type=ERROR .*policy: site 'sybil' is not on this site's peers list" "$d/transcript")" -eq 4 ] &&
+       logged "$d/h0.log" "policy: site 'sybil'"
+    then ok $t; else report $t; fi
+fi
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
