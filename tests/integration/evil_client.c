@@ -3,9 +3,15 @@
  * the real wire codec over a real socket, registers, and when the plan
  * arrives answers with a bad update, then reports the coordinator's reply.
  *
- *   evil_client ENDPOINT SITE MODE
+ *   evil_client ENDPOINT SITE MODE [KIT_DIR]
  *   MODE: wrong-length | long | huge | nan | garbage | stale-round | duplicate   (plaintext)
  *         forge | out-of-phase | stale-advertise                  (secure aggregation)
+ *         inflate-hello | inflate-cap      (secure aggregation, with the site's KIT_DIR)
+ * With KIT_DIR (a site's kit from medfed provision: curve.key, coordinator.pub,
+ * identity.key, identity.crt) it connects with CURVE as that site, and its
+ * ADVERTISE is validly signed with the site's identity key, certificate
+ * attached: inflate-hello signs n_k = its HELLO n_train + 1, inflate-cap says
+ * HELLO n_train = 10^9 and signs that, above the coordinator's max_samples.
  * Exit 0 when the coordinator answered with the expected ERROR code.
  *
  *   evil_client ENDPOINT SITE curve-intruder COORDINATOR_PUBKEY_HEX
@@ -21,7 +27,63 @@
 #include <zmq.h>
 
 #include "common/util.h"
+#include "crypto/cert.h"
+#include "crypto/crypto.h"
 #include "proto/transport.h"
+
+#define INFLATED_HELLO 1000000000LL
+
+/* The site kit: CURVE keys, identity key and certificate. */
+typedef struct {
+    uint8_t curve_sk[32], curve_pk[32], coord_pk[32];
+    uint8_t id_sk[IDENTITY_SECRETKEYBYTES];
+    uint8_t cert[CERT_DER_MAX];
+    size_t cert_len;
+} kit_t;
+
+static int load_kit(const char *dir, kit_t *k)
+{
+    char path[4096], err[4200], *hex = NULL;
+    size_t len;
+    snprintf(path, sizeof path, "%s/coordinator.pub", dir);
+    if (crypto_init() < 0 || !(hex = util_read_file(path, 200, &len, err, sizeof err))) goto bad;
+    hex[strcspn(hex, "\r\n")] = '\0';
+    if (identity_pk_from_hex(k->coord_pk, hex) < 0) {
+        snprintf(err, sizeof err, "%s: not a key", path);
+        goto bad;
+    }
+    free(hex);
+    hex = NULL;
+    snprintf(path, sizeof path, "%s/curve.key", dir);
+    if (keyfile_load(path, k->curve_sk, 32, err, sizeof err) < 0 ||
+        curve_pk_of(k->curve_pk, k->curve_sk) < 0)
+        goto bad;
+    snprintf(path, sizeof path, "%s/identity.key", dir);
+    if (identity_load_secret(path, k->id_sk, err, sizeof err) < 0) goto bad;
+    snprintf(path, sizeof path, "%s/identity.crt", dir);
+    if (cert_load_file(path, k->cert, &k->cert_len, err, sizeof err) < 0) goto bad;
+    return 0;
+bad:
+    free(hex);
+    fprintf(stderr, "evil_client: %s\n", err);
+    return -1;
+}
+
+/* ADVERTISE as the honest client builds it, signed by the site, but with weight n_k. */
+static size_t signed_advertise(const kit_t *k, const msg_t *plan, uint32_t id, uint64_t n_k,
+                               uint8_t *adv)
+{
+    uint8_t sk[KA_SECRETKEYBYTES], hash[WIRE_HASH_BYTES], msg[WIRE_ADV_SIGNED_BYTES];
+    if (ka_keypair(adv, sk) < 0 || ka_keypair(adv + 32, sk) < 0) return 0;
+    crypto_wipe(sk, sizeof sk);
+    crypto_sha256(hash, plan->vec, plan->vec_len); /* the model it was sent */
+    wire_put_u64(adv + WIRE_ADV_WEIGHT_OFF, n_k);
+    wire_adv_signed(msg, plan->round, id, hash, adv);
+    if (identity_sign(adv + WIRE_ADV_SIG_OFF, k->id_sk, "advertise-v2", msg, sizeof msg) < 0)
+        return 0;
+    memcpy(adv + WIRE_ADVERTISE_BYTES, k->cert, k->cert_len);
+    return WIRE_ADVERTISE_BYTES + k->cert_len;
+}
 
 static int recv_msg(void *sock, wire_decoder_t *dec, wire_frame_t *fr, msg_t *m, int timeout_ms)
 {
@@ -100,18 +162,24 @@ int main(int argc, char **argv)
 {
     if (argc == 5 && strcmp(argv[3], "curve-intruder") == 0)
         return curve_intruder(argv[1], argv[2], argv[4]);
-    if (argc != 4) {
-        fprintf(stderr, "usage: evil_client ENDPOINT SITE MODE\n");
+    if (argc != 4 && argc != 5) {
+        fprintf(stderr, "usage: evil_client ENDPOINT SITE MODE [KIT_DIR]\n");
         return 2;
     }
     const char *mode = argv[3];
+    static kit_t kit;
+    if (argc == 5 && load_kit(argv[4], &kit) < 0) return 2;
     void *ctx = zmq_ctx_new(), *sock = zmq_socket(ctx, ZMQ_DEALER);
     int linger = 500;
     zmq_setsockopt(sock, ZMQ_LINGER, &linger, sizeof linger);
+    if (argc == 5 && transport_curve_client(sock, kit.coord_pk, kit.curve_pk, kit.curve_sk) < 0)
+        return 2;
     if (zmq_connect(sock, argv[1]) < 0) return 2;
     wire_buf_t *buf = wire_buf_new();
     wire_decoder_t *dec = wire_decoder_new();
     msg_t hello = {.type = MSG_HELLO, .version = WIRE_VERSION, .n_train = 100, .n_val = 0};
+    if (strcmp(mode, "inflate-cap") == 0) hello.n_train = INFLATED_HELLO;
+    uint32_t my_id = 0;
     util_strlcpy(hello.site, argv[2], sizeof hello.site);
     transport_send(sock, NULL, &hello, buf, 0);
 
@@ -126,15 +194,28 @@ int main(int argc, char **argv)
             transport_send(sock, NULL, &hb, buf, 1);
             continue;
         }
-        if (m.type == MSG_PLAN && (m.present & MSG_HAS_SECAGG)) {
+        if (m.type == MSG_WELCOME) {
+            my_id = m.client_id;
+        } else if (m.type == MSG_PLAN && (m.present & MSG_HAS_SECAGG)) {
             /* Secure aggregation: misbehave in the advertise phase. */
-            uint8_t adv[WIRE_ADVERTISE_BYTES];
-            for (size_t i = 0; i < sizeof adv; i++) adv[i] = (uint8_t)(i * 7 + 1);
+            uint8_t adv[WIRE_ADVERTISE_BYTES + CERT_DER_MAX];
+            for (size_t i = 0; i < WIRE_ADVERTISE_BYTES; i++) adv[i] = (uint8_t)(i * 7 + 1);
             msg_t a = {.type = MSG_ADVERTISE, .round = m.round, .phase = PHASE_ADVERTISE,
-                       .train_seconds = 0.1, .blob = adv, .blob_len = sizeof adv,
+                       .train_seconds = 0.1, .blob = adv, .blob_len = WIRE_ADVERTISE_BYTES,
                        .present = MSG_HAS_BLOB};
             uint32_t masked[4] = {1, 2, 3, 4};
-            if (strcmp(mode, "forge") == 0) {
+            if (strncmp(mode, "inflate-", 8) == 0) {
+                /* a valid signature on a weight it may not claim */
+                uint64_t n_k = (uint64_t)hello.n_train + (strcmp(mode, "inflate-hello") == 0);
+                a.blob_len = argc == 5 && (m.present & MSG_HAS_VEC)
+                                 ? signed_advertise(&kit, &m, my_id, n_k, adv) : 0;
+                if (a.blob_len == 0) {
+                    fprintf(stderr, "evil_client: %s needs KIT_DIR and a plan with the model\n",
+                            mode);
+                    return 2;
+                }
+                want = ERR_PROTOCOL;
+            } else if (strcmp(mode, "forge") == 0) {
                 want = ERR_SIGNATURE; /* keys signed by a key that is not this site's */
             } else if (strcmp(mode, "stale-advertise") == 0) {
                 a.round = m.round - 1;
@@ -203,6 +284,7 @@ int main(int argc, char **argv)
     wire_decoder_destroy(&dec);
     zmq_close(sock);
     zmq_ctx_term(ctx);
+    crypto_wipe(&kit, sizeof kit);
     fflush(stdout);
     return rc;
 }

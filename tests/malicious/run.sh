@@ -248,5 +248,49 @@ if ! skip $t; then
     then ok $t; else report $t; fi
 fi
 
+# 6. The other direction: a site (h3, its real kit: CURVE, identity key,
+#    certificate) that validly signs a weight it may not claim, above its HELLO
+#    sample count or above the coordinator's max_samples, is refused by the
+#    real coordinator, and the round completes with the three others.
+for att in inflate-hello inflate-cap; do
+    t=$([ $att = inflate-hello ] && echo signed_weight_above_hello_refused ||
+        echo signed_weight_above_max_samples_refused)
+    skip $t && continue
+    d=$W/$t
+    mkdir -p "$d"
+    port=$(free_port)
+    "$BIN/medfed-coordinator" --bind "tcp://127.0.0.1:$port" --init "$W/init.safetensors" \
+        --out "$d/run" --roster "$W/fed/coordinator/roster.txt" --ca "$W/fed/coordinator/ca.crt" \
+        --curve-secret "$W/fed/coordinator/curve.key" --rounds 1 --wait-for 4 --local-epochs 0 \
+        --heartbeat-timeout 20 --phase-timeout 30 --wait-timeout 60 > "$d/coord.log" 2>&1 &
+    cpid=$!
+    pids=""
+    for s in h0 h1 h2; do
+        site_ini $s "$port" "$d"
+        "$CLIENT" --config "$d/$s.ini" > "$d/$s.log" 2>&1 &
+        pids="$pids $!"
+    done
+    "$BUILD/tests/evil_client" "tcp://127.0.0.1:$port" h3 $att "$W/fed/sites/h3" > "$d/evil.log" 2>&1
+    evil=$?
+    wait_gone $cpid 60
+    coord=$gone_rc
+    daemons=""
+    for p in $pids; do wait_gone "$p" 20; [ "$gone_rc" -eq 0 ] || daemons="$daemons $p=$gone_rc"; done
+    if [ $evil -eq 0 ] && [ $coord -eq 0 ] && [ -z "$daemons" ] &&
+       grep -q 'client=h3 rejected: signed sample count [0-9]* is outside' "$d/coord.log" &&
+       grep -q 'coordinator replied ERROR 12: signed sample count' "$d/evil.log" &&
+       "$PY" - "$d/run/metrics.jsonl" <<'PYEOF'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+r = rows[0] if rows else {}
+ok = len(rows) == 1 and r["secagg"] and not r["aborted"] and r["participants"] == 3 and r["dropped"] == [3]
+if not ok: print(json.dumps(rows)[:2000])
+sys.exit(0 if ok else 1)
+PYEOF
+    then ok $t
+    else bad $t "evil_client=$evil coordinator=$coord daemons:${daemons:- all exited 0}"
+         cat "$d/evil.log"; grep -i 'warn\|error' "$d/coord.log" | head; fi
+done
+
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
