@@ -232,7 +232,7 @@ for att in replay replay-restart; do
        [ "$(grep -c '^round=1 .*type=UNMASK' "$d/transcript")" -eq 4 ] &&
        ! grep -q '^round=2 .*type=ADVERTISE' "$d/transcript" &&
        [ "$(grep -c "^round=2 .*type=ERROR .*$rule" "$d/transcript")" -eq 4 ] &&
-       [ "$(grep -c '^[0-9a-f]\{64\}$' "$d/state-h0/released")" -eq 2 ] &&
+       [ "$(cat "$d/state-h0"/released* | grep -c '^[0-9a-f]\{64\}$')" -eq 2 ] &&
        grep -q "$rule" "$log"
     then ok $t; else report $t; fi
 done
