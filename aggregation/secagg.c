@@ -113,13 +113,89 @@ int secagg_threshold(unsigned n, double dropout, double collusion, unsigned *t, 
     return 0;
 }
 
-unsigned secagg_degree(unsigned n, unsigned requested)
+/* log P[Bin(k, p) = j] */
+static double binom_log_pmf(unsigned k, double p, unsigned j)
 {
-    if (n <= 1) return 0;
-    unsigned k = requested;
-    if (k == 0) k = n <= 16 ? n - 1 : 2 * (unsigned)ceil(1.5 * log2((double)n));
-    if (k >= n - 1) return n - 1;
-    return k + (k & 1); /* even, so the cycle construction is regular */
+    double lc = lgamma(k + 1.0) - lgamma(j + 1.0) - lgamma(k - j + 1.0);
+    double a = j ? j * log(p) : 0, b = k - j ? (k - j) * log1p(-p) : 0;
+    return lc + a + b;
+}
+
+/* P[Bin(k, p) >= x], summed directly (no 1 - tail: the tails are tiny). */
+static double binom_upper(unsigned k, double p, long x)
+{
+    if (x <= 0) return 1.0;
+    if ((unsigned long)x > k) return 0.0;
+    if (p <= 0) return 0.0;
+    if (p >= 1) return 1.0;
+    double s = 0;
+    for (unsigned j = (unsigned)x; j <= k; j++) s += exp(binom_log_pmf(k, p, j));
+    return s;
+}
+
+/* P[Bin(k, p) < x] */
+static double binom_lower(unsigned k, double p, long x)
+{
+    if (x <= 0) return 0.0;
+    if ((unsigned long)x > k) return 1.0;
+    if (p >= 1) return 0.0;
+    if (p <= 0) return 1.0;
+    double s = 0;
+    for (unsigned j = 0; j < (unsigned)x; j++) s += exp(binom_log_pmf(k, p, j));
+    return s;
+}
+
+unsigned secagg_plus_threshold(unsigned n, unsigned k, double collusion)
+{
+    for (unsigned t = 1; t <= k + 1; t++)
+        if ((double)n * binom_upper(k, collusion, 2 * (long)t - (long)(k + 1)) <=
+            ldexp(1.0, -SECAGG_SIGMA))
+            return t;
+    return 0;
+}
+
+int secagg_plus_correct(unsigned n, unsigned k, unsigned t, double dropout)
+{
+    return (double)n * binom_lower(k, 1 - dropout, (long)t - 1) <= ldexp(1.0, -SECAGG_ETA);
+}
+
+unsigned secagg_plus_degree(unsigned n, double collusion, double dropout)
+{
+    for (unsigned k = 2; k + 1 < n; k += 2) {
+        unsigned t = secagg_plus_threshold(n, k, collusion);
+        if (t && secagg_plus_correct(n, k, t, dropout)) return k;
+    }
+    return n ? n - 1 : 0;
+}
+
+int secagg_plan(unsigned n, unsigned requested, double dropout, double collusion, unsigned *k,
+                unsigned *t, char *err, size_t errlen)
+{
+    if (n < 2) return secagg_threshold(n, dropout, collusion, t, err, errlen);
+    unsigned bound = secagg_plus_degree(n, collusion, dropout);
+    unsigned want = requested ? requested + (requested & 1) : bound;
+    if (want < bound) {
+        snprintf(err, errlen,
+                 "--neighbors %u is below the degree %u that %u clients need with %.0f%% colluders "
+                 "and %.0f%% dropouts (SecAgg+ bound: security 2^-%d, correctness 2^-%d%s)",
+                 requested, bound, n, collusion * 100, dropout * 100, SECAGG_SIGMA, SECAGG_ETA,
+                 bound >= n - 1 ? "; at this size only all pairs are safe" : "");
+        return -1;
+    }
+    if (want >= n - 1) {
+        *k = n - 1;
+        return secagg_threshold(n, dropout, collusion, t, err, errlen);
+    }
+    *k = want;
+    *t = secagg_plus_threshold(n, want, collusion);
+    unsigned floor_t = secagg_min_threshold(want + 1, collusion);
+    if (*t && *t < floor_t) *t = floor_t;
+    if (!*t || !secagg_plus_correct(n, want, *t, dropout)) {
+        snprintf(err, errlen, "degree %u for %u clients: no threshold is both safe with %.0f%% "
+                 "colluders and live with %.0f%% dropouts", want, n, collusion * 100, dropout * 100);
+        return -1;
+    }
+    return 0;
 }
 
 int secagg_graph(unsigned n, unsigned k, uint64_t seed, uint8_t *adj)

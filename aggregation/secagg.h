@@ -60,11 +60,33 @@ unsigned secagg_min_threshold(unsigned n, double collusion);
 int secagg_threshold(unsigned n, double dropout, double collusion, unsigned *t, char *err,
                      size_t errlen);
 
-/* SecAgg+ (Bell et al. 2020): who masks with whom. For a cohort of n the
- * neighbour degree is `requested` when non-zero, else the complete graph up
- * to 16 clients and 2 * ceil(1.5 * log2 n) beyond (an O(log n) rule of thumb,
- * not Bell et al.'s exact bound); always even, at most n - 1. */
-unsigned secagg_degree(unsigned n, unsigned requested);
+/* SecAgg+ (Bell et al. 2020): each client masks with and shares among only
+ * its k neighbours in a random graph, and t applies within each neighbourhood
+ * of k + 1. The graph is random and unknown when sites are corrupted, so the
+ * colluders among one client's k neighbours are X ~ Hypergeometric, bounded
+ * here by Binomial(k, collusion); the survivors among them Y ~
+ * Binomial(k, 1 - dropout). With a union bound over the n clients:
+ *   security     n * P[X >= 2t - (k + 1)] <= 2^-SECAGG_SIGMA
+ *                (a split view needs 2t <= k + 1 + X, the rule of
+ *                secagg_min_threshold with X colluders)
+ *   correctness  n * P[Y < t - 1] <= 2^-SECAGG_ETA
+ *                (fewer than t of a neighbourhood survive: the round fails) */
+#define SECAGG_SIGMA 40
+#define SECAGG_ETA 20
+/* The least t meeting the security bound for degree k < n - 1; 0 if none. */
+unsigned secagg_plus_threshold(unsigned n, unsigned k, double collusion);
+/* 1 if threshold t with degree k meets the correctness bound. */
+int secagg_plus_correct(unsigned n, unsigned k, unsigned t, double dropout);
+/* The least even degree k < n - 1 with a threshold meeting both bounds, or
+ * n - 1 (all pairs: the complete graph, secagg_threshold) when none does.
+ * At collusion 0.33 and dropout 0.2 that is all pairs up to 1,000 clients;
+ * at 0.1 and 0.05, k = 62 for n = 100 and 68 for n = 1,000. */
+unsigned secagg_plus_degree(unsigned n, double collusion, double dropout);
+/* Degree and threshold for a cohort of n: `requested` (0: the bound) must
+ * be at least secagg_plus_degree; all pairs when k >= n - 1. -1 with the
+ * reason when the requested degree is below the bound or no t fits. */
+int secagg_plan(unsigned n, unsigned requested, double dropout, double collusion, unsigned *k,
+                unsigned *t, char *err, size_t errlen);
 
 /* A k-regular graph on n nodes: nodes placed on a cycle in a random order
  * (from seed), each joined to its k/2 nearest on either side; k >= n - 1 is

@@ -202,6 +202,33 @@ int policy_cohort_ok(const policy_t *p, unsigned n, unsigned t, char *why, size_
     return 0;
 }
 
+int policy_graph_ok(const policy_t *p, unsigned n, unsigned k, unsigned t, char *why,
+                    size_t whylen)
+{
+    if (k + 1 >= n) return policy_cohort_ok(p, n, t, why, whylen);
+    if (k + 1 < (unsigned)p->min_cohort) {
+        snprintf(why, whylen, "policy: a neighbourhood of %u sites, min_cohort is %d", k + 1,
+                 p->min_cohort);
+        return -1;
+    }
+    unsigned need = secagg_plus_threshold(n, k, p->max_collusion);
+    unsigned floor_t = secagg_min_threshold(k + 1, p->max_collusion);
+    if (!need) {
+        snprintf(why, whylen, "policy: degree %u among %u sites is below what max_collusion %.2f "
+                 "allows at any threshold (SecAgg+ bound, security 2^-%d)", k, n,
+                 p->max_collusion, SECAGG_SIGMA);
+        return -1;
+    }
+    if (need < floor_t) need = floor_t;
+    if (t < need || t > k + 1) {
+        snprintf(why, whylen, "policy: threshold %u for neighbourhoods of %u among %u sites; "
+                 "max_collusion %.2f needs %u..%u (SecAgg+ bound, security 2^-%d)", t, k + 1, n,
+                 p->max_collusion, need, k + 1, SECAGG_SIGMA);
+        return -1;
+    }
+    return 0;
+}
+
 void policy_version_id(uint8_t id[CRYPTO_HASHBYTES], const uint8_t coordinator_pk[32],
                        const uint8_t model_hash[CRYPTO_HASHBYTES])
 {

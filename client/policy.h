@@ -47,6 +47,13 @@ int policy_peer_ok(const policy_t *p, const char *name, const uint8_t pk[IDENTIT
  * the rule that failed. */
 int policy_cohort_ok(const policy_t *p, unsigned n, unsigned t, char *why, size_t whylen);
 
+/* The same for SecAgg+: a neighbourhood of k + 1 in a random k-regular
+ * graph over n; k >= n - 1 is all pairs (policy_cohort_ok). Otherwise t must
+ * meet the SecAgg+ security bound for our max_collusion
+ * (secagg_plus_threshold) and the neighbourhood min_cohort. */
+int policy_graph_ok(const policy_t *p, unsigned n, unsigned k, unsigned t, char *why,
+                    size_t whylen);
+
 /* The record of one model version of one federation: SHA-256 over the
  * coordinator's CURVE public key (32 zero bytes without CURVE) and the
  * model's hash. */

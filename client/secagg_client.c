@@ -69,6 +69,7 @@ struct sa_client {
     uint32_t ids[ROSTER_MAX];
     uint8_t c_pks[ROSTER_MAX][KA_PUBLICKEYBYTES], s_pks[ROSTER_MAX][KA_PUBLICKEYBYTES];
     uint8_t id_pks[ROSTER_MAX][IDENTITY_PUBLICKEYBYTES]; /* their identity keys, checked */
+    uint8_t advs[ROSTER_MAX][WIRE_ADVERTISE_BYTES - WIRE_ADV_WEIGHT_OFF]; /* n_k || sig */
     uint8_t model_hash[WIRE_HASH_BYTES];   /* of the global model we trained from */
     uint8_t version_id[CRYPTO_HASHBYTES];  /* this federation + model version (policy.h) */
     /* U3 as we signed it in the consistency round (all ids, ascending) */
@@ -212,6 +213,98 @@ static int peer_key(client_t *c, const wire_keyrec_t *r, char (*names)[CERT_NAME
     return policy_peer_ok(c->policy, name, pk, why, whylen);
 }
 
+/* Position of id in KEYS' U1 list (ascending), or -1. */
+static long u1_find(const msg_t *m, uint32_t id)
+{
+    size_t lo = 0, hi = m->u1_len / WIRE_U1REC_BYTES;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        uint32_t v = wire_get_u32(m->u1 + mid * WIRE_U1REC_BYTES);
+        if (v == id) return (long)mid;
+        if (v < id) lo = mid + 1;
+        else hi = mid;
+    }
+    return -1;
+}
+
+/* SecAgg+: our neighbourhood is the one the protocol's graph gives, not the
+ * operator's choice. The graph is seeded by the hash of U1's signed keys
+ * (wire_graph_input); every record we were given must be in U1 with the
+ * hash of exactly the keys we got; with all pairs we must have all of U1.
+ * Then the degree and threshold against our policy. 0, or -1 with why. */
+static int check_graph(client_t *c, const msg_t *m, char *why, size_t whylen)
+{
+    sa_client_t *s = c->sa;
+    const size_t n = m->u1_len / WIRE_U1REC_BYTES;
+    int rc = -1;
+    if (m->u1_len % WIRE_U1REC_BYTES || n == 0 || n > ROSTER_MAX) {
+        snprintf(why, whylen, "the U1 list has a bad length");
+        return -1;
+    }
+    for (size_t i = 1; i < n; i++)
+        if (wire_get_u32(m->u1 + i * WIRE_U1REC_BYTES) <= wire_get_u32(m->u1 + (i - 1) * WIRE_U1REC_BYTES)) {
+            snprintf(why, whylen, "the U1 list is not in ascending order");
+            return -1;
+        }
+    long me = u1_find(m, s->self);
+    const unsigned k = m->degree;
+    if (me < 0 || (k + 1 < n && (k & 1 || k == 0))) {
+        snprintf(why, whylen, "the U1 list leaves us out, or the degree %u is not a graph's", k);
+        return -1;
+    }
+    uint8_t h[CRYPTO_HASHBYTES];
+    for (unsigned i = 0; i < s->n1; i++) {
+        long p = u1_find(m, s->ids[i]);
+        uint8_t adv[WIRE_ADVERTISE_BYTES];
+        memcpy(adv, s->c_pks[i], 32);
+        memcpy(adv + 32, s->s_pks[i], 32);
+        memcpy(adv + WIRE_ADV_WEIGHT_OFF, s->advs[i], WIRE_ADVERTISE_BYTES - WIRE_ADV_WEIGHT_OFF);
+        crypto_sha256(h, adv, sizeof adv);
+        if (p < 0 || !crypto_equal(h, m->u1 + (size_t)p * WIRE_U1REC_BYTES + 4, sizeof h)) {
+            snprintf(why, whylen, "client %u's keys are not the ones the U1 list was hashed from",
+                     s->ids[i]);
+            return -1;
+        }
+    }
+    if (k + 1 >= n) {
+        if (s->n1 != n) {
+            snprintf(why, whylen, "all pairs, but %u of the %zu U1 members' keys were sent", s->n1, n);
+            return -1;
+        }
+        return policy_graph_ok(c->policy, (unsigned)n, k, s->t, why, whylen);
+    }
+    size_t in_len = wire_graph_input_len(m->u1_len);
+    uint8_t *in = malloc(in_len), *adj = malloc(n * n);
+    if (!in || !adj) {
+        snprintf(why, whylen, "out of memory");
+        goto out;
+    }
+    wire_graph_input(in, s->round, s->model_hash, k, m->u1, m->u1_len);
+    crypto_sha256(h, in, in_len);
+    if (secagg_graph((unsigned)n, k, wire_get_u64(h), adj) < 0) {
+        snprintf(why, whylen, "no graph of degree %u on %zu clients", k, n);
+        goto out;
+    }
+    unsigned mine = 0;
+    for (size_t j = 0; j < n; j++) mine += adj[(size_t)me * n + j];
+    for (unsigned i = 0; i < s->n1; i++) {
+        long p = u1_find(m, s->ids[i]);
+        if (s->ids[i] != s->self && !adj[(size_t)me * n + (size_t)p]) {
+            snprintf(why, whylen, "client %u is not our neighbour in the protocol's graph", s->ids[i]);
+            goto out;
+        }
+    }
+    if (mine + 1 != s->n1) {
+        snprintf(why, whylen, "the graph gives us %u neighbours, the key list %u", mine, s->n1 - 1);
+        goto out;
+    }
+    rc = policy_graph_ok(c->policy, (unsigned)n, k, s->t, why, whylen);
+out:
+    free(in);
+    free(adj);
+    return rc;
+}
+
 /* Reads KEYS into U1 (ids and keys by position). 0, or an error code and why. */
 static int read_keys(client_t *c, const msg_t *m, char (*names)[CERT_NAME_MAX], char *why,
                      size_t whylen)
@@ -248,6 +341,7 @@ static int read_keys(client_t *c, const msg_t *m, char (*names)[CERT_NAME_MAX], 
             found_self = 1;
         }
         s->ids[s->n1] = r.id;
+        memcpy(s->advs[s->n1], r.adv + WIRE_ADV_WEIGHT_OFF, WIRE_ADVERTISE_BYTES - WIRE_ADV_WEIGHT_OFF);
         memcpy(s->id_pks[s->n1], pk, sizeof pk);
         memcpy(s->c_pks[s->n1], c_pk, 32);
         memcpy(s->s_pks[s->n1], s_pk, 32);
@@ -257,8 +351,8 @@ static int read_keys(client_t *c, const msg_t *m, char (*names)[CERT_NAME_MAX], 
         snprintf(why, whylen, "the key list does not include us");
         return ERR_PROTOCOL;
     }
-    /* The coordinator's cohort and threshold, against the site's own rules. */
-    if (policy_cohort_ok(c->policy, s->n1, s->t, why, whylen) < 0) return ERR_PROTOCOL;
+    /* The graph, the cohort and the threshold, against the site's own rules. */
+    if (check_graph(c, m, why, whylen) < 0) return ERR_PROTOCOL;
     return 0;
 }
 

@@ -188,10 +188,10 @@ int sa_round_setup(coord_t *c, int cohort, char *err, size_t errlen)
 {
     sa_round_cleanup(c);
     /* The threshold applies within each client's neighbourhood (itself and
-     * its `degree` neighbours); with all pairs that is the whole cohort. */
-    c->degree = secagg_degree((unsigned)cohort, (unsigned)c->conf->neighbors);
-    if (secagg_threshold(c->degree + 1, c->conf->dropout, c->conf->collusion, &c->threshold, err,
-                         errlen) < 0)
+     * its `degree` neighbours); with all pairs that is the whole cohort. The
+     * degree comes from the SecAgg+ bound (aggregation/secagg.h), never less. */
+    if (secagg_plan((unsigned)cohort, (unsigned)c->conf->neighbors, c->conf->dropout,
+                    c->conf->collusion, &c->degree, &c->threshold, err, errlen) < 0)
         return -1;
     /* What every site signs its keys against: this model version. */
     crypto_sha256(c->model_hash, c->global, c->numel * sizeof *c->global);
@@ -288,32 +288,61 @@ static void on_advertise(coord_t *c, client_rec_t *k, const msg_t *m)
     log_debug("round=%u phase=advertise client=%s event=keys-verified", c->round, k->site);
 }
 
+/* U1 in ascending index order (positions in the graph) and its KEYS list:
+ * (id, SHA-256 of its ADVERTISE record) per member. */
+static int u1_list(coord_t *c, int *pos, uint8_t *u1)
+{
+    int n1 = 0;
+    for (int i = 0; i < c->n_clients; i++) {
+        if (c->clients[i].train == P_IDLE || c->clients[i].sa.stage < 1) continue;
+        int j = n1++;
+        for (; j > 0 && c->clients[pos[j - 1]].index > c->clients[i].index; j--) pos[j] = pos[j - 1];
+        pos[j] = i;
+    }
+    for (int a = 0; a < n1; a++) {
+        const client_rec_t *v = &c->clients[pos[a]];
+        wire_put_u32(u1 + (size_t)a * WIRE_U1REC_BYTES, (uint32_t)v->index);
+        crypto_sha256(u1 + (size_t)a * WIRE_U1REC_BYTES + 4, v->sa.adv, WIRE_ADVERTISE_BYTES);
+    }
+    return n1;
+}
+
 static void send_keys(coord_t *c)
 {
-    int n1 = members(c, 1), n = c->n_clients;
-    /* SecAgg+: the neighbour graph over U1 (all pairs for small cohorts). */
-    int pos[COORD_MAX_CLIENTS], np = 0;
-    uint8_t *g = malloc((size_t)(n1 ? n1 : 1) * (size_t)(n1 ? n1 : 1));
-    free(c->adj);
-    c->adj = calloc((size_t)n * (size_t)n, 1);
-    c->adj_n = n;
+    int n = c->n_clients, pos[COORD_MAX_CLIENTS];
     size_t cap = 1;
     for (int i = 0; i < n; i++)
         if (c->clients[i].train != P_IDLE && c->clients[i].sa.stage >= 1)
             cap += WIRE_KEYREC_MIN + c->clients[i].sa.cert_len;
+    uint8_t *u1 = malloc((size_t)(n ? n : 1) * WIRE_U1REC_BYTES);
     uint8_t *blob = malloc(cap);
+    int n1 = u1 ? u1_list(c, pos, u1) : 0;
+    const size_t u1_len = (size_t)n1 * WIRE_U1REC_BYTES;
     unsigned k_deg = c->degree < (unsigned)(n1 - 1) ? c->degree : (unsigned)(n1 - 1);
-    if (!g || !c->adj || !blob ||
-        secagg_graph((unsigned)n1, k_deg, rng_next(&c->rng), g) < 0) {
+    /* SecAgg+: the neighbour graph over U1, seeded by the hash of U1's signed
+     * keys (wire_graph_input): every client recomputes its neighbourhood. */
+    uint8_t *g = malloc((size_t)(n1 ? n1 : 1) * (size_t)(n1 ? n1 : 1));
+    size_t in_len = wire_graph_input_len(u1_len);
+    uint8_t *in = malloc(in_len), h[CRYPTO_HASHBYTES];
+    free(c->adj);
+    c->adj = calloc((size_t)n * (size_t)n, 1);
+    c->adj_n = n;
+    int ok = g && c->adj && blob && u1 && in;
+    if (ok) {
+        wire_graph_input(in, c->round, c->model_hash, k_deg, u1, u1_len);
+        crypto_sha256(h, in, in_len);
+        ok = secagg_graph((unsigned)n1, k_deg, wire_get_u64(h), g) == 0;
+    }
+    free(in);
+    if (!ok) {
         free(g);
         free(blob);
+        free(u1);
         coord_abort_round(c, "out of memory for the neighbour graph");
         return;
     }
-    for (int i = 0; i < n; i++)
-        if (c->clients[i].train != P_IDLE && c->clients[i].sa.stage >= 1) pos[np++] = i;
-    for (int a = 0; a < np; a++)
-        for (int b = 0; b < np; b++) c->adj[(size_t)pos[a] * n + pos[b]] = g[(size_t)a * n1 + b];
+    for (int a = 0; a < n1; a++)
+        for (int b = 0; b < n1; b++) c->adj[(size_t)pos[a] * n + pos[b]] = g[(size_t)a * n1 + b];
     free(g);
     /* Each client gets the signed keys of its neighbours and its own. */
     for (int i = 0; i < n; i++) {
@@ -327,10 +356,12 @@ static void send_keys(coord_t *c)
                                    v->sa.cert_len);
         }
         msg_t m = {.type = MSG_KEYS, .round = c->round, .phase = PHASE_SHARE, .blob = blob,
-                   .blob_len = off, .present = MSG_HAS_BLOB};
+                   .blob_len = off, .u1 = u1, .u1_len = u1_len, .degree = k_deg,
+                   .present = MSG_HAS_BLOB | MSG_HAS_U1};
         coord_send(c, k, NULL, &m);
     }
     free(blob);
+    free(u1);
     c->state = ST_SHARING;
     c->phase_started = util_now();
     log_info("round=%u phase=advertise event=keys-relayed U1=%d degree=%u t=%u -> sharing",

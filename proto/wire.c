@@ -63,6 +63,8 @@ static const field_t fields[] = {
     {"clip",      F_F64, OFF(clip),          0,                    0, T(MSG_PLAN), MSG_HAS_SECAGG},
     {"scale",     F_F64, OFF(scale),         0,                    0, T(MSG_PLAN), MSG_HAS_SECAGG},
     {"blob",      F_BIN, OFF(blob),          OFF(blob_len),        BLOB_TYPES, 0, MSG_HAS_BLOB},
+    {"u1",        F_BIN, OFF(u1),            OFF(u1_len),          T(MSG_KEYS), 0, MSG_HAS_U1},
+    {"deg",       F_U32, OFF(degree),        0,                    T(MSG_KEYS), 0, 0},
     {"code",      F_U32, OFF(code),          0,                    T(MSG_ERROR), 0, 0},
     {"reason",    F_STR, OFF(reason),        WIRE_REASON_MAX,      T(MSG_ERROR), 0, 0},
 };
@@ -136,6 +138,27 @@ void wire_adv_signed(uint8_t out[WIRE_ADV_SIGNED_BYTES], uint32_t round, uint32_
     wire_put_u32(out + 4, id);
     memcpy(out + 8, model_hash, WIRE_HASH_BYTES);
     memcpy(out + 8 + WIRE_HASH_BYTES, adv, WIRE_ADV_SIG_OFF);
+}
+
+#define GRAPH_LABEL "medfed-graph-v1"
+
+size_t wire_graph_input_len(size_t u1_len)
+{
+    return sizeof GRAPH_LABEL - 1 + 4 + WIRE_HASH_BYTES + 4 + u1_len;
+}
+
+size_t wire_graph_input(uint8_t *out, uint32_t round, const uint8_t model_hash[WIRE_HASH_BYTES],
+                        uint32_t degree, const uint8_t *u1, size_t u1_len)
+{
+    uint8_t *p = out;
+    memcpy(p, GRAPH_LABEL, sizeof GRAPH_LABEL - 1);
+    p += sizeof GRAPH_LABEL - 1;
+    wire_put_u32(p, round);
+    memcpy(p + 4, model_hash, WIRE_HASH_BYTES);
+    wire_put_u32(p + 4 + WIRE_HASH_BYTES, degree);
+    p += 8 + WIRE_HASH_BYTES;
+    if (u1_len) memcpy(p, u1, u1_len);
+    return wire_graph_input_len(u1_len);
 }
 
 size_t wire_consist_signed_len(size_t n)

@@ -52,7 +52,9 @@ typedef enum {
     MSG_ERROR,
     /* secure aggregation (Bonawitz et al. 2017), after local training: */
     MSG_ADVERTISE,      /* K->C  blob = c_pk || s_pk || n_k || Ed25519 signature [|| cert] */
-    MSG_KEYS,           /* C->K  blob = U1's key records (wire_keyrec_next) */
+    MSG_KEYS,           /* C->K  blob = the key records (wire_keyrec_next) of the client's
+                         *       neighbours and its own; u1 = all of U1 as (id, SHA-256 of
+                         *       its ADVERTISE record), ascending; deg = graph degree */
     MSG_SHARES,         /* K->C  blob = one share box per peer (WIRE_BOXREC_BYTES each) */
     MSG_SHARES_IN,      /* C->K  blob = the boxes addressed to this client */
     MSG_MASKED,         /* K->C  vec = masked encoded update, (numel + 1) uint32 LE */
@@ -104,6 +106,7 @@ typedef enum {
 #define MSG_HAS_HIST (1u << 1)
 #define MSG_HAS_SECAGG (1u << 2)   /* PLAN: threshold, clip, scale */
 #define MSG_HAS_BLOB (1u << 3)
+#define MSG_HAS_U1 (1u << 4)
 
 /* Record layouts inside secure-aggregation blobs (all integers LE). */
 /* ADVERTISE: c_pk (32), s_pk (32), n_k (u64: the sample count this site's
@@ -124,6 +127,7 @@ typedef enum {
 #define WIRE_SHAREREC_BYTES (8 + 64)                   /* id, kind, Shamir share */
 #define WIRE_SIGREC_BYTES (4 + 64)                     /* id, Ed25519 signature */
 #define WIRE_SIG_BYTES 64
+#define WIRE_U1REC_BYTES (4 + 32)                      /* id, SHA-256 of its ADVERTISE record */
 #define WIRE_MAX_RECORDS 65536
 
 static inline uint32_t wire_get_u32(const uint8_t *p)
@@ -163,6 +167,15 @@ void wire_adv_signed(uint8_t out[WIRE_ADV_SIGNED_BYTES], uint32_t round, uint32_
 size_t wire_consist_signed_len(size_t n);
 size_t wire_consist_signed(uint8_t *out, uint32_t round, const uint8_t model_hash[WIRE_HASH_BYTES],
                            const uint32_t *ids, size_t n);
+/* The neighbour graph's seed input (SecAgg+): "medfed-graph-v1", round,
+ * model hash, degree and the U1 list as sent in KEYS. Both sides hash it
+ * (SHA-256) and seed secagg_graph with its first 8 bytes, so the graph comes
+ * from the sites' signed keys, not from the operator. out has room for
+ * wire_graph_input_len(u1_len); returns that length. */
+size_t wire_graph_input_len(size_t u1_len);
+size_t wire_graph_input(uint8_t *out, uint32_t round, const uint8_t model_hash[WIRE_HASH_BYTES],
+                        uint32_t degree, const uint8_t *u1, size_t u1_len);
+
 /* A U3 list (CONSIST_REQ): n u32 ids, strictly ascending, n <= max. -1 if the
  * length is not a multiple of 4, n is 0 or above max, or the ids are not
  * strictly ascending. */
@@ -243,6 +256,10 @@ typedef struct {
     /* secure-aggregation records; length a multiple of the type's record size */
     const uint8_t *blob;
     size_t blob_len;
+    /* KEYS (SecAgg+): the whole of U1 and the neighbour graph's degree */
+    const uint8_t *u1;
+    size_t u1_len;
+    uint32_t degree;
 
     /* ERROR */
     uint32_t code;

@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "aggregation/secagg.h"
 #include "client/data_idx.h"
 #include "common/util.h"
 #include "crypto/crypto.h"
@@ -356,6 +357,11 @@ int main(int argc, char **argv)
     char err[1024];
     if (crypto_init() < 0) die("%s", "crypto library failed to initialise");
     if (partition_parse(o.partition, &spec, err, sizeof err) < 0) die("%s", err);
+    /* Settings the coordinator would refuse every round are refused now. */
+    unsigned sa_k, sa_t;
+    if (o.secagg && secagg_plan((unsigned)o.clients, (unsigned)atoi(o.neighbors), atof(o.dropout),
+                                atof(o.collusion), &sa_k, &sa_t, err, sizeof err) < 0)
+        die("%s", err);
     static char die_at[SIM_MAX_CLIENTS][32];
     parse_drops(&o, die_at);
 
@@ -431,12 +437,14 @@ int main(int argc, char **argv)
                 "; written by medfed-sim\n[client]\nsite = site-%02d\ncoordinator = "
                 "tcp://127.0.0.1:%d\nthreads = %d\nheartbeat = 0.5\n"
                 "; secure aggregation: this site's identity key and the federation roster\n"
-                "identity = %s\nroster = %s/roster.txt\n\n[data]\nsource = idx\n"
+                "identity = %s\nroster = %s/roster.txt\n\n"
+                "; the site's own rules: here every site shares the simulation's threat model\n"
+                "[policy]\nmax_collusion = %s\n\n[data]\nsource = idx\n"
                 "train_images = %s/train-images-idx3-ubyte.gz\n"
                 "train_labels = %s/train-labels-idx1-ubyte.gz\n"
                 "val_images = %s/val-images-idx3-ubyte.gz\n"
                 "val_labels = %s/val-labels-idx1-ubyte.gz\n",
-                k, port, o.threads, key_path, o.out, dir, dir, dir, dir);
+                k, port, o.threads, key_path, o.out, o.collusion, dir, dir, dir, dir);
         if (o.curve)
             fprintf(f, "\n[client]\n; CURVE transport: this site's key, the coordinator's public key\n"
                        "curve_key = %s\ncoordinator_key = %s\n", curve_path, coord_pk_hex);

@@ -188,11 +188,21 @@ evil_round() {
         > "$d/coord.log" 2>&1 &
     cpid=$!
     "$BIN/medfed-client" --config "$d/c0.ini" > "$d/c0.log" 2>&1 &
+    p0=$!
     "$BIN/medfed-client" --config "$d/c1.ini" > "$d/c1.log" 2>&1 &
+    p1=$!
     "$BUILD/tests/evil_client" "tcp://127.0.0.1:$port" "$site" "$mode" > "$d/evil.log" 2>&1
     evil=$?
     wait $cpid
     coord=$?
+    # The sites leave on SHUTDOWN; one that misses it (issue 14: a SHUTDOWN
+    # can be lost as the coordinator closes) is stopped after 10 s, as
+    # medfed-sim does, instead of hanging the suite.
+    i=0
+    while [ $i -lt 20 ] && { kill -0 $p0 2>/dev/null || kill -0 $p1 2>/dev/null; }; do
+        sleep 0.5; i=$((i + 1))
+    done
+    kill $p0 $p1 2>/dev/null
     wait
 }
 evil_report() {
@@ -292,41 +302,48 @@ then ok $t; else bad $t "see $WORK/secure.out"; fi
 
 # 9. A client killed at each phase of secure aggregation: the round completes,
 #    survivors = N-1, and the unmasked integer sum equals the sum of the
-#    encoded updates of exactly the clients whose input it includes.
-for phase in advertise share masked unmask; do
+#    encoded updates of exactly the clients whose input it includes. Four
+#    sites: t = 3 (more than half of 4 plus one colluder), and after one
+#    drop the other three still meet each site's min_cohort of 3. A site
+#    killed in the consistency round has its input in the sum (it uploaded)
+#    and the others' signatures still reach t.
+for phase in advertise share masked consistency unmask; do
     t="secagg_drop_at_$phase"
     skip "$t" && continue
     d="$WORK/drop-$phase"
     mkdir -p "$d/dump"
-    if MEDFED_TEST_DUMP_DIR="$d/dump" "$HBIN/medfed-sim" --clients 3 --rounds 1 --partition iid \
+    if MEDFED_TEST_DUMP_DIR="$d/dump" "$HBIN/medfed-sim" --clients 4 --rounds 1 --partition iid \
             --seed 6 --max-train 300 --max-val 60 --local-epochs 1 --heartbeat-timeout 20 \
             --drop "1:$phase:1" --out "$d/run" > "$d/out" 2>&1 &&
-       json_check "$d/run/metrics.jsonl" 'len(rows) == 1 and not rows[0]["aborted"] and rows[0]["survivors"] == 2 and rows[0]["dropped"] == [1] and sorted(rows[0]["included"]) == ([0, 1, 2] if "'"$phase"'" == "unmask" else [0, 2]) and rows[0]["val_accuracy"] is not None' &&
+       json_check "$d/run/metrics.jsonl" 'len(rows) == 1 and not rows[0]["aborted"] and rows[0]["threshold"] == 3 and rows[0]["survivors"] == 3 and rows[0]["dropped"] == [1] and sorted(rows[0]["included"]) == ([0, 1, 2, 3] if "'"$phase"'" in ("consistency", "unmask") else [0, 2, 3]) and rows[0]["val_accuracy"] is not None' &&
        exact_sum "$d"
     then ok $t; else bad $t "see $d/out"; cat "$d/out"; fi
 done
 
 # 9b. SecAgg+: 12 clients that each mask with only 4 neighbours; one dies
-#     after sharing. The round completes and the sum is still exact.
+#     after sharing. The round completes and the sum is still exact. A degree
+#     this low is safe only when no site colludes and none drops (the SecAgg+
+#     bound); every site's policy says so too (the sim writes max_collusion).
 t=secagg_plus_neighbours_drop
 d="$WORK/plus"
 mkdir -p "$d/dump"
 if skip $t; then :; elif MEDFED_TEST_DUMP_DIR="$d/dump" "$HBIN/medfed-sim" --clients 12 --rounds 1 --partition iid \
         --seed 9 --max-train 240 --max-val 48 --local-epochs 1 --heartbeat-timeout 20 \
-        --neighbors 4 --drop 1:masked:1 --out "$d/run" > "$d/out" 2>&1 &&
+        --neighbors 4 --collusion 0 --dropout 0 --drop 1:masked:1 --out "$d/run" > "$d/out" 2>&1 &&
    json_check "$d/run/metrics.jsonl" 'len(rows) == 1 and not rows[0]["aborted"] and rows[0]["neighbors"] == 4 and rows[0]["threshold"] == 3 and rows[0]["survivors"] == 11 and rows[0]["dropped"] == [1]' &&
    exact_sum "$d" && json_check "$d/run/metrics.jsonl" 'len(rows[0]["included"]) == 11'
 then ok $t; else bad $t "see $d/out"; cat "$d/out"; fi
 
 # 10. Too many dropouts: below the threshold the round is abandoned cleanly,
 #     the model is unchanged, and the next round runs with who is left.
+#     Six sites: t = 4; three die before their masked input.
 t=secagg_below_threshold_aborts_round
 d="$WORK/below"
-if skip $t; then :; elif "$HBIN/medfed-sim" --clients 5 --rounds 2 --partition iid --seed 7 --max-train 300 \
+if skip $t; then :; elif "$HBIN/medfed-sim" --clients 6 --rounds 2 --partition iid --seed 7 --max-train 300 \
         --max-val 60 --local-epochs 1 --heartbeat-timeout 20 --dropout 0 \
         --drop 1:masked:1,2:masked:1,3:masked:1 --out "$d" > "$d.out" 2>&1 &&
-   json_check "$d/metrics.jsonl" 'len(rows) == 2 and rows[0]["aborted"] and rows[0]["threshold"] == 3 and rows[0]["val_accuracy"] is None and not rows[1]["aborted"] and rows[1]["participants"] == 2' &&
-   grep -q 'event=abort reason="only 2 masked inputs, threshold is 3"' "$d/logs/coordinator.log"
+   json_check "$d/metrics.jsonl" 'len(rows) == 2 and rows[0]["aborted"] and rows[0]["threshold"] == 4 and rows[0]["val_accuracy"] is None and not rows[1]["aborted"] and rows[1]["participants"] == 3' &&
+   grep -q 'event=abort reason="only 3 masked inputs, threshold is 4"' "$d/logs/coordinator.log"
 then ok $t; else bad $t "see $d.out"; cat "$d.out"; fi
 
 # 11. Misbehaving participants under secure aggregation: forged signature,
@@ -334,8 +351,10 @@ then ok $t; else bad $t "see $d.out"; cat "$d.out"; fi
 for mode in forge out-of-phase stale-advertise; do
     t="secagg_bad_$mode"
     skip "$t" && continue
-    # secure aggregation on a plaintext transport: the evil client speaks no CURVE
-    evil_round "$WORK/sevil-$mode" "$mode" site-02 '/^curve_key/d; /^coordinator_key/d' \
+    # secure aggregation on a plaintext transport: the evil client speaks no CURVE.
+    # The two honest sites accept a cohort of 2 ([policy] min_cohort = 2): the
+    # evil one is dropped, and they finish the round between themselves.
+    evil_round "$WORK/sevil-$mode" "$mode" site-02 '/^curve_key/d; /^coordinator_key/d; 1i [policy]\nmin_cohort = 2' \
         --roster "$WORK/a/roster.txt" --rounds 1
     if [ $evil -eq 0 ] && [ $coord -eq 0 ] && grep -q 'rejected' "$d/coord.log" &&
        json_check "$d/metrics.jsonl" 'len(rows) == 1 and rows[0]["participants"] == 2 and not rows[0]["aborted"] and rows[0]["dropped"] == [2]'
@@ -386,9 +405,14 @@ if ! skip $t; then
 d="$WORK/unsafe"
 "$BIN/medfed-sim" --clients 4 --rounds 1 --partition iid --seed 8 --max-train 200 --max-val 40 \
     --local-epochs 1 --dropout 0.5 --out "$d" > "$d.out" 2>&1
-if json_check "$d/metrics.jsonl" 'len(rows) == 1 and rows[0]["aborted"]' &&
-   grep -q 'unsafe settings for 4 clients' "$d/logs/coordinator.log"
-then ok $t; else bad $t "see $d.out"; fi
+rc=$?
+# SecAgg+ below the degree its bound needs (security 2^-40 with a third of the
+# sites colluding): at 12 sites only all pairs are safe.
+"$BIN/medfed-sim" --clients 12 --rounds 1 --neighbors 4 --out "$d-plus" > "$d-plus.out" 2>&1
+rc2=$?
+if [ $rc -ne 0 ] && grep -q 'unsafe settings for 4 clients' "$d.out" && [ ! -e "$d/metrics.jsonl" ] &&
+   [ $rc2 -ne 0 ] && grep -q -- '--neighbors 4 is below the degree 11 that 12 clients need' "$d-plus.out"
+then ok $t; else bad $t "see $d.out $d-plus.out"; fi
 fi
 
 # Further suites, one file per area (deployment, the hospital data path): each

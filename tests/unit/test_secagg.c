@@ -231,10 +231,39 @@ static void test_prg_add_many_matches_single(void **state)
 static void test_neighbour_graph(void **state)
 {
     (void)state;
-    assert_int_equal(secagg_degree(10, 0), 9);    /* small cohorts: all pairs */
-    assert_int_equal(secagg_degree(100, 0), 20);  /* 2 * ceil(1.5 * log2 100) */
-    assert_int_equal(secagg_degree(12, 5), 6);    /* made even */
-    assert_int_equal(secagg_degree(5, 9), 4);     /* at most n - 1 */
+    unsigned k, t;
+    char err[512];
+    /* The SecAgg+ bound: a third colluding, a fifth dropping: all pairs up to
+     * 1,000 clients (the old 2 * ceil(1.5 log2 n) = 20 at n = 100 exposed a
+     * survivor in about a quarter of rounds). */
+    assert_int_equal(secagg_plus_degree(100, 0.33, 0.2), 99);
+    assert_int_equal(secagg_plus_degree(1000, 0.33, 0.2), 999);
+    assert_int_equal(secagg_plus_degree(100, 0.1, 0.05), 62);
+    assert_int_equal(secagg_plus_degree(1000, 0.1, 0.05), 68);
+    assert_int_equal(secagg_plus_degree(12, 0, 0), 2); /* nobody colludes or drops */
+    /* what it promises, checked by brute force against the definition */
+    for (unsigned n = 20; n <= 400; n += 60) {
+        unsigned kk = secagg_plus_degree(n, 0.1, 0.05);
+        if (kk >= n - 1) continue;
+        unsigned tt = secagg_plus_threshold(n, kk, 0.1);
+        assert_true(tt > 0 && secagg_plus_correct(n, kk, tt, 0.05));
+        unsigned t2 = secagg_plus_threshold(n, kk - 2, 0.1);
+        assert_true(t2 == 0 || !secagg_plus_correct(n, kk - 2, t2, 0.05)); /* the least k */
+        assert_true(tt == 1 || secagg_plus_threshold(n, kk, 0.1) == tt);
+    }
+    assert_int_equal(secagg_plan(12, 4, 0.2, 0.33, &k, &t, err, sizeof err), -1);
+    assert_non_null(strstr(err, "--neighbors 4 is below the degree 11"));
+    assert_int_equal(secagg_plan(12, 0, 0.2, 0.33, &k, &t, err, sizeof err), 0);
+    assert_int_equal(k, 11); /* all pairs */
+    assert_int_equal(t, 8);  /* secagg_threshold: (12 + 3) / 2 < 8 */
+    assert_int_equal(secagg_plan(12, 4, 0, 0, &k, &t, err, sizeof err), 0);
+    assert_int_equal(k, 4);
+    assert_int_equal(t, 3);  /* 2t > k + 1 */
+    assert_int_equal(secagg_plan(12, 5, 0, 0, &k, &t, err, sizeof err), 0);
+    assert_int_equal(k, 6);  /* made even */
+    assert_int_equal(secagg_plan(1000, 0, 0.05, 0.1, &k, &t, err, sizeof err), 0);
+    assert_int_equal(k, 68);
+    assert_true(t > (k + 1) / 2 && t <= k + 1);
     enum { N = 40, K = 8 };
     uint8_t adj[N * N], again[N * N];
     assert_int_equal(secagg_graph(N, K, 7, adj), 0);
