@@ -23,6 +23,15 @@
  *   replay          an honest round, then a second PLAN of the same model version
  *   replay-restart  an honest round; "RESTART victim" in the transcript; after the
  *                   victim's new HELLO, a PLAN of the same model version to all
+ *   near-replay     an honest round, then one without the victim on a model one
+ *                   weight apart (a "new version") with the same training seed:
+ *                   the difference of the two sums (--dump) is the victim's update
+ *   graph-partial   KEYS to the victim: all pairs claimed over U1 = all four, three
+ *                   key records sent (the coordinator picks who the victim shares with)
+ *   graph-forged    U1 = all four, degree 2: the victim gets its non-neighbour in
+ *                   the protocol's graph (wire_graph_input) instead of a neighbour
+ *   graph-threshold the protocol's own graph of degree 2 among 4, with t = 1 in each
+ *                   neighbourhood of 3 (below the site's policy)
  *   sybil           KEYS with one more signed key record: the --sybil-kit site's
  *                   (identity.key, identity.crt), as client --sybil-id (default:
  *                   after the real sites; an id of a real site replaces its record)
@@ -35,6 +44,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -83,6 +93,7 @@ typedef struct {
     uint32_t version;
     uint8_t model_hash[WIRE_HASH_BYTES];
     uint32_t epochs;
+    uint64_t seed;                  /* of the next PLAN; 0: a fresh one each round */
     /* the round */
     uint32_t round;
     unsigned t;
@@ -98,6 +109,7 @@ typedef struct {
     uint8_t sybil_sk[IDENTITY_SECRETKEYBYTES];
     uint8_t sybil_cert[WIRE_CERT_MAX];
     size_t sybil_cert_len;
+    uint8_t sybil_adv[WIRE_ADVERTISE_BYTES]; /* this round's */
 } evil_t;
 
 #define ALL(e) ((1u << (e)->n) - 1)
@@ -300,7 +312,8 @@ static void send_plan(evil_t *e, uint32_t mask, unsigned t)
     memset(e->acc, 0, (e->numel + 1) * 4);
     crypto_sha256(e->model_hash, e->global, e->numel * sizeof *e->global);
     msg_t p = {.type = MSG_PLAN, .round = e->round, .phase = PHASE_TRAIN, .epochs = e->epochs,
-               .batch = 32, .lr = 0.01, .momentum = 0.9, .seed = 1000u + e->round,
+               .batch = 32, .lr = 0.01, .momentum = 0.9,
+               .seed = e->seed ? e->seed : 1000u + e->round,
                .in_channels = e->in_ch, .height = e->height, .width = e->width,
                .classes = e->classes, .numel = e->numel, .model_version = e->version,
                .vec = (const uint8_t *)e->global, .vec_len = e->numel * 4, .threshold = t,
@@ -313,10 +326,10 @@ static void send_plan(evil_t *e, uint32_t mask, unsigned t)
          mask);
 }
 
-/* The Sybil's key record for this round, signed with its identity key. */
-static size_t sybil_record(evil_t *e, uint8_t *out)
+/* The Sybil's keys for this round, signed with its identity key. */
+static void sybil_advertise(evil_t *e)
 {
-    uint8_t adv[WIRE_ADVERTISE_BYTES], c_sk[KA_SECRETKEYBYTES], s_sk[KA_SECRETKEYBYTES];
+    uint8_t *adv = e->sybil_adv, c_sk[KA_SECRETKEYBYTES], s_sk[KA_SECRETKEYBYTES];
     uint8_t msg[WIRE_ADV_SIGNED_BYTES];
     if (ka_keypair(adv, c_sk) < 0 || ka_keypair(adv + 32, s_sk) < 0) exit(2);
     wire_put_u64(adv + WIRE_ADV_WEIGHT_OFF, 100);
@@ -325,28 +338,75 @@ static size_t sybil_record(evil_t *e, uint8_t *out)
         exit(2);
     crypto_wipe(c_sk, sizeof c_sk);
     crypto_wipe(s_sk, sizeof s_sk);
-    return wire_keyrec_put(out, e->sybil_id, adv, e->sybil_cert, e->sybil_cert_len);
 }
 
-/* KEYS to the sites in `to`: the records of the sites in `of` (and the Sybil's). */
-static void send_keys(evil_t *e, uint32_t to, uint32_t of, int with_sybil)
+/* The ADVERTISE record of client j (the Sybil's under its id when with_sybil). */
+static const uint8_t *adv_of(const evil_t *e, uint32_t j, int with_sybil)
+{
+    return with_sybil && j == e->sybil_id ? e->sybil_adv : e->site[j].adv;
+}
+
+/* KEYS's U1 list for the sites in u1 (and the Sybil): (id, SHA-256 of its
+ * ADVERTISE record), ascending. Returns its length. */
+static size_t u1_list(const evil_t *e, uint32_t u1, int with_sybil, uint8_t *out)
+{
+    size_t off = 0;
+    for (uint32_t j = 0; j <= (uint32_t)e->n; j++) {
+        if (!(with_sybil && j == e->sybil_id) && !(j < (uint32_t)e->n && (u1 & BIT(j)))) continue;
+        wire_put_u32(out + off, j);
+        crypto_sha256(out + off + 4, adv_of(e, j, with_sybil), WIRE_ADVERTISE_BYTES);
+        off += WIRE_U1REC_BYTES;
+    }
+    return off;
+}
+
+/* The protocol's neighbour graph over the U1 list (as the clients compute it). */
+static int protocol_graph(const evil_t *e, const uint8_t *u1, size_t u1_len, uint32_t degree,
+                          uint8_t *adj)
+{
+    size_t len = wire_graph_input_len(u1_len);
+    uint8_t *in = malloc(len), h[CRYPTO_HASHBYTES];
+    if (!in) return -1;
+    wire_graph_input(in, e->round, e->model_hash, degree, u1, u1_len);
+    crypto_sha256(h, in, len);
+    free(in);
+    return secagg_graph((unsigned)(u1_len / WIRE_U1REC_BYTES), degree, wire_get_u64(h), adj);
+}
+
+/* KEYS to the sites in `to`: the key records of the sites in `of`, the U1 list
+ * of those in u1 (the Sybil in both with with_sybil) and the graph's degree
+ * (UINT32_MAX: all pairs). */
+static void send_keys_as(evil_t *e, uint32_t to, uint32_t of, uint32_t u1, int with_sybil,
+                         uint32_t degree)
 {
     uint8_t *blob = malloc((size_t)(e->n + 1) * WIRE_KEYREC_MAX);
+    uint8_t list[(EVIL_SITES_MAX + 1) * WIRE_U1REC_BYTES];
     size_t off = 0;
     if (!blob) exit(2);
-    for (int j = 0; j < e->n; j++) {
-        if (with_sybil && (uint32_t)j == e->sybil_id) off += sybil_record(e, blob + off);
-        else if (of & BIT(j))
-            off += wire_keyrec_put(blob + off, (uint32_t)j, e->site[j].adv, e->site[j].cert,
+    if (with_sybil) sybil_advertise(e);
+    for (uint32_t j = 0; j <= (uint32_t)e->n; j++) {
+        if (with_sybil && j == e->sybil_id)
+            off += wire_keyrec_put(blob + off, j, e->sybil_adv, e->sybil_cert, e->sybil_cert_len);
+        else if (j < (uint32_t)e->n && (of & BIT(j)))
+            off += wire_keyrec_put(blob + off, j, e->site[j].adv, e->site[j].cert,
                                    e->site[j].cert_len);
     }
-    if (with_sybil && e->sybil_id >= (uint32_t)e->n) off += sybil_record(e, blob + off);
+    size_t list_len = u1_list(e, u1, with_sybil, list);
+    if (degree == UINT32_MAX) degree = (uint32_t)(list_len / WIRE_U1REC_BYTES) - 1;
     msg_t m = {.type = MSG_KEYS, .round = e->round, .phase = PHASE_SHARE, .blob = blob,
-               .blob_len = off, .present = MSG_HAS_BLOB};
+               .blob_len = off, .u1 = list, .u1_len = list_len, .degree = degree,
+               .present = MSG_HAS_BLOB | MSG_HAS_U1};
     for (int i = 0; i < e->n; i++)
         if (to & BIT(i)) send_to(e, i, &m);
     free(blob);
-    note(e, "KEYS with the records of %#x%s to %#x", of, with_sybil ? " and the Sybil" : "", to);
+    note(e, "KEYS with the records of %#x%s, U1 %#x, degree %u to %#x", of,
+         with_sybil ? " and the Sybil" : "", u1, degree, to);
+}
+
+/* KEYS as the honest coordinator sends them with all pairs: U1 = the records sent. */
+static void send_keys(evil_t *e, uint32_t to, uint32_t of, int with_sybil)
+{
+    send_keys_as(e, to, of, of, with_sybil, UINT32_MAX);
 }
 
 /* SHARES_IN: to each site in mask, the boxes addressed to it by the others in mask. */
@@ -624,6 +684,77 @@ static void attack_replay(evil_t *e, int restart)
                    restart ? "same model version after the victim's restart" : "same model version");
 }
 
+/* Two aggregates from (nearly) one model and one training seed, the second
+ * without the victim: their difference is the victim's update. The sites
+ * should not take part in the second. */
+static void attack_near_replay(evil_t *e)
+{
+    e->seed = 4242;
+    check(e, honest_round(e, ALL(e)) == 0, "near replay: the first aggregate completed");
+    e->global[0] = nextafterf(e->global[0], 1.0f);
+    e->version++;
+    uint32_t others = ALL(e) & ~BIT(e->victim);
+    send_plan(e, others, safe_t(count(others)));
+    uint32_t u1 = await(e, others, MSG_ADVERTISE);
+    check(e, u1 == 0, "near replay: the sites refused a second aggregate from a model one ulp "
+          "away trained with the same seed (%#x advertised)", u1);
+    if (u1 != others) return;
+    send_keys(e, u1, u1, 0);
+    uint32_t u2 = await(e, u1, MSG_SHARES);
+    send_shares_in(e, u2);
+    uint32_t ready = await(e, u2, MSG_READY);
+    send_upload(e, ready);
+    uint32_t u3 = await(e, ready, MSG_MASKED);
+    send_consist(e, u3, u3);
+    uint32_t u4 = await(e, u3, MSG_CONSIST);
+    send_unmask_req(e, u4, u3, u3, u4);
+    if (await(e, u4, MSG_UNMASK) == u3) unmask_sum(e, u3);
+    e->seed = 0;
+}
+
+/* The victim's neighbourhood chosen by the coordinator, not by the protocol:
+ * "partial": all pairs claimed over U1, the victim sent only three of the four
+ * key records; "forged": degree 2, the victim sent its protocol non-neighbour
+ * instead of one of its neighbours; "threshold": the protocol's own graph of
+ * degree 2 among 4 with t = 1 in neighbourhoods of 3, below the site's policy. */
+static void attack_graph(evil_t *e, const char *how)
+{
+    uint32_t all = ALL(e), victim = BIT(e->victim);
+    send_plan(e, all, strcmp(how, "threshold") == 0 ? 1 : 3);
+    uint32_t u1 = await(e, all, MSG_ADVERTISE);
+    if (u1 != all) {
+        check(e, 0, "graph: not every site advertised (%#x)", u1);
+        return;
+    }
+    if (strcmp(how, "partial") == 0) {
+        send_keys_as(e, victim, all & ~BIT((e->victim + 3) % e->n), all, 0, UINT32_MAX);
+        await(e, victim, MSG_SHARES);
+        expect_refused(e, victim, MSG_SHARES, "all pairs, but 3 of the 4 U1 members' keys",
+                       "all pairs claimed, a key withheld");
+        return;
+    }
+    uint8_t list[EVIL_SITES_MAX * WIRE_U1REC_BYTES], adj[EVIL_SITES_MAX * EVIL_SITES_MAX];
+    size_t len = u1_list(e, all, 0, list);
+    if (protocol_graph(e, list, len, 2, adj) < 0) exit(2);
+    uint32_t nbrs = 0;
+    for (int j = 0; j < e->n; j++)
+        if (adj[e->victim * e->n + j]) nbrs |= BIT(j);
+    uint32_t other = all & ~nbrs & ~victim, one = nbrs & (~nbrs + 1); /* lowest neighbour */
+    note(e, "the protocol's graph of degree 2 gives %s the neighbours %#x", e->site[e->victim].name,
+         nbrs);
+    if (strcmp(how, "forged") == 0) {
+        send_keys_as(e, victim, victim | (nbrs & ~one) | other, all, 0, 2);
+        await(e, victim, MSG_SHARES);
+        expect_refused(e, victim, MSG_SHARES, "is not our neighbour in the protocol's graph",
+                       "a neighbourhood off the protocol's graph");
+    } else {
+        send_keys_as(e, victim, victim | nbrs, all, 0, 2);
+        await(e, victim, MSG_SHARES);
+        expect_refused(e, victim, MSG_SHARES, "policy: threshold 1 for neighbourhoods of 3",
+                       "the protocol's graph, t = 1 in neighbourhoods of 3");
+    }
+}
+
 static void attack_sybil(evil_t *e)
 {
     unsigned n1 = (unsigned)e->n + (e->sybil_id >= (uint32_t)e->n);
@@ -783,6 +914,10 @@ int main(int argc, char **argv)
         attack_split_view(e, strcmp(attack, "split-view-few") == 0);
     } else if (strcmp(attack, "replay") == 0 || strcmp(attack, "replay-restart") == 0) {
         attack_replay(e, strcmp(attack, "replay-restart") == 0);
+    } else if (strncmp(attack, "graph-", 6) == 0) {
+        attack_graph(e, attack + 6);
+    } else if (strcmp(attack, "near-replay") == 0) {
+        attack_near_replay(e);
     } else if (strcmp(attack, "sybil") == 0 && e->have_sybil) {
         attack_sybil(e);
     } else {
