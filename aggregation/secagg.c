@@ -173,7 +173,9 @@ int secagg_plan(unsigned n, unsigned requested, double dropout, double collusion
 {
     if (n < 2) return secagg_threshold(n, dropout, collusion, t, err, errlen);
     unsigned bound = secagg_plus_degree(n, collusion, dropout);
-    unsigned want = requested ? requested + (requested & 1) : bound;
+    /* Up to SECAGG_ALL_PAIRS_MAX clients all pairs cost next to nothing: a
+     * sparse graph there would only make every drop more likely to abort. */
+    unsigned want = requested ? requested + (requested & 1) : n <= SECAGG_ALL_PAIRS_MAX ? n - 1 : bound;
     if (want < bound) {
         snprintf(err, errlen,
                  "--neighbors %u is below the degree %u that %u clients need with %.0f%% colluders "

@@ -73,6 +73,7 @@ int secagg_threshold(unsigned n, double dropout, double collusion, unsigned *t, 
  *                (fewer than t of a neighbourhood survive: the round fails) */
 #define SECAGG_SIGMA 40
 #define SECAGG_ETA 20
+#define SECAGG_ALL_PAIRS_MAX 16
 /* The least t meeting the security bound for degree k < n - 1; 0 if none. */
 unsigned secagg_plus_threshold(unsigned n, unsigned k, double collusion);
 /* 1 if threshold t with degree k meets the correctness bound. */
@@ -82,8 +83,9 @@ int secagg_plus_correct(unsigned n, unsigned k, unsigned t, double dropout);
  * At collusion 0.33 and dropout 0.2 that is all pairs up to 1,000 clients;
  * at 0.1 and 0.05, k = 62 for n = 100 and 68 for n = 1,000. */
 unsigned secagg_plus_degree(unsigned n, double collusion, double dropout);
-/* Degree and threshold for a cohort of n: `requested` (0: the bound) must
- * be at least secagg_plus_degree; all pairs when k >= n - 1. -1 with the
+/* Degree and threshold for a cohort of n: `requested` (0: all pairs up to
+ * SECAGG_ALL_PAIRS_MAX clients, else the bound) must be at least
+ * secagg_plus_degree; all pairs when k >= n - 1. -1 with the
  * reason when the requested degree is below the bound or no t fits. */
 int secagg_plan(unsigned n, unsigned requested, double dropout, double collusion, unsigned *k,
                 unsigned *t, char *err, size_t errlen);

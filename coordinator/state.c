@@ -2,16 +2,21 @@
  * state.c - the coordinator's state directory, so that a crash loses at most
  * the round in flight.
  *
- *   DIR/metrics.jsonl              one row per finished round (fsync'd)
+ *   DIR/metrics.jsonl              one row per finished round (fsync'd; a secure round
+ *                                  committed but cut short in EVAL: a row without
+ *                                  validation figures, written on resume)
  *   DIR/rounds/round-000012.safetensors   the model after round 12
  *   DIR/model.safetensors          the latest model (a copy, for tools)
  *   DIR/state.json                 {"round", "version", "target", "paused"}
  *
  * Every file is written whole to a temp file, fsync'd and renamed, so a kill
  * at any moment leaves the old file or the new one, never a part. The commit
- * order is: metrics row, round model, state.json. state.json is the commit
- * point: on start, metrics rows after its round (written just before a crash)
- * are dropped, and an orphan round file is overwritten when the round runs again.
+ * order is: metrics row, round model, state.json; a secure round commits its
+ * model and state.json before EVAL (the sites released their shares for the
+ * old version once: the aggregate must not be lost) and its metrics row after.
+ * state.json is the commit point: on start, metrics rows after its round
+ * (written just before a crash) are dropped, and an orphan round file is
+ * overwritten when the round runs again.
  */
 #include "coordinator/internal.h"
 
@@ -64,9 +69,11 @@ static int state_write(coord_t *c, uint32_t round, uint32_t version)
 /* Target or pause changed: the committed round stays what it is. */
 int state_save(coord_t *c) { return state_write(c, c->committed_round, c->committed); }
 
-/* Keeps the metrics rows of rounds <= last (rewritten atomically). */
-static int trim_metrics(coord_t *c, uint32_t last, char *err, size_t errlen)
+/* Keeps the metrics rows of rounds <= last (rewritten atomically); *latest:
+ * the highest round kept (0: none). */
+static int trim_metrics(coord_t *c, uint32_t last, uint32_t *latest, char *err, size_t errlen)
 {
+    *latest = 0;
     char path[PATH_MAX + 32];
     path_of(c, "metrics.jsonl", path, sizeof path);
     FILE *f = fopen(path, "r");
@@ -80,8 +87,12 @@ static int trim_metrics(coord_t *c, uint32_t last, char *err, size_t errlen)
     }
     while (getline(&line, &cap, f) > 0) {
         uint32_t r;
-        if (json_u32(line, "round", &r) == 0 && r <= last && strchr(line, '\n')) fputs(line, mem);
-        else dropped++;
+        if (json_u32(line, "round", &r) == 0 && r <= last && strchr(line, '\n')) {
+            fputs(line, mem);
+            if (r > *latest) *latest = r;
+        } else {
+            dropped++;
+        }
     }
     free(line);
     fclose(f);
@@ -193,6 +204,8 @@ int state_peek(coord_t *c)
 int state_open(coord_t *c)
 {
     char path[PATH_MAX + 32], err[512];
+    uint32_t latest = 0;
+    int evaluation_lost = 0;
     if (util_mkdirs(c->conf->out_dir, err, sizeof err) < 0) {
         log_error("%s", err);
         return -1;
@@ -209,11 +222,14 @@ int state_open(coord_t *c)
     const char *mode = "w";
     if (have_state && c->conf->resume) {
         if (read_state(c, path) < 0) return -1;
-        if (trim_metrics(c, c->round, err, sizeof err) < 0) {
+        if (trim_metrics(c, c->round, &latest, err, sizeof err) < 0) {
             log_error("state: %s", err);
             return -1;
         }
         mode = "a";
+        /* A secure round's model is committed before its evaluation: a
+         * restart during EVAL leaves it without a metrics row. */
+        evaluation_lost = c->version == c->round && c->round > 0 && latest < c->round;
         log_info("state: resuming in %s after round %u (model of round %u), target %u rounds%s",
                  c->conf->out_dir, c->round, c->version, c->target, c->paused ? ", paused" : "");
         if (c->conf->server.opt != SERVER_OPT_FEDAVG)
@@ -236,6 +252,16 @@ int state_open(coord_t *c)
     if (!c->metrics) {
         log_error("%s: cannot open: %s", path, strerror(errno));
         return -1;
+    }
+    if (evaluation_lost) {
+        fprintf(c->metrics, "{\"round\":%u,\"aborted\":false,\"evaluated\":false,\"secagg\":%s,"
+                "\"participants\":null,\"val_accuracy\":null,\"val_loss\":null,\"val_auc\":null,"
+                "\"note\":\"aggregated and committed; its evaluation was cut short by a coordinator "
+                "restart\"}\n", c->round, c->conf->secagg ? "true" : "false");
+        fflush(c->metrics);
+        fsync(fileno(c->metrics));
+        log_info("state: round %u was committed but not evaluated: metrics row written without "
+                 "validation figures", c->round);
     }
     return state_save(c);
 }

@@ -95,6 +95,21 @@ res = json.load(open(out + "/bench.json"))
 def rows(name): return [json.loads(l) for l in open("%s/sa-%s/metrics.jsonl" % (out, name))]
 def summ(name): return json.load(open("%s/sa-%s/summary.json" % (out, name)))
 params = {"cnn": 1659266, "resnet18": 11181642 - 7680 + 9600}
+def consistency_s(name):
+    """Seconds of each round's consistency round (CONSIST_REQ sent -> UNMASK_REQ sent), from
+    the coordinator's log: what the malicious-coordinator defence adds to a secure round."""
+    def secs(line):
+        h, m, rest = line.split()[0].split(":")
+        return int(h) * 3600 + int(m) * 60 + float(rest)
+    start, out = {}, []
+    for line in open("%s/sa-%s/logs/coordinator.log" % (out_dir, name)):
+        if "event=consistency-requested" in line:
+            start[line.split("round=")[1].split()[0]] = secs(line)
+        elif "event=unmask-requested" in line:
+            r = line.split("round=")[1].split()[0]
+            if r in start: out.append(secs(line) - start[r])
+    return out
+out_dir = out
 sa = {"prg": prg, "models": []}
 for model in ("cnn", "resnet18"):
     p = params[model]
@@ -116,6 +131,8 @@ for model in ("cnn", "resnet18"):
         "coordinator_peak_rss_mb_secure": round(rss / 2**20, 1),
         "coordinator_peak_rss_over_model": round(rss / (4 * p), 2),
         "coordinator_peak_rss_mb_plain": round(summ(model + "-plain")["coordinator_peak_rss_kb"] / 1024, 1),
+        "consistency_round_s": round(st.mean(consistency_s(model + "-secure")[1:]), 4),
+        "consistency_over_secure_round": round(st.mean(consistency_s(model + "-secure")[1:]) / ts, 4),
     })
 s50, r50, p50 = summ("cnn-secure-50"), rows("cnn-secure-50"), rows("cnn-plain-50")
 t50 = st.mean(r["seconds"] for r in r50[1:]); tp50 = st.mean(r["seconds"] for r in p50[1:])

@@ -63,7 +63,10 @@ PYEOF
 t=deploy_provisioned_sites_two_rounds_via_medfed_start
 for k in 0 1 2; do
     site=$(sed -n "$((k + 2))p" "$D/sites.txt")
+    # Later a site is taken off the roster and the other two carry on: each
+    # hospital's policy accepts a cohort of two (the default is three).
     { cat "$D/fed/sites/$site/client.ini"
+      printf '\n[policy]\nmin_cohort = 2\n'
       printf '\n[data]\nsource = idx\n'
       for s in train val; do
           printf '%s_images = %s\n%s_labels = %s\n' "$s" "$WORK/a/sites/site-0$k/$s-images-idx3-ubyte.gz" \
