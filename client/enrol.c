@@ -125,10 +125,13 @@ static int write_ini(enrol_t *e, char *err, size_t errlen)
         "threads = 2\n"
         "log_level = info\n"
         "\n"
-        "; [policy] peers = FILE: the federation's members (NAME FINGERPRINT lines, the\n"
-        "; lead's peers.txt), once each fingerprint is checked with its site by phone.\n"
+        "[policy]\n"
+        "; the federation's members this site accepts (NAME FINGERPRINT lines: the lead's\n"
+        "; peers.txt); uncomment once each fingerprint is checked with its site by phone\n"
+        ";peers = %s/peers.txt\n"
+        "\n"
         "; [data]: where the images are (configs/client.ini, docs/PACS.md).\n",
-        e->site, e->site, d, d, e->site, coord, e->site, d, d, e->site, d, d);
+        e->site, e->site, d, d, e->site, coord, e->site, d, d, e->site, d, d, d);
     if (n < 0 || (size_t)n >= sizeof text) {
         util_seterr(err, errlen, "%s: paths too long", e->path[F_INI]);
         return -1;

@@ -1,7 +1,7 @@
 /*
  * medfed - the operator's command: one subcommand per job.
  *
- *   medfed provision ...     the federation CA and every party's kit
+ *   medfed provision ...     the federation CA, the kits, --sign a site's request
  *   medfed status|clients|start|pause|stop|export|watch   the admin socket (admin.h)
  *   medfed help
  *
@@ -21,8 +21,8 @@ typedef struct {
 } command_t;
 
 static const command_t commands[] = {
-    {"provision", provision_main, "make the federation CA, the coordinator's and admin's keys, "
-                                  "one kit per site"},
+    {"provision", provision_main, "make the federation CA and the coordinator's and admin's "
+                                  "kits; --sign a site's certificate request"},
     {"status", admin_main, "where the run stands (round, clients, last metrics)"},
     {"clients", admin_main, "every registered site: live, last seen, part in the round"},
     {"start", admin_main, "start --rounds N: run N more rounds (also ends a pause)"},

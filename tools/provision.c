@@ -1,7 +1,8 @@
 /*
  * provision.c - `medfed provision`: makes the federation CA, the coordinator's
- * and the admin's keys and configs, and one kit per site (see provision.h for
- * the layout).
+ * and the admin's keys and configs, signs the sites' certificate requests
+ * (--sign: a site's keys never leave it), and for simulations and tests one
+ * all-in-one kit per site (--roster; see provision.h for the layout).
  *
  * Every file is made only if it is missing, so the command is idempotent and
  * a second run with one more site in SITES.txt adds that site's kit and its
@@ -12,6 +13,7 @@
  */
 #include "tools/provision.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -32,9 +34,11 @@
 
 typedef struct {
     const char *sites_file, *out, *endpoint, *admin_endpoint, *federation;
+    const char *request, *ca_dir, *fingerprint;   /* --sign REQ --ca-dir DIR [--fingerprint] */
     const char *install;                /* --install-dir: where the kits' files will live */
     int days;
-    char dir[PATH_MAX];                 /* out, absolute (config files name absolute paths) */
+    char dir[PATH_MAX];                 /* out (--sign: above --ca-dir), absolute (config files
+                                           name absolute paths) */
     uint8_t ca_der[CERT_DER_MAX];
     size_t ca_len;
     char ca_pem[CERT_PEM_MAX];
@@ -46,11 +50,22 @@ typedef struct {
 static void usage(FILE *f)
 {
     fprintf(f,
-        "usage: medfed provision --roster SITES.txt --out DIR --endpoint tcp://HOST:PORT\n"
-        "                        [--admin-endpoint tcp://HOST:PORT] [--federation NAME] [--days N]\n"
-        "                        [--install-dir /etc/medfed]\n"
-        "  --roster FILE           site names, one per line ('#' comments)\n"
-        "  --out DIR               where the CA and the kits go (created 0700)\n"
+        "usage: medfed provision --out DIR --endpoint tcp://HOST:PORT [--admin-endpoint URL]\n"
+        "                        [--federation NAME] [--days N] [--install-dir /etc/medfed]\n"
+        "                        [--roster SITES.txt]\n"
+        "       medfed provision --sign SITE.csr --ca-dir DIR/ca --out KITDIR\n"
+        "                        [--fingerprint HEX] [--days N]\n"
+        "  --out DIR               where the CA, the coordinator's and the admin's kits go\n"
+        "                          (created 0700)\n"
+        "  --sign FILE             a site's certificate request (medfed-client enrol): check\n"
+        "                          it, print its fingerprint, issue its certificate, add it to\n"
+        "                          DIR/coordinator/roster.txt and peers.txt, and write the\n"
+        "                          site's return kit (NAME.crt ca.crt coordinator.pub) into\n"
+        "                          KITDIR; the site's secret keys never come here\n"
+        "  --ca-dir DIR/ca         the CA that medfed provision made (DIR is its parent)\n"
+        "  --fingerprint HEX       what the site read out over the phone: refuse another one\n"
+        "  --roster FILE           SIMULATIONS AND TESTS ONLY: site names, one per line ('#'\n"
+        "                          comments); makes every site's secret keys here\n"
         "  --endpoint URL          the coordinator's address as the sites reach it\n"
         "  --admin-endpoint URL    the coordinator's admin socket (tcp://127.0.0.1:7701)\n"
         "  --federation NAME       the CA's name: CN \"medfed federation CA NAME\" (medfed)\n"
@@ -58,7 +73,7 @@ static void usage(FILE *f)
         "  --install-dir DIR       the configs name DIR/FILE for every key, certificate and\n"
         "                          roster (copy each kit's files into DIR on its machine);\n"
         "                          default: where the kit is made\n"
-        "Run it again with more sites to add their kits; existing files are never changed.\n"
+        "Existing files are never changed; run it again to add what is missing.\n"
         "Keep DIR/ca/ offline: its key signs every site's certificate.\n",
         CERT_SITE_DAYS);
 }
@@ -189,6 +204,19 @@ static int read_sites(const char *path, char (*names)[ROSTER_NAME_MAX], int *n)
 
 /* ---- the parts of the kit ---------------------------------------------------------------- */
 
+/* The CA certificate at crt into p (DER and PEM), checked as a CA. */
+static int load_ca(prov_t *p, const char *crt)
+{
+    char err[PATH_CAP + 128];
+    if (cert_load_file(crt, p->ca_der, &p->ca_len, err, sizeof err) < 0 ||
+        cert_der_to_pem(p->ca_pem, &p->ca_pem_len, p->ca_der, p->ca_len, err, sizeof err) < 0)
+        return fail("%s", err);
+    cert_ca_t *ca = cert_ca_new(p->ca_der, p->ca_len, err, sizeof err);
+    if (!ca) return fail("%s: %s", crt, err);
+    cert_ca_destroy(&ca);
+    return 0;
+}
+
 static int make_ca(prov_t *p)
 {
     char dir[PATH_CAP], key[PATH_CAP], crt[PATH_CAP], err[PATH_CAP + 128];
@@ -215,34 +243,36 @@ static int make_ca(prov_t *p)
             return fail("CA: %s", err);
         if (write_new(p, crt, p->ca_pem, p->ca_pem_len) < 0) return -1;
         printf("provision: federation CA \"medfed federation CA %s\" in %s\n", p->federation, dir);
-    } else {
-        if (cert_load_file(crt, p->ca_der, &p->ca_len, err, sizeof err) < 0 ||
-            cert_der_to_pem(p->ca_pem, &p->ca_pem_len, p->ca_der, p->ca_len, err, sizeof err) < 0)
-            return fail("%s", err);
-        cert_ca_t *ca = cert_ca_new(p->ca_der, p->ca_len, err, sizeof err);
-        if (!ca) return fail("%s: %s", crt, err);
-        cert_ca_destroy(&ca);
+    } else if (load_ca(p, crt) < 0) {
+        return -1;
     }
     return 0;
 }
 
-/* Issues a certificate for pk with the CA key (loaded for this call only). */
-static int issue(prov_t *p, const char *site, const uint8_t pk[IDENTITY_PUBLICKEYBYTES],
-                 const char *path)
+/* A certificate for pk as PEM, issued with the CA key (loaded for this call only). */
+static int issue_pem(prov_t *p, const char *site, const uint8_t pk[IDENTITY_PUBLICKEYBYTES],
+                     char pem[CERT_PEM_MAX], size_t *pem_len)
 {
-    char key[PATH_CAP], err[PATH_CAP + 128], pem[CERT_PEM_MAX];
+    char key[PATH_CAP], err[PATH_CAP + 128];
     uint8_t sk[IDENTITY_SECRETKEYBYTES], der[CERT_DER_MAX];
-    size_t len = 0, pem_len = 0;
+    size_t len = 0;
     join(key, p->dir, "ca/ca.key");
     int rc = identity_load_secret(key, sk, err, sizeof err) == 0 &&
                      cert_issue(der, &len, site, pk, p->ca_der, p->ca_len, sk, p->days, err,
                                 sizeof err) == 0 &&
-                     cert_der_to_pem(pem, &pem_len, der, len, err, sizeof err) == 0
+                     cert_der_to_pem(pem, pem_len, der, len, err, sizeof err) == 0
                  ? 0
                  : -1;
     crypto_wipe(sk, sizeof sk);
-    if (rc < 0) return fail("%s: %s", site, err);
-    return write_new(p, path, pem, pem_len);
+    return rc < 0 ? fail("%s: %s", site, err) : 0;
+}
+
+static int issue(prov_t *p, const char *site, const uint8_t pk[IDENTITY_PUBLICKEYBYTES],
+                 const char *path)
+{
+    char pem[CERT_PEM_MAX];
+    size_t pem_len = 0;
+    return issue_pem(p, site, pk, pem, &pem_len) < 0 ? -1 : write_new(p, path, pem, pem_len);
 }
 
 static int write_hexfile(prov_t *p, const char *path, const uint8_t pk[32])
@@ -327,11 +357,23 @@ static int make_coordinator(prov_t *p, uint8_t admin_pk[CURVE_KEYBYTES])
     return write_new(p, path, text, (size_t)n);
 }
 
+/* The roster line of a site: "NAME ED25519-KEY CURVE-KEY\n". */
+#define ROSTER_LINE_MAX (ROSTER_NAME_MAX + 2 * IDENTITY_HEXBYTES + 4)
+static void roster_line(char line[ROSTER_LINE_MAX], const char *site,
+                        const uint8_t id_pk[IDENTITY_PUBLICKEYBYTES],
+                        const uint8_t curve_pk[CURVE_KEYBYTES])
+{
+    char id_hex[IDENTITY_HEXBYTES], curve_hex[IDENTITY_HEXBYTES];
+    identity_pk_to_hex(id_hex, id_pk);
+    identity_pk_to_hex(curve_hex, curve_pk);
+    /* site is a checked site name: the line always fits */
+    snprintf(line, ROSTER_LINE_MAX, "%.*s %s %s\n", ROSTER_NAME_MAX - 1, site, id_hex, curve_hex);
+}
+
 /* One site's kit; its roster line into line. */
-static int make_site(prov_t *p, const char *site, char *line, size_t linecap)
+static int make_site(prov_t *p, const char *site, char line[ROSTER_LINE_MAX])
 {
     char dir[PATH_CAP], path[PATH_CAP], text[4 * PATH_CAP];
-    char id_hex[IDENTITY_HEXBYTES], curve_hex[IDENTITY_HEXBYTES];
     uint8_t id_pk[IDENTITY_PUBLICKEYBYTES], curve_pk[CURVE_KEYBYTES];
     char sites[PATH_CAP];
     join(dir, join(sites, p->dir, "sites"), site);
@@ -379,23 +421,29 @@ static int make_site(prov_t *p, const char *site, char *line, size_t linecap)
     if (n < 0 || (size_t)n >= sizeof text) return fail("%s: paths too long", path);
     if (write_new(p, path, text, (size_t)n) < 0) return -1;
 
-    identity_pk_to_hex(id_hex, id_pk);
-    identity_pk_to_hex(curve_hex, curve_pk);
-    const int l = snprintf(line, linecap, "%s %s %s\n", site, id_hex, curve_hex);
-    return l > 0 && (size_t)l < linecap ? 0 : fail("%s: roster line too long", site);
+    roster_line(line, site, id_pk, curve_pk);
+    return 0;
 }
 
-/* Adds the sites that are not on coordinator/roster.txt yet, in SITES.txt order. */
-static int update_roster(prov_t *p, char (*names)[ROSTER_NAME_MAX], int n)
+/* coordinator/roster.txt into r (empty if there is none yet). */
+static int load_roster(prov_t *p, roster_t *r)
 {
     char path[PATH_CAP], err[PATH_CAP + 128];
     join(path, p->dir, "coordinator/roster.txt");
-    static roster_t roster;
+    memset(r, 0, sizeof *r);
+    if (exists(path) && roster_load(path, r, err, sizeof err) < 0) return fail("%s", err);
+    return 0;
+}
+
+/* Appends lines (whole "NAME KEY CURVE\n" lines) to coordinator/roster.txt,
+ * made with its header if it is missing; earlier lines keep their order. */
+static int append_roster(prov_t *p, const char *lines, size_t add)
+{
+    char path[PATH_CAP], err[PATH_CAP + 128];
     static char text[ROSTER_MAX * 200 + 4096];
     size_t len = 0;
-    memset(&roster, 0, sizeof roster);
+    join(path, p->dir, "coordinator/roster.txt");
     if (exists(path)) {
-        if (roster_load(path, &roster, err, sizeof err) < 0) return fail("%s", err);
         if (read_text(path, text, sizeof text, &len) < 0) return -1;
         if (len > 0 && text[len - 1] != '\n') text[len++] = '\n';
     } else {
@@ -403,13 +451,29 @@ static int update_roster(prov_t *p, char (*names)[ROSTER_NAME_MAX], int n)
                                "# federation roster: NAME ED25519-KEY CURVE-KEY; a site's id is "
                                "its line among the sites. Written by medfed provision.\n");
     }
+    if (len + add >= sizeof text) return fail("%s: too large", path);
+    memcpy(text + len, lines, add);
+    if (util_write_file_atomic(path, text, len + add, err, sizeof err) < 0) return fail("%s", err);
+    p->created++;
+    return 0;
+}
+
+/* Adds the sites that are not on coordinator/roster.txt yet, in SITES.txt order. */
+static int update_roster(prov_t *p, char (*names)[ROSTER_NAME_MAX], int n)
+{
+    static roster_t roster;
+    static char text[ROSTER_MAX * 200];
+    size_t len = 0;
+    char path[PATH_CAP];
+    join(path, p->dir, "coordinator/roster.txt");
+    if (load_roster(p, &roster) < 0) return -1;
     int added = 0;
     for (int i = 0; i < n; i++) {
-        char line[ROSTER_NAME_MAX + 2 * IDENTITY_HEXBYTES + 4];
+        char line[ROSTER_LINE_MAX];
         /* A site on the roster keeps its kit as it is, even if it was moved
          * away from here: new keys would no longer match its roster line. */
         if (roster_find(&roster, names[i]) >= 0) continue;
-        if (make_site(p, names[i], line, sizeof line) < 0) return -1;
+        if (make_site(p, names[i], line) < 0) return -1;
         if (roster.n + added >= ROSTER_MAX) return fail("%s: more than %d sites", path, ROSTER_MAX);
         const size_t l = strlen(line);
         if (len + l >= sizeof text) return fail("%s: too large", path);
@@ -425,9 +489,212 @@ static int update_roster(prov_t *p, char (*names)[ROSTER_NAME_MAX], int n)
             fprintf(stderr, PROG ": warning: site '%s' is on %s but not in %s; left as is\n",
                     roster.site[i].name, path, p->sites_file);
     }
-    if (added == 0) return 0;
-    if (util_write_file_atomic(path, text, len, err, sizeof err) < 0) return fail("%s", err);
+    return added == 0 ? 0 : append_roster(p, text, len);
+}
+
+/* ---- peers.txt: the member list a hospital pins --------------------------------------- */
+
+/* "NAME FINGERPRINT" for every site on the roster, the format of a site's
+ * [policy] peers file, into text. */
+static int peers_text(prov_t *p, char *text, size_t cap, size_t *len)
+{
+    static roster_t roster;
+    if (load_roster(p, &roster) < 0) return -1;
+    int n = snprintf(text, cap,
+        "# The federation's members: NAME FINGERPRINT (SHA-256 of the site's Ed25519 identity\n"
+        "# key, as medfed-client enrol printed it). Written by medfed provision from the roster.\n"
+        "# A hospital uses it as [policy] peers = FILE once it has checked each fingerprint\n"
+        "# with that site by phone.\n");
+    *len = (size_t)n;
+    for (int i = 0; i < roster.n; i++) {
+        if (!roster.site[i].has_pk) continue; /* a name-only line pins nothing */
+        char fpr[IDENTITY_HEXBYTES];
+        identity_fingerprint(fpr, roster.site[i].pk);
+        n = snprintf(text + *len, cap - *len, "%s %s\n", roster.site[i].name, fpr);
+        if (n < 0 || (size_t)n >= cap - *len) return fail("peers.txt: too many sites");
+        *len += (size_t)n;
+    }
+    return 0;
+}
+
+/* path holds exactly data: written (atomically) if it is missing or differs. */
+static int write_current(prov_t *p, const char *path, const char *data, size_t len)
+{
+    static char old[ROSTER_MAX * 200 + 4096];
+    size_t old_len = 0;
+    char err[PATH_CAP + 64];
+    if (exists(path) && read_text(path, old, sizeof old, &old_len) == 0 && old_len == len &&
+        memcmp(old, data, len) == 0)
+        return 0;
+    if (util_write_file_atomic(path, data, len, err, sizeof err) < 0) return fail("%s", err);
     p->created++;
+    return 0;
+}
+
+/* coordinator/peers.txt and admin/peers.txt follow the roster. */
+static int write_peers(prov_t *p)
+{
+    static char text[ROSTER_MAX * (ROSTER_NAME_MAX + IDENTITY_HEXBYTES + 2) + 512];
+    char path[PATH_CAP], dir[PATH_CAP];
+    size_t len = 0;
+    if (peers_text(p, text, sizeof text, &len) < 0) return -1;
+    static const char *const dirs[] = {"coordinator", "admin"};
+    for (size_t i = 0; i < sizeof dirs / sizeof dirs[0]; i++)
+        if (write_current(p, join(path, join(dir, p->dir, dirs[i]), "peers.txt"), text, len) < 0)
+            return -1;
+    return 0;
+}
+
+/* ---- --sign: a site's certificate request ------------------------------------------------ */
+
+/* A fingerprint as read out ("53c2 ca23 ...": spaces, ':' and case ignored)
+ * as 64 lower-case hex digits. */
+static int parse_fingerprint(const char *s, char out[IDENTITY_HEXBYTES])
+{
+    size_t n = 0;
+    for (; *s; s++) {
+        if (*s == ' ' || *s == ':') continue;
+        if (!isxdigit((unsigned char)*s) || n == IDENTITY_HEXBYTES - 1) return -1;
+        out[n++] = (char)tolower((unsigned char)*s);
+    }
+    out[n] = '\0';
+    return n == IDENTITY_HEXBYTES - 1 ? 0 : -1;
+}
+
+/* The request's keys against the roster: 1 if the site is on it with these
+ * very keys, 0 if it is not on it, -1 (refused) if its name has other keys
+ * or its keys belong to another site. */
+static int roster_check(prov_t *p, const char *name, const uint8_t pk[IDENTITY_PUBLICKEYBYTES],
+                        const uint8_t curve_pk[CURVE_KEYBYTES])
+{
+    static roster_t roster;
+    char path[PATH_CAP];
+    join(path, p->dir, "coordinator/roster.txt");
+    if (load_roster(p, &roster) < 0) return -1;
+    const int at = roster_find(&roster, name);
+    for (int i = 0; i < roster.n; i++) {
+        const roster_entry_t *e = &roster.site[i];
+        const int same_id = e->has_pk && crypto_equal(e->pk, pk, IDENTITY_PUBLICKEYBYTES);
+        const int same_curve = e->has_curve && crypto_equal(e->curve_pk, curve_pk, CURVE_KEYBYTES);
+        if (i == at && !(same_id && same_curve))
+            return fail("site '%s' is already on %s with another key: refused (to replace a "
+                        "site's keys, delete its line first)", name, path);
+        if (i != at && (same_id || same_curve))
+            return fail("the keys in this request are already on %s as site '%s': refused",
+                        path, e->name);
+    }
+    return at >= 0 ? 1 : 0;
+}
+
+/* The site's certificate, kept in ca/issued/NAME.crt: the one issued before
+ * for this key (so that signing the same request twice gives the same
+ * certificate), else a new one. */
+static int site_certificate(prov_t *p, const char *name, const uint8_t pk[IDENTITY_PUBLICKEYBYTES],
+                            char pem[CERT_PEM_MAX], size_t *pem_len)
+{
+    char dir[PATH_CAP], crt[PATH_CAP], file[CERT_NAME_MAX + 8], err[PATH_CAP + 128];
+    join(dir, p->dir, "ca/issued");
+    snprintf(file, sizeof file, "%s.crt", name);
+    join(crt, dir, file);
+    if (make_dir(dir) < 0) return -1;
+    if (!exists(crt))
+        return issue_pem(p, name, pk, pem, pem_len) < 0 ? -1 : write_new(p, crt, pem, *pem_len);
+    uint8_t der[CERT_DER_MAX], got[IDENTITY_PUBLICKEYBYTES];
+    size_t len = 0;
+    char cn[CERT_NAME_MAX];
+    cert_ca_t *ca = cert_ca_new(p->ca_der, p->ca_len, err, sizeof err);
+    int rc = ca && cert_load_file(crt, der, &len, err, sizeof err) == 0 &&
+                     cert_verify(ca, der, len, name, cn, got, err, sizeof err) == 0 &&
+                     cert_der_to_pem(pem, pem_len, der, len, err, sizeof err) == 0
+                 ? 0
+                 : fail("%s: %s (move it away to issue a new one)", crt, err);
+    if (rc == 0 && !crypto_equal(got, pk, sizeof got))
+        rc = fail("%s: issued for another key of site '%s': refused", crt, name);
+    cert_ca_destroy(&ca);
+    return rc;
+}
+
+/* A public file of the return kit: written if missing, kept if the same,
+ * refused if different (a kit is never silently changed). */
+static int write_kit_file(prov_t *p, const char *path, const char *data, size_t len)
+{
+    char old[CERT_PEM_MAX + 1];
+    size_t old_len = 0;
+    if (!exists(path)) return write_new(p, path, data, len);
+    if (read_text(path, old, sizeof old, &old_len) < 0) return -1;
+    if (old_len == len && memcmp(old, data, len) == 0) return 0;
+    return fail("%s exists with other content: refused (move it away first)", path);
+}
+
+/* A directory made 0700 if missing, its absolute path into abs. */
+static int open_dir(const char *path, char abs[PATH_MAX])
+{
+    char err[PATH_CAP + 128];
+    if (!exists(path) && (util_mkdirs(path, err, sizeof err) < 0 || chmod(path, 0700) < 0))
+        return fail("%s: cannot create: %s", path, err);
+    if (!realpath(path, abs)) return fail("%s: %s", path, strerror(errno));
+    return 0;
+}
+
+static int sign_request(prov_t *p)
+{
+    char name[CERT_NAME_MAX], err[PATH_CAP + 256], path[PATH_CAP], kit[PATH_MAX];
+    char fpr[IDENTITY_HEXBYTES], grouped[CERT_FPR_GROUPED_BYTES], want[IDENTITY_HEXBYTES];
+    uint8_t pk[IDENTITY_PUBLICKEYBYTES], curve_pk[CURVE_KEYBYTES];
+    if (p->fingerprint && parse_fingerprint(p->fingerprint, want) < 0)
+        return fail("--fingerprint: 64 hex digits (spaces allowed), got '%.100s'", p->fingerprint);
+    if (cert_request_load_file(p->request, name, pk, curve_pk, err, sizeof err) < 0)
+        return fail("%s", err);
+    identity_fingerprint(fpr, pk);
+    cert_fingerprint_grouped(grouped, pk);
+    printf("provision: certificate request %s: signature ok\n"
+           "site:        %s\n"
+           "fingerprint: %s\n"
+           "read aloud:  %s\n",
+           p->request, name, fpr, grouped);
+    if (p->fingerprint && strcmp(want, fpr) != 0)
+        return fail("%s: its fingerprint is not the one the site read out (%s): do not sign it; "
+                    "call the site back on a number you know", p->request, want);
+    if (!p->fingerprint)
+        printf("provision: check this fingerprint with the site by phone before you send the "
+               "kit (--fingerprint HEX checks it for you)\n");
+
+    /* The lead's tree: the CA, the coordinator's roster, its public key. */
+    join(path, p->dir, "ca/ca.crt");
+    if (load_ca(p, path) < 0) return -1;
+    char coord_hex[IDENTITY_HEXBYTES + 1];
+    uint8_t coord_pk[CURVE_KEYBYTES];
+    size_t len = 0;
+    join(path, p->dir, "admin/coordinator.pub");
+    if (read_text(path, coord_hex, sizeof coord_hex, &len) < 0) return -1;
+    if (len > 0 && coord_hex[len - 1] == '\n') coord_hex[len - 1] = '\0';
+    if (identity_pk_from_hex(coord_pk, coord_hex) < 0)
+        return fail("%s: not a public key (64 hex digits)", path);
+    const int on = roster_check(p, name, pk, curve_pk);
+    if (on < 0) return -1;
+
+    char pem[CERT_PEM_MAX], file[CERT_NAME_MAX + 8];
+    size_t pem_len = 0;
+    if (site_certificate(p, name, pk, pem, &pem_len) < 0 || open_dir(p->out, kit) < 0) return -1;
+    snprintf(file, sizeof file, "%s.crt", name);
+    coord_hex[IDENTITY_HEXBYTES - 1] = '\n';
+    if (write_kit_file(p, join(path, kit, file), pem, pem_len) < 0 ||
+        write_kit_file(p, join(path, kit, "ca.crt"), p->ca_pem, p->ca_pem_len) < 0 ||
+        write_kit_file(p, join(path, kit, "coordinator.pub"), coord_hex, IDENTITY_HEXBYTES) < 0)
+        return -1;
+    if (!on) {
+        char line[ROSTER_LINE_MAX];
+        roster_line(line, name, pk, curve_pk);
+        if (append_roster(p, line, strlen(line)) < 0) return -1;
+        printf("provision: site %s added to %s/coordinator/roster.txt\n", name, p->dir);
+    } else {
+        printf("provision: site %s is on the roster with these keys already\n", name);
+    }
+    if (write_peers(p) < 0) return -1;
+    printf("provision: return kit for %s in %s: %s ca.crt coordinator.pub (no secret key)\n"
+           "provision: copy roster.txt to the coordinator and reload it (SIGHUP); send "
+           "%s/admin/peers.txt to every site once the members are enrolled\n",
+           name, kit, file, p->dir);
     return 0;
 }
 
@@ -443,11 +710,13 @@ static int endpoint_ok(const char *s)
 
 int provision_main(int argc, char **argv)
 {
-    enum { O_ROSTER = 256, O_OUT, O_ENDPOINT, O_ADMIN, O_FED, O_DAYS, O_INSTALL };
+    enum { O_ROSTER = 256, O_OUT, O_ENDPOINT, O_ADMIN, O_FED, O_DAYS, O_INSTALL, O_SIGN, O_CA_DIR,
+           O_FPR };
     static const struct option longopts[] = {
         {"roster", 1, 0, O_ROSTER}, {"out", 1, 0, O_OUT}, {"endpoint", 1, 0, O_ENDPOINT},
         {"admin-endpoint", 1, 0, O_ADMIN}, {"federation", 1, 0, O_FED}, {"days", 1, 0, O_DAYS},
-        {"install-dir", 1, 0, O_INSTALL},
+        {"install-dir", 1, 0, O_INSTALL}, {"sign", 1, 0, O_SIGN}, {"ca-dir", 1, 0, O_CA_DIR},
+        {"fingerprint", 1, 0, O_FPR},
         {"help", 0, 0, 'h'}, {0, 0, 0, 0},
     };
     static prov_t p;
@@ -473,6 +742,9 @@ int provision_main(int argc, char **argv)
             p.install = optarg;
             break;
         case O_FED: p.federation = optarg; break;
+        case O_SIGN: p.request = optarg; break;
+        case O_CA_DIR: p.ca_dir = optarg; break;
+        case O_FPR: p.fingerprint = optarg; break;
         case O_DAYS:
             if (util_parse_int(optarg, 1, CERT_DAYS_MAX, &v) < 0) {
                 fprintf(stderr, PROG ": --days must be in [1, %d], got '%s'\n", CERT_DAYS_MAX, optarg);
@@ -484,9 +756,19 @@ int provision_main(int argc, char **argv)
         default: usage(stderr); return 2;
         }
     }
-    if (optind != argc || !p.sites_file || !p.out || !p.endpoint) {
+    if (optind != argc || !p.out || (p.request ? !p.ca_dir || p.sites_file || p.endpoint
+                                               : !p.endpoint || p.ca_dir || p.fingerprint)) {
         usage(stderr);
         return 2;
+    }
+    if (p.request) {
+        /* The lead's tree is the folder that holds ca/. */
+        char *slash;
+        if (crypto_init() < 0) return fail("crypto library failed to initialise"), 1;
+        if (!realpath(p.ca_dir, p.dir)) return fail("%s: %s", p.ca_dir, strerror(errno)), 1;
+        if ((slash = strrchr(p.dir, '/')) == p.dir) return fail("%s: no folder above it", p.ca_dir), 1;
+        *slash = '\0';
+        return sign_request(&p) < 0 ? 1 : 0;
     }
     if (!endpoint_ok(p.endpoint) || !endpoint_ok(p.admin_endpoint)) {
         fprintf(stderr, PROG ": endpoints are tcp://HOST:PORT, got '%s'\n",
@@ -499,17 +781,24 @@ int provision_main(int argc, char **argv)
     }
     if (crypto_init() < 0) return fail("crypto library failed to initialise"), 1;
     int n = 0;
-    if (read_sites(p.sites_file, names, &n) < 0) return 1;
-    char err[PATH_CAP + 128], sites[PATH_CAP];
-    if (!exists(p.out) && (util_mkdirs(p.out, err, sizeof err) < 0 || chmod(p.out, 0700) < 0))
-        return fail("%s: cannot create: %s", p.out, err), 1;
-    if (!realpath(p.out, p.dir)) return fail("%s: %s", p.out, strerror(errno)), 1;
+    if (p.sites_file) {
+        fprintf(stderr, PROG ": warning: --roster makes every site's secret keys on this machine: "
+                        "for simulations and tests only; real sites enrol themselves "
+                        "(medfed-client enrol, then medfed provision --sign)\n");
+        if (read_sites(p.sites_file, names, &n) < 0) return 1;
+    }
+    char sites[PATH_CAP];
+    if (open_dir(p.out, p.dir) < 0) return 1;
     join(sites, p.dir, "sites");
     uint8_t admin_pk[CURVE_KEYBYTES];
-    if (make_ca(&p) < 0 || make_coordinator(&p, admin_pk) < 0 || make_dir(sites) < 0 ||
-        update_roster(&p, names, n) < 0)
+    if (make_ca(&p) < 0 || make_coordinator(&p, admin_pk) < 0 ||
+        (p.sites_file && (make_dir(sites) < 0 || update_roster(&p, names, n) < 0)) ||
+        write_peers(&p) < 0)
         return 1;
     printf("provision: %d sites, %d files written in %s%s\n", n, p.created, p.dir,
            p.created ? "" : " (nothing was missing)");
+    if (!p.sites_file)
+        printf("provision: next, each site runs medfed-client enrol and sends you its request: "
+               "medfed provision --sign SITE.csr --ca-dir %s/ca --out KITDIR\n", p.dir);
     return 0;
 }
