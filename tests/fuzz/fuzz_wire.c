@@ -3,7 +3,7 @@
  *
  * Every input goes to msg_decode, which must either refuse it with a
  * NUL-terminated reason or accept it with a well-formed msg_t (type and phase
- * in range, strings terminated inside their buffers, vec/hist/blob pointing
+ * in range, strings terminated inside their buffers, vec/hist/blob/u1 pointing
  * inside the input). An accepted message is re-encoded with msg_encode and
  * decoded again: the second decode must succeed and give the same message
  * field for field (encoder and decoder agree), and encoding that must give
@@ -42,7 +42,9 @@ static void check_shape(const msg_t *m, const uint8_t *base, size_t size)
     FZ_CHECK(inside(m->vec, m->vec_len, base, size));
     FZ_CHECK(inside(m->hist, m->hist_len, base, size));
     FZ_CHECK(inside(m->blob, m->blob_len, base, size));
-    FZ_CHECK((m->present & ~(MSG_HAS_VEC | MSG_HAS_HIST | MSG_HAS_SECAGG | MSG_HAS_BLOB)) == 0);
+    FZ_CHECK(inside(m->u1, m->u1_len, base, size));
+    FZ_CHECK((m->present & ~(MSG_HAS_VEC | MSG_HAS_HIST | MSG_HAS_SECAGG | MSG_HAS_BLOB |
+                             MSG_HAS_U1)) == 0);
 }
 
 static int same_bytes(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen)
@@ -80,6 +82,8 @@ static void check_same(const msg_t *a, const msg_t *b)
     FZ_CHECK(a->threshold == b->threshold);
     FZ_CHECK(same_f64(a->clip, b->clip) && same_f64(a->scale, b->scale));
     FZ_CHECK(same_bytes(a->blob, a->blob_len, b->blob, b->blob_len));
+    FZ_CHECK(same_bytes(a->u1, a->u1_len, b->u1, b->u1_len));
+    FZ_CHECK(a->degree == b->degree);
     FZ_CHECK(a->code == b->code);
     FZ_CHECK(strcmp(a->reason, b->reason) == 0);
 }
@@ -162,6 +166,14 @@ static void write_seeds(void)
             m.present = MSG_HAS_VEC;
             break;
         case MSG_ADVERTISE: m.train_seconds = 2.0; /* fall through */
+        case MSG_KEYS:
+            if (m.type == MSG_KEYS) { /* SecAgg+: all of U1 and the graph's degree */
+                m.u1 = blob + 512;
+                m.u1_len = 3 * WIRE_U1REC_BYTES;
+                m.degree = 2;
+                m.present |= MSG_HAS_U1;
+            }
+            /* fall through */
         default:
             if (blob_len) {
                 m.blob = blob;
