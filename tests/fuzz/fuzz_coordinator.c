@@ -11,41 +11,68 @@
  * there and must decode (a send to the unknown fourth peer fails with
  * EHOSTUNREACH, as it would for a vanished client).
  *
+ * Protocol v2: each site signs its ADVERTISE record (c_pk, s_pk, n_k) with
+ * identity_sign "advertise-v2" over wire_adv_signed() and the SHA-256 of the
+ * global model, and in the consistency round (ST_CONSIST) signs U3
+ * ("consistency-v1" over wire_consist_signed()).
+ *
  * Each input first puts the coordinator in a plausible mid-round state, then
  * delivers up to FZ_MAX_MSGS messages:
  *   byte 0  bits 0-2  state: 0 WAITING, 1 TRAINING, 2 SHARING, 3 MASKING,
- *                     4 UNMASKING, 5 EVALUATING, 6 DONE, 7 TRAINING
+ *                     4 UNMASKING, 5 EVALUATING, 6 DONE, 7 CONSIST
  *           bit 3     only sites 0 and 1 registered (site 2 may HELLO)
  *           bit 4     10 classes (else 2: EVAL_RESULT carries histograms)
  *           bit 5     upload_slots = 2 (else 1)
  *           bit 6     this is the federation's last round
  *           bit 7     plaintext FedAvg (secure aggregation off)
- *   byte 1  2 bits per site: how far it got in this phase (see preset())
+ *   byte 1  bits 0-5  2 bits per site: how far it got in this phase (preset())
+ *           bit 6     max_samples = FZ_CAP: site 2 (n_train 200) signs an n_k
+ *                     above it and must be refused
+ *           bit 7     site 0 lies: its masked input encodes n_train - 1, its
+ *                     ADVERTISE signs n_train (the round must be aborted)
  *   then per message a control byte:
  *           bits 0-1  sender: site 0-2's connection, 3: an unknown peer
  *           bit 2     tick() before, bit 3: tick() after
  *           bit 4     the phase (and wait) deadline has passed
  *           bit 5     every other site has been silent past the heartbeat timeout
  *           bits 4+5  instead: the sender's connection closed (on_disconnect)
- *           bit 6     fuzzed message: an ADVERTISE gets its keys signed with the
- *                     sender's identity key (the fuzzer cannot forge Ed25519);
- *                     synthetic: the sender reports an ERROR instead
+ *           bit 6     fuzzed message: the harness signs for the sender (the
+ *                     fuzzer cannot forge Ed25519): an ADVERTISE's record as
+ *                     it stands (any n_k), a CONSIST's 64 bytes as the
+ *                     signature on the coordinator's U3, or a CONSIST whose
+ *                     blob is an id list as the signature on that list (a
+ *                     split view); synthetic: the sender reports an ERROR
  *           bit 7     synthetic: the message an honest sender would send now,
  *                     made by the harness (no bytes follow); else a 2-byte
  *                     big-endian length and that many bytes for msg_decode
  *
  * Checks beyond the sanitizers: every outgoing frame decodes and is a type
- * the coordinator may send; at most upload_slots grants are outstanding, and
+ * the coordinator may send; the accumulator is one O(model) vector while
+ * masked inputs are summed; at most upload_slots grants are outstanding, and
  * after a tick in MASKING at least one while someone still owes its masked
- * input; and when every message of an input was synthetic (honest clients,
- * any dropouts), a model update applied by unmasking (or plaintext FedAvg)
- * equals the weighted mean of the contributing sites' deltas.
+ * input; an accepted ADVERTISE is signed by the site's roster key for this
+ * round and model and its n_k lies in [1, min(n_train at HELLO,
+ * max_samples)]; every CONSIST_REQ of a round carries the same U3 (at least
+ * t sites, those that masked); an accepted CONSIST is the site's valid
+ * signature on that U3; an UNMASK_REQ goes only to a site whose signature is
+ * in it, carries at least t valid signatures on the U3 the harness saw
+ * (checked against the roster keys, not the coordinator's records), asks
+ * b-shares exactly for U3 and at least t of them, and never both kinds for
+ * one site; a model update is only applied when the sum's decoded weight
+ * (unmasked by the harness with the sites' own secrets) is the sum of U3's
+ * signed n_k; and when every message of an input was synthetic (honest
+ * clients, any dropouts), a model update applied by unmasking (or plaintext
+ * FedAvg) equals the weighted mean of the contributing sites' deltas.
  *
  * Seeds: MEDFED_FUZZ_WRITE_SEEDS=dir fuzz_coordinator writes valid inputs
- * (each phase's message from each site, full rounds, dropouts) and exits.
+ * (each phase's message from each site; forged, inflated-n_k and capped
+ * ADVERTISEs; bad, borrowed and split-view CONSISTs; full rounds, also with
+ * a lying site and under the cap; dropouts in every phase) and exits.
  */
 #include "coordinator/coordinator.c"
 #include "coordinator/secagg_server.c"
+
+#include <ftw.h>
 
 #include "tests/fuzz/fuzz_common.h"
 
@@ -56,6 +83,7 @@
 #define FZ_MAX_MSGS 24
 #define FZ_STRANGER FZ_SITES
 #define FZ_BLOB_MAX (FZ_SITES * (WIRE_BOXREC_BYTES + WIRE_SHAREREC_BYTES)) /* >= any blob here */
+#define FZ_CAP 160         /* max_samples under byte 1 bit 6 */
 
 /* ---- the world: three sites and their secrets ------------------------------------------- */
 
@@ -79,6 +107,7 @@ static peer_id_t peer[FZ_SITES + 1]; /* the sites' connections, then a stranger 
 typedef struct {
     int valid;
     uint32_t round;
+    uint8_t hash[WIRE_HASH_BYTES];                      /* the model the keys are signed for */
     uint8_t adv[FZ_SITES][WIRE_ADVERTISE_BYTES];
     uint8_t box[FZ_SITES][FZ_SITES][WIRE_BOX_BYTES];   /* box[u][v]: u's shares for v */
     uint8_t mask[FZ_SITES][FZ_SITES][KA_SEEDBYTES];    /* s_uv */
@@ -93,17 +122,71 @@ static void *dealer[FZ_SITES];
 static wire_decoder_t *in_dec, *out_dec;
 static wire_buf_t *syn_buf;
 static int honest; /* every message dispatched in this input was synthetic */
+static int liar;   /* byte 1 bit 7: site 0's masked input claims n_train - 1 */
 
+/* The round as the harness saw it go out: the model hash (of g.global when
+ * PLAN left, or of the preset's model) and the U3 of its CONSIST_REQs. */
+static struct {
+    uint32_t round;
+    uint8_t hash[WIRE_HASH_BYTES];
+    uint32_t u3_round; /* the round u3 belongs to; 0: none seen */
+    size_t n3;
+    uint32_t u3[FZ_SITES];
+} seen;
+
+/* The signed advertise-v2 record of a site: c_pk || s_pk || n_k || sig. */
+static void sign_adv(uint8_t adv[WIRE_ADVERTISE_BYTES], int u, uint32_t round,
+                     const uint8_t hash[WIRE_HASH_BYTES])
+{
+    uint8_t msg[WIRE_ADV_SIGNED_BYTES];
+    wire_adv_signed(msg, round, (uint32_t)u, hash, adv);
+    FZ_CHECK(identity_sign(adv + WIRE_ADV_SIG_OFF, site[u].id_sk, "advertise-v2", msg,
+                           sizeof msg) == 0);
+}
+
+static int in_ids(const uint32_t *ids, size_t n, uint32_t id)
+{
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] == id) return 1;
+    return 0;
+}
+
+/* Site u's consistency signature on the list ids. */
+static void sign_u3(uint8_t sig[WIRE_SIG_BYTES], int u, uint32_t round,
+                    const uint8_t hash[WIRE_HASH_BYTES], const uint32_t *ids, size_t n)
+{
+    size_t len = wire_consist_signed_len(n);
+    uint8_t *msg = malloc(len);
+    FZ_CHECK(msg != NULL);
+    wire_consist_signed(msg, round, hash, ids, n);
+    FZ_CHECK(identity_sign(sig, site[u].id_sk, "consistency-v1", msg, len) == 0);
+    free(msg);
+}
+
+static int verify_u3(const uint8_t sig[WIRE_SIG_BYTES], int u, uint32_t round,
+                     const uint8_t hash[WIRE_HASH_BYTES], const uint32_t *ids, size_t n)
+{
+    size_t len = wire_consist_signed_len(n);
+    uint8_t *msg = malloc(len);
+    FZ_CHECK(msg != NULL);
+    wire_consist_signed(msg, round, hash, ids, n);
+    int ok = identity_verify(sig, site[u].id_pk, "consistency-v1", msg, len) == 0;
+    free(msg);
+    return ok;
+}
+
+/* Keys signed for round and the model seen going out for it. */
 static const fz_round_keys_t *keys_for(uint32_t round)
 {
     fz_round_keys_t *r = &round_keys[round == FZ_ROUND ? 0 : 1];
-    if (r->valid && r->round == round) return r;
+    if (r->valid && r->round == round && memcmp(r->hash, seen.hash, WIRE_HASH_BYTES) == 0)
+        return r;
     for (int u = 0; u < FZ_SITES; u++) {
         fz_site_t *s = &site[u];
         memcpy(r->adv[u], s->c_pk, 32);
         memcpy(r->adv[u] + 32, s->s_pk, 32);
-        FZ_CHECK(identity_sign_keys(r->adv[u] + 64, s->id_sk, round, (uint32_t)u, s->c_pk,
-                                    s->s_pk) == 0);
+        wire_put_u64(r->adv[u] + WIRE_ADV_WEIGHT_OFF, (uint64_t)s->n_train);
+        sign_adv(r->adv[u], u, round, seen.hash);
         for (int v = 0; v < FZ_SITES; v++) {
             if (v == u) continue;
             uint8_t key[SHAREBOX_KEYBYTES], plain[SHAREBOX_PLAINBYTES];
@@ -117,6 +200,7 @@ static const fz_round_keys_t *keys_for(uint32_t round)
         }
     }
     r->round = round;
+    memcpy(r->hash, seen.hash, WIRE_HASH_BYTES);
     r->valid = 1;
     return r;
 }
@@ -128,7 +212,7 @@ static void masked_input(int u, unsigned u2, uint32_t round, const quant_t *q,
     const fz_round_keys_t *r = keys_for(round);
     uint32_t dither[FZ_NUMEL];
     crypto_random(dither, sizeof dither);
-    secagg_encode(site[u].delta, FZ_NUMEL, site[u].n_train, q, dither, y);
+    secagg_encode(site[u].delta, FZ_NUMEL, site[u].n_train - (liar && u == 0), q, dither, y);
     FZ_CHECK(prg_add(PRG_DEFAULT, site[u].b, y, FZ_NUMEL + 1, +1) == 0);
     for (int v = 0; v < FZ_SITES; v++)
         if (v != u && (u2 >> v & 1))
@@ -161,7 +245,7 @@ static size_t shares_blob(int u, unsigned u1, uint32_t round, uint8_t *out)
     return off;
 }
 
-/* UNMASK blob of site v: b-shares of u3, s-shares of u2 \ u3. */
+/* UNMASK blob of site v: b-shares of u3, s-shares of u2 \ u3 (what it was asked). */
 static size_t unmask_blob(int v, unsigned u2, unsigned u3, uint8_t *out)
 {
     size_t off = 0;
@@ -183,6 +267,20 @@ static void peer_set(peer_id_t *p, const char *name)
     memset(p, 0, sizeof *p);
     p->len = strlen(name);
     memcpy(p->data, name, p->len);
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    remove(path);
+    return 0;
+}
+
+static void out_dir_remove(void)
+{
+    nftw(conf.out_dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
 }
 
 static void world_init(void)
@@ -222,21 +320,24 @@ static void world_init(void)
 
     coord_conf_defaults(&conf);
     conf.secagg = 1;
-    /* finish_round commits to the state directory: keep it out of the way. */
-    char tmpl[] = "/tmp/medfed-fuzz-coord.XXXXXX";
-    FZ_CHECK(mkdtemp(tmpl) != NULL);
-    snprintf(conf.out_dir, sizeof conf.out_dir, "%s", tmpl);
+    /* finish_round commits to the state directory (with fsync): a temp dir,
+     * on tmpfs when there is one, removed at exit. */
+    const char *tmp = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : getenv("TMPDIR");
+    snprintf(conf.out_dir, sizeof conf.out_dir, "%s/medfed-fuzz-coord.XXXXXX", tmp ? tmp : "/tmp");
+    FZ_CHECK(mkdtemp(conf.out_dir) != NULL);
+    atexit(out_dir_remove);
     char err[256];
     unsigned t;
     FZ_CHECK(secagg_threshold(FZ_SITES, conf.dropout, conf.collusion, &t, err, sizeof err) == 0);
     FZ_CHECK(t == FZ_T);
     FZ_CHECK(secagg_quant_params(conf.clip, weight, FZ_SITES, &quant0, err, sizeof err) == 0);
+    for (int j = 0; j < FZ_NUMEL; j++) global0[j] = 0.25f * (float)j - 1.0f;
+    crypto_sha256(seen.hash, global0, sizeof global0);
     keys_for(FZ_ROUND);
 
     g.conf = &conf;
     rng_seed(&g.rng, 1);
     g.numel = FZ_NUMEL;
-    for (int j = 0; j < FZ_NUMEL; j++) global0[j] = 0.25f * (float)j - 1.0f;
     g.global = malloc(sizeof global0);
     g.fedavg = fedavg_new(FZ_NUMEL, &conf.server);
     snprintf(g.arch, sizeof g.arch, "cnn");
@@ -290,7 +391,7 @@ static void add_eval(client_rec_t *k)
 }
 
 static const coord_state_t preset_state[8] = {
-    ST_WAITING, ST_TRAINING, ST_SHARING, ST_MASKING, ST_UNMASKING, ST_EVALUATING, ST_DONE, ST_TRAINING,
+    ST_WAITING, ST_TRAINING, ST_SHARING, ST_MASKING, ST_UNMASKING, ST_EVALUATING, ST_DONE, ST_CONSIST,
 };
 
 static void preset(uint8_t h0, uint8_t h1)
@@ -302,6 +403,8 @@ static void preset(uint8_t h0, uint8_t h1)
     conf.secagg = !plain;
     conf.upload_slots = (h0 & 0x20) ? 2 : 1;
     conf.rounds = (h0 & 0x40) ? (int)FZ_ROUND : 1000;
+    conf.max_samples = (h1 & 0x40) ? FZ_CAP : 10000000;
+    liar = (h1 & 0x80) != 0;
     g.target = (uint32_t)conf.rounds;
 
     sa_round_cleanup(&g); /* the last input's share boxes and masked sum */
@@ -321,6 +424,11 @@ static void preset(uint8_t h0, uint8_t h1)
     g.quant = quant0;
     g.max_weight = 0;
     memcpy(g.global, global0, sizeof global0);
+    crypto_sha256(seen.hash, global0, sizeof global0);
+    memcpy(g.model_hash, seen.hash, WIRE_HASH_BYTES);
+    seen.round = g.round;
+    seen.u3_round = 0;
+    seen.n3 = 0;
     fedavg_begin(g.fedavg);
     rng_seed(&g.rng, 7);
     g.n_clients = nsites;
@@ -344,20 +452,21 @@ static void preset(uint8_t h0, uint8_t h1)
         k->fd = FZ_FD(i);
         k->live = 1;
         k->has_version = g.version;
-        if (i < nsites) g.max_weight += k->n_train;
+        if (i < nsites) g.max_weight += k->n_train < conf.max_samples ? k->n_train : conf.max_samples;
     }
 
     /* Secure phases: (train, stage) by role. Stage k = got through phase k
-     * (1 advertised, 2 shared, 3 masked, 4 unmasked); dropped members keep the
-     * stage they reached. */
+     * (1 advertised, 2 shared, 3 masked, 4 signed U3, 5 unmasked); dropped
+     * members keep the stage they reached. */
     static const struct {
         part_t train;
         int stage;
-    } secure[4][4] = {
+    } secure[5][4] = {
         /* TRAINING  */ {{P_PENDING, 0}, {P_PENDING, 1}, {P_DROPPED, 0}, {P_DROPPED, 1}},
         /* SHARING   */ {{P_PENDING, 1}, {P_PENDING, 2}, {P_DROPPED, 1}, {P_DROPPED, 0}},
         /* MASKING   */ {{P_PENDING, 2}, {P_PENDING, 3}, {P_DROPPED, 2}, {P_DROPPED, 1}},
-        /* UNMASKING */ {{P_PENDING, 3}, {P_PENDING, 4}, {P_DROPPED, 3}, {P_DROPPED, 2}},
+        /* CONSIST   */ {{P_PENDING, 3}, {P_PENDING, 4}, {P_DROPPED, 3}, {P_DROPPED, 2}},
+        /* UNMASKING */ {{P_PENDING, 4}, {P_PENDING, 5}, {P_DROPPED, 3}, {P_DROPPED, 2}},
     };
     const fz_round_keys_t *rk = keys_for(FZ_ROUND);
     for (int i = 0; i < nsites; i++) {
@@ -370,6 +479,7 @@ static void preset(uint8_t h0, uint8_t h1)
         case ST_TRAINING:
         case ST_SHARING:
         case ST_MASKING:
+        case ST_CONSIST:
         case ST_UNMASKING:
             if (plain) { /* pending, updated, dropped, not in the cohort */
                 static const part_t parts[4] = {P_PENDING, P_DONE, P_DROPPED, P_IDLE};
@@ -383,12 +493,15 @@ static void preset(uint8_t h0, uint8_t h1)
             } else {
                 k->train = secure[st - ST_TRAINING][role].train;
                 k->sa.stage = secure[st - ST_TRAINING][role].stage;
-                if (k->sa.stage >= 1) memcpy(k->sa.adv, rk->adv[i], WIRE_ADVERTISE_BYTES);
+                if (k->sa.stage >= 1) {
+                    memcpy(k->sa.adv, rk->adv[i], WIRE_ADVERTISE_BYTES);
+                    k->sa.weight = k->n_train;
+                }
             }
             break;
         case ST_EVALUATING: /* evaluation pending, done, dropped; or the site went silent */
             k->train = plain ? P_DONE : P_PENDING;
-            k->sa.stage = plain ? 0 : 4;
+            k->sa.stage = plain ? 0 : 5;
             k->eval = role == 0 ? P_PENDING : role == 1 ? P_DONE : role == 2 ? P_DROPPED : P_IDLE;
             k->live = role != 3;
             if (role == 1) add_eval(k);
@@ -400,11 +513,24 @@ static void preset(uint8_t h0, uint8_t h1)
     if (plain || st < ST_SHARING || st > ST_UNMASKING) return;
 
     unsigned u1 = u_set(1), u2 = u_set(2), u3 = u_set(3);
+    if (st >= ST_CONSIST) { /* U3 as request_consistency sent it, and its signers' signatures */
+        g.u3 = malloc(FZ_SITES * sizeof *g.u3);
+        FZ_CHECK(g.u3 != NULL);
+        g.n3 = 0;
+        for (int i = 0; i < nsites; i++)
+            if (u3 >> i & 1) g.u3[g.n3++] = (uint32_t)i;
+        memcpy(seen.u3, g.u3, g.n3 * sizeof *g.u3);
+        seen.n3 = g.n3;
+        seen.u3_round = g.round;
+        for (int i = 0; i < nsites; i++)
+            if (g.clients[i].sa.stage >= 4)
+                sign_u3(g.clients[i].sa.consist_sig, i, g.round, seen.hash, g.u3, g.n3);
+    }
     for (int i = 0; i < nsites; i++) {
         client_rec_t *k = &g.clients[i];
         uint8_t blob[FZ_BLOB_MAX];
         size_t len = 0;
-        if (k->sa.stage >= 4) len = unmask_blob(i, u2, u3, blob);
+        if (k->sa.stage >= 5) len = unmask_blob(i, u2, u3, blob);
         else if (k->sa.stage >= 2) len = shares_blob(i, u1, FZ_ROUND, blob);
         else continue;
         k->sa.boxes = malloc(len ? len : 1);
@@ -429,9 +555,12 @@ static void preset(uint8_t h0, uint8_t h1)
 /* ---- per message ------------------------------------------------------------------------------ */
 
 /* The message an honest `sender` sends in the coordinator's current state. */
+static void drain(void);
+
 static void synthetic(int sender, int alt, msg_t *m)
 {
     static uint8_t blob[FZ_BLOB_MAX];
+    drain(); /* what went out so far: the model hash and U3 of this round */
     static uint32_t y[FZ_NUMEL + 1];
     static uint8_t hist[2 * WIRE_HIST_BINS * 4];
     memset(m, 0, sizeof *m);
@@ -480,6 +609,11 @@ static void synthetic(int sender, int alt, msg_t *m)
         *m = (msg_t){.type = MSG_MASKED, .round = g.round, .phase = PHASE_MASKED,
                      .vec = (const uint8_t *)y, .vec_len = sizeof y, .present = MSG_HAS_VEC};
         break;
+    case ST_CONSIST: /* it signs the U3 it was sent */
+        sign_u3(blob, u, g.round, seen.hash, seen.u3, seen.u3_round == g.round ? seen.n3 : 0);
+        *m = (msg_t){.type = MSG_CONSIST, .round = g.round, .phase = PHASE_CONSIST, .blob = blob,
+                     .blob_len = WIRE_SIG_BYTES, .present = MSG_HAS_BLOB};
+        break;
     case ST_UNMASKING:
         *m = (msg_t){.type = MSG_UNMASK, .round = g.round, .phase = PHASE_UNMASK, .blob = blob,
                      .blob_len = unmask_blob(u, u_set(2), u_set(3), blob),
@@ -506,7 +640,7 @@ static void synthetic(int sender, int alt, msg_t *m)
 static void deliver(int sender, const uint8_t *bytes, size_t len, int sign)
 {
     const peer_id_t *from = &peer[sender];
-    static uint8_t signed_adv[WIRE_ADVERTISE_BYTES];
+    static uint8_t signed_adv[WIRE_ADVERTISE_BYTES + WIRE_CERT_MAX], sig[WIRE_SIG_BYTES];
     msg_t m;
     char err[512];
     g.bytes_up += len;
@@ -518,19 +652,60 @@ static void deliver(int sender, const uint8_t *bytes, size_t len, int sign)
             coord_drop(&g, k, "malformed message");
         return;
     }
-    if (sign && m.type == MSG_ADVERTISE && m.blob_len == WIRE_ADVERTISE_BYTES) {
-        client_rec_t *k = find_by_id(&g, from);
-        if (k && k->index >= 0 && k->index < FZ_SITES) {
-            memcpy(signed_adv, m.blob, WIRE_ADVERTISE_BYTES);
-            FZ_CHECK(identity_sign_keys(signed_adv + 64, site[k->index].id_sk, g.round,
-                                        (uint32_t)k->index, signed_adv, signed_adv + 32) == 0);
-            m.blob = signed_adv;
+    client_rec_t *k = sign ? find_by_id(&g, from) : NULL;
+    if (k && (k->index < 0 || k->index >= FZ_SITES)) k = NULL;
+    if (k && m.type == MSG_ADVERTISE && m.blob_len >= WIRE_ADVERTISE_BYTES &&
+        m.blob_len <= sizeof signed_adv) { /* its record as it stands, any n_k */
+        memcpy(signed_adv, m.blob, m.blob_len);
+        sign_adv(signed_adv, k->index, g.round, seen.hash);
+        m.blob = signed_adv;
+    }
+    if (k && m.type == MSG_CONSIST && m.present & MSG_HAS_BLOB) {
+        uint32_t ids[16];
+        size_t n;
+        if (m.blob_len == WIRE_SIG_BYTES && seen.u3_round == g.round) {
+            sign_u3(sig, k->index, g.round, seen.hash, seen.u3, seen.n3);
+            m.blob = sig;
+        } else if (wire_idlist_parse(m.blob, m.blob_len, 16, ids, &n) == 0) { /* a split view */
+            sign_u3(sig, k->index, g.round, seen.hash, ids, n);
+            m.blob = sig;
+            m.blob_len = WIRE_SIG_BYTES;
         }
     }
     dispatch(&g, from, FZ_FD(sender), &m);
 }
 
-/* tick(), checking the model update when it happens with honest clients only. */
+/* The weight word of the masked sum, unmasked with the sites' own secrets as
+ * the coordinator should (b of U3, the pairwise masks of U2 \ U3 with U3),
+ * and *signed_w, the sum of U3's signed n_k. -1 when a member's keys are not
+ * the harness's (a fuzzed ADVERTISE the oracle signed). */
+static int64_t true_weight(int64_t *signed_w)
+{
+    const fz_round_keys_t *r = keys_for(g.round);
+    uint32_t x[FZ_NUMEL + 1];
+    memcpy(x, g.acc, sizeof x);
+    *signed_w = 0;
+    for (int i = 0; i < g.n_clients; i++) {
+        const client_rec_t *u = &g.clients[i];
+        if (u->train == P_IDLE || u->sa.stage < 2) continue;
+        if (memcmp(u->sa.adv, r->adv[u->index], 64) != 0) return -1;
+        if (u->sa.stage >= 3) {
+            FZ_CHECK(prg_add(PRG_DEFAULT, site[u->index].b, x, FZ_NUMEL + 1, -1) == 0);
+            *signed_w += (int64_t)wire_get_u64(u->sa.adv + WIRE_ADV_WEIGHT_OFF);
+            continue;
+        }
+        for (int j = 0; j < g.n_clients; j++) {
+            const client_rec_t *v = &g.clients[j];
+            if (v->train == P_IDLE || v->sa.stage < 3 || !nb(&g, u, v)) continue;
+            FZ_CHECK(prg_add(PRG_DEFAULT, r->mask[v->index][u->index], x, FZ_NUMEL + 1,
+                             v->index < u->index ? -1 : +1) == 0);
+        }
+    }
+    return (int64_t)x[FZ_NUMEL];
+}
+
+/* tick(), checking the model update when it happens: always that its weight
+ * is what U3 signed, and with honest clients only its value. */
 static void checked_tick(void)
 {
     coord_state_t before = g.state;
@@ -539,6 +714,8 @@ static void checked_tick(void)
     double want[FZ_NUMEL] = {0}, w = 0;
     memcpy(global, g.global, sizeof global);
     int secure = g.conf->secagg;
+    int64_t signed_w = 0, true_w = -1;
+    if (secure && before == ST_UNMASKING && g.acc) true_w = true_weight(&signed_w);
     for (int i = 0; i < g.n_clients; i++) {
         const client_rec_t *k = &g.clients[i];
         int in = secure ? (k->train != P_IDLE && k->sa.stage >= 3) : k->train == P_DONE;
@@ -559,8 +736,15 @@ static void checked_tick(void)
         /* a READY client waiting while nobody may upload: the phase would stall */
         FZ_CHECK(owed == 0 || granted > 0);
     }
-    if (!honest || g.version == version) return;
-    FZ_CHECK(before == (secure ? ST_UNMASKING : ST_TRAINING) && w > 0);
+    if (g.version == version) return;
+    FZ_CHECK(before == (secure ? ST_UNMASKING : ST_TRAINING));
+    if (secure && true_w >= 0 && true_w != signed_w) {
+        fprintf(stderr, "decoded weight %lld, U3 signed %lld\n", (long long)true_w,
+                (long long)signed_w);
+        FZ_CHECK(!"a round whose decoded weight is not the signed sum was applied");
+    }
+    if (!honest) return;
+    FZ_CHECK(w > 0);
     for (int j = 0; j < FZ_NUMEL; j++) {
         double expect = (double)global[j] + want[j] / w;
         if (fabs((double)g.global[j] - expect) > 1e-5) {
@@ -575,22 +759,50 @@ static void check_state(void)
 {
     FZ_CHECK(g.state >= ST_WAITING && g.state <= ST_DONE);
     FZ_CHECK(g.n_clients >= 0 && g.n_clients <= FZ_SITES);
-    if (g.conf->secagg && (g.state == ST_MASKING || g.state == ST_UNMASKING))
-        FZ_CHECK(g.acc != NULL);
+    /* one O(model) accumulator while masked inputs are summed, none otherwise */
+    if (g.conf->secagg && g.state >= ST_MASKING && g.state <= ST_UNMASKING) FZ_CHECK(g.acc != NULL);
+    if (g.state < ST_MASKING || g.state > ST_UNMASKING) FZ_CHECK(g.acc == NULL);
     int active = 0;
     for (int i = 0; i < g.n_clients; i++) {
         const client_rec_t *k = &g.clients[i];
         FZ_CHECK(k->index >= 0 && k->index < FZ_SITES);
-        FZ_CHECK(k->sa.stage >= 0 && k->sa.stage <= 4);
+        FZ_CHECK(k->sa.stage >= 0 && k->sa.stage <= 5);
         active += k->train == P_PENDING && k->sa.stage == 2 && k->sa.granted;
     }
     if (g.state == ST_MASKING) FZ_CHECK(active <= g.conf->upload_slots);
+}
+
+/* What a dispatch accepted: an ADVERTISE signed by the site's roster key for
+ * this round and model with n_k in [1, min(n_train, max_samples)]; a
+ * CONSIST that is the site's valid signature on the U3 it was sent. */
+static void check_accepted(const int *stage_before, uint32_t round_before)
+{
+    if (!g.conf->secagg || g.round != round_before) return;
+    for (int i = 0; i < g.n_clients; i++) {
+        const client_rec_t *k = &g.clients[i];
+        if (k->sa.stage >= 1 && stage_before[i] < 1) {
+            uint8_t msg[WIRE_ADV_SIGNED_BYTES];
+            wire_adv_signed(msg, g.round, (uint32_t)k->index, seen.hash, k->sa.adv);
+            FZ_CHECK(identity_verify(k->sa.adv + WIRE_ADV_SIG_OFF, site[k->index].id_pk,
+                                     "advertise-v2", msg, sizeof msg) == 0);
+            uint64_t n_k = wire_get_u64(k->sa.adv + WIRE_ADV_WEIGHT_OFF);
+            FZ_CHECK(k->sa.weight >= 0 && (uint64_t)k->sa.weight == n_k);
+            FZ_CHECK(n_k >= 1 && n_k <= (uint64_t)k->n_train && n_k <= (uint64_t)conf.max_samples);
+        }
+        if (k->sa.stage >= 4 && stage_before[i] < 4) {
+            FZ_CHECK(seen.u3_round == g.round);
+            FZ_CHECK(verify_u3(k->sa.consist_sig, k->index, g.round, seen.hash, seen.u3, seen.n3));
+        }
+    }
 }
 
 static void step(uint8_t ctl, fz_in_t *in)
 {
     int sender = ctl & 3;
     double now = util_now();
+    int stage_before[FZ_SITES] = {0};
+    uint32_t round_before = g.round;
+    for (int i = 0; i < g.n_clients; i++) stage_before[i] = g.clients[i].sa.stage;
     if ((ctl & 0x30) == 0x30) {
         on_disconnect(&g, FZ_FD(sender));
     } else if (ctl & 0x10) {
@@ -617,9 +829,72 @@ static void step(uint8_t ctl, fz_in_t *in)
         if (msg_decode(out_dec, bytes, len, &probe, err, sizeof err) == 0) honest = 0;
         deliver(sender, bytes, len, (ctl & 0x40) != 0);
     }
+    check_accepted(stage_before, round_before);
     check_state();
     if (ctl & 0x08) checked_tick();
     check_state();
+    drain();
+}
+
+/* A secure-aggregation request the coordinator sent to site `to`. */
+static void check_out(int to, const msg_t *m)
+{
+    uint32_t ids[FZ_SITES + 1];
+    size_t n = 0;
+    switch (m->type) {
+    case MSG_PLAN: /* a round starts: the model its sites sign */
+        if (m->round != seen.round) {
+            seen.round = m->round;
+            crypto_sha256(seen.hash, g.global, sizeof global0);
+            seen.u3_round = 0;
+        }
+        break;
+    case MSG_CONSIST_REQ: /* the same U3 to every member, at least t, the recipient in it */
+        FZ_CHECK(wire_idlist_parse(m->blob, m->blob_len, FZ_SITES, ids, &n) == 0);
+        FZ_CHECK(n >= FZ_T && n >= g.threshold);
+        FZ_CHECK(in_ids(ids, n, (uint32_t)to));
+        if (seen.u3_round == m->round) {
+            FZ_CHECK(n == seen.n3 && memcmp(ids, seen.u3, n * sizeof *ids) == 0);
+        } else {
+            memcpy(seen.u3, ids, n * sizeof *ids);
+            seen.n3 = n;
+            seen.u3_round = m->round;
+        }
+        break;
+    case MSG_UNMASK_REQ: {
+        /* only after t sites signed the U3 the harness saw, the recipient among them */
+        wire_unmaskreq_t r;
+        FZ_CHECK(seen.u3_round == m->round);
+        FZ_CHECK(wire_unmaskreq_parse(m->blob, m->blob_len, &r) == 0);
+        unsigned valid = 0, signers = 0;
+        for (size_t i = 0; i < r.nsig; i++) {
+            const uint8_t *rec = r.sigs + i * WIRE_SIGREC_BYTES;
+            uint32_t id = wire_get_u32(rec);
+            if (id >= FZ_SITES || !in_ids(seen.u3, seen.n3, id) || (signers >> id & 1)) continue;
+            if (!verify_u3(rec + 4, (int)id, m->round, seen.hash, seen.u3, seen.n3)) continue;
+            signers |= 1u << id;
+            valid++;
+        }
+        if (valid < FZ_T || valid < g.threshold || !(signers >> to & 1)) {
+            fprintf(stderr, "UNMASK_REQ to site %d with %u valid U3 signatures (t = %u)\n", to,
+                    valid, g.threshold);
+            FZ_CHECK(!"an unmask request without t signatures on U3");
+        }
+        /* b-shares exactly for U3 (at least t of them), s-shares outside it, never both */
+        unsigned asked = 0, survivors = 0;
+        for (size_t i = 0; i < r.nreq; i++) {
+            uint32_t id = wire_get_u32(r.reqs + i * WIRE_REQREC_BYTES);
+            uint32_t kind = wire_get_u32(r.reqs + i * WIRE_REQREC_BYTES + 4);
+            FZ_CHECK(id < FZ_SITES && !(asked >> id & 1));
+            FZ_CHECK(kind == (in_ids(seen.u3, seen.n3, id) ? 0u : 1u));
+            asked |= 1u << id;
+            survivors += kind == 0;
+        }
+        FZ_CHECK(survivors >= FZ_T && (asked >> to & 1));
+        break;
+    }
+    default: break;
+    }
 }
 
 /* Everything the coordinator sent must decode, and be a coordinator's message. */
@@ -630,8 +905,11 @@ static void drain(void)
             zmq_msg_t fr;
             zmq_msg_init(&fr);
             if (zmq_msg_recv(&fr, dealer[u], ZMQ_DONTWAIT) < 0) {
-                FZ_CHECK(errno == EAGAIN);
+                int e = errno;
                 zmq_msg_close(&fr);
+                if (e == EINTR) continue; /* libFuzzer's timer (-timeout) */
+                if (e != EAGAIN) fprintf(stderr, "zmq_msg_recv: %s\n", zmq_strerror(e));
+                FZ_CHECK(e == EAGAIN);
                 break;
             }
             msg_t m;
@@ -643,7 +921,8 @@ static void drain(void)
             FZ_CHECK(m.type != MSG_HELLO && m.type != MSG_HEARTBEAT && m.type != MSG_UPDATE &&
                      m.type != MSG_EVAL_RESULT && m.type != MSG_ADVERTISE &&
                      m.type != MSG_SHARES && m.type != MSG_READY && m.type != MSG_MASKED &&
-                     m.type != MSG_UNMASK);
+                     m.type != MSG_CONSIST && m.type != MSG_UNMASK);
+            check_out(u, &m);
             zmq_msg_close(&fr);
         }
     }
@@ -657,9 +936,9 @@ static void write_seeds(void)
     char name[64];
     fz_seed_t s;
     /* One message of each phase from each site, encoded: mutations start here. */
-    for (int st = 0; st < 7; st++) {
+    for (int st = 0; st < 8; st++) {
         for (int plain = 0; plain < 2; plain++) {
-            if (plain && st >= 2 && st <= 4) continue;
+            if (plain && ((st >= 2 && st <= 4) || st == 7)) continue;
             uint8_t h0 = (uint8_t)(st | (plain ? 0x80 : 0));
             for (int u = 0; u < FZ_SITES; u++) {
                 fz_rng_reset(1);
@@ -673,45 +952,95 @@ static void write_seeds(void)
                 snprintf(name, sizeof name, "msg-%s%s-%s", plain ? "plain-" : "",
                          coord_state_names[preset_state[st]], site_name[u]);
                 fz_seed_write(name, &s);
+                drain();
             }
         }
     }
-    /* A forged ADVERTISE (bad signature), and the same one signed by the oracle. */
-    for (int sign = 0; sign < 2; sign++) {
+    /* ADVERTISE: forged (bad signature), and signed by the oracle with n_k as
+     * HELLO said, one above it, 0, and one above max_samples (byte 1 bit 6). */
+    static const struct {
+        const char *name;
+        int sender, sign;
+        int64_t n_k;
+        uint8_t h1;
+    } adv[] = {
+        {"advertise-forged", 0, 0, 100, 0},        {"advertise-oracle-signed", 0, 1, 100, 0},
+        {"advertise-nk-above-hello", 0, 1, 101, 0}, {"advertise-nk-zero", 0, 1, 0, 0},
+        {"advertise-nk-above-cap", 2, 1, FZ_CAP + 1, 0x40},
+    };
+    for (size_t i = 0; i < sizeof adv / sizeof adv[0]; i++) {
         fz_rng_reset(1);
-        preset(1, 0);
+        preset(1, adv[i].h1);
         msg_t m;
-        synthetic(0, 0, &m);
+        synthetic(adv[i].sender, 0, &m);
         uint8_t blob[WIRE_ADVERTISE_BYTES];
         memcpy(blob, m.blob, sizeof blob);
-        blob[0] ^= 1;
+        if (adv[i].sign) wire_put_u64(blob + WIRE_ADV_WEIGHT_OFF, (uint64_t)adv[i].n_k);
+        else blob[0] ^= 1;
         m.blob = blob;
         s.n = 0;
         fz_seed_byte(&s, 1);
-        fz_seed_byte(&s, 0);
-        fz_seed_msg(&s, (uint8_t)(0x08 | (sign ? 0x40 : 0)), &m);
-        fz_seed_write(sign ? "advertise-oracle-signed" : "advertise-forged", &s);
+        fz_seed_byte(&s, adv[i].h1);
+        fz_seed_msg(&s, (uint8_t)(adv[i].sender | 0x08 | (adv[i].sign ? 0x40 : 0)), &m);
+        fz_seed_write(adv[i].name, &s);
+        drain();
     }
-    /* Whole rounds from WAITING: tick, then every phase's messages from all three. */
-    for (int plain = 0; plain < 2; plain++) {
+    /* CONSIST: a bad signature, another site's signature, and (oracle) a
+     * signature on another U3 than the coordinator's. */
+    for (int v = 0; v < 3; v++) {
+        fz_rng_reset(1);
+        preset(7, 0);
+        msg_t m;
+        synthetic(v == 1 ? 1 : 0, 0, &m);
+        uint8_t blob[WIRE_SIG_BYTES], ids[8];
+        memcpy(blob, m.blob, sizeof blob);
+        if (v == 0) blob[5] ^= 0x20;
+        m.blob = blob;
+        if (v == 2) {
+            wire_put_u32(ids, 0);
+            wire_put_u32(ids + 4, 1);
+            m.blob = ids;
+            m.blob_len = sizeof ids;
+        }
         s.n = 0;
-        fz_seed_byte(&s, plain ? 0x80 : 0);
+        fz_seed_byte(&s, 7);
         fz_seed_byte(&s, 0);
+        fz_seed_msg(&s, (uint8_t)(0x08 | (v == 2 ? 0x40 : 0)), &m);
+        static const char *const names[3] = {"consist-bad-signature", "consist-other-site",
+                                             "consist-split-view"};
+        fz_seed_write(names[v], &s);
+        drain();
+    }
+    /* Whole rounds from WAITING: tick, then every phase's messages from all
+     * three (ADVERTISE, SHARES, READY, MASKED, CONSIST, UNMASK, EVAL_RESULT),
+     * a tick after each phase; the same with site 0 lying about its weight in
+     * its masked input, and with max_samples below two sites' n_k. */
+    static const struct {
+        const char *name;
+        uint8_t h0, h1;
+    } rounds[] = {
+        {"round-secure", 0, 0}, {"round-plain", 0x80, 0}, {"round-liar", 0, 0x80},
+        {"round-cap", 0, 0x40},
+    };
+    for (size_t i = 0; i < sizeof rounds / sizeof rounds[0]; i++) {
+        s.n = 0;
+        fz_seed_byte(&s, rounds[i].h0);
+        fz_seed_byte(&s, rounds[i].h1);
         fz_seed_byte(&s, 0x80 | 0x08 | FZ_STRANGER); /* tick: start_round */
-        int phases = plain ? 2 : 5;                  /* (ADVERTISE SHARES MASKED UNMASK) EVAL */
+        int phases = rounds[i].h0 & 0x80 ? 2 : 7;
         for (int p = 0; p < phases; p++)
             for (int u = 0; u < FZ_SITES; u++)
                 fz_seed_byte(&s, (uint8_t)(0x80 | u | (u == FZ_SITES - 1 ? 0x08 : 0)));
         fz_seed_byte(&s, 0x80 | 0x08 | FZ_STRANGER); /* tick: the next round */
-        fz_seed_write(plain ? "round-plain" : "round-secure", &s);
+        fz_seed_write(rounds[i].name, &s);
     }
     /* Dropouts: site 2 fails (ERROR) in one secure phase; the others finish the round. */
-    for (int drop = 1; drop <= 4; drop++) {
+    for (int drop = 1; drop <= 6; drop++) {
         s.n = 0;
         fz_seed_byte(&s, 0);
         fz_seed_byte(&s, 0);
         fz_seed_byte(&s, 0x80 | 0x08 | FZ_STRANGER);
-        for (int p = 1; p <= 5; p++) {
+        for (int p = 1; p <= 7; p++) {
             int last = p > drop ? 1 : 2;
             for (int u = 0; u <= last; u++)
                 fz_seed_byte(&s, (uint8_t)(0x80 | u | (u == last ? 0x08 : 0) |
@@ -720,19 +1049,25 @@ static void write_seeds(void)
         snprintf(name, sizeof name, "dropout-phase%d", drop);
         fz_seed_write(name, &s);
     }
-    /* Presets where unmasking completes: site 2 dropped after sharing / after masking. */
-    static const uint8_t unmask_roles[] = {0x30, 0x20, 0x04, 0x00};
-    for (size_t i = 0; i < sizeof unmask_roles; i++) {
-        s.n = 0;
-        fz_seed_byte(&s, 4);
-        fz_seed_byte(&s, unmask_roles[i]);
-        for (int u = 0; u < FZ_SITES; u++) fz_seed_byte(&s, (uint8_t)(0x80 | u));
-        fz_seed_byte(&s, 0x80 | 0x08 | FZ_STRANGER);
-        snprintf(name, sizeof name, "unmask-roles-%02x", unmask_roles[i]);
-        fz_seed_write(name, &s);
-    }
+    /* Presets in CONSIST and UNMASKING: signers, dropped after masking or after
+     * sharing; each site answers, then a tick. */
+    static const uint8_t roles[] = {0x30, 0x20, 0x04, 0x00, 0x10};
+    for (int st = 4; st <= 7; st += 3)
+        for (size_t i = 0; i < sizeof roles; i++) {
+            s.n = 0;
+            fz_seed_byte(&s, (uint8_t)st);
+            fz_seed_byte(&s, roles[i]);
+            for (int u = 0; u < FZ_SITES; u++) fz_seed_byte(&s, (uint8_t)(0x80 | u));
+            fz_seed_byte(&s, 0x80 | 0x08 | FZ_STRANGER);
+            if (st == 7) { /* then the unmasking */
+                for (int u = 0; u < FZ_SITES; u++) fz_seed_byte(&s, (uint8_t)(0x80 | u));
+                fz_seed_byte(&s, 0x80 | 0x08 | FZ_STRANGER);
+            }
+            snprintf(name, sizeof name, "%s-roles-%02x", st == 4 ? "unmask" : "consist", roles[i]);
+            fz_seed_write(name, &s);
+        }
     /* Deadline and heartbeat paths. */
-    for (int st = 0; st < 6; st++) {
+    for (int st = 0; st < 8; st++) {
         s.n = 0;
         fz_seed_byte(&s, (uint8_t)st);
         fz_seed_byte(&s, 0);
