@@ -249,6 +249,7 @@ static int load_global(client_t *c, const msg_t *m)
             return -1;
         }
         memcpy(c->global, m->vec, m->vec_len); /* aligned copy out of the frame */
+        crypto_sha256(c->global_hash, c->global, m->vec_len);
         c->global_version = m->model_version;
         c->have_global = 1;
     } else if (!c->have_global || c->global_version != m->model_version) {
@@ -261,6 +262,23 @@ static int load_global(client_t *c, const msg_t *m)
         return -1;
     }
     return 0;
+}
+
+/* The training seed: the plan's seed, this site and the model it trains
+ * from, hashed. Runs stay reproducible (same plan, same model: same seed),
+ * but no coordinator can replay a site's training on a perturbed copy of a
+ * model (a "new" version) to difference two aggregates: any other model
+ * gives an unrelated shuffle. */
+static uint64_t training_seed(const client_t *c, const msg_t *m)
+{
+    uint8_t in[8 + WIRE_SITE_MAX + CRYPTO_HASHBYTES] = {0}, h[CRYPTO_HASHBYTES];
+    for (int i = 0; i < 8; i++) in[i] = (uint8_t)(m->seed >> (8 * i));
+    memcpy(in + 8, c->conf->site, strnlen(c->conf->site, WIRE_SITE_MAX - 1));
+    memcpy(in + 8 + WIRE_SITE_MAX, c->global_hash, CRYPTO_HASHBYTES);
+    crypto_sha256(h, in, sizeof in);
+    uint64_t s = 0;
+    for (int i = 0; i < 8; i++) s |= (uint64_t)h[i] << (8 * i);
+    return s;
 }
 
 static void on_plan(client_t *c, const msg_t *m)
@@ -290,7 +308,7 @@ static void on_plan(client_t *c, const msg_t *m)
     model_train_opts_t opts = {
         .epochs = (int)m->epochs, .batch = (int)m->batch, .lr = (float)m->lr,
         .momentum = (float)m->momentum, .weight_decay = (float)m->weight_decay,
-        .seed = m->seed + 0x9E3779B97F4A7C15ull * (c->client_id + 1),
+        .seed = training_seed(c, m),
         .progress = on_progress, .progress_user = c, .progress_every = m->batch,
     };
     model_data_t data = {c->train.x, c->train.y, c->train.n};

@@ -28,6 +28,7 @@ typedef struct {
     size_t numel;
     uint32_t global_version;
     int have_global;
+    uint8_t global_hash[32]; /* SHA-256 of global: the model version sites sign and record */
 
     uint32_t client_id;
     int welcomed;

@@ -4,7 +4,8 @@
  * The released file is state_dir/released-SITE.
  * The peers file has the roster's line format ("NAME FINGERPRINT", 64 hex
  * digits, '#' comments), so roster_load reads it. The released file is one
- * header line and one 64-hex-digit record per line, appended and fsync'd
+ * header line and one record per line (128 hex digits: the version id and the
+ * SHA-256 of the U3 the shares were released for), appended and fsync'd
  * (with its directory, the first time) before any share leaves the site.
  */
 #include "client/policy.h"
@@ -23,15 +24,16 @@
 #include "common/roster.h"
 #include "common/util.h"
 
-#define RELEASED_HEADER "medfed-released v1\n"
-#define RECORD_LINE (2 * CRYPTO_HASHBYTES + 1)
+#define RELEASED_HEADER "medfed-released v2\n"
+#define RECORD_BYTES (2 * CRYPTO_HASHBYTES)   /* version id, U3 hash */
+#define RECORD_LINE (2 * RECORD_BYTES + 1)
 
 struct policy {
     int min_cohort;
     double max_collusion;
     roster_t *peers;                      /* NULL: no peers list */
     char path[PATH_MAX];                  /* state_dir/released */
-    uint8_t (*released)[CRYPTO_HASHBYTES];
+    uint8_t (*released)[RECORD_BYTES];
     size_t n_released, cap_released;
 };
 
@@ -45,16 +47,16 @@ static int state_dir_of(const client_conf_t *conf, char *out, size_t outlen)
     return util_strlcpy(out, tmp[0] ? dirname(tmp) : ".", outlen);
 }
 
-static int add_record(policy_t *p, const uint8_t id[CRYPTO_HASHBYTES])
+static int add_record(policy_t *p, const uint8_t rec[RECORD_BYTES])
 {
     if (p->n_released == p->cap_released) {
         size_t cap = p->cap_released ? 2 * p->cap_released : 64;
-        void *n = realloc(p->released, cap * CRYPTO_HASHBYTES);
+        void *n = realloc(p->released, cap * RECORD_BYTES);
         if (!n) return -1;
         p->released = n;
         p->cap_released = cap;
     }
-    memcpy(p->released[p->n_released++], id, CRYPTO_HASHBYTES);
+    memcpy(p->released[p->n_released++], rec, RECORD_BYTES);
     return 0;
 }
 
@@ -90,11 +92,11 @@ static int load_released(policy_t *p, char *err, size_t errlen)
         rc = -1;
     }
     for (int line = 2; rc == 0 && len - off >= RECORD_LINE; line++, off += RECORD_LINE) {
-        uint8_t id[CRYPTO_HASHBYTES];
+        uint8_t id[RECORD_BYTES];
         int ok = buf[off + RECORD_LINE - 1] == '\n';
-        for (int i = 0; ok && i < CRYPTO_HASHBYTES; i++) ok = hexbyte(buf + off + 2 * i, &id[i]) == 0;
+        for (int i = 0; ok && i < RECORD_BYTES; i++) ok = hexbyte(buf + off + 2 * i, &id[i]) == 0;
         if (!ok) {
-            snprintf(err, errlen, "%s:%d: not a 64-hex-digit record", p->path, line);
+            snprintf(err, errlen, "%s:%d: not a 128-hex-digit record", p->path, line);
             rc = -1;
         } else if (add_record(p, id) < 0) {
             snprintf(err, errlen, "%s: out of memory", p->path);
@@ -245,6 +247,18 @@ int policy_released(const policy_t *p, const uint8_t id[CRYPTO_HASHBYTES])
     return 0;
 }
 
+int policy_release_check(const policy_t *p, const uint8_t id[CRYPTO_HASHBYTES],
+                         const uint8_t u3[CRYPTO_HASHBYTES])
+{
+    int seen = 0;
+    for (size_t i = 0; i < p->n_released; i++) {
+        if (memcmp(p->released[i], id, CRYPTO_HASHBYTES) != 0) continue;
+        if (memcmp(p->released[i] + CRYPTO_HASHBYTES, u3, CRYPTO_HASHBYTES) == 0) return 1;
+        seen = 1;
+    }
+    return seen ? -1 : 0;
+}
+
 static int fsync_parent(const char *path)
 {
     char tmp[PATH_MAX];
@@ -256,9 +270,13 @@ static int fsync_parent(const char *path)
     return rc;
 }
 
-int policy_record_release(policy_t *p, const uint8_t id[CRYPTO_HASHBYTES], char *err,
-                          size_t errlen)
+int policy_record_release(policy_t *p, const uint8_t id[CRYPTO_HASHBYTES],
+                          const uint8_t u3[CRYPTO_HASHBYTES], char *err, size_t errlen)
 {
+    uint8_t rec[RECORD_BYTES];
+    memcpy(rec, id, CRYPTO_HASHBYTES);
+    memcpy(rec + CRYPTO_HASHBYTES, u3, CRYPTO_HASHBYTES);
+    if (policy_release_check(p, id, u3) == 1) return 0; /* recorded already */
     if (p->n_released >= POLICY_RELEASED_MAX) {
         snprintf(err, errlen, "%s: full (%d records)", p->path, POLICY_RELEASED_MAX);
         return -1;
@@ -277,10 +295,10 @@ int policy_record_release(policy_t *p, const uint8_t id[CRYPTO_HASHBYTES], char 
         memcpy(line, RELEASED_HEADER, sizeof RELEASED_HEADER - 1);
         len = sizeof RELEASED_HEADER - 1;
     }
-    for (int i = 0; i < CRYPTO_HASHBYTES; i++) {
+    for (int i = 0; i < RECORD_BYTES; i++) {
         static const char hex[] = "0123456789abcdef";
-        line[len++] = hex[id[i] >> 4];
-        line[len++] = hex[id[i] & 15];
+        line[len++] = hex[rec[i] >> 4];
+        line[len++] = hex[rec[i] & 15];
     }
     line[len++] = '\n';
     int ok = write(fd, line, len) == (ssize_t)len && fsync(fd) == 0;
@@ -291,7 +309,7 @@ int policy_record_release(policy_t *p, const uint8_t id[CRYPTO_HASHBYTES], char 
         snprintf(err, errlen, "%s: cannot record the release: %s", p->path, strerror(saved));
         return -1;
     }
-    if (add_record(p, id) < 0) {
+    if (add_record(p, rec) < 0) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }

@@ -11,10 +11,13 @@
  *   threshold     t > (n + floor(max_collusion * n)) / 2 for the n sites we
  *                 share with (secagg_min_threshold)
  *   released      the model versions this site has released unmask shares
- *                 for (state_dir/released-SITE): never twice for one version, so
- *                 no coordinator gets two sums over different cohorts of
- *                 updates trained from the same model (their difference
- *                 would be one site's update)
+ *                 for, each with the set of survivors U3 of that aggregate
+ *                 (state_dir/released-SITE): never again for one version with
+ *                 another U3, so no coordinator gets two sums over different
+ *                 cohorts of updates trained from the same model (their
+ *                 difference would be one site's update). The same U3 again
+ *                 (a coordinator restarted before it committed the aggregate,
+ *                 every site back) gives a sum over the same sites: allowed.
  *
  * Nothing here logs; callers name the rule in their ERROR and log line.
  */
@@ -59,13 +62,18 @@ int policy_graph_ok(const policy_t *p, unsigned n, unsigned k, unsigned t, char 
  * model's hash. */
 void policy_version_id(uint8_t id[CRYPTO_HASHBYTES], const uint8_t coordinator_pk[32],
                        const uint8_t model_hash[CRYPTO_HASHBYTES]);
-/* 1 if shares were released for this version. */
+/* 1 if shares were released for this version (with any U3). */
 int policy_released(const policy_t *p, const uint8_t id[CRYPTO_HASHBYTES]);
-/* Records a release, durably (append + fsync) before the caller reveals
- * anything. -1 with a reason if it cannot be made durable: then reveal
- * nothing. */
-int policy_record_release(policy_t *p, const uint8_t id[CRYPTO_HASHBYTES], char *err,
-                          size_t errlen);
+/* For version id and the hash of a U3: 0 never released for the version, 1
+ * released for it with this U3, -1 released for it with another U3 only
+ * (refuse). */
+int policy_release_check(const policy_t *p, const uint8_t id[CRYPTO_HASHBYTES],
+                         const uint8_t u3[CRYPTO_HASHBYTES]);
+/* Records a release for (version, U3), durably (append + fsync) before the
+ * caller reveals anything; nothing to do if that pair is recorded. -1 with a
+ * reason if it cannot be made durable: then reveal nothing. */
+int policy_record_release(policy_t *p, const uint8_t id[CRYPTO_HASHBYTES],
+                          const uint8_t u3[CRYPTO_HASHBYTES], char *err, size_t errlen);
 /* The released-records file (for logs). */
 const char *policy_state_file(const policy_t *p);
 

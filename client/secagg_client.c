@@ -11,8 +11,7 @@
  * (client/policy.h) before anything derived from a secret leaves.
  *
  *   state       event        action                                        next
- *   (trained)   PLAN done    advertise: refuse a model version we have     ADVERTISED
- *                            released shares for; fresh X25519 pairs c
+ *   (trained)   PLAN done    advertise: fresh X25519 pairs c               ADVERTISED
  *                            (share encryption) and s (mask seeds), self-
  *                            mask seed b, sign (round, model hash, c_pk,
  *                            s_pk, n_k) with the identity key, ADVERTISE
@@ -29,8 +28,9 @@
  *                            PRG(b) and +-PRG(s_uv) for v in U2, READY
  *   READY       UPLOAD       upload: MASKED (the coordinator paces these)   MASKED
  *   MASKED      CONSIST_REQ  consistency: U3 holds us, its members among   SIGNED
- *                            our peers are in U2 and at least t; sign
- *                            (round, model hash, U3), CONSIST
+ *                            our peers are in U2 and at least t; not a
+ *                            model version we released shares for with
+ *                            another U3; sign (round, model hash, U3)
  *   SIGNED      UNMASK_REQ   unmask: at least t valid signatures from      (reset)
  *                            distinct U3 peers on exactly our U3; the
  *                            request asks b-shares for exactly our U3
@@ -72,6 +72,7 @@ struct sa_client {
     uint8_t advs[ROSTER_MAX][WIRE_ADVERTISE_BYTES - WIRE_ADV_WEIGHT_OFF]; /* n_k || sig */
     uint8_t model_hash[WIRE_HASH_BYTES];   /* of the global model we trained from */
     uint8_t version_id[CRYPTO_HASHBYTES];  /* this federation + model version (policy.h) */
+    uint8_t u3_hash[CRYPTO_HASHBYTES];     /* SHA-256 of the U3 list we signed */
     /* U3 as we signed it in the consistency round (all ids, ascending) */
     size_t n3;
     uint32_t u3[ROSTER_MAX];
@@ -126,20 +127,14 @@ void sa_client_advertise(client_t *c, const msg_t *plan, double train_seconds)
         return;
     }
     /* One aggregate per model version: a second one over a different cohort
-     * would give the coordinator one site's update as the difference. */
+     * would give the coordinator one site's update as the difference. The
+     * check is at the consistency round, where U3 is known (policy.h). */
     uint8_t model_hash[WIRE_HASH_BYTES], version_id[CRYPTO_HASHBYTES];
-    crypto_sha256(model_hash, c->global, c->numel * sizeof *c->global);
+    memcpy(model_hash, c->global_hash, sizeof model_hash); /* of the PLAN's model */
     policy_version_id(version_id, c->coordinator_pk, model_hash);
-    if (policy_released(c->policy, version_id)) {
-        char why[200];
-        snprintf(why, sizeof why, "policy: this site already released unmask shares for model "
-                 "version %u (hash %02x%02x%02x%02x...); it takes part in one aggregate per model "
-                 "version", c->global_version, model_hash[0], model_hash[1], model_hash[2],
-                 model_hash[3]);
-        log_warn("round=%u secagg: %s -> sitting this round out", plan->round, why);
-        client_send_error(c, plan->round, ERR_PROTOCOL, why);
-        return;
-    }
+    if (policy_released(c->policy, version_id))
+        log_info("round=%u secagg: model version %u was aggregated with us before: we reveal "
+                 "again only for exactly the same survivors", plan->round, c->global_version);
     sa_client_t *s = crypto_secure_alloc(sizeof *s);
     if (!s) {
         client_send_error(c, plan->round, ERR_LOCAL, "out of guarded memory");
@@ -580,6 +575,13 @@ static void consistency(client_t *c, const msg_t *m)
         fail(c, ERR_PROTOCOL, "consistency: U3 leaves us out or has fewer than t of our peers");
         return;
     }
+    crypto_sha256(s->u3_hash, m->blob, m->blob_len); /* the ids, ascending, as sent */
+    if (policy_release_check(c->policy, s->version_id, s->u3_hash) < 0) {
+        fail(c, ERR_PROTOCOL, "policy: this site released unmask shares for this model version "
+             "with other survivors; a second aggregate over another cohort would expose one "
+             "site's update: nothing signed");
+        return;
+    }
     size_t len = 0;
     uint8_t *msg = consist_message(s, &len), sig[WIRE_SIG_BYTES];
     if (!msg || identity_sign(sig, c->identity_sk, "consistency-v1", msg, len) < 0) {
@@ -668,7 +670,7 @@ static void unmask(client_t *c, const msg_t *m)
     }
     /* Remember the release before it happens: after a crash or a restart
      * this site never releases shares for this model version again. */
-    if (policy_record_release(c->policy, s->version_id, why, sizeof why) < 0) {
+    if (policy_record_release(c->policy, s->version_id, s->u3_hash, why, sizeof why) < 0) {
         fail(c, ERR_LOCAL, why);
         return;
     }

@@ -111,6 +111,7 @@ static void test_released_survives_restart(void **state)
     char why[300], path[128];
     conf_in(&conf);
     uint8_t coord[32] = {7}, h1[32] = {1}, h2[32] = {2}, v1[32], v2[32], v1b[32];
+    uint8_t u3a[32] = {0xA}, u3b[32] = {0xB};
     policy_version_id(v1, coord, h1);
     policy_version_id(v2, coord, h2);
     coord[0] = 8; /* another federation, same model bytes */
@@ -118,19 +119,28 @@ static void test_released_survives_restart(void **state)
     assert_memory_not_equal(v1, v1b, 32);
     policy_t *p = policy_new(&conf, why, sizeof why);
     assert_false(policy_released(p, v1));
-    assert_int_equal(policy_record_release(p, v1, why, sizeof why), 0);
+    assert_int_equal(policy_release_check(p, v1, u3a), 0);
+    assert_int_equal(policy_record_release(p, v1, u3a, why, sizeof why), 0);
     assert_true(policy_released(p, v1));
+    assert_int_equal(policy_release_check(p, v1, u3a), 1);  /* the same survivors: allowed */
+    assert_int_equal(policy_release_check(p, v1, u3b), -1); /* another cohort: refused */
+    assert_int_equal(policy_release_check(p, v2, u3b), 0);
     assert_false(policy_released(p, v2));
     policy_destroy(&p);
     /* a restart: the record is on disk, mode 0600 */
     p = policy_new(&conf, why, sizeof why);
     assert_non_null(p);
-    assert_true(policy_released(p, v1));
+    assert_int_equal(policy_release_check(p, v1, u3b), -1);
+    assert_int_equal(policy_release_check(p, v1, u3a), 1);
     assert_false(policy_released(p, v1b));
     snprintf(path, sizeof path, "%s/released-st-marys", dir);
     struct stat st;
     assert_int_equal(stat(path, &st), 0);
     assert_int_equal(st.st_mode & 0777, 0600);
+    assert_int_equal(st.st_size, 19 + 129); /* header + one record: the same pair is kept once */
+    assert_int_equal(policy_record_release(p, v1, u3a, why, sizeof why), 0);
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_size, 19 + 129);
     policy_destroy(&p);
     /* a crash mid-append leaves a torn line: ignored and cut, the rest kept */
     FILE *f = fopen(path, "a");
@@ -139,12 +149,13 @@ static void test_released_survives_restart(void **state)
     p = policy_new(&conf, why, sizeof why);
     assert_non_null(p);
     assert_true(policy_released(p, v1));
-    assert_int_equal(policy_record_release(p, v2, why, sizeof why), 0);
+    assert_int_equal(policy_record_release(p, v2, u3b, why, sizeof why), 0);
     policy_destroy(&p);
     p = policy_new(&conf, why, sizeof why);
     assert_non_null(p);
-    assert_true(policy_released(p, v1));
-    assert_true(policy_released(p, v2));
+    assert_int_equal(policy_release_check(p, v1, u3a), 1);
+    assert_int_equal(policy_release_check(p, v2, u3b), 1);
+    assert_int_equal(policy_release_check(p, v2, u3a), -1);
     policy_destroy(&p);
     /* a corrupted record refuses the start: the file is the site's memory */
     f = fopen(path, "r+");
@@ -152,14 +163,14 @@ static void test_released_survives_restart(void **state)
     fputc('z', f);
     fclose(f);
     assert_null(policy_new(&conf, why, sizeof why));
-    assert_non_null(strstr(why, ":2: not a 64-hex-digit record"));
+    assert_non_null(strstr(why, ":2: not a 128-hex-digit record"));
     /* an unwritable state directory: the release cannot be recorded, so the
      * caller reveals nothing */
     unlink(path);
     snprintf(conf.state_dir, sizeof conf.state_dir, "%s/missing/dir", dir);
     p = policy_new(&conf, why, sizeof why);
     assert_non_null(p);
-    assert_int_equal(policy_record_release(p, v1, why, sizeof why), -1);
+    assert_int_equal(policy_record_release(p, v1, u3a, why, sizeof why), -1);
     assert_non_null(strstr(why, "state_dir"));
     assert_false(policy_released(p, v1));
     policy_destroy(&p);
