@@ -55,8 +55,7 @@
  * Checks beyond the sanitizers, on everything the client sends, against the
  * harness's own record of the messages the client answered (not the
  * client's state):
- *  - ADVERTISE: signed advertise-v2 over our model hash and n_k; never for a
- *    model version it released shares for.
+ *  - ADVERTISE: signed advertise-v2 over our model hash and n_k.
  *  - SHARES: only after a KEYS whose every key is signed by its roster key
  *    for this round and model, that holds us, with n >= min_cohort and
  *    secagg_min_threshold(n, max_collusion) <= t <= n; the boxes open for
@@ -65,13 +64,16 @@
  *    is the fixed-point encoding of the update; once masked, b, s_sk and
  *    c_sk are wiped.
  *  - CONSIST: a valid signature on the U3 it was sent, which holds us, at
- *    least t of U1, and no U1 member outside U2.
+ *    least t of U1, and no U1 member outside U2; for a model version it
+ *    released shares for, only that release's U3.
  *  - UNMASK ("at least t"): only after it signed U3, only in answer to a
  *    request carrying at least t valid signatures on exactly that U3 from
  *    distinct U1 members in it, asking b-shares for at least t survivors
  *    (ourselves included), b exactly for U3 and s only outside it, within
- *    U2; never both shares of one peer in a round; never twice for one model
- *    version (also across a restart); the shares are the ones received.
+ *    U2; never both shares of one peer in a round; for one model version
+ *    never with two different U3s (one aggregate per version: the same
+ *    survivors again are allowed), also across a restart; the shares are the
+ *    ones received.
  *  - Liveness: a synthetic message that the rules above allow is answered
  *    (KEYS -> SHARES, SHARES_IN -> READY, UPLOAD -> MASKED, CONSIST_REQ ->
  *    CONSIST, UNMASK_REQ -> UNMASK), so an over-strict client fails too.
@@ -124,7 +126,12 @@ static struct {
     uint8_t adv[FZ_SITES][WIRE_ADVERTISE_BYTES];
 } model[FZ_MODELS];
 static unsigned mv;                  /* the client's current model version */
-static uint8_t released[FZ_MODELS];  /* this input: the client released shares for it */
+/* This input: the U3 the client released shares with, per model version. */
+static struct {
+    int done;
+    size_t n3;
+    uint32_t u3[ROSTER_MAX];
+} released[FZ_MODELS];
 static int strict;                   /* the input's policy (byte 0 bit 7) */
 static msg_t plan;                   /* the input's PLAN */
 
@@ -319,11 +326,19 @@ static int shares_in_ok(const msg_t *m, unsigned *u2)
     return 1;
 }
 
+/* This model version was never released, or with exactly the list u3. */
+static int same_release(const uint32_t *u3, size_t n3)
+{
+    return !released[mv].done ||
+           (released[mv].n3 == n3 && memcmp(released[mv].u3, u3, n3 * sizeof *u3) == 0);
+}
+
 /* CONSIST_REQ: a U3 (ascending) that holds us, at least t of U1, and no
- * U1 member outside U2. */
+ * U1 member outside U2; for a released model version, that release's U3. */
 static int consist_ok(const msg_t *m, uint32_t *u3, size_t *n3)
 {
-    if (wire_idlist_parse(m->blob, m->blob_len, ROSTER_MAX, u3, n3) < 0) return 0;
+    if (wire_idlist_parse(m->blob, m->blob_len, ROSTER_MAX, u3, n3) < 0 || !same_release(u3, *n3))
+        return 0;
     unsigned ours = 0;
     for (size_t i = 0; i < *n3; i++) {
         if (!said_u1(u3[i])) continue;
@@ -402,8 +417,6 @@ static int pos_in(const sa_client_t *s, uint32_t id)
 static void check_advertise(const msg_t *m)
 {
     FZ_CHECK(m->blob_len == WIRE_ADVERTISE_BYTES);
-    /* one aggregate per model version: the client refuses at PLAN */
-    FZ_CHECK(!released[mv]);
     uint8_t msg[WIRE_ADV_SIGNED_BYTES];
     wire_adv_signed(msg, FZ_ROUND, FZ_SELF, model[mv].hash, m->blob);
     FZ_CHECK(identity_verify(m->blob + WIRE_ADV_SIG_OFF, site[FZ_SELF].id_pk, "advertise-v2", msg,
@@ -528,9 +541,14 @@ static void check_unmask(const msg_t *m)
         fprintf(stderr, "the client revealed shares for a request with %s\n", why);
         FZ_CHECK(!"shares revealed for a request the rules refuse");
     }
-    /* one aggregate per model version */
-    FZ_CHECK(!released[mv]);
-    released[mv] = 1;
+    /* one aggregate per model version: another release only with the same U3 */
+    if (released[mv].done) {
+        FZ_CHECK(same_release(said.u3, said.n3));
+    } else {
+        released[mv].done = 1;
+        released[mv].n3 = said.n3;
+        memcpy(released[mv].u3, said.u3, said.n3 * sizeof *said.u3);
+    }
     FZ_CHECK(m->blob_len == r.nreq * WIRE_SHAREREC_BYTES);
     unsigned survivors = 0;
     for (size_t i = 0; i < r.nreq; i++) {
@@ -855,6 +873,7 @@ static void advertise(void)
 {
     memset(&said, 0, sizeof said);
     cl.global = model[mv].global;
+    memcpy(cl.global_hash, model[mv].hash, sizeof cl.global_hash); /* as load_global does */
     sa_client_advertise(&cl, &plan, 1.0);
     check_state();
 }
@@ -967,8 +986,9 @@ static void write_seeds(void)
                 fz_seed_write(name, &s);
             }
     /* Whole rounds with synthetic messages: U3 variants, then UNMASK_REQ
-     * signers and tampering, then a second PLAN for the same model (refused)
-     * and, for some, a restart and a round on the next model version. */
+     * signers and tampering, then a second round on the same model (allowed
+     * with the first release's U3 only) or on the next model version, for
+     * some after a restart. */
     for (int v = 0; v < 16; v++) {
         s.n = 0;
         fz_seed_byte(&s, 0);
@@ -980,6 +1000,23 @@ static void write_seeds(void)
         fz_seed_byte(&s, (uint8_t)(0x40 | (v & 3))); /* advertise again */
         for (int i = 0; i < 5; i++) fz_seed_byte(&s, 0x80);
         snprintf(name, sizeof name, "round-v%d", v);
+        fz_seed_write(name, &s);
+    }
+    /* One model version twice: a release with U3 = {0, 1} (site 2 dropped
+     * after sharing), then a second round (after a restart for some) asking
+     * to sign {0, 1, 2} (refused) or {0, 1} again (allowed). */
+    for (int v = 0; v < 4; v++) {
+        s.n = 0;
+        fz_seed_byte(&s, 0);
+        for (int i = 0; i < 3; i++) fz_seed_byte(&s, 0x80);
+        fz_seed_byte(&s, 0x81); /* CONSIST_REQ: U2 without its last peer */
+        fz_seed_byte(&s, 0x80); /* UNMASK_REQ */
+        fz_seed_byte(&s, (uint8_t)(0x40 | (v & 2)));
+        for (int i = 0; i < 3; i++) fz_seed_byte(&s, 0x80);
+        fz_seed_byte(&s, (uint8_t)(0x80 | (v & 1)));
+        fz_seed_byte(&s, 0x80);
+        snprintf(name, sizeof name, "round-same-version-%s%s", v & 1 ? "same-u3" : "other-u3",
+                 v & 2 ? "-restart" : "");
         fz_seed_write(name, &s);
     }
     /* The strict policy (min_cohort 3, t 3): refused at t = 2, a round at t = 3. */
@@ -1029,7 +1066,7 @@ static void run_input(const uint8_t *data, size_t size)
     fz_u8(&in, &h0);
     reset_plan();
     mv = 0;
-    memset(released, 0, sizeof released);
+    for (unsigned v = 0; v < FZ_MODELS; v++) released[v].done = 0;
     memset(&said, 0, sizeof said);
     strict = (h0 & 0x80) != 0;
     policy_reset();
