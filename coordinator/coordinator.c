@@ -476,6 +476,15 @@ void coord_abort_round(coord_t *c, const char *why)
 
 void coord_stop_round(coord_t *c, const char *why)
 {
+    /* A secure round in EVAL has its aggregate committed (the sites released
+     * their shares for the old model once): it ends there, evaluated as far
+     * as it got, rather than being rolled back. */
+    if (c->state == ST_EVALUATING && c->committed == c->version && c->committed_round == c->round) {
+        log_info("round=%u phase=evaluating event=stopped (%s) -> the committed model stands", c->round,
+                 why);
+        finish_round(c);
+        return;
+    }
     if (c->state != ST_WAITING && c->state != ST_DONE) coord_abort_round(c, why);
 }
 

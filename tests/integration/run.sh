@@ -276,12 +276,15 @@ fi
 
 # 8. Same seed, no dropouts: the secure model matches plaintext FedAvg within
 #    the quantisation error, and so does validation accuracy.
+# One round: each site's training seed hashes the model it trains from
+# (client.c, training_seed), so after round 1 the fixed-point rounding of the
+# secure sum (~1e-6) gives the two runs unrelated shuffles.
 t=secagg_matches_plaintext
-if skip $t; then :; elif "$BIN/medfed-sim" --clients 3 --rounds 3 --partition iid --seed 5 $SMALL --secagg off \
+if skip $t; then :; elif "$BIN/medfed-sim" --clients 3 --rounds 1 --partition iid --seed 5 $SMALL --local-epochs 2 --secagg off \
         --out "$WORK/plain" > "$WORK/plain.out" 2>&1 &&
-   "$BIN/medfed-sim" --clients 3 --rounds 3 --partition iid --seed 5 $SMALL --secagg on \
+   "$BIN/medfed-sim" --clients 3 --rounds 1 --partition iid --seed 5 $SMALL --local-epochs 2 --secagg on \
         --out "$WORK/secure" > "$WORK/secure.out" 2>&1 &&
-   json_check "$WORK/secure/metrics.jsonl" 'len(rows) == 3 and all(r["secagg"] and r["participants"] == 3 and r["threshold"] == 2 for r in rows)' &&
+   json_check "$WORK/secure/metrics.jsonl" 'len(rows) == 1 and all(r["secagg"] and r["participants"] == 3 and r["threshold"] == 2 for r in rows)' &&
    "$PY" - "$WORK/plain" "$WORK/secure" <<'PYEOF'
 import json, struct, sys, array
 def load(path):

@@ -156,14 +156,18 @@ then ok $t; else bad $t "see $D/coord.log"; tail -20 "$D/coord.log"; fi
 
 # `medfed stop` after the aggregate was applied (evaluation) rolls the model
 # back: the state stays at the last completed round, and a restart resumes there.
+# A secure round's aggregate is committed before its evaluation (the sites
+# released their shares for the old model once): stopped in EVAL, the round
+# ends with that model, and a restart resumes from it.
 t=deploy_stop_during_evaluation_keeps_state
 "$BIN/medfed" start --rounds 1 --config "$ADMIN" > /dev/null 2>&1
 if wait_status "d['state'] == 'evaluating'" 120 > /dev/null &&
    "$BIN/medfed" stop --config "$ADMIN" > "$D/stop.out" 2>&1 &&
-   wait_status 'd["state"] == "idle" and d["completed"] == 6' 30 > /dev/null &&
+   wait_status 'd["state"] == "idle" and d["completed"] == 7' 30 > /dev/null &&
    kill -9 $dcoord && { wait $dcoord 2>/dev/null; checkpoints_intact; } && dcoord_start &&
-   wait_status 'd["resumed_from"] == 6 and d["completed"] == 6 and d["round"] == 7' 30 > /dev/null &&
-   json_check "$DSTATE/metrics.jsonl" 'rows[-1]["round"] == 7 and rows[-1]["aborted"]'
+   wait_status 'd["resumed_from"] == 7 and d["completed"] == 7 and d["round"] == 7' 30 > /dev/null &&
+   json_check "$DSTATE/metrics.jsonl" 'rows[-1]["round"] == 7 and not rows[-1]["aborted"]' &&
+   cmp -s "$DSTATE/model.safetensors" "$DSTATE/rounds/round-000007.safetensors"
 then ok $t; else bad $t "see $D/coord.log"; tail -15 "$D/coord.log"; fi
 
 # A site's CURVE key replaced on the roster (SIGHUP): the connection made with
@@ -240,7 +244,7 @@ t=deploy_coordinator_check
 cp "$D/fed/coordinator/curve.key" "$D/open.key" && chmod 644 "$D/open.key"
 "$BIN/medfed-coordinator" --config "$CINI" --init "$WORK/a/init.safetensors" --curve-key "$D/open.key" \
     --state-dir "$DSTATE" --check > "$D/check3.json" 2> /dev/null; crc3=$?
-if [ $crc -eq 0 ] && json_check "$D/check.json" 'rows[0]["ok"] and rows[0]["model"]["params"] == 1659266 and rows[0]["roster"]["certificates"] and rows[0]["state"]["resumes_after_round"] == 7 and rows[0]["state"]["completed"] == 6' &&
+if [ $crc -eq 0 ] && json_check "$D/check.json" 'rows[0]["ok"] and rows[0]["model"]["params"] == 1659266 and rows[0]["roster"]["certificates"] and rows[0]["state"]["resumes_after_round"] == 7 and rows[0]["state"]["completed"] == 7' &&
    [ $crc2 -eq 0 ] && json_check "$D/check2.json" 'rows[0]["state"]["new_run"]' && [ ! -e "$D/nostate" ] &&
    [ $crc3 -eq 1 ] && json_check "$D/check3.json" 'not rows[0]["ok"] and "chmod 600" in rows[0]["transport"]["reason"]'
 then ok $t; else bad $t "see $D/check*.json"; cat "$D/check.json" "$D/check.err" "$D/check3.json"; fi
