@@ -255,6 +255,10 @@ static void start_round(coord_t *c)
 {
     c->fresh = 0;
     c->round++;
+    /* Recorded before anything of the round is sent: a restart never reuses
+     * this id (state.c). */
+    c->started_round = c->round;
+    state_save(c);
     /* Cohort and graph draws depend on (seed, round) only: a resumed run draws as
      * an uninterrupted one would. */
     rng_seed(&c->rng, (c->conf->seed ^ 0xC00Dull) + 0x9E3779B97F4A7C15ull * c->round);

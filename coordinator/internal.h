@@ -93,6 +93,8 @@ typedef struct {
     uint32_t target;       /* run rounds until round == target */
     uint32_t committed;    /* model version of the last round saved in the state directory */
     uint32_t committed_round; /* and that round's number (aborted rounds count) */
+    uint32_t started_round;   /* the last round id handed out (state.json "started"): a
+                               * resumed run never reuses the id of a round cut short */
     int paused;            /* finish the round in flight, then start no new one */
     int64_t resumed_from;  /* model version this process resumed from, -1 if a new run */
     double started_at;

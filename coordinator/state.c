@@ -56,9 +56,9 @@ static int state_write(coord_t *c, uint32_t round, uint32_t version)
     path_of(c, "state.json", path, sizeof path);
     int n = snprintf(text, sizeof text,
                      "{\"round\":%u,\"version\":%u,\"target\":%u,\"paused\":%s,\"arch\":\"%s\","
-                     "\"numel\":%zu}\n",
+                     "\"numel\":%zu,\"started\":%u}\n",
                      round, version, c->target, c->paused ? "true" : "false", c->arch,
-                     c->numel);
+                     c->numel, c->started_round > round ? c->started_round : round);
     if (util_write_file_atomic(path, text, (size_t)n, err, sizeof err) < 0) {
         log_error("state: %s", err);
         return -1;
@@ -162,7 +162,7 @@ static int read_state(coord_t *c, const char *path)
     char err[512];
     size_t len;
     char *text = util_read_file(path, 4096, &len, err, sizeof err);
-    uint32_t round, version, target, numel;
+    uint32_t round = 0, version = 0, target = 0, numel = 0, started = 0;
     if (!text) {
         log_error("state: %s", err);
         return -1;
@@ -171,6 +171,7 @@ static int read_state(coord_t *c, const char *path)
              json_u32(text, "target", &target) == 0 && json_u32(text, "numel", &numel) == 0 &&
              version <= round;
     c->paused = strstr(text, "\"paused\":true") != NULL;
+    if (json_u32(text, "started", &started) < 0 || started < round) started = round;
     free(text);
     if (!ok) {
         log_error("state: %s is not a state file this coordinator wrote (start with "
@@ -186,6 +187,7 @@ static int read_state(coord_t *c, const char *path)
     c->round = round;
     c->version = c->committed = version;
     c->committed_round = round;
+    c->started_round = started;
     c->target = target;
     c->resumed_from = (int64_t)version;
     return 0;
@@ -204,7 +206,7 @@ int state_peek(coord_t *c)
 int state_open(coord_t *c)
 {
     char path[PATH_MAX + 32], err[512];
-    uint32_t latest = 0;
+    uint32_t latest = 0, lost_round = 0;
     int evaluation_lost = 0;
     if (util_mkdirs(c->conf->out_dir, err, sizeof err) < 0) {
         log_error("%s", err);
@@ -230,6 +232,14 @@ int state_open(coord_t *c)
         /* A secure round's model is committed before its evaluation: a
          * restart during EVAL leaves it without a metrics row. */
         evaluation_lost = c->version == c->round && c->round > 0 && latest < c->round;
+        /* A round cut short by the restart keeps its id (the next is a fresh
+         * one: no round is run twice under one id) and does not count
+         * toward the target. */
+        if (c->started_round > c->round) {
+            lost_round = c->started_round;
+            c->target += c->started_round - c->round;
+            c->round = c->committed_round = c->started_round; /* as an aborted round's commit */
+        }
         log_info("state: resuming in %s after round %u (model of round %u), target %u rounds%s",
                  c->conf->out_dir, c->round, c->version, c->target, c->paused ? ", paused" : "");
         if (c->conf->server.opt != SERVER_OPT_FEDAVG)
@@ -252,6 +262,15 @@ int state_open(coord_t *c)
     if (!c->metrics) {
         log_error("%s: cannot open: %s", path, strerror(errno));
         return -1;
+    }
+    if (lost_round) {
+        fprintf(c->metrics, "{\"round\":%u,\"aborted\":true,\"secagg\":%s,\"participants\":0,"
+                "\"val_accuracy\":null,\"val_loss\":null,\"val_auc\":null,\"note\":\"cut short "
+                "by a coordinator restart\"}\n", lost_round, c->conf->secagg ? "true" : "false");
+        fflush(c->metrics);
+        fsync(fileno(c->metrics));
+        log_info("state: round %u was cut short by the restart; the next round is %u", lost_round,
+                 lost_round + 1);
     }
     if (evaluation_lost) {
         fprintf(c->metrics, "{\"round\":%u,\"aborted\":false,\"evaluated\":false,\"secagg\":%s,"

@@ -128,11 +128,17 @@ for moment in training secure evaluating; do
     fi
     hit="$hit $moment@$done_before"
 done
-if [ $kill_ok -eq 1 ] && wait_status 'd["completed"] == 5 and d["state"] == "idle"' 300 > /dev/null &&
+# A round cut short keeps its id (an aborted row) and does not count: five
+# rounds complete, and the last completed round's id is what status says.
+if [ $kill_ok -eq 1 ] && wait_status 'd["state"] == "idle"' 300 > "$D/after-kills.json" &&
    checkpoints_intact &&
-   json_check "$DSTATE/metrics.jsonl" 'sorted(r["round"] for r in rows) == list(range(1, len(rows) + 1)) and sum(not r["aborted"] for r in rows) == 5' &&
+   json_check "$DSTATE/metrics.jsonl" 'sorted(r["round"] for r in rows) == list(range(1, len(rows) + 1)) and sum(not r["aborted"] for r in rows) == 5 and all(r.get("note", "").startswith("cut short") for r in rows if r["aborted"]) and [r for r in rows if not r["aborted"]][-1]["round"] == rows[-1]["round"]' &&
    [ "$(grep -c 'state: resuming' "$D/coord.log")" -eq 3 ]
 then ok "$t ($hit)"; else bad $t "kills:$hit"; tail -30 "$D/coord.log"; fi
+# The round ids the next tests run: after the last one above.
+R=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["completed"])' "$D/after-kills.json" 2>/dev/null || echo 5)
+R1=$((R + 1))
+R2=$((R + 2))
 
 # Removing a site from the roster and sending SIGHUP shuts it out without a restart.
 t=deploy_sighup_removes_site_and_watch_shows_phases
@@ -145,13 +151,13 @@ sleep 1
 "$BIN/medfed" start --rounds 1 --config "$ADMIN" > /dev/null 2>&1
 wait $wpid
 wrc=$?
-if wait_status 'd["completed"] == 6 and d["state"] == "idle"' 120 > /dev/null &&
-   [ $wrc -eq 0 ] && grep -q 'round=6 phase=training cohort=2' "$D/watch.out" &&
-   grep -q 'round=6 phase=evaluating' "$D/watch.out" &&
-   grep -q 'round=6 phase=complete participants=2' "$D/watch.out" &&
-   grep -q 'round=6 phase=idle completed=6' "$D/watch.out" &&
+if wait_status 'd["completed"] == '$R1' and d["state"] == "idle"' 120 > /dev/null &&
+   [ $wrc -eq 0 ] && grep -q "round=$R1 phase=training cohort=2" "$D/watch.out" &&
+   grep -q "round=$R1 phase=evaluating" "$D/watch.out" &&
+   grep -q "round=$R1 phase=complete participants=2" "$D/watch.out" &&
+   grep -q "round=$R1 phase=idle completed=$R1" "$D/watch.out" &&
    grep -q 'site=gamma event=removed-from-roster' "$D/coord.log" &&
-   json_check "$DSTATE/metrics.jsonl" 'rows[-1]["round"] == 6 and rows[-1]["participants"] == 2 and not rows[-1]["aborted"]'
+   json_check "$DSTATE/metrics.jsonl" 'rows[-1]["round"] == '$R1' and rows[-1]["participants"] == 2 and not rows[-1]["aborted"]'
 then ok $t; else bad $t "see $D/coord.log"; tail -20 "$D/coord.log"; fi
 
 # `medfed stop` after the aggregate was applied (evaluation) rolls the model
@@ -163,11 +169,11 @@ t=deploy_stop_during_evaluation_keeps_state
 "$BIN/medfed" start --rounds 1 --config "$ADMIN" > /dev/null 2>&1
 if wait_status "d['state'] == 'evaluating'" 120 > /dev/null &&
    "$BIN/medfed" stop --config "$ADMIN" > "$D/stop.out" 2>&1 &&
-   wait_status 'd["state"] == "idle" and d["completed"] == 7' 30 > /dev/null &&
+   wait_status 'd["state"] == "idle" and d["completed"] == '$R2 30 > /dev/null &&
    kill -9 $dcoord && { wait $dcoord 2>/dev/null; checkpoints_intact; } && dcoord_start &&
-   wait_status 'd["resumed_from"] == 7 and d["completed"] == 7 and d["round"] == 7' 30 > /dev/null &&
-   json_check "$DSTATE/metrics.jsonl" 'rows[-1]["round"] == 7 and not rows[-1]["aborted"]' &&
-   cmp -s "$DSTATE/model.safetensors" "$DSTATE/rounds/round-000007.safetensors"
+   wait_status 'd["resumed_from"] == '$R2' and d["completed"] == '$R2' and d["round"] == '$R2 30 > /dev/null &&
+   json_check "$DSTATE/metrics.jsonl" 'rows[-1]["round"] == '$R2' and not rows[-1]["aborted"]' &&
+   cmp -s "$DSTATE/model.safetensors" "$DSTATE/rounds/$(printf 'round-%06d.safetensors' $R2)"
 then ok $t; else bad $t "see $D/coord.log"; tail -15 "$D/coord.log"; fi
 
 # A site's CURVE key replaced on the roster (SIGHUP): the connection made with
@@ -200,9 +206,9 @@ t=deploy_complete_run_not_rerun
 cp -r "$DSTATE" "$D/copy"
 sport=$(free_port)
 timeout 30 "$BIN/medfed-coordinator" --bind "tcp://127.0.0.1:$sport" --init "$WORK/a/init.safetensors" \
-    --out "$D/copy" --rounds 7 --secagg off > "$D/copy.log" 2>&1
+    --out "$D/copy" --rounds $R2 --secagg off > "$D/copy.log" 2>&1
 crc=$?
-if [ $crc -eq 0 ] && grep -q 'round 7 of 7 already ran: nothing to do' "$D/copy.log" &&
+if [ $crc -eq 0 ] && grep -q "round $R2 of $R2 already ran: nothing to do" "$D/copy.log" &&
    cmp -s "$D/copy/state.json" "$DSTATE/state.json"
 then ok $t; else bad $t "coord=$crc"; cat "$D/copy.log"; fi
 
@@ -244,7 +250,7 @@ t=deploy_coordinator_check
 cp "$D/fed/coordinator/curve.key" "$D/open.key" && chmod 644 "$D/open.key"
 "$BIN/medfed-coordinator" --config "$CINI" --init "$WORK/a/init.safetensors" --curve-key "$D/open.key" \
     --state-dir "$DSTATE" --check > "$D/check3.json" 2> /dev/null; crc3=$?
-if [ $crc -eq 0 ] && json_check "$D/check.json" 'rows[0]["ok"] and rows[0]["model"]["params"] == 1659266 and rows[0]["roster"]["certificates"] and rows[0]["state"]["resumes_after_round"] == 7 and rows[0]["state"]["completed"] == 7' &&
+if [ $crc -eq 0 ] && json_check "$D/check.json" 'rows[0]["ok"] and rows[0]["model"]["params"] == 1659266 and rows[0]["roster"]["certificates"] and rows[0]["state"]["resumes_after_round"] == '$R2' and rows[0]["state"]["completed"] == '$R2 &&
    [ $crc2 -eq 0 ] && json_check "$D/check2.json" 'rows[0]["state"]["new_run"]' && [ ! -e "$D/nostate" ] &&
    [ $crc3 -eq 1 ] && json_check "$D/check3.json" 'not rows[0]["ok"] and "chmod 600" in rows[0]["transport"]["reason"]'
 then ok $t; else bad $t "see $D/check*.json"; cat "$D/check.json" "$D/check.err" "$D/check3.json"; fi
