@@ -20,9 +20,10 @@
  *   split-view      CONSIST_REQ: U3 with the victim to {victim, site 1}, U3 without
  *                   it to the rest; UNMASK_REQ relays all four signatures
  *   split-view-few  the same, each group getting only the signatures on its own view
- *   replay          an honest round, then a second PLAN of the same model version
- *   replay-restart  an honest round; "RESTART victim" in the transcript; after the
- *                   victim's new HELLO, a PLAN of the same model version to all
+ *   replay          an honest round, then a second aggregate of the same model
+ *                   version without the victim (their difference would be its update)
+ *   replay-restart  the same, with "RESTART SITE" (site 1) in the transcript between
+ *                   the two: the second aggregate goes on after SITE's new HELLO
  *   near-replay     an honest round, then one without the victim on a model one
  *                   weight apart (a "new version") with the same training seed:
  *                   the difference of the two sums (--dump) is the victim's update
@@ -664,24 +665,34 @@ static void attack_split_view(evil_t *e, int few)
     expect_no_victim_share(e, "split view");
 }
 
-/* An honest round, then the same model version again (after the victim's
- * restart with `restart`). */
+/* An honest round, then a second aggregate of the same model version over
+ * the others (after one of them restarted, with `restart`): the difference of
+ * the two sums would be the victim's update. The sites may run the version
+ * again, but must not sign (nor reveal for) another U3 for it. */
 static void attack_replay(evil_t *e, int restart)
 {
     check(e, honest_round(e, ALL(e)) == 0, "replay: the first aggregate of model version %u "
           "completed", e->version);
-    uint32_t victim = BIT(e->victim);
+    int r = (e->victim + 1) % e->n;
     if (restart) {
-        e->site[e->victim].welcomed = 0;
-        note(e, "RESTART %s", e->site[e->victim].name);
-        pump(e, 60, all_welcomed, victim, 0);
-        check(e, e->site[e->victim].welcomed, "replay: %s came back after its restart",
-              e->site[e->victim].name);
+        e->site[r].welcomed = 0;
+        note(e, "RESTART %s", e->site[r].name);
+        pump(e, 60, all_welcomed, BIT(r), 0);
+        check(e, e->site[r].welcomed, "replay: %s came back after its restart", e->site[r].name);
     }
-    send_plan(e, ALL(e), safe_t((unsigned)e->n));
-    await(e, ALL(e), MSG_ADVERTISE);
-    expect_refused(e, ALL(e), MSG_ADVERTISE, "policy: this site already released unmask shares",
-                   restart ? "same model version after the victim's restart" : "same model version");
+    uint32_t others = ALL(e) & ~BIT(e->victim);
+    uint32_t u3 = up_to_masked(e, others);
+    send_consist(e, u3, u3);
+    await(e, u3, MSG_CONSIST);
+    send_unmask_req(e, u3, u3, u3, u3); /* whatever signatures there are */
+    await(e, u3, MSG_UNMASK);
+    check(e, u3 == others, "replay: the others took part up to their masked inputs (%#x)", u3);
+    expect_refused(e, others, MSG_CONSIST, "policy: this site released unmask shares for this "
+                   "model version with other survivors", restart ? "the same model version, "
+                   "another U3, after a restart" : "the same model version, another U3");
+    for (int i = 0; i < e->n; i++)
+        check(e, !GOT(&e->site[i], MSG_UNMASK), "replay: %s revealed nothing for the second "
+              "aggregate", e->site[i].name);
 }
 
 /* Two aggregates from (nearly) one model and one training seed, the second

@@ -104,7 +104,7 @@ wait_gone() {
 # $CLIENT, fresh state) and evil_coordinator running ATTACK on them. Sets $d,
 # $evil (0: every check in $d/transcript passed) and $daemons (a word per
 # daemon that did not exit 0 after the SHUTDOWN). With ATTACK replay-restart
-# the victim h0 is stopped and started again when the transcript says so.
+# h1 is stopped and started again when the transcript says so.
 CLIENT=$BIN/medfed-client
 attack() {
     name=$1 att=$2
@@ -124,14 +124,14 @@ attack() {
     done
     if [ "$att" = replay-restart ]; then
         n=0
-        until grep -q '^# RESTART h0' "$d/transcript" 2>/dev/null || [ $n -gt 1200 ]; do
+        until grep -q '^# RESTART h1' "$d/transcript" 2>/dev/null || [ $n -gt 1200 ]; do
             sleep 0.1; n=$((n + 1))
         done
-        v=${pids#* h0:}; v=${v%% *}
+        v=${pids#* h1:}; v=${v%% *}
         kill "$v"; wait_gone "$v" 20
-        echo "restart: the first h0 exited $gone_rc" >> "$d/evil.log"
-        "$CLIENT" --config "$d/h0.ini" > "$d/h0-restarted.log" 2>&1 &
-        pids=$(echo "$pids" | sed "s/ h0:$v/ h0:$!/")
+        echo "restart: the first h1 exited $gone_rc" >> "$d/evil.log"
+        "$CLIENT" --config "$d/h1.ini" > "$d/h1-restarted.log" 2>&1 &
+        pids=$(echo "$pids" | sed "s/ h1:$v/ h1:$!/")
     fi
     wait "$epid"
     evil=$?
@@ -217,22 +217,23 @@ for att in split-view split-view-few; do
     then ok $t; else report $t; fi
 done
 
-# 4. One aggregate per model version: after an honest round, a second plan of
-#    the same model is refused at once (no keys advertised), also by a daemon
-#    restarted in between (its state_dir/released survives).
+# 4. One aggregate per model version: after an honest round, a second
+#    aggregate of the same model without the victim (the difference of the two
+#    sums would be its update) gets no signature on its U3 and no share, also
+#    from a daemon restarted in between (its state_dir/released-SITE survives).
 for att in replay replay-restart; do
     t=$([ $att = replay ] && echo second_aggregate_of_a_model_version ||
         echo second_aggregate_after_the_site_restarts)
     skip $t && continue
     attack $t $att
-    rule='policy: this site already released unmask shares for model version'
-    log=$d/h0.log
-    [ $att = replay-restart ] && log=$d/h0-restarted.log
+    rule='policy: this site released unmask shares for this model version with other survivors'
+    log=$d/h1.log
+    [ $att = replay-restart ] && log=$d/h1-restarted.log
     if [ $evil -eq 0 ] && [ -z "$daemons" ] &&
        [ "$(grep -c '^round=1 .*type=UNMASK' "$d/transcript")" -eq 4 ] &&
-       ! grep -q '^round=2 .*type=ADVERTISE' "$d/transcript" &&
-       [ "$(grep -c "^round=2 .*type=ERROR .*$rule" "$d/transcript")" -eq 4 ] &&
-       [ "$(cat "$d/state-h0"/released* | grep -c '^[0-9a-f]\{64\}$')" -eq 2 ] &&
+       [ "$(grep -c '^round=2 .*type=MASKED' "$d/transcript")" -eq 3 ] &&
+       ! grep -q '^round=2 .*type=\(CONSIST\|UNMASK\)' "$d/transcript" &&
+       [ "$(grep -c "^round=2 .*type=ERROR .*$rule" "$d/transcript")" -eq 3 ] &&
        grep -q "$rule" "$log"
     then ok $t; else report $t; fi
 done
@@ -312,9 +313,11 @@ done
 
 # 7. Known gap, reported and not counted until it is closed: "one aggregate per
 #    model version" keys the version by the model's hash, so a coordinator that
-#    moves one weight by one ulp has a "new version". An honest round, then the
-#    same training seed on that model without the victim: the difference of
-#    the two sums is the victim's encoded update, up to the others' rounding.
+#    moves one weight by one ulp has a "new version". An honest round, then an
+#    aggregate of that model without the victim: the difference of the two sums
+#    is the victim's encoded update plus how far the others' two runs differ
+#    (the sites hash the model into their training seeds, which blurs but does
+#    not hide it: cosine ~0.9 with one local epoch).
 t=near_identical_model_version_reveals_nothing
 if ! skip $t; then
     mkdir -p "$W/$t/dump"
