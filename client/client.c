@@ -249,7 +249,7 @@ static int load_global(client_t *c, const msg_t *m)
             return -1;
         }
         memcpy(c->global, m->vec, m->vec_len); /* aligned copy out of the frame */
-        crypto_sha256(c->global_hash, c->global, m->vec_len);
+        c->global_hash_stale = 1;
         c->global_version = m->model_version;
         c->have_global = 1;
     } else if (!c->have_global || c->global_version != m->model_version) {
@@ -269,12 +269,21 @@ static int load_global(client_t *c, const msg_t *m)
  * but no coordinator can replay a site's training on a perturbed copy of a
  * model (a "new" version) to difference two aggregates: any other model
  * gives an unrelated shuffle. */
-static uint64_t training_seed(const client_t *c, const msg_t *m)
+const uint8_t *client_global_hash(client_t *c)
+{
+    if (c->global_hash_stale) {
+        crypto_sha256(c->global_hash, c->global, c->numel * sizeof *c->global);
+        c->global_hash_stale = 0;
+    }
+    return c->global_hash;
+}
+
+static uint64_t training_seed(client_t *c, const msg_t *m)
 {
     uint8_t in[8 + WIRE_SITE_MAX + CRYPTO_HASHBYTES] = {0}, h[CRYPTO_HASHBYTES];
     for (int i = 0; i < 8; i++) in[i] = (uint8_t)(m->seed >> (8 * i));
     memcpy(in + 8, c->conf->site, strnlen(c->conf->site, WIRE_SITE_MAX - 1));
-    memcpy(in + 8 + WIRE_SITE_MAX, c->global_hash, CRYPTO_HASHBYTES);
+    memcpy(in + 8 + WIRE_SITE_MAX, client_global_hash(c), CRYPTO_HASHBYTES);
     crypto_sha256(h, in, sizeof in);
     uint64_t s = 0;
     for (int i = 0; i < 8; i++) s |= (uint64_t)h[i] << (8 * i);
@@ -378,6 +387,9 @@ static void on_eval(client_t *c, const msg_t *m)
     }
     if (client_send(c, &r) == 0)
         log_info("round=%u phase=eval event=result-sent n=%lld", m->round, (long long)res.n);
+    /* The next round signs and seeds with this model's hash: computed now,
+     * while the coordinator gathers the other sites' results. */
+    client_global_hash(c);
     c->phase = PHASE_NONE;
 }
 

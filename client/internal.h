@@ -28,7 +28,8 @@ typedef struct {
     size_t numel;
     uint32_t global_version;
     int have_global;
-    uint8_t global_hash[32]; /* SHA-256 of global: the model version sites sign and record */
+    uint8_t global_hash[32]; /* SHA-256 of global (client_global_hash): the model version */
+    int global_hash_stale;   /* global changed since global_hash was computed */
 
     uint32_t client_id;
     int welcomed;
@@ -70,6 +71,8 @@ static inline void client_maybe_die(const client_t *c, const char *phase, uint32
 }
 #endif
 int client_send(client_t *c, const msg_t *m);
+/* SHA-256 of the global model, computed once per received model. */
+const uint8_t *client_global_hash(client_t *c);
 void client_send_error(client_t *c, uint32_t round, msg_error_t code, const char *why);
 
 /* secagg_client.c: after local training, c->work holds the delta. */

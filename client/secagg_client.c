@@ -130,7 +130,7 @@ void sa_client_advertise(client_t *c, const msg_t *plan, double train_seconds)
      * would give the coordinator one site's update as the difference. The
      * check is at the consistency round, where U3 is known (policy.h). */
     uint8_t model_hash[WIRE_HASH_BYTES], version_id[CRYPTO_HASHBYTES];
-    memcpy(model_hash, c->global_hash, sizeof model_hash); /* of the PLAN's model */
+    memcpy(model_hash, client_global_hash(c), sizeof model_hash); /* of the PLAN's model */
     policy_version_id(version_id, c->coordinator_pk, model_hash);
     if (policy_released(c->policy, version_id))
         log_info("round=%u secagg: model version %u was aggregated with us before: we reveal "

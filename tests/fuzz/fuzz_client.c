@@ -261,6 +261,17 @@ void client_send_error(client_t *c, uint32_t round, msg_error_t code, const char
     client_send(c, &e);
 }
 
+/* As client.c: the hash of the model the client holds, computed once per
+ * received model (the harness sets it with the model, never stale). */
+const uint8_t *client_global_hash(client_t *c)
+{
+    if (c->global_hash_stale) {
+        crypto_sha256(c->global_hash, c->global, c->numel * sizeof *c->global);
+        c->global_hash_stale = 0;
+    }
+    return c->global_hash;
+}
+
 /* ---- the rules, as the harness reads them ----------------------------------------------------- */
 
 static int in_list(const uint32_t *ids, size_t n, uint32_t id)
@@ -873,7 +884,8 @@ static void advertise(void)
 {
     memset(&said, 0, sizeof said);
     cl.global = model[mv].global;
-    memcpy(cl.global_hash, model[mv].hash, sizeof cl.global_hash); /* as load_global does */
+    memcpy(cl.global_hash, model[mv].hash, sizeof cl.global_hash); /* as client_global_hash does */
+    cl.global_hash_stale = 0;
     sa_client_advertise(&cl, &plan, 1.0);
     check_state();
 }
