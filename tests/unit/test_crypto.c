@@ -481,6 +481,18 @@ static void test_shamir_rejects(void **state)
     assert_int_equal(shamir_combine(3, 4, xs, cb, out), -1);
     store64(bad[1] + 8 * 3, UINT64_MAX);
     assert_int_equal(shamir_combine(3, 4, xs, cb, out), -1);
+    /* An element == p is refused even where it would reduce to a valid
+     * share: with t = 1 the share is the secret, so p would pass for 0. */
+    const uint32_t x1[1] = {1};
+    uint8_t one[1][SHAMIR_SHAREBYTES];
+    memset(one, 0, sizeof one);
+    const uint8_t (*c1)[SHAMIR_SHAREBYTES] = (const uint8_t (*)[SHAMIR_SHAREBYTES])one;
+    assert_int_equal(shamir_combine(1, 1, x1, c1, out), 0); /* all-zero share: secret 0 */
+    for (size_t i = 0; i < sizeof out; i++) assert_int_equal(out[i], 0);
+    store64(one[0] + 8 * 3, FIELD_P);
+    assert_int_equal(shamir_combine(1, 1, x1, c1, out), -1);
+    store64(one[0] + 8 * 3, FIELD_P - 1); /* the largest element: limb out of range */
+    assert_int_equal(shamir_combine(1, 1, x1, c1, out), -1);
 
     /* A garbled element (still a field element) moves its limb by
      * lambda * delta; a large delta takes the limb out of [0, 2^32). */
@@ -675,6 +687,49 @@ static void test_identity_sign_verify(void **state)
     assert_int_equal(identity_verify_keys(sig, pk, 9, 4, s_pk, c_pk), -1);
     /* Another site's identity. */
     assert_int_equal(identity_verify_keys(sig, pk2, 9, 4, c_pk, s_pk), -1);
+}
+
+/* identity_sign / identity_verify: "medfed-" || label || 0 || msg. A
+ * signature verifies only under its own label, message and key: one made for
+ * one medfed message (advertise-v2) is never valid for another (consistency-v1). */
+static void test_identity_labelled(void **state)
+{
+    (void)state;
+    uint8_t pk[IDENTITY_PUBLICKEYBYTES], sk[IDENTITY_SECRETKEYBYTES], pk2[IDENTITY_PUBLICKEYBYTES],
+        sk2[IDENTITY_SECRETKEYBYTES], sig[IDENTITY_SIGBYTES], bad[IDENTITY_SIGBYTES];
+    assert_int_equal(identity_keypair(pk, sk), 0);
+    assert_int_equal(identity_keypair(pk2, sk2), 0);
+    uint8_t msg[48];
+    crypto_random(msg, sizeof msg);
+
+    assert_int_equal(identity_sign(sig, sk, "consistency-v1", msg, sizeof msg), 0);
+    assert_int_equal(identity_verify(sig, pk, "consistency-v1", msg, sizeof msg), 0);
+    /* Under another label, of the same length and of another length. */
+    assert_int_equal(identity_verify(sig, pk, "consistency-v2", msg, sizeof msg), -1);
+    assert_int_equal(identity_verify(sig, pk, "advertise-v2", msg, sizeof msg), -1);
+    /* The label / message boundary is part of what is signed. */
+    assert_int_equal(identity_sign(sig, sk, "ab", "c", 1), 0);
+    assert_int_equal(identity_verify(sig, pk, "ab", "c", 1), 0);
+    assert_int_equal(identity_verify(sig, pk, "a", "bc", 2), -1);
+    assert_int_equal(identity_sign(sig, sk, "consistency-v1", msg, sizeof msg), 0);
+    /* Flipped bits anywhere in the signature, an altered or shortened message,
+     * another key, an all-zero signature. */
+    for (size_t bit = 0; bit < 8 * IDENTITY_SIGBYTES; bit += 29) {
+        memcpy(bad, sig, sizeof bad);
+        bad[bit / 8] ^= (uint8_t)(1u << (bit % 8));
+        assert_int_equal(identity_verify(bad, pk, "consistency-v1", msg, sizeof msg), -1);
+    }
+    msg[17] ^= 4;
+    assert_int_equal(identity_verify(sig, pk, "consistency-v1", msg, sizeof msg), -1);
+    msg[17] ^= 4;
+    assert_int_equal(identity_verify(sig, pk, "consistency-v1", msg, sizeof msg - 1), -1);
+    assert_int_equal(identity_verify(sig, pk2, "consistency-v1", msg, sizeof msg), -1);
+    memset(bad, 0, sizeof bad);
+    assert_int_equal(identity_verify(bad, pk, "consistency-v1", msg, sizeof msg), -1);
+    /* Another key's valid signature on the same label and message. */
+    assert_int_equal(identity_sign(bad, sk2, "consistency-v1", msg, sizeof msg), 0);
+    assert_int_equal(identity_verify(bad, pk, "consistency-v1", msg, sizeof msg), -1);
+    assert_int_equal(identity_verify(bad, pk2, "consistency-v1", msg, sizeof msg), 0);
 }
 
 static void test_identity_hex(void **state)
@@ -916,6 +971,7 @@ int main(void)
         cmocka_unit_test(test_shamir_hand_built),
         cmocka_unit_test(test_sharebox),
         cmocka_unit_test(test_identity_sign_verify),
+        cmocka_unit_test(test_identity_labelled),
         cmocka_unit_test(test_identity_hex),
         cmocka_unit_test(test_identity_key_files),
         cmocka_unit_test(test_misuse_aborts),

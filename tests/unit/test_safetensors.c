@@ -452,6 +452,10 @@ static void test_corrupt_headers(void **state)
         { "{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]},"
           "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8, "overlap" },
         { "{\"w\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}", 8, "does not match" },
+        /* fewer elements than the span holds (the rest would be read as another tensor's) */
+        { "{\"w\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,8]}}", 8, "does not match" },
+        { "{\"w\":{\"dtype\":\"F32\",\"shape\":[2,3],\"data_offsets\":[0,32]}}", 32, "does not match" },
+        { "{\"w\":{\"dtype\":\"F32\",\"shape\":[],\"data_offsets\":[0,8]}}", 8, "does not match" },
         { "{\"w\":{\"dtype\":\"F32\",\"shape\":[4294967296,4294967296,16],"
           "\"data_offsets\":[0,8]}}", 8, "does not match" },
         { "{\"w\":{\"dtype\":\"F32\",\"shape\":[2]}}", 8, "tensor w: missing data_offsets" },

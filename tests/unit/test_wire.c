@@ -242,19 +242,34 @@ static void test_rejects_bad_fields(void **state)
     msgpack_pack_uint32(&f->pk, 1);
     expect_reject(f, "'site': expected a string");
 
+    /* The cap includes the NUL: a name of exactly WIRE_SITE_MAX bytes does not
+     * fit (nor a longer one), one byte less does and arrives whole. */
     char longname[WIRE_SITE_MAX + 5];
-    memset(longname, 'a', sizeof longname - 1);
-    longname[sizeof longname - 1] = '\0';
-    envelope(f, MSG_HELLO, 4);
-    pstr(&f->pk, "site");
-    pstr(&f->pk, longname);
-    pstr(&f->pk, "version");
-    msgpack_pack_uint32(&f->pk, 1);
-    pstr(&f->pk, "n_train");
-    msgpack_pack_uint32(&f->pk, 1);
-    pstr(&f->pk, "n_val");
-    msgpack_pack_uint32(&f->pk, 1);
-    expect_reject(f, "too long");
+    memset(longname, 'a', sizeof longname);
+    const size_t lens[] = {WIRE_SITE_MAX + 4, WIRE_SITE_MAX, WIRE_SITE_MAX - 1};
+    for (size_t i = 0; i < sizeof lens / sizeof lens[0]; i++) {
+        const size_t len = lens[i];
+        longname[len] = '\0';
+        envelope(f, MSG_HELLO, 4);
+        pstr(&f->pk, "site");
+        pstr(&f->pk, longname);
+        pstr(&f->pk, "version");
+        msgpack_pack_uint32(&f->pk, 1);
+        pstr(&f->pk, "n_train");
+        msgpack_pack_uint32(&f->pk, 1);
+        pstr(&f->pk, "n_val");
+        msgpack_pack_uint32(&f->pk, 1);
+        if (len >= WIRE_SITE_MAX) {
+            expect_reject(f, "too long");
+        } else {
+            msg_t d;
+            char err[256] = "";
+            assert_int_equal(decode_packed(f, &d, err), 0);
+            assert_int_equal(strlen(d.site), len);
+            assert_memory_equal(d.site, longname, len);
+        }
+        longname[len] = 'a';
+    }
 
     envelope(f, MSG_HELLO, 4);
     pstr(&f->pk, "site");
@@ -462,6 +477,27 @@ static void test_consistency_records(void **state)
     assert_int_equal(wire_unmaskreq_parse(req, 4 + 2 * WIRE_REQREC_BYTES, &r), -1);
     wire_put_u32(req, 0xFFFFFFFFu);
     assert_int_equal(wire_unmaskreq_parse(req, sizeof req, &r), -1);
+    /* Any count against any length: accepted only when the requests and whole
+     * signature records fill the blob exactly; a count larger than the
+     * payload is refused whatever the remainder's size. */
+    uint8_t big[4 + 8 * WIRE_REQREC_BYTES + 3 * WIRE_SIGREC_BYTES];
+    memset(big, 0, sizeof big);
+    for (uint32_t claim = 0; claim <= 40; claim++) {
+        for (size_t len = 4; len <= sizeof big; len++) {
+            wire_put_u32(big, claim);
+            const int rc = wire_unmaskreq_parse(big, len, &r);
+            const size_t need = 4 + (size_t)claim * WIRE_REQREC_BYTES;
+            if (need > len) {
+                assert_int_equal(rc, -1);
+            } else if ((len - need) % WIRE_SIGREC_BYTES == 0) {
+                assert_int_equal(rc, 0);
+                assert_int_equal(r.nreq, claim);
+                assert_int_equal(4 + r.nreq * WIRE_REQREC_BYTES + r.nsig * WIRE_SIGREC_BYTES, len);
+            } else {
+                assert_int_equal(rc, -1);
+            }
+        }
+    }
 
     /* What is signed binds round, model hash and every id, in order. */
     uint8_t h[WIRE_HASH_BYTES] = {1}, a[128], b[128];
