@@ -109,6 +109,7 @@ static void test_issue_verify(void **state)
 
     /* The CA certificate itself is not a site certificate. */
     assert_int_equal(cert_verify(f.ca, f.der, f.len, NULL, name, got, err, sizeof err), -1);
+    assert_non_null(strstr(err, "a CA certificate is not a site's")); /* refused for that, first */
     cert_ca_destroy(&f.ca);
 }
 
