@@ -68,6 +68,13 @@ static void test_cohort_rule(void **state)
     assert_int_equal(policy_cohort_ok(p, 10, 8, why, sizeof why), 0);
     assert_int_equal(policy_cohort_ok(p, 4, 4, why, sizeof why), -1);
     policy_destroy(&p);
+    /* SecAgg+: a neighbourhood smaller than min_cohort is refused even where
+     * no site colludes (the bound alone would allow it) */
+    conf.max_collusion = 0;
+    p = policy_new(&conf, why, sizeof why);
+    assert_int_equal(policy_graph_ok(p, 40, 2, 3, why, sizeof why), -1);
+    assert_non_null(strstr(why, "a neighbourhood of 3 sites, min_cohort is 5"));
+    policy_destroy(&p);
     assert_null(p);
 }
 
@@ -164,6 +171,24 @@ static void test_released_survives_restart(void **state)
     fclose(f);
     assert_null(policy_new(&conf, why, sizeof why));
     assert_non_null(strstr(why, ":2: not a 128-hex-digit record"));
+    /* a record that does not end its line (two run together) refuses it too */
+    FILE *g = fopen(path, "r+");
+    fseek(g, 25, SEEK_SET);
+    fputc('a', g);
+    fseek(g, 19 + 128, SEEK_SET);
+    fputc('0', g);
+    fclose(g);
+    assert_null(policy_new(&conf, why, sizeof why));
+    assert_non_null(strstr(why, ":2: not a 128-hex-digit record"));
+    /* records under another header are not this site's memory */
+    g = fopen(path, "r+");
+    fseek(g, 19 + 128, SEEK_SET);
+    fputc('\n', g);
+    fseek(g, 0, SEEK_SET);
+    fputs("medfed-released v1\n", g);
+    fclose(g);
+    assert_null(policy_new(&conf, why, sizeof why));
+    assert_non_null(strstr(why, "not a medfed released-shares file"));
     /* an unwritable state directory: the release cannot be recorded, so the
      * caller reveals nothing */
     unlink(path);
