@@ -36,6 +36,7 @@
  *   sybil           KEYS with one more signed key record: the --sybil-kit site's
  *                   (identity.key, identity.crt), as client --sybil-id (default:
  *                   after the real sites; an id of a real site replaces its record)
+ *   twin            the same with a real site's kit as --sybil-kit: one site twice
  * After an attack every site gets one honest round on a new model version (the
  * daemons are still there and work), then SHUTDOWN.
  *
@@ -778,6 +779,17 @@ static void attack_sybil(evil_t *e)
           "list: \"%s\"", e->site[e->victim].error);
 }
 
+/* twin: the sybil attack with a real site's kit (on every peers list): the
+ * key list then carries that site twice. */
+static void attack_twin(evil_t *e)
+{
+    send_plan(e, ALL(e), safe_t((unsigned)e->n + 1));
+    uint32_t u1 = await(e, ALL(e), MSG_ADVERTISE);
+    send_keys(e, u1, u1, 1);
+    await(e, u1, MSG_SHARES);
+    expect_refused(e, ALL(e), MSG_SHARES, "the key list carries site", "a real site's kit twice");
+}
+
 /* ---- setup -------------------------------------------------------------------------------- */
 
 static int meta_u32(const st_meta_t *meta, size_t n, const char *key, uint32_t *out)
@@ -931,6 +943,8 @@ int main(int argc, char **argv)
         attack_near_replay(e);
     } else if (strcmp(attack, "sybil") == 0 && e->have_sybil) {
         attack_sybil(e);
+    } else if (strcmp(attack, "twin") == 0 && e->have_sybil) {
+        attack_twin(e);
     } else {
         usage();
         return 2;

@@ -249,6 +249,19 @@ if ! skip $t; then
     then ok $t; else report $t; fi
 fi
 
+# 5a. A twin: a real hospital's certificate and key (on every peers list)
+#     relayed a second time under another client id. The peers pin passes; the
+#     key list carries one site twice and is refused (the twin would be a
+#     Sybil neighbour that the coordinator controls).
+t=certified_site_twice_in_keys
+if ! skip $t; then
+    attack $t twin --sybil-kit "$W/fed/sites/h1"
+    if [ $evil -eq 0 ] && [ -z "$daemons" ] && ! grep -q '^round=1 .*type=SHARES' "$d/transcript" &&
+       [ "$(grep -c "^round=1 .*type=ERROR .*the key list carries site 'h1' twice" "$d/transcript")" -eq 4 ] &&
+       logged "$d/h0.log" "the key list carries site 'h1' twice"
+    then ok $t; else report $t; fi
+fi
+
 # 5b. The SecAgg+ neighbour graph comes from the protocol (seeded by the hash of
 #     U1's signed keys), not from the coordinator: all pairs claimed but a key
 #     withheld, a neighbour swapped for a non-neighbour, or the protocol's own
