@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "common/util.h"
+#include "crypto/crypto.h"
 
 void state_round_path(const coord_t *c, uint32_t version, char *out, size_t outlen)
 {
@@ -240,8 +241,14 @@ int state_open(coord_t *c)
             c->target += c->started_round - c->round;
             c->round = c->committed_round = c->started_round; /* as an aborted round's commit */
         }
-        log_info("state: resuming in %s after round %u (model of round %u), target %u rounds%s",
-                 c->conf->out_dir, c->round, c->version, c->target, c->paused ? ", paused" : "");
+        /* The SHA-256 of the weights it resumed with (the tensor bytes of
+         * rounds/round-N.safetensors): tests compare it with that file. */
+        uint8_t mh[CRYPTO_HASHBYTES];
+        crypto_sha256(mh, c->global, c->numel * sizeof *c->global);
+        log_info("state: resuming in %s after round %u (model of round %u, sha256 "
+                 "%02x%02x%02x%02x%02x%02x%02x%02x), target %u rounds%s",
+                 c->conf->out_dir, c->round, c->version, mh[0], mh[1], mh[2], mh[3], mh[4], mh[5],
+                 mh[6], mh[7], c->target, c->paused ? ", paused" : "");
         if (c->conf->server.opt != SERVER_OPT_FEDAVG)
             log_warn("state: the server optimiser's momentum starts again from zero");
     } else if (have_state) {

@@ -42,6 +42,31 @@ sys.exit(1)
 PYEOF
 }
 # checkpoints_intact: every saved model parses whole; state.json is JSON.
+# Every resume trained on from the model it says: the SHA-256 (first 16 hex)
+# the coordinator logs on resume equals that of the tensor bytes of
+# rounds/round-V.safetensors (V: "model of round V"; 0 is the initial model).
+resumed_models_match() {
+    "$PY" - "$D/coord.log" "$DSTATE" "$WORK/a/init.safetensors" <<'PYEOF'
+import hashlib, json, os, re, struct, sys
+lines = [l for l in open(sys.argv[1]) if "state: resuming" in l]
+if not lines:
+    print("no resume logged"); sys.exit(1)
+def tensor_sha(p):
+    raw = open(p, "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    hdr = json.loads(raw[8:8 + n])
+    spans = sorted(v["data_offsets"] for k, v in hdr.items() if k != "__metadata__")
+    return hashlib.sha256(b"".join(raw[8 + n + a:8 + n + b] for a, b in spans)).hexdigest()[:16]
+for l in lines:
+    m = re.search(r"model of round (\d+), sha256 ([0-9a-f]{16})", l)
+    if not m:
+        print("no model hash in:", l.strip()); sys.exit(1)
+    v = int(m.group(1))
+    p = os.path.join(sys.argv[2], "rounds", "round-%06d.safetensors" % v) if v else sys.argv[3]
+    if v and tensor_sha(p) != m.group(2):
+        print("resumed with %s, round %d's model is %s" % (m.group(2), v, tensor_sha(p))); sys.exit(1)
+PYEOF
+}
 checkpoints_intact() {
     "$PY" - "$DSTATE" <<'PYEOF'
 import json, os, struct, sys
@@ -123,7 +148,9 @@ for moment in training secure evaluating; do
     wait $dcoord 2>/dev/null
     checkpoints_intact || { kill_ok=0; break; }
     dcoord_start
-    if ! wait_status "d['resumed_from'] == $done_before and d['completed'] >= $done_before" 30 > "$D/resumed-$moment.json"; then
+    # A secure round killed after its aggregate was committed (before EVAL)
+    # resumes from that round: one past what status said before the kill.
+    if ! wait_status "d['resumed_from'] in ($done_before, $done_before + 1) and d['completed'] >= d['resumed_from']" 30 > "$D/resumed-$moment.json"; then
         kill_ok=0; echo "no resume after kill in $moment"; break
     fi
     hit="$hit $moment@$done_before"
@@ -133,7 +160,7 @@ done
 if [ $kill_ok -eq 1 ] && wait_status 'd["state"] == "idle"' 300 > "$D/after-kills.json" &&
    checkpoints_intact &&
    json_check "$DSTATE/metrics.jsonl" 'sorted(r["round"] for r in rows) == list(range(1, len(rows) + 1)) and sum(not r["aborted"] for r in rows) == 5 and all(r.get("note", "").startswith("cut short") for r in rows if r["aborted"]) and [r for r in rows if not r["aborted"]][-1]["round"] == rows[-1]["round"]' &&
-   [ "$(grep -c 'state: resuming' "$D/coord.log")" -eq 3 ]
+   [ "$(grep -c 'state: resuming' "$D/coord.log")" -eq 3 ] && resumed_models_match
 then ok "$t ($hit)"; else bad $t "kills:$hit"; tail -30 "$D/coord.log"; fi
 # The round ids the next tests run: after the last one above.
 R=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["completed"])' "$D/after-kills.json" 2>/dev/null || echo 5)
@@ -173,6 +200,7 @@ if wait_status "d['state'] == 'evaluating'" 120 > /dev/null &&
    kill -9 $dcoord && { wait $dcoord 2>/dev/null; checkpoints_intact; } && dcoord_start &&
    wait_status 'd["resumed_from"] == '$R2' and d["completed"] == '$R2' and d["round"] == '$R2 30 > /dev/null &&
    json_check "$DSTATE/metrics.jsonl" 'rows[-1]["round"] == '$R2' and not rows[-1]["aborted"]' &&
+   resumed_models_match &&
    cmp -s "$DSTATE/model.safetensors" "$DSTATE/rounds/$(printf 'round-%06d.safetensors' $R2)"
 then ok $t; else bad $t "see $D/coord.log"; tail -15 "$D/coord.log"; fi
 
