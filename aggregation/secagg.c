@@ -80,11 +80,43 @@ void secagg_add_le(uint32_t *acc, const uint8_t *y_le, size_t n)
     }
 }
 
+unsigned secagg_colluders(unsigned n, unsigned federation, double collusion)
+{
+    unsigned of = federation > n ? federation : n;
+    return (unsigned)floor(collusion * of + 1e-9);
+}
+
 unsigned secagg_min_threshold(unsigned n, double collusion)
 {
-    unsigned c = (unsigned)floor(collusion * n + 1e-9);
+    unsigned c = secagg_colluders(n, 0, collusion);
     if (c > n) c = n;
     return (n + c) / 2 + 1;
+}
+
+/* t for n sharing sites of which c may collude; -1 with the reason when the
+ * colluders could be all but one of them, or dropouts leave fewer than t. */
+static int threshold_for(unsigned n, unsigned c, double dropout, double collusion, unsigned *t,
+                         char *err, size_t errlen)
+{
+    unsigned need = (n + c) / 2 + 1;
+    unsigned survivors = n - (unsigned)ceil(dropout * n - 1e-9);
+    if (n < c + 2) {
+        snprintf(err, errlen, "unsafe settings: a cohort of %u with %u possible colluders (%.0f%% of "
+                 "the federation) leaves fewer than two honest sites; enlarge the cohort", n, c,
+                 collusion * 100);
+        return -1;
+    }
+    if (need > survivors) {
+        snprintf(err, errlen,
+                 "unsafe settings for %u clients: privacy needs threshold >= %u (more than half "
+                 "of the cohort plus %u colluders, %.0f%% of the federation), but with %.0f%% "
+                 "dropouts only %u are expected to finish; lower the dropout or collusion "
+                 "estimate or enlarge the cohort",
+                 n, need, c, collusion * 100, dropout * 100, survivors);
+        return -1;
+    }
+    *t = need;
+    return 0;
 }
 
 int secagg_threshold(unsigned n, double dropout, double collusion, unsigned *t, char *err,
@@ -99,18 +131,7 @@ int secagg_threshold(unsigned n, double dropout, double collusion, unsigned *t, 
                  dropout, collusion);
         return -1;
     }
-    unsigned need = secagg_min_threshold(n, collusion);
-    unsigned survivors = n - (unsigned)ceil(dropout * n - 1e-9);
-    if (need > survivors) {
-        snprintf(err, errlen,
-                 "unsafe settings for %u clients: privacy needs threshold >= %u (more than half "
-                 "of the cohort plus %.0f%% colluders), but with %.0f%% dropouts only %u are expected to "
-                 "finish; lower the dropout or collusion estimate or enlarge the cohort",
-                 n, need, collusion * 100, dropout * 100, survivors);
-        return -1;
-    }
-    *t = need;
-    return 0;
+    return threshold_for(n, secagg_colluders(n, 0, collusion), dropout, collusion, t, err, errlen);
 }
 
 /* log P[Bin(k, p) = j] */
@@ -168,10 +189,11 @@ unsigned secagg_plus_degree(unsigned n, double collusion, double dropout)
     return n ? n - 1 : 0;
 }
 
-int secagg_plan(unsigned n, unsigned requested, double dropout, double collusion, unsigned *k,
-                unsigned *t, char *err, size_t errlen)
+int secagg_plan(unsigned n, unsigned federation, unsigned requested, double dropout,
+                double collusion, unsigned *k, unsigned *t, char *err, size_t errlen)
 {
     if (n < 2) return secagg_threshold(n, dropout, collusion, t, err, errlen);
+    const unsigned c = secagg_colluders(n, federation, collusion);
     unsigned bound = secagg_plus_degree(n, collusion, dropout);
     /* Up to SECAGG_ALL_PAIRS_MAX clients all pairs cost next to nothing: a
      * sparse graph there would only make every drop more likely to abort. */
@@ -186,12 +208,22 @@ int secagg_plan(unsigned n, unsigned requested, double dropout, double collusion
     }
     if (want >= n - 1) {
         *k = n - 1;
-        return secagg_threshold(n, dropout, collusion, t, err, errlen);
+        if (secagg_threshold(n, dropout, collusion, t, err, errlen) < 0) return -1;
+        return threshold_for(n, c, dropout, collusion, t, err, errlen);
     }
+    /* A client cannot check who else is in U1, so every colluder of the
+     * federation may sit in its neighbourhood: the all-pairs rule with c
+     * applies within it too (and the SecAgg+ bound on top). */
     *k = want;
     *t = secagg_plus_threshold(n, want, collusion);
-    unsigned floor_t = secagg_min_threshold(want + 1, collusion);
+    unsigned floor_t = (want + 1 + c) / 2 + 1;
     if (*t && *t < floor_t) *t = floor_t;
+    if (want + 1 < c + 2 || *t > want + 1) *t = 0;
+    if ((!*t || !secagg_plus_correct(n, want, *t, dropout)) && !requested) {
+        *k = n - 1; /* the bound's degree does not hold the federation's colluders: all pairs */
+        if (secagg_threshold(n, dropout, collusion, t, err, errlen) < 0) return -1;
+        return threshold_for(n, c, dropout, collusion, t, err, errlen);
+    }
     if (!*t || !secagg_plus_correct(n, want, *t, dropout)) {
         snprintf(err, errlen, "degree %u for %u clients: no threshold is both safe with %.0f%% "
                  "colluders and live with %.0f%% dropouts", want, n, collusion * 100, dropout * 100);

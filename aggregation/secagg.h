@@ -52,6 +52,13 @@ void secagg_add_le(uint32_t *acc, const uint8_t *y_le, size_t n);
  * implies t > n / 2 and t > c. Both the coordinator and every client's policy
  * use this rule. */
 unsigned secagg_min_threshold(unsigned n, double collusion);
+/* The colluders to assume among n sharing sites of a federation of
+ * `federation` sites (0: unknown, n): floor(collusion * max(n, federation)).
+ * Counted against the federation, not the cohort: a coordinator that
+ * announces a cohort of three (the victim and two colluders) must not make
+ * the tolerated colluders floor(0.33 * 3) = 0. A cohort needs n >= c + 2 and
+ * t > (n + c) / 2. */
+unsigned secagg_colluders(unsigned n, unsigned federation, double collusion);
 /* The threshold t for a cohort of n, from the research lead's threat model:
  * dropout = expected share of clients lost during a round, collusion = share
  * of clients that may collude with the coordinator. t is
@@ -81,14 +88,16 @@ int secagg_plus_correct(unsigned n, unsigned k, unsigned t, double dropout);
 /* The least even degree k < n - 1 with a threshold meeting both bounds, or
  * n - 1 (all pairs: the complete graph, secagg_threshold) when none does.
  * At collusion 0.33 and dropout 0.2 that is all pairs up to 1,000 clients;
- * at 0.1 and 0.05, k = 62 for n = 100 and 68 for n = 1,000. */
+ * at 0.1 and 0.05, k = 62 for n = 100 and 68 for n = 1,000 (but secagg_plan
+ * then still picks all pairs: see there). */
 unsigned secagg_plus_degree(unsigned n, double collusion, double dropout);
-/* Degree and threshold for a cohort of n: `requested` (0: all pairs up to
+/* Degree and threshold for a cohort of n in a federation of `federation`
+ * sites (0: n; colluders: secagg_colluders): `requested` (0: all pairs up to
  * SECAGG_ALL_PAIRS_MAX clients, else the bound) must be at least
  * secagg_plus_degree; all pairs when k >= n - 1. -1 with the
  * reason when the requested degree is below the bound or no t fits. */
-int secagg_plan(unsigned n, unsigned requested, double dropout, double collusion, unsigned *k,
-                unsigned *t, char *err, size_t errlen);
+int secagg_plan(unsigned n, unsigned federation, unsigned requested, double dropout,
+                double collusion, unsigned *k, unsigned *t, char *err, size_t errlen);
 
 /* A k-regular graph on n nodes: nodes placed on a cycle in a random order
  * (from seed), each joined to its k/2 nearest on either side; k >= n - 1 is

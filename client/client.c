@@ -528,6 +528,7 @@ static int load_identity(client_t *c)
         log_error("%s", err);
         return -1;
     }
+    policy_set_federation(c->policy, (unsigned)c->roster->n); /* colluders: a share of it */
     int me = roster_find(c->roster, c->conf->site);
     if (me < 0 || !c->roster->site[me].has_pk || !crypto_equal(pk, c->roster->site[me].pk, sizeof pk)) {
         log_error("%s: site '%s' is missing from the roster or its key differs from %s",

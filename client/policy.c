@@ -30,6 +30,7 @@
 
 struct policy {
     int min_cohort;
+    unsigned federation;                  /* sites colluders are a share of (0: unknown) */
     double max_collusion;
     roster_t *peers;                      /* NULL: no peers list */
     char path[PATH_MAX];                  /* state_dir/released */
@@ -185,18 +186,46 @@ int policy_peer_ok(const policy_t *p, const char *name, const uint8_t pk[IDENTIT
     return 0;
 }
 
-int policy_cohort_ok(const policy_t *p, unsigned n, unsigned t, char *why, size_t whylen)
+void policy_set_federation(policy_t *p, unsigned sites)
+{
+    p->federation = sites;
+}
+
+unsigned policy_federation(const policy_t *p)
+{
+    return p->peers ? (unsigned)p->peers->n : p->federation;
+}
+
+/* n sharing sites, c of them possibly colluding: n >= max(min_cohort, c + 2)
+ * and t > (n + c) / 2. */
+static int share_ok(const policy_t *p, unsigned n, unsigned c, unsigned t, const char *what,
+                    char *why, size_t whylen)
 {
     if (n < (unsigned)p->min_cohort) {
-        snprintf(why, whylen, "policy: %u sites to share with, min_cohort is %d", n, p->min_cohort);
+        snprintf(why, whylen, "policy: %u sites to share with%s, min_cohort is %d", n, what,
+                 p->min_cohort);
         return -1;
     }
-    unsigned need = secagg_min_threshold(n, p->max_collusion);
+    if (n < c + 2) {
+        snprintf(why, whylen, "policy: %u sites to share with%s, of which %u may collude "
+                 "(max_collusion %.2f of the federation): fewer than two honest", n, what, c,
+                 p->max_collusion);
+        return -1;
+    }
+    unsigned need = (n + c) / 2 + 1;
     if (t < need) {
-        snprintf(why, whylen, "policy: threshold %u for %u sites; max_collusion %.2f needs at least "
-                 "%u (more than half of the sites plus the colluders)", t, n, p->max_collusion, need);
+        snprintf(why, whylen, "policy: threshold %u for %u sites%s; max_collusion %.2f (%u "
+                 "colluders) needs at least %u (more than half of the sites plus the colluders)",
+                 t, n, what, p->max_collusion, c, need);
         return -1;
     }
+    return 0;
+}
+
+int policy_cohort_ok(const policy_t *p, unsigned n, unsigned t, char *why, size_t whylen)
+{
+    unsigned c = secagg_colluders(n, policy_federation(p), p->max_collusion);
+    if (share_ok(p, n, c, t, "", why, whylen) < 0) return -1;
     if (t > n) {
         snprintf(why, whylen, "policy: threshold %u exceeds the %u sites", t, n);
         return -1;
@@ -208,13 +237,13 @@ int policy_graph_ok(const policy_t *p, unsigned n, unsigned k, unsigned t, char 
                     size_t whylen)
 {
     if (k + 1 >= n) return policy_cohort_ok(p, n, t, why, whylen);
-    if (k + 1 < (unsigned)p->min_cohort) {
-        snprintf(why, whylen, "policy: a neighbourhood of %u sites, min_cohort is %d", k + 1,
-                 p->min_cohort);
-        return -1;
-    }
+    /* We cannot check who else is in U1: every colluder of the federation
+     * may be in our neighbourhood, so the all-pairs rule applies within it,
+     * and the SecAgg+ bound on top. */
+    unsigned c = secagg_colluders(n, policy_federation(p), p->max_collusion);
+    if (share_ok(p, k + 1, c, t, " (our neighbourhood)", why, whylen) < 0) return -1;
     unsigned need = secagg_plus_threshold(n, k, p->max_collusion);
-    unsigned floor_t = secagg_min_threshold(k + 1, p->max_collusion);
+    unsigned floor_t = (k + 1 + c) / 2 + 1;
     if (!need) {
         snprintf(why, whylen, "policy: degree %u among %u sites is below what max_collusion %.2f "
                  "allows at any threshold (SecAgg+ bound, security 2^-%d)", k, n,

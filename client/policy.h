@@ -46,8 +46,14 @@ int policy_has_peers(const policy_t *p);
  * configured); -1 with a reason otherwise. */
 int policy_peer_ok(const policy_t *p, const char *name, const uint8_t pk[IDENTITY_PUBLICKEYBYTES],
                    char *why, size_t whylen);
-/* 0 if n sites (ourselves included) with threshold t meet the policy; -1 with
- * the rule that failed. */
+/* The size of the federation the colluders are a share of: the peers list
+ * when configured, else what the daemon sets (its roster), else 0 (then the
+ * announced cohort, and the daemon warns). */
+void policy_set_federation(policy_t *p, unsigned sites);
+unsigned policy_federation(const policy_t *p);
+/* 0 if n sites (ourselves included) with threshold t meet the policy: with
+ * c = floor(max_collusion * federation) colluders, n >= max(min_cohort,
+ * c + 2) and t > (n + c) / 2; -1 with the rule that failed. */
 int policy_cohort_ok(const policy_t *p, unsigned n, unsigned t, char *why, size_t whylen);
 
 /* The same for SecAgg+: a neighbourhood of k + 1 in a random k-regular

@@ -241,6 +241,14 @@ static int check_graph(client_t *c, const msg_t *m, char *why, size_t whylen)
             snprintf(why, whylen, "the U1 list is not in ascending order");
             return -1;
         }
+    /* Members we cannot check must at least be possible ones. */
+    const unsigned fed = policy_federation(c->policy);
+    if ((c->roster && wire_get_u32(m->u1 + (n - 1) * WIRE_U1REC_BYTES) >= (uint32_t)c->roster->n) ||
+        (fed && n > fed)) {
+        snprintf(why, whylen, "policy: the U1 list names %zu sites or an id beyond the %u of the "
+                 "federation", n, fed);
+        return -1;
+    }
     long me = u1_find(m, s->self);
     const unsigned k = m->degree;
     if (me < 0 || (k + 1 < n && (k & 1 || k == 0))) {

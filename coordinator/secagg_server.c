@@ -190,8 +190,10 @@ int sa_round_setup(coord_t *c, int cohort, char *err, size_t errlen)
     /* The threshold applies within each client's neighbourhood (itself and
      * its `degree` neighbours); with all pairs that is the whole cohort. The
      * degree comes from the SecAgg+ bound (aggregation/secagg.h), never less. */
-    if (secagg_plan((unsigned)cohort, (unsigned)c->conf->neighbors, c->conf->dropout,
-                    c->conf->collusion, &c->degree, &c->threshold, err, errlen) < 0)
+    /* Colluders are a share of the federation (the roster), not of the cohort. */
+    if (secagg_plan((unsigned)cohort, c->have_roster ? (unsigned)c->roster.n : 0,
+                    (unsigned)c->conf->neighbors, c->conf->dropout, c->conf->collusion,
+                    &c->degree, &c->threshold, err, errlen) < 0)
         return -1;
     /* What every site signs its keys against: this model version. */
     crypto_sha256(c->model_hash, c->global, c->numel * sizeof *c->global);

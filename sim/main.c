@@ -359,8 +359,8 @@ int main(int argc, char **argv)
     if (partition_parse(o.partition, &spec, err, sizeof err) < 0) die("%s", err);
     /* Settings the coordinator would refuse every round are refused now. */
     unsigned sa_k, sa_t;
-    if (o.secagg && secagg_plan((unsigned)o.clients, (unsigned)atoi(o.neighbors), atof(o.dropout),
-                                atof(o.collusion), &sa_k, &sa_t, err, sizeof err) < 0)
+    if (o.secagg && secagg_plan((unsigned)o.clients, (unsigned)o.clients, (unsigned)atoi(o.neighbors),
+                                atof(o.dropout), atof(o.collusion), &sa_k, &sa_t, err, sizeof err) < 0)
         die("%s", err);
     static char die_at[SIM_MAX_CLIENTS][32];
     parse_drops(&o, die_at);

@@ -73,7 +73,24 @@ static void test_cohort_rule(void **state)
     conf.max_collusion = 0;
     p = policy_new(&conf, why, sizeof why);
     assert_int_equal(policy_graph_ok(p, 40, 2, 3, why, sizeof why), -1);
-    assert_non_null(strstr(why, "a neighbourhood of 3 sites, min_cohort is 5"));
+    assert_non_null(strstr(why, "3 sites to share with (our neighbourhood), min_cohort is 5"));
+    policy_destroy(&p);
+    /* Colluders are a share of the federation, not of the cohort the
+     * coordinator announces: in a federation of 95, a cohort of the victim
+     * and two colluders (floor(0.33 * 3) = 0 "colluders") is refused. */
+    conf.max_collusion = 0.33;
+    conf.min_cohort = 3;
+    p = policy_new(&conf, why, sizeof why);
+    assert_int_equal(policy_cohort_ok(p, 3, 2, why, sizeof why), 0); /* federation unknown */
+    policy_set_federation(p, 95);
+    assert_int_equal(policy_cohort_ok(p, 3, 2, why, sizeof why), -1);
+    assert_non_null(strstr(why, "of which 31 may collude"));
+    assert_int_equal(policy_cohort_ok(p, 40, 36, why, sizeof why), 0);  /* (40 + 31) / 2 < 36 */
+    assert_int_equal(policy_cohort_ok(p, 40, 35, why, sizeof why), -1);
+    assert_int_equal(policy_cohort_ok(p, 32, 32, why, sizeof why), -1); /* one honest site */
+    /* a sparse neighbourhood is held to the same count: all 31 may be in it */
+    assert_int_equal(policy_graph_ok(p, 95, 20, 21, why, sizeof why), -1);
+    assert_non_null(strstr(why, "(our neighbourhood)"));
     policy_destroy(&p);
     assert_null(p);
 }

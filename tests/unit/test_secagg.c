@@ -251,19 +251,29 @@ static void test_neighbour_graph(void **state)
         assert_true(t2 == 0 || !secagg_plus_correct(n, kk - 2, t2, 0.05)); /* the least k */
         assert_true(tt == 1 || secagg_plus_threshold(n, kk, 0.1) == tt);
     }
-    assert_int_equal(secagg_plan(12, 4, 0.2, 0.33, &k, &t, err, sizeof err), -1);
+    assert_int_equal(secagg_plan(12, 0, 4, 0.2, 0.33, &k, &t, err, sizeof err), -1);
     assert_non_null(strstr(err, "--neighbors 4 is below the degree 11"));
-    assert_int_equal(secagg_plan(12, 0, 0.2, 0.33, &k, &t, err, sizeof err), 0);
+    assert_int_equal(secagg_plan(12, 0, 0, 0.2, 0.33, &k, &t, err, sizeof err), 0);
     assert_int_equal(k, 11); /* all pairs */
     assert_int_equal(t, 8);  /* secagg_threshold: (12 + 3) / 2 < 8 */
-    assert_int_equal(secagg_plan(12, 4, 0, 0, &k, &t, err, sizeof err), 0);
+    assert_int_equal(secagg_plan(12, 0, 4, 0, 0, &k, &t, err, sizeof err), 0);
     assert_int_equal(k, 4);
     assert_int_equal(t, 3);  /* 2t > k + 1 */
-    assert_int_equal(secagg_plan(12, 5, 0, 0, &k, &t, err, sizeof err), 0);
+    assert_int_equal(secagg_plan(12, 0, 5, 0, 0, &k, &t, err, sizeof err), 0);
     assert_int_equal(k, 6);  /* made even */
-    assert_int_equal(secagg_plan(1000, 0, 0.05, 0.1, &k, &t, err, sizeof err), 0);
-    assert_int_equal(k, 68);
-    assert_true(t > (k + 1) / 2 && t <= k + 1);
+    /* The bound alone would allow 68 neighbours here, but all 100 colluders
+     * of the federation may sit in one neighbourhood: all pairs. */
+    assert_int_equal(secagg_plan(1000, 0, 0, 0.05, 0.1, &k, &t, err, sizeof err), 0);
+    assert_int_equal(k, 999);
+    assert_int_equal(t, (1000 + 100) / 2 + 1);
+    assert_int_equal(secagg_plan(1000, 0, 68, 0.05, 0.1, &k, &t, err, sizeof err), -1);
+    assert_int_equal(secagg_plan(1000, 0, 0, 0.05, 0.0, &k, &t, err, sizeof err), 0);
+    assert_true(k < 999 && t > (k + 1) / 2 && t <= k + 1); /* nobody colludes: sparse */
+    /* colluders counted against the federation: a cohort of 3 in 95 sites */
+    assert_int_equal(secagg_plan(3, 95, 0, 0, 0.33, &k, &t, err, sizeof err), -1);
+    assert_non_null(strstr(err, "fewer than two honest sites"));
+    assert_int_equal(secagg_plan(6, 6, 0, 0, 0.33, &k, &t, err, sizeof err), 0);
+    assert_int_equal(t, 4);
     enum { N = 40, K = 8 };
     uint8_t adj[N * N], again[N * N];
     assert_int_equal(secagg_graph(N, K, 7, adj), 0);
