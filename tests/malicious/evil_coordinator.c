@@ -544,9 +544,14 @@ static int unmask_sum(evil_t *e, uint32_t u3)
 
 /* ---- rounds ------------------------------------------------------------------------------ */
 
+/* The sites on the daemons' peers lists: what their max_collusion is a share of. */
+static unsigned federation_sites;
+
+/* The least t the daemons' policy accepts for n sharing sites: colluders are
+ * counted against the federation, not the cohort (secagg_colluders). */
 static unsigned safe_t(unsigned n)
 {
-    return secagg_min_threshold(n, EVIL_COLLUSION);
+    return (n + secagg_colluders(n, federation_sites, EVIL_COLLUSION)) / 2 + 1;
 }
 
 static unsigned count(uint32_t mask)
@@ -762,7 +767,7 @@ static void attack_graph(evil_t *e, const char *how)
     } else {
         send_keys_as(e, victim, victim | nbrs, all, 0, 2);
         await(e, victim, MSG_SHARES);
-        expect_refused(e, victim, MSG_SHARES, "policy: threshold 1 for neighbourhoods of 3",
+        expect_refused(e, victim, MSG_SHARES, "policy: threshold 1 for 3 sites (our neighbourhood)",
                        "the protocol's graph, t = 1 in neighbourhoods of 3");
     }
 }
@@ -890,6 +895,7 @@ int main(int argc, char **argv)
     for (char *save = NULL, *tok = strtok_r(list, ",", &save); tok && e->n < EVIL_SITES_MAX;
          tok = strtok_r(NULL, ",", &save))
         util_strlcpy(e->site[e->n++].name, tok, WIRE_SITE_MAX);
+    federation_sites = (unsigned)e->n;
     e->victim = 0;
     for (int i = 0; victim && i < e->n; i++)
         if (strcmp(e->site[i].name, victim) == 0) e->victim = i;

@@ -274,7 +274,7 @@ for att in graph-partial graph-forged graph-threshold; do
     rule=$(case $att in
         graph-partial) echo "all pairs, but 3 of the 4 U1 members' keys were sent" ;;
         graph-forged) echo "is not our neighbour in the protocol's graph" ;;
-        *) echo 'policy: threshold 1 for neighbourhoods of 3 among 4 sites' ;; esac)
+        *) echo 'policy: threshold 1 for 3 sites (our neighbourhood)' ;; esac)
     if [ $evil -eq 0 ] && [ -z "$daemons" ] && ! grep -q '^round=1 site=h0 type=SHARES' "$d/transcript" &&
        grep -q "^round=1 site=h0 type=ERROR .*$rule" "$d/transcript" && logged "$d/h0.log" ".*$rule"
     then ok $t; else report $t; fi
