@@ -88,6 +88,16 @@ static int load_released(policy_t *p, char *err, size_t errlen)
     if (!buf) return -1;
     size_t hl = sizeof RELEASED_HEADER - 1, off = hl;
     int rc = 0;
+    if (len < hl && memcmp(buf, RELEASED_HEADER, len) == 0) {
+        /* A crash while the file was first written, before any record (and
+         * so before any reveal): nothing was released. */
+        free(buf);
+        if (truncate(p->path, 0) < 0) {
+            snprintf(err, errlen, "%s: cannot cut a torn header: %s", p->path, strerror(errno));
+            return -1;
+        }
+        return 0;
+    }
     if (len < hl || memcmp(buf, RELEASED_HEADER, hl) != 0) {
         snprintf(err, errlen, "%s: not a medfed released-shares file", p->path);
         rc = -1;
@@ -311,7 +321,7 @@ int policy_record_release(policy_t *p, const uint8_t id[CRYPTO_HASHBYTES],
         return -1;
     }
     struct stat st;
-    int fresh = stat(p->path, &st) < 0;
+    int fresh = stat(p->path, &st) < 0 || st.st_size == 0;
     int fd = open(p->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
     if (fd < 0) {
         snprintf(err, errlen, "%s: cannot open: %s (set [client] state_dir to a writable directory)",

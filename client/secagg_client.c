@@ -514,6 +514,7 @@ static void masked_input(client_t *c, const msg_t *m)
     crypto_wipe(s->s_sk, sizeof s->s_sk);
     crypto_wipe(s->c_sk, sizeof s->c_sk);
     if (!ok) {
+        crypto_wipe(y, words * sizeof *y); /* the encoded update, unmasked or partly masked */
         fail(c, ERR_PROTOCOL, "mask derivation failed");
         return;
     }

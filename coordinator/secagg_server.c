@@ -145,6 +145,7 @@ void sa_round_cleanup(coord_t *c)
 {
     for (int i = 0; i < c->n_clients; i++) {
         sa_client_t *s = &c->clients[i].sa;
+        if (s->boxes) crypto_wipe(s->boxes, s->boxes_len); /* revealed shares, in unmasking */
         free(s->boxes);
         s->boxes = NULL;
         s->boxes_len = 0;
@@ -735,6 +736,7 @@ static void unmask(coord_t *c)
     log_info("round=%u phase=unmask event=unmasked U3=%d U5=%d weight=%lld", c->round,
              c->participants, n5, (long long)weight);
     for (int i = 0; i < c->n_clients; i++) { /* free shares now; stages stay for metrics */
+        if (c->clients[i].sa.boxes) crypto_wipe(c->clients[i].sa.boxes, c->clients[i].sa.boxes_len);
         free(c->clients[i].sa.boxes);
         c->clients[i].sa.boxes = NULL;
         c->clients[i].sa.boxes_len = 0;

@@ -206,6 +206,20 @@ static void test_released_survives_restart(void **state)
     fclose(g);
     assert_null(policy_new(&conf, why, sizeof why));
     assert_non_null(strstr(why, "not a medfed released-shares file"));
+    /* a crash while the file was first created (empty, or a torn header):
+     * nothing was released; the daemon starts and records as usual */
+    f = fopen(path, "w");
+    fputs("medfed-rel", f);
+    fclose(f);
+    p = policy_new(&conf, why, sizeof why);
+    assert_non_null(p);
+    assert_false(policy_released(p, v1));
+    assert_int_equal(policy_record_release(p, v1, u3a, why, sizeof why), 0);
+    policy_destroy(&p);
+    p = policy_new(&conf, why, sizeof why);
+    assert_non_null(p);
+    assert_int_equal(policy_release_check(p, v1, u3a), 1);
+    policy_destroy(&p);
     /* an unwritable state directory: the release cannot be recorded, so the
      * caller reveals nothing */
     unlink(path);
