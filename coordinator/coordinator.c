@@ -1113,6 +1113,33 @@ int coord_run(const coord_conf_t *conf)
         msg_t s = {.type = MSG_SHUTDOWN, .round = c.round};
         if (c.clients[i].live) coord_send(&c, &c.clients[i], NULL, &s);
     }
+    /* Stay until the sites have gone (each closes its connection on
+     * SHUTDOWN), at most 5 s, saying SHUTDOWN again each second: closing
+     * first could cut a connection before its SHUTDOWN was read (seen:
+     * a site left retrying for ever). */
+    for (double t0 = util_now(), last = t0; !c.admin && c.monitor && util_now() - t0 < 5;) {
+        int live = 0;
+        for (int i = 0; i < c.n_clients; i++) live += c.clients[i].live;
+        if (!live) break;
+        zmq_pollitem_t pi[2] = {{c.sock, 0, ZMQ_POLLIN, 0}, {c.monitor, 0, ZMQ_POLLIN, 0}};
+        if (zmq_poll(pi, 2, 100) > 0) {
+            int fd;
+            if (pi[1].revents & ZMQ_POLLIN)
+                while ((fd = transport_monitor_read(c.monitor)) >= 0)
+                    for (int i = 0; i < c.n_clients; i++) /* gone, as asked: no warning */
+                        if (c.clients[i].live && c.clients[i].fd == fd) c.clients[i].live = 0;
+            wire_frame_t fr;
+            while ((pi[0].revents & ZMQ_POLLIN) && transport_recv(c.sock, 1, &fr, 1) == 0)
+                transport_frame_close(&fr); /* late heartbeats and results: the run is over */
+        }
+        if (util_now() - last >= 1) {
+            last = util_now();
+            for (int i = 0; i < c.n_clients; i++) {
+                msg_t s = {.type = MSG_SHUTDOWN, .round = c.round};
+                if (c.clients[i].live) coord_send(&c, &c.clients[i], NULL, &s);
+            }
+        }
+    }
     /* Every finished round is already saved; a deployed coordinator leaves the
      * state directory exactly as the last commit made it. */
     if (!c.admin && c.version > 0 && save_model(&c) < 0) rc = 1;
