@@ -298,17 +298,6 @@ int policy_release_check(const policy_t *p, const uint8_t id[CRYPTO_HASHBYTES],
     return seen ? -1 : 0;
 }
 
-static int fsync_parent(const char *path)
-{
-    char tmp[PATH_MAX];
-    if (util_strlcpy(tmp, path, sizeof tmp) < 0) return -1;
-    int fd = open(dirname(tmp), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) return -1;
-    int rc = fsync(fd);
-    close(fd);
-    return rc;
-}
-
 int policy_record_release(policy_t *p, const uint8_t id[CRYPTO_HASHBYTES],
                           const uint8_t u3[CRYPTO_HASHBYTES], char *err, size_t errlen)
 {
@@ -343,7 +332,7 @@ int policy_record_release(policy_t *p, const uint8_t id[CRYPTO_HASHBYTES],
     int ok = write(fd, line, len) == (ssize_t)len && fsync(fd) == 0;
     int saved = errno;
     close(fd);
-    if (ok && fresh) ok = fsync_parent(p->path) == 0;
+    if (ok && fresh) ok = util_fsync_dir_of(p->path) == 0;
     if (!ok) {
         snprintf(err, errlen, "%s: cannot record the release: %s", p->path, strerror(saved));
         return -1;

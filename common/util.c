@@ -54,7 +54,7 @@ int util_strlcpy(char *dst, const char *s, size_t dstlen)
     return 0;
 }
 
-static int fsync_dir_of(const char *path)
+int util_fsync_dir_of(const char *path)
 {
     char copy[PATH_MAX];
     if (util_strlcpy(copy, path, sizeof copy) < 0) return -1;
@@ -150,7 +150,7 @@ int util_write_file_atomic(const char *path, const void *buf, size_t len, char *
         unlink(tmp);
         return -1;
     }
-    fsync_dir_of(path);
+    util_fsync_dir_of(path);
     return 0;
 fail:
     close(fd);

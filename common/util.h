@@ -21,6 +21,8 @@ int util_parse_double(const char *s, double lo, double hi, double *out);
  * when it is missing, not a regular file, larger than max or unreadable. */
 char *util_read_file(const char *path, size_t max, size_t *len, char *err, size_t errlen);
 
+/* fsyncs the directory holding path (a new or renamed entry in it is durable). */
+int util_fsync_dir_of(const char *path);
 /* Writes len bytes to path atomically (temp file, fsync, rename, fsync dir). */
 int util_write_file_atomic(const char *path, const void *buf, size_t len, char *err,
                            size_t errlen);
