@@ -214,7 +214,7 @@ static long u1_find(const msg_t *m, uint32_t id)
     size_t lo = 0, hi = m->u1_len / WIRE_U1REC_BYTES;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        uint32_t v = wire_get_u32(m->u1 + mid * WIRE_U1REC_BYTES);
+        uint32_t v = wire_u1rec_get(m->u1 + mid * WIRE_U1REC_BYTES).id;
         if (v == id) return (long)mid;
         if (v < id) lo = mid + 1;
         else hi = mid;
@@ -237,13 +237,14 @@ static int check_graph(client_t *c, const msg_t *m, char *why, size_t whylen)
         return -1;
     }
     for (size_t i = 1; i < n; i++)
-        if (wire_get_u32(m->u1 + i * WIRE_U1REC_BYTES) <= wire_get_u32(m->u1 + (i - 1) * WIRE_U1REC_BYTES)) {
+        if (wire_u1rec_get(m->u1 + i * WIRE_U1REC_BYTES).id <=
+            wire_u1rec_get(m->u1 + (i - 1) * WIRE_U1REC_BYTES).id) {
             snprintf(why, whylen, "the U1 list is not in ascending order");
             return -1;
         }
     /* Members we cannot check must at least be possible ones. */
     const unsigned fed = policy_federation(c->policy);
-    if ((c->roster && wire_get_u32(m->u1 + (n - 1) * WIRE_U1REC_BYTES) >= (uint32_t)c->roster->n) ||
+    if ((c->roster && wire_u1rec_get(m->u1 + (n - 1) * WIRE_U1REC_BYTES).id >= (uint32_t)c->roster->n) ||
         (fed && n > fed)) {
         snprintf(why, whylen, "policy: the U1 list names %zu sites or an id beyond the %u of the "
                  "federation", n, fed);
@@ -263,7 +264,8 @@ static int check_graph(client_t *c, const msg_t *m, char *why, size_t whylen)
         memcpy(adv + 32, s->s_pks[i], 32);
         memcpy(adv + WIRE_ADV_WEIGHT_OFF, s->advs[i], WIRE_ADVERTISE_BYTES - WIRE_ADV_WEIGHT_OFF);
         crypto_sha256(h, adv, sizeof adv);
-        if (p < 0 || !crypto_equal(h, m->u1 + (size_t)p * WIRE_U1REC_BYTES + 4, sizeof h)) {
+        if (p < 0 || !crypto_equal(h, wire_u1rec_get(m->u1 + (size_t)p * WIRE_U1REC_BYTES).adv_hash,
+                                   sizeof h)) {
             snprintf(why, whylen, "client %u's keys are not the ones the U1 list was hashed from",
                      s->ids[i]);
             return -1;
@@ -386,7 +388,7 @@ static void share_keys(client_t *c, const msg_t *m)
     int ok = shamir_split(s->b, s->t, s->n1, xs, sb) == 0 &&
              shamir_split(s->s_sk, s->t, s->n1, xs, ss) == 0;
     size_t off = 0;
-    uint8_t plain[SHAREBOX_PLAINBYTES], key[SHAREBOX_KEYBYTES];
+    uint8_t plain[SHAREBOX_PLAINBYTES], key[SHAREBOX_KEYBYTES], box[WIRE_BOX_BYTES];
     for (unsigned i = 0; ok && i < s->n1; i++) {
         if (s->ids[i] == s->self) { /* keep our own shares */
             memcpy(s->share_b[i], sb[i], SHAMIR_SHAREBYTES);
@@ -397,9 +399,8 @@ static void share_keys(client_t *c, const msg_t *m)
         memcpy(plain + SHAMIR_SHAREBYTES, ss[i], SHAMIR_SHAREBYTES);
         ok = ka_derive(key, s->c_sk, s->c_pk, s->c_pks[i], "share", s->round, s->self,
                        s->ids[i]) == 0 &&
-             sharebox_seal(blob + off + 4, plain, key, s->round, s->self, s->ids[i]) == 0;
-        wire_put_u32(blob + off, s->ids[i]);
-        off += WIRE_BOXREC_BYTES;
+             sharebox_seal(box, plain, key, s->round, s->self, s->ids[i]) == 0;
+        off += wire_boxrec_put(blob + off, s->ids[i], box);
     }
     crypto_wipe(plain, sizeof plain);
     crypto_wipe(key, sizeof key);
@@ -443,8 +444,8 @@ static void masked_input(client_t *c, const msg_t *m)
     uint8_t plain[SHAREBOX_PLAINBYTES], key[SHAREBOX_KEYBYTES];
     int ok = 1;
     for (size_t r = 0; ok && r < n; r++) {
-        const uint8_t *rec = m->blob + r * WIRE_BOXREC_BYTES;
-        uint32_t from = wire_get_u32(rec);
+        const wire_boxrec_t rec = wire_boxrec_get(m->blob + r * WIRE_BOXREC_BYTES);
+        const uint32_t from = rec.id;
         int pos = position_of(s, from);
         if (pos < 0 || from == s->self || s->in_u2[pos]) {
             ok = 0;
@@ -452,7 +453,7 @@ static void masked_input(client_t *c, const msg_t *m)
         }
         ok = ka_derive(key, s->c_sk, s->c_pk, s->c_pks[pos], "share", s->round, s->self, from) ==
                  0 &&
-             sharebox_open(plain, rec + 4, key, s->round, from, s->self) == 0;
+             sharebox_open(plain, rec.box, key, s->round, from, s->self) == 0;
         if (ok) {
             memcpy(s->share_b[pos], plain, SHAMIR_SHAREBYTES);
             memcpy(s->share_s[pos], plain + SHAMIR_SHAREBYTES, SHAMIR_SHAREBYTES);
@@ -620,10 +621,10 @@ static int check_signatures(const sa_client_t *s, const wire_unmaskreq_t *r, cha
         return -1;
     }
     for (size_t i = 0; i < r->nsig; i++) {
-        const uint8_t *rec = r->sigs + i * WIRE_SIGREC_BYTES;
-        int pos = position_of(s, wire_get_u32(rec));
+        const wire_sigrec_t rec = wire_sigrec_get(r->sigs + i * WIRE_SIGREC_BYTES);
+        int pos = position_of(s, rec.id);
         if (pos < 0 || in_u3(s, s->ids[pos]) < 0 || seen[pos]++) continue; /* not counted */
-        if (identity_verify(rec + 4, s->id_pks[pos], "consistency-v1", msg, len) < 0) {
+        if (identity_verify(rec.sig, s->id_pks[pos], "consistency-v1", msg, len) < 0) {
             free(msg);
             snprintf(why, whylen, "consistency: the signature relayed for client %u does not "
                      "sign our view of U3 (a split view): nothing revealed", s->ids[pos]);
@@ -660,8 +661,8 @@ static void unmask(client_t *c, const msg_t *m)
     unsigned survivors = 0;
     int self_survives = 0;
     for (size_t i = 0; i < r.nreq; i++) {
-        uint32_t id = wire_get_u32(r.reqs + i * WIRE_REQREC_BYTES);
-        uint32_t kind = wire_get_u32(r.reqs + i * WIRE_REQREC_BYTES + 4);
+        const wire_reqrec_t req = wire_reqrec_get(r.reqs + i * WIRE_REQREC_BYTES);
+        const uint32_t id = req.id, kind = req.kind;
         int pos = position_of(s, id);
         if (pos < 0 || !s->in_u2[pos] || asked[pos] || kind > 1 ||
             kind != (in_u3(s, id) >= 0 ? 0u : 1u)) {
@@ -689,13 +690,10 @@ static void unmask(client_t *c, const msg_t *m)
         return;
     }
     for (size_t i = 0; i < r.nreq; i++) {
-        const uint8_t *req = r.reqs + i * WIRE_REQREC_BYTES;
-        uint32_t id = wire_get_u32(req), kind = wire_get_u32(req + 4);
-        int pos = position_of(s, id);
-        uint8_t *rec = blob + i * WIRE_SHAREREC_BYTES;
-        wire_put_u32(rec, id);
-        wire_put_u32(rec + 4, kind);
-        memcpy(rec + 8, kind == 0 ? s->share_b[pos] : s->share_s[pos], SHAMIR_SHAREBYTES);
+        const wire_reqrec_t req = wire_reqrec_get(r.reqs + i * WIRE_REQREC_BYTES);
+        int pos = position_of(s, req.id);
+        wire_sharerec_put(blob + i * WIRE_SHAREREC_BYTES, req.id, req.kind,
+                          req.kind == 0 ? s->share_b[pos] : s->share_s[pos]);
     }
     msg_t out = {.type = MSG_UNMASK, .round = s->round, .phase = PHASE_UNMASK, .blob = blob,
                  .blob_len = r.nreq * WIRE_SHAREREC_BYTES, .present = MSG_HAS_BLOB};

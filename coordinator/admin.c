@@ -132,7 +132,7 @@ static void cmd_status(coord_t *c, FILE *f)
 {
     int registered = 0;
     for (int i = 0; i < c->n_clients; i++) registered += !c->clients[i].removed;
-    const char *state = coord_state_names[c->state];
+    const char *state = coord_phase_name(c);
     if (c->state == ST_WAITING && c->round >= c->target) state = "idle";
     else if (c->state == ST_WAITING && c->paused) state = "paused";
     fprintf(f, "{\"ok\":true,\"state\":\"%s\",\"round\":%u,\"completed\":%u,\"target\":%u,"
@@ -180,29 +180,22 @@ static void cmd_start(coord_t *c, const char *arg, FILE *f)
         fprintf(f, "{\"ok\":false,\"error\":\"start: rounds must be 1..100000\"}");
         return;
     }
-    c->target = c->round + (uint32_t)n;
-    c->paused = 0;
-    c->waiting_since = util_now();
-    state_save(c);
+    coord_run_more(c, (uint32_t)n);
     log_info("admin: start %lld rounds -> target round %u", n, c->target);
     fprintf(f, "{\"ok\":true,\"round\":%u,\"target\":%u}", c->round, c->target);
 }
 
 static void cmd_pause(coord_t *c, FILE *f)
 {
-    c->paused = 1;
-    state_save(c);
+    coord_pause(c);
     log_info("admin: pause (the round in flight finishes)");
-    fprintf(f, "{\"ok\":true,\"round\":%u,\"state\":\"%s\"}", c->round, coord_state_names[c->state]);
+    fprintf(f, "{\"ok\":true,\"round\":%u,\"state\":\"%s\"}", c->round, coord_phase_name(c));
 }
 
 static void cmd_stop(coord_t *c, FILE *f)
 {
     log_info("admin: stop");
-    coord_stop_round(c, "stopped by the admin");
-    c->target = c->round;
-    c->paused = 0;
-    state_save(c);
+    coord_stop_run(c, "stopped by the admin");
     fprintf(f, "{\"ok\":true,\"round\":%u,\"completed\":%u}", c->round, c->committed);
 }
 
@@ -244,7 +237,7 @@ static void cmd_watch(coord_t *c, const uint8_t *id, size_t id_len, FILE *f)
     }
     w->renewed = util_now();
     fprintf(f, "{\"ok\":true,\"watching\":true,\"round\":%u,\"state\":\"%s\"}", c->round,
-            coord_state_names[c->state]);
+            coord_phase_name(c));
 }
 
 /* Reads one request: [id][frames...]; -1 if none is waiting. */

@@ -1,7 +1,15 @@
 /*
  * coordinator.c - the round state machine.
  *
- * States:  WAITING  -> TRAINING  -> EVALUATING  -> (next round) ... -> DONE
+ * States:  WAITING  -> TRAINING  [-> AGGREGATING]  -> EVALUATING  -> (next round) ... -> DONE
+ *
+ * With secure aggregation the round after PLAN belongs to the secure-
+ * aggregation server (secagg_server.h, its own table): TRAINING is its
+ * ADVERTISE phase, AGGREGATING the phases after it. The coordinator hands it
+ * each secure message and each drop, calls secagg_server_step on every tick,
+ * and acts on the outcome: ERROR to a refused sender, drop a sender that
+ * broke the protocol, abort the round, or (done) apply the mean, commit the
+ * model and send EVAL.
  *
  * The protocol in one table (state, event -> action -> next state):
  *
@@ -11,6 +19,12 @@
  *   TRAINING    UPDATE             on_update: check, add to the FedAvg sum    TRAINING
  *   TRAINING    ERROR from cohort  on_client_error: drop it from the round    TRAINING
  *   TRAINING    tick               silent / late cohort members dropped       TRAINING
+ *   TRAINING/   ADVERTISE, SHARES, secagg_server_message -> on_secure_outcome  same
+ *   AGGREGATING READY, MASKED,
+ *               CONSIST, UNMASK
+ *   TRAINING/   tick               secagg_server_step: the next phase once    AGGREGATING
+ *   AGGREGATING                    no member owes this one; done: apply,      EVALUATING
+ *                                  commit, EVAL (abort: model unchanged)      WAITING
  *   TRAINING    all answered       finish_training: FedAvg, EVAL to all live  EVALUATING
  *               (too few updates:  abort the round, model unchanged)          WAITING
  *   EVALUATING  EVAL_RESULT        on_eval_result: pool loss/accuracy/AUC     EVALUATING
@@ -41,10 +55,16 @@
 volatile sig_atomic_t coord_stop = 0;
 volatile sig_atomic_t coord_reload = 0;
 
-const char *const coord_state_names[] = {"waiting", "training", "sharing", "masking",
-                                         "consistency", "unmasking", "evaluating", "done"};
+const char *const coord_state_names[] = {"waiting", "training", "aggregating", "evaluating",
+                                         "done"};
 
-static int in_training(coord_state_t s) { return s >= ST_TRAINING && s <= ST_UNMASKING; }
+static int in_training(coord_state_t s) { return s == ST_TRAINING || s == ST_AGGREGATING; }
+
+const char *coord_phase_name(const coord_t *c)
+{
+    if (c->conf->secagg && in_training(c->state)) return secagg_server_phase_name(c->sa_phase);
+    return coord_state_names[c->state];
+}
 
 /* ---- sending ----------------------------------------------------------------- */
 
@@ -146,10 +166,13 @@ int coord_live_count(const coord_t *c)
 
 void coord_drop(coord_t *c, client_rec_t *k, const char *why)
 {
-    if (in_training(c->state) && k->train == P_PENDING) k->train = P_DROPPED;
+    if (in_training(c->state) && k->train == P_PENDING) {
+        k->train = P_DROPPED;
+        if (c->sa) secagg_server_drop(c->sa, (int)(k - c->clients));
+    }
     if (c->state == ST_EVALUATING && k->eval == P_PENDING) k->eval = P_DROPPED;
     log_warn("round=%u phase=%s client=%s event=dropped reason=\"%s\"", c->round,
-             coord_state_names[c->state], k->site, why);
+             coord_phase_name(c), k->site, why);
 }
 
 /* CURVE: was the current message sent over a connection whose key (bound by
@@ -249,7 +272,82 @@ static void on_hello(coord_t *c, const peer_id_t *from, const msg_t *m)
     coord_send(c, k, NULL, &w);
 }
 
+/* ---- secure aggregation: the server's outcomes ------------------------------------------ */
+
+static void sa_send(void *ctx, int slot, const msg_t *m)
+{
+    coord_t *c = ctx;
+    coord_send(c, &c->clients[slot], NULL, m);
+}
+
+/* The server moved to another phase: its deadline starts now. */
+static void sync_phase(coord_t *c)
+{
+    sa_phase_t p = secagg_server_phase(c->sa);
+    if (p == c->sa_phase) return;
+    c->sa_phase = p;
+    c->phase_started = util_now();
+    if (p >= SA_SHARING && p <= SA_UNMASKING && c->state == ST_TRAINING) c->state = ST_AGGREGATING;
+}
+
+static void finish_secure(coord_t *c, const sa_outcome_t *o);
+
+/* What the server made of a message from k (NULL: of a step). */
+static void on_secure_outcome(coord_t *c, client_rec_t *k, const sa_outcome_t *o)
+{
+    sync_phase(c);
+    switch (o->status) {
+    case SA_OK: break;
+    case SA_REFUSED:
+        log_warn("round=%u site=%s rejected: %s", c->round, k ? k->site : "?", o->why);
+        if (k) coord_reply_error(c, k, NULL, c->round, o->code, o->why);
+        break;
+    case SA_DROPPED:
+        log_warn("round=%u phase=%s client=%s rejected: %s", c->round, coord_phase_name(c),
+                 k ? k->site : "?", o->why);
+        if (k) {
+            coord_reply_error(c, k, NULL, c->round, o->code, o->why);
+            coord_drop(c, k, o->why);
+        }
+        break;
+    case SA_ABORT: coord_abort_round(c, o->why); break;
+    case SA_DONE: finish_secure(c, o); break;
+    }
+}
+
 /* ---- phases ---------------------------------------------------------------------- */
+
+static void halt_on_disk_error(coord_t *c, const char *what);
+
+/* Hands this round's cohort to the secure-aggregation server; -1 after
+ * aborting the round when the plan breaks the threshold rules. */
+static int secure_round_setup(coord_t *c)
+{
+    static sa_member_t cohort[COORD_MAX_CLIENTS];
+    char err[512];
+    int n = 0;
+    /* What every site signs its keys against: this model version. */
+    crypto_sha256(c->model_hash, c->global, c->numel * sizeof *c->global);
+    for (int i = 0; i < c->n_clients; i++) {
+        const client_rec_t *k = &c->clients[i];
+        if (k->train != P_PENDING) continue;
+        int r = roster_find(&c->roster, k->site);
+        if (r < 0) {
+            snprintf(err, sizeof err, "site %s is in the cohort but not on the roster", k->site);
+            coord_abort_round(c, err);
+            return -1;
+        }
+        cohort[n++] = (sa_member_t){.slot = i, .id = (uint32_t)k->index, .site = k->site,
+                                    .pk = c->roster.site[r].pk, .n_train = k->n_train};
+    }
+    if (secagg_server_begin(c->sa, c->round, c->model_hash, cohort, n, (unsigned)c->roster.n, err,
+                            sizeof err) < 0) {
+        coord_abort_round(c, err);
+        return -1;
+    }
+    c->sa_phase = secagg_server_phase(c->sa);
+    return 0;
+}
 
 static void start_round(coord_t *c)
 {
@@ -258,7 +356,14 @@ static void start_round(coord_t *c)
     /* Recorded before anything of the round is sent: a restart never reuses
      * this id (state.c). */
     c->started_round = c->round;
-    state_save(c);
+    if (state_save(c) < 0) {
+        /* Without that record a restart could run this id again: no round
+         * starts until the state directory takes writes. */
+        c->round--;
+        c->started_round = c->round;
+        halt_on_disk_error(c, "its id could not be recorded in state.json");
+        return;
+    }
     /* Cohort and graph draws depend on (seed, round) only: a resumed run draws as
      * an uninterrupted one would. */
     rng_seed(&c->rng, (c->conf->seed ^ 0xC00Dull) + 0x9E3779B97F4A7C15ull * c->round);
@@ -287,13 +392,7 @@ static void start_round(coord_t *c)
     c->participants = 0;
     c->survivors = 0;
     c->state = ST_TRAINING;
-    if (c->conf->secagg) {
-        char err[512];
-        if (sa_round_setup(c, cohort, err, sizeof err) < 0) {
-            coord_abort_round(c, err);
-            return;
-        }
-    }
+    if (c->conf->secagg && secure_round_setup(c) < 0) return;
     /* A resumed run trains with fresh seeds: a round cut short by a crash is
      * never re-run as it was (sites also refuse a second aggregate of one
      * model version, client/policy.h). */
@@ -304,10 +403,11 @@ static void start_round(coord_t *c)
                .epochs = (uint32_t)c->conf->epochs, .batch = (uint32_t)c->conf->batch,
                .lr = c->conf->lr, .momentum = c->conf->momentum,
                .weight_decay = c->conf->weight_decay, .seed = round_seed};
-    if (c->conf->secagg) sa_fill_plan(c, &p);
+    if (c->conf->secagg) secagg_server_fill_plan(c->sa, &p);
     broadcast_spec(c, &p, 1);
     log_info("round=%u phase=train event=plan-sent cohort=%d live=%d secagg=%s t=%u -> training",
-             c->round, cohort, n, c->conf->secagg ? "on" : "off", c->threshold);
+             c->round, cohort, n, c->conf->secagg ? "on" : "off",
+             c->conf->secagg ? secagg_server_threshold(c->sa) : 0);
 }
 
 static int count(const coord_t *c, int train, part_t p)
@@ -325,7 +425,7 @@ static int training_pending(const coord_t *c)
     for (int i = 0; i < c->n_clients; i++) {
         const client_rec_t *k = &c->clients[i];
         if (k->train != P_PENDING) continue;
-        n += c->conf->secagg ? sa_pending(c, k) : 1;
+        n += c->conf->secagg ? secagg_server_pending(c->sa, i) : 1;
     }
     return n;
 }
@@ -341,10 +441,10 @@ static void write_metrics(coord_t *c, int aborted)
             c->conf->secagg ? "true" : "false");
     if (c->conf->secagg) {
         fprintf(f, "\"threshold\":%u,\"neighbors\":%u,\"survivors\":%d,\"included\":[",
-                c->threshold, c->degree, c->survivors);
+                secagg_server_threshold(c->sa), secagg_server_degree(c->sa), c->survivors);
         int first = 1;
         for (int i = 0; i < c->n_clients; i++)
-            if (c->clients[i].train != P_IDLE && c->clients[i].sa.stage >= 3 && !aborted) {
+            if (c->clients[i].train != P_IDLE && secagg_server_in_u3(c->sa, i) && !aborted) {
                 fprintf(f, "%s%d", first ? "" : ",", c->clients[i].index);
                 first = 0;
             }
@@ -410,6 +510,58 @@ static int save_model(coord_t *c)
     return 0;
 }
 
+/* The state directory (state.c) ---------------------------------------------------------- */
+
+/* Commits the round (state_commit) and records it. */
+static int commit(coord_t *c, int model_changed)
+{
+    if (state_commit(c, model_changed) < 0) return -1;
+    c->committed = model_changed ? c->version : c->committed;
+    c->committed_round = c->round;
+    return 0;
+}
+
+/* Was this round's model committed already (a secure round, before EVAL)? */
+static int committed_this_round(const coord_t *c)
+{
+    return c->committed == c->version && c->committed_round == c->round;
+}
+
+/* The model in memory back to the last committed round's (a round abandoned
+ * after its aggregate was applied). */
+static int rollback(coord_t *c)
+{
+    if (c->version == c->committed) return 0;
+    if (state_load_model(c, c->committed, c->global) < 0) return -1;
+    log_info("state: model back to round %u's", c->committed);
+    c->version = c->committed;
+    return 0;
+}
+
+/* The state directory refused a write that a round depends on: pause (the
+ * lead sees it in `medfed status` and the log; `medfed start` tries again);
+ * a run without an admin socket ends, with an error. */
+static void halt_on_disk_error(coord_t *c, const char *what)
+{
+    log_error("round=%u state directory %s: %s -> paused, no new round starts", c->round,
+              c->conf->out_dir, what);
+    c->paused = 1;
+    c->disk_error = 1;
+    admin_event(c, "round=%u event=state-write-failed reason=\"%s\" -> paused", c->round, what);
+}
+
+/* A run read from the state directory becomes this process's. */
+static void resume_from(coord_t *c, const state_run_t *r)
+{
+    c->round = r->round;
+    c->version = c->committed = r->version;
+    c->committed_round = r->committed_round;
+    c->started_round = r->started;
+    c->target = r->target;
+    c->paused = r->paused;
+    c->resumed_from = (int64_t)r->version;
+}
+
 /* More rounds to run now? */
 static int want_round(const coord_t *c) { return !c->paused && c->round < c->target; }
 
@@ -435,8 +587,8 @@ static void finish_round(coord_t *c)
     /* model.safetensors becomes the round's file (a hard link: no second write);
      * where links are not possible, a copy. A secure round's model was
      * committed before EVAL (coord_apply_and_evaluate): only state.json now. */
-    int model_written = c->committed == c->version && c->committed_round == c->round;
-    if (state_commit(c, !model_written) < 0 || state_publish_latest(c) < 0) save_model(c);
+    int model_written = committed_this_round(c);
+    if (commit(c, !model_written) < 0 || state_publish_latest(c) < 0) save_model(c);
     admin_event(c, "round=%u phase=complete participants=%d val_accuracy=%.4f val_auc=%.4f",
                 c->round, c->participants, isfinite(c->last_accuracy) ? c->last_accuracy : 0.0,
                 isfinite(c->last_auc) ? c->last_auc : 0.0);
@@ -469,27 +621,50 @@ static void start_eval(coord_t *c)
 void coord_abort_round(coord_t *c, const char *why)
 {
     log_warn("round=%u phase=%s event=abort reason=\"%s\" -> model unchanged", c->round,
-             coord_state_names[c->state], why);
+             coord_phase_name(c), why);
     write_metrics(c, 1);
-    if (state_rollback(c) < 0) log_error("round=%u the model could not be rolled back", c->round);
-    state_commit(c, 0);
+    if (rollback(c) < 0) log_error("round=%u the model could not be rolled back", c->round);
+    commit(c, 0);
     admin_event(c, "round=%u phase=aborted reason=\"%s\"", c->round, why);
-    if (c->conf->secagg) sa_round_cleanup(c);
+    if (c->sa) secagg_server_end(c->sa);
+    c->sa_phase = SA_IDLE;
     next_round_or_done(c);
 }
 
-void coord_stop_round(coord_t *c, const char *why)
+static void stop_round(coord_t *c, const char *why)
 {
     /* A secure round in EVAL has its aggregate committed (the sites released
      * their shares for the old model once): it ends there, evaluated as far
      * as it got, rather than being rolled back. */
-    if (c->state == ST_EVALUATING && c->committed == c->version && c->committed_round == c->round) {
+    if (c->state == ST_EVALUATING && committed_this_round(c)) {
         log_info("round=%u phase=evaluating event=stopped (%s) -> the committed model stands", c->round,
                  why);
         finish_round(c);
         return;
     }
     if (c->state != ST_WAITING && c->state != ST_DONE) coord_abort_round(c, why);
+}
+
+void coord_run_more(coord_t *c, uint32_t n)
+{
+    c->target = c->round + n;
+    c->paused = 0;
+    c->waiting_since = util_now();
+    state_save(c);
+}
+
+void coord_pause(coord_t *c)
+{
+    c->paused = 1;
+    state_save(c);
+}
+
+void coord_stop_run(coord_t *c, const char *why)
+{
+    stop_round(c, why);
+    c->target = c->round;
+    c->paused = 0;
+    state_save(c);
 }
 
 void coord_apply_and_evaluate(coord_t *c, const float *avg)
@@ -500,10 +675,25 @@ void coord_apply_and_evaluate(coord_t *c, const float *avg)
      * from it instead of asking them for a second aggregate of the old
      * version (which they refuse). */
     c->version = c->round;
-    if (state_commit(c, 1) < 0)
+    if (commit(c, 1) < 0) {
+        /* The aggregate lives in memory only: evaluate it, but start no
+         * round (and without an admin socket end the run with an error)
+         * until the state directory takes writes again. */
         log_error("round=%u the aggregated model could not be committed before evaluation",
                   c->round);
+        halt_on_disk_error(c, "the aggregated model could not be committed");
+    }
     start_eval(c);
+}
+
+/* Secure aggregation's outcome: the mean over U3, its sum unmasked. */
+static void finish_secure(coord_t *c, const sa_outcome_t *o)
+{
+    c->participants = o->participants;
+    c->survivors = o->survivors;
+    coord_apply_and_evaluate(c, o->mean);
+    secagg_server_end(c->sa); /* the masked sum and the shares go */
+    c->sa_phase = SA_IDLE;
 }
 
 /* Plaintext FedAvg: the sum was built as updates arrived. */
@@ -664,12 +854,17 @@ static void dispatch(coord_t *c, const peer_id_t *from, int fd, const msg_t *m)
         return;
     case MSG_ADVERTISE: case MSG_SHARES: case MSG_READY: case MSG_MASKED: case MSG_CONSIST:
     case MSG_UNMASK:
-        if (c->conf->secagg && sa_handles(c->state, m->type)) {
-            sa_on_message(c, k, m);
+        if (c->conf->secagg && in_training(c->state) && secagg_server_accepts(c->sa, m->type)) {
+            sa_outcome_t o;
+            secagg_server_message(c->sa, (int)(k - c->clients), m, &o);
+            if (o.status == SA_OK && m->type == MSG_ADVERTISE && isfinite(m->train_seconds) &&
+                m->train_seconds > c->train_s_max)
+                c->train_s_max = m->train_seconds;
+            on_secure_outcome(c, k, &o);
         } else {
             char why[96];
             snprintf(why, sizeof why, "%s is out of phase (coordinator is %s)",
-                     msg_type_name(m->type), coord_state_names[c->state]);
+                     msg_type_name(m->type), coord_phase_name(c));
             log_warn("round=%u site=%s rejected: %s", c->round, k->site, why);
             coord_reply_error(c, k, NULL, c->round, ERR_UNEXPECTED, why);
         }
@@ -800,16 +995,18 @@ static void tick(coord_t *c)
         }
         break;
     }
-    case ST_TRAINING: case ST_SHARING: case ST_MASKING: case ST_CONSIST: case ST_UNMASKING:
+    case ST_TRAINING: case ST_AGGREGATING:
         for (int i = 0; late && i < c->n_clients; i++) {
             client_rec_t *k = &c->clients[i];
-            if (k->train == P_PENDING && (!c->conf->secagg || sa_pending(c, k)))
+            if (k->train == P_PENDING && (!c->conf->secagg || secagg_server_pending(c->sa, i)))
                 coord_drop(c, k, "phase deadline passed");
         }
-        if (c->state == ST_MASKING) sa_grant_uploads(c); /* a granted client may have dropped */
-        if (training_pending(c) == 0) {
-            if (c->conf->secagg) sa_phase_complete(c);
-            else finish_training(c);
+        if (c->conf->secagg) {
+            sa_outcome_t o; /* grants uploads; the next phase once no member owes this one */
+            secagg_server_step(c->sa, &o);
+            on_secure_outcome(c, NULL, &o);
+        } else if (training_pending(c) == 0) {
+            finish_training(c);
         }
         break;
     case ST_EVALUATING:
@@ -868,7 +1065,7 @@ static int load_model(coord_t *c)
 
 static int load_roster(coord_t *c)
 {
-    char err[512];
+    char err[PATH_MAX + 300];
     if (c->conf->roster[0]) {
         if (roster_load(c->conf->roster, &c->roster, err, sizeof err) < 0) {
             log_error("%s", err);
@@ -881,7 +1078,19 @@ static int load_roster(coord_t *c)
                   "(--roster FILE, lines 'NAME PUBKEY'); or run with --secagg off");
         return -1;
     }
-    return sa_load_ca(c);
+    if (c->conf->ca[0] && (!c->conf->secagg || !c->have_roster)) {
+        log_error("--ca checks identity certificates in secure aggregation: it needs --secagg on "
+                  "and a roster");
+        return -1;
+    }
+    if (!c->conf->secagg) return 0;
+    c->sa = secagg_server_new(c->conf, c->numel, sa_send, c, err, sizeof err);
+    if (!c->sa) {
+        log_error("%s", err);
+        return -1;
+    }
+    if (c->conf->ca[0]) log_info("identity certificates: issued by the CA in %s", c->conf->ca);
+    return 0;
 }
 
 /* The admin's CURVE public key: 64 hex digits, or a file holding them. */
@@ -903,8 +1112,10 @@ static int load_admin_key(const char *v, uint8_t pk[32])
 /* Tells the watchers about each new phase, one line each. */
 static void announce(coord_t *c)
 {
-    if (c->state == c->seen_state && c->round == c->seen_round) return;
+    if (c->state == c->seen_state && c->round == c->seen_round && c->sa_phase == c->seen_sa_phase)
+        return;
     c->seen_state = c->state;
+    c->seen_sa_phase = c->sa_phase;
     c->seen_round = c->round;
     if (!c->admin) return;
     int cohort = 0;
@@ -913,8 +1124,8 @@ static void announce(coord_t *c)
         admin_event(c, "round=%u phase=idle completed=%u val_accuracy=%.4f", c->round, c->version,
                     isfinite(c->last_accuracy) ? c->last_accuracy : 0.0);
     else
-        admin_event(c, "round=%u phase=%s cohort=%d live=%d", c->round,
-                    coord_state_names[c->state], cohort, coord_live_count(c));
+        admin_event(c, "round=%u phase=%s cohort=%d live=%d", c->round, coord_phase_name(c), cohort,
+                    coord_live_count(c));
 }
 
 /* "KEY":{"ok":false,"reason":...} from the last logged error. */
@@ -968,7 +1179,9 @@ int coord_check(const coord_conf_t *conf)
     } else {
         ok = check_fail("admin");
     }
-    int st = c.global ? state_peek(&c) : -1;
+    state_run_t run;
+    int st = c.global ? state_peek(&c, &run, c.global) : -1;
+    if (st == 1) resume_from(&c, &run);
     if (st >= 0) {
         printf(",\"state\":{\"ok\":true,\"dir\":");
         util_json_string(stdout, conf->out_dir);
@@ -979,7 +1192,7 @@ int coord_check(const coord_conf_t *conf)
         ok = check_fail("state");
     }
     printf(",\"ok\":%s}\n", ok ? "true" : "false");
-    sa_ca_free(&c);
+    secagg_server_free(&c.sa);
     schema_destroy(&c.schema);
     free(c.global);
     fedavg_destroy(&c.fedavg);
@@ -1001,7 +1214,11 @@ int coord_run(const coord_conf_t *conf)
     c.target = conf->autostart ? (uint32_t)conf->rounds : 0;
     if (load_model(&c) < 0 || load_roster(&c) < 0) goto out;
     if (conf->secagg && crypto_init() < 0) goto out;
-    if (state_open(&c) < 0) goto out;
+    state_run_t run;
+    if (state_open(&c, &run, c.global) < 0) goto out;
+    c.metrics = run.metrics;
+    if (run.resumed) resume_from(&c, &run);
+    if (state_save(&c) < 0) goto out;
     if (conf->autostart && c.target < (uint32_t)conf->rounds)
         c.target = (uint32_t)conf->rounds; /* the config or command line says how far */
     if (c.paused && !conf->admin_bind[0]) {
@@ -1101,7 +1318,7 @@ int coord_run(const coord_conf_t *conf)
         tick(&c); /* O(clients): cheap enough to run after every wake-up */
         announce(&c);
     }
-    if (c.state == ST_DONE && c.round >= c.target) rc = 0;
+    if (c.state == ST_DONE && c.round >= c.target && !c.disk_error) rc = 0;
     if (coord_stop) {
         log_info("signal received -> stopping (state is saved: a restart resumes after round %u)",
                  c.round);
@@ -1160,9 +1377,7 @@ out:
     wire_buf_destroy(&c.out);
     wire_decoder_destroy(&c.dec);
     fedavg_destroy(&c.fedavg);
-    if (conf->secagg) sa_round_cleanup(&c);
-    sa_ca_free(&c);
-    free(c.acc);
+    secagg_server_free(&c.sa);
     schema_destroy(&c.schema);
     free(c.global);
     return rc;

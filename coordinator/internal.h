@@ -1,6 +1,7 @@
 /*
  * internal.h - the coordinator's state, shared by the round engine
- * (coordinator.c) and the secure-aggregation phases (secagg_server.c).
+ * (coordinator.c), the admin socket (admin.c) and the state directory
+ * (state.c). Secure aggregation keeps its own state (secagg_server.h).
  * Not a public API.
  */
 #ifndef MEDFED_COORD_INTERNAL_H
@@ -12,40 +13,25 @@
 #include "common/rng.h"
 #include "common/roster.h"
 #include "coordinator/coordinator.h"
+#include "coordinator/secagg_server.h"
 #include "model/safetensors.h"
 #include "proto/transport.h"
 
 #define NO_VERSION UINT32_MAX
 
+/* The round, as the coordinator keeps it. A secure round's TRAINING is its
+ * ADVERTISE phase and AGGREGATING the phases after it (the secure-
+ * aggregation server's, secagg_server.h); coord_phase_name names them. */
 typedef enum {
     ST_WAITING,
     ST_TRAINING,     /* plaintext: UPDATEs; secure: training then ADVERTISE */
-    ST_SHARING,      /* secure: SHARES */
-    ST_MASKING,      /* secure: MASKED */
-    ST_CONSIST,      /* secure: CONSIST (consistency round: signatures on U3) */
-    ST_UNMASKING,    /* secure: UNMASK */
+    ST_AGGREGATING,  /* secure: sharing, masking, consistency, unmasking */
     ST_EVALUATING,
     ST_DONE
 } coord_state_t;
 
 /* Where one client stands in the current phase. */
 typedef enum { P_IDLE, P_PENDING, P_DONE, P_DROPPED } part_t;
-
-/* Secure aggregation: how far a cohort member got this round. Its U-set
- * membership is stage >= k: U1 advertised, U2 shared, U3 masked, U4 signed
- * U3 (consistency round), U5 unmasked. */
-typedef struct {
-    int stage;
-    int ready;                           /* has its masked input computed */
-    int granted;                         /* may upload its masked input now */
-    uint8_t adv[WIRE_ADVERTISE_BYTES];  /* c_pk || s_pk || n_k || sig */
-    int64_t weight;                      /* n_k, as the site signed it */
-    uint8_t consist_sig[WIRE_SIG_BYTES]; /* its signature on U3 */
-    uint8_t cert[WIRE_CERT_MAX];         /* its identity certificate (DER), relayed in KEYS */
-    size_t cert_len;                     /* 0: none (roster mode) */
-    uint8_t *boxes;                      /* its SHARES blob, |U1|-1 records */
-    size_t boxes_len;
-} sa_client_t;
 
 typedef struct {
     peer_id_t id;
@@ -58,7 +44,6 @@ typedef struct {
     uint32_t has_version;  /* global model version this client holds */
     part_t train, eval;    /* train: in this round's cohort and still in it */
     int removed;           /* taken off the roster (SIGHUP): refused until it is back */
-    sa_client_t sa;
 } client_rec_t;
 
 typedef struct {
@@ -86,7 +71,6 @@ typedef struct {
     int n_clients;
     roster_t roster;
     int have_roster;
-    struct cert_ca *ca;        /* --ca: ADVERTISE must carry a certificate from this CA */
     int reindex;           /* roster re-read: renumber sites before the next round */
 
     /* the run, as the state directory records it (state.c) */
@@ -96,11 +80,13 @@ typedef struct {
     uint32_t started_round;   /* the last round id handed out (state.json "started"): a
                                * resumed run never reuses the id of a round cut short */
     int paused;            /* finish the round in flight, then start no new one */
+    int disk_error;        /* a write the run depends on failed (halt_on_disk_error) */
     int64_t resumed_from;  /* model version this process resumed from, -1 if a new run */
     double started_at;
     int fresh;             /* no round started by this process yet */
     struct admin *admin;   /* the research lead's socket (admin.c), or NULL */
     coord_state_t seen_state; /* last state announced to watchers */
+    sa_phase_t seen_sa_phase;
     uint32_t seen_round;
     double last_accuracy, last_auc; /* of the last completed round (NAN if none) */
     int last_participants;
@@ -118,22 +104,17 @@ typedef struct {
     int participants;      /* updates in this round's aggregate */
     FILE *metrics;
 
-    /* secure aggregation, this round */
-    uint8_t model_hash[WIRE_HASH_BYTES]; /* SHA-256 of global: what the sites sign */
-    uint32_t *u3;          /* consistency round: U3's ids ascending, n3 of them */
-    size_t n3;
+    /* secure aggregation (secagg_server.c owns its state) */
+    secagg_server_t *sa;
+    sa_phase_t sa_phase;   /* the server's phase when last looked at */
+    uint8_t model_hash[WIRE_HASH_BYTES]; /* SHA-256 of global, what the sites sign */
     uint64_t seed_salt;    /* 0 for a new run; fresh per process for a resumed one */
-    unsigned threshold;
-    unsigned degree;       /* SecAgg+ neighbours per client (n - 1: all pairs) */
-    uint8_t *adj;          /* adj[i * adj_n + j]: clients[i], clients[j] mask together */
-    int adj_n;             /* n_clients when the graph was built (later ones are not in it) */
-    quant_t quant;
-    int64_t max_weight;
-    uint32_t *acc;         /* numel + 1 masked words, allocated for the masking phase only */
-    int survivors;
+    int survivors;         /* |U5| of this round's aggregate */
 } coord_t;
 
 extern const char *const coord_state_names[];
+/* The phase in words: the state, or in a secure round the server's phase. */
+const char *coord_phase_name(const coord_t *c);
 
 /* coordinator.c: the pieces the secure phases reuse */
 void coord_send(coord_t *c, client_rec_t *k, const peer_id_t *id, const msg_t *m);
@@ -147,19 +128,41 @@ void coord_apply_and_evaluate(coord_t *c, const float *avg);
 /* Metadata for a model file of the current global model (arch, ..., round). */
 size_t coord_model_meta(const coord_t *c, st_meta_t *meta);
 int coord_live_count(const coord_t *c);
-/* Abandons the round in flight (admin `stop`). */
-void coord_stop_round(coord_t *c, const char *why);
+/* The research lead's commands (admin.c), each saved in state.json:
+ * run n more rounds from the current one; finish the round in flight and
+ * start no new one; abandon the round in flight and run no more. */
+void coord_run_more(coord_t *c, uint32_t n);
+void coord_pause(coord_t *c);
+void coord_stop_run(coord_t *c, const char *why);
 
-/* state.c: the state directory */
-int state_open(coord_t *c);
-int state_peek(coord_t *c);
-int state_save(coord_t *c);
-int state_commit(coord_t *c, int model_changed);
+/* state.c: the state directory. It reads the coordinator and writes only
+ * files and what it is given to fill. */
+typedef struct {
+    int resumed;              /* a run was found and read */
+    uint32_t round;           /* the last round id handed out and closed */
+    uint32_t version;         /* the committed model version (0: the initial model) */
+    uint32_t committed_round;
+    uint32_t started;         /* state.json "started" */
+    uint32_t target;
+    int paused;
+    FILE *metrics;            /* state_open: metrics.jsonl, open for appending */
+} state_run_t;
+/* Opens (creates) the state directory; with a run to resume, *r and the
+ * model into weights. -1 on failure (logged). */
+int state_open(const coord_t *c, state_run_t *r, float *weights);
+/* --check: what a start would resume from, writing nothing. 1 = a run to
+ * resume (in *r), 0 = a new run, -1 = a state directory it could not use. */
+int state_peek(const coord_t *c, state_run_t *r, float *weights);
+/* state.json := the coordinator's run (target or pause changed). */
+int state_save(const coord_t *c);
+/* A round ended: its metrics row made durable, with model_changed the model
+ * of version c->version written, then state.json (the commit point). The
+ * caller records the commit on success. */
+int state_commit(const coord_t *c, int model_changed);
 /* model.safetensors (the latest model, for tools) := the committed round's file. */
-int state_publish_latest(coord_t *c);
-/* The model in memory back to the last committed round's (a round abandoned
- * after its aggregate was applied). */
-int state_rollback(coord_t *c);
+int state_publish_latest(const coord_t *c);
+/* The model after round version (0: the initial model) into `into`. */
+int state_load_model(const coord_t *c, uint32_t version, float *into);
 void state_round_path(const coord_t *c, uint32_t version, char *out, size_t outlen);
 
 /* admin.c: the admin socket */
@@ -169,21 +172,5 @@ void admin_on_readable(coord_t *c);
 /* Tells watchers what happened, one line. */
 void admin_event(coord_t *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void admin_close(struct admin **a);
-
-/* secagg_server.c */
-/* Loads --ca (if given) into c->ca; sa_ca_free releases it (NULL-safe). */
-int sa_load_ca(coord_t *c);
-void sa_ca_free(coord_t *c);
-int sa_round_setup(coord_t *c, int cohort, char *err, size_t errlen);
-void sa_fill_plan(const coord_t *c, msg_t *plan);
-int sa_handles(coord_state_t st, msg_type_t t);
-void sa_on_message(coord_t *c, client_rec_t *k, const msg_t *m);
-/* All cohort members answered (or dropped) the current secure phase. */
-void sa_phase_complete(coord_t *c);
-/* 1 if k still owes a message in the current secure phase. */
-int sa_pending(const coord_t *c, const client_rec_t *k);
-void sa_round_cleanup(coord_t *c);
-/* MASKING: lets the next clients upload, at most upload_slots at a time. */
-void sa_grant_uploads(coord_t *c);
 
 #endif

@@ -51,7 +51,7 @@ static int json_u32(const char *text, const char *key, uint32_t *out)
     return 0;
 }
 
-static int state_write(coord_t *c, uint32_t round, uint32_t version)
+static int state_write(const coord_t *c, uint32_t round, uint32_t version)
 {
     char path[PATH_MAX + 32], err[512], text[256];
     path_of(c, "state.json", path, sizeof path);
@@ -68,11 +68,11 @@ static int state_write(coord_t *c, uint32_t round, uint32_t version)
 }
 
 /* Target or pause changed: the committed round stays what it is. */
-int state_save(coord_t *c) { return state_write(c, c->committed_round, c->committed); }
+int state_save(const coord_t *c) { return state_write(c, c->committed_round, c->committed); }
 
 /* Keeps the metrics rows of rounds <= last (rewritten atomically); *latest:
  * the highest round kept (0: none). */
-static int trim_metrics(coord_t *c, uint32_t last, uint32_t *latest, char *err, size_t errlen)
+static int trim_metrics(const coord_t *c, uint32_t last, uint32_t *latest, char *err, size_t errlen)
 {
     *latest = 0;
     char path[PATH_MAX + 32];
@@ -124,8 +124,7 @@ static void remove_stale_temps(const char *dir)
     closedir(d);
 }
 
-/* Reads the model after round version (0: the initial model) into c->global. */
-static int load_weights(coord_t *c, uint32_t version)
+int state_load_model(const coord_t *c, uint32_t version, float *into)
 {
     char path[PATH_MAX + 64], err[512];
     schema_t *s = NULL;
@@ -142,23 +141,14 @@ static int load_weights(coord_t *c, uint32_t version)
         free(w);
         return -1;
     }
-    memcpy(c->global, w, c->numel * sizeof *w);
+    memcpy(into, w, c->numel * sizeof *w);
     schema_destroy(&s);
     free(w);
     return 0;
 }
 
-int state_rollback(coord_t *c)
-{
-    if (c->version == c->committed) return 0;
-    if (load_weights(c, c->committed) < 0) return -1;
-    log_info("state: model back to round %u's", c->committed);
-    c->version = c->committed;
-    return 0;
-}
-
-/* Reads state.json (path) and the model it names into c. */
-static int read_state(coord_t *c, const char *path)
+/* Reads state.json (path) into *r and the model it names into weights. */
+static int read_state(const coord_t *c, const char *path, state_run_t *r, float *weights)
 {
     char err[512];
     size_t len;
@@ -171,7 +161,7 @@ static int read_state(coord_t *c, const char *path)
     int ok = json_u32(text, "round", &round) == 0 && json_u32(text, "version", &version) == 0 &&
              json_u32(text, "target", &target) == 0 && json_u32(text, "numel", &numel) == 0 &&
              version <= round;
-    c->paused = strstr(text, "\"paused\":true") != NULL;
+    int paused = strstr(text, "\"paused\":true") != NULL;
     if (json_u32(text, "started", &started) < 0 || started < round) started = round;
     free(text);
     if (!ok) {
@@ -184,31 +174,29 @@ static int read_state(coord_t *c, const char *path)
                   "%zu", path, numel, c->numel);
         return -1;
     }
-    if (version > 0 && load_weights(c, version) < 0) return -1;
-    c->round = round;
-    c->version = c->committed = version;
-    c->committed_round = round;
-    c->started_round = started;
-    c->target = target;
-    c->resumed_from = (int64_t)version;
+    if (version > 0 && state_load_model(c, version, weights) < 0) return -1;
+    *r = (state_run_t){.resumed = 1, .round = round, .version = version, .committed_round = round,
+                       .started = started, .target = target, .paused = paused};
     return 0;
 }
 
 /* --check: what a start would resume from, writing nothing. 1 = a run to
  * resume, 0 = a new run, -1 = a state directory it could not use. */
-int state_peek(coord_t *c)
+int state_peek(const coord_t *c, state_run_t *r, float *weights)
 {
     char path[PATH_MAX + 32];
+    memset(r, 0, sizeof *r);
     path_of(c, "state.json", path, sizeof path);
     if (!c->conf->resume || access(path, F_OK) != 0) return 0;
-    return read_state(c, path) < 0 ? -1 : 1;
+    return read_state(c, path, r, weights) < 0 ? -1 : 1;
 }
 
-int state_open(coord_t *c)
+int state_open(const coord_t *c, state_run_t *r, float *weights)
 {
     char path[PATH_MAX + 32], err[512];
     uint32_t latest = 0, lost_round = 0;
     int evaluation_lost = 0;
+    memset(r, 0, sizeof *r);
     if (util_mkdirs(c->conf->out_dir, err, sizeof err) < 0) {
         log_error("%s", err);
         return -1;
@@ -224,31 +212,31 @@ int state_open(coord_t *c)
     int have_state = access(path, F_OK) == 0;
     const char *mode = "w";
     if (have_state && c->conf->resume) {
-        if (read_state(c, path) < 0) return -1;
-        if (trim_metrics(c, c->round, &latest, err, sizeof err) < 0) {
+        if (read_state(c, path, r, weights) < 0) return -1;
+        if (trim_metrics(c, r->round, &latest, err, sizeof err) < 0) {
             log_error("state: %s", err);
             return -1;
         }
         mode = "a";
         /* A secure round's model is committed before its evaluation: a
          * restart during EVAL leaves it without a metrics row. */
-        evaluation_lost = c->version == c->round && c->round > 0 && latest < c->round;
+        evaluation_lost = r->version == r->round && r->round > 0 && latest < r->round;
         /* A round cut short by the restart keeps its id (the next is a fresh
          * one: no round is run twice under one id) and does not count
          * toward the target. */
-        if (c->started_round > c->round) {
-            lost_round = c->started_round;
-            c->target += c->started_round - c->round;
-            c->round = c->committed_round = c->started_round; /* as an aborted round's commit */
+        if (r->started > r->round) {
+            lost_round = r->started;
+            r->target += r->started - r->round;
+            r->round = r->committed_round = r->started; /* as an aborted round's commit */
         }
         /* The SHA-256 of the weights it resumed with (the tensor bytes of
          * rounds/round-N.safetensors): tests compare it with that file. */
         uint8_t mh[CRYPTO_HASHBYTES];
-        crypto_sha256(mh, c->global, c->numel * sizeof *c->global);
+        crypto_sha256(mh, weights, c->numel * sizeof *weights);
         log_info("state: resuming in %s after round %u (model of round %u, sha256 "
                  "%02x%02x%02x%02x%02x%02x%02x%02x), target %u rounds%s",
-                 c->conf->out_dir, c->round, c->version, mh[0], mh[1], mh[2], mh[3], mh[4], mh[5],
-                 mh[6], mh[7], c->target, c->paused ? ", paused" : "");
+                 c->conf->out_dir, r->round, r->version, mh[0], mh[1], mh[2], mh[3], mh[4], mh[5],
+                 mh[6], mh[7], r->target, r->paused ? ", paused" : "");
         if (c->conf->server.opt != SERVER_OPT_FEDAVG)
             log_warn("state: the server optimiser's momentum starts again from zero");
     } else if (have_state) {
@@ -265,34 +253,34 @@ int state_open(coord_t *c)
                  c->conf->out_dir, aside);
     }
     path_of(c, "metrics.jsonl", path, sizeof path);
-    c->metrics = fopen(path, mode);
-    if (!c->metrics) {
+    FILE *metrics = r->metrics = fopen(path, mode);
+    if (!metrics) {
         log_error("%s: cannot open: %s", path, strerror(errno));
         return -1;
     }
     if (lost_round) {
-        fprintf(c->metrics, "{\"round\":%u,\"aborted\":true,\"secagg\":%s,\"participants\":0,"
+        fprintf(metrics, "{\"round\":%u,\"aborted\":true,\"secagg\":%s,\"participants\":0,"
                 "\"val_accuracy\":null,\"val_loss\":null,\"val_auc\":null,\"note\":\"cut short "
                 "by a coordinator restart\"}\n", lost_round, c->conf->secagg ? "true" : "false");
-        fflush(c->metrics);
-        fsync(fileno(c->metrics));
+        fflush(metrics);
+        fsync(fileno(metrics));
         log_info("state: round %u was cut short by the restart; the next round is %u", lost_round,
                  lost_round + 1);
     }
     if (evaluation_lost) {
-        fprintf(c->metrics, "{\"round\":%u,\"aborted\":false,\"evaluated\":false,\"secagg\":%s,"
+        fprintf(metrics, "{\"round\":%u,\"aborted\":false,\"evaluated\":false,\"secagg\":%s,"
                 "\"participants\":null,\"val_accuracy\":null,\"val_loss\":null,\"val_auc\":null,"
                 "\"note\":\"aggregated and committed; its evaluation was cut short by a coordinator "
-                "restart\"}\n", c->round, c->conf->secagg ? "true" : "false");
-        fflush(c->metrics);
-        fsync(fileno(c->metrics));
+                "restart\"}\n", r->round, c->conf->secagg ? "true" : "false");
+        fflush(metrics);
+        fsync(fileno(metrics));
         log_info("state: round %u was committed but not evaluated: metrics row written without "
-                 "validation figures", c->round);
+                 "validation figures", r->round);
     }
-    return state_save(c);
+    return 0;
 }
 
-int state_publish_latest(coord_t *c)
+int state_publish_latest(const coord_t *c)
 {
     char round[PATH_MAX + 64], tmp[PATH_MAX + 64], latest[PATH_MAX + 32];
     state_round_path(c, c->committed, round, sizeof round);
@@ -308,7 +296,7 @@ int state_publish_latest(coord_t *c)
 }
 
 /* A round ended (complete or aborted): its metrics row is written; make it durable. */
-int state_commit(coord_t *c, int model_changed)
+int state_commit(const coord_t *c, int model_changed)
 {
     char path[PATH_MAX + 64], err[512];
     fflush(c->metrics);
@@ -323,8 +311,5 @@ int state_commit(coord_t *c, int model_changed)
             return -1;
         }
     }
-    if (state_write(c, c->round, version) < 0) return -1;
-    c->committed = version;
-    c->committed_round = c->round;
-    return 0;
+    return state_write(c, c->round, version);
 }

@@ -131,6 +131,73 @@ size_t wire_keyrec_put(uint8_t *out, uint32_t id, const uint8_t adv[WIRE_ADVERTI
     return WIRE_KEYREC_MIN + cert_len;
 }
 
+size_t wire_boxrec_put(uint8_t *out, uint32_t id, const uint8_t box[WIRE_BOX_BYTES])
+{
+    wire_put_u32(out, id);
+    memcpy(out + 4, box, WIRE_BOX_BYTES);
+    return WIRE_BOXREC_BYTES;
+}
+
+wire_boxrec_t wire_boxrec_get(const uint8_t *rec)
+{
+    return (wire_boxrec_t){.id = wire_get_u32(rec), .box = rec + 4};
+}
+
+size_t wire_reqrec_put(uint8_t *out, uint32_t id, uint32_t kind)
+{
+    wire_put_u32(out, id);
+    wire_put_u32(out + 4, kind);
+    return WIRE_REQREC_BYTES;
+}
+
+wire_reqrec_t wire_reqrec_get(const uint8_t *rec)
+{
+    return (wire_reqrec_t){.id = wire_get_u32(rec), .kind = wire_get_u32(rec + 4)};
+}
+
+size_t wire_sharerec_put(uint8_t *out, uint32_t id, uint32_t kind, const uint8_t share[64])
+{
+    wire_put_u32(out, id);
+    wire_put_u32(out + 4, kind);
+    memcpy(out + 8, share, 64);
+    return WIRE_SHAREREC_BYTES;
+}
+
+wire_sharerec_t wire_sharerec_get(const uint8_t *rec)
+{
+    return (wire_sharerec_t){.id = wire_get_u32(rec), .kind = wire_get_u32(rec + 4), .share = rec + 8};
+}
+
+size_t wire_sigrec_put(uint8_t *out, uint32_t id, const uint8_t sig[WIRE_SIG_BYTES])
+{
+    wire_put_u32(out, id);
+    memcpy(out + 4, sig, WIRE_SIG_BYTES);
+    return WIRE_SIGREC_BYTES;
+}
+
+wire_sigrec_t wire_sigrec_get(const uint8_t *rec)
+{
+    return (wire_sigrec_t){.id = wire_get_u32(rec), .sig = rec + 4};
+}
+
+wire_u1rec_t wire_u1rec_get(const uint8_t *rec)
+{
+    return (wire_u1rec_t){.id = wire_get_u32(rec), .adv_hash = rec + 4};
+}
+
+size_t wire_u1rec_put(uint8_t *out, uint32_t id, const uint8_t adv_hash[WIRE_HASH_BYTES])
+{
+    wire_put_u32(out, id);
+    memcpy(out + 4, adv_hash, WIRE_HASH_BYTES);
+    return WIRE_U1REC_BYTES;
+}
+
+size_t wire_idlist_put(uint8_t *out, const uint32_t *ids, size_t n)
+{
+    for (size_t i = 0; i < n; i++) wire_put_u32(out + 4 * i, ids[i]);
+    return n * 4;
+}
+
 void wire_adv_signed(uint8_t out[WIRE_ADV_SIGNED_BYTES], uint32_t round, uint32_t id,
                      const uint8_t model_hash[WIRE_HASH_BYTES], const uint8_t *adv)
 {

@@ -196,6 +196,48 @@ size_t wire_unmaskreq_len(size_t nreq, size_t nsig);
  * out + 4 and out + 4 + nreq * WIRE_REQREC_BYTES. */
 void wire_unmaskreq_put_header(uint8_t *out, size_t nreq);
 
+/* The fixed-size records, one codec each: *_put writes a record at out and
+ * returns its length; *_get reads one at rec (the caller has checked that
+ * the blob holds whole records). */
+/* SHARES / SHARES_IN: (peer id, share box): to whom in SHARES, from whom in SHARES_IN. */
+typedef struct {
+    uint32_t id;
+    const uint8_t *box;          /* WIRE_BOX_BYTES */
+} wire_boxrec_t;
+size_t wire_boxrec_put(uint8_t *out, uint32_t id, const uint8_t box[WIRE_BOX_BYTES]);
+wire_boxrec_t wire_boxrec_get(const uint8_t *rec);
+/* UNMASK_REQ's requests: (id, kind), kind 0 = b-share (a survivor), 1 = s-share (dropped). */
+typedef struct {
+    uint32_t id, kind;
+} wire_reqrec_t;
+size_t wire_reqrec_put(uint8_t *out, uint32_t id, uint32_t kind);
+wire_reqrec_t wire_reqrec_get(const uint8_t *rec);
+/* UNMASK: (id, kind, Shamir share). */
+typedef struct {
+    uint32_t id, kind;
+    const uint8_t *share;        /* 64 bytes (SHAMIR_SHAREBYTES) */
+} wire_sharerec_t;
+size_t wire_sharerec_put(uint8_t *out, uint32_t id, uint32_t kind, const uint8_t share[64]);
+wire_sharerec_t wire_sharerec_get(const uint8_t *rec);
+/* UNMASK_REQ's signatures: (id, its consistency signature on U3). */
+typedef struct {
+    uint32_t id;
+    const uint8_t *sig;          /* WIRE_SIG_BYTES */
+} wire_sigrec_t;
+size_t wire_sigrec_put(uint8_t *out, uint32_t id, const uint8_t sig[WIRE_SIG_BYTES]);
+wire_sigrec_t wire_sigrec_get(const uint8_t *rec);
+/* KEYS' U1 list: (id, SHA-256 of its ADVERTISE record). */
+typedef struct {
+    uint32_t id;
+    const uint8_t *adv_hash;     /* WIRE_HASH_BYTES */
+} wire_u1rec_t;
+size_t wire_u1rec_put(uint8_t *out, uint32_t id, const uint8_t adv_hash[WIRE_HASH_BYTES]);
+wire_u1rec_t wire_u1rec_get(const uint8_t *rec);
+/* CONSIST_REQ: U3's ids (ascending), 4 bytes each; returns n * 4. */
+size_t wire_idlist_put(uint8_t *out, const uint32_t *ids, size_t n);
+/* ADVERTISE: the signed sample count n_k of a record. */
+static inline uint64_t wire_adv_weight(const uint8_t *adv) { return wire_get_u64(adv + WIRE_ADV_WEIGHT_OFF); }
+
 /* One KEYS record, pointing into the blob. */
 typedef struct {
     uint32_t id;

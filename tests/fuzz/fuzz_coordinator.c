@@ -4,7 +4,13 @@
  * aggregation) and tick() (deadlines, dropouts, phase completion).
  *
  * Like the other harnesses it #includes the code under test to reach its
- * statics. The coordinator is built once, without files: a 16-parameter
+ * statics: the round engine (coordinator.c) and the secure-aggregation
+ * server it drives (secagg_server.c, its own state behind coord_t.sa). The
+ * harness names the round by one of 8 states, the coordinator's state with
+ * a secure round's TRAINING/AGGREGATING split into the server's phases
+ * (fz_state()): WAITING, TRAINING (plaintext UPDATEs, or secure training
+ * and ADVERTISE), SHARING, MASKING, CONSIST, UNMASKING, EVALUATING, DONE.
+ * The coordinator is built once, without files: a 16-parameter
  * model, a roster of three sites with Ed25519 identity keys, a ROUTER bound
  * to inproc:// with ROUTER_MANDATORY, and one DEALER per site connected under
  * the site's fake peer id. Everything the coordinator sends is received
@@ -13,7 +19,7 @@
  *
  * Protocol v2: each site signs its ADVERTISE record (c_pk, s_pk, n_k) with
  * identity_sign "advertise-v2" over wire_adv_signed() and the SHA-256 of the
- * global model, and in the consistency round (ST_CONSIST) signs U3
+ * global model, and in the consistency round (CONSIST) signs U3
  * ("consistency-v1" over wire_consist_signed()).
  *
  * Each input first puts the coordinator in a plausible mid-round state, then
@@ -47,22 +53,28 @@
  *                     big-endian length and that many bytes for msg_decode
  *
  * Checks beyond the sanitizers: every outgoing frame decodes and is a type
- * the coordinator may send; the accumulator is one O(model) vector while
- * masked inputs are summed; at most upload_slots grants are outstanding, and
- * after a tick in MASKING at least one while someone still owes its masked
- * input; an accepted ADVERTISE is signed by the site's roster key for this
- * round and model and its n_k lies in [1, min(n_train at HELLO,
- * max_samples)]; every CONSIST_REQ of a round carries the same U3 (at least
- * t sites, those that masked); an accepted CONSIST is the site's valid
- * signature on that U3; an UNMASK_REQ goes only to a site whose signature is
- * in it, carries at least t valid signatures on the U3 the harness saw
- * (checked against the roster keys, not the coordinator's records), asks
- * b-shares exactly for U3 and at least t of them, and never both kinds for
- * one site; a model update is only applied when the sum's decoded weight
- * (unmasked by the harness with the sites' own secrets) is the sum of U3's
- * signed n_k; and when every message of an input was synthetic (honest
- * clients, any dropouts), a model update applied by unmasking (or plaintext
- * FedAvg) equals the weighted mean of the contributing sites' deltas.
+ * the coordinator may send; the coordinator and the server agree (a secure
+ * round's TRAINING is the server's ADVERTISE phase and AGGREGATING one of
+ * sharing..unmasking, c->sa_phase is the server's phase, no phase is open
+ * outside the round, the server's cohort is the coordinator's and a member
+ * is dropped exactly when the coordinator dropped it); the accumulator is
+ * one O(model) vector while masked inputs are summed (none otherwise), and
+ * changes only when one member's masked input is accepted into U3; at most
+ * upload_slots grants are outstanding, and after a tick in MASKING at least
+ * one while someone still owes its masked input; an accepted ADVERTISE is
+ * signed by the site's roster key for this round and model and its n_k lies
+ * in [1, min(n_train at HELLO, max_samples)]; every CONSIST_REQ of a round
+ * carries the same U3 (at least t sites, those that masked); an accepted
+ * CONSIST is the site's valid signature on that U3; an UNMASK_REQ goes only
+ * to a site whose signature is in it, carries at least t valid signatures on
+ * the U3 the harness saw (checked against the roster keys, not the
+ * coordinator's records), asks b-shares exactly for U3 and at least t of
+ * them, and never both kinds for one site; a model update is only applied
+ * when the sum's decoded weight (unmasked by the harness with the sites' own
+ * secrets) is the sum of U3's signed n_k; and when every message of an input
+ * was synthetic (honest clients, any dropouts), a model update applied by
+ * unmasking (or plaintext FedAvg) equals the weighted mean of the
+ * contributing sites' deltas.
  *
  * Seeds: MEDFED_FUZZ_WRITE_SEEDS=dir fuzz_coordinator writes valid inputs
  * (each phase's message from each site; forged, inflated-n_k and capped
@@ -73,6 +85,7 @@
 #include "coordinator/secagg_server.c"
 
 #include <ftw.h>
+#include <sys/stat.h>
 
 #include "tests/fuzz/fuzz_common.h"
 
@@ -84,6 +97,21 @@
 #define FZ_STRANGER FZ_SITES
 #define FZ_BLOB_MAX (FZ_SITES * (WIRE_BOXREC_BYTES + WIRE_SHAREREC_BYTES)) /* >= any blob here */
 #define FZ_CAP 160         /* max_samples under byte 1 bit 6 */
+
+/* The round as the harness names it (the checks compare these): the
+ * coordinator's state, a secure round's split by the server's phase. */
+typedef enum {
+    FZ_WAITING,
+    FZ_TRAINING,   /* plaintext: UPDATEs; secure: SA_ADVERTISE */
+    FZ_SHARING,    /* SA_SHARING */
+    FZ_MASKING,    /* SA_MASKING */
+    FZ_CONSIST,    /* SA_CONSIST */
+    FZ_UNMASKING,  /* SA_UNMASKING */
+    FZ_EVALUATING,
+    FZ_DONE
+} fz_state_t;
+static const char *const fz_state_names[] = {"waiting", "training", "sharing", "masking",
+                                             "consistency", "unmasking", "evaluating", "done"};
 
 /* ---- the world: three sites and their secrets ------------------------------------------- */
 
@@ -123,6 +151,53 @@ static wire_decoder_t *in_dec, *out_dec;
 static wire_buf_t *syn_buf;
 static int honest; /* every message dispatched in this input was synthetic */
 static int liar;   /* byte 1 bit 7: site 0's masked input claims n_train - 1 */
+
+/* The secure-aggregation server's record of the client in slot i (its
+ * position in g.clients), or NULL: not a member of the server's cohort. */
+static member_t *mem(int i)
+{
+    int a = member_of(g.sa, i);
+    FZ_CHECK(a < g.sa->n);
+    return a >= 0 ? &g.sa->m[a] : NULL;
+}
+
+/* How far client i got in this secure round (a non-member: 0). */
+static int stage(int i)
+{
+    const member_t *v = mem(i);
+    return v ? v->stage : 0;
+}
+
+/* The harness's name for the round (the coordinator's state and, in a
+ * secure round, the server's phase), checking that the two agree: a secure
+ * round's TRAINING is SA_ADVERTISE and AGGREGATING sharing..unmasking. */
+static fz_state_t fz_state(void)
+{
+    int secure = g.conf->secagg;
+    switch (g.state) {
+    case ST_WAITING: return FZ_WAITING;
+    case ST_EVALUATING: return FZ_EVALUATING;
+    case ST_DONE: return FZ_DONE;
+    case ST_TRAINING:
+        FZ_CHECK(!secure || g.sa->phase == SA_ADVERTISE);
+        return FZ_TRAINING;
+    case ST_AGGREGATING:
+        FZ_CHECK(secure);
+        switch (g.sa->phase) {
+        case SA_SHARING: return FZ_SHARING;
+        case SA_MASKING: return FZ_MASKING;
+        case SA_CONSIST: return FZ_CONSIST;
+        case SA_UNMASKING: return FZ_UNMASKING;
+        default: break;
+        }
+        fprintf(stderr, "coordinator aggregating while the server is %s\n",
+                secagg_server_phase_name(g.sa->phase));
+        FZ_CHECK(!"AGGREGATING outside the server's sharing..unmasking");
+        break;
+    }
+    FZ_CHECK(!"coordinator state out of range");
+    return FZ_DONE;
+}
 
 /* The round as the harness saw it go out: the model hash (of g.global when
  * PLAN left, or of the preset's model) and the U3 of its CONSIST_REQs. */
@@ -219,13 +294,13 @@ static void masked_input(int u, unsigned u2, uint32_t round, const quant_t *q,
             FZ_CHECK(prg_add(PRG_DEFAULT, r->mask[u][v], y, FZ_NUMEL + 1, u < v ? +1 : -1) == 0);
 }
 
-/* Bit i set: registered site i is in the round and got to stage >= `stage`. */
-static unsigned u_set(int stage)
+/* Bit i set: registered site i is in the round and got to stage >= `min_stage`. */
+static unsigned u_set(int min_stage)
 {
     unsigned set = 0;
     for (int i = 0; i < g.n_clients; i++) {
         const client_rec_t *k = &g.clients[i];
-        if (k->train != P_IDLE && k->sa.stage >= stage && k->index >= 0 && k->index < FZ_SITES)
+        if (k->train != P_IDLE && stage(i) >= min_stage && k->index >= 0 && k->index < FZ_SITES)
             set |= 1u << k->index;
     }
     return set;
@@ -339,6 +414,14 @@ static void world_init(void)
     rng_seed(&g.rng, 1);
     g.numel = FZ_NUMEL;
     g.global = malloc(sizeof global0);
+    /* A schema and rounds/, so that commits (a round's model file, then
+     * state.json) succeed as they do in a deployment. */
+    g.schema = schema_new();
+    const int64_t shape[1] = {FZ_NUMEL};
+    FZ_CHECK(g.schema && schema_add(g.schema, "w", 1, shape) == 0);
+    char rounds[PATH_MAX + 16];
+    snprintf(rounds, sizeof rounds, "%s/rounds", conf.out_dir);
+    FZ_CHECK(mkdir(rounds, 0700) == 0);
     g.fedavg = fedavg_new(FZ_NUMEL, &conf.server);
     snprintf(g.arch, sizeof g.arch, "cnn");
     g.in_ch = 1;
@@ -351,6 +434,12 @@ static void world_init(void)
     out_dec = wire_decoder_new();
     syn_buf = wire_buf_new();
     FZ_CHECK(g.global && g.fedavg && g.metrics && g.out && g.dec && in_dec && out_dec && syn_buf);
+    /* The secure-aggregation server, as load_roster makes it. It stays for
+     * every input: the coordinator only uses it while conf.secagg is on. */
+    g.sa = secagg_server_new(&conf, FZ_NUMEL, sa_send, &g, err, sizeof err);
+    if (!g.sa) fprintf(stderr, "secagg_server_new: %s\n", err);
+    FZ_CHECK(g.sa != NULL);
+    g.sa_phase = SA_IDLE;
 
     /* The ROUTER as coord_run sets it up, and a DEALER per site. */
     g.zctx = zmq_ctx_new();
@@ -390,28 +479,74 @@ static void add_eval(client_rec_t *k)
     g.evaluated++;
 }
 
-static const coord_state_t preset_state[8] = {
-    ST_WAITING, ST_TRAINING, ST_SHARING, ST_MASKING, ST_UNMASKING, ST_EVALUATING, ST_DONE, ST_CONSIST,
+/* Byte 0 bits 0-2 (the committed corpus depends on this order). */
+static const fz_state_t preset_state[8] = {
+    FZ_WAITING, FZ_TRAINING, FZ_SHARING, FZ_MASKING, FZ_UNMASKING, FZ_EVALUATING, FZ_DONE, FZ_CONSIST,
 };
+
+/* The server's cohort for a preset secure round: clients 0..n-1, each its
+ * own slot and site id (members in ascending id, as secagg_server_begin
+ * sorts them), nothing reached yet. */
+static void preset_members(int n, uint32_t round)
+{
+    secagg_server_t *s = g.sa;
+    s->m = calloc((size_t)n, sizeof *s->m);
+    FZ_CHECK(s->m != NULL);
+    s->n = n;
+    s->round = round;
+    memcpy(s->model_hash, seen.hash, WIRE_HASH_BYTES);
+    s->max_weight = 0;
+    for (int a = 0; a < n; a++) {
+        member_t *v = &s->m[a];
+        const client_rec_t *k = &g.clients[a];
+        v->slot = a;
+        v->id = (uint32_t)k->index;
+        snprintf(v->site, sizeof v->site, "%s", k->site);
+        memcpy(v->pk, g.roster.site[k->index].pk, IDENTITY_PUBLICKEYBYTES);
+        v->n_train = k->n_train;
+        s->max_weight += v->n_train < conf.max_samples ? v->n_train : conf.max_samples;
+        s->of_slot[a] = a;
+    }
+    /* All pairs, as send_keys builds it for a cohort this small (SecAgg+
+     * neighbourhoods only start above 16 clients). */
+    s->degree = (unsigned)(n > 0 ? n - 1 : 0);
+    s->adj = calloc((size_t)n * (size_t)n + 1, 1);
+    FZ_CHECK(s->adj != NULL);
+    for (int a = 0; a < n; a++)
+        for (int b = 0; b < n; b++) s->adj[a * n + b] = a != b;
+}
 
 static void preset(uint8_t h0, uint8_t h1)
 {
-    coord_state_t st = preset_state[h0 & 7];
+    fz_state_t st = preset_state[h0 & 7];
     int nsites = (h0 & 0x08) ? 2 : FZ_SITES;
     int plain = (h0 & 0x80) != 0;
-    if (plain && st >= ST_SHARING && st <= ST_UNMASKING) st = ST_TRAINING;
+    if (plain && st >= FZ_SHARING && st <= FZ_UNMASKING) st = FZ_TRAINING;
     conf.secagg = !plain;
     conf.upload_slots = (h0 & 0x20) ? 2 : 1;
     conf.rounds = (h0 & 0x40) ? (int)FZ_ROUND : 1000;
     conf.max_samples = (h1 & 0x40) ? FZ_CAP : 10000000;
     liar = (h1 & 0x80) != 0;
     g.target = (uint32_t)conf.rounds;
+    g.paused = 0;
+    g.disk_error = 0;
 
-    sa_round_cleanup(&g); /* the last input's share boxes and masked sum */
+    /* the last input's round: share boxes, masked sum, graph, U3, cohort */
+    secagg_server_end(g.sa);
+    forget_members(g.sa);
     double now = util_now();
-    g.state = st;
-    g.round = st == ST_WAITING ? FZ_ROUND - 1 : FZ_ROUND;
-    g.version = st >= ST_EVALUATING ? g.round : g.round - 1;
+    g.state = st == FZ_WAITING ? ST_WAITING
+              : st == FZ_TRAINING ? ST_TRAINING
+              : st == FZ_EVALUATING ? ST_EVALUATING
+              : st == FZ_DONE ? ST_DONE
+                              : ST_AGGREGATING;
+    g.round = st == FZ_WAITING ? FZ_ROUND - 1 : FZ_ROUND;
+    g.version = st >= FZ_EVALUATING ? g.round : g.round - 1;
+    /* committed: the previous round, or this one for a secure round in EVAL
+     * (its model was committed before EVAL went out) */
+    g.committed = !plain && st == FZ_EVALUATING ? g.round : g.round - 1;
+    g.committed_round = g.committed;
+    g.started_round = g.round;
     g.phase_started = g.round_started = g.waiting_since = now;
     g.bytes_up = g.bytes_down = 0;
     g.train_loss_sum = g.train_s_max = 0;
@@ -420,9 +555,9 @@ static void preset(uint8_t h0, uint8_t h1)
     memset(g.hist, 0, sizeof g.hist);
     g.evaluated = g.participants = g.survivors = 0;
     g.classes = (h0 & 0x10) ? 10 : 2;
-    g.threshold = FZ_T;
-    g.quant = quant0;
-    g.max_weight = 0;
+    g.sa->threshold = FZ_T;
+    g.sa->quant = quant0;
+    g.sa->max_weight = 0;
     memcpy(g.global, global0, sizeof global0);
     crypto_sha256(seen.hash, global0, sizeof global0);
     memcpy(g.model_hash, seen.hash, WIRE_HASH_BYTES);
@@ -432,14 +567,6 @@ static void preset(uint8_t h0, uint8_t h1)
     fedavg_begin(g.fedavg);
     rng_seed(&g.rng, 7);
     g.n_clients = nsites;
-    /* All pairs, as send_keys builds it for a cohort this small (SecAgg+
-     * neighbourhoods only start above 16 clients). */
-    g.degree = (unsigned)(nsites > 0 ? nsites - 1 : 0);
-    g.adj = calloc((size_t)nsites * (size_t)nsites + 1, 1);
-    g.adj_n = nsites;
-    FZ_CHECK(g.adj != NULL);
-    for (int i = 0; i < nsites; i++)
-        for (int j = 0; j < nsites; j++) g.adj[i * nsites + j] = i != j;
     for (int i = 0; i < FZ_SITES; i++) {
         client_rec_t *k = &g.clients[i];
         memset(k, 0, sizeof *k);
@@ -452,8 +579,11 @@ static void preset(uint8_t h0, uint8_t h1)
         k->fd = FZ_FD(i);
         k->live = 1;
         k->has_version = g.version;
-        if (i < nsites) g.max_weight += k->n_train < conf.max_samples ? k->n_train : conf.max_samples;
     }
+    /* A secure round in flight (or evaluated: its stages stay until the
+     * next round) has the server's cohort: every registered site. */
+    int secure_round = !plain && st >= FZ_TRAINING && st <= FZ_EVALUATING;
+    if (secure_round) preset_members(nsites, g.round);
 
     /* Secure phases: (train, stage) by role. Stage k = got through phase k
      * (1 advertised, 2 shared, 3 masked, 4 signed U3, 5 unmasked); dropped
@@ -471,16 +601,17 @@ static void preset(uint8_t h0, uint8_t h1)
     const fz_round_keys_t *rk = keys_for(FZ_ROUND);
     for (int i = 0; i < nsites; i++) {
         client_rec_t *k = &g.clients[i];
+        member_t *v = secure_round ? mem(i) : NULL;
         int role = (h1 >> (2 * i)) & 3;
         switch (st) {
-        case ST_WAITING:
+        case FZ_WAITING:
             k->live = role != 3;
             break;
-        case ST_TRAINING:
-        case ST_SHARING:
-        case ST_MASKING:
-        case ST_CONSIST:
-        case ST_UNMASKING:
+        case FZ_TRAINING:
+        case FZ_SHARING:
+        case FZ_MASKING:
+        case FZ_CONSIST:
+        case FZ_UNMASKING:
             if (plain) { /* pending, updated, dropped, not in the cohort */
                 static const part_t parts[4] = {P_PENDING, P_DONE, P_DROPPED, P_IDLE};
                 char err[256];
@@ -491,17 +622,24 @@ static void preset(uint8_t h0, uint8_t h1)
                     g.train_loss_sum += 0.5 * (double)k->n_train;
                 }
             } else {
-                k->train = secure[st - ST_TRAINING][role].train;
-                k->sa.stage = secure[st - ST_TRAINING][role].stage;
-                if (k->sa.stage >= 1) {
-                    memcpy(k->sa.adv, rk->adv[i], WIRE_ADVERTISE_BYTES);
-                    k->sa.weight = k->n_train;
+                FZ_CHECK(v != NULL);
+                k->train = secure[st - FZ_TRAINING][role].train;
+                v->stage = secure[st - FZ_TRAINING][role].stage;
+                v->dropped = k->train == P_DROPPED;
+                if (v->stage >= 1) {
+                    memcpy(v->adv, rk->adv[i], WIRE_ADVERTISE_BYTES);
+                    v->weight = k->n_train;
                 }
             }
             break;
-        case ST_EVALUATING: /* evaluation pending, done, dropped; or the site went silent */
+        case FZ_EVALUATING: /* evaluation pending, done, dropped; or the site went silent */
             k->train = plain ? P_DONE : P_PENDING;
-            k->sa.stage = plain ? 0 : 5;
+            if (v) { /* unmasked: all through, the shares spent */
+                v->stage = 5;
+                v->ready = v->granted = 1;
+                memcpy(v->adv, rk->adv[i], WIRE_ADVERTISE_BYTES);
+                v->weight = k->n_train;
+            }
             k->eval = role == 0 ? P_PENDING : role == 1 ? P_DONE : role == 2 ? P_DROPPED : P_IDLE;
             k->live = role != 3;
             if (role == 1) add_eval(k);
@@ -510,46 +648,56 @@ static void preset(uint8_t h0, uint8_t h1)
         default: break;
         }
     }
-    if (plain || st < ST_SHARING || st > ST_UNMASKING) return;
+    if (plain || st < FZ_TRAINING || st > FZ_UNMASKING) { /* no secure phase open */
+        g.sa->phase = SA_IDLE;
+        g.sa_phase = SA_IDLE;
+        return;
+    }
+    static const sa_phase_t phase_of[] = {
+        [FZ_TRAINING] = SA_ADVERTISE, [FZ_SHARING] = SA_SHARING, [FZ_MASKING] = SA_MASKING,
+        [FZ_CONSIST] = SA_CONSIST,    [FZ_UNMASKING] = SA_UNMASKING,
+    };
+    g.sa->phase = g.sa_phase = phase_of[st];
+    if (st == FZ_TRAINING) return;
 
     unsigned u1 = u_set(1), u2 = u_set(2), u3 = u_set(3);
-    if (st >= ST_CONSIST) { /* U3 as request_consistency sent it, and its signers' signatures */
-        g.u3 = malloc(FZ_SITES * sizeof *g.u3);
-        FZ_CHECK(g.u3 != NULL);
-        g.n3 = 0;
+    if (st >= FZ_CONSIST) { /* U3 as request_consistency sent it, and its signers' signatures */
+        g.sa->u3 = malloc(FZ_SITES * sizeof *g.sa->u3);
+        FZ_CHECK(g.sa->u3 != NULL);
+        g.sa->n3 = 0;
         for (int i = 0; i < nsites; i++)
-            if (u3 >> i & 1) g.u3[g.n3++] = (uint32_t)i;
-        memcpy(seen.u3, g.u3, g.n3 * sizeof *g.u3);
-        seen.n3 = g.n3;
+            if (u3 >> i & 1) g.sa->u3[g.sa->n3++] = (uint32_t)i;
+        memcpy(seen.u3, g.sa->u3, g.sa->n3 * sizeof *g.sa->u3);
+        seen.n3 = g.sa->n3;
         seen.u3_round = g.round;
         for (int i = 0; i < nsites; i++)
-            if (g.clients[i].sa.stage >= 4)
-                sign_u3(g.clients[i].sa.consist_sig, i, g.round, seen.hash, g.u3, g.n3);
+            if (stage(i) >= 4)
+                sign_u3(mem(i)->consist_sig, i, g.round, seen.hash, g.sa->u3, g.sa->n3);
     }
     for (int i = 0; i < nsites; i++) {
-        client_rec_t *k = &g.clients[i];
+        member_t *v = mem(i);
         uint8_t blob[FZ_BLOB_MAX];
         size_t len = 0;
-        if (k->sa.stage >= 5) len = unmask_blob(i, u2, u3, blob);
-        else if (k->sa.stage >= 2) len = shares_blob(i, u1, FZ_ROUND, blob);
+        if (v->stage >= 5) len = unmask_blob(i, u2, u3, blob);
+        else if (v->stage >= 2) len = shares_blob(i, u1, FZ_ROUND, blob);
         else continue;
-        k->sa.boxes = malloc(len ? len : 1);
-        FZ_CHECK(k->sa.boxes != NULL);
-        memcpy(k->sa.boxes, blob, len);
-        k->sa.boxes_len = len;
+        v->boxes = malloc(len ? len : 1);
+        FZ_CHECK(v->boxes != NULL);
+        memcpy(v->boxes, blob, len);
+        v->boxes_len = len;
     }
-    if (st == ST_SHARING) return;
-    g.acc = calloc(FZ_NUMEL + 1, sizeof *g.acc);
-    FZ_CHECK(g.acc != NULL);
+    if (st == FZ_SHARING) return;
+    g.sa->acc = calloc(FZ_NUMEL + 1, sizeof *g.sa->acc);
+    FZ_CHECK(g.sa->acc != NULL);
     for (int i = 0; i < nsites; i++) {
         if (!(u3 >> i & 1)) continue;
         uint32_t y[FZ_NUMEL + 1];
-        masked_input(i, u2, FZ_ROUND, &g.quant, y);
-        for (int j = 0; j <= FZ_NUMEL; j++) g.acc[j] += y[j];
-        g.clients[i].sa.ready = 1;
-        g.clients[i].sa.granted = 1;
+        masked_input(i, u2, FZ_ROUND, &g.sa->quant, y);
+        for (int j = 0; j <= FZ_NUMEL; j++) g.sa->acc[j] += y[j];
+        mem(i)->ready = 1;
+        mem(i)->granted = 1;
     }
-    if (st == ST_MASKING) sa_grant_uploads(&g);
+    if (st == FZ_MASKING) grant_uploads(g.sa);
 }
 
 /* ---- per message ------------------------------------------------------------------------------ */
@@ -574,16 +722,16 @@ static void synthetic(int sender, int alt, msg_t *m)
         msg_error(m, g.round, ERR_LOCAL, "training failed (fuzz)");
         return;
     }
-    switch (sender == FZ_STRANGER ? ST_WAITING : g.state) {
-    case ST_WAITING:
-    case ST_DONE: /* (or a site's restarted daemon) */
+    switch (sender == FZ_STRANGER ? FZ_WAITING : fz_state()) {
+    case FZ_WAITING:
+    case FZ_DONE: /* (or a site's restarted daemon) */
         m->type = MSG_HELLO;
         snprintf(m->site, sizeof m->site, "%s", site_name[u]);
         m->version = WIRE_VERSION;
         m->n_train = site[u].n_train;
         m->n_val = site[u].n_val;
         break;
-    case ST_TRAINING:
+    case FZ_TRAINING:
         if (!g.conf->secagg) {
             *m = (msg_t){.type = MSG_UPDATE, .round = g.round, .phase = PHASE_TRAIN,
                          .n_samples = site[u].n_train, .loss_sum = 0.5, .train_seconds = 1.0,
@@ -596,30 +744,30 @@ static void synthetic(int sender, int alt, msg_t *m)
                      .train_seconds = 1.0, .blob = blob, .blob_len = WIRE_ADVERTISE_BYTES,
                      .present = MSG_HAS_BLOB};
         break;
-    case ST_SHARING:
+    case FZ_SHARING:
         *m = (msg_t){.type = MSG_SHARES, .round = g.round, .phase = PHASE_SHARE, .blob = blob,
                      .blob_len = shares_blob(u, u_set(1), g.round, blob), .present = MSG_HAS_BLOB};
         break;
-    case ST_MASKING:
-        if (!g.clients[u].sa.ready) { /* an honest client says READY, then waits for UPLOAD */
+    case FZ_MASKING:
+        if (!mem(u) || !mem(u)->ready) { /* an honest client says READY, then waits for UPLOAD */
             *m = (msg_t){.type = MSG_READY, .round = g.round, .phase = PHASE_MASKED};
             break;
         }
-        masked_input(u, u_set(2), g.round, &g.quant, y);
+        masked_input(u, u_set(2), g.round, &g.sa->quant, y);
         *m = (msg_t){.type = MSG_MASKED, .round = g.round, .phase = PHASE_MASKED,
                      .vec = (const uint8_t *)y, .vec_len = sizeof y, .present = MSG_HAS_VEC};
         break;
-    case ST_CONSIST: /* it signs the U3 it was sent */
+    case FZ_CONSIST: /* it signs the U3 it was sent */
         sign_u3(blob, u, g.round, seen.hash, seen.u3, seen.u3_round == g.round ? seen.n3 : 0);
         *m = (msg_t){.type = MSG_CONSIST, .round = g.round, .phase = PHASE_CONSIST, .blob = blob,
                      .blob_len = WIRE_SIG_BYTES, .present = MSG_HAS_BLOB};
         break;
-    case ST_UNMASKING:
+    case FZ_UNMASKING:
         *m = (msg_t){.type = MSG_UNMASK, .round = g.round, .phase = PHASE_UNMASK, .blob = blob,
                      .blob_len = unmask_blob(u, u_set(2), u_set(3), blob),
                      .present = MSG_HAS_BLOB};
         break;
-    case ST_EVALUATING: {
+    case FZ_EVALUATING: {
         int64_t n = site[u].n_val;
         *m = (msg_t){.type = MSG_EVAL_RESULT, .round = g.round, .phase = PHASE_EVAL,
                      .n_samples = n, .correct = n / 2, .loss_sum = 0.5 * (double)n};
@@ -683,20 +831,23 @@ static int64_t true_weight(int64_t *signed_w)
 {
     const fz_round_keys_t *r = keys_for(g.round);
     uint32_t x[FZ_NUMEL + 1];
-    memcpy(x, g.acc, sizeof x);
+    memcpy(x, g.sa->acc, sizeof x);
     *signed_w = 0;
     for (int i = 0; i < g.n_clients; i++) {
         const client_rec_t *u = &g.clients[i];
-        if (u->train == P_IDLE || u->sa.stage < 2) continue;
-        if (memcmp(u->sa.adv, r->adv[u->index], 64) != 0) return -1;
-        if (u->sa.stage >= 3) {
+        const member_t *mu = mem(i);
+        if (u->train == P_IDLE || !mu || mu->stage < 2) continue;
+        if (memcmp(mu->adv, r->adv[u->index], 64) != 0) return -1;
+        if (mu->stage >= 3) {
             FZ_CHECK(prg_add(PRG_DEFAULT, site[u->index].b, x, FZ_NUMEL + 1, -1) == 0);
-            *signed_w += (int64_t)wire_get_u64(u->sa.adv + WIRE_ADV_WEIGHT_OFF);
+            *signed_w += (int64_t)wire_get_u64(mu->adv + WIRE_ADV_WEIGHT_OFF);
             continue;
         }
         for (int j = 0; j < g.n_clients; j++) {
             const client_rec_t *v = &g.clients[j];
-            if (v->train == P_IDLE || v->sa.stage < 3 || !nb(&g, u, v)) continue;
+            if (v->train == P_IDLE || stage(j) < 3 ||
+                !nb(g.sa, member_of(g.sa, i), member_of(g.sa, j)))
+                continue;
             FZ_CHECK(prg_add(PRG_DEFAULT, r->mask[v->index][u->index], x, FZ_NUMEL + 1,
                              v->index < u->index ? -1 : +1) == 0);
         }
@@ -708,36 +859,37 @@ static int64_t true_weight(int64_t *signed_w)
  * is what U3 signed, and with honest clients only its value. */
 static void checked_tick(void)
 {
-    coord_state_t before = g.state;
+    fz_state_t before = fz_state();
     uint32_t version = g.version;
     float global[FZ_NUMEL];
     double want[FZ_NUMEL] = {0}, w = 0;
     memcpy(global, g.global, sizeof global);
     int secure = g.conf->secagg;
     int64_t signed_w = 0, true_w = -1;
-    if (secure && before == ST_UNMASKING && g.acc) true_w = true_weight(&signed_w);
+    if (secure && before == FZ_UNMASKING && g.sa->acc) true_w = true_weight(&signed_w);
     for (int i = 0; i < g.n_clients; i++) {
         const client_rec_t *k = &g.clients[i];
-        int in = secure ? (k->train != P_IDLE && k->sa.stage >= 3) : k->train == P_DONE;
+        int in = secure ? (k->train != P_IDLE && stage(i) >= 3) : k->train == P_DONE;
         if (!in) continue;
         const fz_site_t *s = &site[k->index];
         for (int j = 0; j < FZ_NUMEL; j++) want[j] += (double)s->n_train * s->delta[j];
         w += (double)s->n_train;
     }
     tick(&g);
-    if (before == ST_MASKING && g.state == ST_MASKING) {
+    if (before == FZ_MASKING && fz_state() == FZ_MASKING) {
         int owed = 0, granted = 0;
         for (int i = 0; i < g.n_clients; i++) {
             const client_rec_t *k = &g.clients[i];
-            if (k->train != P_PENDING || k->sa.stage != 2 || !k->sa.ready) continue;
+            const member_t *v = mem(i);
+            if (k->train != P_PENDING || !v || v->stage != 2 || !v->ready) continue;
             owed++;
-            granted += k->sa.granted;
+            granted += v->granted;
         }
         /* a READY client waiting while nobody may upload: the phase would stall */
         FZ_CHECK(owed == 0 || granted > 0);
     }
     if (g.version == version) return;
-    FZ_CHECK(before == (secure ? ST_UNMASKING : ST_TRAINING));
+    FZ_CHECK(before == (secure ? FZ_UNMASKING : FZ_TRAINING));
     if (secure && true_w >= 0 && true_w != signed_w) {
         fprintf(stderr, "decoded weight %lld, U3 signed %lld\n", (long long)true_w,
                 (long long)signed_w);
@@ -759,17 +911,41 @@ static void check_state(void)
 {
     FZ_CHECK(g.state >= ST_WAITING && g.state <= ST_DONE);
     FZ_CHECK(g.n_clients >= 0 && g.n_clients <= FZ_SITES);
+    fz_state_t st = fz_state(); /* the coordinator's state agrees with the server's phase */
+    int secure = g.conf->secagg;
+    if (secure) {
+        /* the phase whose deadline the coordinator keeps is the server's, and
+         * no secure phase stays open once the coordinator left the round */
+        FZ_CHECK(g.sa_phase == g.sa->phase);
+        if (!in_training(g.state)) FZ_CHECK(g.sa->phase == SA_IDLE);
+    }
     /* one O(model) accumulator while masked inputs are summed, none otherwise */
-    if (g.conf->secagg && g.state >= ST_MASKING && g.state <= ST_UNMASKING) FZ_CHECK(g.acc != NULL);
-    if (g.state < ST_MASKING || g.state > ST_UNMASKING) FZ_CHECK(g.acc == NULL);
+    if (secure && st >= FZ_MASKING && st <= FZ_UNMASKING) FZ_CHECK(g.sa->acc != NULL);
+    if (st < FZ_MASKING || st > FZ_UNMASKING) FZ_CHECK(g.sa->acc == NULL);
+    /* the server's cohort: distinct slots, ascending ids, of_slot its inverse */
+    FZ_CHECK(g.sa->n >= 0 && g.sa->n <= FZ_SITES);
+    for (int a = 0; a < g.sa->n; a++) {
+        const member_t *v = &g.sa->m[a];
+        FZ_CHECK(v->slot >= 0 && v->slot < FZ_SITES && g.sa->of_slot[v->slot] == a);
+        FZ_CHECK(a == 0 || g.sa->m[a - 1].id < v->id);
+        FZ_CHECK(v->stage >= 0 && v->stage <= 5);
+    }
     int active = 0;
     for (int i = 0; i < g.n_clients; i++) {
         const client_rec_t *k = &g.clients[i];
+        const member_t *v = mem(i);
         FZ_CHECK(k->index >= 0 && k->index < FZ_SITES);
-        FZ_CHECK(k->sa.stage >= 0 && k->sa.stage <= 5);
-        active += k->train == P_PENDING && k->sa.stage == 2 && k->sa.granted;
+        FZ_CHECK(stage(i) >= 0 && stage(i) <= 5);
+        active += k->train == P_PENDING && v && v->stage == 2 && v->granted;
+        /* in a secure round the server's cohort is the coordinator's, and a
+         * member is out of it exactly when the coordinator dropped it */
+        if (secure && in_training(g.state)) {
+            FZ_CHECK((v != NULL) == (k->train != P_IDLE));
+            FZ_CHECK(!v || v->dropped == (k->train == P_DROPPED));
+            FZ_CHECK(!v || v->id == (uint32_t)k->index);
+        }
     }
-    if (g.state == ST_MASKING) FZ_CHECK(active <= g.conf->upload_slots);
+    if (st == FZ_MASKING) FZ_CHECK(active <= g.conf->upload_slots);
 }
 
 /* What a dispatch accepted: an ADVERTISE signed by the site's roster key for
@@ -780,19 +956,46 @@ static void check_accepted(const int *stage_before, uint32_t round_before)
     if (!g.conf->secagg || g.round != round_before) return;
     for (int i = 0; i < g.n_clients; i++) {
         const client_rec_t *k = &g.clients[i];
-        if (k->sa.stage >= 1 && stage_before[i] < 1) {
+        const member_t *v = mem(i);
+        if (!v) continue; /* a non-member's stage is 0 */
+        if (v->stage >= 1 && stage_before[i] < 1) {
             uint8_t msg[WIRE_ADV_SIGNED_BYTES];
-            wire_adv_signed(msg, g.round, (uint32_t)k->index, seen.hash, k->sa.adv);
-            FZ_CHECK(identity_verify(k->sa.adv + WIRE_ADV_SIG_OFF, site[k->index].id_pk,
+            wire_adv_signed(msg, g.round, (uint32_t)k->index, seen.hash, v->adv);
+            FZ_CHECK(identity_verify(v->adv + WIRE_ADV_SIG_OFF, site[k->index].id_pk,
                                      "advertise-v2", msg, sizeof msg) == 0);
-            uint64_t n_k = wire_get_u64(k->sa.adv + WIRE_ADV_WEIGHT_OFF);
-            FZ_CHECK(k->sa.weight >= 0 && (uint64_t)k->sa.weight == n_k);
+            uint64_t n_k = wire_get_u64(v->adv + WIRE_ADV_WEIGHT_OFF);
+            FZ_CHECK(v->weight >= 0 && (uint64_t)v->weight == n_k);
             FZ_CHECK(n_k >= 1 && n_k <= (uint64_t)k->n_train && n_k <= (uint64_t)conf.max_samples);
         }
-        if (k->sa.stage >= 4 && stage_before[i] < 4) {
+        if (v->stage >= 4 && stage_before[i] < 4) {
             FZ_CHECK(seen.u3_round == g.round);
-            FZ_CHECK(verify_u3(k->sa.consist_sig, k->index, g.round, seen.hash, seen.u3, seen.n3));
+            FZ_CHECK(verify_u3(v->consist_sig, k->index, g.round, seen.hash, seen.u3, seen.n3));
         }
+    }
+}
+
+/* deliver(), checking that each masked input is added to the sum once: the
+ * sum changes only when one member's MASKED is accepted (it enters U3). */
+static void checked_deliver(int sender, const uint8_t *bytes, size_t len, int sign)
+{
+    uint32_t acc_before[FZ_NUMEL + 1];
+    int stage_before[FZ_SITES] = {0};
+    const uint32_t *acc = g.sa->acc;
+    uint32_t round_before = g.round;
+    sa_phase_t phase_before = g.sa->phase;
+    if (acc) memcpy(acc_before, acc, sizeof acc_before);
+    for (int i = 0; i < g.n_clients; i++) stage_before[i] = stage(i);
+    deliver(sender, bytes, len, sign);
+    if (!acc || g.sa->acc != acc || g.round != round_before || g.sa->phase != phase_before ||
+        memcmp(acc_before, acc, sizeof acc_before) == 0)
+        return;
+    int entered = 0;
+    for (int i = 0; i < g.n_clients && i < FZ_SITES; i++)
+        entered += stage_before[i] < 3 && stage(i) >= 3;
+    if (entered != 1) {
+        fprintf(stderr, "masked sum changed by %s from sender %d; %d members entered U3\n",
+                sign ? "a signed message" : "a message", sender, entered);
+        FZ_CHECK(!"the masked sum changed without exactly one masked input accepted");
     }
 }
 
@@ -802,7 +1005,7 @@ static void step(uint8_t ctl, fz_in_t *in)
     double now = util_now();
     int stage_before[FZ_SITES] = {0};
     uint32_t round_before = g.round;
-    for (int i = 0; i < g.n_clients; i++) stage_before[i] = g.clients[i].sa.stage;
+    for (int i = 0; i < g.n_clients; i++) stage_before[i] = stage(i);
     if ((ctl & 0x30) == 0x30) {
         on_disconnect(&g, FZ_FD(sender));
     } else if (ctl & 0x10) {
@@ -819,7 +1022,7 @@ static void step(uint8_t ctl, fz_in_t *in)
         msg_t m;
         synthetic(sender, (ctl & 0x40) != 0, &m);
         msg_encode(&m, syn_buf);
-        deliver(sender, wire_buf_data(syn_buf), wire_buf_size(syn_buf), 0);
+        checked_deliver(sender, wire_buf_data(syn_buf), wire_buf_size(syn_buf), 0);
     } else {
         size_t len;
         const uint8_t *bytes = fz_frame(in, &len);
@@ -827,7 +1030,7 @@ static void step(uint8_t ctl, fz_in_t *in)
         char err[512];
         msg_t probe;
         if (msg_decode(out_dec, bytes, len, &probe, err, sizeof err) == 0) honest = 0;
-        deliver(sender, bytes, len, (ctl & 0x40) != 0);
+        checked_deliver(sender, bytes, len, (ctl & 0x40) != 0);
     }
     check_accepted(stage_before, round_before);
     check_state();
@@ -851,7 +1054,7 @@ static void check_out(int to, const msg_t *m)
         break;
     case MSG_CONSIST_REQ: /* the same U3 to every member, at least t, the recipient in it */
         FZ_CHECK(wire_idlist_parse(m->blob, m->blob_len, FZ_SITES, ids, &n) == 0);
-        FZ_CHECK(n >= FZ_T && n >= g.threshold);
+        FZ_CHECK(n >= FZ_T && n >= g.sa->threshold);
         FZ_CHECK(in_ids(ids, n, (uint32_t)to));
         if (seen.u3_round == m->round) {
             FZ_CHECK(n == seen.n3 && memcmp(ids, seen.u3, n * sizeof *ids) == 0);
@@ -875,9 +1078,9 @@ static void check_out(int to, const msg_t *m)
             signers |= 1u << id;
             valid++;
         }
-        if (valid < FZ_T || valid < g.threshold || !(signers >> to & 1)) {
+        if (valid < FZ_T || valid < g.sa->threshold || !(signers >> to & 1)) {
             fprintf(stderr, "UNMASK_REQ to site %d with %u valid U3 signatures (t = %u)\n", to,
-                    valid, g.threshold);
+                    valid, g.sa->threshold);
             FZ_CHECK(!"an unmask request without t signatures on U3");
         }
         /* b-shares exactly for U3 (at least t of them), s-shares outside it, never both */
@@ -950,7 +1153,7 @@ static void write_seeds(void)
                 fz_seed_byte(&s, 0);
                 fz_seed_msg(&s, (uint8_t)(u | 0x08), &m);
                 snprintf(name, sizeof name, "msg-%s%s-%s", plain ? "plain-" : "",
-                         coord_state_names[preset_state[st]], site_name[u]);
+                         fz_state_names[preset_state[st]], site_name[u]);
                 fz_seed_write(name, &s);
                 drain();
             }
@@ -1073,7 +1276,7 @@ static void write_seeds(void)
         fz_seed_byte(&s, 0);
         fz_seed_byte(&s, 0x80 | 0x10 | 0x08 | 0);
         fz_seed_byte(&s, 0x80 | 0x20 | 0x08 | 1);
-        snprintf(name, sizeof name, "deadline-%s", coord_state_names[preset_state[st]]);
+        snprintf(name, sizeof name, "deadline-%s", fz_state_names[preset_state[st]]);
         fz_seed_write(name, &s);
     }
 }

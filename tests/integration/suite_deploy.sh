@@ -144,13 +144,16 @@ for moment in training secure evaluating; do
     esac
     st=$(wait_status "$expr" 120) || { kill_ok=0; echo "never saw $moment"; break; }
     done_before=$(echo "$st" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["completed"])')
+    round_before=$(echo "$st" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["round"])')
     kill -9 $dcoord
     wait $dcoord 2>/dev/null
     checkpoints_intact || { kill_ok=0; break; }
     dcoord_start
     # A secure round killed after its aggregate was committed (before EVAL)
-    # resumes from that round: one past what status said before the kill.
-    if ! wait_status "d['resumed_from'] in ($done_before, $done_before + 1) and d['completed'] >= d['resumed_from']" 30 > "$D/resumed-$moment.json"; then
+    # resumes from that round: the round in flight when status was read
+    # (not always completed + 1: a round cut short by an earlier kill keeps
+    # its id).
+    if ! wait_status "d['resumed_from'] in ($done_before, $round_before) and d['completed'] >= d['resumed_from']" 30 > "$D/resumed-$moment.json"; then
         kill_ok=0; echo "no resume after kill in $moment"; break
     fi
     hit="$hit $moment@$done_before"
