@@ -379,6 +379,14 @@ static void start_round(coord_t *c)
         c->clients[i].train = c->clients[i].eval = P_IDLE;
         if (c->clients[i].live) live[n++] = i;
     }
+    /* In site-id order, so that the draw depends on (seed, round) and the
+     * live set only, not on the order in which the sites connected. */
+    for (int i = 1; i < n; i++)
+        for (int j = i; j > 0 && c->clients[live[j - 1]].index > c->clients[live[j]].index; j--) {
+            int t = live[j];
+            live[j] = live[j - 1];
+            live[j - 1] = t;
+        }
     int want = (int)ceil(c->conf->fraction * n);
     if (want < 1) want = 1;
     for (int i = 0; i < n - 1; i++) { /* partial Fisher-Yates */
@@ -691,6 +699,9 @@ static void finish_secure(coord_t *c, const sa_outcome_t *o)
 {
     c->participants = o->participants;
     c->survivors = o->survivors;
+    /* Who is still pending got through every phase: its update is in. */
+    for (int i = 0; i < c->n_clients; i++)
+        if (c->clients[i].train == P_PENDING) c->clients[i].train = P_DONE;
     coord_apply_and_evaluate(c, o->mean);
     secagg_server_end(c->sa); /* the masked sum and the shares go */
     c->sa_phase = SA_IDLE;

@@ -633,7 +633,7 @@ static void preset(uint8_t h0, uint8_t h1)
             }
             break;
         case FZ_EVALUATING: /* evaluation pending, done, dropped; or the site went silent */
-            k->train = plain ? P_DONE : P_PENDING;
+            k->train = P_DONE; /* secure: finish_secure marks the survivors done */
             if (v) { /* unmasked: all through, the shares spent */
                 v->stage = 5;
                 v->ready = v->granted = 1;

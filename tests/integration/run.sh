@@ -61,6 +61,25 @@ free_port() {
     "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
+# admin_wait ADMIN_INI PYEXPR SECONDS: polls `medfed status --json` (the admin
+# socket of ADMIN_INI) until the expression over its reply d holds; prints
+# that reply. Exit 1 if it never holds within SECONDS.
+admin_wait() {
+    "$PY" - "$BIN/medfed" "$1" "$2" "$3" <<'PYEOF'
+import json, subprocess, sys, time
+med, cfg, expr, limit = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+end = time.time() + limit
+while time.time() < end:
+    r = subprocess.run([med, "status", "--json", "--config", cfg], capture_output=True, text=True)
+    if r.returncode == 0:
+        d = json.loads(r.stdout)
+        if eval(expr, {"d": d}):
+            print(r.stdout.strip()); sys.exit(0)
+    time.sleep(0.05)
+sys.exit(1)
+PYEOF
+}
+
 SMALL="--max-train 600 --max-val 200 --local-epochs 1 --heartbeat-timeout 20"
 
 # 0. Test hooks live only in the test build ($HBIN): no production program

@@ -25,22 +25,9 @@ dcoord_start() {
         --heartbeat-timeout 20 --dropout 0 >> "$D/coord.log" 2>&1 &
     dcoord=$!
 }
-# wait_status PYEXPR SECONDS: polls status until the expression over d holds.
-wait_status() {
-    "$PY" - "$BIN/medfed" "$ADMIN" "$1" "$2" <<'PYEOF'
-import json, subprocess, sys, time
-med, cfg, expr, limit = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
-end = time.time() + limit
-while time.time() < end:
-    r = subprocess.run([med, "status", "--json", "--config", cfg], capture_output=True, text=True)
-    if r.returncode == 0:
-        d = json.loads(r.stdout)
-        if eval(expr, {"d": d}):
-            print(r.stdout.strip()); sys.exit(0)
-    time.sleep(0.05)
-sys.exit(1)
-PYEOF
-}
+# wait_status PYEXPR SECONDS: polls status until the expression over d holds
+# (run.sh's admin_wait on this federation's admin socket).
+wait_status() { admin_wait "$ADMIN" "$1" "$2"; }
 # checkpoints_intact: every saved model parses whole; state.json is JSON.
 # Every resume trained on from the model it says: the SHA-256 (first 16 hex)
 # the coordinator logs on resume equals that of the tensor bytes of
@@ -189,6 +176,24 @@ if wait_status 'd["completed"] == '$R1' and d["state"] == "idle"' 120 > /dev/nul
    grep -q 'site=gamma event=removed-from-roster' "$D/coord.log" &&
    json_check "$DSTATE/metrics.jsonl" 'rows[-1]["round"] == '$R1' and rows[-1]["participants"] == 2 and not rows[-1]["aborted"]'
 then ok $t; else bad $t "see $D/coord.log"; tail -20 "$D/coord.log"; fi
+
+# The state directory refuses the commit of a secure aggregate (rounds/ made
+# a file): the coordinator says so, evaluates the model it holds and pauses
+# rather than start rounds it could not record; with rounds/ back, `medfed
+# start` goes on and commits. It runs rounds R1+1 and R1+2.
+t=deploy_commit_failure_pauses
+mv "$DSTATE/rounds" "$D/rounds.aside" && : > "$DSTATE/rounds"
+"$BIN/medfed" start --rounds 2 --config "$ADMIN" > /dev/null 2>&1
+if wait_status 'd["state"] == "paused"' 120 > "$D/paused.json" &&
+   grep -q "the aggregated model could not be committed -> paused" "$D/coord.log" &&
+   json_check "$D/paused.json" 'rows[0]["completed"] == '$R1' and rows[0]["round"] == '$((R1 + 1)) &&
+   sleep 2 && wait_status 'd["state"] == "paused" and d["round"] == '$((R1 + 1)) 5 > /dev/null &&
+   rm "$DSTATE/rounds" && mv "$D/rounds.aside" "$DSTATE/rounds" &&
+   "$BIN/medfed" start --rounds 1 --config "$ADMIN" > /dev/null 2>&1 &&
+   wait_status 'd["state"] == "idle" and d["completed"] == '$((R1 + 2)) 120 > /dev/null &&
+   checkpoints_intact
+then ok $t; else bad $t "see $D/coord.log"; tail -15 "$D/coord.log"; [ -d "$D/rounds.aside" ] && rm -f "$DSTATE/rounds" && mv "$D/rounds.aside" "$DSTATE/rounds"; fi
+R2=$((R2 + 2))
 
 # `medfed stop` after the aggregate was applied (evaluation) rolls the model
 # back: the state stays at the last completed round, and a restart resumes there.

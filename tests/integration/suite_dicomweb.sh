@@ -144,6 +144,68 @@ EOF
     then ok "$t"
     else bad $t "log lines=$leak sent/cache hits=$sent live=$live"; fi
 
+    # A busy PACS: a front (a small HTTP proxy) answers the first search 503
+    # without Retry-After and the first WADO-RS retrieve of three images 429
+    # with "Retry-After: 1". The site must wait (0.5 s back-off; 1 s as told),
+    # retry the same request, and load every image.
+    t=dicomweb_429_503_backoff
+    cat > "$DW/front.py" <<'PYEOF'
+import http.server, socketserver, sys, threading, time, urllib.request, urllib.error
+upstream, log = sys.argv[1], open(sys.argv[2], "w", buffering=1)
+lock, seen, busy = threading.Lock(), {}, {"search": 0, "retrieve": 0}
+class H(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *a): pass
+    def do_GET(self):
+        kind = "retrieve" if "/instances/" in self.path else "search"
+        with lock:
+            n = seen.get(self.path, 0); seen[self.path] = n + 1
+            refuse = n == 0 and ((kind == "search" and busy["search"] < 1) or
+                                 (kind == "retrieve" and busy["retrieve"] < 3))
+            if refuse: busy[kind] += 1
+        log.write("%.3f %s %s %s\n" % (time.time(), kind, 503 if refuse and kind == "search" else 429 if refuse else 200, self.path))
+        if refuse:
+            self.send_response(503 if kind == "search" else 429)
+            if kind == "retrieve": self.send_header("Retry-After", "1")
+            self.send_header("Content-Length", "0"); self.end_headers(); return
+        req = urllib.request.Request(upstream + self.path, headers={k: v for k, v in self.headers.items() if k.lower() in ("authorization", "accept")})
+        try:
+            r = urllib.request.urlopen(req, timeout=30); code, body, hdrs = r.status, r.read(), r.headers
+        except urllib.error.HTTPError as e:
+            code, body, hdrs = e.code, e.read(), e.headers
+        self.send_response(code)
+        for k in ("Content-Type",):
+            if hdrs.get(k): self.send_header(k, hdrs[k])
+        self.send_header("Content-Length", str(len(body))); self.end_headers(); self.wfile.write(body)
+class S(socketserver.ThreadingMixIn, http.server.HTTPServer): daemon_threads = True
+srv = S(("127.0.0.1", int(sys.argv[3])), H)
+print("ready", flush=True)
+srv.serve_forever()
+PYEOF
+    fport=$(free_port)
+    "$PY" "$DW/front.py" "$base" "$DW/front.log" "$fport" > "$DW/front.out" 2>&1 &
+    fpid=$!
+    for _ in $(seq 50); do grep -q ready "$DW/front.out" 2>/dev/null && break; sleep 0.1; done
+    sed "s|^url = .*|url = http://127.0.0.1:$fport/dicom-web|; s|^cache_dir = .*|cache_dir = $DW/cache-busy|" \
+        "$DW/c0.ini" > "$DW/busy.ini"
+    "$BIN/medfed-client" --config "$DW/busy.ini" --check > "$DW/busy.json" 2> "$DW/busy.log"
+    kill $fpid 2>/dev/null; wait $fpid 2>/dev/null
+    if json_check "$DW/busy.json" 'rows[0]["data"]["ok"] and rows[0]["data"]["decoded"] == 240 and rows[0]["data"]["train"] + rows[0]["data"]["val"] == 240' &&
+       "$PY" - "$DW/front.log" <<'PYEOF'
+import sys
+rows = [l.split() for l in open(sys.argv[1])]
+refused = [(float(t), k, c, p) for t, k, c, p in rows if c != "200"]
+assert [c for _, _, c, _ in refused].count("503") == 1 and [c for _, _, c, _ in refused].count("429") == 3, refused
+for t, kind, code, path in refused:
+    retry = [float(u) for u, k, c, q in rows if q == path and c == "200" and float(u) > t]
+    assert retry, "no retry of " + path
+    wait = min(retry) - t
+    assert wait >= (0.45 if code == "503" else 0.95), "%s retried after %.2f s" % (code, wait)
+    assert wait < 10, "%s retried after %.2f s" % (code, wait)
+print("waits ok")
+PYEOF
+    then ok "$t"
+    else bad $t "see $DW/busy.log $DW/front.log"; tail -5 "$DW/busy.log"; cat "$DW/front.out"; fi
+
     # 5. Refusals: a password file others can read, a wrong password, a PACS
     #    that is down (the message names the URL, never the password).
     t=dicomweb_refusals

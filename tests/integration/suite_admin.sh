@@ -1,0 +1,201 @@
+# The research lead's admin commands on a deployed federation of four sites
+# (sourced by run.sh; $WORK/a, the first test's run, gives the sites' data
+# and the initial model): `medfed clients --json`, the coordinator's
+# --fraction (half the live sites each round, drawn afresh each round),
+# `medfed pause` then `medfed start`. Kits from `medfed provision`, CURVE,
+# secure aggregation. A cohort of two is allowed on both sides: the
+# coordinator with --collusion 0 --dropout 0, each site with [policy]
+# min_cohort = 2, max_collusion = 0 (t = 2 of 2).
+#
+#   admin_clients_json_lists_each_site
+#   admin_fraction_half_draws_two_of_four
+#   admin_clients_json_part_in_last_round
+#   admin_pause_finishes_round_then_start_resumes
+#   admin_clients_json_stopped_site_not_live
+#   admin_fraction_cohort_follows_seed_not_connection_order
+
+A="$WORK/admin"
+mkdir -p "$A"
+asport=$(free_port)
+aaport=$(free_port)
+printf 'alpha\nbeta\ngamma\ndelta\n' > "$A/sites.txt"
+"$BIN/medfed" provision --roster "$A/sites.txt" --out "$A/fed" --federation it-admin \
+    --endpoint "tcp://127.0.0.1:$asport" --admin-endpoint "tcp://127.0.0.1:$aaport" \
+    > "$A/provision.log" 2>&1
+AADMIN="$A/fed/admin/admin.ini"
+ASTATE="$A/state"
+# Site k trains on $WORK/a's site-0(k mod 3): delta has alpha's data.
+k=0
+for site in alpha beta gamma delta; do
+    src="$WORK/a/sites/site-0$((k % 3))"
+    { sed 's/^threads = .*/threads = 1/' "$A/fed/sites/$site/client.ini"
+      printf '\n[policy]\nmin_cohort = 2\nmax_collusion = 0\n'
+      printf '\n[data]\nsource = idx\n'
+      for s in train val; do
+          printf '%s_images = %s\n%s_labels = %s\n' "$s" "$src/$s-images-idx3-ubyte.gz" \
+              "$s" "$src/$s-labels-idx1-ubyte.gz"
+      done; } > "$A/$site.ini"
+    k=$((k + 1))
+done
+# acoord_start STATE_DIR: the coordinator, from the kit's coordinator.ini (which
+# binds every interface; the test keeps to loopback).
+acoord_start() {
+    "$BIN/medfed-coordinator" --config "$A/fed/coordinator/coordinator.ini" \
+        --bind "tcp://127.0.0.1:$asport" --admin-bind "tcp://127.0.0.1:$aaport" \
+        --state-dir "$1" --init "$WORK/a/init.safetensors" --local-epochs 1 \
+        --wait-for 4 --min-clients 2 --fraction 0.5 --collusion 0 --dropout 0 \
+        --heartbeat-timeout 20 >> "$A/coord.log" 2>&1 &
+    acoord=$!
+}
+# asites_start SITE...: their daemons, one at a time, each once the one before
+# it has registered: the coordinator learns of the sites in this order.
+asites_start() {
+    n_=0
+    for site in "$@"; do
+        "$BIN/medfed-client" --config "$A/$site.ini" >> "$A/$site.log" 2>&1 &
+        eval "apid_$site=\$!"
+        n_=$((n_ + 1))
+        admin_wait "$AADMIN" "d['registered'] == $n_ and d['live'] == $n_" 30 > /dev/null || return 1
+    done
+}
+# astop PID...: SIGTERM, then SIGKILL to any still there after 10 s (a daemon
+# that does not stop must not hang the suite).
+astop() {
+    for p_ in "$@"; do [ -n "$p_" ] && kill "$p_" 2>/dev/null; done
+    for p_ in "$@"; do
+        [ -n "$p_" ] || continue
+        i_=0
+        while kill -0 "$p_" 2>/dev/null && [ $i_ -lt 100 ]; do sleep 0.1; i_=$((i_ + 1)); done
+        kill -9 "$p_" 2>/dev/null
+        wait "$p_" 2>/dev/null
+    done
+}
+acoord="" apid_alpha="" apid_beta="" apid_gamma="" apid_delta=""
+acoord_start "$ASTATE"
+
+# The later tests need the four sites registered: without them they fail at once.
+aup=0
+asites_start alpha beta gamma delta &&
+    admin_wait "$AADMIN" 'd["live"] == 4 and d["state"] == "idle"' 60 > /dev/null && aup=1
+
+# `medfed clients --json` prints one JSON object: every site on the roster,
+# with its index (its roster line), live, removed, last seen, its sample
+# counts and its part in the round.
+t=admin_clients_json_lists_each_site
+if [ $aup -eq 1 ] &&
+   "$BIN/medfed" clients --json --config "$AADMIN" > "$A/clients-1.json" 2> "$A/clients-1.err" &&
+   "$PY" - "$A/clients-1.json" "$A/fed/coordinator/roster.txt" "$A" <<'PYEOF'
+import gzip, json, sys
+d = json.load(open(sys.argv[1]))   # the whole output is one JSON value
+roster = [l.split()[0] for l in open(sys.argv[2]) if l.strip() and not l.startswith("#")]
+def count(ini, key):               # samples in the IDX labels file the site's ini names
+    path = [l.split("=", 1)[1].strip() for l in open(ini) if l.startswith(key + " =")][-1]
+    return int.from_bytes(gzip.open(path).read(8)[4:8], "big")
+want = ["site", "index", "live", "removed", "last_seen_s", "n_train", "n_val", "train", "eval"]
+errs = []
+if d.get("ok") is not True or not isinstance(d.get("clients"), list):
+    errs.append("no ok/clients")
+else:
+    cs = d["clients"]
+    if sorted((c.get("index"), c.get("site")) for c in cs) != list(enumerate(roster)):
+        errs.append("sites/indices %s, roster %s" % ([(c.get("index"), c.get("site")) for c in cs], roster))
+    for c in cs:
+        ini = "%s/%s.ini" % (sys.argv[3], c.get("site"))
+        missing = [k for k in want if k not in c]
+        if missing:
+            errs.append("%s lacks %s" % (c.get("site"), missing)); continue
+        if (c["live"] is not True or c["removed"] is not False or
+                not 0 <= c["last_seen_s"] < 20 or c["train"] != "idle" or c["eval"] != "idle" or
+                c["n_train"] != count(ini, "train_labels") or c["n_val"] != count(ini, "val_labels")):
+            errs.append("wrong: %s" % c)
+if errs:
+    print("\n".join(errs)); print(json.dumps(d)[:2000])
+sys.exit(1 if errs else 0)
+PYEOF
+then ok $t; else bad $t "see $A/clients-1.json"; cat "$A/clients-1.err" 2>/dev/null; tail -5 "$A/coord.log"; fi
+
+# --fraction 0.5 with four live sites: each round's cohort is ceil(0.5 * 4) = 2
+# sites, both in the secure sum (t = 2); the cohort is drawn again each round
+# (from the seed and the round: with the default seed the four rounds do not
+# all pick the same pair).
+t=admin_fraction_half_draws_two_of_four
+"$BIN/medfed" start --rounds 4 --config "$AADMIN" > "$A/start-1.out" 2>&1
+if [ $aup -eq 1 ] && admin_wait "$AADMIN" 'd["completed"] == 4 and d["state"] == "idle"' 240 > /dev/null &&
+   json_check "$ASTATE/metrics.jsonl" 'len(rows) == 4 and all(r["cohort"] == 2 and r["participants"] == 2 and r["threshold"] == 2 and len(set(r["included"])) == 2 and set(r["included"]) <= {0, 1, 2, 3} and r["dropped"] == [] and not r["aborted"] and r["val_accuracy"] is not None for r in rows) and len(set(tuple(sorted(r["included"])) for r in rows)) > 1'
+then ok "$t ($("$PY" -c 'import json,sys; print(" ".join("r%d:%s" % (r["round"], "+".join(map(str, sorted(r["included"])))) for r in map(json.loads, open(sys.argv[1]))))' "$ASTATE/metrics.jsonl"))"
+else bad $t "see $ASTATE/metrics.jsonl"; tail -5 "$A/coord.log"; fi
+
+# After that last round, `medfed clients` gives each site its part in it: the
+# two whose updates are in the sum "done" in training, the two left out
+# "idle"; all four evaluated the new model ("done").
+t=admin_clients_json_part_in_last_round
+if [ $aup -eq 1 ] && [ -s "$ASTATE/metrics.jsonl" ] &&
+   "$BIN/medfed" clients --json --config "$AADMIN" > "$A/clients-2.json" &&
+   "$PY" - "$A/clients-2.json" "$ASTATE/metrics.jsonl" <<'PYEOF'
+import json, sys
+cs = json.load(open(sys.argv[1]))["clients"]
+last = [json.loads(l) for l in open(sys.argv[2]) if l.strip()][-1]
+train = {c["index"]: c["train"] for c in cs}
+want = {i: "done" if i in last["included"] else "idle" for i in range(4)}
+ok = train == want and all(c["eval"] == "done" and c["live"] for c in cs)
+if not ok:
+    print("round %d included %s; clients (index, train, eval): %s" % (last["round"], last["included"],
+          [(c["index"], c["train"], c["eval"]) for c in sorted(cs, key=lambda c: c["index"])]))
+sys.exit(0 if ok else 1)
+PYEOF
+then ok $t; else bad $t "see $A/clients-2.json"; fi
+
+# `medfed pause` during the training of a round P (the start asks for rounds
+# 5-9; P is 6 unless the polls missed it, and below 9 so that without the
+# pause more rounds would follow): round P finishes (a full row, not
+# aborted), then no round starts though every site is live and the target is
+# 9; the pause is in state.json. `medfed start --rounds 2` goes on: rounds
+# P+1 and P+2 run.
+t=admin_pause_finishes_round_then_start_resumes
+"$BIN/medfed" start --rounds 5 --config "$AADMIN" > "$A/start-2.out" 2>&1
+P=0
+if [ $aup -eq 1 ] && admin_wait "$AADMIN" 'd["round"] >= 6 and d["state"] == "training"' 120 > /dev/null &&
+   "$BIN/medfed" pause --config "$AADMIN" > "$A/pause.json" 2>&1 &&
+   json_check "$A/pause.json" 'rows[0]["ok"] and 6 <= rows[0]["round"] <= 8 and rows[0]["state"] not in ("waiting", "done")' &&
+   P=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["round"])' "$A/pause.json") &&
+   admin_wait "$AADMIN" 'd["completed"] == '$P' and d["state"] == "paused" and d["paused"]' 120 > "$A/paused-1.json" &&
+   sleep 2 &&
+   admin_wait "$AADMIN" 'd["completed"] == '$P' and d["round"] == '$P' and d["state"] == "paused" and d["target"] == 9 and d["live"] == 4' 5 > "$A/paused-2.json" &&
+   json_check "$ASTATE/metrics.jsonl" '[r["round"] for r in rows] == list(range(1, '$P' + 1)) and not any(r["aborted"] for r in rows) and rows[-1]["participants"] == 2 and rows[-1]["val_accuracy"] is not None' &&
+   json_check "$ASTATE/state.json" 'rows[0]["paused"] is True and rows[0]["round"] == '$P &&
+   "$BIN/medfed" start --rounds 2 --config "$AADMIN" > "$A/start-3.out" 2>&1 &&
+   admin_wait "$AADMIN" 'd["completed"] == '$P' + 2 and d["round"] == '$P' + 2 and d["state"] == "idle" and not d["paused"]' 120 > /dev/null &&
+   json_check "$ASTATE/metrics.jsonl" '[r["round"] for r in rows] == list(range(1, '$P' + 3)) and not any(r["aborted"] for r in rows) and all(r["cohort"] == 2 for r in rows)'
+then ok "$t (paused in round $P)"; else bad $t "pause in round $P: see $A/pause.json $A/coord.log"; cat "$A/pause.json" 2>/dev/null; tail -8 "$A/coord.log"; fi
+
+# A site whose daemon stops (SIGTERM) is shown not live; the others still are.
+t=admin_clients_json_stopped_site_not_live
+astop "$apid_delta"
+if [ $aup -eq 1 ] && admin_wait "$AADMIN" 'd["live"] == 3' 30 > /dev/null &&
+   "$BIN/medfed" clients --json --config "$AADMIN" > "$A/clients-3.json" &&
+   json_check "$A/clients-3.json" 'rows[0]["ok"] and {c["site"]: c["live"] for c in rows[0]["clients"]} == {"alpha": True, "beta": True, "gamma": True, "delta": False}'
+then ok $t; else bad $t "see $A/clients-3.json"; tail -5 "$A/coord.log"; fi
+
+# The cohort is chosen by the seed (coordinator.ini: "Seed for cohort choice";
+# start_round: "Cohort and graph draws depend on (seed, round) only"), not by
+# the order in which the sites happened to connect: a new run with the same
+# seed and roster, its sites connecting in the reverse order, picks the same
+# sites (roster indices) in each of its first four rounds as the first run.
+t=admin_fraction_cohort_follows_seed_not_connection_order
+astop "$acoord" "$apid_alpha" "$apid_beta" "$apid_gamma"
+acoord_start "$A/state-2"
+if [ $aup -eq 1 ] && asites_start delta gamma beta alpha &&
+   "$BIN/medfed" start --rounds 4 --config "$AADMIN" > "$A/start-4.out" 2>&1 &&
+   admin_wait "$AADMIN" 'd["completed"] == 4 and d["state"] == "idle"' 240 > /dev/null &&
+   "$PY" - "$ASTATE/metrics.jsonl" "$A/state-2/metrics.jsonl" <<'PYEOF'
+import json, sys
+def picks(p):
+    return [sorted(r["included"]) for r in map(json.loads, open(p))][:4]
+a, b = picks(sys.argv[1]), picks(sys.argv[2])
+if a != b or len(b) != 4:
+    print("same seed, sites connected in reverse order: rounds 1-4 picked %s, first run %s" % (b, a))
+sys.exit(0 if a == b and len(b) == 4 else 1)
+PYEOF
+then ok $t; else bad $t "see $A/state-2/metrics.jsonl"; fi
+
+astop "$acoord" "$apid_alpha" "$apid_beta" "$apid_gamma" "$apid_delta"
