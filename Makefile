@@ -250,10 +250,14 @@ sim: deps
 	$(BIN)/medfed-sim $(SIM_ARGS)
 
 bench: test-deps
-	$(Q)$(MAKE) --no-print-directory all test-bin $(BUILD)/tests/bench_fedavg
+	$(Q)$(MAKE) --no-print-directory all test-bin $(BUILD)/tests/bench_fedavg $(BUILD)/tests/bench_encoding
 	$(Q)sh tests/bench/run.sh $(BIN) $(BUILD) bench-results $(HOOKS_BIN)
 
 $(BUILD)/tests/bench_fedavg: $(BUILD)/tests/bench/bench_fedavg.o $(CORE_LIB)
+	@mkdir -p $(dir $@)
+	$(call say,LD,$@)$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
+$(BUILD)/tests/bench_encoding: $(BUILD)/tests/bench/bench_encoding.o $(CORE_LIB)
 	@mkdir -p $(dir $@)
 	$(call say,LD,$@)$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
