@@ -5,26 +5,40 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "aggregation/encoding.h"
 #include "common/rng.h"
 
-int secagg_quant_params(double clip, int64_t max_weight, unsigned clients, quant_t *q, char *err,
-                        size_t errlen)
+int secagg_fits(const quant_t *q, int64_t weight, unsigned clients)
 {
-    if (!(clip > 0) || !isfinite(clip) || max_weight <= 0 || clients == 0) {
-        snprintf(err, errlen, "bad quantisation inputs (clip %g, weight %lld, clients %u)", clip,
-                 (long long)max_weight, clients);
+    if (q->bits < ENC_BITS_MIN || q->bits > ENC_BITS_MAX) return 0;
+    /* In doubles: exact below 2^53, and every term here is far below that. */
+    return q->clip * q->scale * (double)weight + (double)clients <= ldexp(1.0, (int)q->bits - 1) - 1;
+}
+
+int secagg_quant_params(double clip, int64_t max_weight, unsigned clients, unsigned bits,
+                        quant_t *q, char *err, size_t errlen)
+{
+    if (!(clip > 0) || !isfinite(clip) || max_weight <= 0 || clients == 0 ||
+        bits < ENC_BITS_MIN || bits > ENC_BITS_MAX) {
+        snprintf(err, errlen, "bad quantisation inputs (clip %g, weight %lld, clients %u, %u bits)",
+                 clip, (long long)max_weight, clients, bits);
         return -1;
     }
     /* Each client's rounding adds at most 1 per value: keep `clients` spare. */
-    double room = 2147483647.0 - (double)clients;
-    double scale = floor(room / (clip * (double)max_weight));
-    if (scale < 1.0) {
-        snprintf(err, errlen, "clip %g x total weight %lld leaves no fixed-point precision", clip,
-                 (long long)max_weight);
+    const double room = ldexp(1.0, (int)bits - 1) - 1 - (double)clients;
+    const double x = room / (clip * (double)max_weight);
+    /* The largest scale that fits: an integer, as it always was at 32 bits;
+     * below one unit per clip x sample (a narrow width, a large weight) a
+     * fraction, floored to 2^-24: exact in a double, the same on every site. */
+    double scale = x >= 1.0 ? floor(x) : ldexp(floor(ldexp(x, 24)), -24);
+    *q = (quant_t){clip, scale, bits};
+    if (scale > 0 && !secagg_fits(q, max_weight, clients)) /* x was rounded up */
+        q->scale = scale = x >= 1.0 ? scale - 1 : scale - ldexp(1.0, -24);
+    if (!(room > 0) || !(scale > 0)) {
+        snprintf(err, errlen, "clip %g x total weight %lld leaves no fixed-point precision in %u "
+                 "bits; raise upload_bits", clip, (long long)max_weight, bits);
         return -1;
     }
-    q->clip = clip;
-    q->scale = scale;
     return 0;
 }
 
@@ -55,6 +69,11 @@ size_t secagg_encode(const float *delta, size_t n, int64_t weight, const quant_t
 int secagg_decode(const uint32_t *sum, size_t n, const quant_t *q, int64_t max_weight,
                   float *avg, int64_t *weight, char *err, size_t errlen)
 {
+    if (q->bits < ENC_BITS_MIN || q->bits > ENC_BITS_MAX) {
+        snprintf(err, errlen, "upload width %u bits outside [%d, %d]", q->bits, ENC_BITS_MIN,
+                 ENC_BITS_MAX);
+        return -1;
+    }
     int64_t w = sum[n];
     if (w <= 0 || w > max_weight) {
         snprintf(err, errlen, "unmasked weight %lld outside (0, %lld]: a client misreported its "
@@ -64,20 +83,11 @@ int secagg_decode(const uint32_t *sum, size_t n, const quant_t *q, int64_t max_w
     const double inv = 1.0 / (q->scale * (double)w);
     for (size_t i = 0; i < n; i++) {
         uint32_t word = sum[i]; /* read before the (possibly aliasing) write */
-        float v = (float)((double)(int32_t)word * inv);
+        float v = (float)((double)enc_signed(word, q->bits) * inv);
         memcpy(&avg[i], &v, sizeof v);
     }
     *weight = w;
     return 0;
-}
-
-void secagg_add_le(uint32_t *acc, const uint8_t *y_le, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        uint32_t v;
-        memcpy(&v, y_le + 4 * i, sizeof v);
-        acc[i] += v;
-    }
 }
 
 unsigned secagg_colluders(unsigned n, unsigned federation, double collusion)

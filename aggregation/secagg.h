@@ -1,14 +1,16 @@
 /*
  * secagg.h - the arithmetic of secure aggregation: fixed-point encoding of a
- * weighted update in Z_{2^32}, the threshold that the threat model implies,
+ * weighted update in Z_{2^w}, the threshold that the threat model implies,
  * and the masked accumulator. No I/O, no keys (those are crypto/'s).
  *
- * Encoding (one client):  x[i] = SR(clip(delta[i], -C, C) * n_k * S)  mod 2^32
- *                          x[numel] = n_k
+ * Encoding (one client):  x[i] = SR(clip(delta[i], -C, C) * n_k * S)  mod 2^w
+ *                          x[numel] = n_k                             mod 2^32
  * where SR is stochastic rounding (unbiased) driven by caller-supplied random
- * words. The sum over clients of |x[i]| is at most C * W * S + (clients),
- * where W bounds sum(n_k); S is chosen so that this stays below 2^31, so the
- * sum, read as int32, never wraps. Decoding: avg[i] = int32(sum[i]) / S / sum(n_k).
+ * words, and w the plan's upload width (aggregation/encoding.h: words are
+ * computed mod 2^32 and only their low w bits travel). The sum over clients
+ * of |x[i]| is at most C * W * S + (clients), where W bounds sum(n_k); S is
+ * chosen so that this stays below 2^(w-1), so the sum, read as a w-bit
+ * signed number, never wraps. Decoding: avg[i] = signed_w(sum[i]) / S / sum(n_k).
  */
 #ifndef MEDFED_SECAGG_H
 #define MEDFED_SECAGG_H
@@ -19,27 +21,36 @@
 typedef struct {
     double clip;   /* C: each delta value is clipped to [-C, C] */
     double scale;  /* S: fixed-point scale */
+    unsigned bits; /* w: the upload width, ENC_BITS_MIN..ENC_BITS_MAX */
 } quant_t;
 
 /* Chooses S for a cohort of `clients` whose weights sum to at most
- * max_weight. -1 (with a reason) if no usable scale exists. */
-int secagg_quant_params(double clip, int64_t max_weight, unsigned clients, quant_t *q, char *err,
-                        size_t errlen);
+ * max_weight, at width `bits`: the largest S with secagg_fits(q, max_weight,
+ * clients). At 32 bits that is floor((2^31 - 1 - clients) / (C * W)).
+ * -1 (with a reason) if no usable scale exists. */
+int secagg_quant_params(double clip, int64_t max_weight, unsigned clients, unsigned bits,
+                        quant_t *q, char *err, size_t errlen);
 
-/* Encodes n values of delta with weight into out[0..n] (out[n] = weight).
+/* 1 if `clients` encoded values whose weights sum to `weight` cannot wrap
+ * q's width: C * S * weight + clients <= 2^(w-1) - 1 (each client's
+ * rounding adds at most 1). The coordinator picks S by it; each site checks
+ * it for its own weight alone (PLAN) and for the signed weights of the U1
+ * members it sees (KEYS). 0 for a width outside [ENC_BITS_MIN, ENC_BITS_MAX]. */
+int secagg_fits(const quant_t *q, int64_t weight, unsigned clients);
+
+/* Encodes n values of delta with weight into out[0..n] (out[n] = weight),
+ * as 32-bit words (reduced to q->bits when packed).
  * dither: n uniformly random words; it may be out itself (each word is read
  * before it is overwritten). Returns the number of clipped values. */
 size_t secagg_encode(const float *delta, size_t n, int64_t weight, const quant_t *q,
                      const uint32_t *dither, uint32_t *out);
 
-/* Decodes an unmasked sum of n + 1 words: avg[i] = mean delta, *weight = sum
- * of n_k. avg may be the same memory as sum (in-place decoding, element i
+/* Decodes an unmasked sum of n + 1 words: each of the n elements is read mod
+ * 2^(q->bits) as a signed number, avg[i] = mean delta; *weight = the 32-bit
+ * sum of n_k. avg may be the same memory as sum (in-place decoding, element i
  * read before it is written). -1 if the weight is 0 or exceeds max_weight (a client misreported). */
 int secagg_decode(const uint32_t *sum, size_t n, const quant_t *q, int64_t max_weight,
                   float *avg, int64_t *weight, char *err, size_t errlen);
-
-/* acc[i] += y[i] for n words given as little-endian bytes at any alignment. */
-void secagg_add_le(uint32_t *acc, const uint8_t *y_le, size_t n);
 
 /* The least safe threshold for a cohort (or neighbourhood) of n when up to
  * c = floor(collusion * n) members may collude with a malicious coordinator:

@@ -307,6 +307,8 @@ static void on_plan(client_t *c, const msg_t *m)
     log_info("round=%u phase=train event=plan epochs=%u batch=%u lr=%g", m->round, m->epochs,
              m->batch, m->lr);
     client_maybe_die(c, "train", m->round);
+    /* A plan we would refuse after training is refused before it. */
+    if ((m->present & MSG_HAS_SECAGG) && sa_client_check_plan(c, m) < 0) return;
     if (load_global(c, m) < 0) return;
     if (m->epochs > 1000 || m->batch < 1 || m->batch > 65536 ||
         !(m->lr > 0 && m->lr < 100) || !(m->momentum >= 0 && m->momentum < 1) ||

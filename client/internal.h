@@ -75,7 +75,11 @@ int client_send(client_t *c, const msg_t *m);
 const uint8_t *client_global_hash(client_t *c);
 void client_send_error(client_t *c, uint32_t round, msg_error_t code, const char *why);
 
-/* secagg_client.c: after local training, c->work holds the delta. */
+/* secagg_client.c: the plan's secure-aggregation parameters against our
+ * own rules (threshold range, upload width, our value fits the width);
+ * before training. 0, or -1 after an ERROR naming the rule. */
+int sa_client_check_plan(client_t *c, const msg_t *plan);
+/* After local training, c->work holds the delta. */
 void sa_client_advertise(client_t *c, const msg_t *plan, double train_seconds);
 /* KEYS, SHARES_IN, UNMASK_REQ. */
 void sa_client_on_message(client_t *c, const msg_t *m);

@@ -11,6 +11,8 @@
  * (client/policy.h) before anything derived from a secret leaves.
  *
  *   state       event        action                                        next
+ *   (idle)      PLAN         check_plan: t, clip, scale in range; upload    (train)
+ *                            width in [8, 32] and our own value fits it
  *   (trained)   PLAN done    advertise: fresh X25519 pairs c               ADVERTISED
  *                            (share encryption) and s (mask seeds), self-
  *                            mask seed b, sign (round, model hash, c_pk,
@@ -21,11 +23,14 @@
  *                            certificate (issued by our CA, CN not seen
  *                            twice); every peer on our peers list; the
  *                            cohort and t within our policy (min_cohort,
- *                            t > (n + colluders) / 2); Shamir-split b and
- *                            s_sk t-of-|U1|, seal each peer's pair, SHARES
+ *                            t > (n + colluders) / 2); the plan's upload
+ *                            width holds the sum of U1's signed n_k;
+ *                            Shamir-split b and s_sk t-of-|U1|, seal each
+ *                            peer's pair, SHARES
  *   SHARED      SHARES_IN    masked_input: open the boxes (U2 = senders    READY
  *                            + self), encode n_k*delta in Z_2^32, add
- *                            PRG(b) and +-PRG(s_uv) for v in U2, READY
+ *                            PRG(b) and +-PRG(s_uv) for v in U2, pack
+ *                            the elements at the plan's width, READY
  *   READY       UPLOAD       upload: MASKED (the coordinator paces these)   MASKED
  *   MASKED      CONSIST_REQ  consistency: U3 holds us, its members among   SIGNED
  *                            our peers are in U2 and at least t; not a
@@ -43,6 +48,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "aggregation/encoding.h"
 #include "aggregation/secagg.h"
 #include "client/internal.h"
 #include "client/policy.h"
@@ -79,8 +85,8 @@ struct sa_client {
     /* shares held for each U1 member (own shares at our own position) */
     uint8_t share_b[ROSTER_MAX][SHAMIR_SHAREBYTES], share_s[ROSTER_MAX][SHAMIR_SHAREBYTES];
     uint8_t in_u2[ROSTER_MAX];
-    uint32_t *y;          /* the masked input (c->masked_buf), waiting for UPLOAD */
-    size_t y_words;
+    uint8_t *y;           /* the packed masked input (c->masked_buf), waiting for UPLOAD */
+    size_t y_len;         /* its bytes: enc_masked_len(numel, q.bits) */
 };
 
 void sa_client_reset(client_t *c)
@@ -108,6 +114,39 @@ static int position_of(const sa_client_t *s, uint32_t id)
 
 /* ---- the actions, in the table's order ------------------------------------------------ */
 
+/* The plan's width; absent (0) is the 32-bit encoding of coordinators from before widths. */
+static quant_t plan_quant(const msg_t *plan)
+{
+    return (quant_t){plan->clip, plan->scale, plan->bits ? plan->bits : ENC_BITS_MAX};
+}
+
+int sa_client_check_plan(client_t *c, const msg_t *plan)
+{
+    const quant_t q = plan_quant(plan);
+    char why[256];
+    if (plan->threshold < 1 || plan->threshold > ROSTER_MAX || !(plan->clip > 0) ||
+        !(plan->scale > 0) || plan->scale > 4294967296.0) {
+        snprintf(why, sizeof why, "secure aggregation parameters out of range");
+    } else if (q.bits < ENC_BITS_MIN || q.bits > ENC_BITS_MAX) {
+        snprintf(why, sizeof why, "plan: upload width %u bits is outside [%d, %d]", q.bits,
+                 ENC_BITS_MIN, ENC_BITS_MAX);
+    } else if (!secagg_fits(&q, c->train.n, 1)) {
+        /* The coordinator picks scale so that clip * scale * (sum of n_k) +
+         * cohort < 2^(w-1) (secagg_quant_params); a plan breaking that for
+         * our own n_k alone would wrap our own value, and overflow the
+         * fixed-point encoding's int64 conversion at 32 bits. The whole
+         * cohort's sum is checked at KEYS, where the signed n_k are known. */
+        snprintf(why, sizeof why, "plan: clip %g x scale %g x our %lld samples does not fit %u-bit "
+                 "upload words (need < 2^%u)", plan->clip, plan->scale, (long long)c->train.n,
+                 q.bits, q.bits - 1);
+    } else {
+        return 0;
+    }
+    log_warn("round=%u secagg: %s -> refusing the plan", plan->round, why);
+    client_send_error(c, plan->round, ERR_PROTOCOL, why);
+    return -1;
+}
+
 void sa_client_advertise(client_t *c, const msg_t *plan, double train_seconds)
 {
     sa_client_reset(c);
@@ -117,15 +156,7 @@ void sa_client_advertise(client_t *c, const msg_t *plan, double train_seconds)
                           "certificate) in the config");
         return;
     }
-    /* The coordinator picks scale so that clip * scale * (sum of n_k) < 2^31
-     * (secagg_quant_params); a plan breaking that for our own n_k would
-     * overflow the fixed-point encoding (and its int64 conversion). */
-    if (plan->threshold < 1 || plan->threshold > ROSTER_MAX || !(plan->clip > 0) ||
-        !(plan->scale >= 1) || plan->scale > 4294967296.0 ||
-        !(plan->clip * plan->scale * (double)c->train.n < 2147483648.0)) {
-        client_send_error(c, plan->round, ERR_PROTOCOL, "secure aggregation parameters out of range");
-        return;
-    }
+    if (sa_client_check_plan(c, plan) < 0) return;
     /* One aggregate per model version: a second one over a different cohort
      * would give the coordinator one site's update as the difference. The
      * check is at the consistency round, where U3 is known (policy.h). */
@@ -147,7 +178,7 @@ void sa_client_advertise(client_t *c, const msg_t *plan, double train_seconds)
     s->round = plan->round;
     s->self = c->client_id;
     s->t = plan->threshold;
-    s->q = (quant_t){plan->clip, plan->scale};
+    s->q = plan_quant(plan);
     s->weight = c->train.n;
     uint8_t adv[WIRE_ADVERTISE_BYTES + WIRE_CERT_MAX];
     if (ka_keypair(s->c_pk, s->c_sk) < 0 || ka_keypair(s->s_pk, s->s_sk) < 0) {
@@ -358,6 +389,20 @@ static int read_keys(client_t *c, const msg_t *m, char (*names)[CERT_NAME_MAX], 
     }
     /* The graph, the cohort and the threshold, against the site's own rules. */
     if (check_graph(c, m, why, whylen) < 0) return ERR_PROTOCOL;
+    /* The upload width must hold the sum of what the sites signed (all of
+     * U1 with all pairs, our neighbourhood in a SecAgg+ graph), before any
+     * share leaves: a narrower one wraps the aggregate, our update with it. */
+    int64_t weights = 0;
+    for (unsigned i = 0; i < s->n1; i++) {
+        const uint64_t nk = wire_get_u64(s->advs[i]);
+        weights = nk > (uint64_t)(INT64_MAX - weights) ? INT64_MAX : weights + (int64_t)nk;
+    }
+    if (!secagg_fits(&s->q, weights, s->n1)) {
+        snprintf(why, whylen, "plan: %u-bit upload words cannot hold the sum of %u sites' %lld "
+                 "signed samples at clip %g x scale %g (need < 2^%u)", s->q.bits, s->n1,
+                 (long long)weights, s->q.clip, s->q.scale, s->q.bits - 1);
+        return ERR_PROTOCOL;
+    }
     return 0;
 }
 
@@ -519,8 +564,12 @@ static void masked_input(client_t *c, const msg_t *m)
         fail(c, ERR_PROTOCOL, "mask derivation failed");
         return;
     }
-    s->y = y;
-    s->y_words = words;
+    /* Only the low w bits of each element travel. The masks are uniform
+     * 32-bit words, and 2^w divides 2^32 (every residue mod 2^w has 2^(32-w)
+     * preimages), so each reduced mask is uniform mod 2^w: the packed words
+     * hide the update as the full ones did, and they still cancel in the sum. */
+    s->y_len = enc_pack_masked(y, c->numel, s->q.bits);
+    s->y = (uint8_t *)y;
     s->state = SA_READY;
     c->phase = PHASE_MASKED;
     msg_t ready = {.type = MSG_READY, .round = s->round, .phase = PHASE_MASKED};
@@ -533,7 +582,7 @@ static void upload(client_t *c, const msg_t *m)
     (void)m;
     sa_client_t *s = c->sa;
     msg_t out = {.type = MSG_MASKED, .round = s->round, .phase = PHASE_MASKED,
-                 .vec = (const uint8_t *)s->y, .vec_len = s->y_words * 4, .present = MSG_HAS_VEC};
+                 .vec = s->y, .vec_len = s->y_len, .present = MSG_HAS_VEC};
     client_send(c, &out);
     s->y = NULL; /* the buffer is the client's, reused next round */
     s->state = SA_MASKED;

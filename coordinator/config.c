@@ -54,6 +54,7 @@ static const conf_opt_t coord_opts[] = {
     NUM("dropout", CONF_DOUBLE, dropout, 0, 0.99),
     NUM("collusion", CONF_DOUBLE, collusion, 0, 0.99),
     NUM("clip", CONF_DOUBLE, clip, 1e-6, 1e6),
+    NUM("upload_bits", CONF_INT, upload_bits, 1, 32),
     NUM("upload_slots", CONF_INT, upload_slots, 1, 1024),
     NUM("max_samples", CONF_U64, max_samples, 1, 1099511627776.0),
     NUM("neighbors", CONF_INT, neighbors, 0, 1024),
@@ -84,6 +85,7 @@ void coord_conf_defaults(coord_conf_t *c)
     c->dropout = 0.2;
     c->collusion = 0.33;
     c->clip = 2.0;
+    c->upload_bits = 32;
     c->upload_slots = 1;
     c->max_samples = 10000000;
     c->log_level = LOG_INFO;

@@ -37,6 +37,8 @@ typedef struct {
     int secagg;                  /* secure aggregation on (default) */
     double dropout, collusion;   /* threat model: expected shares of the cohort */
     double clip;                 /* secure aggregation: delta values clipped to [-clip, clip] */
+    int upload_bits;             /* secure aggregation: bits per site value; the upload width
+                                    adds ceil(log2(cohort)) + 1 (aggregation/encoding.h) */
     int neighbors;               /* SecAgg+ degree; 0 = from the cohort size */
     int upload_slots;            /* masked inputs in flight at once: memory = slots x model */
     int64_t max_samples;         /* the most one site's signed weight n_k may claim */

@@ -24,8 +24,10 @@
  *                                    SHARES_IN (boxes from U2) to each of U2
  *   MASKING    READY                 grant_uploads: UPLOAD to the next ready  MASKING
  *                                    members, upload_slots at a time
- *   MASKING    MASKED                on_masked: length check, add to the      MASKING
- *                                    accumulator, stage 3, UPLOAD to the next
+ *   MASKING    MASKED                on_masked: length check (numel elements  MASKING
+ *                                    at the plan's width + the weight word),
+ *                                    add to the accumulator, stage 3, UPLOAD
+ *                                    to the next
  *   MASKING    step                  grant_uploads (a granted one dropped)    MASKING
  *   MASKING    none pending          request_consistency: |U3| >= t, else     CONSIST
  *                                    ABORT; CONSIST_REQ (U3's ids) to U3
@@ -57,6 +59,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "aggregation/encoding.h"
 #include "aggregation/secagg.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -302,7 +305,12 @@ int secagg_server_begin(secagg_server_t *s, uint32_t round, const uint8_t model_
     if (secagg_plan((unsigned)n, federation, (unsigned)s->conf->neighbors, s->conf->dropout,
                     s->conf->collusion, &s->degree, &s->threshold, err, errlen) < 0)
         return -1;
-    if (secagg_quant_params(s->conf->clip, s->max_weight, (unsigned)n, &s->quant, err, errlen) < 0)
+    /* The upload width: each site's value gets upload_bits, the cohort's sum
+     * ceil(log2 n) more (sum(n_k) <= n * max(n_k)), rounding one more; the
+     * scale then fills the width without letting the sum wrap. */
+    if (secagg_quant_params(s->conf->clip, s->max_weight, (unsigned)n,
+                            enc_width((unsigned)s->conf->upload_bits, (unsigned)n), &s->quant, err,
+                            errlen) < 0)
         return -1;
     s->phase = SA_ADVERTISE;
     return 0;
@@ -313,6 +321,7 @@ void secagg_server_fill_plan(const secagg_server_t *s, msg_t *p)
     p->threshold = s->threshold;
     p->clip = s->quant.clip;
     p->scale = s->quant.scale;
+    p->bits = s->quant.bits;
     p->present |= MSG_HAS_SECAGG;
 }
 
@@ -480,8 +489,8 @@ static void send_keys(secagg_server_t *s, sa_outcome_t *out)
     free(blob);
     free(u1);
     s->phase = SA_SHARING;
-    log_info("round=%u phase=advertise event=keys-relayed U1=%d degree=%u t=%u -> sharing",
-             s->round, n1, k_deg, s->threshold);
+    log_info("round=%u phase=advertise event=keys-relayed U1=%d degree=%u t=%u bits=%u -> sharing",
+             s->round, n1, k_deg, s->threshold, s->quant.bits);
 }
 
 static void on_shares(secagg_server_t *s, int a, const msg_t *m, sa_outcome_t *out)
@@ -574,10 +583,11 @@ static void route_shares(secagg_server_t *s, sa_outcome_t *out)
 
 static void on_masked(secagg_server_t *s, int a, const msg_t *m, sa_outcome_t *out)
 {
-    if (m->vec_len != (s->numel + 1) * 4) {
+    const size_t len = enc_masked_len(s->numel, s->quant.bits);
+    if (m->vec_len != len) {
         char why[128];
-        snprintf(why, sizeof why, "masked input has %zu bytes, expected %zu", m->vec_len,
-                 (s->numel + 1) * 4);
+        snprintf(why, sizeof why, "masked input has %zu bytes, expected %zu (%u-bit elements)",
+                 m->vec_len, len, s->quant.bits);
         drop_sender(s, a, ERR_WRONG_LENGTH, why, out);
         return;
     }
@@ -585,7 +595,7 @@ static void on_masked(secagg_server_t *s, int a, const msg_t *m, sa_outcome_t *o
         drop_sender(s, a, ERR_UNEXPECTED, "masked input sent before its upload was granted", out);
         return;
     }
-    secagg_add_le(s->acc, m->vec, s->numel + 1);
+    enc_unpack_add_masked(m->vec, s->numel, s->quant.bits, s->acc);
     s->m[a].stage = 3;
     grant_uploads(s);
     log_debug("round=%u phase=masked client=%s event=added", s->round, s->m[a].site);

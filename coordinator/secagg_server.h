@@ -84,7 +84,7 @@ int secagg_server_has_ca(const secagg_server_t *s);
 int secagg_server_begin(secagg_server_t *s, uint32_t round, const uint8_t model_hash[WIRE_HASH_BYTES],
                         const sa_member_t *members, int n, unsigned federation, char *err,
                         size_t errlen);
-/* PLAN's secure-aggregation fields (threshold, clip, scale). */
+/* PLAN's secure-aggregation fields (threshold, clip, scale, the upload width). */
 void secagg_server_fill_plan(const secagg_server_t *s, msg_t *plan);
 
 /* Does message type t belong to the current phase? */

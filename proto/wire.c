@@ -62,6 +62,7 @@ static const field_t fields[] = {
     {"t",         F_U32, OFF(threshold),     0,                    0, T(MSG_PLAN), MSG_HAS_SECAGG},
     {"clip",      F_F64, OFF(clip),          0,                    0, T(MSG_PLAN), MSG_HAS_SECAGG},
     {"scale",     F_F64, OFF(scale),         0,                    0, T(MSG_PLAN), MSG_HAS_SECAGG},
+    {"bits",      F_U32, OFF(bits),          0,                    0, T(MSG_PLAN), MSG_HAS_SECAGG},
     {"blob",      F_BIN, OFF(blob),          OFF(blob_len),        BLOB_TYPES, 0, MSG_HAS_BLOB},
     {"u1",        F_BIN, OFF(u1),            OFF(u1_len),          T(MSG_KEYS), 0, MSG_HAS_U1},
     {"deg",       F_U32, OFF(degree),        0,                    T(MSG_KEYS), 0, 0},

@@ -104,7 +104,7 @@ typedef enum {
 /* Presence bits for optional fields (set by the decoder, read by the encoder). */
 #define MSG_HAS_VEC (1u << 0)
 #define MSG_HAS_HIST (1u << 1)
-#define MSG_HAS_SECAGG (1u << 2)   /* PLAN: threshold, clip, scale */
+#define MSG_HAS_SECAGG (1u << 2)   /* PLAN: threshold, clip, scale, bits */
 #define MSG_HAS_BLOB (1u << 3)
 #define MSG_HAS_U1 (1u << 4)
 
@@ -294,6 +294,9 @@ typedef struct {
     /* PLAN (secure aggregation): threshold t and fixed-point parameters */
     uint32_t threshold;
     double clip, scale;
+    /* the upload width w of MASKED's elements (aggregation/encoding.h);
+     * optional: 0 (absent, a coordinator from before widths) means 32 */
+    uint32_t bits;
 
     /* secure-aggregation records; length a multiple of the type's record size */
     const uint8_t *blob;

@@ -41,6 +41,7 @@ typedef struct {
     int min_clients;
     int secagg, curve;
     char dropout[32], collusion[32], neighbors[16];
+    char upload_bits[8];  /* "": the coordinator's default */
 } sim_opts_t;
 
 static volatile sig_atomic_t sim_interrupted = 0;
@@ -79,6 +80,8 @@ static void usage(FILE *f)
         "  --curve on|off         CURVE-encrypted transport with ZAP roster check (on)\n"
         "  --neighbors K          SecAgg+ degree: mask with K neighbours (0: all pairs up to\n"
         "                         16 clients, O(log n) beyond)\n"
+        "  --upload-bits B        bits per site value in the masked upload (the coordinator's\n"
+        "                         upload_bits); the width is B + ceil(log2 clients) + 1, at most 32\n"
         "  --drop C:PHASE[:R],..  kill client C at PHASE of round R (1); phases: train, upload,\n"
         "                         eval, and with secure aggregation advertise, share, masked, unmask\n"
         "                         (test build only: make test-bin, build/hooks/bin/medfed-sim)\n"
@@ -229,7 +232,7 @@ static void parse_args(int argc, char **argv, sim_opts_t *o)
 {
     enum { O_CLIENTS = 256, O_ROUNDS, O_DATASET, O_PART, O_SEED, O_OUT, O_MODEL, O_EPOCHS,
            O_BATCH, O_LR, O_MOM, O_THREADS, O_DROP, O_MAXTR, O_MAXVAL, O_HB, O_DATADIR, O_MIN,
-           O_SECAGG, O_DROPOUT, O_COLLUSION, O_NEIGHBORS, O_CURVE };
+           O_SECAGG, O_DROPOUT, O_COLLUSION, O_NEIGHBORS, O_CURVE, O_UPLOAD_BITS };
     static const struct option longopts[] = {
         {"clients", 1, 0, O_CLIENTS}, {"rounds", 1, 0, O_ROUNDS}, {"dataset", 1, 0, O_DATASET},
         {"partition", 1, 0, O_PART}, {"seed", 1, 0, O_SEED}, {"out", 1, 0, O_OUT},
@@ -239,7 +242,7 @@ static void parse_args(int argc, char **argv, sim_opts_t *o)
         {"heartbeat-timeout", 1, 0, O_HB}, {"data-dir", 1, 0, O_DATADIR},
         {"min-clients", 1, 0, O_MIN}, {"secagg", 1, 0, O_SECAGG}, {"dropout", 1, 0, O_DROPOUT},
         {"collusion", 1, 0, O_COLLUSION}, {"neighbors", 1, 0, O_NEIGHBORS},
-        {"curve", 1, 0, O_CURVE},
+        {"curve", 1, 0, O_CURVE}, {"upload-bits", 1, 0, O_UPLOAD_BITS},
         {"help", 0, 0, 'h'}, {0, 0, 0, 0},
     };
     int opt;
@@ -292,6 +295,10 @@ static void parse_args(int argc, char **argv, sim_opts_t *o)
             break;
         case O_NEIGHBORS:
             bad = util_parse_int(optarg, 0, 1024, &v) || util_strlcpy(o->neighbors, optarg, sizeof o->neighbors);
+            break;
+        case O_UPLOAD_BITS:
+            bad = util_parse_int(optarg, 1, 32, &v) ||
+                  util_strlcpy(o->upload_bits, optarg, sizeof o->upload_bits);
             break;
         case 'h': usage(stdout); exit(0);
         default: usage(stderr); exit(2);
@@ -493,7 +500,17 @@ int main(int argc, char **argv)
                           "--heartbeat-timeout", hb_s, "--wait-timeout", "120",
                           "--secagg", o.secagg ? "on" : "off", "--dropout", o.dropout,
                           "--collusion", o.collusion, "--neighbors", o.neighbors,
-                          o.curve ? "--curve-secret" : NULL, coord_key_path, NULL};
+                          NULL, NULL, NULL, NULL, NULL};
+    size_t na = 0;
+    while (coord_argv[na]) na++;
+    if (o.upload_bits[0]) {
+        coord_argv[na++] = "--upload-bits";
+        coord_argv[na++] = o.upload_bits;
+    }
+    if (o.curve) {
+        coord_argv[na++] = "--curve-secret";
+        coord_argv[na++] = coord_key_path;
+    }
     snprintf(log_path, sizeof log_path, "%s/logs/coordinator.log", o.out);
     double t0 = util_now();
     pid_t coord_pid = spawn(log_path, coord_argv);

@@ -27,8 +27,9 @@
  *                     first, all but the last, every peer in reverse order
  *           bit 6     fuzzed PLAN parameters and update follow: threshold
  *                     (2 bytes BE), clip and scale (8 bytes each, host
- *                     doubles), sample count (4 bytes BE), then up to
- *                     FZ_NUMEL floats of the delta (4 bytes each)
+ *                     doubles), sample count (4 bytes BE), upload width
+ *                     (1 byte, 0: absent), then up to FZ_NUMEL floats of
+ *                     the delta (4 bytes each)
  *           bit 7     strict policy: min_cohort 3, max_collusion 0.34 (t = 3
  *                     for three sites); else min_cohort 2, max_collusion 0.33
  *   then up to FZ_MAX_MSGS control bytes:
@@ -55,14 +56,18 @@
  * Checks beyond the sanitizers, on everything the client sends, against the
  * harness's own record of the messages the client answered (not the
  * client's state):
- *  - ADVERTISE: signed advertise-v2 over our model hash and n_k.
+ *  - ADVERTISE: signed advertise-v2 over our model hash and n_k; only under
+ *    a plan whose upload width w (absent: 32) is in [8, 32] and holds our
+ *    own value: clip * scale * n_k + 1 < 2^(w-1).
  *  - SHARES: only after a KEYS whose every key is signed by its roster key
  *    for this round and model, that holds us, with n >= min_cohort and
- *    secagg_min_threshold(n, max_collusion) <= t <= n; the boxes open for
- *    their addressee and any t shares rebuild b and s_sk.
- *  - MASKED minus PRG(b) and the pairwise masks of the U2 the harness sent
- *    is the fixed-point encoding of the update; once masked, b, s_sk and
- *    c_sk are wiped.
+ *    secagg_min_threshold(n, max_collusion) <= t <= n, and whose signed n_k
+ *    sum fits the width (clip * scale * sum + n < 2^(w-1)); the boxes open
+ *    for their addressee and any t shares rebuild b and s_sk.
+ *  - MASKED is numel elements packed at w bits and the 32-bit weight word;
+ *    minus PRG(b) and the pairwise masks of the U2 the harness sent, it is
+ *    the fixed-point encoding of the update mod 2^w (the weight mod 2^32);
+ *    once masked, b, s_sk and c_sk are wiped.
  *  - CONSIST: a valid signature on the U3 it was sent, which holds us, at
  *    least t of U1, and no U1 member outside U2; for a model version it
  *    released shares for, only that release's U3.
@@ -284,6 +289,16 @@ static int in_list(const uint32_t *ids, size_t n, uint32_t id)
 static int said_u1(uint32_t id) { return in_list(said.u1, said.n1, id); }
 static int said_u3(uint32_t id) { return said.signed_u3 && in_list(said.u3, said.n3, id); }
 
+/* The plan's upload width (absent: 32) holds `sites` values whose weights
+ * sum to `weight`, each rounded up by at most 1: w in [8, 32] and
+ * clip * scale * weight + sites <= 2^(w-1) - 1. */
+static unsigned plan_bits(void) { return plan.bits ? plan.bits : 32; }
+static int width_holds(double weight, unsigned sites)
+{
+    const unsigned w = plan_bits();
+    return w >= 8 && w <= 32 && plan.clip * plan.scale * weight + sites <= ldexp(1.0, (int)w - 1) - 1;
+}
+
 /* The cohort rule of the site's policy: n >= min_cohort and
  * secagg_min_threshold(n, max_collusion) <= t <= n. */
 static int cohort_ok(unsigned n, unsigned t)
@@ -293,11 +308,13 @@ static int cohort_ok(unsigned n, unsigned t)
 }
 
 /* KEYS: every record a roster member's key signed for this round and model,
- * none twice, ours among them with our keys, the cohort within our policy. */
+ * none twice, ours among them with our keys, the cohort within our policy,
+ * the sum of their signed n_k within the plan's width. */
 static int keys_ok(const msg_t *m, uint32_t *ids, unsigned *n)
 {
     *n = 0;
     int self = 0;
+    double weights = 0;
     for (size_t off = 0; off < m->blob_len;) {
         wire_keyrec_t r;
         if (wire_keyrec_next(m->blob, m->blob_len, &off, &r) < 0 || *n == FZ_SITES ||
@@ -312,9 +329,10 @@ static int keys_ok(const msg_t *m, uint32_t *ids, unsigned *n)
             if (memcmp(r.adv, said.adv, 64) != 0) return 0;
             self = 1;
         }
+        weights += (double)wire_adv_weight(r.adv);
         ids[(*n)++] = r.id;
     }
-    return self && cohort_ok(*n, said.t);
+    return self && cohort_ok(*n, said.t) && width_holds(weights, *n);
 }
 
 /* SHARES_IN: boxes from distinct other U1 members that open for us, and
@@ -433,6 +451,7 @@ static void check_advertise(const msg_t *m)
     FZ_CHECK(identity_verify(m->blob + WIRE_ADV_SIG_OFF, site[FZ_SELF].id_pk, "advertise-v2", msg,
                              sizeof msg) == 0);
     FZ_CHECK(wire_get_u64(m->blob + WIRE_ADV_WEIGHT_OFF) == (uint64_t)cl.train.n);
+    FZ_CHECK(width_holds((double)cl.train.n, 1));
     memset(&said, 0, sizeof said); /* a new round of secrets */
     memcpy(said.adv, m->blob, WIRE_ADVERTISE_BYTES);
     said.t = plan.threshold;
@@ -492,9 +511,11 @@ static void check_masked(const msg_t *m)
 {
     const sa_client_t *s = cl.sa;
     FZ_CHECK(s != NULL && said.shared && said.u2);
-    FZ_CHECK(m->vec_len == (cl.numel + 1) * 4);
-    uint32_t x[FZ_NUMEL + 1];
-    memcpy(x, m->vec, sizeof x);
+    const unsigned w = plan_bits();
+    FZ_CHECK(s->q.bits == w);
+    FZ_CHECK(m->vec_len == (FZ_NUMEL * w + 7) / 8 + 4);
+    uint32_t x[FZ_NUMEL + 1] = {0};
+    enc_unpack_add_masked(m->vec, FZ_NUMEL, w, x);
     FZ_CHECK(prg_add(PRG_DEFAULT, said.b, x, FZ_NUMEL + 1, -1) == 0);
     peer_keys(said.adv, said.adv + 32);
     for (uint32_t v = 0; v < FZ_SITES; v++) {
@@ -506,13 +527,14 @@ static void check_masked(const msg_t *m)
     }
     FZ_CHECK(x[FZ_NUMEL] == (uint32_t)s->weight && s->weight == cl.train.n);
     double k = (double)s->weight * s->q.scale, c = s->q.clip;
+    const uint32_t mask = w == 32 ? UINT32_MAX : (1u << w) - 1;
     for (int j = 0; j < FZ_NUMEL; j++) {
         double d = cl.work[j];
         d = !(d <= c) ? c : d < -c ? -c : d;
         double v = floor(d * k);
         if (!(fabs(v) < 4e18)) continue; /* beyond what the encoding can hold */
         uint32_t lo = (uint32_t)(int64_t)v, hi = (uint32_t)((int64_t)v + 1);
-        if (x[j] != lo && x[j] != hi) {
+        if (((x[j] ^ lo) & mask) && ((x[j] ^ hi) & mask)) {
             fprintf(stderr, "value %d: unmasked word %u, expected %u or %u\n", j, x[j], lo, hi);
             FZ_CHECK(!"masked input does not unmask to the encoded update");
         }
@@ -613,7 +635,8 @@ static void check_state(void)
         FZ_CHECK(sodium_is_zero(s->s_sk, sizeof s->s_sk));
         FZ_CHECK(sodium_is_zero(s->c_sk, sizeof s->c_sk));
     }
-    if (s->state == SA_READY) FZ_CHECK(s->y != NULL && s->y_words == cl.numel + 1);
+    if (s->state == SA_READY)
+        FZ_CHECK(s->y != NULL && s->y_len == enc_masked_len(cl.numel, s->q.bits));
     if (s->state >= SA_MASKED) FZ_CHECK(s->y == NULL);
 }
 
@@ -945,7 +968,8 @@ static void world_init(void)
 static void reset_plan(void)
 {
     plan = (msg_t){.type = MSG_PLAN, .round = FZ_ROUND, .phase = PHASE_TRAIN,
-                   .threshold = FZ_T, .clip = 2.0, .scale = 1000.0, .present = MSG_HAS_SECAGG};
+                   .threshold = FZ_T, .clip = 2.0, .scale = 1000.0, .bits = 24,
+                   .present = MSG_HAS_SECAGG};
     cl.train.n = 100;
     cl.round = FZ_ROUND;
     memcpy(cl.work, work0, sizeof work0);
@@ -964,6 +988,19 @@ static void seed_next_msg(fz_seed_t *s, int variant, int tamper)
     FZ_CHECK(next_message(variant, tamper, &m, &expect));
     fz_seed_msg(s, 0, &m);
     sa_client_reset(&cl);
+}
+
+/* The fuzzed PLAN parameters (byte 0 bit 6), in the input's layout. */
+static void seed_plan(fz_seed_t *s, unsigned t, double clip, double scale, uint32_t n, uint8_t bits)
+{
+    uint8_t p[2 + 8 + 8 + 4 + 1];
+    p[0] = (uint8_t)(t >> 8);
+    p[1] = (uint8_t)t;
+    memcpy(p + 2, &clip, 8);
+    memcpy(p + 10, &scale, 8);
+    for (int i = 0; i < 4; i++) p[18 + i] = (uint8_t)(n >> (24 - 8 * i));
+    p[22] = bits;
+    fz_seed_bytes(s, p, sizeof p);
 }
 
 static void write_seeds(void)
@@ -1035,38 +1072,30 @@ static void write_seeds(void)
     for (int t = 2; t <= 3; t++) {
         s.n = 0;
         fz_seed_byte(&s, 0x80 | 0x40);
-        uint8_t p[2 + 8 + 8 + 4];
-        double clip = 2.0, scale = 1000.0;
-        p[0] = 0;
-        p[1] = (uint8_t)t;
-        memcpy(p + 2, &clip, 8);
-        memcpy(p + 10, &scale, 8);
-        p[18] = p[19] = p[20] = 0;
-        p[21] = 100;
-        fz_seed_bytes(&s, p, sizeof p);
+        seed_plan(&s, (unsigned)t, 2.0, 1000.0, 100, 24);
         fz_seed_bytes(&s, work0, sizeof work0);
         for (int i = 0; i < 5; i++) fz_seed_byte(&s, 0x80);
         snprintf(name, sizeof name, "round-strict-t%d", t);
         fz_seed_write(name, &s);
     }
-    /* A round under other plan parameters (threshold 3, clip 0.5, scale 2^20, n 7). */
-    s.n = 0;
-    fz_seed_byte(&s, 0x40);
-    uint8_t p[2 + 8 + 8 + 4];
-    double clip = 0.5, scale = 1048576.0;
-    p[0] = 0;
-    p[1] = 3;
-    memcpy(p + 2, &clip, 8);
-    memcpy(p + 10, &scale, 8);
-    p[18] = p[19] = p[20] = 0;
-    p[21] = 7;
-    fz_seed_bytes(&s, p, sizeof p);
-    for (int j = 0; j < FZ_NUMEL; j++) {
-        float w = (float)j * 0.1f - 0.8f;
-        fz_seed_bytes(&s, &w, 4);
+    /* Rounds under other plan parameters (threshold 3, clip 0.5, scale 2^20,
+     * n 7: U1's signed n_k sum to 307, 1.6e8 at full weight) at upload
+     * widths: 29 holds the sum; 0 is absent (32); 25 holds our value but
+     * not the sum (refused at KEYS); 22 not even ours, 7 and 33 are no
+     * width (refused at PLAN). */
+    static const uint8_t widths[] = {29, 0, 25, 22, 7, 33};
+    for (size_t k = 0; k < sizeof widths; k++) {
+        s.n = 0;
+        fz_seed_byte(&s, 0x40);
+        seed_plan(&s, 3, 0.5, 1048576.0, 7, widths[k]);
+        for (int j = 0; j < FZ_NUMEL; j++) {
+            float w = (float)j * 0.1f - 0.8f;
+            fz_seed_bytes(&s, &w, 4);
+        }
+        for (int i = 0; i < 5; i++) fz_seed_byte(&s, 0x80);
+        snprintf(name, sizeof name, k ? "round-plan-w%u" : "round-plan", widths[k]);
+        fz_seed_write(name, &s);
     }
-    for (int i = 0; i < 5; i++) fz_seed_byte(&s, 0x80);
-    fz_seed_write("round-plan", &s);
 }
 
 /* ---- libFuzzer --------------------------------------------------------------------------------- */
@@ -1084,13 +1113,14 @@ static void run_input(const uint8_t *data, size_t size)
     policy_reset();
     if (h0 & 0x40) {
         size_t got;
-        const uint8_t *p = fz_take(&in, 2 + 8 + 8 + 4, &got);
-        if (got == 22) {
+        const uint8_t *p = fz_take(&in, 2 + 8 + 8 + 4 + 1, &got);
+        if (got == 23) {
             plan.threshold = (uint32_t)p[0] << 8 | p[1];
             memcpy(&plan.clip, p + 2, 8);
             memcpy(&plan.scale, p + 10, 8);
             cl.train.n = (int64_t)((uint32_t)p[18] << 24 | (uint32_t)p[19] << 16 |
                                    (uint32_t)p[20] << 8 | p[21]);
+            plan.bits = p[22];
         }
         const uint8_t *w = fz_take(&in, sizeof work0, &got);
         memcpy(cl.work, w, got);

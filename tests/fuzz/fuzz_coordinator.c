@@ -59,7 +59,9 @@
  * outside the round, the server's cohort is the coordinator's and a member
  * is dropped exactly when the coordinator dropped it); the accumulator is
  * one O(model) vector while masked inputs are summed (none otherwise), and
- * changes only when one member's masked input is accepted into U3; at most
+ * changes only when one member's masked input is accepted into U3, which is
+ * then numel elements packed at the plan's width (22 bits here) and the
+ * 32-bit weight word; at most
  * upload_slots grants are outstanding, and after a tick in MASKING at least
  * one while someone still owes its masked input; an accepted ADVERTISE is
  * signed by the site's roster key for this round and model and its n_k lies
@@ -280,9 +282,10 @@ static const fz_round_keys_t *keys_for(uint32_t round)
     return r;
 }
 
-/* Site u's masked input for the set u2 (bit v: site v in U2). */
-static void masked_input(int u, unsigned u2, uint32_t round, const quant_t *q,
-                         uint32_t y[FZ_NUMEL + 1])
+/* Site u's masked input for the set u2 (bit v: site v in U2), packed in y
+ * at q's width as a site sends it; returns its length in bytes. */
+static size_t masked_input(int u, unsigned u2, uint32_t round, const quant_t *q,
+                           uint32_t y[FZ_NUMEL + 1])
 {
     const fz_round_keys_t *r = keys_for(round);
     uint32_t dither[FZ_NUMEL];
@@ -292,6 +295,7 @@ static void masked_input(int u, unsigned u2, uint32_t round, const quant_t *q,
     for (int v = 0; v < FZ_SITES; v++)
         if (v != u && (u2 >> v & 1))
             FZ_CHECK(prg_add(PRG_DEFAULT, r->mask[u][v], y, FZ_NUMEL + 1, u < v ? +1 : -1) == 0);
+    return enc_pack_masked(y, FZ_NUMEL, q->bits);
 }
 
 /* Bit i set: registered site i is in the round and got to stage >= `min_stage`. */
@@ -405,7 +409,13 @@ static void world_init(void)
     unsigned t;
     FZ_CHECK(secagg_threshold(FZ_SITES, conf.dropout, conf.collusion, &t, err, sizeof err) == 0);
     FZ_CHECK(t == FZ_T);
-    FZ_CHECK(secagg_quant_params(conf.clip, weight, FZ_SITES, &quant0, err, sizeof err) == 0);
+    /* A width that is not a whole number of bytes, with precision enough
+     * for the honest-update check (1e-5): 19 + ceil(log2 3) + 1 = 22 bits. */
+    conf.upload_bits = 19;
+    FZ_CHECK(secagg_quant_params(conf.clip, weight, FZ_SITES,
+                                 enc_width((unsigned)conf.upload_bits, FZ_SITES), &quant0, err,
+                                 sizeof err) == 0);
+    FZ_CHECK(quant0.bits == 22);
     for (int j = 0; j < FZ_NUMEL; j++) global0[j] = 0.25f * (float)j - 1.0f;
     crypto_sha256(seen.hash, global0, sizeof global0);
     keys_for(FZ_ROUND);
@@ -693,7 +703,7 @@ static void preset(uint8_t h0, uint8_t h1)
         if (!(u3 >> i & 1)) continue;
         uint32_t y[FZ_NUMEL + 1];
         masked_input(i, u2, FZ_ROUND, &g.sa->quant, y);
-        for (int j = 0; j <= FZ_NUMEL; j++) g.sa->acc[j] += y[j];
+        enc_unpack_add_masked((const uint8_t *)y, FZ_NUMEL, g.sa->quant.bits, g.sa->acc);
         mem(i)->ready = 1;
         mem(i)->granted = 1;
     }
@@ -753,9 +763,9 @@ static void synthetic(int sender, int alt, msg_t *m)
             *m = (msg_t){.type = MSG_READY, .round = g.round, .phase = PHASE_MASKED};
             break;
         }
-        masked_input(u, u_set(2), g.round, &g.sa->quant, y);
         *m = (msg_t){.type = MSG_MASKED, .round = g.round, .phase = PHASE_MASKED,
-                     .vec = (const uint8_t *)y, .vec_len = sizeof y, .present = MSG_HAS_VEC};
+                     .vec = (const uint8_t *)y, .present = MSG_HAS_VEC};
+        m->vec_len = masked_input(u, u_set(2), g.round, &g.sa->quant, y);
         break;
     case FZ_CONSIST: /* it signs the U3 it was sent */
         sign_u3(blob, u, g.round, seen.hash, seen.u3, seen.u3_round == g.round ? seen.n3 : 0);
@@ -974,6 +984,18 @@ static void check_accepted(const int *stage_before, uint32_t round_before)
     }
 }
 
+/* An accepted masked input is FZ_NUMEL elements at the plan's 22-bit width
+ * and the 32-bit weight word. */
+static void check_masked_len(const uint8_t *bytes, size_t len)
+{
+    static wire_decoder_t *d;
+    if (!d) FZ_CHECK((d = wire_decoder_new()) != NULL);
+    msg_t m;
+    char err[512];
+    FZ_CHECK(msg_decode(d, bytes, len, &m, err, sizeof err) == 0 && m.type == MSG_MASKED);
+    FZ_CHECK(m.vec_len == (FZ_NUMEL * 22 + 7) / 8 + 4);
+}
+
 /* deliver(), checking that each masked input is added to the sum once: the
  * sum changes only when one member's MASKED is accepted (it enters U3). */
 static void checked_deliver(int sender, const uint8_t *bytes, size_t len, int sign)
@@ -986,6 +1008,8 @@ static void checked_deliver(int sender, const uint8_t *bytes, size_t len, int si
     if (acc) memcpy(acc_before, acc, sizeof acc_before);
     for (int i = 0; i < g.n_clients; i++) stage_before[i] = stage(i);
     deliver(sender, bytes, len, sign);
+    for (int i = 0; i < g.n_clients && i < FZ_SITES; i++)
+        if (stage_before[i] < 3 && stage(i) >= 3 && g.round == round_before) check_masked_len(bytes, len);
     if (!acc || g.sa->acc != acc || g.round != round_before || g.sa->phase != phase_before ||
         memcmp(acc_before, acc, sizeof acc_before) == 0)
         return;
@@ -1186,6 +1210,27 @@ static void write_seeds(void)
         fz_seed_byte(&s, adv[i].h1);
         fz_seed_msg(&s, (uint8_t)(adv[i].sender | 0x08 | (adv[i].sign ? 0x40 : 0)), &m);
         fz_seed_write(adv[i].name, &s);
+        drain();
+    }
+    /* MASKED of another length than the plan's width gives (the 32-bit
+     * length of before, a byte short, a byte long) after site 0's READY:
+     * refused, never summed. */
+    static const size_t masked_len[] = {(FZ_NUMEL + 1) * 4, (FZ_NUMEL * 22 + 7) / 8 + 3,
+                                        (FZ_NUMEL * 22 + 7) / 8 + 5};
+    for (size_t i = 0; i < sizeof masked_len / sizeof masked_len[0]; i++) {
+        static uint8_t vec[(FZ_NUMEL + 1) * 4];
+        memset(vec, 0x5a, sizeof vec);
+        fz_rng_reset(1);
+        preset(3, 0);
+        msg_t m = {.type = MSG_MASKED, .round = g.round, .phase = PHASE_MASKED, .vec = vec,
+                   .vec_len = masked_len[i], .present = MSG_HAS_VEC};
+        s.n = 0;
+        fz_seed_byte(&s, 3);
+        fz_seed_byte(&s, 0);
+        fz_seed_byte(&s, 0x80); /* site 0's READY: its upload is granted */
+        fz_seed_msg(&s, 0x08, &m);
+        snprintf(name, sizeof name, "masked-length-%zu", masked_len[i]);
+        fz_seed_write(name, &s);
         drain();
     }
     /* CONSIST: a bad signature, another site's signature, and (oracle) a

@@ -80,7 +80,7 @@ static void check_same(const msg_t *a, const msg_t *b)
     FZ_CHECK(same_f64(a->train_seconds, b->train_seconds));
     FZ_CHECK(same_bytes(a->hist, a->hist_len, b->hist, b->hist_len));
     FZ_CHECK(a->threshold == b->threshold);
-    FZ_CHECK(same_f64(a->clip, b->clip) && same_f64(a->scale, b->scale));
+    FZ_CHECK(same_f64(a->clip, b->clip) && same_f64(a->scale, b->scale) && a->bits == b->bits);
     FZ_CHECK(same_bytes(a->blob, a->blob_len, b->blob, b->blob_len));
     FZ_CHECK(same_bytes(a->u1, a->u1_len, b->u1, b->u1_len));
     FZ_CHECK(a->degree == b->degree);
@@ -137,6 +137,7 @@ static void write_seeds(void)
                 m.threshold = 2;
                 m.clip = 2.0;
                 m.scale = 1000.0;
+                m.bits = 20;
                 m.present |= MSG_HAS_SECAGG;
             }
             break;

@@ -38,14 +38,20 @@ sys.exit(0 if ok else 1)
 PYEOF
 }
 
-# exact_sum DIR: round 1's unmasked sum (DIR/dump/unmasked-r1.bin) equals,
-# mod 2^32, the sum of the encoded updates of the clients metrics.jsonl says
-# it includes (DIR/dump/encoded-site-NN-r1.bin, written with MEDFED_TEST_DUMP_DIR).
+# exact_sum DIR: round 1's unmasked sum (DIR/dump/unmasked-r1.bin) equals the
+# sum of the encoded updates of the clients metrics.jsonl says it includes
+# (DIR/dump/encoded-site-NN-r1.bin, written with MEDFED_TEST_DUMP_DIR): each
+# model element mod 2^w, w the upload width the coordinator logged for the
+# round (only w bits of each travel), the weight word mod 2^32.
 exact_sum() {
     "$PY" - "$1" <<'PYEOF'
-import json, sys, array
+import json, re, sys, array
 d = sys.argv[1]
 row = json.loads(open(d + "/run/metrics.jsonl").readline())
+bits = [int(m.group(1)) for m in re.finditer(r"round=1 phase=advertise event=keys-relayed .* bits=(\d+)",
+                                              open(d + "/run/logs/coordinator.log").read())]
+if len(bits) != 1: print("exact_sum: no upload width logged for round 1"); sys.exit(1)
+mask = (1 << bits[0]) - 1
 def words(path):
     a = array.array("I"); a.frombytes(open(path, "rb").read()); return a
 total = words(d + "/dump/unmasked-r1.bin")
@@ -53,7 +59,9 @@ acc = array.array("I", [0]) * len(total)
 for i in row["included"]:
     x = words("%s/dump/encoded-site-%02d-r1.bin" % (d, i))
     for j in range(len(x)): acc[j] = (acc[j] + x[j]) & 0xFFFFFFFF
-sys.exit(0 if acc == total else 1)
+n = len(total) - 1
+ok = all((acc[j] - total[j]) & mask == 0 for j in range(n)) and acc[n] == total[n]
+sys.exit(0 if ok else 1)
 PYEOF
 }
 
@@ -338,6 +346,26 @@ for phase in advertise share masked consistency unmask; do
             --seed 6 --max-train 300 --max-val 60 --local-epochs 1 --heartbeat-timeout 20 \
             --drop "1:$phase:1" --out "$d/run" > "$d/out" 2>&1 &&
        json_check "$d/run/metrics.jsonl" 'len(rows) == 1 and not rows[0]["aborted"] and rows[0]["threshold"] == 3 and rows[0]["survivors"] == 3 and rows[0]["dropped"] == [1] and sorted(rows[0]["included"]) == ([0, 1, 2, 3] if "'"$phase"'" in ("consistency", "unmask") else [0, 2, 3]) and rows[0]["val_accuracy"] is not None' &&
+       exact_sum "$d"
+    then ok $t; else bad $t "see $d/out"; cat "$d/out"; fi
+done
+
+# 9a. The upload width: at each upload_bits the coordinator announces
+#     w = upload_bits + ceil(log2 4) + 1, every site uploads numel elements
+#     at w bits and a weight word (bytes up ~ w/32 of the fp32 update), and
+#     the unmasked sum is exact mod 2^w; at w = 32 the encoding of before.
+#     Byte widths and odd ones (the packer has a kernel per width).
+for ub in 5 10 17 29; do
+    t="secagg_exact_sum_bits_$ub"
+    skip "$t" && skip secagg_exact_sum_widths && continue
+    w=$((ub + 3)); [ $w -gt 32 ] && w=32
+    d="$WORK/width-$ub"
+    mkdir -p "$d/dump"
+    if MEDFED_TEST_DUMP_DIR="$d/dump" "$HBIN/medfed-sim" --clients 4 --rounds 1 --partition iid \
+            --seed 6 --max-train 120 --max-val 20 --local-epochs 1 --heartbeat-timeout 20 \
+            --upload-bits "$ub" --out "$d/run" > "$d/out" 2>&1 &&
+       grep -q "round=1 phase=advertise event=keys-relayed .* bits=$w " "$d/run/logs/coordinator.log" &&
+       json_check "$d/run/metrics.jsonl" 'len(rows) == 1 and not rows[0]["aborted"] and rows[0]["participants"] == 4 and abs(rows[0]["bytes_up"] / (4 * 4 * 1659266) - '"$w"' / 32) < 0.003' &&
        exact_sum "$d"
     then ok $t; else bad $t "see $d/out"; cat "$d/out"; fi
 done

@@ -15,6 +15,8 @@
  *                   written to DIR/unmasked-rR.bin (--dump) and its decoded
  *                   weight is the sum of the signed n_k
  *   threshold       PLAN with t = 1
+ *   width           PLAN with an upload width that holds each site's own value but
+ *                   not the cohort's sum (the aggregate would wrap)
  *   cohort-alone    KEYS to the victim holding only the victim
  *   cohort-pair     KEYS to the victim holding the victim and one other (t = 2)
  *   split-view      CONSIST_REQ: U3 with the victim to {victim, site 1}, U3 without
@@ -53,6 +55,7 @@
 #include <string.h>
 #include <zmq.h>
 
+#include "aggregation/encoding.h"
 #include "aggregation/secagg.h"
 #include "common/util.h"
 #include "crypto/cert.h"
@@ -100,6 +103,7 @@ typedef struct {
     uint32_t round;
     unsigned t;
     quant_t q;
+    int narrow;                     /* the next PLAN: the width attack's */
     uint32_t *acc;                  /* masked sum of this round */
     int n;
     site_t site[EVIL_SITES_MAX];
@@ -218,7 +222,8 @@ static void on_message(evil_t *e, int i, const msg_t *m)
         s->boxes = copy_blob(m, &s->boxes_len);
         break;
     case MSG_MASKED:
-        if (m->vec_len == (e->numel + 1) * 4) secagg_add_le(e->acc, m->vec, e->numel + 1);
+        if (m->vec_len == enc_masked_len(e->numel, e->q.bits))
+            enc_unpack_add_masked(m->vec, e->numel, e->q.bits, e->acc);
         break;
     case MSG_CONSIST:
         if (m->blob_len == WIRE_SIG_BYTES) memcpy(s->sig, m->blob, WIRE_SIG_BYTES);
@@ -307,9 +312,20 @@ static void send_plan(evil_t *e, uint32_t mask, unsigned t)
         }
     }
     char err[256];
-    if (secagg_quant_params(EVIL_CLIP, max_weight + 1000, cohort + 1, &e->q, err, sizeof err) < 0) {
+    if (secagg_quant_params(EVIL_CLIP, max_weight + 1000, cohort + 1, 32, &e->q, err,
+                            sizeof err) < 0) {
         note(e, "quantisation: %s", err);
         exit(2);
+    }
+    quant_t wire_q = e->q;
+    if (e->narrow) { /* the least width that holds every site's own value: not their sum */
+        int64_t own = 0;
+        for (int i = 0; i < e->n; i++)
+            if ((mask & BIT(i)) && e->site[i].n_train > own) own = e->site[i].n_train;
+        for (wire_q.bits = ENC_BITS_MIN; wire_q.bits < 32 && !secagg_fits(&wire_q, own, 1);)
+            wire_q.bits++;
+        check(e, !secagg_fits(&wire_q, max_weight, cohort), "the %u-bit width wraps the sum of "
+              "%lld samples", wire_q.bits, (long long)max_weight);
     }
     memset(e->acc, 0, (e->numel + 1) * 4);
     crypto_sha256(e->model_hash, e->global, e->numel * sizeof *e->global);
@@ -319,7 +335,8 @@ static void send_plan(evil_t *e, uint32_t mask, unsigned t)
                .in_channels = e->in_ch, .height = e->height, .width = e->width,
                .classes = e->classes, .numel = e->numel, .model_version = e->version,
                .vec = (const uint8_t *)e->global, .vec_len = e->numel * 4, .threshold = t,
-               .clip = e->q.clip, .scale = e->q.scale, .present = MSG_HAS_VEC | MSG_HAS_SECAGG};
+               .clip = wire_q.clip, .scale = wire_q.scale, .bits = wire_q.bits,
+               .present = MSG_HAS_VEC | MSG_HAS_SECAGG};
     util_strlcpy(p.arch, e->arch, sizeof p.arch);
     for (int i = 0; i < e->n; i++)
         if (mask & BIT(i)) send_to(e, i, &p);
@@ -630,6 +647,17 @@ static void attack_threshold(evil_t *e)
     expect_refused(e, ALL(e), MSG_SHARES, "policy: threshold 1", "t = 1");
 }
 
+static void attack_width(evil_t *e)
+{
+    e->narrow = 1;
+    send_plan(e, ALL(e), safe_t(count(ALL(e))));
+    e->narrow = 0;
+    uint32_t u1 = await(e, ALL(e), MSG_ADVERTISE);
+    send_keys(e, u1, u1, 0);
+    await(e, u1, MSG_SHARES);
+    expect_refused(e, ALL(e), MSG_SHARES, "upload words cannot hold the sum", "a width the sum wraps");
+}
+
 static void attack_cohort(evil_t *e, int pair)
 {
     uint32_t victim = BIT(e->victim), other = BIT((e->victim + 1) % e->n);
@@ -937,6 +965,8 @@ int main(int argc, char **argv)
         health = 0;
     } else if (strcmp(attack, "threshold") == 0) {
         attack_threshold(e);
+    } else if (strcmp(attack, "width") == 0) {
+        attack_width(e);
     } else if (strcmp(attack, "cohort-alone") == 0 || strcmp(attack, "cohort-pair") == 0) {
         attack_cohort(e, strcmp(attack, "cohort-pair") == 0);
     } else if (strcmp(attack, "split-view") == 0 || strcmp(attack, "split-view-few") == 0) {

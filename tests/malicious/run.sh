@@ -186,6 +186,19 @@ if ! skip $t; then
     then ok $t; else report $t; fi
 fi
 
+# 1b. An upload width that holds each site's own value but not the cohort's
+#     sum (the aggregate would wrap): every site advertises, none shares its
+#     keys, each names the rule.
+t=width_wraps_the_sum
+if ! skip $t; then
+    attack $t width
+    if [ $evil -eq 0 ] && [ -z "$daemons" ] && ! grep -q '^round=1 .*type=SHARES' "$d/transcript" &&
+       [ "$(grep -c '^round=1 .*type=ADVERTISE' "$d/transcript")" -eq 4 ] &&
+       [ "$(grep -c 'type=ERROR code=[0-9]* reason="plan: [0-9]*-bit upload words cannot hold the sum' "$d/transcript")" -eq 4 ] &&
+       logged "$d/h0.log" 'plan: [0-9]*-bit upload words cannot hold the sum'
+    then ok $t; else report $t; fi
+fi
+
 # 2. A key list below min_cohort: only the victim, or the victim and one other
 #    (with the threshold the rule allows for that list).
 for att in cohort-alone cohort-pair; do

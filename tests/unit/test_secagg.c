@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "aggregation/encoding.h"
 #include "aggregation/secagg.h"
 #include "common/rng.h"
 #include "crypto/crypto.h"
@@ -26,25 +27,60 @@ static void test_quant_params(void **state)
     (void)state;
     quant_t q;
     char err[256];
-    assert_int_equal(secagg_quant_params(2.0, 4708, 10, &q, err, sizeof err), 0);
+    assert_int_equal(secagg_quant_params(2.0, 4708, 10, 32, &q, err, sizeof err), 0);
     assert_true(q.scale >= 228000 && q.scale * 2.0 * 4708 + 10 <= 2147483647.0);
-    assert_int_equal(secagg_quant_params(0, 10, 1, &q, err, sizeof err), -1);
-    assert_int_equal(secagg_quant_params(1e9, 1e9, 1, &q, err, sizeof err), -1);
+    /* 32 bits is the encoding from before the upload width, bit for bit */
+    assert_true(q.scale == floor((2147483647.0 - 10) / (2.0 * 4708)));
+    assert_int_equal(q.bits, 32);
+    assert_int_equal(secagg_quant_params(0, 10, 1, 32, &q, err, sizeof err), -1);
+    assert_int_equal(secagg_quant_params(1e9, 1e9, 1, 32, &q, err, sizeof err), -1);
     assert_non_null(strstr(err, "no fixed-point precision"));
+    /* a narrow width under a large weight: a fractional scale (2^-24 steps) */
+    assert_int_equal(secagg_quant_params(2.0, 4708, 10, 12, &q, err, sizeof err), 0);
+    assert_true(q.scale > 0.216 && q.scale < 0.2164 && secagg_fits(&q, 4708, 10));
+    assert_true(ldexp(q.scale, 24) == floor(ldexp(q.scale, 24)));
+    assert_int_equal(secagg_quant_params(2.0, 100, 2, 7, &q, err, sizeof err), -1);
+    assert_int_equal(secagg_quant_params(2.0, 100, 2, 33, &q, err, sizeof err), -1);
+    /* each width: the largest scale that fits, and one more does not */
+    for (unsigned b = 8; b <= 32; b++) {
+        if (secagg_quant_params(0.5, 40, 10, b, &q, err, sizeof err) < 0) {
+            assert_true(b < 12); /* 0.5 x 40 + 10 needs room below 2^(b-1) */
+            continue;
+        }
+        assert_int_equal(q.bits, b);
+        assert_true(secagg_fits(&q, 40, 10));
+        q.scale += 1;
+        assert_false(secagg_fits(&q, 40, 10));
+    }
+}
+
+/* The rule a site checks: C * S * weight + clients < 2^(w-1). */
+static void test_fits(void **state)
+{
+    (void)state;
+    quant_t q = {.clip = 1.0, .scale = 100.0, .bits = 16}; /* room 32767 */
+    assert_true(secagg_fits(&q, 327, 67));   /* 32700 + 67 = 32767 */
+    assert_false(secagg_fits(&q, 327, 68));
+    assert_false(secagg_fits(&q, 328, 1));
+    q.bits = 32;
+    assert_true(secagg_fits(&q, 21474836, 47));
+    q.bits = 7;
+    assert_false(secagg_fits(&q, 0, 1));    /* no width below ENC_BITS_MIN */
+    q.bits = 33;
+    assert_false(secagg_fits(&q, 0, 1));
 }
 
 /* Extreme inputs: every client at +clip with the largest weights, or at
- * -clip: the int32 sum must not wrap. */
-static void test_sum_cannot_wrap(void **state)
+ * -clip: the w-bit signed sum must not wrap, at any width. */
+static void sum_cannot_wrap_at(unsigned bits)
 {
-    (void)state;
     enum { CLIENTS = 7, N = 4 };
     const int64_t w[CLIENTS] = {1000, 1, 5000, 300, 1, 1, 12345};
     int64_t total = 0;
     for (int k = 0; k < CLIENTS; k++) total += w[k];
     quant_t q;
     char err[256];
-    assert_int_equal(secagg_quant_params(1.5, total, CLIENTS, &q, err, sizeof err), 0);
+    assert_int_equal(secagg_quant_params(1.5, total, CLIENTS, bits, &q, err, sizeof err), 0);
     const float up[N] = {1.5f, 9.0f, INFINITY, 1.5f}, down[N] = {-1.5f, -9.0f, -INFINITY, -1.5f};
     uint32_t dither[N], x[N + 1], sum_up[N + 1] = {0}, sum_down[N + 1] = {0};
     for (int i = 0; i < N; i++) dither[i] = UINT32_MAX; /* always round up */
@@ -56,11 +92,18 @@ static void test_sum_cannot_wrap(void **state)
     }
     float avg[N];
     int64_t weight;
+    const double tol = (CLIENTS + 1) / (q.scale * (double)total); /* one unit per client */
     assert_int_equal(secagg_decode(sum_up, N, &q, total, avg, &weight, err, sizeof err), 0);
     assert_int_equal(weight, total);
-    for (int i = 0; i < N; i++) assert_float_equal(avg[i], 1.5f, 1e-5);
+    for (int i = 0; i < N; i++) assert_float_equal(avg[i], 1.5f, tol);
     assert_int_equal(secagg_decode(sum_down, N, &q, total, avg, &weight, err, sizeof err), 0);
-    for (int i = 0; i < N; i++) assert_float_equal(avg[i], -1.5f, 1e-5);
+    for (int i = 0; i < N; i++) assert_float_equal(avg[i], -1.5f, tol);
+}
+
+static void test_sum_cannot_wrap(void **state)
+{
+    (void)state;
+    for (unsigned bits = 32; bits >= 16; bits -= 4) sum_cannot_wrap_at(bits);
 }
 
 static void test_encode_decode_error_and_unbiased(void **state)
@@ -72,9 +115,12 @@ static void test_encode_decode_error_and_unbiased(void **state)
     quant_t q;
     char err[256];
     const int64_t w1 = 37, w2 = 63;
-    /* A deliberately coarse scale shows stochastic rounding is unbiased. */
+    /* A deliberately coarse scale shows stochastic rounding is unbiased, and
+     * the narrowest width decodes the same sum (negative words reduced and
+     * sign-extended from 8 bits). */
     q.clip = 2.0;
     q.scale = 3.0;
+    q.bits = 8;
     float *d1 = malloc(N * sizeof *d1), *d2 = malloc(N * sizeof *d2), *avg = malloc(N * sizeof *avg);
     uint32_t *dither = malloc(N * 4), *x = malloc((N + 1) * 4), *sum = calloc(N + 1, 4);
     double bias = 0;
@@ -88,6 +134,7 @@ static void test_encode_decode_error_and_unbiased(void **state)
     random_words(&r, dither, N);
     secagg_encode(d2, N, w2, &q, dither, x);
     for (int i = 0; i <= N; i++) sum[i] += x[i];
+    for (int i = 0; i < N; i++) sum[i] &= 0xFFu; /* all the coordinator learns of 8-bit elements */
     int64_t weight;
     assert_int_equal(secagg_decode(sum, N, &q, 100, avg, &weight, err, sizeof err), 0);
     assert_int_equal(weight, 100);
@@ -95,7 +142,7 @@ static void test_encode_decode_error_and_unbiased(void **state)
     assert_true(fabs(bias / N) < 2e-3); /* per-value error ~1/300, mean error ~0 */
 
     /* At the real scale the error is far below 1e-6. */
-    assert_int_equal(secagg_quant_params(2.0, 100, 2, &q, err, sizeof err), 0);
+    assert_int_equal(secagg_quant_params(2.0, 100, 2, 32, &q, err, sizeof err), 0);
     memset(sum, 0, (N + 1) * 4);
     random_words(&r, dither, N);
     secagg_encode(d1, N, w1, &q, dither, x);
@@ -309,7 +356,7 @@ static void test_add_le_unaligned(void **state)
     const uint32_t v[3] = {1, UINT32_MAX, 7};
     memcpy(raw + 1, v, sizeof v);
     uint32_t acc[3] = {5, 2, 0};
-    secagg_add_le(acc, raw + 1, 3);
+    enc_unpack_add(raw + 1, 3, 32, acc);
     assert_int_equal(acc[0], 6);
     assert_int_equal(acc[1], 1); /* wraps mod 2^32 */
     assert_int_equal(acc[2], 7);
@@ -320,6 +367,7 @@ int main(void)
     if (crypto_init() < 0) return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_quant_params),
+        cmocka_unit_test(test_fits),
         cmocka_unit_test(test_sum_cannot_wrap),
         cmocka_unit_test(test_encode_decode_error_and_unbiased),
         cmocka_unit_test(test_threshold_policy),
