@@ -67,7 +67,7 @@ static void usage(FILE *f)
         "                           (t is derived from both; unsafe settings are refused)\n"
         "  --clip C                 secure aggregation clips update values to [-C, C] (2.0)\n"
         "  --upload-bits B          bits per site value in a masked upload; the width is\n"
-        "                           B + ceil(log2 cohort) + 1, at most 32 (32: 4 bytes a value)\n"
+        "                           B + ceil(log2 cohort) + 1, at most 32 (11; 32: 4 bytes a value)\n"
         "  --neighbors K            SecAgg+: each client masks with K neighbours (0: all pairs\n"
         "                           up to 16 clients, O(log n) beyond)\n"
         "  --upload-slots K         masked inputs in flight at once (1): memory ~ (2 + K) x model\n"

@@ -4,10 +4,12 @@
 #   2. coordinator FedAvg accumulation GB/s
 #   3. the default simulation's round time, split into training and the rest
 #   4. secure aggregation's cost (secure / plaintext rounds)
-#   5. the hospital data path (tests/bench/data_path.sh): DICOM decode vs IDX,
+#   5. the upload width: pack / unpack-add GB/s beside memcpy, and the default
+#      simulation at each upload_bits (accuracy, AUC, loss, bytes up / fp32)
+#   6. the hospital data path (tests/bench/data_path.sh): DICOM decode vs IDX,
 #      large images, DICOMweb fetched vs from the tensor cache
-# usage: run.sh BIN_DIR BUILD_DIR OUT_DIR [HOOKS_BIN_DIR]   (BENCH_ROUNDS, BENCH_IMAGES
-# to shorten); HOOKS_BIN_DIR (make test-bin's) runs the one measurement with a dropout.
+# usage: run.sh BIN_DIR BUILD_DIR OUT_DIR [HOOKS_BIN_DIR]   (BENCH_ROUNDS, BENCH_IMAGES,
+# BENCH_WIDTH_ROUNDS, BENCH_UPLOAD_BITS to shorten); HOOKS_BIN_DIR (make test-bin's) runs the one measurement with a dropout.
 set -eu
 BIN=$1
 BUILD=$2
@@ -151,6 +153,58 @@ res["secure_aggregation"] = sa
 json.dump(res, open(out + "/bench.json", "w"), indent=1)
 print(json.dumps(sa, indent=1))
 PYEOF
+# ---- the upload width ---------------------------------------------------------------
+# Pack / unpack-add speed on one core beside memcpy of the same packed bytes,
+# then the default simulation (same seed) at each upload_bits: w = upload_bits
+# + 5 at 10 sites (27: 32 bits, the encoding of before; 15: 20; 11: 16; 7: 12;
+# 3: 8). Secure runs are not repeatable bit for bit (the stochastic rounding
+# draws fresh dither, and each site's training seed hashes the model), so the
+# 32-bit row is run twice: their difference is the noise the others sit in.
+echo "bench: upload width: pack / unpack-add speed"
+enc=$("$BUILD/tests/bench_encoding" 1659266 7)
+WIDTH_ROUNDS=${BENCH_WIDTH_ROUNDS:-20}
+WIDTHS=${BENCH_UPLOAD_BITS:-27 27 15 11 7 3}
+k=0
+for ub in $WIDTHS; do
+    k=$((k + 1))
+    echo "bench: upload width: default simulation, upload_bits $ub, $WIDTH_ROUNDS rounds"
+    "$BIN/medfed-sim" --rounds "$WIDTH_ROUNDS" --upload-bits "$ub" --out "$OUT/width-$k" \
+        > "$OUT/width-$k.log" 2>&1 || { echo "bench: width run $k failed, see $OUT/width-$k.log"; exit 1; }
+done
+"$PY" - "$OUT" "$enc" $WIDTHS <<'PYEOF'
+import json, re, sys, statistics as st
+out, enc, widths = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3:]
+res = json.load(open(out + "/bench.json"))
+params = 1659266
+table = []
+for k, ub in enumerate(widths, 1):
+    rows = [json.loads(l) for l in open("%s/width-%d/metrics.jsonl" % (out, k))]
+    bits = sorted(set(int(b) for b in re.findall(r"event=keys-relayed .* bits=(\d+)",
+                                               open("%s/width-%d/logs/coordinator.log" % (out, k)).read())))
+    last = rows[-1]
+    table.append({"upload_bits": int(ub), "bits": bits[0] if len(bits) == 1 else bits,
+                  "rounds": len(rows), "aborted": sum(r["aborted"] for r in rows),
+                  "final_val_accuracy": last["val_accuracy"], "final_val_auc": last["val_auc"],
+                  "final_val_loss": last["val_loss"],
+                  "bytes_up_per_site_over_fp32": round(st.mean(r["bytes_up"] for r in rows) /
+                                                       last["participants"] / (4 * params), 4)})
+full = [r for r in table if r["bits"] == 32]
+acc32 = st.mean(r["final_val_accuracy"] for r in full) if full else None
+auc32 = st.mean(r["final_val_auc"] for r in full) if full else None
+for r in table:
+    if acc32 is None or r["final_val_accuracy"] is None: continue
+    r["accuracy_points_vs_32"] = round(100 * (r["final_val_accuracy"] - acc32), 2)
+    r["auc_vs_32"] = round(r["final_val_auc"] - auc32, 4)
+    r["meets_issue_15_bar"] = (r["bytes_up_per_site_over_fp32"] <= 0.63 and
+                               r["accuracy_points_vs_32"] >= -0.5 and r["auc_vs_32"] >= -0.005)
+res["upload_width"] = {"encoding_speed": enc, "table": table,
+                       "config": "default simulation (10 sites, pneumoniamnist, dirichlet:0.5, cnn, seed 1)",
+                       "note": "w = upload_bits + ceil(log2 10) + 1; *_vs_32: against the mean of the 32-bit "
+                               "runs, whose spread is run-to-run noise (fresh dither)"}
+json.dump(res, open(out + "/bench.json", "w"), indent=1)
+print(json.dumps(res["upload_width"], indent=1))
+PYEOF
+
 # ---- the hospital data path --------------------------------------------------------
 sh tests/bench/data_path.sh "$BIN" "$BUILD" "$OUT"
 echo "bench: wrote $OUT/bench.json"
