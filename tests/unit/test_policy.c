@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "aggregation/secagg.h"
 #include "client/policy.h"
 
 static char dir[64];
@@ -91,6 +92,18 @@ static void test_cohort_rule(void **state)
     /* a sparse neighbourhood is held to the same count: all 31 may be in it */
     assert_int_equal(policy_graph_ok(p, 95, 20, 21, why, sizeof why), -1);
     assert_non_null(strstr(why, "(our neighbourhood)"));
+    policy_destroy(&p);
+    /* Where few may collude the SecAgg+ bound is stricter than the split-view
+     * rule: 5 of 100 colluders, a neighbourhood of 21: t = 14 passes the
+     * split-view rule ((21 + 5) / 2 + 1) but not the bound (2^-40). */
+    conf.max_collusion = 0.05;
+    p = policy_new(&conf, why, sizeof why);
+    policy_set_federation(p, 100);
+    assert_int_equal(policy_graph_ok(p, 100, 20, 14, why, sizeof why), -1);
+    assert_non_null(strstr(why, "SecAgg+ bound"));
+    unsigned need = secagg_plus_threshold(100, 20, 0.05);
+    assert_true(need > 14 && need <= 21);
+    assert_int_equal(policy_graph_ok(p, 100, 20, need, why, sizeof why), 0);
     policy_destroy(&p);
     assert_null(p);
 }
