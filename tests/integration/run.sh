@@ -180,6 +180,25 @@ sys.exit(0 if b["accuracy"] >= a["accuracy"] + 0.05 and b["loss"] <= 0.9 * a["lo
 PYEOF
 then ok $t; else bad $t "see $WORK/learn.out"; fi
 
+# The other simulations the README offers: Fashion-MNIST (10 classes, from
+# Debian's dataset-fashion-mnist) learns past chance in two rounds; ResNet-18
+# (11.2M parameters) completes a secure round on every site.
+t=sim_fashion_mnist_learns
+if skip $t; then :; elif "$BIN/medfed-sim" --clients 3 --rounds 2 --partition iid --seed 8 --dataset fashion-mnist \
+        --max-train 900 --max-val 300 --local-epochs 1 --heartbeat-timeout 20 --out "$WORK/fashion" \
+        > "$WORK/fashion.out" 2>&1 &&
+   grep -q 'classes=10' "$WORK/fashion/logs/coordinator.log" &&
+   json_check "$WORK/fashion/metrics.jsonl" 'len(rows) == 2 and all(not r["aborted"] and r["participants"] == 3 and r["val_auc"] is None for r in rows) and rows[-1]["val_accuracy"] >= 0.3'
+then ok "$t (val accuracy $("$PY" -c 'import json,sys; print(json.loads(open(sys.argv[1]).readlines()[-1])["val_accuracy"])' "$WORK/fashion/metrics.jsonl"))"
+else bad $t "see $WORK/fashion.out"; tail -5 "$WORK/fashion.out"; fi
+t=sim_resnet18_secure_round
+if skip $t; then :; elif "$BIN/medfed-sim" --clients 3 --rounds 1 --partition iid --seed 8 --model resnet18 \
+        --max-train 60 --max-val 30 --local-epochs 1 --heartbeat-timeout 60 --out "$WORK/resnet" \
+        > "$WORK/resnet.out" 2>&1 &&
+   grep -q 'arch=resnet18 params=11' "$WORK/resnet/logs/coordinator.log" &&
+   json_check "$WORK/resnet/metrics.jsonl" 'len(rows) == 1 and not rows[0]["aborted"] and rows[0]["secagg"] and rows[0]["participants"] == 3 and rows[0]["val_accuracy"] is not None'
+then ok $t; else bad $t "see $WORK/resnet.out"; tail -5 "$WORK/resnet.out"; fi
+
 # 3. A client killed in the middle of round 2: the round completes with the
 #    other two, the dead one is listed as dropped, round 3 runs without it.
 t=client_dies_mid_round
