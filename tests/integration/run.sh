@@ -180,6 +180,34 @@ sys.exit(0 if b["accuracy"] >= a["accuracy"] + 0.05 and b["loss"] <= 0.9 * a["lo
 PYEOF
 then ok $t; else bad $t "see $WORK/learn.out"; fi
 
+# A hung client (SIGSTOP: its connection stays open, it sends nothing) is
+# noticed at the heartbeat timeout and dropped; the round completes with the
+# other two. SIGCONT then lets it finish the run.
+t=hung_client_dropped_at_heartbeat_timeout
+if ! skip $t; then
+    "$BIN/medfed-sim" --clients 3 --rounds 2 --partition iid --seed 6 --max-train 600 --max-val 200 \
+        --local-epochs 2 --heartbeat-timeout 3 --secagg off --out "$WORK/hung" > "$WORK/hung.out" 2>&1 &
+    spid=$!
+    hpid=""
+    for _ in $(seq 300); do
+        grep -q 'round=1 phase=train event=plan-sent' "$WORK/hung/logs/coordinator.log" 2>/dev/null &&
+            hpid=$(pgrep -f "medfed-client --config $WORK/hung/sites/site-01/client.ini") && break
+        sleep 0.1
+    done
+    [ -n "$hpid" ] && kill -STOP $hpid
+    for _ in $(seq 300); do
+        grep -q 'round=1 phase=eval event=round-complete' "$WORK/hung/logs/coordinator.log" 2>/dev/null && break
+        sleep 0.1
+    done
+    [ -n "$hpid" ] && kill -CONT $hpid
+    wait $spid
+    src=$?
+    if [ -n "$hpid" ] &&
+       grep -q 'client=site-01 event=dropped reason="silent past heartbeat timeout"' "$WORK/hung/logs/coordinator.log" &&
+       json_check "$WORK/hung/metrics.jsonl" 'not rows[0]["aborted"] and rows[0]["participants"] == 2 and rows[0]["dropped"] == [1] and rows[0]["val_accuracy"] is not None'
+    then ok "$t (sim exit $src)"; else bad $t "see $WORK/hung.out, $WORK/hung/logs"; tail -5 "$WORK/hung.out"; fi
+fi
+
 # The other simulations the README offers: Fashion-MNIST (10 classes, from
 # Debian's dataset-fashion-mnist) learns past chance in two rounds; ResNet-18
 # (11.2M parameters) completes a secure round on every site.
