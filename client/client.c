@@ -307,7 +307,17 @@ static void on_plan(client_t *c, const msg_t *m)
     log_info("round=%u phase=train event=plan epochs=%u batch=%u lr=%g", m->round, m->epochs,
              m->batch, m->lr);
     client_maybe_die(c, "train", m->round);
-    /* A plan we would refuse after training is refused before it. */
+    /* A plan we would refuse after training is refused before it. A plan
+     * for a plaintext update is a request for this site's raw update: the
+     * coordinator alone must not be able to ask for it. */
+    if (!(m->present & MSG_HAS_SECAGG) && !c->conf->plaintext_ok) {
+        const char *why = "policy: this site sends only masked updates ([policy] "
+                          "secure_aggregation = required); the plan asks for a plaintext update";
+        log_error("round=%u %s: refused", m->round, why);
+        client_send_error(c, m->round, ERR_PROTOCOL, why);
+        c->phase = PHASE_NONE;
+        return;
+    }
     if ((m->present & MSG_HAS_SECAGG) && sa_client_check_plan(c, m) < 0) return;
     if (load_global(c, m) < 0) return;
     if (m->epochs > 1000 || m->batch < 1 || m->batch > 65536 ||
@@ -518,7 +528,8 @@ static int load_identity(client_t *c)
     if (cf->ca[0] && !policy_has_peers(c->policy))
         log_warn("%s: no [policy] peers list: any site the federation CA certifies counts as a "
                  "member; pin the members you agreed to with peers = FILE", cf->data.file);
-    log_info("policy: min_cohort=%d max_collusion=%.2f peers=%s released-shares record %s",
+    log_info("policy: secure_aggregation=%s min_cohort=%d max_collusion=%.2f peers=%s "
+             "released-shares record %s", cf->plaintext_ok ? "optional" : "required",
              cf->min_cohort, cf->max_collusion, cf->peers[0] ? cf->peers : "(roster/CA)",
              policy_state_file(c->policy));
     /* Certificates: peers are checked against the CA, no roster needed. */

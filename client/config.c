@@ -47,12 +47,19 @@ static int policy_set(client_conf_t *c, const char *key, const char *value, int 
         c->max_collusion = d;
         return 0;
     }
+    if (strcmp(key, "secure_aggregation") == 0) {
+        if (strcmp(value, "required") == 0) c->plaintext_ok = 0;
+        else if (strcmp(value, "optional") == 0) c->plaintext_ok = 1;
+        else goto bad;
+        return 0;
+    }
     (void)line;
-    snprintf(err, errlen, "unknown key '%s' in [policy] (peers, min_cohort, max_collusion)", key);
+    snprintf(err, errlen, "unknown key '%s' in [policy] (peers, min_cohort, max_collusion, "
+             "secure_aggregation)", key);
     return -1;
 bad:
     snprintf(err, errlen, "[policy] %s: bad value '%s' (min_cohort 2..1024, max_collusion 0..0.99, "
-             "peers a path)", key, value);
+             "secure_aggregation required|optional, peers a path)", key, value);
     return -1;
 }
 

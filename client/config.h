@@ -28,6 +28,9 @@
  *   max_collusion = 0.33       ; share of sites that may collude with the
  *                              ; coordinator; the threshold must exceed
  *                              ; (cohort + colluders) / 2
+ *   secure_aggregation = required ; (default) a plan for a plaintext update is
+ *                              ; refused: only masked updates leave the site;
+ *                              ; optional: plaintext FedAvg too (simulations)
  *   [data]
  *   source = idx               ; then the source's own keys (see client/data.c)
  *
@@ -60,6 +63,7 @@ typedef struct {
     char peers[512];             /* NAME FINGERPRINT per line; "" = roster / CA only */
     int min_cohort;              /* fewest sites (neighbourhood, self included) to share with */
     double max_collusion;        /* share of the cohort assumed to collude with the coordinator */
+    int plaintext_ok;            /* [policy] secure_aggregation = optional (default required) */
     data_conf_t data;
 } client_conf_t;
 

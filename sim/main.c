@@ -447,12 +447,13 @@ int main(int argc, char **argv)
                 "; secure aggregation: this site's identity key and the federation roster\n"
                 "identity = %s\nroster = %s/roster.txt\n\n"
                 "; the site's own rules: here every site shares the simulation's threat model\n"
-                "[policy]\nmax_collusion = %s\n\n[data]\nsource = idx\n"
+                "[policy]\nmax_collusion = %s\nsecure_aggregation = %s\n\n[data]\nsource = idx\n"
                 "train_images = %s/train-images-idx3-ubyte.gz\n"
                 "train_labels = %s/train-labels-idx1-ubyte.gz\n"
                 "val_images = %s/val-images-idx3-ubyte.gz\n"
                 "val_labels = %s/val-labels-idx1-ubyte.gz\n",
-                k, port, o.threads, key_path, o.out, o.collusion, dir, dir, dir, dir);
+                k, port, o.threads, key_path, o.out, o.collusion,
+                o.secagg ? "required" : "optional", dir, dir, dir, dir);
         if (o.curve)
             fprintf(f, "\n[client]\n; CURVE transport: this site's key, the coordinator's public key\n"
                        "curve_key = %s\ncoordinator_key = %s\n", curve_path, coord_pk_hex);

@@ -288,9 +288,11 @@ evil_report() {
 for mode in wrong-length long huge nan garbage stale-round duplicate; do
     t="bad_update_$mode"
     skip "$t" && continue
-    # plaintext FedAvg: no identity, roster or CURVE on the clients either
+    # plaintext FedAvg: no identity, roster or CURVE on the clients either, and
+    # a policy that allows plaintext updates
     evil_round "$WORK/evil-$mode" "$mode" evil-site \
-        '/^identity/d; /^roster/d; /^curve_key/d; /^coordinator_key/d' --rounds 2 --secagg off
+        '/^identity/d; /^roster/d; /^curve_key/d; /^coordinator_key/d; s/^secure_aggregation = required/secure_aggregation = optional/' \
+        --rounds 2 --secagg off
     if [ $evil -eq 0 ] && [ $coord -eq 0 ] &&
        grep -q 'rejected\|malformed' "$d/coord.log" &&
        json_check "$d/metrics.jsonl" 'len(rows) == 2 and rows[0]["participants"] == (3 if "'"$mode"'" == "duplicate" else 2) and not rows[0]["aborted"] and rows[0]["val_accuracy"] is not None'
@@ -306,7 +308,7 @@ mkdir -p "$d"
 echo site-00 > "$d/roster.txt"
 sed "s|tcp://127.0.0.1:[0-9]*|tcp://127.0.0.1:$port|; s|site = site-01|site = intruder|; /^identity/d; /^roster/d; /^curve_key/d; /^coordinator_key/d" \
     "$WORK/a/sites/site-01/client.ini" > "$d/intruder.ini"
-sed "s|tcp://127.0.0.1:[0-9]*|tcp://127.0.0.1:$port|; /^identity/d; /^roster/d; /^curve_key/d; /^coordinator_key/d" \
+sed "s|tcp://127.0.0.1:[0-9]*|tcp://127.0.0.1:$port|; /^identity/d; /^roster/d; /^curve_key/d; /^coordinator_key/d; s/^secure_aggregation = required/secure_aggregation = optional/" \
     "$WORK/a/sites/site-00/client.ini" > "$d/c0.ini"
 "$BIN/medfed-coordinator" --bind "tcp://127.0.0.1:$port" --init "$WORK/a/init.safetensors" \
     --out "$d" --roster "$d/roster.txt" --rounds 1 --local-epochs 1 --secagg off \

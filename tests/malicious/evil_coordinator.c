@@ -104,6 +104,7 @@ typedef struct {
     unsigned t;
     quant_t q;
     int narrow;                     /* the next PLAN: the width attack's */
+    int plain;                      /* the next PLAN asks for a plaintext update (downgrade) */
     uint32_t *acc;                  /* masked sum of this round */
     int n;
     site_t site[EVIL_SITES_MAX];
@@ -336,7 +337,7 @@ static void send_plan(evil_t *e, uint32_t mask, unsigned t)
                .classes = e->classes, .numel = e->numel, .model_version = e->version,
                .vec = (const uint8_t *)e->global, .vec_len = e->numel * 4, .threshold = t,
                .clip = wire_q.clip, .scale = wire_q.scale, .bits = wire_q.bits,
-               .present = MSG_HAS_VEC | MSG_HAS_SECAGG};
+               .present = MSG_HAS_VEC | (e->plain ? 0 : MSG_HAS_SECAGG)};
     util_strlcpy(p.arch, e->arch, sizeof p.arch);
     for (int i = 0; i < e->n; i++)
         if (mask & BIT(i)) send_to(e, i, &p);
@@ -645,6 +646,18 @@ static void attack_threshold(evil_t *e)
     send_keys(e, u1, u1, 0);
     await(e, u1, MSG_SHARES);
     expect_refused(e, ALL(e), MSG_SHARES, "policy: threshold 1", "t = 1");
+}
+
+/* downgrade: a PLAN without secure aggregation asks each site for its raw
+ * update; a site whose policy requires secure aggregation sends none. */
+static void attack_downgrade(evil_t *e)
+{
+    e->plain = 1;
+    send_plan(e, ALL(e), safe_t(count(ALL(e))));
+    e->plain = 0;
+    await(e, ALL(e), MSG_UPDATE);
+    expect_refused(e, ALL(e), MSG_UPDATE, "secure_aggregation = required",
+                   "a plan for a plaintext update");
 }
 
 static void attack_width(evil_t *e)
@@ -965,6 +978,8 @@ int main(int argc, char **argv)
         health = 0;
     } else if (strcmp(attack, "threshold") == 0) {
         attack_threshold(e);
+    } else if (strcmp(attack, "downgrade") == 0) {
+        attack_downgrade(e);
     } else if (strcmp(attack, "width") == 0) {
         attack_width(e);
     } else if (strcmp(attack, "cohort-alone") == 0 || strcmp(attack, "cohort-pair") == 0) {

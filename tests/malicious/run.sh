@@ -186,6 +186,18 @@ if ! skip $t; then
     then ok $t; else report $t; fi
 fi
 
+# 1a. A plan for a plaintext update (secure aggregation "off"): every site's
+#     policy requires secure aggregation, so none trains for it or sends an
+#     update; each names the rule.
+t=plaintext_plan_refused
+if ! skip $t; then
+    attack $t downgrade
+    if [ $evil -eq 0 ] && [ -z "$daemons" ] && ! grep -q '^round=1 .*type=UPDATE' "$d/transcript" &&
+       [ "$(grep -c 'type=ERROR code=[0-9]* reason="policy: this site sends only masked updates' "$d/transcript")" -eq 4 ] &&
+       grep -q 'ERROR round=1 policy: this site sends only masked updates' "$d/h0.log"
+    then ok $t; else report $t; fi
+fi
+
 # 1b. An upload width that holds each site's own value but not the cohort's
 #     sum (the aggregate would wrap): every site advertises, none shares its
 #     keys, each names the rule.
