@@ -541,7 +541,12 @@ static int rollback(coord_t *c)
 {
     if (c->version == c->committed) return 0;
     if (state_load_model(c, c->committed, c->global) < 0) return -1;
-    log_info("state: model back to round %u's", c->committed);
+    /* The SHA-256 of the weights now in memory (tests compare it with the
+     * tensor bytes of that round's file, as for a resume). */
+    uint8_t mh[CRYPTO_HASHBYTES];
+    crypto_sha256(mh, c->global, c->numel * sizeof *c->global);
+    log_info("state: model back to round %u's (sha256 %02x%02x%02x%02x%02x%02x%02x%02x)",
+             c->committed, mh[0], mh[1], mh[2], mh[3], mh[4], mh[5], mh[6], mh[7]);
     c->version = c->committed;
     return 0;
 }

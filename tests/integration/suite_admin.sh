@@ -13,6 +13,7 @@
 #   admin_pause_finishes_round_then_start_resumes
 #   admin_clients_json_stopped_site_not_live
 #   admin_fraction_cohort_follows_seed_not_connection_order
+#   admin_plaintext_stop_in_eval_rolls_back
 
 A="$WORK/admin"
 mkdir -p "$A"
@@ -40,11 +41,13 @@ done
 # acoord_start STATE_DIR: the coordinator, from the kit's coordinator.ini (which
 # binds every interface; the test keeps to loopback).
 acoord_start() {
+    as_=$1
+    shift
     "$BIN/medfed-coordinator" --config "$A/fed/coordinator/coordinator.ini" \
         --bind "tcp://127.0.0.1:$asport" --admin-bind "tcp://127.0.0.1:$aaport" \
-        --state-dir "$1" --init "$WORK/a/init.safetensors" --local-epochs 1 \
+        --state-dir "$as_" --init "$WORK/a/init.safetensors" --local-epochs 1 \
         --wait-for 4 --min-clients 2 --fraction 0.5 --collusion 0 --dropout 0 \
-        --heartbeat-timeout 20 >> "$A/coord.log" 2>&1 &
+        --heartbeat-timeout 20 "$@" >> "$A/coord.log" 2>&1 &
     acoord=$!
 }
 # asites_start SITE...: their daemons, one at a time, each once the one before
@@ -197,5 +200,43 @@ if a != b or len(b) != 4:
 sys.exit(0 if a == b and len(b) == 4 else 1)
 PYEOF
 then ok $t; else bad $t "see $A/state-2/metrics.jsonl"; fi
+
+# A plaintext round stopped in its evaluation (its aggregate applied, not
+# committed) is rolled back: the model in memory is the last committed
+# round's again (the SHA-256 the coordinator logs equals that of the tensor
+# bytes of that round's file). The sites' policy allows plaintext FedAvg
+# here (secure_aggregation = optional). EVAL is short: a round that
+# completes before the stop arrives is simply tried again.
+t=admin_plaintext_stop_in_eval_rolls_back
+astop "$acoord" "$apid_alpha" "$apid_beta" "$apid_gamma" "$apid_delta"
+for site in alpha beta gamma delta; do
+    printf '\n[policy]\nsecure_aggregation = optional\n' >> "$A/$site.ini"
+done
+acoord_start "$A/state-2" --secagg off --ca ""
+rolled=0
+if [ $aup -eq 1 ] && asites_start alpha beta gamma delta; then
+    for _ in 1 2 3; do
+        c0=$(admin_wait "$AADMIN" 'd["state"] == "idle"' 60 | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["completed"])')
+        "$BIN/medfed" start --rounds 1 --config "$AADMIN" > /dev/null 2>&1
+        admin_wait "$AADMIN" 'd["state"] == "evaluating"' 60 > /dev/null &&
+            "$BIN/medfed" stop --config "$AADMIN" > "$A/stop.out" 2>&1
+        c1=$(admin_wait "$AADMIN" 'd["state"] == "idle"' 60 | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["completed"])')
+        [ -n "$c0" ] && [ "$c1" = "$c0" ] && { rolled=$c0; break; }
+    done
+fi
+if [ "$rolled" -gt 0 ] && "$PY" - "$A/coord.log" "$A/state-2" "$rolled" <<'PYEOF'
+import hashlib, json, re, struct, sys
+log, state, r = sys.argv[1], sys.argv[2], int(sys.argv[3])
+m = re.findall(r"state: model back to round %d's \(sha256 ([0-9a-f]{16})\)" % r, open(log).read())
+raw = open("%s/rounds/round-%06d.safetensors" % (state, r), "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+hdr = json.loads(raw[8:8 + n])
+spans = sorted(v["data_offsets"] for k, v in hdr.items() if k != "__metadata__")
+want = hashlib.sha256(b"".join(raw[8 + n + a:8 + n + b] for a, b in spans)).hexdigest()[:16]
+if not m or m[-1] != want:
+    print("rolled back to %s, round %d's model is %s" % (m[-1] if m else "nothing logged", r, want))
+sys.exit(0 if m and m[-1] == want else 1)
+PYEOF
+then ok "$t (round $rolled)"; else bad $t "see $A/coord.log"; tail -8 "$A/coord.log"; fi
 
 astop "$acoord" "$apid_alpha" "$apid_beta" "$apid_gamma" "$apid_delta"
