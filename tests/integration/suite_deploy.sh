@@ -240,12 +240,17 @@ wait $pid_alpha $pid_beta $pid_gamma 2>/dev/null
 # again: the coordinator says so and exits 0 (it does not wait forever).
 t=deploy_complete_run_not_rerun
 cp -r "$DSTATE" "$D/copy"
+# As if a crash came between a round's metrics row and its commit: the row
+# of an uncommitted round must go on restart (the round runs again).
+printf '{"round":%d,"aborted":false,"note":"written before a crash"}\n' $((R2 + 1)) >> "$D/copy/metrics.jsonl"
 sport=$(free_port)
 timeout 30 "$BIN/medfed-coordinator" --bind "tcp://127.0.0.1:$sport" --init "$WORK/a/init.safetensors" \
     --out "$D/copy" --rounds $R2 --secagg off > "$D/copy.log" 2>&1
 crc=$?
 if [ $crc -eq 0 ] && grep -q "round $R2 of $R2 already ran: nothing to do" "$D/copy.log" &&
-   cmp -s "$D/copy/state.json" "$DSTATE/state.json"
+   cmp -s "$D/copy/state.json" "$DSTATE/state.json" &&
+   grep -q "dropped 1 metrics row(s) of unfinished rounds" "$D/copy.log" &&
+   cmp -s "$D/copy/metrics.jsonl" "$DSTATE/metrics.jsonl"
 then ok $t; else bad $t "coord=$crc"; cat "$D/copy.log"; fi
 
 # Config mistakes name the file and line; the commented example config parses.
