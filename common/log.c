@@ -9,7 +9,8 @@
 log_level_t log_threshold = LOG_INFO;
 static char log_prog[32] = "medfed";
 static int log_journal;        /* stderr is journald's stream: "<N>" prefixes, no clock */
-static char log_last[1024];    /* the last ERROR line, for summaries (--check) */
+static _Thread_local char log_last[1024]; /* the last ERROR line, for summaries (--check) */
+static _Thread_local char log_tag[72];    /* "[tag]" or "" */
 
 static const char *const level_names[] = {"ERROR", "WARN", "INFO", "DEBUG"};
 static const char level_prio[] = {'3', '4', '6', '7'}; /* syslog err, warning, info, debug */
@@ -49,6 +50,12 @@ int log_level_parse(const char *s, log_level_t *out)
     return -1;
 }
 
+void log_set_thread_tag(const char *tag)
+{
+    if (tag && tag[0]) snprintf(log_tag, sizeof log_tag, "[%.64s]", tag);
+    else log_tag[0] = '\0';
+}
+
 void log_write(log_level_t level, const char *fmt, ...)
 {
     char line[1024];
@@ -58,7 +65,8 @@ void log_write(log_level_t level, const char *fmt, ...)
     va_end(ap);
     if (level == LOG_ERROR) memcpy(log_last, line, sizeof log_last);
     if (log_journal) { /* journald stamps the time and reads the priority prefix */
-        fprintf(stderr, "<%c>%s %s %s\n", level_prio[level], log_prog, level_names[level], line);
+        fprintf(stderr, "<%c>%s%s %s %s\n", level_prio[level], log_prog, log_tag,
+                level_names[level], line);
         return;
     }
     struct timespec ts;
@@ -66,6 +74,6 @@ void log_write(log_level_t level, const char *fmt, ...)
     struct tm tm;
     gmtime_r(&ts.tv_sec, &tm);
     /* One fprintf per line so lines from several processes do not interleave. */
-    fprintf(stderr, "%02d:%02d:%02d.%03ld %s %s %s\n", tm.tm_hour, tm.tm_min, tm.tm_sec,
-            ts.tv_nsec / 1000000, log_prog, level_names[level], line);
+    fprintf(stderr, "%02d:%02d:%02d.%03ld %s%s %s %s\n", tm.tm_hour, tm.tm_min, tm.tm_sec,
+            ts.tv_nsec / 1000000, log_prog, log_tag, level_names[level], line);
 }

@@ -19,9 +19,12 @@ extern log_level_t log_threshold;
 void log_init(const char *prog, log_level_t level);
 /* Parses "error", "warn", "info", "debug"; -1 if unknown. */
 int log_level_parse(const char *s, log_level_t *out);
-/* The message of the last ERROR line written ("" if none): lets a summary
- * (medfed-client --check) give the reason a lower layer logged. */
+/* The message of the last ERROR line this thread wrote ("" if none): lets a
+ * summary (medfed-client --check) give the reason a lower layer logged. */
 const char *log_last_error(void);
+/* Lines this thread writes name tag after the program: "<prog>[tag] LEVEL
+ * message" (medfed-swarm: the site each thread runs). NULL or "" clears it. */
+void log_set_thread_tag(const char *tag);
 void log_write(log_level_t level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #define LOG_AT(lvl, ...) do { if ((lvl) <= log_threshold) log_write((lvl), __VA_ARGS__); } while (0)

@@ -62,6 +62,19 @@ out:
     return rc;
 }
 
+int checkpoint_init(const model_spec_t *spec, uint64_t seed, const char *path, size_t *numel,
+                    char *err, size_t errlen)
+{
+    model_t *m = model_new(spec, seed, err, errlen);
+    if (!m) return -1;
+    st_meta_t extra[2] = {{"round", "0"}, {"seed", ""}};
+    snprintf(extra[1].value, sizeof extra[1].value, "%llu", (unsigned long long)seed);
+    int rc = checkpoint_save(m, path, extra, 2, err, errlen);
+    *numel = model_numel(m);
+    model_destroy(&m);
+    return rc;
+}
+
 static int meta_int(const st_meta_t *meta, size_t n, const char *key, const char *path, int *out,
                     char *err, size_t errlen)
 {

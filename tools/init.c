@@ -52,18 +52,13 @@ int main(int argc, char **argv)
     }
     if (!out || optind != argc) goto bad;
     char err[512];
-    model_t *m = model_new(&spec, (uint64_t)seed, err, sizeof err);
-    if (!m) {
+    size_t numel;
+    if (checkpoint_init(&spec, (uint64_t)seed, out, &numel, err, sizeof err) < 0) {
         fprintf(stderr, "medfed-init: %s\n", err);
         return 1;
     }
-    st_meta_t extra[2] = {{"round", "0"}, {"seed", ""}};
-    snprintf(extra[1].value, sizeof extra[1].value, "%lld", seed);
-    int rc = checkpoint_save(m, out, extra, 2, err, sizeof err);
-    if (rc < 0) fprintf(stderr, "medfed-init: %s\n", err);
-    else printf("{\"out\":\"%s\",\"arch\":\"%s\",\"params\":%zu}\n", out, spec.arch, model_numel(m));
-    model_destroy(&m);
-    return rc < 0 ? 1 : 0;
+    printf("{\"out\":\"%s\",\"arch\":\"%s\",\"params\":%zu}\n", out, spec.arch, numel);
+    return 0;
 bad:
     fprintf(stderr, "medfed-init: bad arguments (try --help)\n");
     return 2;
