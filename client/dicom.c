@@ -241,6 +241,44 @@ static dicom_status_t crashed(dicom_worker_t *w, const char *why, char *reason, 
     return DICOM_SKIP_CRASH;
 }
 
+/* Reads one reply (dicom_proto.h) from fd by the deadline, for an image of
+ * want pixels: NULL when it came whole and well-formed (*status, the worker's
+ * reason in why, out's accession and SOP UID, and its pixels when DICOM_OK:
+ * the caller frees them), else what went wrong, the worker to be treated as
+ * crashed (out holds no pixels). The parser tests/fuzz/fuzz_dicom_proto.c runs. */
+static const char *reply_read(int fd, size_t want, double deadline, dicom_image_t *out,
+                              uint32_t *status, char why[DICOM_PROTO_REASON_MAX + 1])
+{
+    uint8_t r[DICOM_PROTO_REP_HEADER];
+    if (recv_all(fd, r, sizeof r, deadline) < 0)
+        return util_now() >= deadline ? "worker timed out" : "worker crashed";
+    uint32_t st = dicom_proto_get32(r + 4), rl = dicom_proto_get32(r + 8);
+    uint32_t al = dicom_proto_get32(r + 12), sl = dicom_proto_get32(r + 16);
+    uint32_t np = dicom_proto_get32(r + 20);
+    if (dicom_proto_get32(r) != DICOM_PROTO_REP || st >= DICOM_STATUS_COUNT ||
+        rl > DICOM_PROTO_REASON_MAX || al >= DICOM_KEY_MAX || sl >= DICOM_KEY_MAX ||
+        np != (st == DICOM_OK ? want : 0))
+        return "worker reply malformed";
+    if (recv_all(fd, why, rl, deadline) < 0 || recv_all(fd, out->accession, al, deadline) < 0 ||
+        recv_all(fd, out->sop_uid, sl, deadline) < 0)
+        return "worker crashed";
+    why[rl] = out->accession[al] = out->sop_uid[sl] = 0;
+    if (st == DICOM_OK) {
+        out->pixels = malloc(want * sizeof *out->pixels);
+        if (!out->pixels) {
+            memset(out, 0, sizeof *out);
+            return "out of memory";
+        }
+        if (recv_all(fd, out->pixels, want * sizeof *out->pixels, deadline) < 0) {
+            free(out->pixels);
+            memset(out, 0, sizeof *out);
+            return "worker crashed";
+        }
+    }
+    *status = st;
+    return NULL;
+}
+
 static dicom_status_t exchange(dicom_worker_t *w, uint32_t kind, const uint8_t *payload,
                                size_t len, const dicom_prep_t *prep, dicom_image_t *out,
                                char *reason, size_t reasonlen)
@@ -277,37 +315,12 @@ static dicom_status_t exchange(dicom_worker_t *w, uint32_t kind, const uint8_t *
         return crashed(w, util_now() >= deadline ? "worker timed out" : "worker crashed", reason,
                        reasonlen);
 
-    uint8_t r[DICOM_PROTO_REP_HEADER];
-    if (recv_all(w->fd, r, sizeof r, deadline) < 0)
-        return crashed(w, util_now() >= deadline ? "worker timed out" : "worker crashed", reason,
-                       reasonlen);
-    uint32_t st = dicom_proto_get32(r + 4), rl = dicom_proto_get32(r + 8);
-    uint32_t al = dicom_proto_get32(r + 12), sl = dicom_proto_get32(r + 16);
-    uint32_t np = dicom_proto_get32(r + 20);
-    size_t want = (size_t)prep->height * (size_t)prep->width;
-    if (dicom_proto_get32(r) != DICOM_PROTO_REP || st >= DICOM_STATUS_COUNT ||
-        rl > DICOM_PROTO_REASON_MAX || al >= DICOM_KEY_MAX || sl >= DICOM_KEY_MAX ||
-        np != (st == DICOM_OK ? want : 0))
-        return crashed(w, "worker reply malformed", reason, reasonlen);
+    uint32_t st;
     char why[DICOM_PROTO_REASON_MAX + 1];
-    if (recv_all(w->fd, why, rl, deadline) < 0 || recv_all(w->fd, out->accession, al, deadline) < 0 ||
-        recv_all(w->fd, out->sop_uid, sl, deadline) < 0)
-        return crashed(w, "worker crashed", reason, reasonlen);
-    why[rl] = out->accession[al] = out->sop_uid[sl] = 0;
-    if (st == DICOM_OK) {
-        out->pixels = malloc(want * sizeof *out->pixels);
-        if (!out->pixels) {
-            memset(out, 0, sizeof *out);
-            return crashed(w, "out of memory", reason, reasonlen);
-        }
-        if (recv_all(w->fd, out->pixels, want * sizeof *out->pixels, deadline) < 0) {
-            free(out->pixels);
-            memset(out, 0, sizeof *out);
-            return crashed(w, "worker crashed", reason, reasonlen);
-        }
-    } else {
-        util_seterr(reason, reasonlen, "%s", why);
-    }
+    const char *bad = reply_read(w->fd, (size_t)prep->height * (size_t)prep->width, deadline, out,
+                                 &st, why);
+    if (bad) return crashed(w, bad, reason, reasonlen);
+    if (st != DICOM_OK) util_seterr(reason, reasonlen, "%s", why);
     return (dicom_status_t)st;
 }
 

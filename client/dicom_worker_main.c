@@ -100,24 +100,38 @@ static int reply(dicom_status_t st, const char *reason, const dicom_image_t *img
     return npix ? write_full(reply_fd, img->pixels, npix * sizeof(float)) : 0;
 }
 
-/* One request: 1 answered, 0 EOF, -1 malformed request or dead pipe. */
-static int serve_one(void)
+/* A request's header (dicom_proto.h): 0 with its kind, payload length and
+ * preprocessing, or -1 when it is malformed. The parser
+ * tests/fuzz/fuzz_dicom_proto.c runs. */
+static int request_parse(const uint8_t h[DICOM_PROTO_REQ_HEADER], uint32_t *kind, uint32_t *plen,
+                         dicom_prep_t *prep)
 {
-    uint8_t h[DICOM_PROTO_REQ_HEADER];
-    int r = read_full(0, h, sizeof h);
-    if (r <= 0) return r;
-    uint32_t kind = dicom_proto_get32(h + 4), plen = dicom_proto_get32(h + 40);
-    dicom_prep_t prep = {
+    *kind = dicom_proto_get32(h + 4);
+    *plen = dicom_proto_get32(h + 40);
+    *prep = (dicom_prep_t){
         .height = (int)dicom_proto_get32(h + 8), .width = (int)dicom_proto_get32(h + 12),
         .window = (dicom_window_t)dicom_proto_get32(h + 16),
         .center = dicom_proto_getf64(h + 24), .width_w = dicom_proto_getf64(h + 32),
     };
     if (dicom_proto_get32(h) != DICOM_PROTO_REQ || dicom_proto_get32(h + 8) > DICOM_PREP_MAX_SIDE ||
         dicom_proto_get32(h + 12) > DICOM_PREP_MAX_SIDE || dicom_proto_get32(h + 16) > 2 ||
-        !dicom_prep_valid(&prep) ||
-        (kind == DICOM_PROTO_PATH && (plen < 1 || plen > DICOM_PROTO_PATH_MAX)) ||
-        (kind == DICOM_PROTO_BYTES && plen > DICOM_PROTO_BYTES_MAX) ||
-        (kind != DICOM_PROTO_PATH && kind != DICOM_PROTO_BYTES)) {
+        !dicom_prep_valid(prep) ||
+        (*kind == DICOM_PROTO_PATH && (*plen < 1 || *plen > DICOM_PROTO_PATH_MAX)) ||
+        (*kind == DICOM_PROTO_BYTES && *plen > DICOM_PROTO_BYTES_MAX) ||
+        (*kind != DICOM_PROTO_PATH && *kind != DICOM_PROTO_BYTES))
+        return -1;
+    return 0;
+}
+
+/* One request: 1 answered, 0 EOF, -1 malformed request or dead pipe. */
+static int serve_one(void)
+{
+    uint8_t h[DICOM_PROTO_REQ_HEADER];
+    int r = read_full(0, h, sizeof h);
+    if (r <= 0) return r;
+    uint32_t kind, plen;
+    dicom_prep_t prep;
+    if (request_parse(h, &kind, &plen, &prep) < 0) {
         fprintf(stderr, "medfed-dicom-worker: malformed request\n");
         return -1;
     }

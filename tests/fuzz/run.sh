@@ -1,6 +1,11 @@
 #!/bin/sh
-# Runs each libFuzzer harness for a fixed time (make fuzz).
+# Runs each libFuzzer harness for a fixed time (make fuzz) or a number of
+# executions (make fuzz-long).
 #   sh tests/fuzz/run.sh BUILD_DIR SECONDS NAME...
+#   sh tests/fuzz/run.sh BUILD_DIR runs:N NAME...   (-runs=N; MEDFED_FUZZ_MAX_SECONDS
+#                                                  also caps each harness's time)
+# MEDFED_FUZZ_JOBS=J > 1 runs J libFuzzer jobs/workers at once (logs fuzz-*.log in
+# BUILD_DIR); one by default, which is what two shared cores allow.
 # Corpus: a temp copy of tests/fuzz/corpus/NAME plus the seeds the harness writes
 # itself (MEDFED_FUZZ_WRITE_SEEDS). After a clean run the inputs that add coverage
 # are merged back into tests/fuzz/corpus/NAME (libFuzzer -merge=1), so the committed
@@ -13,6 +18,7 @@ secs=$2
 shift 2
 fail=0
 mkdir -p "$build/artifacts"
+babs=$(cd "$build" && pwd)
 for name in "$@"; do
     bin=$build/fuzz_$name
     log=$build/fuzz-$name.log
@@ -34,15 +40,25 @@ for name in "$@"; do
     client) maxlen=4096 ;;
     *) maxlen=16384 ;;
     esac
-    "$bin" -max_total_time="$secs" -max_len="$maxlen" -timeout=10 -rss_limit_mb=2048 \
-        -print_final_stats=1 -artifact_prefix="$build/artifacts/$name-" "$work" >"$log" 2>&1
+    case $secs in
+    runs:*) limit="-runs=${secs#runs:}"
+            [ -n "${MEDFED_FUZZ_MAX_SECONDS:-}" ] && limit="$limit -max_total_time=$MEDFED_FUZZ_MAX_SECONDS" ;;
+    *) limit="-max_total_time=$secs" ;;
+    esac
+    jobs=""
+    [ "${MEDFED_FUZZ_JOBS:-1}" -gt 1 ] && jobs="-jobs=$MEDFED_FUZZ_JOBS -workers=$MEDFED_FUZZ_JOBS"
+    t0=$(date +%s)
+    (cd "$build" && exec "$babs/fuzz_$name" $limit $jobs -max_len="$maxlen" -timeout=10 -rss_limit_mb=2048 \
+        -print_final_stats=1 -artifact_prefix="$babs/artifacts/$name-" "$work") >"$log" 2>&1
     rc=$?
-    execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
-    rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log")
+    wall=$(($(date +%s) - t0))
+    [ -n "$jobs" ] && cat "$build"/fuzz-[0-9]*.log >> "$log" 2>/dev/null && rm -f "$build"/fuzz-[0-9]*.log
+    execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | awk '{s += $1} END {if (NR) print s}')
+    rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | awk '{s += $1} END {if (NR) print s}')
     cov=$(grep -o 'cov: [0-9]*' "$log" | tail -n 1)
     corpus=$(ls "$work" | wc -l)
-    printf '  FUZZ   %-12s %s execs (%s/s), %s, corpus %s -> %s\n' "$name" "${execs:-?}" \
-        "${rate:-?}" "${cov:-cov: ?}" "$seeds" "$corpus"
+    printf '  FUZZ   %-12s %s execs (%s/s) in %s s, %s, corpus %s -> %s\n' "$name" "${execs:-?}" \
+        "${rate:-?}" "$wall" "${cov:-cov: ?}" "$seeds" "$corpus"
     if [ $rc -ne 0 ]; then
         echo "  FUZZ   $name FAILED (exit $rc), last lines of $log:"
         tail -n 60 "$log"
