@@ -3,13 +3,22 @@
 #   make deps        install the Debian packages the project needs (apt-get, idempotent)
 #   make test-deps   also those of the tests and benchmarks (test, bench and fuzz use it)
 #   make             build everything into bin/
-#   make test        unit tests (cmocka) + integration tests (real processes), then the
-#                    same suite under AddressSanitizer + UndefinedBehaviorSanitizer, then
-#                    each libFuzzer harness for TEST_FUZZ_SECONDS (10)
+#   make test        unit tests (cmocka) + integration tests (real processes), the short
+#                    crash drills, then the same suite under AddressSanitizer +
+#                    UndefinedBehaviorSanitizer, then each libFuzzer harness for
+#                    TEST_FUZZ_SECONDS (10)
 #   make sim         the main job: 10 simulated hospitals on PneumoniaMNIST
-#   make bench       benchmarks, JSON into bench-results/
+#   make bench       benchmarks, JSON into bench-results/ (bench-width: only the upload
+#                    width table; bench-scale: round cost vs model size and sites, scale.json)
 #   make test-malicious  secure aggregation against a malicious coordinator (tests/malicious/)
+#   make test-wan    the federation over emulated WAN links (tests/wan/: network namespaces,
+#                    htb, a delaying relay; as root, ~7 min): hospital VPN, slow site,
+#                    flapping link, partition; round times into bench-results/wan.json
 #   make asan-test   only the sanitizer run
+#   make chaos       crash drills: 50 + 50 trials that SIGKILL the coordinator or a site at a
+#                    drawn moment and check state, metrics and resume (chaos-short: 5 + 5,
+#                    part of make test); TRIAL=coord:SEED replays one
+#   make fuzz-long   each libFuzzer harness to FUZZ_RUNS (10M) executions on its corpus
 #   make mutants     each critical check broken on purpose must fail its test (tests/mutants/);
 #                    MUTANTS="NAME..." picks some, MUTANT_JOBS=2 runs two at once
 #   make test-bin    the test build: the programs with their test hooks, in build/hooks/bin
@@ -77,7 +86,12 @@ GDCM_INC   := -I/usr/include/gdcm-3.0
 GDCM_LIBS  := -lgdcmMSFF -lgdcmDSED -lgdcmIOD -lgdcmDICT -lgdcmCommon
 PNG_LIBS    = $(shell pkg-config --libs libpng 2>/dev/null)
 CLIENT_SRC := $(filter-out $(CLIENT_CORE) $(WORKER_SRC),$(wildcard client/*.c))
-SIM_SRC    := $(filter-out sim/partition.c,$(wildcard sim/*.c))
+SIM_SRC    := $(filter-out sim/partition.c sim/swarm_main.c,$(wildcard sim/*.c))
+# medfed-swarm: many protocol-only sites in one process (medfed-sim --swarm). The
+# daemon's own client code over model_synthetic.c, the plain-C backend of model.h,
+# instead of the LibTorch shim: linked with the C driver, no LibTorch.
+SWARM_SRC  := sim/swarm_main.c client/client.c client/config.c client/secagg_client.c \
+              model/model_synthetic.c model/checkpoint.c
 
 obj = $(patsubst %.c,$(BUILD)/%.o,$(patsubst %.cpp,$(BUILD)/%.o,$(1)))
 
@@ -86,7 +100,7 @@ MODEL_OBJ := $(call obj,$(MODEL_SRC))
 
 PROGS := $(BIN)/medfed-coordinator $(BIN)/medfed-client $(BIN)/medfed-sim \
          $(BIN)/medfed-eval $(BIN)/medfed-init $(BIN)/medfed-dicom-worker \
-         $(BIN)/medfed-dicom-fixture
+         $(BIN)/medfed-dicom-fixture $(BIN)/medfed-swarm
 # The operator's CLI: tools/medfed.c dispatches to one file per subcommand.
 PROGS += $(BIN)/medfed
 MEDFED_SRC := $(filter-out tools/init.c tools/eval.c,$(wildcard tools/*.c))
@@ -104,7 +118,7 @@ HOOKS_BUILD ?= $(BUILD)/hooks
 HOOKS_BIN  := $(HOOKS_BUILD)/bin
 endif
 HOOK_PROGS := $(patsubst %,$(HOOKS_BIN)/%,medfed-coordinator medfed-client medfed-sim \
-                medfed-init medfed-dicom-worker)
+                medfed-init medfed-dicom-worker medfed-swarm)
 CXX_OBJ    := $(call obj,$(filter %.cpp,$(MODEL_SRC) $(WORKER_SRC)))
 
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
@@ -112,7 +126,7 @@ UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 TEST_TOOLS := $(BUILD)/tests/evil_client $(BUILD)/tests/data_dump
 
 .PHONY: install all deps test-deps test unit-test integration-test asan-test sim bench fuzz clean data \
-        test-bin test-malicious
+        test-bin test-malicious test-wan
 all: $(PROGS)
 
 deps:
@@ -157,6 +171,10 @@ $(BIN)/medfed-sim: $(call obj,$(SIM_SRC)) $(CORE_LIB)
 	@mkdir -p $(BIN)
 	$(call say,LD,$@)$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
+$(BIN)/medfed-swarm: $(call obj,$(SWARM_SRC)) $(CORE_LIB)
+	@mkdir -p $(BIN)
+	$(call say,LD,$@)$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
+
 $(BIN)/medfed-client: $(call obj,$(CLIENT_SRC)) $(MODEL_OBJ) $(CORE_LIB)
 	@mkdir -p $(BIN)
 	$(call say,LD,$@)$(CXX) $(LDFLAGS) -o $@ $^ $(TORCH_LIBS) $(LIBS)
@@ -191,6 +209,12 @@ $(BUILD)/tests/test_model: $(BUILD)/tests/unit/test_model.o $(MODEL_OBJ) $(CORE_
 	@mkdir -p $(dir $@)
 	$(call say,LD,$@)$(CXX) $(LDFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(TORCH_LIBS) $(LIBS)
 
+# The synthetic backend of model.h (medfed-swarm's) instead of LibTorch.
+$(BUILD)/tests/test_model_synthetic: $(BUILD)/tests/unit/test_model_synthetic.o \
+		$(call obj,model/model_synthetic.c model/checkpoint.c) $(CORE_LIB)
+	@mkdir -p $(dir $@)
+	$(call say,LD,$@)$(CC) $(LDFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(LIBS)
+
 $(BUILD)/tests/%: $(BUILD)/tests/unit/%.o $(CORE_LIB)
 	@mkdir -p $(dir $@)
 	$(call say,LD,$@)$(CC) $(LDFLAGS) -o $@ $^ $(CMOCKA_LIBS) $(LIBS)
@@ -209,6 +233,7 @@ $(BUILD)/tests/evil_coordinator: $(BUILD)/tests/malicious/evil_coordinator.o $(C
 
 test: test-deps
 	$(Q)$(MAKE) --no-print-directory unit-test integration-test test-malicious
+	$(Q)$(MAKE) --no-print-directory chaos-short
 	$(Q)$(MAKE) --no-print-directory asan-test
 	$(Q)$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=$(TEST_FUZZ_SECONDS)
 	$(Q)$(MAKE) --no-print-directory mutants MUTANT_SAMPLE=$(TEST_MUTANTS)
@@ -228,6 +253,20 @@ MALICIOUS_ONLY ?=
 test-malicious: $(PROGS) $(TEST_TOOLS) $(BUILD)/tests/evil_coordinator test-bin
 	$(Q)MEDFED_MAL_ONLY="$(MALICIOUS_ONLY)" sh tests/malicious/run.sh $(BIN) $(BUILD) $(HOOKS_BIN)
 
+# WAN conditions (tests/wan/run.py): the coordinator and six sites in their own network
+# namespaces over veth pairs, bandwidth and loss in the kernel (htb, a cBPF drop filter),
+# delay, jitter, stalls and resets in tests/wan/relay.c. Needs root; not part of `make
+# test`. WAN_ONLY="hospital-vpn slow-site ..." runs some profiles.
+WAN_OUT ?= bench-results/wan.json
+test-wan: test-deps
+	$(Q)$(MAKE) --no-print-directory all test-bin $(BUILD)/tests/wan_relay
+	$(Q)/usr/bin/python3 tests/wan/run.py --bin $(BIN) --hooks-bin $(HOOKS_BIN) \
+		--relay $(BUILD)/tests/wan_relay --out $(WAN_OUT)
+
+$(BUILD)/tests/wan_relay: tests/wan/relay.c
+	@mkdir -p $(dir $@)
+	$(call say,CC,$<)$(CC) -std=c11 -D_GNU_SOURCE $(WARN) $(OPT) $(SANFLAGS) -o $@ $< -lm
+
 # The same suite, built with ASan + UBSan into its own directories, as a test build.
 asan-test: test-deps
 	$(Q)$(MAKE) --no-print-directory BUILD=build-asan BIN=build-asan/bin SANITIZE=1 OPT='-O1 -g' \
@@ -243,6 +282,34 @@ MUTANT_SAMPLE ?= 0
 mutants: all $(UNIT_TESTS) $(TEST_TOOLS)
 	$(Q)sh tests/mutants/run.sh $(BUILD) $(BIN) --jobs $(MUTANT_JOBS) --sample $(MUTANT_SAMPLE) $(MUTANTS)
 
+# Crash drills (tests/chaos/run.sh): a four-site secure federation runs three rounds
+# while the coordinator (CHAOS_COORD trials) or a site (CHAOS_SITE trials) is
+# killed with SIGKILL at a drawn moment, checkpoint writes included, and started
+# again; then the state directory, the metrics and the resume are checked.
+# Each trial prints its seed: `make chaos TRIAL=coord:SEED` replays one,
+# `make chaos SEED=S` draws the same trials again, CHAOS_ANCHORS=checkpoint,...
+# keeps only those moments. chaos-short (5 + 5, and each check made to fail once
+# on a broken state directory) is part of `make test`.
+CHAOS_COORD  ?= 50
+CHAOS_SITE   ?= 50
+CHAOS_ANCHORS ?=
+SEED  ?=
+TRIAL ?=
+CHAOS_FLAGS = $(if $(SEED),--seed $(SEED)) $(if $(TRIAL),--trial $(TRIAL)) \
+              $(if $(CHAOS_ANCHORS),--anchors $(CHAOS_ANCHORS))
+CHAOS_PROGS := $(addprefix $(BIN)/,medfed-coordinator medfed-client medfed-sim medfed-init)
+.PHONY: chaos chaos-short
+chaos: $(CHAOS_PROGS) $(BUILD)/tests/chaos_kill
+	$(Q)sh tests/chaos/run.sh $(BIN) $(BUILD) --coord $(CHAOS_COORD) --site $(CHAOS_SITE) \
+		--selftest $(CHAOS_FLAGS)
+
+chaos-short: $(CHAOS_PROGS) $(BUILD)/tests/chaos_kill
+	$(Q)sh tests/chaos/run.sh $(BIN) $(BUILD) --coord 5 --site 5 --selftest $(CHAOS_FLAGS)
+
+$(BUILD)/tests/chaos_kill: $(BUILD)/tests/chaos/chaos_kill.o
+	@mkdir -p $(dir $@)
+	$(call say,LD,$@)$(CC) $(LDFLAGS) -o $@ $^
+
 # ---- the main job and benchmarks --------------------------------------------
 SIM_ARGS ?= --clients 10 --rounds 20 --dataset pneumoniamnist --partition dirichlet:0.5 --seed 1 --out runs/sim
 sim: deps
@@ -253,6 +320,19 @@ bench: test-deps
 	$(Q)$(MAKE) --no-print-directory all test-bin $(BUILD)/tests/bench_fedavg $(BUILD)/tests/bench_encoding
 	$(Q)sh tests/bench/run.sh $(BIN) $(BUILD) bench-results $(HOOKS_BIN)
 
+# The width table alone (issue 15; into bench-results/bench.json beside the rest).
+.PHONY: bench-width bench-scale
+bench-width: test-deps
+	$(Q)$(MAKE) --no-print-directory all $(BUILD)/tests/bench_encoding
+	$(Q)BENCH_PARTS=width sh tests/bench/run.sh $(BIN) $(BUILD) bench-results $(HOOKS_BIN)
+
+# Round cost as the model and the federation grow: 10 real clients at two model
+# sizes (plaintext / secure, CURVE on / off) and the swarm at 100-1,000 sites
+# (issue 11), into bench-results/scale.json.
+bench-scale: deps
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)sh tests/bench/scale.sh $(BIN) bench-results
+
 $(BUILD)/tests/bench_fedavg: $(BUILD)/tests/bench/bench_fedavg.o $(CORE_LIB)
 	@mkdir -p $(dir $@)
 	$(call say,LD,$@)$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
@@ -262,8 +342,9 @@ $(BUILD)/tests/bench_encoding: $(BUILD)/tests/bench/bench_encoding.o $(CORE_LIB)
 	$(call say,LD,$@)$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 # ---- fuzzing -------------------------------------------------------------------
-# libFuzzer harnesses (tests/fuzz/) over the wire decoder and the phase handlers of
-# both daemons, built with clang (libFuzzer comes with libclang-rt) into fuzz-build/.
+# libFuzzer harnesses (tests/fuzz/) over the wire decoder, the phase handlers of
+# both daemons, the DICOMweb parsers and the DICOM worker's pipe, built with
+# clang (libFuzzer comes with libclang-rt) into fuzz-build/.
 # Each runs FUZZ_SECONDS on a temp copy of its corpus: tests/fuzz/corpus/NAME plus the
 # seeds the harness writes itself. A crash, leak, sanitizer report or hang fails the
 # target; the input that did it is kept in fuzz-build/artifacts/ (reproduce with
@@ -271,7 +352,7 @@ $(BUILD)/tests/bench_encoding: $(BUILD)/tests/bench/bench_encoding.o $(CORE_LIB)
 FUZZ_CC      ?= clang
 FUZZ_SECONDS ?= 20
 FUZZ_BUILD   := fuzz-build
-FUZZ_NAMES   := wire coordinator client dicomweb
+FUZZ_NAMES   := wire coordinator client dicomweb dicom_proto
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 FUZZ_CFLAGS   = -std=c11 -D_GNU_SOURCE $(WARN) -O1 -g $(FUZZ_SAN) $(INC) $(PKG_CFLAGS) -MMD -MP
 # What the harnesses link: the core minus the files they #include themselves
@@ -286,6 +367,20 @@ FUZZ_BINS    := $(patsubst %,$(FUZZ_BUILD)/fuzz_%,$(FUZZ_NAMES))
 fuzz: test-deps
 	$(Q)$(MAKE) --no-print-directory $(FUZZ_BINS)
 	$(Q)sh tests/fuzz/run.sh $(FUZZ_BUILD) $(FUZZ_SECONDS) $(FUZZ_NAMES)
+
+# At depth: each harness to FUZZ_RUNS executions (libFuzzer -runs, one job: two
+# shared cores), on its corpus in tests/fuzz/corpus/NAME, into which what adds
+# coverage is merged at the end (-merge=1). Prints executions, exec/s and the
+# wall time per harness; fails on a crash. FUZZ_NAMES="wire ..." picks harnesses,
+# FUZZ_LONG_MAX_SECONDS caps each one's time, FUZZ_JOBS=J runs J jobs at once.
+FUZZ_RUNS ?= 10000000
+FUZZ_LONG_MAX_SECONDS ?=
+FUZZ_JOBS ?= 1
+.PHONY: fuzz-long
+fuzz-long: test-deps
+	$(Q)$(MAKE) --no-print-directory $(FUZZ_BINS)
+	$(Q)MEDFED_FUZZ_MAX_SECONDS=$(FUZZ_LONG_MAX_SECONDS) MEDFED_FUZZ_JOBS=$(FUZZ_JOBS) \
+		sh tests/fuzz/run.sh $(FUZZ_BUILD) runs:$(FUZZ_RUNS) $(FUZZ_NAMES)
 
 $(FUZZ_LIB): $(patsubst %.c,$(FUZZ_BUILD)/obj/%.o,$(FUZZ_LIB_SRC))
 	$(call say,AR,$@)$(AR) rcs $@ $^

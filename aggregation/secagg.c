@@ -42,6 +42,17 @@ int secagg_quant_params(double clip, int64_t max_weight, unsigned clients, unsig
     return 0;
 }
 
+double secagg_next_clip(const float *mean, size_t n, double headroom, double ceiling)
+{
+    float m = 0.0f;
+    for (size_t i = 0; i < n; i++) {
+        float a = fabsf(mean[i]);
+        if (a > m && isfinite(a)) m = a;
+    }
+    double c = headroom * (double)m, lo = ceiling / SECAGG_CLIP_RANGE;
+    return c > ceiling ? ceiling : c < lo ? lo : c;
+}
+
 size_t secagg_encode(const float *delta, size_t n, int64_t weight, const quant_t *q,
                      const uint32_t *dither, uint32_t *out)
 {

@@ -45,6 +45,15 @@ int secagg_fits(const quant_t *q, int64_t weight, unsigned clients);
 size_t secagg_encode(const float *delta, size_t n, int64_t weight, const quant_t *q,
                      const uint32_t *dither, uint32_t *out);
 
+/* The clip of the next round, from this round's decoded mean update (public
+ * to the coordinator: nothing per site): headroom x max |mean[i]| over the
+ * finite values, within [ceiling / SECAGG_CLIP_RANGE, ceiling]. A site's own
+ * values spread wider than the mean's, hence the headroom; values beyond the
+ * clip are clipped on the site (and counted in its log), so the rule trades
+ * a few clipped values for a finer fixed-point step at a narrow width. */
+#define SECAGG_CLIP_RANGE 1024.0
+double secagg_next_clip(const float *mean, size_t n, double headroom, double ceiling);
+
 /* Decodes an unmasked sum of n + 1 words: each of the n elements is read mod
  * 2^(q->bits) as a signed number, avg[i] = mean delta; *weight = the 32-bit
  * sum of n_k. avg may be the same memory as sum (in-place decoding, element i

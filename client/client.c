@@ -40,6 +40,7 @@
 #include "aggregation/metrics.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "common/vecshare.h"
 #include "crypto/crypto.h"
 #include "model/model.h"
 #include "proto/transport.h"
@@ -113,6 +114,9 @@ static void leave_round(client_t *c, const char *why)
         c->round_lost = 1;
     }
     sa_client_reset(c);
+    c->update_waiting = 0;
+    client_drop_work(c);
+    client_drop_upload(c);
     c->phase = PHASE_NONE;
     c->welcomed = 0;
 }
@@ -187,6 +191,16 @@ static int on_progress(void *user, int epoch, int64_t images_done)
     return client_stop || c->round_lost || c->exit_code >= 0;
 }
 
+/* Forgets the global model (the daemon frees its copy, a hosted client its
+ * reference to the shared one). */
+static void drop_global(client_t *c)
+{
+    if (c->host) vecshare_put((const void **)&c->global);
+    free(c->global_buf);
+    c->global = c->global_buf = NULL;
+    c->have_global = 0;
+}
+
 /* Makes sure c->model matches the spec in m and c->global holds version
  * m->model_version. Returns 0, or -1 after sending an ERROR. */
 static int load_global(client_t *c, const msg_t *m)
@@ -207,21 +221,24 @@ static int load_global(client_t *c, const msg_t *m)
                              .width = (int)m->width, .classes = (int)m->classes};
         util_strlcpy(spec.arch, m->arch, sizeof spec.arch);
         model_destroy(&c->model);
-        free(c->global);
+        drop_global(c);
         free(c->work);
         free(c->masked_buf);
-        c->global = c->work = NULL;
+        c->work = NULL;
         c->masked_buf = NULL;
-        c->have_global = 0;
         c->model = model_new(&spec, 0, err, sizeof err);
         if (!c->model) {
             client_send_error(c, m->round, ERR_LOCAL, err);
             return -1;
         }
         c->numel = model_numel(c->model);
-        c->global = malloc(c->numel * sizeof(float));
-        c->work = malloc(c->numel * sizeof(float));
-        if (!c->global || !c->work) {
+        /* A hosted client shares the global model and makes its work
+         * buffer when it trains (client_drop_work). */
+        if (!c->host) {
+            c->global = c->global_buf = malloc(c->numel * sizeof(float));
+            c->work = malloc(c->numel * sizeof(float));
+        }
+        if (!c->host && (!c->global_buf || !c->work)) {
             client_send_error(c, m->round, ERR_LOCAL, "out of memory for the model");
             model_destroy(&c->model);
             return -1;
@@ -248,7 +265,17 @@ static int load_global(client_t *c, const msg_t *m)
             client_send_error(c, m->round, ERR_WRONG_LENGTH, err);
             return -1;
         }
-        memcpy(c->global, m->vec, m->vec_len); /* aligned copy out of the frame */
+        if (c->host) { /* the same bytes as the host's other sites: one copy */
+            const float *shared = vecshare_get(m->vec, m->vec_len);
+            if (!shared) {
+                client_send_error(c, m->round, ERR_LOCAL, "out of memory for the model");
+                return -1;
+            }
+            vecshare_put((const void **)&c->global);
+            c->global = shared;
+        } else {
+            memcpy(c->global_buf, m->vec, m->vec_len); /* aligned copy out of the frame */
+        }
         c->global_hash_stale = 1;
         c->global_version = m->model_version;
         c->have_global = 1;
@@ -302,6 +329,7 @@ static void on_plan(client_t *c, const msg_t *m)
     c->last_plan_round = m->round;
     c->round = m->round;
     c->round_lost = 0;
+    c->update_waiting = 0; /* a plaintext update of an earlier round is not sent now */
     sa_client_reset(c); /* a new round: whatever the last one left is wiped */
     c->phase = PHASE_TRAIN;
     log_info("round=%u phase=train event=plan epochs=%u batch=%u lr=%g", m->round, m->epochs,
@@ -320,6 +348,7 @@ static void on_plan(client_t *c, const msg_t *m)
     }
     if ((m->present & MSG_HAS_SECAGG) && sa_client_check_plan(c, m) < 0) return;
     if (load_global(c, m) < 0) return;
+    send_heartbeat(c); /* we have the plan: the coordinator sends the next site its model */
     if (m->epochs > 1000 || m->batch < 1 || m->batch > 65536 ||
         !(m->lr > 0 && m->lr < 100) || !(m->momentum >= 0 && m->momentum < 1) ||
         !(m->weight_decay >= 0 && m->weight_decay < 1)) {
@@ -345,6 +374,10 @@ static void on_plan(client_t *c, const msg_t *m)
         return;
     }
     double secs = util_now() - t0;
+    if (!c->work && !(c->work = malloc(c->numel * sizeof *c->work))) { /* hosted */
+        client_send_error(c, m->round, ERR_LOCAL, "out of memory for the update");
+        return;
+    }
     if (model_get_params(c->model, c->work, c->numel) < 0) {
         client_send_error(c, m->round, ERR_LOCAL, model_errmsg(c->model));
         return;
@@ -356,13 +389,34 @@ static void on_plan(client_t *c, const msg_t *m)
         sa_client_advertise(c, m, secs);
         return;
     }
+    /* The delta waits in work until the coordinator says UPLOAD. */
+    c->update_waiting = 1;
+    c->update_loss = res.train_loss;
+    c->update_secs = secs;
+    msg_t ready = {.type = MSG_READY, .round = m->round, .phase = PHASE_TRAIN};
+    if (client_send(c, &ready) == 0)
+        log_info("round=%u phase=train event=trained loss=%.4f train_s=%.2f -> waiting for upload",
+                 m->round, res.train_loss, secs);
+}
+
+/* UPLOAD of a plaintext round: our turn to send the update. */
+static void on_plain_upload(client_t *c, const msg_t *m)
+{
+    if (!c->update_waiting || m->round != c->round) {
+        client_send_error(c, m->round, ERR_UNEXPECTED, "no update is waiting for this round");
+        return;
+    }
+    c->update_waiting = 0;
     client_maybe_die(c, "upload", m->round);
     msg_t u = {.type = MSG_UPDATE, .round = m->round, .phase = PHASE_TRAIN,
-               .n_samples = c->train.n, .loss_sum = res.train_loss, .train_seconds = secs,
-               .vec = (const uint8_t *)c->work, .vec_len = c->numel * 4, .present = MSG_HAS_VEC};
+               .n_samples = c->train.n, .loss_sum = c->update_loss,
+               .train_seconds = c->update_secs, .vec = (const uint8_t *)c->work,
+               .vec_len = c->numel * 4, .present = MSG_HAS_VEC};
     if (client_send(c, &u) == 0)
         log_info("round=%u phase=train event=update-sent n=%lld loss=%.4f train_s=%.2f",
-                 m->round, (long long)c->train.n, res.train_loss, secs);
+                 m->round, (long long)c->train.n, c->update_loss, c->update_secs);
+    client_drop_work(c);
+    client_drop_upload(c);
     c->phase = PHASE_NONE;
 }
 
@@ -377,6 +431,7 @@ static void on_eval(client_t *c, const msg_t *m)
     c->phase = PHASE_EVAL;
     client_maybe_die(c, "eval", m->round);
     if (load_global(c, m) < 0) return;
+    send_heartbeat(c); /* we have the model: the next site's download starts */
     model_result_t res = {0};
     uint32_t hist[2 * WIRE_HIST_BINS];
     memset(hist, 0, sizeof hist);
@@ -426,7 +481,11 @@ static int dispatch(client_t *c, const msg_t *m, int *rc)
         return 0;
     case MSG_PLAN: on_plan(c, m); return 0;
     case MSG_EVAL: on_eval(c, m); return 0;
-    case MSG_KEYS: case MSG_SHARES_IN: case MSG_UPLOAD: case MSG_CONSIST_REQ: case MSG_UNMASK_REQ:
+    case MSG_UPLOAD:
+        if (m->phase == PHASE_TRAIN) on_plain_upload(c, m);
+        else sa_client_on_message(c, m);
+        return 0;
+    case MSG_KEYS: case MSG_SHARES_IN: case MSG_CONSIST_REQ: case MSG_UNMASK_REQ:
         sa_client_on_message(c, m);
         return 0;
     case MSG_SHUTDOWN:
@@ -535,11 +594,15 @@ static int load_identity(client_t *c)
     /* Certificates: peers are checked against the CA, no roster needed. */
     if (cf->ca[0] && sa_client_load_cert(c, pk) < 0) return -1;
     if (!cf->roster[0]) return 0;
-    c->roster = malloc(sizeof *c->roster);
-    if (!c->roster) return -1;
-    if (roster_load(cf->roster, c->roster, err, sizeof err) < 0) {
-        log_error("%s", err);
-        return -1;
+    if (c->host && c->host->roster) { /* the host read it once for all its sites */
+        c->roster = c->host->roster;
+    } else {
+        c->roster = c->roster_buf = malloc(sizeof *c->roster_buf);
+        if (!c->roster_buf) return -1;
+        if (roster_load(cf->roster, c->roster_buf, err, sizeof err) < 0) {
+            log_error("%s", err);
+            return -1;
+        }
     }
     policy_set_federation(c->policy, (unsigned)c->roster->n); /* colluders: a share of it */
     int me = roster_find(c->roster, c->conf->site);
@@ -607,7 +670,7 @@ static void client_free(client_t *c)
         zmq_close(c->mon);
     }
     if (c->sock) zmq_close(c->sock);
-    if (c->zctx) zmq_ctx_term(c->zctx);
+    if (c->zctx && !c->host) zmq_ctx_term(c->zctx); /* a host's context is the host's */
     wire_buf_destroy(&c->out);
     wire_decoder_destroy(&c->dec);
     sa_client_reset(c);
@@ -615,85 +678,142 @@ static void client_free(client_t *c)
     if (c->identity_sk) crypto_secure_free(c->identity_sk);
     sa_client_free_cert(c);
     policy_destroy(&c->policy);
-    free(c->roster);
+    free(c->roster_buf);
     model_destroy(&c->model);
-    free(c->global);
+    drop_global(c);
     free(c->work);
     free(c->scores);
     dataset_free(&c->train);
     dataset_free(&c->val);
 }
 
-int client_run(const client_conf_t *conf, const client_die_at_t *die_at)
+/* Hosted: waits for a CPU turn (client_host_t); a site that is only queued
+ * still heartbeats. 0 with the turn (or without turns), -1 when stopping. */
+static int take_turn(client_t *c)
 {
-    client_t c = {.conf = conf, .die_at = die_at, .exit_code = -1};
-    int rc = 1;
-    model_set_threads(conf->threads);
-    if (load_data(&c) < 0 || load_identity(&c) < 0) goto out;
-
-    c.zctx = zmq_ctx_new();
-    c.out = wire_buf_new();
-    c.dec = wire_decoder_new();
-    if (!c.zctx || !c.out || !c.dec) goto out;
-    c.sock = open_socket(c.zctx, conf, 1000);
-    if (!c.sock) goto out;
-    if (conf->curve_key[0]) log_info("transport: CURVE");
-    c.mon = transport_monitor_open_events(c.zctx, c.sock, "client", LINK_EVENTS);
-    if (!c.mon) {
-        log_warn("no connection monitor: reconnects are noticed by the coordinator's replies");
-        c.link_up = 1;
+    if (!c->host || !c->host->turn_take) return 0;
+    while (c->host->turn_take(c->host->user, c->conf->heartbeat) != 0) {
+        if (client_stop) return -1;
+        poll_link(c);
+        if (c->link_up && c->welcomed) send_heartbeat(c);
     }
-    if (zmq_connect(c.sock, conf->coordinator) < 0) {
+    return 0;
+}
+
+static void give_turn(client_t *c)
+{
+    if (c->host && c->host->turn_give) c->host->turn_give(c->host->user);
+}
+
+/* One message from the coordinator, if one is waiting. 1 to stop the loop
+ * (with *rc set), 0 to go on. */
+static int handle_message(client_t *c, int *rc)
+{
+    wire_frame_t fr;
+    if (transport_recv(c->sock, 0, &fr, 1) < 0) {
+        if (errno != EAGAIN) log_warn("dropped a malformed frame from the coordinator");
+        return 0;
+    }
+    msg_t m;
+    char err[256];
+    int stop = 0;
+    if (msg_decode(c->dec, transport_frame_data(&fr), fr.bytes, &m, err, sizeof err) < 0)
+        log_warn("malformed message from the coordinator: %s", err);
+    else
+        stop = dispatch(c, &m, rc);
+    transport_frame_close(&fr);
+    return stop;
+}
+
+/* The connection and the event loop, once the site's data is in c. */
+static int run(client_t *c)
+{
+    const client_conf_t *conf = c->conf;
+    int rc = 1;
+    if (load_identity(c) < 0) goto out;
+
+    c->zctx = c->host ? c->host->zctx : zmq_ctx_new();
+    c->out = wire_buf_new();
+    c->dec = wire_decoder_new();
+    if (!c->zctx || !c->out || !c->dec) goto out;
+    c->sock = open_socket(c->zctx, conf, 1000);
+    if (!c->sock) goto out;
+    if (conf->curve_key[0]) log_info("transport: CURVE");
+    char mon_name[WIRE_SITE_MAX + 8] = "client"; /* unique in a shared context */
+    if (c->host) snprintf(mon_name, sizeof mon_name, "client-%s", conf->site);
+    c->mon = transport_monitor_open_events(c->zctx, c->sock, mon_name, LINK_EVENTS);
+    if (!c->mon) {
+        log_warn("no connection monitor: reconnects are noticed by the coordinator's replies");
+        c->link_up = 1;
+    }
+    if (zmq_connect(c->sock, conf->coordinator) < 0) {
         log_error("cannot connect to %s: %s", conf->coordinator, zmq_strerror(errno));
         goto out;
     }
     log_info("site=%s connecting to %s", conf->site, conf->coordinator);
 
-    c.last_hello = -1e9;
-    while (!client_stop && c.exit_code < 0) {
-        poll_link(&c);
+    c->last_hello = -1e9;
+    while (!client_stop && c->exit_code < 0) {
+        poll_link(c);
         double now = util_now();
-        if (c.link_up && !c.welcomed && now - c.last_hello >= 2.0)
-            send_hello(&c); /* the first, or no WELCOME came back */
-        else if (c.link_up && c.welcomed && now - c.last_sent >= conf->heartbeat)
-            send_heartbeat(&c);
-        zmq_pollitem_t pi[2] = {{c.sock, 0, ZMQ_POLLIN, 0}, {c.mon, 0, ZMQ_POLLIN, 0}};
+        if (c->link_up && !c->welcomed && now - c->last_hello >= 2.0)
+            send_hello(c); /* the first, or no WELCOME came back */
+        else if (c->link_up && c->welcomed && now - c->last_sent >= conf->heartbeat)
+            send_heartbeat(c);
+        zmq_pollitem_t pi[2] = {{c->sock, 0, ZMQ_POLLIN, 0}, {c->mon, 0, ZMQ_POLLIN, 0}};
         long timeout_ms = (long)(conf->heartbeat * 1000);
-        if (!c.welcomed && timeout_ms > 500) timeout_ms = 500;
-        int n = zmq_poll(pi, c.mon ? 2 : 1, timeout_ms);
+        if (!c->welcomed && timeout_ms > 500) timeout_ms = 500;
+        int n = zmq_poll(pi, c->mon ? 2 : 1, timeout_ms);
         if (n < 0) {
             if (errno == EINTR) continue;
             log_error("poll failed: %s", zmq_strerror(errno));
             goto out;
         }
-        if (!(pi[0].revents & ZMQ_POLLIN)) continue;
-        wire_frame_t fr;
-        if (transport_recv(c.sock, 0, &fr, 1) < 0) {
-            if (errno != EAGAIN) log_warn("dropped a malformed frame from the coordinator");
-            continue;
-        }
-        msg_t m;
-        char err[256];
-        if (msg_decode(c.dec, transport_frame_data(&fr), fr.bytes, &m, err, sizeof err) < 0) {
-            log_warn("malformed message from the coordinator: %s", err);
-            transport_frame_close(&fr);
-            continue;
-        }
-        int stop = dispatch(&c, &m, &rc);
-        transport_frame_close(&fr);
+        if (!(pi[0].revents & ZMQ_POLLIN) || take_turn(c) < 0) continue;
+        int stop = handle_message(c, &rc);
+        give_turn(c);
         if (stop) goto out;
     }
-    if (c.exit_code >= 0) {
-        rc = c.exit_code;
+    if (c->exit_code >= 0) {
+        rc = c->exit_code;
     } else {
         log_info("signal received -> exit");
         rc = 0;
     }
     int linger = 0; /* nothing is worth waiting for now */
-    zmq_setsockopt(c.sock, ZMQ_LINGER, &linger, sizeof linger);
+    zmq_setsockopt(c->sock, ZMQ_LINGER, &linger, sizeof linger);
 out:
-    client_free(&c);
+    client_free(c);
     return rc;
+}
+
+int client_run(const client_conf_t *conf, const client_die_at_t *die_at)
+{
+    client_t c = {.conf = conf, .die_at = die_at, .exit_code = -1};
+    model_set_threads(conf->threads);
+    if (load_data(&c) < 0) {
+        client_free(&c);
+        return 1;
+    }
+    return run(&c);
+}
+
+int client_run_hosted(const client_conf_t *conf, client_host_t *host)
+{
+    client_t c = {.conf = conf, .host = host, .exit_code = -1};
+    c.train = host->train;
+    c.val = host->val;
+    memset(&host->train, 0, sizeof host->train);
+    memset(&host->val, 0, sizeof host->val);
+    c.scores = malloc((size_t)(c.val.n > 0 ? c.val.n : 1) * sizeof *c.scores);
+    if (!c.scores || c.train.n <= 0) {
+        log_error("data: %s", c.scores ? "the training split is empty" : "out of memory");
+        client_free(&c);
+        return 1;
+    }
+    log_info("data: given by the host, train=%lld val=%lld size=%dx%dx%d", (long long)c.train.n,
+             (long long)c.val.n, c.train.channels, c.train.height, c.train.width);
+    return run(&c);
 }
 
 /* ---- --check -------------------------------------------------------------------- */

@@ -5,6 +5,8 @@
 #ifndef MEDFED_CLIENT_INTERNAL_H
 #define MEDFED_CLIENT_INTERNAL_H
 
+#include <stdlib.h>
+
 #include "client/client.h"
 #include "common/roster.h"
 #include "crypto/cert.h"
@@ -16,13 +18,16 @@ typedef struct sa_client sa_client_t;
 typedef struct {
     const client_conf_t *conf;
     const client_die_at_t *die_at;
+    const client_host_t *host; /* NULL: the daemon; else a site of medfed-swarm (client.h) */
     void *zctx, *sock;
     wire_buf_t *out;
     wire_decoder_t *dec;
     dataset_t train, val;
 
     model_t *model;
-    float *global;          /* the coordinator's model, version global_version */
+    const float *global;    /* the coordinator's model, version global_version: global_buf,
+                             * or hosted, a copy shared in the process (vecshare.h) */
+    float *global_buf;      /* the daemon's own copy; NULL when hosted */
     float *work;            /* scratch: trained parameters, then the delta */
     float *scores;          /* evaluation scores, val.n */
     size_t numel;
@@ -36,6 +41,10 @@ typedef struct {
     uint32_t last_plan_round, last_eval_round;
     double last_sent, last_hello;
     uint32_t round, phase;  /* what we are doing now, for heartbeats */
+    /* a plaintext update trained and waiting for the coordinator's UPLOAD
+     * (it takes uploads a few at a time: its memory stays O(model)) */
+    int update_waiting;
+    double update_loss, update_secs;
 
     /* the connection to the coordinator, as the socket monitor reports it */
     void *mon;              /* NULL: no monitor, the link is assumed up */
@@ -47,7 +56,8 @@ typedef struct {
     double link_down_since;
 
     /* secure aggregation */
-    roster_t *roster;       /* NULL when not configured */
+    const roster_t *roster; /* NULL when not configured; roster_buf, or the host's */
+    roster_t *roster_buf;   /* the one this client loaded */
     cert_ca_t *ca;          /* with certificates: the federation CA; else NULL */
     uint8_t *cert;          /* our identity certificate (DER), cert_len bytes; NULL without */
     size_t cert_len;
@@ -70,6 +80,23 @@ static inline void client_maybe_die(const client_t *c, const char *phase, uint32
     (void)round;
 }
 #endif
+/* A hosted client frees model-sized buffers as soon as the round is past
+ * them: the delta once encoded, the masked input and the encode buffer once
+ * sent. The daemon keeps them (a fresh buffer costs page faults each round). */
+static inline void client_drop_work(client_t *c)
+{
+    if (!c->host) return;
+    free(c->work);
+    c->work = NULL;
+}
+static inline void client_drop_upload(client_t *c)
+{
+    if (!c->host) return;
+    free(c->masked_buf);
+    c->masked_buf = NULL;
+    free(wire_buf_release(c->out));
+}
+
 int client_send(client_t *c, const msg_t *m);
 /* SHA-256 of the global model, computed once per received model. */
 const uint8_t *client_global_hash(client_t *c);

@@ -527,6 +527,7 @@ static void masked_input(client_t *c, const msg_t *m)
     crypto_random(seed, sizeof seed);
     ok = prg_expand(PRG_DEFAULT, seed, y, c->numel) == 0;
     size_t clipped = secagg_encode(c->work, c->numel, s->weight, &s->q, y, y);
+    client_drop_work(c); /* hosted: the delta is in y now */
     if (clipped) log_warn("round=%u %zu update values clipped to +-%g", s->round, clipped, s->q.clip);
 #ifdef MEDFED_TEST_HOOKS
     dump_encoded(c, y, words);
@@ -585,6 +586,7 @@ static void upload(client_t *c, const msg_t *m)
                  .vec = s->y, .vec_len = s->y_len, .present = MSG_HAS_VEC};
     client_send(c, &out);
     s->y = NULL; /* the buffer is the client's, reused next round */
+    client_drop_upload(c); /* hosted: freed (zmq_send copied it) */
     s->state = SA_MASKED;
     log_info("round=%u phase=masked event=masked-input-sent", s->round);
 }

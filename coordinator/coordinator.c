@@ -43,6 +43,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <zmq.h>
 
 #include "aggregation/metrics.h"
@@ -67,6 +68,15 @@ const char *coord_phase_name(const coord_t *c)
 }
 
 /* ---- sending ----------------------------------------------------------------- */
+
+/* The process's CPU seconds (all threads). */
+static double process_cpu_seconds(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) < 0) return 0;
+    return (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+           (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
+}
 
 void coord_send(coord_t *c, client_rec_t *k, const peer_id_t *id, const msg_t *m)
 {
@@ -108,35 +118,109 @@ static void fill_spec(const coord_t *c, msg_t *m, int with_vec)
 /* Sends m (PLAN or EVAL) to every client whose `want` part is P_PENDING,
  * encoding it at most twice (with and without the model) and sharing the
  * encoded bytes among all of them. Returns the number of clients sent to. */
+/* Model-bearing sends waiting or in flight: none once every queued site
+ * has acknowledged, dropped or gone. */
+static void forget_sends(coord_t *c)
+{
+    for (int i = 0; i < c->n_clients; i++) c->clients[i].send_q = 0;
+    transport_shared_release(&c->model_frame);
+}
+
+/* Sends the queued PLAN/EVAL with the model to the next sites, so that at
+ * most download_slots are in flight: a site's send is done when it sends a
+ * message of the phase (it says so as soon as it has the model). */
+static void pump_sends(coord_t *c)
+{
+    if (!c->model_frame) return;
+    int in_flight = 0, queued = 0;
+    double now = util_now();
+    for (int i = 0; i < c->n_clients; i++) {
+        client_rec_t *k = &c->clients[i];
+        /* Silent past transfer_timeout: a slow or stuck link; the site stays,
+         * its slot goes to the next (only memory is at stake). */
+        if (k->send_q == SEND_IN_FLIGHT && now - k->sent_at > c->conf->transfer_timeout) {
+            log_warn("round=%u site=%s has not said it has the model %.0f s after it was sent: "
+                     "sending the next site", c->round, k->site, now - k->sent_at);
+            k->send_q = 0;
+        }
+        in_flight += k->send_q == SEND_IN_FLIGHT;
+    }
+    for (int i = 0; i < c->n_clients; i++) {
+        client_rec_t *k = &c->clients[i];
+        if (k->send_q != SEND_QUEUED) continue;
+        if (!k->live || (c->model_frame_eval ? k->eval : k->train) != P_PENDING) {
+            k->send_q = 0;
+            continue;
+        }
+        if (in_flight >= c->conf->download_slots) {
+            queued++;
+            continue;
+        }
+        long long n = transport_send_shared(c->sock, &k->id, c->model_frame);
+        if (n < 0) {
+            log_warn("site=%s send %s failed: %s", k->site, c->model_frame_eval ? "EVAL" : "PLAN",
+                     zmq_strerror(errno));
+            k->send_q = 0;
+            continue;
+        }
+        c->bytes_down += (uint64_t)n;
+        k->has_version = c->version;
+        k->send_q = SEND_IN_FLIGHT;
+        k->sent_at = util_now();
+        in_flight++;
+        log_debug("round=%u site=%s event=model-sent msg=%s in_flight=%d", c->round, k->site,
+                  c->model_frame_eval ? "EVAL" : "PLAN", in_flight);
+    }
+    if (!in_flight && !queued) forget_sends(c);
+}
+
+/* A message of the phase from k: a send in flight to it has arrived. */
+static void send_acknowledged(coord_t *c, client_rec_t *k, const msg_t *m)
+{
+    if (k->send_q != SEND_IN_FLIGHT || m->round != c->round) return;
+    if (c->model_frame_eval && m->phase != PHASE_EVAL) return;
+    k->send_q = 0;
+    pump_sends(c);
+}
+
+/* PLAN (train) or EVAL to the sites pending in it; the model goes with it to
+ * those that do not hold this version, download_slots at a time. Returns the
+ * number of sites sent to or queued. */
 static int broadcast_spec(coord_t *c, msg_t *m, int train)
 {
-    shared_frame_t *frame[2] = {NULL, NULL};
+    shared_frame_t *small = NULL;
     int sent = 0;
+    forget_sends(c);
     for (int i = 0; i < c->n_clients; i++) {
         client_rec_t *k = &c->clients[i];
         if ((train ? k->train : k->eval) != P_PENDING) continue;
         int with_vec = k->has_version != c->version;
-        if (!frame[with_vec]) {
+        shared_frame_t **f = with_vec ? &c->model_frame : &small;
+        if (!*f) {
             msg_t copy = *m;
             fill_spec(c, &copy, with_vec);
-            frame[with_vec] = transport_shared_new(&copy);
-            if (!frame[with_vec]) {
+            if (!(*f = transport_shared_new(&copy))) {
                 log_error("out of memory encoding %s", msg_type_name(m->type));
                 break;
             }
         }
-        long long n = transport_send_shared(c->sock, &k->id, frame[with_vec]);
+        if (with_vec) {
+            k->send_q = SEND_QUEUED;
+            sent++;
+            continue;
+        }
+        long long n = transport_send_shared(c->sock, &k->id, small);
         if (n < 0) {
             log_warn("site=%s send %s failed: %s", k->site, msg_type_name(m->type),
                      zmq_strerror(errno));
             continue;
         }
         c->bytes_down += (uint64_t)n;
-        k->has_version = c->version;
         sent++;
     }
-    transport_shared_release(&frame[0]);
-    transport_shared_release(&frame[1]);
+    transport_shared_release(&small);
+    c->model_frame_eval = !train;
+    pump_sends(c);
     return sent;
 }
 
@@ -340,8 +424,8 @@ static int secure_round_setup(coord_t *c)
         cohort[n++] = (sa_member_t){.slot = i, .id = (uint32_t)k->index, .site = k->site,
                                     .pk = c->roster.site[r].pk, .n_train = k->n_train};
     }
-    if (secagg_server_begin(c->sa, c->round, c->model_hash, cohort, n, (unsigned)c->roster.n, err,
-                            sizeof err) < 0) {
+    if (secagg_server_begin(c->sa, c->round, c->model_hash, cohort, n, (unsigned)c->roster.n,
+                            c->clip, err, sizeof err) < 0) {
         coord_abort_round(c, err);
         return -1;
     }
@@ -368,6 +452,7 @@ static void start_round(coord_t *c)
      * an uninterrupted one would. */
     rng_seed(&c->rng, (c->conf->seed ^ 0xC00Dull) + 0x9E3779B97F4A7C15ull * c->round);
     c->round_started = c->phase_started = util_now();
+    c->round_cpu_started = process_cpu_seconds();
     c->bytes_up = c->bytes_down = 0;
     c->train_loss_sum = 0;
     c->train_s_max = 0;
@@ -396,6 +481,7 @@ static void start_round(coord_t *c)
         live[j] = t;
     }
     int cohort = want < n ? want : n;
+    for (int i = 0; i < c->n_clients; i++) c->clients[i].up_ready = c->clients[i].up_granted = 0;
     for (int i = 0; i < cohort; i++) c->clients[live[i]].train = P_PENDING;
     c->participants = 0;
     c->survivors = 0;
@@ -448,8 +534,9 @@ static void write_metrics(coord_t *c, int aborted)
             c->round, aborted ? 0 : c->participants, cohort, aborted ? "true" : "false",
             c->conf->secagg ? "true" : "false");
     if (c->conf->secagg) {
-        fprintf(f, "\"threshold\":%u,\"neighbors\":%u,\"survivors\":%d,\"included\":[",
-                secagg_server_threshold(c->sa), secagg_server_degree(c->sa), c->survivors);
+        fprintf(f, "\"threshold\":%u,\"neighbors\":%u,\"bits\":%u,\"clip\":%.9g,\"survivors\":%d,"
+                "\"included\":[", secagg_server_threshold(c->sa), secagg_server_degree(c->sa),
+                secagg_server_bits(c->sa), secagg_server_clip(c->sa), c->survivors);
         int first = 1;
         for (int i = 0; i < c->n_clients; i++)
             if (c->clients[i].train != P_IDLE && secagg_server_in_u3(c->sa, i) && !aborted) {
@@ -488,9 +575,15 @@ static void write_metrics(coord_t *c, int aborted)
     }
     if (!c->conf->secagg && c->participants > 0 && !aborted)
         fprintf(f, "\"train_loss\":%.6f,", c->train_loss_sum / (double)fedavg_weight(c->fedavg));
-    fprintf(f, "\"train_seconds\":%.3f,\"seconds\":%.3f,\"bytes_up\":%llu,\"bytes_down\":%llu}\n",
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    /* What the round cost the coordinator: CPU (all its threads, ZeroMQ's
+     * I/O threads included) and the process's peak resident memory so far. */
+    fprintf(f, "\"train_seconds\":%.3f,\"seconds\":%.3f,\"bytes_up\":%llu,\"bytes_down\":%llu,"
+            "\"coordinator_cpu_s\":%.3f,\"coordinator_peak_rss_kb\":%ld}\n",
             c->train_s_max, secs, (unsigned long long)c->bytes_up,
-            (unsigned long long)c->bytes_down);
+            (unsigned long long)c->bytes_down, process_cpu_seconds() - c->round_cpu_started,
+            ru.ru_maxrss);
     fflush(f);
 }
 
@@ -573,6 +666,8 @@ static void resume_from(coord_t *c, const state_run_t *r)
     c->target = r->target;
     c->paused = r->paused;
     c->resumed_from = (int64_t)r->version;
+    /* The clip the run had reached; a lowered ceiling still holds. */
+    if (c->conf->clip_auto && r->clip > 0 && r->clip < c->conf->clip) c->clip = r->clip;
 }
 
 /* More rounds to run now? */
@@ -703,6 +798,13 @@ void coord_apply_and_evaluate(coord_t *c, const float *avg)
 static void finish_secure(coord_t *c, const sa_outcome_t *o)
 {
     c->participants = o->participants;
+    /* The next round's clip: from the aggregate alone, committed with it. */
+    if (c->conf->clip_auto) {
+        double next = secagg_next_clip(o->mean, c->numel, c->conf->clip_headroom, c->conf->clip);
+        log_info("round=%u clip=%g -> next clip %g (%g x max |mean update|)", c->round,
+                 secagg_server_clip(c->sa), next, c->conf->clip_headroom);
+        c->clip = next;
+    }
     c->survivors = o->survivors;
     /* Who is still pending got through every phase: its update is in. */
     for (int i = 0; i < c->n_clients; i++)
@@ -731,6 +833,36 @@ static void finish_training(coord_t *c)
 }
 
 /* ---- message handlers -------------------------------------------------------------- */
+
+/* Plaintext: UPLOAD to the next trained sites, upload_slots at a time, so
+ * that at most that many updates are on their way in (each is a model-size
+ * message; all at once they were one model per site in the coordinator). */
+static void grant_plain_uploads(coord_t *c)
+{
+    if (c->conf->secagg || c->state != ST_TRAINING) return;
+    int active = 0;
+    for (int i = 0; i < c->n_clients; i++)
+        active += c->clients[i].train == P_PENDING && c->clients[i].up_granted;
+    for (int i = 0; i < c->n_clients && active < c->conf->upload_slots; i++) {
+        client_rec_t *k = &c->clients[i];
+        if (k->train != P_PENDING || !k->up_ready || k->up_granted) continue;
+        msg_t g = {.type = MSG_UPLOAD, .round = c->round, .phase = PHASE_TRAIN};
+        coord_send(c, k, NULL, &g); /* a failed send: the site is gone, and dropped */
+        k->up_granted = 1;
+        k->granted_at = util_now();
+        active++;
+    }
+}
+
+static void on_plain_ready(coord_t *c, client_rec_t *k, const msg_t *m)
+{
+    if (m->round != c->round || k->train != P_PENDING || k->up_ready) {
+        coord_reply_error(c, k, NULL, c->round, ERR_UNEXPECTED, "READY not expected");
+        return;
+    }
+    k->up_ready = 1;
+    grant_plain_uploads(c);
+}
 
 static void on_update(coord_t *c, client_rec_t *k, const msg_t *m)
 {
@@ -855,6 +987,7 @@ static void dispatch(coord_t *c, const peer_id_t *from, int fd, const msg_t *m)
     }
     k->last_seen = util_now();
     k->fd = fd;
+    send_acknowledged(c, k, m);
     if (!k->live) {
         log_info("site=%s event=alive-again", k->site);
         k->live = 1;
@@ -870,7 +1003,9 @@ static void dispatch(coord_t *c, const peer_id_t *from, int fd, const msg_t *m)
         return;
     case MSG_ADVERTISE: case MSG_SHARES: case MSG_READY: case MSG_MASKED: case MSG_CONSIST:
     case MSG_UNMASK:
-        if (c->conf->secagg && in_training(c->state) && secagg_server_accepts(c->sa, m->type)) {
+        if (m->type == MSG_READY && !c->conf->secagg && c->state == ST_TRAINING) {
+            on_plain_ready(c, k, m);
+        } else if (c->conf->secagg && in_training(c->state) && secagg_server_accepts(c->sa, m->type)) {
             sa_outcome_t o;
             secagg_server_message(c->sa, (int)(k - c->clients), m, &o);
             if (o.status == SA_OK && m->type == MSG_ADVERTISE && isfinite(m->train_seconds) &&
@@ -972,15 +1107,75 @@ static void reload_roster(coord_t *c)
     log_info("SIGHUP: roster re-read: %d sites", c->roster.n);
 }
 
+/* Is k silent past the heartbeat timeout? Its messages say it is alive, and
+ * so do bytes arriving on its connection: a site uploading an update over a
+ * slow link sends no message until the update is whole (its heartbeats
+ * queue behind it), but its connection's received-byte count grows. Slow is
+ * alive; silent is not. */
+static int silent(coord_t *c, client_rec_t *k, double now)
+{
+    /* The byte count, looked at once a second: when it last grew. (Compared
+     * only with the count at its last message, bytes that came after that
+     * message but before the link died counted as progress once, and a dead
+     * site was dropped only at twice the timeout; seen in test-wan.) */
+    uint64_t rx;
+    if (now - k->rx_checked_at >= 1.0 && transport_fd_rx_bytes(k->fd, &rx) == 0) {
+        if (rx != k->rx_bytes) k->rx_grew_at = now;
+        k->rx_bytes = rx;
+        k->rx_checked_at = now;
+    }
+    double heard = k->last_seen > k->rx_grew_at ? k->last_seen : k->rx_grew_at;
+    return now - heard > c->conf->heartbeat_timeout;
+}
+
+/* A phase that waits on a few sites long after the others answered says who
+ * they are, once per phase: past max(5 s, twice the time half the sites took). */
+static void name_stragglers(coord_t *c, double now)
+{
+    int train = in_training(c->state), owing = 0, total = 0;
+    if (!train && c->state != ST_EVALUATING) return;
+    if (c->straggler_phase == c->phase_started) return; /* named already */
+    for (int i = 0; i < c->n_clients; i++) {
+        const client_rec_t *k = &c->clients[i];
+        part_t p = train ? k->train : k->eval;
+        if (p == P_IDLE) continue;
+        total++;
+        owing += p == P_PENDING && (!train || !c->conf->secagg || secagg_server_pending(c->sa, i));
+    }
+    if (c->half_done_at < c->phase_started) c->half_done_at = 0; /* a new phase */
+    if (!c->half_done_at && 2 * owing <= total) c->half_done_at = now;
+    double wait = c->half_done_at - c->phase_started;
+    if (!owing || !c->half_done_at || now - c->half_done_at < (2 * wait > 5 ? 2 * wait : 5)) return;
+    c->straggler_phase = c->phase_started;
+    for (int i = 0; i < c->n_clients; i++) {
+        const client_rec_t *k = &c->clients[i];
+        if ((train ? k->train : k->eval) != P_PENDING ||
+            (train && c->conf->secagg && !secagg_server_pending(c->sa, i)))
+            continue;
+        log_warn("round=%u phase=%s waiting on site=%s: %d of %d sites still owe this phase, "
+                 "%.0f s after half of them answered (last heard %.0f s ago)", c->round,
+                 coord_phase_name(c), k->site, owing, total, now - c->half_done_at,
+                 now - k->last_seen);
+    }
+}
+
 /* Time-driven transitions: liveness, deadlines, phase completion. */
 static void tick(coord_t *c)
 {
     double now = util_now();
     for (int i = 0; i < c->n_clients; i++) {
         client_rec_t *k = &c->clients[i];
-        if (k->live && now - k->last_seen > c->conf->heartbeat_timeout)
-            lose(c, k, "silent past heartbeat timeout");
+        if (k->live && silent(c, k, now)) lose(c, k, "silent past heartbeat timeout");
     }
+    name_stragglers(c, now);
+    pump_sends(c); /* a site dropped or gone frees its slot */
+    /* A site told UPLOAD that does not send holds a slot the others wait for. */
+    for (int i = 0; c->state == ST_TRAINING && !c->conf->secagg && i < c->n_clients; i++) {
+        client_rec_t *k = &c->clients[i];
+        if (k->train == P_PENDING && k->up_granted && now - k->granted_at > c->conf->transfer_timeout)
+            coord_drop(c, k, "no update within transfer_timeout of its UPLOAD");
+    }
+    grant_plain_uploads(c); /* and so does an update received or refused */
     int late = now - c->phase_started > c->conf->phase_timeout;
     switch (c->state) {
     case ST_WAITING: {
@@ -1159,6 +1354,7 @@ int coord_check(const coord_conf_t *conf)
     memset(&c, 0, sizeof c);
     c.conf = conf;
     c.resumed_from = -1;
+    c.clip = conf->clip;
     int ok = 1;
     printf("{\"config\":\"ok\"");
     if (load_model(&c) == 0) {
@@ -1224,6 +1420,7 @@ int coord_run(const coord_conf_t *conf)
     char err[512];
     rng_seed(&c.rng, conf->seed ^ 0xC00Dull);
     c.resumed_from = -1;
+    c.clip = conf->clip;
     c.fresh = 1;
     c.started_at = util_now();
     c.last_accuracy = c.last_auc = NAN;
@@ -1245,6 +1442,9 @@ int coord_run(const coord_conf_t *conf)
         log_info("state: round %u of %u already ran: nothing to do (--resume off starts a new run)",
                  c.round, c.target);
     c.zctx = zmq_ctx_new();
+    /* CURVE encrypts and decrypts in ZeroMQ's I/O threads, one connection
+     * per thread at a time: one thread was the coordinator's wall. */
+    if (c.zctx) zmq_ctx_set(c.zctx, ZMQ_IO_THREADS, conf->io_threads);
     c.sock = zmq_socket(c.zctx, ZMQ_ROUTER);
     c.out = wire_buf_new();
     c.dec = wire_decoder_new();
@@ -1256,6 +1456,11 @@ int coord_run(const coord_conf_t *conf)
     zmq_setsockopt(c.sock, ZMQ_ROUTER_MANDATORY, &mandatory, sizeof mandatory);
     zmq_setsockopt(c.sock, ZMQ_LINGER, &linger, sizeof linger);
     zmq_setsockopt(c.sock, ZMQ_SNDHWM, &hwm, sizeof hwm);
+    /* What one site can queue in the coordinator: this many messages (each
+     * at most maxmsg); past it ZeroMQ stops reading that connection. An
+     * honest site has at most a few in flight (heartbeats, one of the phase). */
+    int rcvhwm = 16;
+    zmq_setsockopt(c.sock, ZMQ_RCVHWM, &rcvhwm, sizeof rcvhwm);
     if (conf->curve_secret[0]) {
         uint8_t sk[CURVE_KEYBYTES];
         if (!c.have_roster || !c.roster.all_have_curve) {
@@ -1293,14 +1498,19 @@ int coord_run(const coord_conf_t *conf)
     c.seen_round = c.round;
     c.waiting_since = util_now();
     while (c.state != ST_DONE && !coord_stop) {
-        zmq_pollitem_t pi[3] = {{c.sock, 0, ZMQ_POLLIN, 0}, {c.monitor, 0, ZMQ_POLLIN, 0},
-                                {c.admin ? admin_socket(c.admin) : NULL, 0, ZMQ_POLLIN, 0}};
-        int n = zmq_poll(pi, 3, 100);
-        if (n > 0 && c.monitor && (pi[1].revents & ZMQ_POLLIN)) {
+        /* Only the sockets there are: an item with a NULL socket is file
+         * descriptor 0, and a closed or /dev/null stdin is always readable
+         * (the loop would spin: seen as 3,400 polls a second while idle). */
+        zmq_pollitem_t pi[3] = {{c.sock, 0, ZMQ_POLLIN, 0}};
+        int np = 1, mon_i = -1, adm_i = -1;
+        if (c.monitor) pi[mon_i = np++] = (zmq_pollitem_t){c.monitor, 0, ZMQ_POLLIN, 0};
+        if (c.admin) pi[adm_i = np++] = (zmq_pollitem_t){admin_socket(c.admin), 0, ZMQ_POLLIN, 0};
+        int n = zmq_poll(pi, np, 100);
+        if (n > 0 && mon_i >= 0 && (pi[mon_i].revents & ZMQ_POLLIN)) {
             int fd;
             while ((fd = transport_monitor_read(c.monitor)) >= 0) on_disconnect(&c, fd);
         }
-        if (n > 0 && c.admin && (pi[2].revents & ZMQ_POLLIN)) admin_on_readable(&c);
+        if (n > 0 && adm_i >= 0 && (pi[adm_i].revents & ZMQ_POLLIN)) admin_on_readable(&c);
         if (coord_reload) reload_roster(&c);
         n = n > 0 && (pi[0].revents & ZMQ_POLLIN);
         if (n < 0 && errno != EINTR) {
@@ -1389,6 +1599,7 @@ out:
     if (c.sock) zmq_close(c.sock);
     zap_stop(&c.zap);
     if (c.zctx) zmq_ctx_term(c.zctx);
+    forget_sends(&c); /* after the context: ZeroMQ holds references until then */
     if (c.metrics) fclose(c.metrics);
     wire_buf_destroy(&c.out);
     wire_decoder_destroy(&c.dec);

@@ -36,11 +36,19 @@ typedef struct {
     fedavg_opts_t server;
     int secagg;                  /* secure aggregation on (default) */
     double dropout, collusion;   /* threat model: expected shares of the cohort */
-    double clip;                 /* secure aggregation: delta values clipped to [-clip, clip] */
+    double clip;                 /* secure aggregation: delta values clipped to [-clip, clip];
+                                    with clip_auto the first round's clip and the ceiling */
+    int clip_auto;               /* later rounds: clip from the last aggregate (secagg_next_clip) */
+    double clip_headroom;        /* clip_auto: next clip = headroom x max |mean update| */
     int upload_bits;             /* secure aggregation: bits per site value; the upload width
                                     adds ceil(log2(cohort)) + 1 (aggregation/encoding.h) */
     int neighbors;               /* SecAgg+ degree; 0 = from the cohort size */
     int upload_slots;            /* masked inputs in flight at once: memory = slots x model */
+    int download_slots;          /* PLAN/EVAL with the model in flight at once */
+    double transfer_timeout;     /* a site sent the model says it has it within this, else its
+                                    slot goes to the next; one told UPLOAD (plaintext) sends its
+                                    update within this, else it is dropped */
+    int io_threads;              /* ZeroMQ I/O threads (CURVE encrypts and decrypts there) */
     int64_t max_samples;         /* the most one site's signed weight n_k may claim */
     log_level_t log_level;
     char ca[PATH_MAX];           /* federation CA: site identity certificates are checked */

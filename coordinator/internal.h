@@ -18,6 +18,7 @@
 #include "proto/transport.h"
 
 #define NO_VERSION UINT32_MAX
+enum { SEND_QUEUED = 1, SEND_IN_FLIGHT = 2 }; /* client_rec_t.send_q */
 
 /* The round, as the coordinator keeps it. A secure round's TRAINING is its
  * ADVERTISE phase and AGGREGATING the phases after it (the secure-
@@ -43,6 +44,12 @@ typedef struct {
     int fd;                /* connection of its last message, -1 unknown */
     uint32_t has_version;  /* global model version this client holds */
     part_t train, eval;    /* train: in this round's cohort and still in it */
+    int up_ready, up_granted; /* plaintext: trained and waiting / may send its UPDATE */
+    double granted_at, sent_at;
+    uint64_t rx_bytes;     /* bytes its connection (fd) had received, looked at once a second */
+    double rx_checked_at, rx_grew_at; /* ... then, and when that count last grew (silent()) */
+    int send_q;            /* the phase's model-bearing PLAN/EVAL: SEND_QUEUED, SEND_IN_FLIGHT
+                            * (sent, not yet acknowledged by a message of the phase), or 0 */
     int removed;           /* taken off the roster (SIGHUP): refused until it is back */
 } client_rec_t;
 
@@ -52,6 +59,11 @@ typedef struct {
     struct zap *zap;           /* CURVE: admits roster keys only */
     char cur_user_id[96];      /* CURVE: "SITE/KEYHEX16", bound by ZAP to the current sender's key */
     wire_buf_t *out;
+    /* PLAN/EVAL with the model, encoded once, sent to download_slots sites at
+     * a time (pump_sends): CURVE encrypts each site's copy whole, so sending
+     * to every site at once held one ciphertext of the model per site. */
+    shared_frame_t *model_frame;
+    int model_frame_eval;  /* the frame is an EVAL (else a PLAN) */
     wire_decoder_t *dec;
     rng_t rng;
 
@@ -80,6 +92,8 @@ typedef struct {
     uint32_t started_round;   /* the last round id handed out (state.json "started"): a
                                * resumed run never reuses the id of a round cut short */
     int paused;            /* finish the round in flight, then start no new one */
+    double clip;           /* the next secure round's clip (clip_auto: from the last
+                            * aggregate; state.json "clip", so a restart keeps it) */
     int disk_error;        /* a write the run depends on failed (halt_on_disk_error) */
     int64_t resumed_from;  /* model version this process resumed from, -1 if a new run */
     double started_at;
@@ -95,6 +109,9 @@ typedef struct {
     coord_state_t state;
     uint32_t round;
     double phase_started, round_started, waiting_since;
+    double round_cpu_started; /* the process's CPU seconds at the round's start */
+    double half_done_at;   /* when half the phase's sites had answered (0: not yet) */
+    double straggler_phase; /* phase_started of the phase whose stragglers were named */
     uint64_t bytes_up, bytes_down;
     double train_loss_sum, train_s_max;
     int64_t eval_n, eval_correct;
@@ -145,6 +162,7 @@ typedef struct {
     uint32_t started;         /* state.json "started" */
     uint32_t target;
     int paused;
+    double clip;              /* state.json "clip" (0: not recorded) */
     FILE *metrics;            /* state_open: metrics.jsonl, open for appending */
 } state_run_t;
 /* Opens (creates) the state directory; with a run to resume, *r and the

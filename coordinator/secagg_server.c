@@ -237,6 +237,8 @@ static int near_members(const secagg_server_t *s, int a, int stage)
 sa_phase_t secagg_server_phase(const secagg_server_t *s) { return s->phase; }
 unsigned secagg_server_threshold(const secagg_server_t *s) { return s->threshold; }
 unsigned secagg_server_degree(const secagg_server_t *s) { return s->degree; }
+unsigned secagg_server_bits(const secagg_server_t *s) { return s->quant.bits; }
+double secagg_server_clip(const secagg_server_t *s) { return s->quant.clip; }
 int secagg_server_count(const secagg_server_t *s, sa_phase_t p) { return members(s, stage_of(p)); }
 
 int secagg_server_pending(const secagg_server_t *s, int slot)
@@ -272,8 +274,8 @@ static int by_member_id(const void *x, const void *y)
 }
 
 int secagg_server_begin(secagg_server_t *s, uint32_t round, const uint8_t model_hash[WIRE_HASH_BYTES],
-                        const sa_member_t *members_in, int n, unsigned federation, char *err,
-                        size_t errlen)
+                        const sa_member_t *members_in, int n, unsigned federation, double clip,
+                        char *err, size_t errlen)
 {
     secagg_server_end(s);
     forget_members(s);
@@ -308,7 +310,7 @@ int secagg_server_begin(secagg_server_t *s, uint32_t round, const uint8_t model_
     /* The upload width: each site's value gets upload_bits, the cohort's sum
      * ceil(log2 n) more (sum(n_k) <= n * max(n_k)), rounding one more; the
      * scale then fills the width without letting the sum wrap. */
-    if (secagg_quant_params(s->conf->clip, s->max_weight, (unsigned)n,
+    if (secagg_quant_params(clip, s->max_weight, (unsigned)n,
                             enc_width((unsigned)s->conf->upload_bits, (unsigned)n), &s->quant, err,
                             errlen) < 0)
         return -1;
@@ -550,25 +552,44 @@ static void route_shares(secagg_server_t *s, sa_outcome_t *out)
         abort_round(out, why);
         return;
     }
-    uint8_t *blob = malloc((size_t)n2 * WIRE_BOXREC_BYTES);
+    /* Each box to its recipient, in one pass over the boxes (bucketed by
+     * recipient: a scan of every sender per recipient was O(n^2 k), 0.5-0.9 s
+     * of the coordinator's round at 1,000 sites). Boxes were checked at
+     * SHARES: each goes to a distinct neighbour, never the sender. */
+    size_t *start = calloc((size_t)s->n + 1, sizeof *start), *fill = calloc((size_t)s->n, sizeof *fill);
+    uint8_t *blob = NULL;
+    if (start && fill) {
+        for (int b = 0; b < s->n; b++)
+            for (size_t r = 0; s->m[b].stage >= 2 && r < s->m[b].boxes_len; r += WIRE_BOXREC_BYTES) {
+                int v = by_id(s, wire_boxrec_get(s->m[b].boxes + r).id);
+                if (v >= 0) start[v + 1]++;
+            }
+        for (int a = 0; a < s->n; a++) start[a + 1] += start[a];
+        blob = malloc((start[s->n] ? start[s->n] : 1) * WIRE_BOXREC_BYTES);
+    }
     if (!blob) {
+        free(start);
+        free(fill);
         abort_round(out, "out of memory");
         return;
+    }
+    for (int b = 0; b < s->n; b++) {
+        const member_t *u = &s->m[b];
+        for (size_t r = 0; u->stage >= 2 && r < u->boxes_len; r += WIRE_BOXREC_BYTES) {
+            wire_boxrec_t rec = wire_boxrec_get(u->boxes + r);
+            int v = by_id(s, rec.id);
+            if (v < 0) continue;
+            wire_boxrec_put(blob + (start[v] + fill[v]++) * WIRE_BOXREC_BYTES, u->id, rec.box);
+        }
     }
     for (int a = 0; a < s->n; a++) {
         const member_t *v = &s->m[a];
         if (v->dropped || v->stage < 2) continue;
-        size_t off = 0;
-        for (int b = 0; b < s->n; b++) {
-            const member_t *u = &s->m[b];
-            if (b == a || u->stage < 2) continue;
-            for (size_t r = 0; r < u->boxes_len; r += WIRE_BOXREC_BYTES) {
-                wire_boxrec_t rec = wire_boxrec_get(u->boxes + r);
-                if (rec.id == v->id) off += wire_boxrec_put(blob + off, u->id, rec.box);
-            }
-        }
-        send_to(s, a, MSG_SHARES_IN, PHASE_MASKED, blob, off);
+        send_to(s, a, MSG_SHARES_IN, PHASE_MASKED, blob + start[a] * WIRE_BOXREC_BYTES,
+                fill[a] * WIRE_BOXREC_BYTES);
     }
+    free(start);
+    free(fill);
     free(blob);
     free(s->acc);
     s->acc = calloc(s->numel + 1, sizeof *s->acc);

@@ -80,10 +80,11 @@ int secagg_server_has_ca(const secagg_server_t *s);
 
 /* Starts round `round` over members[0..n) (n <= COORD_MAX_CLIENTS, distinct
  * slots below COORD_MAX_CLIENTS); federation is the roster's size (colluders
- * are a share of it). -1 with err when the plan breaks the threshold rules. */
+ * are a share of it); clip is this round's (the coordinator's clip rule).
+ * -1 with err when the plan breaks the threshold rules. */
 int secagg_server_begin(secagg_server_t *s, uint32_t round, const uint8_t model_hash[WIRE_HASH_BYTES],
-                        const sa_member_t *members, int n, unsigned federation, char *err,
-                        size_t errlen);
+                        const sa_member_t *members, int n, unsigned federation, double clip,
+                        char *err, size_t errlen);
 /* PLAN's secure-aggregation fields (threshold, clip, scale, the upload width). */
 void secagg_server_fill_plan(const secagg_server_t *s, msg_t *plan);
 
@@ -103,6 +104,9 @@ int secagg_server_pending(const secagg_server_t *s, int slot);
 int secagg_server_in_u3(const secagg_server_t *s, int slot);
 unsigned secagg_server_threshold(const secagg_server_t *s);
 unsigned secagg_server_degree(const secagg_server_t *s);
+/* The round's upload width and clip (as in its PLAN). */
+unsigned secagg_server_bits(const secagg_server_t *s);
+double secagg_server_clip(const secagg_server_t *s);
 /* The number of members that reached phase p's stage (|U1| for SA_ADVERTISE, ...). */
 int secagg_server_count(const secagg_server_t *s, sa_phase_t p);
 

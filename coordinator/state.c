@@ -7,7 +7,8 @@
  *                                  validation figures, written on resume)
  *   DIR/rounds/round-000012.safetensors   the model after round 12
  *   DIR/model.safetensors          the latest model (a copy, for tools)
- *   DIR/state.json                 {"round", "version", "target", "paused"}
+ *   DIR/state.json                 {"round", "version", "target", "paused", "arch",
+ *                                  "numel", "started", "clip" (the next secure round's)}
  *
  * Every file is written whole to a temp file, fsync'd and renamed, so a kill
  * at any moment leaves the old file or the new one, never a part. The commit
@@ -21,6 +22,7 @@
 #include "coordinator/internal.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,13 +55,13 @@ static int json_u32(const char *text, const char *key, uint32_t *out)
 
 static int state_write(const coord_t *c, uint32_t round, uint32_t version)
 {
-    char path[PATH_MAX + 32], err[512], text[256];
+    char path[PATH_MAX + 32], err[512], text[384];
     path_of(c, "state.json", path, sizeof path);
     int n = snprintf(text, sizeof text,
                      "{\"round\":%u,\"version\":%u,\"target\":%u,\"paused\":%s,\"arch\":\"%s\","
-                     "\"numel\":%zu,\"started\":%u}\n",
+                     "\"numel\":%zu,\"started\":%u,\"clip\":%.17g}\n",
                      round, version, c->target, c->paused ? "true" : "false", c->arch,
-                     c->numel, c->started_round > round ? c->started_round : round);
+                     c->numel, c->started_round > round ? c->started_round : round, c->clip);
     if (util_write_file_atomic(path, text, (size_t)n, err, sizeof err) < 0) {
         log_error("state: %s", err);
         return -1;
@@ -163,6 +165,8 @@ static int read_state(const coord_t *c, const char *path, state_run_t *r, float 
              version <= round;
     int paused = strstr(text, "\"paused\":true") != NULL;
     if (json_u32(text, "started", &started) < 0 || started < round) started = round;
+    double clip = 0; /* absent in older state files: the configured clip */
+    if (util_json_number(text, "clip", &clip) < 0 || !(clip > 0) || !isfinite(clip)) clip = 0;
     free(text);
     if (!ok) {
         log_error("state: %s is not a state file this coordinator wrote (start with "
@@ -176,7 +180,7 @@ static int read_state(const coord_t *c, const char *path, state_run_t *r, float 
     }
     if (version > 0 && state_load_model(c, version, weights) < 0) return -1;
     *r = (state_run_t){.resumed = 1, .round = round, .version = version, .committed_round = round,
-                       .started = started, .target = target, .paused = paused};
+                       .started = started, .target = target, .paused = paused, .clip = clip};
     return 0;
 }
 

@@ -1,11 +1,15 @@
 #include "proto/transport.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <zmq.h>
+#include <linux/tcp.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #ifdef MEDFED_TEST_HOOKS
 /* Test builds only: with MEDFED_TEST_SEND_DUMP=FILE every payload frame this
@@ -98,6 +102,18 @@ long long transport_send_shared(void *sock, const peer_id_t *to, shared_frame_t 
     }
     send_dump(f->data, f->len);
     return (long long)f->len;
+}
+
+int transport_fd_rx_bytes(int fd, uint64_t *bytes)
+{
+    struct tcp_info ti;
+    socklen_t len = sizeof ti;
+    memset(&ti, 0, sizeof ti);
+    if (fd < 0 || getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) < 0 ||
+        len < offsetof(struct tcp_info, tcpi_bytes_received) + sizeof ti.tcpi_bytes_received)
+        return -1;
+    *bytes = ti.tcpi_bytes_received;
+    return 0;
 }
 
 void transport_shared_release(shared_frame_t **f)

@@ -43,6 +43,10 @@ shared_frame_t *transport_shared_new(const msg_t *m);
 long long transport_send_shared(void *sock, const peer_id_t *to, shared_frame_t *f);
 /* Drops the caller's reference (NULL-safe, sets *f to NULL). */
 void transport_shared_release(shared_frame_t **f);
+/* Bytes received so far on a TCP connection (the fd ZeroMQ reports as a
+ * message's source, ZMQ_SRCFD): a transfer in progress shows as growth here
+ * long before its message is whole. -1 if fd is not a TCP socket. */
+int transport_fd_rx_bytes(int fd, uint64_t *bytes);
 
 /* Receives one message (blocking unless dontwait). Returns 0 and fills frame
  * (release with transport_frame_close), -1 with errno EAGAIN if nothing is

@@ -6,6 +6,12 @@
  *
  * Outputs in --out DIR: metrics.jsonl, model.safetensors, init.safetensors,
  * roster.txt, sites/site-NN/ (that site's data and client.ini), logs/.
+ *
+ * --swarm, for scale: the sites are protocol-only clients, many per process
+ * (medfed-swarm: the daemon's client code with a synthetic model of --params
+ * parameters instead of LibTorch, and no images), each still with its own
+ * keys, roster line, client.ini and [policy]; the coordinator is the real
+ * one, CURVE and secure aggregation as configured.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -26,11 +32,14 @@
 
 #include "aggregation/secagg.h"
 #include "client/data_idx.h"
+#include "common/rng.h"
 #include "common/util.h"
 #include "crypto/crypto.h"
 #include "sim/partition.h"
 
-#define SIM_MAX_CLIENTS 256
+#define SIM_MAX_CLIENTS 256   /* daemons, a process each */
+#define SIM_MAX_SWARM 1024    /* swarm sites: the roster's and the coordinator's limit */
+#define SIM_SWARM_PARAMS 1000000
 
 typedef struct {
     int clients, rounds, epochs, batch, threads;
@@ -42,6 +51,11 @@ typedef struct {
     int secagg, curve;
     char dropout[32], collusion[32], neighbors[16];
     char upload_bits[8];  /* "": the coordinator's default */
+    char clip_auto[4];    /* "": the coordinator's default (on) */
+    char coord_opt[8][2][64]; /* --coord-opt NAME=VALUE: --NAME VALUE to the coordinator */
+    int n_coord_opt;
+    int swarm, swarm_procs, hb_given;
+    long long params;     /* --swarm: the synthetic model's size (0: not given) */
 } sim_opts_t;
 
 static volatile sig_atomic_t sim_interrupted = 0;
@@ -61,7 +75,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
         "usage: medfed-sim [options]\n"
-        "  --clients N            simulated hospitals (10)\n"
+        "  --clients N            simulated hospitals (10; at most %d, --swarm %d)\n"
         "  --rounds R             federated rounds (20)\n"
         "  --dataset D            pneumoniamnist | fashion-mnist (pneumoniamnist)\n"
         "  --partition P          iid | dirichlet:ALPHA | classes:K (dirichlet:0.5)\n"
@@ -83,13 +97,24 @@ static void usage(FILE *f)
         "  --upload-bits B        bits per site value in the masked upload (the coordinator's\n"
         "                         upload_bits, 11); the width is B + ceil(log2 clients) + 1, at\n"
         "                         most 32 (16 bits at 10 clients; 27 and up: 32, 4 bytes a value)\n"
+        "  --coord-opt NAME=VALUE passes --NAME VALUE to the coordinator (up to 8; e.g.\n"
+        "                         upload_slots=2, io_threads=1: medfed-coordinator --help)\n"
+        "  --clip-auto on|off     clip each round at 4 x the largest |value| of the last mean\n"
+        "                         update (on); off: the fixed clip 2.0\n"
         "  --drop C:PHASE[:R],..  kill client C at PHASE of round R (1); phases: train, upload,\n"
         "                         eval, and with secure aggregation advertise, share, masked, unmask\n"
         "                         (test build only: make test-bin, build/hooks/bin/medfed-sim)\n"
         "  --max-train N          use only the first N training images (all)\n"
         "  --max-val N            use only the first N validation images (all)\n"
         "  --heartbeat-timeout S  coordinator drops a client silent this long (10)\n"
-        "  --data-dir DIR         where pneumoniamnist/ lives (<project>/data)\n");
+        "  --data-dir DIR         where pneumoniamnist/ lives (<project>/data)\n"
+        "  --swarm                protocol-only sites, many per process (medfed-swarm), up to\n"
+        "                         %d: the real protocol, crypto and CURVE, a synthetic model\n"
+        "                         (seeded updates; --local-epochs 0: zero updates), no images;\n"
+        "                         the data, model and partition options do not apply\n"
+        "  --params P             --swarm: the synthetic model's parameters (%d)\n"
+        "  --swarm-procs N        --swarm: medfed-swarm processes the sites are split across (1)\n",
+        SIM_MAX_CLIENTS, SIM_MAX_SWARM, SIM_MAX_SWARM, SIM_SWARM_PARAMS);
 }
 
 /* ---- data set ---------------------------------------------------------------------- */
@@ -233,7 +258,8 @@ static void parse_args(int argc, char **argv, sim_opts_t *o)
 {
     enum { O_CLIENTS = 256, O_ROUNDS, O_DATASET, O_PART, O_SEED, O_OUT, O_MODEL, O_EPOCHS,
            O_BATCH, O_LR, O_MOM, O_THREADS, O_DROP, O_MAXTR, O_MAXVAL, O_HB, O_DATADIR, O_MIN,
-           O_SECAGG, O_DROPOUT, O_COLLUSION, O_NEIGHBORS, O_CURVE, O_UPLOAD_BITS };
+           O_SECAGG, O_DROPOUT, O_COLLUSION, O_NEIGHBORS, O_CURVE, O_UPLOAD_BITS, O_CLIP_AUTO,
+           O_SWARM, O_PARAMS, O_SWARM_PROCS, O_COORD_OPT };
     static const struct option longopts[] = {
         {"clients", 1, 0, O_CLIENTS}, {"rounds", 1, 0, O_ROUNDS}, {"dataset", 1, 0, O_DATASET},
         {"partition", 1, 0, O_PART}, {"seed", 1, 0, O_SEED}, {"out", 1, 0, O_OUT},
@@ -244,6 +270,8 @@ static void parse_args(int argc, char **argv, sim_opts_t *o)
         {"min-clients", 1, 0, O_MIN}, {"secagg", 1, 0, O_SECAGG}, {"dropout", 1, 0, O_DROPOUT},
         {"collusion", 1, 0, O_COLLUSION}, {"neighbors", 1, 0, O_NEIGHBORS},
         {"curve", 1, 0, O_CURVE}, {"upload-bits", 1, 0, O_UPLOAD_BITS},
+        {"clip-auto", 1, 0, O_CLIP_AUTO}, {"swarm", 0, 0, O_SWARM}, {"params", 1, 0, O_PARAMS},
+        {"swarm-procs", 1, 0, O_SWARM_PROCS}, {"coord-opt", 1, 0, O_COORD_OPT},
         {"help", 0, 0, 'h'}, {0, 0, 0, 0},
     };
     int opt;
@@ -251,7 +279,7 @@ static void parse_args(int argc, char **argv, sim_opts_t *o)
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
         int bad = 0;
         switch (opt) {
-        case O_CLIENTS: bad = util_parse_int(optarg, 1, SIM_MAX_CLIENTS, &v); o->clients = (int)v; break;
+        case O_CLIENTS: bad = util_parse_int(optarg, 1, SIM_MAX_SWARM, &v); o->clients = (int)v; break;
         case O_ROUNDS: bad = util_parse_int(optarg, 1, 100000, &v); o->rounds = (int)v; break;
         case O_DATASET: bad = util_strlcpy(o->dataset, optarg, sizeof o->dataset); break;
         case O_PART: bad = util_strlcpy(o->partition, optarg, sizeof o->partition); break;
@@ -273,9 +301,12 @@ static void parse_args(int argc, char **argv, sim_opts_t *o)
 #endif
         case O_MAXTR: bad = util_parse_int(optarg, 1, 1LL << 40, &o->max_train); break;
         case O_MAXVAL: bad = util_parse_int(optarg, 1, 1LL << 40, &o->max_val); break;
-        case O_HB: bad = util_parse_double(optarg, 0.1, 86400, &o->heartbeat_timeout); break;
+        case O_HB:
+            bad = util_parse_double(optarg, 0.1, 86400, &o->heartbeat_timeout);
+            o->hb_given = 1;
+            break;
         case O_DATADIR: bad = util_strlcpy(o->data_dir, optarg, sizeof o->data_dir); break;
-        case O_MIN: bad = util_parse_int(optarg, 1, SIM_MAX_CLIENTS, &v); o->min_clients = (int)v; break;
+        case O_MIN: bad = util_parse_int(optarg, 1, SIM_MAX_SWARM, &v); o->min_clients = (int)v; break;
         case O_SECAGG:
             bad = strcmp(optarg, "on") && strcmp(optarg, "off");
             o->secagg = strcmp(optarg, "on") == 0;
@@ -301,6 +332,24 @@ static void parse_args(int argc, char **argv, sim_opts_t *o)
             bad = util_parse_int(optarg, 1, 32, &v) ||
                   util_strlcpy(o->upload_bits, optarg, sizeof o->upload_bits);
             break;
+        case O_CLIP_AUTO:
+            bad = (strcmp(optarg, "on") != 0 && strcmp(optarg, "off") != 0) ||
+                  util_strlcpy(o->clip_auto, optarg, sizeof o->clip_auto);
+            break;
+        case O_SWARM: o->swarm = 1; break;
+        case O_PARAMS: bad = util_parse_int(optarg, 1, 1LL << 28, &o->params); break;
+        case O_COORD_OPT: {
+            const char *eq = strchr(optarg, '=');
+            bad = !eq || eq == optarg || o->n_coord_opt >= 8 || (size_t)(eq - optarg) >= 64 ||
+                  strlen(eq + 1) >= 64;
+            if (!bad) {
+                snprintf(o->coord_opt[o->n_coord_opt][0], 64, "--%.*s", (int)(eq - optarg), optarg);
+                snprintf(o->coord_opt[o->n_coord_opt][1], 64, "%s", eq + 1);
+                o->n_coord_opt++;
+            }
+            break;
+        }
+        case O_SWARM_PROCS: bad = util_parse_int(optarg, 1, 64, &v); o->swarm_procs = (int)v; break;
         case 'h': usage(stdout); exit(0);
         default: usage(stderr); exit(2);
         }
@@ -317,6 +366,21 @@ static void parse_args(int argc, char **argv, sim_opts_t *o)
         die("unknown --dataset '%s' (pneumoniamnist | fashion-mnist)", o->dataset);
     if (strcmp(o->model, "cnn") && strcmp(o->model, "resnet18"))
         die("unknown --model '%s' (cnn | resnet18)", o->model);
+    char what[96];
+    snprintf(what, sizeof what, "%d clients", o->clients);
+    if (!o->swarm && o->clients > SIM_MAX_CLIENTS)
+        die("%s: a process each is too many above 256; use --swarm", what);
+    if (!o->swarm && (o->params || o->swarm_procs))
+        die("%s go with --swarm", "--params and --swarm-procs");
+    if (o->swarm && o->drop[0])
+        die("%s", "--drop kills a site's process, and swarm sites share one: not with --swarm");
+    if (!o->swarm_procs) o->swarm_procs = 1;
+    if (o->swarm_procs > o->clients) o->swarm_procs = o->clients;
+    if (!o->params) o->params = SIM_SWARM_PARAMS;
+    /* A site waits its turn for a CPU in a swarm (it heartbeats meanwhile),
+     * but the coordinator itself is slower to read heartbeats among a
+     * thousand uploads: a minute before a silent site counts as dropped. */
+    if (o->swarm && !o->hb_given) o->heartbeat_timeout = 60;
 }
 
 /* "1:train:2,3:eval" -> die_at[client] = "train:2" */
@@ -332,6 +396,54 @@ static void parse_drops(const sim_opts_t *o, char die_at[][32])
         if (util_parse_int(tok, 0, o->clients - 1, &c) < 0)
             die("--drop: client '%s' is not one of the simulated clients", tok);
         util_strlcpy(die_at[c], colon + 1, 32);
+    }
+}
+
+/* A process of the run, for messages: site-NN, or swarm-K. */
+static const char *proc_name(const sim_opts_t *o, int k, char *buf, size_t len)
+{
+    snprintf(buf, len, o->swarm ? "swarm-%d" : "site-%02d", k);
+    return buf;
+}
+
+/* The swarm processes: sites split into swarm_procs contiguous blocks, each
+ * block one medfed-swarm with that many sites' client.ini, its CPU turns a
+ * share of the machine's (logs/swarm-K.log). */
+static void spawn_swarm(const sim_opts_t *o, const char *prog, pid_t *pids)
+{
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    char slots[24], log_path[PATH_MAX + 64];
+    snprintf(slots, sizeof slots, "%ld", cpus > o->swarm_procs ? cpus / o->swarm_procs : 1);
+    for (int p = 0; p < o->swarm_procs; p++) {
+        int first = (int)((long long)o->clients * p / o->swarm_procs);
+        int end = (int)((long long)o->clients * (p + 1) / o->swarm_procs);
+        char **argv = calloc((size_t)(end - first) + 4, sizeof *argv);
+        if (!argv) die("%s", "out of memory");
+        int na = 0;
+        argv[na++] = (char *)prog;
+        argv[na++] = "--slots";
+        argv[na++] = slots;
+        for (int k = first; k < end; k++) {
+            char ini[PATH_MAX + 64];
+            snprintf(ini, sizeof ini, "%s/sites/site-%02d/client.ini", o->out, k);
+            if (!(argv[na++] = strdup(ini))) die("%s", "out of memory");
+        }
+        snprintf(log_path, sizeof log_path, "%s/logs/swarm-%d.log", o->out, p);
+        pids[p] = spawn(log_path, argv);
+        for (int i = 3; i < na; i++) free(argv[i]);
+        free(argv);
+    }
+}
+
+/* A thousand sites' connections (and a swarm's sockets) need more file
+ * descriptors than the usual soft limit: raise it to the hard one, for the
+ * coordinator and the swarm, which inherit it. */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
     }
 }
 
@@ -377,18 +489,25 @@ int main(int argc, char **argv)
     snprintf(dir, sizeof dir, "%s/logs", o.out);
     if (util_mkdirs(dir, err, sizeof err) < 0) die("%s", err);
 
-    /* 1. Data: split train and val across the sites, each site its own files. */
-    idx_set_t train, val;
-    load_split(&o, 0, o.max_train, &train);
-    load_split(&o, 1, o.max_val, &val);
-    int classes = count_classes(&train);
-    int32_t *site_tr = malloc((size_t)train.n * sizeof(int32_t));
-    int32_t *site_va = malloc((size_t)val.n * sizeof(int32_t));
-    if (!site_tr || !site_va) die("%s", "out of memory");
-    int64_t min_tr = train.n / (o.clients * 10);
-    partition(&o, &spec, &train, classes, min_tr > 8 ? 8 : (min_tr < 1 ? 1 : min_tr),
-              (uint64_t)o.seed, site_tr);
-    partition(&o, &spec, &val, classes, 1, (uint64_t)o.seed + 7777, site_va);
+    /* 1. Data: split train and val across the sites, each site its own files
+     * (a swarm site gets sample counts only, drawn from the seed). */
+    idx_set_t train = {0}, val = {0};
+    int classes = 2;
+    int32_t *site_tr = NULL, *site_va = NULL;
+    rng_t counts;
+    rng_seed(&counts, (uint64_t)o.seed ^ 0x5A4Du);
+    if (!o.swarm) {
+        load_split(&o, 0, o.max_train, &train);
+        load_split(&o, 1, o.max_val, &val);
+        classes = count_classes(&train);
+        site_tr = malloc((size_t)train.n * sizeof(int32_t));
+        site_va = malloc((size_t)val.n * sizeof(int32_t));
+        if (!site_tr || !site_va) die("%s", "out of memory");
+        int64_t min_tr = train.n / (o.clients * 10);
+        partition(&o, &spec, &train, classes, min_tr > 8 ? 8 : (min_tr < 1 ? 1 : min_tr),
+                  (uint64_t)o.seed, site_tr);
+        partition(&o, &spec, &val, classes, 1, (uint64_t)o.seed + 7777, site_va);
+    }
 
     snprintf(path, sizeof path, "%s/roster.txt", o.out);
     FILE *roster = fopen(path, "w");
@@ -404,21 +523,33 @@ int main(int argc, char **argv)
         crypto_wipe(csk, sizeof csk);
         identity_pk_to_hex(coord_pk_hex, cpk);
     }
-    printf("medfed-sim: %d hospitals, %s (%lld train / %lld val images, %d classes), partition "
-           "%s, %d rounds, model %s, secure aggregation %s\n",
-           o.clients, o.dataset, (long long)train.n, (long long)val.n, classes, o.partition,
-           o.rounds, o.model, o.secagg ? "on" : "off");
+    if (o.swarm)
+        printf("medfed-sim: %d protocol-only hospitals in %d medfed-swarm process%s, synthetic "
+               "model of %lld parameters, %d rounds, secure aggregation %s (degree %u, t = %u)\n",
+               o.clients, o.swarm_procs, o.swarm_procs > 1 ? "es" : "", o.params, o.rounds,
+               o.secagg ? "on" : "off", o.secagg ? sa_k : 0, o.secagg ? sa_t : 0);
+    else
+        printf("medfed-sim: %d hospitals, %s (%lld train / %lld val images, %d classes), partition "
+               "%s, %d rounds, model %s, secure aggregation %s\n",
+               o.clients, o.dataset, (long long)train.n, (long long)val.n, classes, o.partition,
+               o.rounds, o.model, o.secagg ? "on" : "off");
     for (int k = 0; k < o.clients; k++) {
         snprintf(dir, sizeof dir, "%s/sites/site-%02d", o.out, k);
         if (util_mkdirs(dir, err, sizeof err) < 0) die("%s", err);
         int64_t ntr, nva;
-        write_share(&train, site_tr, k, dir, "train", &ntr);
-        write_share(&val, site_va, k, dir, "val", &nva);
-        int64_t pos = 0;
-        for (int64_t i = 0; i < train.n; i++) pos += site_tr[i] == k && train.labels[i] == 1;
-        printf("  site-%02d  train %5lld  val %4lld%s", k, (long long)ntr, (long long)nva,
-               classes == 2 ? "" : "\n");
-        if (classes == 2) printf("  (label 1: %4.1f%%)\n", ntr ? 100.0 * (double)pos / (double)ntr : 0);
+        if (o.swarm) { /* sites of different sizes: the weights n_k differ */
+            ntr = 100 + (int64_t)rng_below(&counts, 901);
+            nva = ntr / 5;
+        } else {
+            write_share(&train, site_tr, k, dir, "train", &ntr);
+            write_share(&val, site_va, k, dir, "val", &nva);
+            int64_t pos = 0;
+            for (int64_t i = 0; i < train.n; i++) pos += site_tr[i] == k && train.labels[i] == 1;
+            printf("  site-%02d  train %5lld  val %4lld%s", k, (long long)ntr, (long long)nva,
+                   classes == 2 ? "" : "\n");
+            if (classes == 2)
+                printf("  (label 1: %4.1f%%)\n", ntr ? 100.0 * (double)pos / (double)ntr : 0);
+        }
         /* Each site's identity key: it signs the site's secure-aggregation keys. */
         uint8_t pk[IDENTITY_PUBLICKEYBYTES], sk[IDENTITY_SECRETKEYBYTES];
         char hex[IDENTITY_HEXBYTES], key_path[PATH_MAX + 96];
@@ -443,17 +574,23 @@ int main(int argc, char **argv)
         if (!f) die("cannot write %s", path);
         fprintf(f,
                 "; written by medfed-sim\n[client]\nsite = site-%02d\ncoordinator = "
-                "tcp://127.0.0.1:%d\nthreads = %d\nheartbeat = 0.5\n"
+                "tcp://127.0.0.1:%d\nthreads = %d\nheartbeat = %s\n"
                 "; secure aggregation: this site's identity key and the federation roster\n"
                 "identity = %s\nroster = %s/roster.txt\n\n"
                 "; the site's own rules: here every site shares the simulation's threat model\n"
-                "[policy]\nmax_collusion = %s\nsecure_aggregation = %s\n\n[data]\nsource = idx\n"
-                "train_images = %s/train-images-idx3-ubyte.gz\n"
-                "train_labels = %s/train-labels-idx1-ubyte.gz\n"
-                "val_images = %s/val-images-idx3-ubyte.gz\n"
-                "val_labels = %s/val-labels-idx1-ubyte.gz\n",
-                k, port, o.threads, key_path, o.out, o.collusion,
-                o.secagg ? "required" : "optional", dir, dir, dir, dir);
+                "[policy]\nmax_collusion = %s\nsecure_aggregation = %s\n\n[data]\n",
+                k, port, o.threads, o.swarm ? "2" : "0.5", key_path, o.out, o.collusion,
+                o.secagg ? "required" : "optional");
+        if (o.swarm) /* a thousand sites' heartbeats: one each 2 s is 500 a second */
+            fprintf(f, "; medfed-swarm: no images, the synthetic model reads none\n"
+                       "source = synthetic\ntrain = %lld\nval = %lld\n",
+                    (long long)ntr, (long long)nva);
+        else
+            fprintf(f, "source = idx\ntrain_images = %s/train-images-idx3-ubyte.gz\n"
+                       "train_labels = %s/train-labels-idx1-ubyte.gz\n"
+                       "val_images = %s/val-images-idx3-ubyte.gz\n"
+                       "val_labels = %s/val-labels-idx1-ubyte.gz\n",
+                    dir, dir, dir, dir);
         if (o.curve)
             fprintf(f, "\n[client]\n; CURVE transport: this site's key, the coordinator's public key\n"
                        "curve_key = %s\ncoordinator_key = %s\n", curve_path, coord_pk_hex);
@@ -473,9 +610,16 @@ int main(int argc, char **argv)
     snprintf(classes_s, sizeof classes_s, "%d", classes);
     char *init_argv[] = {prog, "--arch", o.model, "--in-channels", "1", "--size", "28x28",
                          "--classes", classes_s, "--seed", seed_s, "--out", init, NULL};
-    if (run_wait(init_argv) != 0) die("%s", "medfed-init failed");
+    char swarm_prog[PATH_MAX + 32], params_s[24];
+    snprintf(swarm_prog, sizeof swarm_prog, "%s/medfed-swarm", bin_dir);
+    snprintf(params_s, sizeof params_s, "%lld", o.params);
+    char *swarm_init_argv[] = {swarm_prog, "init", "--params", params_s, "--seed", seed_s,
+                               "--out", init, NULL};
+    if (run_wait(o.swarm ? swarm_init_argv : init_argv) != 0)
+        die("%s failed", o.swarm ? "medfed-swarm init" : "medfed-init");
 
     /* 3. Coordinator and clients, as separate processes. */
+    if (o.swarm) raise_fd_limit();
     struct sigaction sa = {0};
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, NULL);
@@ -502,12 +646,22 @@ int main(int argc, char **argv)
                           "--heartbeat-timeout", hb_s, "--wait-timeout", "120",
                           "--secagg", o.secagg ? "on" : "off", "--dropout", o.dropout,
                           "--collusion", o.collusion, "--neighbors", o.neighbors,
-                          NULL, NULL, NULL, NULL, NULL};
+                          NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+                          NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+                          NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
     size_t na = 0;
     while (coord_argv[na]) na++;
     if (o.upload_bits[0]) {
         coord_argv[na++] = "--upload-bits";
         coord_argv[na++] = o.upload_bits;
+    }
+    if (o.clip_auto[0]) {
+        coord_argv[na++] = "--clip-auto";
+        coord_argv[na++] = o.clip_auto;
+    }
+    for (int i = 0; i < o.n_coord_opt; i++) { /* last: they override the above */
+        coord_argv[na++] = o.coord_opt[i][0];
+        coord_argv[na++] = o.coord_opt[i][1];
     }
     if (o.curve) {
         coord_argv[na++] = "--curve-secret";
@@ -517,11 +671,14 @@ int main(int argc, char **argv)
     double t0 = util_now();
     pid_t coord_pid = spawn(log_path, coord_argv);
 
+    /* The processes: a daemon per site, or the swarm's few (pids[k], named by proc_name). */
     static pid_t pids[SIM_MAX_CLIENTS];
+    const int nproc = o.swarm ? o.swarm_procs : o.clients;
     int clients_failed = 0; /* a client that crashed or failed without being told to */
     char client_prog[PATH_MAX + 32];
     snprintf(client_prog, sizeof client_prog, "%s/medfed-client", bin_dir);
-    for (int k = 0; k < o.clients; k++) {
+    if (o.swarm) spawn_swarm(&o, swarm_prog, pids);
+    for (int k = 0; !o.swarm && k < o.clients; k++) {
         char ini[PATH_MAX + 64];
         snprintf(ini, sizeof ini, "%s/sites/site-%02d/client.ini", o.out, k);
         snprintf(log_path, sizeof log_path, "%s/logs/site-%02d.log", o.out, k);
@@ -538,25 +695,28 @@ int main(int argc, char **argv)
     char metrics_path[PATH_MAX + 32];
     snprintf(metrics_path, sizeof metrics_path, "%s/metrics.jsonl", o.out);
     long offset = 0;
-    int coord_status = -1, alive = o.clients;
-    struct rusage coord_usage = {0};
-    char line[8192], last[8192] = "";
+    int coord_status = -1, alive = nproc;
+    struct rusage coord_usage = {0}, usage;
+    long swarm_rss_kb = 0; /* the largest medfed-swarm process's peak */
+    char line[8192], last[8192] = "", name[32];
     while (coord_status < 0) {
         if (sim_interrupted) {
             kill(coord_pid, SIGTERM);
-            for (int k = 0; k < o.clients; k++)
+            for (int k = 0; k < nproc; k++)
                 if (pids[k] > 0) kill(pids[k], SIGTERM);
         }
         int st;
         if (wait4(coord_pid, &st, WNOHANG, &coord_usage) == coord_pid)
             coord_status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        for (int k = 0; k < o.clients; k++) {
-            if (pids[k] > 0 && waitpid(pids[k], &st, WNOHANG) == pids[k]) {
-                printf("  site-%02d exited (%s %d)\n", k, WIFEXITED(st) ? "status" : "signal",
+        for (int k = 0; k < nproc; k++) {
+            if (pids[k] > 0 && wait4(pids[k], &st, WNOHANG, &usage) == pids[k]) {
+                printf("  %s exited (%s %d)\n", proc_name(&o, k, name, sizeof name),
+                       WIFEXITED(st) ? "status" : "signal",
                        WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
                 if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0) &&
-                    !(die_at[k][0] && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL))
+                    !(!o.swarm && die_at[k][0] && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL))
                     clients_failed++;
+                if (usage.ru_maxrss > swarm_rss_kb) swarm_rss_kb = usage.ru_maxrss;
                 pids[k] = 0;
                 alive--;
             }
@@ -577,17 +737,21 @@ int main(int argc, char **argv)
         }
     }
 
-    /* 5. Clients leave on SHUTDOWN; anything still running after 10 s is stopped. */
-    double t_end = util_now() + 10;
+    /* 5. Clients leave on SHUTDOWN; anything still running after 10 s (a
+     * swarm: 30 s, its sites leave one by one) is stopped. */
+    const double grace = o.swarm ? 30 : 10;
+    double t_end = util_now() + grace;
     while (alive > 0 && util_now() < t_end) {
-        for (int k = 0; k < o.clients; k++) {
+        for (int k = 0; k < nproc; k++) {
             int st;
-            if (pids[k] > 0 && waitpid(pids[k], &st, WNOHANG) == pids[k]) {
+            if (pids[k] > 0 && wait4(pids[k], &st, WNOHANG, &usage) == pids[k]) {
                 pids[k] = 0;
                 alive--;
+                if (usage.ru_maxrss > swarm_rss_kb) swarm_rss_kb = usage.ru_maxrss;
                 if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0) &&
-                    !(die_at[k][0] && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL)) {
-                    printf("  site-%02d exited (%s %d)\n", k, WIFEXITED(st) ? "status" : "signal",
+                    !(!o.swarm && die_at[k][0] && WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL)) {
+                    printf("  %s exited (%s %d)\n", proc_name(&o, k, name, sizeof name),
+                           WIFEXITED(st) ? "status" : "signal",
                            WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
                     clients_failed++;
                 }
@@ -596,11 +760,12 @@ int main(int argc, char **argv)
         struct timespec ts = {0, 50 * 1000 * 1000};
         nanosleep(&ts, NULL);
     }
-    for (int k = 0; k < o.clients; k++)
+    for (int k = 0; k < nproc; k++)
         if (pids[k] > 0) {
             /* Not counted as a failure: a daemon that missed SHUTDOWN is
              * merely idle (seen rarely under heavy load; see its log). */
-            printf("  site-%02d still running 10 s after the federation ended: stopped\n", k);
+            printf("  %s still running %.0f s after the federation ended: stopped\n",
+                   proc_name(&o, k, name, sizeof name), grace);
             kill(pids[k], SIGKILL);
             waitpid(pids[k], NULL, 0);
         }
@@ -611,11 +776,15 @@ int main(int argc, char **argv)
     if (sf) {
         fprintf(sf, "{\"clients\":%d,\"rounds\":%d,\"secagg\":%s,\"seconds\":%.3f,"
                     "\"coordinator_status\":%d,\"coordinator_peak_rss_kb\":%ld,"
-                    "\"coordinator_cpu_seconds\":%.3f}\n",
+                    "\"coordinator_cpu_seconds\":%.3f",
                 o.clients, o.rounds, o.secagg ? "true" : "false", secs, coord_status,
                 coord_usage.ru_maxrss,
                 (double)coord_usage.ru_utime.tv_sec + (double)coord_usage.ru_utime.tv_usec * 1e-6 +
                     (double)coord_usage.ru_stime.tv_sec + (double)coord_usage.ru_stime.tv_usec * 1e-6);
+        if (o.swarm)
+            fprintf(sf, ",\"swarm_procs\":%d,\"params\":%lld,\"swarm_peak_rss_kb\":%ld",
+                    o.swarm_procs, o.params, swarm_rss_kb);
+        fputs("}\n", sf);
         fclose(sf);
     }
     if (coord_status != 0) {

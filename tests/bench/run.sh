@@ -9,7 +9,9 @@
 #   6. the hospital data path (tests/bench/data_path.sh): DICOM decode vs IDX,
 #      large images, DICOMweb fetched vs from the tensor cache
 # usage: run.sh BIN_DIR BUILD_DIR OUT_DIR [HOOKS_BIN_DIR]   (BENCH_ROUNDS, BENCH_IMAGES,
-# BENCH_WIDTH_ROUNDS, BENCH_UPLOAD_BITS to shorten); HOOKS_BIN_DIR (make test-bin's) runs the one measurement with a dropout.
+# BENCH_WIDTH_ROUNDS, BENCH_UPLOAD_BITS to shorten; BENCH_PARTS: a subset of "train sim
+# secagg width data", whose figures replace those in an existing bench.json);
+# HOOKS_BIN_DIR (make test-bin's) runs the one measurement with a dropout.
 set -eu
 BIN=$1
 BUILD=$2
@@ -19,39 +21,48 @@ ROUNDS=${BENCH_ROUNDS:-5}
 IMAGES=${BENCH_IMAGES:-3000}
 mkdir -p "$OUT"
 PY=/usr/bin/python3
+PARTS=" ${BENCH_PARTS:-train sim secagg width data} "
+export PARTS
+part() { case "$PARTS" in *" $1 "*) return 0 ;; esac; return 1; }
 
-# Build the training benchmark against the shim (C, includes only model.h).
-cc -std=c11 -O2 -I. -c tests/bench/bench_train.c -o "$BUILD/tests/bench_train.o"
-g++ -o "$BUILD/tests/bench_train" "$BUILD/tests/bench_train.o" "$BUILD/model/model.o" -ltorch_cpu -lc10
+# ---- training and the default round -----------------------------------------------
+train_json="" fa1=null fa11=null
+if part train; then
+    # Build the training benchmark against the shim (C, includes only model.h).
+    cc -std=c11 -O2 -I. -c tests/bench/bench_train.c -o "$BUILD/tests/bench_train.o"
+    g++ -o "$BUILD/tests/bench_train" "$BUILD/tests/bench_train.o" "$BUILD/model/model.o" -ltorch_cpu -lc10
+    echo "bench: training throughput (cnn, $IMAGES images), C shim and python3-torch alternately"
+    for threads in 1 2; do
+        c1=$("$BUILD/tests/bench_train" cnn $threads $IMAGES)
+        p1=$("$PY" tests/bench/torch_ref.py cnn $threads $IMAGES)
+        c2=$("$BUILD/tests/bench_train" cnn $threads $IMAGES)
+        p2=$("$PY" tests/bench/torch_ref.py cnn $threads $IMAGES)
+        train_json="$train_json{\"threads\":$threads,\"c\":[$c1,$c2],\"python\":[$p1,$p2]},"
+    done
+    echo "bench: FedAvg accumulation"
+    fa1=$("$BUILD/tests/bench_fedavg" 1000000 10)
+    fa11=$("$BUILD/tests/bench_fedavg" 11000000 10)
+fi
+if part sim; then
+    echo "bench: default simulation, $ROUNDS rounds"
+    "$BIN/medfed-sim" --rounds "$ROUNDS" --out "$OUT/sim" > "$OUT/sim.log" 2>&1
+fi
 
-echo "bench: training throughput (cnn, $IMAGES images), C shim and python3-torch alternately"
-train_json=""
-for threads in 1 2; do
-    c1=$("$BUILD/tests/bench_train" cnn $threads $IMAGES)
-    p1=$("$PY" tests/bench/torch_ref.py cnn $threads $IMAGES)
-    c2=$("$BUILD/tests/bench_train" cnn $threads $IMAGES)
-    p2=$("$PY" tests/bench/torch_ref.py cnn $threads $IMAGES)
-    train_json="$train_json{\"threads\":$threads,\"c\":[$c1,$c2],\"python\":[$p1,$p2]},"
-done
-
-echo "bench: FedAvg accumulation"
-fa1=$("$BUILD/tests/bench_fedavg" 1000000 10)
-fa11=$("$BUILD/tests/bench_fedavg" 11000000 10)
-
-echo "bench: default simulation, $ROUNDS rounds"
-"$BIN/medfed-sim" --rounds "$ROUNDS" --out "$OUT/sim" > "$OUT/sim.log" 2>&1
-
+if part train || part sim; then
 "$PY" - "$OUT" "[${train_json%,}]" "$fa1" "$fa11" <<'PYEOF'
-import json, sys, statistics as st
+import json, os, sys, statistics as st
 out, train, fa1, fa11 = sys.argv[1], json.loads(sys.argv[2]), json.loads(sys.argv[3]), json.loads(sys.argv[4])
-res = {"training": [], "fedavg": [fa1, fa11]}
+res = json.load(open(out + "/bench.json")) if os.path.exists(out + "/bench.json") else {}
+if train: res["training"] = []
+if fa1: res["fedavg"] = [fa1, fa11]
 for t in train:
     c = st.mean(r["images_per_s"] for r in t["c"]); p = st.mean(r["images_per_s"] for r in t["python"])
     res["training"].append({"arch": "cnn", "threads": t["threads"], "c_images_per_s": round(c, 1),
                             "python_images_per_s": round(p, 1), "c_over_python": round(c / p, 3)})
-rows = [json.loads(l) for l in open(out + "/sim/metrics.jsonl")]
-secs = st.mean(r["seconds"] for r in rows); train_s = st.mean(r["train_seconds"] for r in rows)
-res["round"] = {"config": "10 clients, pneumoniamnist, dirichlet:0.5, cnn, 2 local epochs",
+rows = [json.loads(l) for l in open(out + "/sim/metrics.jsonl")] if " sim " in os.environ["PARTS"] else []
+if rows:
+  secs = st.mean(r["seconds"] for r in rows); train_s = st.mean(r["train_seconds"] for r in rows)
+  res["round"] = {"config": "10 clients, pneumoniamnist, dirichlet:0.5, cnn, 2 local epochs",
                 "rounds": len(rows), "seconds_per_round": round(secs, 3),
                 "training_seconds_per_round": round(train_s, 3),
                 "communication_and_other_seconds_per_round": round(secs - train_s, 3),
@@ -61,10 +72,12 @@ res["round"] = {"config": "10 clients, pneumoniamnist, dirichlet:0.5, cnn, 2 loc
 json.dump(res, open(out + "/bench.json", "w"), indent=1)
 print(json.dumps(res, indent=1))
 PYEOF
+fi
 
 # ---- secure aggregation -----------------------------------------------------------
 # Protocol cost with no training (--local-epochs 0: zero updates, full-size
 # masks and crypto): secure / plaintext round time, bytes, coordinator RSS.
+if part secagg; then
 echo "bench: mask expansion (PRG) speed"
 cc -std=c11 -D_GNU_SOURCE -O2 -I. tests/bench/bench_prg.c crypto/*.c common/util.c \
     -o "$BUILD/tests/bench_prg" $(pkg-config --cflags --libs libsodium libcrypto)
@@ -91,9 +104,9 @@ run_sa "cnn-plain-50" 50 cnn off
 run_sa "cnn-secure-50" 50 cnn on
 
 "$PY" - "$OUT" "$prg" <<'PYEOF'
-import json, sys, statistics as st
+import json, os, sys, statistics as st
 out, prg = sys.argv[1], json.loads(sys.argv[2])
-res = json.load(open(out + "/bench.json"))
+res = json.load(open(out + "/bench.json")) if os.path.exists(out + "/bench.json") else {}
 def rows(name): return [json.loads(l) for l in open("%s/sa-%s/metrics.jsonl" % (out, name))]
 def summ(name): return json.load(open("%s/sa-%s/summary.json" % (out, name)))
 params = {"cnn": 1659266, "resnet18": 11181642 - 7680 + 9600}
@@ -153,6 +166,8 @@ res["secure_aggregation"] = sa
 json.dump(res, open(out + "/bench.json", "w"), indent=1)
 print(json.dumps(sa, indent=1))
 PYEOF
+fi
+
 # ---- the upload width ---------------------------------------------------------------
 # Pack / unpack-add speed on one core beside memcpy of the same packed bytes,
 # then the default simulation (same seed) at each upload_bits: w = upload_bits
@@ -160,21 +175,30 @@ PYEOF
 # 3: 8). Secure runs are not repeatable bit for bit (the stochastic rounding
 # draws fresh dither, and each site's training seed hashes the model), so the
 # 32-bit row is run twice: their difference is the noise the others sit in.
+# An entry B:fixed keeps the fixed clip (2.0, --clip-auto off) for every round;
+# plain B clips each round at 4 x the largest |value| of the last mean update
+# (the default). The baseline is 27:fixed, the encoding before issue 15.
+if part width; then
 echo "bench: upload width: pack / unpack-add speed"
 enc=$("$BUILD/tests/bench_encoding" 1659266 7)
 WIDTH_ROUNDS=${BENCH_WIDTH_ROUNDS:-20}
-WIDTHS=${BENCH_UPLOAD_BITS:-27 27 15 11 7 3}
+WIDTHS=${BENCH_UPLOAD_BITS:-27:fixed 27:fixed 27 15 11 7 3 11:fixed 3:fixed}
 k=0
-for ub in $WIDTHS; do
+for entry in $WIDTHS; do
     k=$((k + 1))
-    echo "bench: upload width: default simulation, upload_bits $ub, $WIDTH_ROUNDS rounds"
-    "$BIN/medfed-sim" --rounds "$WIDTH_ROUNDS" --upload-bits "$ub" --out "$OUT/width-$k" \
+    ub=${entry%:fixed}
+    auto=on
+    [ "$ub" = "$entry" ] || auto=off
+    # BENCH_REUSE=1: tabulate the runs already in OUT (e.g. after a change to the table)
+    [ -n "${BENCH_REUSE:-}" ] && [ -s "$OUT/width-$k/metrics.jsonl" ] && continue
+    echo "bench: upload width: default simulation, upload_bits $ub, clip-auto $auto, $WIDTH_ROUNDS rounds"
+    "$BIN/medfed-sim" --rounds "$WIDTH_ROUNDS" --upload-bits "$ub" --clip-auto "$auto" --out "$OUT/width-$k" \
         > "$OUT/width-$k.log" 2>&1 || { echo "bench: width run $k failed, see $OUT/width-$k.log"; exit 1; }
 done
 "$PY" - "$OUT" "$enc" $WIDTHS <<'PYEOF'
-import json, re, sys, statistics as st
+import json, os, re, sys, statistics as st
 out, enc, widths = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3:]
-res = json.load(open(out + "/bench.json"))
+res = json.load(open(out + "/bench.json")) if os.path.exists(out + "/bench.json") else {}
 params = 1659266
 table = []
 for k, ub in enumerate(widths, 1):
@@ -182,29 +206,44 @@ for k, ub in enumerate(widths, 1):
     bits = sorted(set(int(b) for b in re.findall(r"event=keys-relayed .* bits=(\d+)",
                                                open("%s/width-%d/logs/coordinator.log" % (out, k)).read())))
     last = rows[-1]
-    table.append({"upload_bits": int(ub), "bits": bits[0] if len(bits) == 1 else bits,
+    l5 = rows[-5:] # the last round alone swings by points between rounds (non-iid sites)
+    clipped = [int(x) for f in os.listdir("%s/width-%d/logs" % (out, k)) if f.startswith("site-")
+               for x in re.findall(r"WARN round=\d+ (\d+) update values clipped",
+                                   open("%s/width-%d/logs/%s" % (out, k, f)).read())]
+    fixed = ub.endswith(":fixed")
+    clips = [r["clip"] for r in rows if r.get("clip") is not None]
+    table.append({"upload_bits": int(ub.split(":")[0]), "bits": bits[0] if len(bits) == 1 else bits,
+                  "clip": "fixed 2.0" if fixed else "auto", "clip_first_last": clips[:1] + clips[-1:],
                   "rounds": len(rows), "aborted": sum(r["aborted"] for r in rows),
                   "final_val_accuracy": last["val_accuracy"], "final_val_auc": last["val_auc"],
                   "final_val_loss": last["val_loss"],
+                  "last5_val_accuracy": round(st.mean(r["val_accuracy"] for r in l5), 4),
+                  "last5_val_auc": round(st.mean(r["val_auc"] for r in l5), 4),
+                  "values_clipped": sum(clipped), "site_rounds_clipping": len(clipped),
                   "bytes_up_per_site_over_fp32": round(st.mean(r["bytes_up"] for r in rows) /
                                                        last["participants"] / (4 * params), 4)})
-full = [r for r in table if r["bits"] == 32]
+full = [r for r in table if r["bits"] == 32 and r["clip"] != "auto"] or [r for r in table if r["bits"] == 32]
 acc32 = st.mean(r["final_val_accuracy"] for r in full) if full else None
 auc32 = st.mean(r["final_val_auc"] for r in full) if full else None
+acc32_5 = st.mean(r["last5_val_accuracy"] for r in full) if full else None
 for r in table:
     if acc32 is None or r["final_val_accuracy"] is None: continue
     r["accuracy_points_vs_32"] = round(100 * (r["final_val_accuracy"] - acc32), 2)
+    r["last5_accuracy_points_vs_32"] = round(100 * (r["last5_val_accuracy"] - acc32_5), 2)
     r["auc_vs_32"] = round(r["final_val_auc"] - auc32, 4)
     r["meets_issue_15_bar"] = (r["bytes_up_per_site_over_fp32"] <= 0.63 and
                                r["accuracy_points_vs_32"] >= -0.5 and r["auc_vs_32"] >= -0.005)
 res["upload_width"] = {"encoding_speed": enc, "table": table,
                        "config": "default simulation (10 sites, pneumoniamnist, dirichlet:0.5, cnn, seed 1)",
                        "note": "w = upload_bits + ceil(log2 10) + 1; *_vs_32: against the mean of the 32-bit "
-                               "runs, whose spread is run-to-run noise (fresh dither)"}
+                               "fixed-clip runs (the encoding before issue 15), whose spread is run-to-run "
+                               "noise (fresh dither); clip auto: 4 x max |mean update| of the last round"}
 json.dump(res, open(out + "/bench.json", "w"), indent=1)
 print(json.dumps(res["upload_width"], indent=1))
 PYEOF
 
+fi
+
 # ---- the hospital data path --------------------------------------------------------
-sh tests/bench/data_path.sh "$BIN" "$BUILD" "$OUT"
+part data && sh tests/bench/data_path.sh "$BIN" "$BUILD" "$OUT"
 echo "bench: wrote $OUT/bench.json"

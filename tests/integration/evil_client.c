@@ -5,6 +5,8 @@
  *
  *   evil_client ENDPOINT SITE MODE [KIT_DIR]
  *   MODE: wrong-length | long | huge | nan | garbage | stale-round | duplicate   (plaintext)
+ *         ready-hold: says READY at once, heartbeats, never sends its update
+ *                     (plaintext; exit 0 once told UPLOAD and then SHUTDOWN)
  *         forge | out-of-phase | stale-advertise                  (secure aggregation)
  *         inflate-hello | inflate-cap      (secure aggregation, with the site's KIT_DIR)
  * With KIT_DIR (a site's kit from medfed provision: curve.key, coordinator.pub,
@@ -183,14 +185,14 @@ int main(int argc, char **argv)
     util_strlcpy(hello.site, argv[2], sizeof hello.site);
     transport_send(sock, NULL, &hello, buf, 0);
 
-    int rc = 1;
-    uint32_t want = 0;
+    int rc = 1, granted = 0;
+    uint32_t want = 0, round = 0;
     double deadline = util_now() + 60;
     wire_frame_t fr;
     msg_t m;
     while (util_now() < deadline) {
         if (recv_msg(sock, dec, &fr, &m, 1000) < 0) {
-            msg_t hb = {.type = MSG_HEARTBEAT};
+            msg_t hb = {.type = MSG_HEARTBEAT, .round = round, .phase = PHASE_TRAIN};
             transport_send(sock, NULL, &hb, buf, 1);
             continue;
         }
@@ -231,6 +233,17 @@ int main(int argc, char **argv)
             }
             transport_send(sock, NULL, &a, buf, 0);
             printf("evil_client: sent a %s message for round %u\n", mode, m.round);
+        } else if (m.type == MSG_PLAN && strcmp(mode, "ready-hold") == 0) {
+            round = m.round; /* heartbeats of this round from now on: alive, never done */
+            msg_t r = {.type = MSG_READY, .round = m.round, .phase = PHASE_TRAIN};
+            transport_send(sock, NULL, &r, buf, 0);
+            printf("evil_client: READY for round %u, no update will follow\n", m.round);
+        } else if (m.type == MSG_EVAL && strcmp(mode, "ready-hold") == 0) {
+            msg_t r = {.type = MSG_EVAL_RESULT, .round = m.round, .phase = PHASE_EVAL};
+            transport_send(sock, NULL, &r, buf, 0); /* no validation images: n = 0 */
+        } else if (m.type == MSG_UPLOAD) {
+            granted = 1;
+            printf("evil_client: told UPLOAD for round %u: holding the slot\n", m.round);
         } else if (m.type == MSG_PLAN) {
             size_t numel = (size_t)m.numel;
             float *v = calloc(numel + 1, sizeof *v);
@@ -275,6 +288,7 @@ int main(int argc, char **argv)
             transport_frame_close(&fr);
             break;
         } else if (m.type == MSG_SHUTDOWN) {
+            if (strcmp(mode, "ready-hold") == 0) rc = !granted;
             transport_frame_close(&fr);
             break;
         }

@@ -43,26 +43,10 @@ PYEOF
 # (DIR/dump/encoded-site-NN-r1.bin, written with MEDFED_TEST_DUMP_DIR): each
 # model element mod 2^w, w the upload width the coordinator logged for the
 # round (only w bits of each travel), the weight word mod 2^32.
+# tests/lib/exact_sum.py, shared with tests/wan.
 exact_sum() {
-    "$PY" - "$1" <<'PYEOF'
-import json, re, sys, array
-d = sys.argv[1]
-row = json.loads(open(d + "/run/metrics.jsonl").readline())
-bits = [int(m.group(1)) for m in re.finditer(r"round=1 phase=advertise event=keys-relayed .* bits=(\d+)",
-                                              open(d + "/run/logs/coordinator.log").read())]
-if len(bits) != 1: print("exact_sum: no upload width logged for round 1"); sys.exit(1)
-mask = (1 << bits[0]) - 1
-def words(path):
-    a = array.array("I"); a.frombytes(open(path, "rb").read()); return a
-total = words(d + "/dump/unmasked-r1.bin")
-acc = array.array("I", [0]) * len(total)
-for i in row["included"]:
-    x = words("%s/dump/encoded-site-%02d-r1.bin" % (d, i))
-    for j in range(len(x)): acc[j] = (acc[j] + x[j]) & 0xFFFFFFFF
-n = len(total) - 1
-ok = all((acc[j] - total[j]) & mask == 0 for j in range(n)) and acc[n] == total[n]
-sys.exit(0 if ok else 1)
-PYEOF
+    "$PY" "$ROOT/tests/lib/exact_sum.py" --metrics "$1/run/metrics.jsonl" --dump "$1/dump" \
+        --log "$1/run/logs/coordinator.log" --round 1 --quiet
 }
 
 free_port() {
@@ -103,7 +87,7 @@ else
     syms=' (client_maybe_die|dump_encoded|dump_sum|send_dump)$'
     found=""
     for p in medfed medfed-client medfed-coordinator medfed-sim medfed-eval medfed-init \
-             medfed-dicom-worker; do
+             medfed-dicom-worker medfed-swarm; do
         [ -x "$BIN/$p" ] || { found="$found $p: missing;"; continue; }
         s=$(strings "$BIN/$p" | grep -E "$hooks"; nm "$BIN/$p" 2>&1 | grep -E "$syms")
         [ -z "$s" ] || found="$found $p: $s;"
@@ -180,6 +164,26 @@ sys.exit(0 if b["accuracy"] >= a["accuracy"] + 0.05 and b["loss"] <= 0.9 * a["lo
 PYEOF
 then ok $t; else bad $t "see $WORK/learn.out"; fi
 
+# wait_for_line TEXT FILE TENTHS: 0 once FILE has a line with TEXT, 1 after TENTHS x 0.1 s.
+wait_for_line() {
+    for _ in $(seq "$3"); do
+        grep -q "$1" "$2" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    return 1
+}
+# stop_site_at_plan DIR: SIGSTOPs site-01 of the simulation in DIR once round 1's
+# PLAN is out; its pid in $hpid ("" if it was not found).
+stop_site_at_plan() {
+    hpid=""
+    for _ in $(seq 300); do
+        grep -q 'round=1 phase=train event=plan-sent' "$1/logs/coordinator.log" 2>/dev/null &&
+            hpid=$(pgrep -f "medfed-client --config $1/sites/site-01/client.ini") && break
+        sleep 0.1
+    done
+    [ -n "$hpid" ] && kill -STOP $hpid
+}
+
 # A hung client (SIGSTOP: its connection stays open, it sends nothing) is
 # noticed at the heartbeat timeout and dropped; the round completes with the
 # other two. SIGCONT then lets it finish the run.
@@ -188,17 +192,8 @@ if ! skip $t; then
     "$BIN/medfed-sim" --clients 3 --rounds 2 --partition iid --seed 6 --max-train 600 --max-val 200 \
         --local-epochs 2 --heartbeat-timeout 3 --secagg off --out "$WORK/hung" > "$WORK/hung.out" 2>&1 &
     spid=$!
-    hpid=""
-    for _ in $(seq 300); do
-        grep -q 'round=1 phase=train event=plan-sent' "$WORK/hung/logs/coordinator.log" 2>/dev/null &&
-            hpid=$(pgrep -f "medfed-client --config $WORK/hung/sites/site-01/client.ini") && break
-        sleep 0.1
-    done
-    [ -n "$hpid" ] && kill -STOP $hpid
-    for _ in $(seq 300); do
-        grep -q 'round=1 phase=eval event=round-complete' "$WORK/hung/logs/coordinator.log" 2>/dev/null && break
-        sleep 0.1
-    done
+    stop_site_at_plan "$WORK/hung"
+    wait_for_line 'round=1 phase=eval event=round-complete' "$WORK/hung/logs/coordinator.log" 300
     [ -n "$hpid" ] && kill -CONT $hpid
     wait $spid
     src=$?
@@ -206,6 +201,27 @@ if ! skip $t; then
        grep -q 'client=site-01 event=dropped reason="silent past heartbeat timeout"' "$WORK/hung/logs/coordinator.log" &&
        json_check "$WORK/hung/metrics.jsonl" 'not rows[0]["aborted"] and rows[0]["participants"] == 2 and rows[0]["dropped"] == [1] and rows[0]["val_accuracy"] is not None'
     then ok "$t (sim exit $src)"; else bad $t "see $WORK/hung.out, $WORK/hung/logs"; tail -5 "$WORK/hung.out"; fi
+fi
+
+# A round waiting on one site long after the others answered names it in the
+# coordinator's log (once per phase); the site, resumed, is not dropped and
+# the round completes with all three.
+t=straggler_named_in_log
+if ! skip $t; then
+    "$BIN/medfed-sim" --clients 3 --rounds 1 --partition iid --seed 6 --max-train 600 --max-val 200 \
+        --local-epochs 2 --heartbeat-timeout 90 --secagg off --out "$WORK/straggler" > "$WORK/straggler.out" 2>&1 &
+    spid=$!
+    stop_site_at_plan "$WORK/straggler"
+    named=0
+    wait_for_line 'round=1 phase=training waiting on site=site-01: 1 of 3 sites still owe this phase' \
+        "$WORK/straggler/logs/coordinator.log" 600 && named=1
+    [ -n "$hpid" ] && kill -CONT $hpid
+    wait $spid
+    src=$?
+    if [ -n "$hpid" ] && [ $named -eq 1 ] && [ $src -eq 0 ] &&
+       [ "$(grep -c 'waiting on site=' "$WORK/straggler/logs/coordinator.log")" -eq 1 ] &&
+       json_check "$WORK/straggler/metrics.jsonl" 'not rows[0]["aborted"] and rows[0]["participants"] == 3'
+    then ok $t; else bad $t "see $WORK/straggler.out, $WORK/straggler/logs"; tail -5 "$WORK/straggler.out"; fi
 fi
 
 # The other simulations the README offers: Fashion-MNIST (10 classes, from
@@ -226,6 +242,22 @@ if skip $t; then :; elif "$BIN/medfed-sim" --clients 3 --rounds 1 --partition ii
    grep -q 'arch=resnet18 params=11' "$WORK/resnet/logs/coordinator.log" &&
    json_check "$WORK/resnet/metrics.jsonl" 'len(rows) == 1 and not rows[0]["aborted"] and rows[0]["secagg"] and rows[0]["participants"] == 3 and rows[0]["val_accuracy"] is not None'
 then ok $t; else bad $t "see $WORK/resnet.out"; tail -5 "$WORK/resnet.out"; fi
+
+# The model goes out download_slots sites at a time (here 1): each PLAN and
+# EVAL with the model is sent only when no other is in flight, and every site
+# still gets both.
+t=model_sent_download_slots_at_a_time
+if skip $t; then :; elif "$BIN/medfed-sim" --clients 4 --rounds 1 --partition iid --seed 5 $SMALL \
+        --coord-opt download_slots=1 --coord-opt log_level=debug --out "$WORK/slots" \
+        > "$WORK/slots.out" 2>&1 &&
+   "$PY" - "$WORK/slots/logs/coordinator.log" <<'PYEOF'
+import re, sys
+sent = re.findall(r"site=(\S+) event=model-sent msg=(\w+) in_flight=(\d+)", open(sys.argv[1]).read())
+ok = sorted(sent) == sorted((s, m, "1") for s in ("site-00", "site-01", "site-02", "site-03") for m in ("PLAN", "EVAL"))
+if not ok: print("model sends:", sent)
+sys.exit(0 if ok else 1)
+PYEOF
+then ok $t; else bad $t "see $WORK/slots.out, $WORK/slots/logs"; fi
 
 # 3. A client killed in the middle of round 2: the round completes with the
 #    other two, the dead one is listed as dropped, round 3 runs without it.
@@ -298,6 +330,45 @@ for mode in wrong-length long huge nan garbage stale-round duplicate; do
        json_check "$d/metrics.jsonl" 'len(rows) == 2 and rows[0]["participants"] == (3 if "'"$mode"'" == "duplicate" else 2) and not rows[0]["aborted"] and rows[0]["val_accuracy"] is not None'
     then ok $t; else evil_report $t; fi
 done
+
+# Plaintext uploads are granted upload_slots at a time: a site that says
+# READY and then sends nothing holds the one slot, the others' updates wait
+# until it is dropped at transfer_timeout, and the round completes with them.
+t=upload_slot_held_by_silent_site
+if ! skip $t; then
+    evil_round "$WORK/evil-ready-hold" ready-hold evil-site \
+        '/^identity/d; /^roster/d; /^curve_key/d; /^coordinator_key/d; s/^secure_aggregation = required/secure_aggregation = optional/' \
+        --rounds 1 --secagg off --local-epochs 1 --upload-slots 1 --transfer-timeout 10
+    drop=$(grep -n 'client=evil-site event=dropped reason="no update within transfer_timeout of its UPLOAD"' "$d/coord.log" | cut -d: -f1 | head -1)
+    first=$(grep -n 'event=update n=' "$d/coord.log" | cut -d: -f1 | head -1)
+    if [ $evil -eq 0 ] && [ $coord -eq 0 ] && [ -n "$drop" ] && [ -n "$first" ] && [ "$first" -gt "$drop" ] &&
+       json_check "$d/metrics.jsonl" 'len(rows) == 1 and rows[0]["participants"] == 2 and not rows[0]["aborted"]'
+    then ok $t; else evil_report $t; echo "drop at line ${drop:-none}, first update at ${first:-none}"; fi
+fi
+
+# A coordinator waiting for sites sleeps in poll: over 4 s idle (no admin
+# socket, stdin /dev/null, as under medfed-sim or systemd) its main thread is
+# runnable (on a CPU or waiting for one: /proc schedstat, so a loaded machine
+# does not hide a spin) well under a second. A poll set holding fd 0 once
+# made it spin a core.
+t=coordinator_idle_does_not_spin
+if ! skip $t; then
+    port=$(free_port)
+    d="$WORK/idle"
+    mkdir -p "$d"
+    "$BIN/medfed-coordinator" --bind "tcp://127.0.0.1:$port" --init "$WORK/a/init.safetensors" \
+        --out "$d" --wait-for 2 --wait-timeout 60 --secagg off < /dev/null > "$d/coord.log" 2>&1 &
+    cpid=$!
+    sleep 1 # started and waiting
+    r0=$(awk '{print $1 + $2}' "/proc/$cpid/task/$cpid/schedstat" 2>/dev/null)
+    sleep 4
+    r1=$(awk '{print $1 + $2}' "/proc/$cpid/task/$cpid/schedstat" 2>/dev/null)
+    kill $cpid 2>/dev/null
+    wait $cpid 2>/dev/null
+    ms=$(( (${r1:-0} - ${r0:-0}) / 1000000 ))
+    if [ -n "$r0" ] && [ -n "$r1" ] && [ "$ms" -lt 1000 ]; then ok "$t (runnable $ms ms of 4000)"
+    else bad $t "main thread runnable ${ms} ms of 4000 while idle"; fi
+fi
 
 # 5. A site not on the roster is refused, with the reason in the log.
 t=unknown_site_refused

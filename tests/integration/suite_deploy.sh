@@ -29,48 +29,13 @@ dcoord_start() {
 # (run.sh's admin_wait on this federation's admin socket).
 wait_status() { admin_wait "$ADMIN" "$1" "$2"; }
 # checkpoints_intact: every saved model parses whole; state.json is JSON.
-# Every resume trained on from the model it says: the SHA-256 (first 16 hex)
-# the coordinator logs on resume equals that of the tensor bytes of
-# rounds/round-V.safetensors (V: "model of round V"; 0 is the initial model).
-resumed_models_match() {
-    "$PY" - "$D/coord.log" "$DSTATE" "$WORK/a/init.safetensors" <<'PYEOF'
-import hashlib, json, os, re, struct, sys
-lines = [l for l in open(sys.argv[1]) if "state: resuming" in l]
-if not lines:
-    print("no resume logged"); sys.exit(1)
-def tensor_sha(p):
-    raw = open(p, "rb").read()
-    n = struct.unpack("<Q", raw[:8])[0]
-    hdr = json.loads(raw[8:8 + n])
-    spans = sorted(v["data_offsets"] for k, v in hdr.items() if k != "__metadata__")
-    return hashlib.sha256(b"".join(raw[8 + n + a:8 + n + b] for a, b in spans)).hexdigest()[:16]
-for l in lines:
-    m = re.search(r"model of round (\d+), sha256 ([0-9a-f]{16})", l)
-    if not m:
-        print("no model hash in:", l.strip()); sys.exit(1)
-    v = int(m.group(1))
-    p = os.path.join(sys.argv[2], "rounds", "round-%06d.safetensors" % v) if v else sys.argv[3]
-    if v and tensor_sha(p) != m.group(2):
-        print("resumed with %s, round %d's model is %s" % (m.group(2), v, tensor_sha(p))); sys.exit(1)
-PYEOF
-}
-checkpoints_intact() {
-    "$PY" - "$DSTATE" <<'PYEOF'
-import json, os, struct, sys
-d = sys.argv[1]
-json.load(open(os.path.join(d, "state.json")))
-files = [os.path.join(d, "rounds", f) for f in os.listdir(os.path.join(d, "rounds"))]
-files.append(os.path.join(d, "model.safetensors"))
-for p in files:
-    if not os.path.exists(p) or ".tmp" in p: continue
-    raw = open(p, "rb").read()
-    n = struct.unpack("<Q", raw[:8])[0]
-    hdr = json.loads(raw[8:8 + n])
-    end = max(v["data_offsets"][1] for k, v in hdr.items() if k != "__metadata__")
-    if len(raw) != 8 + n + end:
-        print("truncated:", p); sys.exit(1)
-PYEOF
-}
+# resumed_models_match: every resume trained on from the model it says: the
+# SHA-256 (first 16 hex) the coordinator logs on resume equals that of the
+# tensor bytes of rounds/round-V.safetensors (V: "model of round V"; 0 is the
+# initial model). Both are tests/lib/state.sh's, shared with tests/chaos.
+. "$ROOT/tests/lib/state.sh"
+resumed_models_match() { state_resumed_models_match "$D/coord.log" "$DSTATE" "$WORK/a/init.safetensors"; }
+checkpoints_intact() { state_checkpoints_intact "$DSTATE"; }
 
 t=deploy_provisioned_sites_two_rounds_via_medfed_start
 for k in 0 1 2; do
@@ -211,6 +176,54 @@ if wait_status "d['state'] == 'evaluating'" 120 > /dev/null &&
    resumed_models_match &&
    cmp -s "$DSTATE/model.safetensors" "$DSTATE/rounds/$(printf 'round-%06d.safetensors' $R2)"
 then ok $t; else bad $t "see $D/coord.log"; tail -15 "$D/coord.log"; fi
+
+# Each secure round's clip comes from the aggregate of the round before it
+# (clip_auto): clip = min(2, max(2 / 1024, 4 x max |model_p - model_pp|)),
+# where p is the last round that changed the model and pp the one before (the
+# round files; the server optimiser is FedAvg with lr 1, so their difference
+# is the mean update). It must hold across the coordinator kills above: the
+# clip a restart uses is state.json's, not the configured one; and the next
+# round's clip is in state.json now.
+t=deploy_clip_follows_last_aggregate_across_restarts
+if "$PY" - "$DSTATE" "$WORK/a/init.safetensors" <<'PYEOF'
+import array, json, os, struct, sys
+d, init = sys.argv[1], sys.argv[2]
+def tensors(p):
+    raw = open(p, "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    hdr = json.loads(raw[8:8 + n])
+    out = array.array("f")
+    for a, b in sorted(v["data_offsets"] for k, v in hdr.items() if k != "__metadata__"):
+        out.frombytes(raw[8 + n + a:8 + n + b])
+    return out
+def model(v):
+    p = os.path.join(d, "rounds", "round-%06d.safetensors" % v) if v else init
+    return tensors(p) if os.path.exists(p) else None
+def rule(v, u):
+    a, b = model(v), model(u)
+    if a is None or b is None: return None
+    m = max(abs(x - y) for x, y in zip(a, b))
+    return min(2.0, max(2.0 / 1024, 4 * m))
+rows = [json.loads(l) for l in open(os.path.join(d, "metrics.jsonl"))]
+versions = [0]  # the model versions in order: every round that changed the model
+checked = 0
+for r in rows:
+    if r["aborted"]: continue
+    if "clip" in r:
+        want = 2.0 if len(versions) == 1 else rule(versions[-1], versions[-2])
+        if want is not None:
+            if abs(r["clip"] - want) > 1e-5 + 1e-3 * want:
+                print("round %d: clip %g, the last aggregate gives %g" % (r["round"], r["clip"], want)); sys.exit(1)
+            checked += 1
+    versions.append(r["round"])
+st = json.load(open(os.path.join(d, "state.json")))
+want = rule(versions[-1], versions[-2])
+if want is None or abs(st["clip"] - want) > 1e-5 + 1e-3 * want:
+    print("state.json clip %s, the last aggregate gives %s" % (st.get("clip"), want)); sys.exit(1)
+if checked < 4 or len(set(round(r["clip"], 6) for r in rows if "clip" in r)) < 3:
+    print("too few rounds to check (%d)" % checked); sys.exit(1)
+PYEOF
+then ok $t; else bad $t "see $DSTATE/metrics.jsonl"; fi
 
 # A site's CURVE key replaced on the roster (SIGHUP): the connection made with
 # the old key is refused at once, without a restart.

@@ -362,11 +362,34 @@ static void test_add_le_unaligned(void **state)
     assert_int_equal(acc[2], 7);
 }
 
+/* The next round's clip: headroom x the largest finite |mean| value, held
+ * between ceiling / SECAGG_CLIP_RANGE and the ceiling. */
+static void test_next_clip(void **state)
+{
+    (void)state;
+    const float mean[5] = {0.01f, -0.05f, 0.02f, NAN, 0.0f};
+    assert_float_equal(secagg_next_clip(mean, 5, 4.0, 2.0), 4.0 * (double)0.05f, 1e-12);
+    const float inf[2] = {INFINITY, 0.1f}; /* a non-finite value never sets the clip */
+    assert_float_equal(secagg_next_clip(inf, 2, 4.0, 2.0), 4.0 * (double)0.1f, 1e-12);
+    const float big[1] = {-3.0f}; /* never above the research lead's clip */
+    assert_float_equal(secagg_next_clip(big, 1, 4.0, 2.0), 2.0, 0);
+    const float zero[3] = {0, 0, 0}; /* no training: the floor, never 0 */
+    assert_float_equal(secagg_next_clip(zero, 3, 4.0, 2.0), 2.0 / SECAGG_CLIP_RANGE, 0);
+    /* A smaller clip buys a finer step at the same width. */
+    quant_t a, b;
+    char err[128];
+    assert_int_equal(secagg_quant_params(2.0, 4708, 10, 16, &a, err, sizeof err), 0);
+    assert_int_equal(secagg_quant_params(secagg_next_clip(mean, 5, 4.0, 2.0), 4708, 10, 16, &b,
+                                         err, sizeof err), 0);
+    assert_true(b.scale > 9.0 * a.scale);
+}
+
 int main(void)
 {
     if (crypto_init() < 0) return 1;
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_quant_params),
+        cmocka_unit_test(test_next_clip),
         cmocka_unit_test(test_fits),
         cmocka_unit_test(test_sum_cannot_wrap),
         cmocka_unit_test(test_encode_decode_error_and_unbiased),
