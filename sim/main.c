@@ -51,7 +51,6 @@ typedef struct {
     int secagg, curve;
     char dropout[32], collusion[32], neighbors[16];
     char upload_bits[8];  /* "": the coordinator's default */
-    char clip_auto[4];    /* "": the coordinator's default (on) */
     char coord_opt[8][2][64]; /* --coord-opt NAME=VALUE: --NAME VALUE to the coordinator */
     int n_coord_opt;
     int swarm, swarm_procs, hb_given;
@@ -99,8 +98,6 @@ static void usage(FILE *f)
         "                         most 32 (16 bits at 10 clients; 27 and up: 32, 4 bytes a value)\n"
         "  --coord-opt NAME=VALUE passes --NAME VALUE to the coordinator (up to 8; e.g.\n"
         "                         upload_slots=2, io_threads=1: medfed-coordinator --help)\n"
-        "  --clip-auto on|off     clip each round at 4 x the largest |value| of the last mean\n"
-        "                         update (on); off: the fixed clip 2.0\n"
         "  --drop C:PHASE[:R],..  kill client C at PHASE of round R (1); phases: train, upload,\n"
         "                         eval, and with secure aggregation advertise, share, masked, unmask\n"
         "                         (test build only: make test-bin, build/hooks/bin/medfed-sim)\n"
@@ -258,7 +255,7 @@ static void parse_args(int argc, char **argv, sim_opts_t *o)
 {
     enum { O_CLIENTS = 256, O_ROUNDS, O_DATASET, O_PART, O_SEED, O_OUT, O_MODEL, O_EPOCHS,
            O_BATCH, O_LR, O_MOM, O_THREADS, O_DROP, O_MAXTR, O_MAXVAL, O_HB, O_DATADIR, O_MIN,
-           O_SECAGG, O_DROPOUT, O_COLLUSION, O_NEIGHBORS, O_CURVE, O_UPLOAD_BITS, O_CLIP_AUTO,
+           O_SECAGG, O_DROPOUT, O_COLLUSION, O_NEIGHBORS, O_CURVE, O_UPLOAD_BITS,
            O_SWARM, O_PARAMS, O_SWARM_PROCS, O_COORD_OPT };
     static const struct option longopts[] = {
         {"clients", 1, 0, O_CLIENTS}, {"rounds", 1, 0, O_ROUNDS}, {"dataset", 1, 0, O_DATASET},
@@ -270,7 +267,7 @@ static void parse_args(int argc, char **argv, sim_opts_t *o)
         {"min-clients", 1, 0, O_MIN}, {"secagg", 1, 0, O_SECAGG}, {"dropout", 1, 0, O_DROPOUT},
         {"collusion", 1, 0, O_COLLUSION}, {"neighbors", 1, 0, O_NEIGHBORS},
         {"curve", 1, 0, O_CURVE}, {"upload-bits", 1, 0, O_UPLOAD_BITS},
-        {"clip-auto", 1, 0, O_CLIP_AUTO}, {"swarm", 0, 0, O_SWARM}, {"params", 1, 0, O_PARAMS},
+        {"swarm", 0, 0, O_SWARM}, {"params", 1, 0, O_PARAMS},
         {"swarm-procs", 1, 0, O_SWARM_PROCS}, {"coord-opt", 1, 0, O_COORD_OPT},
         {"help", 0, 0, 'h'}, {0, 0, 0, 0},
     };
@@ -331,10 +328,6 @@ static void parse_args(int argc, char **argv, sim_opts_t *o)
         case O_UPLOAD_BITS:
             bad = util_parse_int(optarg, 1, 32, &v) ||
                   util_strlcpy(o->upload_bits, optarg, sizeof o->upload_bits);
-            break;
-        case O_CLIP_AUTO:
-            bad = (strcmp(optarg, "on") != 0 && strcmp(optarg, "off") != 0) ||
-                  util_strlcpy(o->clip_auto, optarg, sizeof o->clip_auto);
             break;
         case O_SWARM: o->swarm = 1; break;
         case O_PARAMS: bad = util_parse_int(optarg, 1, 1LL << 28, &o->params); break;
@@ -654,10 +647,6 @@ int main(int argc, char **argv)
     if (o.upload_bits[0]) {
         coord_argv[na++] = "--upload-bits";
         coord_argv[na++] = o.upload_bits;
-    }
-    if (o.clip_auto[0]) {
-        coord_argv[na++] = "--clip-auto";
-        coord_argv[na++] = o.clip_auto;
     }
     for (int i = 0; i < o.n_coord_opt; i++) { /* last: they override the above */
         coord_argv[na++] = o.coord_opt[i][0];

@@ -175,7 +175,7 @@ fi
 # 3: 8). Secure runs are not repeatable bit for bit (the stochastic rounding
 # draws fresh dither, and each site's training seed hashes the model), so the
 # 32-bit row is run twice: their difference is the noise the others sit in.
-# An entry B:fixed keeps the fixed clip (2.0, --clip-auto off) for every round;
+# An entry B:fixed keeps the fixed clip (2.0, --coord-opt clip_auto=off) for every round;
 # plain B clips each round at 4 x the largest |value| of the last mean update
 # (the default). The baseline is 27:fixed, the encoding before issue 15.
 if part width; then
@@ -192,7 +192,7 @@ for entry in $WIDTHS; do
     # BENCH_REUSE=1: tabulate the runs already in OUT (e.g. after a change to the table)
     [ -n "${BENCH_REUSE:-}" ] && [ -s "$OUT/width-$k/metrics.jsonl" ] && continue
     echo "bench: upload width: default simulation, upload_bits $ub, clip-auto $auto, $WIDTH_ROUNDS rounds"
-    "$BIN/medfed-sim" --rounds "$WIDTH_ROUNDS" --upload-bits "$ub" --clip-auto "$auto" --out "$OUT/width-$k" \
+    "$BIN/medfed-sim" --rounds "$WIDTH_ROUNDS" --upload-bits "$ub" --coord-opt clip_auto="$auto" --out "$OUT/width-$k" \
         > "$OUT/width-$k.log" 2>&1 || { echo "bench: width run $k failed, see $OUT/width-$k.log"; exit 1; }
 done
 "$PY" - "$OUT" "$enc" $WIDTHS <<'PYEOF'

@@ -5,7 +5,8 @@
  * taken over may send back) and the worker's request parser (request_parse in
  * client/dicom_worker_main.c). Both files are included, to reach their
  * statics; the worker's main is renamed and its decoders (GDCM, libpng) are
- * stubs here, as they are not the protocol and the harness never decodes.
+ * replaced by refusing stand-ins: they are not the protocol, and no input
+ * reaches them (the harness parses requests, it never serves one).
  *
  * Byte 0 picks the mode (mod 3):
  *   0 reply: bytes 1 and 2 give the image size the daemon asked for (height
@@ -50,7 +51,7 @@ dicom_status_t dicom_gdcm_decode(const uint8_t *buf, size_t len, const dicom_pre
                                  dicom_image_t *out, char *reason, size_t reasonlen)
 {
     (void)buf, (void)len, (void)prep, (void)out;
-    util_seterr(reason, reasonlen, "stub");
+    util_seterr(reason, reasonlen, "not decoded in the pipe-protocol harness");
     return DICOM_SKIP_UNSUPPORTED;
 }
 
