@@ -93,6 +93,16 @@ SIM_SRC    := $(filter-out sim/partition.c sim/swarm_main.c,$(wildcard sim/*.c))
 SWARM_SRC  := sim/swarm_main.c client/client.c client/config.c client/secagg_client.c \
               model/model_synthetic.c model/checkpoint.c
 
+# The version (VERSION file) and the git commit reach common/version.o alone; a
+# stamp that changes only when either does rebuilds it (and relinks), nothing else.
+VERSION    := $(shell cat VERSION 2>/dev/null || echo unknown)
+GIT_COMMIT ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null | tr -d '\n' && \
+                (git diff --quiet HEAD -- 2>/dev/null || printf -- -dirty))
+GIT_COMMIT := $(or $(GIT_COMMIT),unknown)
+VERSION_STAMP := $(BUILD)/version.stamp
+$(shell mkdir -p $(BUILD) && echo '$(VERSION) $(GIT_COMMIT)' | cmp -s - $(VERSION_STAMP) || \
+        echo '$(VERSION) $(GIT_COMMIT)' > $(VERSION_STAMP))
+
 obj = $(patsubst %.c,$(BUILD)/%.o,$(patsubst %.cpp,$(BUILD)/%.o,$(1)))
 
 CORE_LIB  := $(BUILD)/libmedfed.a
@@ -412,3 +422,6 @@ clean:
 	rm -rf build build-asan bin fuzz-build
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
+
+$(BUILD)/common/version.o: $(VERSION_STAMP)
+$(BUILD)/common/version.o: CFLAGS += -DMEDFED_VERSION='"$(VERSION)"' -DMEDFED_GIT_COMMIT='"$(GIT_COMMIT)"'
