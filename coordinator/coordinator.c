@@ -433,9 +433,35 @@ static int secure_round_setup(coord_t *c)
     return 0;
 }
 
+/* The cohort a round over `live` sites draws: a fraction of them, at least one. */
+static int cohort_size(const coord_t *c, int live)
+{
+    int want = (int)ceil(c->conf->fraction * live);
+    if (want < 1) want = 1;
+    return want < live ? want : live;
+}
+
+/* 1 if a round over `live` sites can run: in secure mode the cohort must admit
+ * a threshold (secagg_plan). A round the plan refuses would abort at once and
+ * the next would start a tick later, burning every remaining round while a site
+ * is away; such a round waits instead, as the first round waits for wait_for. */
+static int round_admissible(const coord_t *c, int live, char *why, size_t len)
+{
+    if (live <= 0) {
+        util_seterr(why, len, "no site is connected");
+        return 0;
+    }
+    if (!c->conf->secagg) return 1;
+    unsigned k, t;
+    return secagg_plan((unsigned)cohort_size(c, live), (unsigned)c->roster.n,
+                       (unsigned)c->conf->neighbors, c->conf->dropout, c->conf->collusion, &k,
+                       &t, why, len) == 0;
+}
+
 static void start_round(coord_t *c)
 {
     c->fresh = 0;
+    c->told_inadmissible = 0;
     c->round++;
     /* Recorded before anything of the round is sent: a restart never reuses
      * this id (state.c). */
@@ -472,15 +498,13 @@ static void start_round(coord_t *c)
             live[j] = live[j - 1];
             live[j - 1] = t;
         }
-    int want = (int)ceil(c->conf->fraction * n);
-    if (want < 1) want = 1;
     for (int i = 0; i < n - 1; i++) { /* partial Fisher-Yates */
         int j = i + (int)rng_below(&c->rng, (uint64_t)(n - i));
         int t = live[i];
         live[i] = live[j];
         live[j] = t;
     }
-    int cohort = want < n ? want : n;
+    int cohort = cohort_size(c, n);
     for (int i = 0; i < c->n_clients; i++) c->clients[i].up_ready = c->clients[i].up_granted = 0;
     for (int i = 0; i < cohort; i++) c->clients[live[i]].train = P_PENDING;
     c->participants = 0;
@@ -1188,19 +1212,34 @@ static void tick(coord_t *c)
         /* The first round of this process (a new run, or a restart whose sites
          * are reconnecting) waits for wait_for sites; later ones need min_clients. */
         int need = c->fresh ? c->conf->wait_for : c->conf->min_clients;
-        if (live >= need && live > 0) start_round(c);
+        char why[256];
+        int admissible = round_admissible(c, live, why, sizeof why);
+        if (!admissible && live >= need && !c->told_inadmissible) {
+            log_warn("round=%u %d live sites cannot make a secure round (%s): waiting for more",
+                     c->round + 1, live, why);
+            c->told_inadmissible = 1;
+        }
+        if (live >= need && admissible) start_round(c);
         else if (now - c->waiting_since > c->conf->wait_timeout) {
-            if (c->admin && c->fresh && live >= c->conf->min_clients) {
+            if (c->admin && c->fresh && live >= c->conf->min_clients && admissible) {
                 log_warn("round=%u only %d of %d clients after %.0f s: starting with them",
                          c->round, live, need, c->conf->wait_timeout);
                 start_round(c);
             } else if (c->admin) { /* deployed: waits for the hospitals as long as it takes */
-                log_warn("round=%u only %d of %d clients after %.0f s: still waiting", c->round,
-                         live, need, c->conf->wait_timeout);
+                if (live >= need)
+                    log_warn("round=%u %d live sites cannot make a secure round after %.0f s "
+                             "(%s): still waiting", c->round, live, c->conf->wait_timeout, why);
+                else
+                    log_warn("round=%u only %d of %d clients after %.0f s: still waiting",
+                             c->round, live, need, c->conf->wait_timeout);
                 c->waiting_since = now;
             } else {
-                log_error("only %d of %d clients after %.0f s: giving up", live, need,
-                          c->conf->wait_timeout);
+                if (live >= need)
+                    log_error("%d live sites cannot make a secure round after %.0f s (%s): "
+                              "giving up", live, c->conf->wait_timeout, why);
+                else
+                    log_error("only %d of %d clients after %.0f s: giving up", live, need,
+                              c->conf->wait_timeout);
                 c->state = ST_DONE;
             }
         }

@@ -98,6 +98,7 @@ typedef struct {
     int64_t resumed_from;  /* model version this process resumed from, -1 if a new run */
     double started_at;
     int fresh;             /* no round started by this process yet */
+    int told_inadmissible; /* logged that the live sites cannot make a secure round */
     struct admin *admin;   /* the research lead's socket (admin.c), or NULL */
     coord_state_t seen_state; /* last state announced to watchers */
     sa_phase_t seen_sa_phase;

@@ -403,11 +403,10 @@ trial() {
     left=$(temps)
     [ -z "$left" ] || why="$why; temp files left: $left"
     # Aborted rounds: a coordinator trial may lose the round the kill cut short
-    # (its row says so); a site trial none while the site is away mid-round
-    # (three of four sites are above t), but a round that starts while it is
-    # away has three live sites, which the coordinator's own threshold rule
-    # refuses at once ("unsafe settings for 3 clients", with 20% dropouts):
-    # noted as lost, not failed (reported as a product issue, issue 14).
+    # (its row says so); a site trial none: while the site is away mid-round
+    # three of four sites are above t, and a round does not start while the
+    # three live sites cannot make one ("unsafe settings for 3 clients", with
+    # 20% dropouts): it waits for the site. A round lost that way fails.
     aborted=$("$PY" - "$STATE/metrics.jsonl" "$kind" "$CLOG" <<'PYEOF' 2>&1
 import json, re, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
@@ -437,7 +436,7 @@ PYEOF
     lost=${rest%%|*}
     badab=${rest#*|}
     [ -z "$badab" ] || why="$why; aborted $badab"
-    [ -z "$lost" ] || { note="$note, lost round $lost: started while the site was away"; nlost=$((nlost + 1)); }
+    [ -z "$lost" ] || { why="$why; lost round $lost: started while the site was away"; nlost=$((nlost + 1)); }
 
     if [ "$kind" = coord ]; then
         [ "${ncut:-0}" -le 1 ] || why="$why; $ncut rounds cut short by one restart"
@@ -516,6 +515,6 @@ else
         if [ $i -le "$ncoord" ]; then trial coord $i "$s"; else trial site $((i - ncoord)) "$s"; fi
     done
 fi
-echo "chaos: $((passed + failed)) trials in $(($(date +%s) - t0)) s; $midwrite coordinator kills landed inside a write (temp file left), $missed trials without a kill, $norphan left the round file of a round cut short, $nlost site trials lost a round that started while the site was away"
+echo "chaos: $((passed + failed)) trials in $(($(date +%s) - t0)) s; $midwrite coordinator kills landed inside a write (temp file left), $missed trials without a kill, $norphan left the round file of a round cut short, $nlost site trials lost a round that started while the site was away (failures)"
 echo "$passed passed, $failed failed"
 [ $failed -eq 0 ]
