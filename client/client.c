@@ -49,13 +49,19 @@ volatile sig_atomic_t client_stop = 0;
 
 
 #ifdef MEDFED_TEST_HOOKS
-void client_maybe_die(const client_t *c, const char *phase, uint32_t round)
+int client_maybe_die(const client_t *c, const char *phase, uint32_t round)
 {
-    if (c->die_at && c->die_at->phase[0] && strcmp(c->die_at->phase, phase) == 0 &&
-        c->die_at->round == round) {
-        log_warn("round=%u phase=%s event=die-at -> SIGKILL (fault injection)", round, phase);
-        raise(SIGKILL);
+    if (!c->die_at || !c->die_at->phase[0] || strcmp(c->die_at->phase, phase) != 0 ||
+        c->die_at->round != round)
+        return 0;
+    if (c->die_at->stall) {
+        log_warn("round=%u phase=%s event=stall-at -> sends nothing (fault injection)", round,
+                 phase);
+        return 1;
     }
+    log_warn("round=%u phase=%s event=die-at -> SIGKILL (fault injection)", round, phase);
+    raise(SIGKILL);
+    return 1;
 }
 #endif
 

@@ -20,6 +20,8 @@
 typedef struct {
     char phase[16];
     unsigned round;
+    int stall;      /* --stall-at: instead of dying, do nothing there (a silent
+                     * site that still heartbeats); "masked-upload" only */
 } client_die_at_t;
 
 /* Set by the signal handler; the daemon finishes its current step and exits. */

@@ -71,13 +71,14 @@ typedef struct {
 /* Fault injection (--die-at), in test builds only (-DMEDFED_TEST_HOOKS): SIGKILL
  * self at this phase of the round. A production build compiles it to nothing. */
 #ifdef MEDFED_TEST_HOOKS
-void client_maybe_die(const client_t *c, const char *phase, uint32_t round);
+int client_maybe_die(const client_t *c, const char *phase, uint32_t round);
 #else
-static inline void client_maybe_die(const client_t *c, const char *phase, uint32_t round)
+static inline int client_maybe_die(const client_t *c, const char *phase, uint32_t round)
 {
     (void)c;
     (void)phase;
     (void)round;
+    return 0;
 }
 #endif
 /* A hosted client frees model-sized buffers as soon as the round is past

@@ -4,7 +4,7 @@
  *   medfed-client --config FILE [--check]
  *
  * A test build (make test-bin: -DMEDFED_TEST_HOOKS) also takes --die-at
- * PHASE:ROUND; a production build has no such option.
+ * PHASE:ROUND and --stall-at PHASE:ROUND; a production build has neither.
  *
  *   medfed-client enrol --site NAME --out DIR [--coordinator URL]   (enrol.h)
  *
@@ -41,8 +41,10 @@ static void usage(FILE *f)
             "                      certificate request, made here; enrol --help)\n");
 #ifdef MEDFED_TEST_HOOKS
     fputs("  --die-at PHASE:R    test build: SIGKILL self at PHASE of round R (train, upload,\n"
-          "                      eval, advertise, share, masked, consistency,\n"
-          "                      unmask)\n",
+          "                      eval, advertise, share, masked, masked-upload,\n"
+          "                      consistency, unmask)\n"
+          "  --stall-at PHASE:R  test build: at PHASE of round R send nothing, keep\n"
+          "                      heartbeating (masked-upload: granted, never uploads)\n",
           f);
 #endif
 }
@@ -57,7 +59,7 @@ static int parse_die_at(const char *s, client_die_at_t *d)
     memcpy(d->phase, s, plen);
     d->phase[plen] = '\0';
     static const char *const phases[] = {"train", "upload", "eval", "advertise", "share",
-                                         "masked", "consistency", "unmask"};
+                                         "masked", "masked-upload", "consistency", "unmask"};
     int known = 0;
     for (size_t i = 0; i < sizeof phases / sizeof phases[0]; i++)
         known |= strcmp(d->phase, phases[i]) == 0;
@@ -145,6 +147,7 @@ int main(int argc, char **argv)
         {"check", no_argument, 0, 'k'},
 #ifdef MEDFED_TEST_HOOKS
         {"die-at", required_argument, 0, 'd'},
+        {"stall-at", required_argument, 0, 's'},
 #endif
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
@@ -158,11 +161,13 @@ int main(int argc, char **argv)
         case 'c': config = optarg; break;
         case 'k': check = 1; break;
 #ifdef MEDFED_TEST_HOOKS
-        case 'd':
+        case 'd': case 's':
             if (parse_die_at(optarg, &die_at) < 0) {
-                fprintf(stderr, "medfed-client: --die-at wants PHASE[:ROUND], got '%s'\n", optarg);
+                fprintf(stderr, "medfed-client: --%s wants PHASE[:ROUND], got '%s'\n",
+                        opt == 'd' ? "die-at" : "stall-at", optarg);
                 return 2;
             }
+            die_at.stall = opt == 's';
             break;
 #endif
         case 'h': usage(stdout); return 0;

@@ -582,6 +582,7 @@ static void upload(client_t *c, const msg_t *m)
 {
     (void)m;
     sa_client_t *s = c->sa;
+    if (client_maybe_die(c, "masked-upload", s->round)) return; /* test builds: --stall-at */
     msg_t out = {.type = MSG_MASKED, .round = s->round, .phase = PHASE_MASKED,
                  .vec = s->y, .vec_len = s->y_len, .present = MSG_HAS_VEC};
     client_send(c, &out);

@@ -207,6 +207,11 @@ static void cmd_export(coord_t *c, const char *arg, FILE *f, uint8_t **data, siz
         fprintf(f, "{\"ok\":false,\"error\":\"export: round must be a positive integer\"}");
         return;
     }
+    if (r > c->committed) { /* a round file not yet committed is not the run's model */
+        fprintf(f, "{\"ok\":false,\"error\":\"export: round %lld has no committed model "
+                   "(completed rounds: %u)\"}", r, c->committed);
+        return;
+    }
     char path[PATH_MAX + 64];
     state_round_path(c, (uint32_t)r, path, sizeof path);
     char err[PATH_MAX + 128];

@@ -873,7 +873,6 @@ static void grant_plain_uploads(coord_t *c)
         msg_t g = {.type = MSG_UPLOAD, .round = c->round, .phase = PHASE_TRAIN};
         coord_send(c, k, NULL, &g); /* a failed send: the site is gone, and dropped */
         k->up_granted = 1;
-        k->granted_at = util_now();
         active++;
     }
 }
@@ -1060,6 +1059,7 @@ static void dispatch(coord_t *c, const peer_id_t *from, int fd, const msg_t *m)
 static void lose(coord_t *c, client_rec_t *k, const char *why)
 {
     k->live = 0;
+    k->lost_at = util_now();
     k->fd = -1;
     k->has_version = NO_VERSION;
     if (k->train == P_PENDING || k->eval == P_PENDING) coord_drop(c, k, why);
@@ -1152,6 +1152,46 @@ static int silent(coord_t *c, client_rec_t *k, double now)
     return now - heard > c->conf->heartbeat_timeout;
 }
 
+/* A site told UPLOAD (its update, or in secure mode its masked input) holds
+ * one of upload_slots that the others queue for. One that has not sent it
+ * within transfer_timeout is dropped, unless its connection moved at least
+ * UPLOAD_PROGRESS_MIN bytes since the grant (or the last extension): a slow
+ * link still uploading gets another transfer_timeout, so the deadline follows
+ * the link's measured rate rather than a fixed figure. Heartbeats are far
+ * below that (about 100 bytes every few seconds). */
+#define UPLOAD_PROGRESS_MIN (1u << 20)
+
+static void police_uploads(coord_t *c, double now)
+{
+    for (int i = 0; i < c->n_clients; i++) {
+        client_rec_t *k = &c->clients[i];
+        int granted = in_training(c->state) && k->live && k->train == P_PENDING &&
+                      (c->conf->secagg ? secagg_server_granted(c->sa, i) : k->up_granted);
+        if (!granted) {
+            k->granted_at = 0;
+            continue;
+        }
+        uint64_t rx = 0;
+        int have_rx = transport_fd_rx_bytes(k->fd, &rx) == 0;
+        if (k->granted_at == 0) { /* granted since the last tick */
+            k->granted_at = now;
+            k->granted_rx = rx;
+            continue;
+        }
+        if (now - k->granted_at <= c->conf->transfer_timeout) continue;
+        if (have_rx && rx - k->granted_rx >= UPLOAD_PROGRESS_MIN) {
+            log_info("site=%s upload still arriving (%.1f MB in the last %.0f s): another "
+                     "transfer_timeout", k->site, (double)(rx - k->granted_rx) / 1e6,
+                     now - k->granted_at);
+            k->granted_at = now;
+            k->granted_rx = rx;
+            continue;
+        }
+        coord_drop(c, k, "nothing uploaded within transfer_timeout of its UPLOAD");
+        k->granted_at = 0;
+    }
+}
+
 /* A phase that waits on a few sites long after the others answered says who
  * they are, once per phase: past max(5 s, twice the time half the sites took). */
 static void name_stragglers(coord_t *c, double now)
@@ -1193,12 +1233,7 @@ static void tick(coord_t *c)
     }
     name_stragglers(c, now);
     pump_sends(c); /* a site dropped or gone frees its slot */
-    /* A site told UPLOAD that does not send holds a slot the others wait for. */
-    for (int i = 0; c->state == ST_TRAINING && !c->conf->secagg && i < c->n_clients; i++) {
-        client_rec_t *k = &c->clients[i];
-        if (k->train == P_PENDING && k->up_granted && now - k->granted_at > c->conf->transfer_timeout)
-            coord_drop(c, k, "no update within transfer_timeout of its UPLOAD");
-    }
+    police_uploads(c, now);
     grant_plain_uploads(c); /* and so does an update received or refused */
     int late = now - c->phase_started > c->conf->phase_timeout;
     switch (c->state) {
@@ -1520,6 +1555,10 @@ int coord_run(const coord_conf_t *conf)
             goto out;
         }
         log_info("transport: CURVE, %d sites on the roster", c.roster.n);
+        if (c.conf->wait_for > (int)c.roster.n)
+            log_warn("wait_for = %d, but the roster has %d sites: a run's first round starts "
+                     "only after wait_timeout (%.0f s)", c.conf->wait_for, c.roster.n,
+                     c.conf->wait_timeout);
     } else {
         log_warn("transport: plaintext (no --curve-secret): for loopback tests only");
     }
@@ -1598,11 +1637,18 @@ int coord_run(const coord_conf_t *conf)
     /* Stay until the sites have gone (each closes its connection on
      * SHUTDOWN), at most 5 s, saying SHUTDOWN again each second: closing
      * first could cut a connection before its SHUTDOWN was read (seen:
-     * a site left retrying for ever). */
+     * a site left retrying for ever). A site whose link dropped in the last
+     * heartbeat_timeout is likely reconnecting: stay for it too, and answer
+     * whatever a peer that is not live sends (its HELLO) with SHUTDOWN. */
     for (double t0 = util_now(), last = t0; !c.admin && c.monitor && util_now() - t0 < 5;) {
-        int live = 0;
-        for (int i = 0; i < c.n_clients; i++) live += c.clients[i].live;
-        if (!live) break;
+        int live = 0, returning = 0;
+        for (int i = 0; i < c.n_clients; i++) {
+            const client_rec_t *k = &c.clients[i];
+            live += k->live;
+            returning += !k->live && !k->removed && !k->told_bye && k->lost_at > 0 &&
+                         t0 - k->lost_at < c.conf->heartbeat_timeout;
+        }
+        if (!live && !returning) break;
         zmq_pollitem_t pi[2] = {{c.sock, 0, ZMQ_POLLIN, 0}, {c.monitor, 0, ZMQ_POLLIN, 0}};
         if (zmq_poll(pi, 2, 100) > 0) {
             int fd;
@@ -1611,8 +1657,28 @@ int coord_run(const coord_conf_t *conf)
                     for (int i = 0; i < c.n_clients; i++) /* gone, as asked: no warning */
                         if (c.clients[i].live && c.clients[i].fd == fd) c.clients[i].live = 0;
             wire_frame_t fr;
-            while ((pi[0].revents & ZMQ_POLLIN) && transport_recv(c.sock, 1, &fr, 1) == 0)
-                transport_frame_close(&fr); /* late heartbeats and results: the run is over */
+            while ((pi[0].revents & ZMQ_POLLIN) && transport_recv(c.sock, 1, &fr, 1) == 0) {
+                /* Late heartbeats and results: the run is over. A peer that is
+                 * not live (a site back from a dropped link) hears it now. */
+                client_rec_t *k = NULL;
+                for (int i = 0; i < c.n_clients && !k; i++)
+                    if (c.clients[i].live && c.clients[i].id.len == fr.from.len &&
+                        memcmp(c.clients[i].id.data, fr.from.data, fr.from.len) == 0)
+                        k = &c.clients[i];
+                if (!k) {
+                    msg_t s = {.type = MSG_SHUTDOWN, .round = c.round};
+                    coord_send(&c, NULL, &fr.from, &s);
+                    const char *slash = strchr(fr.user_id, '/');
+                    int n = slash ? (int)(slash - fr.user_id) : (int)strlen(fr.user_id);
+                    for (int i = 0; i < c.n_clients; i++)
+                        if (n > 0 && strncmp(c.clients[i].site, fr.user_id, (size_t)n) == 0 &&
+                            c.clients[i].site[n] == '\0')
+                            c.clients[i].told_bye = 1;
+                    log_info("site=%.*s event=shutdown-on-return (it reconnected as the run ended)",
+                             n > 0 ? n : 1, n > 0 ? fr.user_id : "?");
+                }
+                transport_frame_close(&fr);
+            }
         }
         if (util_now() - last >= 1) {
             last = util_now();

@@ -40,12 +40,15 @@ typedef struct {
     int index;             /* roster position, or registration order */
     int64_t n_train, n_val;
     double last_seen;
+    double lost_at;        /* when its connection was last lost (0: never) */
+    int told_bye;          /* told SHUTDOWN after the run ended, back from a lost link */
     int live;
     int fd;                /* connection of its last message, -1 unknown */
     uint32_t has_version;  /* global model version this client holds */
     part_t train, eval;    /* train: in this round's cohort and still in it */
     int up_ready, up_granted; /* plaintext: trained and waiting / may send its UPDATE */
-    double granted_at, sent_at;
+    double granted_at, sent_at; /* granted_at: upload granted (police_uploads), 0 if not */
+    uint64_t granted_rx;        /* its connection's byte count then */
     uint64_t rx_bytes;     /* bytes its connection (fd) had received, looked at once a second */
     double rx_checked_at, rx_grew_at; /* ... then, and when that count last grew (silent()) */
     int send_q;            /* the phase's model-bearing PLAN/EVAL: SEND_QUEUED, SEND_IN_FLIGHT

@@ -247,6 +247,13 @@ int secagg_server_pending(const secagg_server_t *s, int slot)
     return a >= 0 && !s->m[a].dropped && s->m[a].stage < stage_of(s->phase);
 }
 
+int secagg_server_granted(const secagg_server_t *s, int slot)
+{
+    int a = member_of(s, slot);
+    return a >= 0 && s->phase == SA_MASKING && !s->m[a].dropped && s->m[a].granted &&
+           s->m[a].stage == 2;
+}
+
 int secagg_server_in_u3(const secagg_server_t *s, int slot)
 {
     int a = member_of(s, slot);

@@ -100,6 +100,8 @@ sa_phase_t secagg_server_phase(const secagg_server_t *s);
 const char *secagg_server_phase_name(sa_phase_t p);
 /* Does the member in slot owe a message in the current phase? */
 int secagg_server_pending(const secagg_server_t *s, int slot);
+/* Is the member in slot granted its upload and still owing its masked input? */
+int secagg_server_granted(const secagg_server_t *s, int slot);
 /* Did the member in slot upload its masked input (is it in U3)? */
 int secagg_server_in_u3(const secagg_server_t *s, int slot);
 unsigned secagg_server_threshold(const secagg_server_t *s);

@@ -126,6 +126,34 @@ static void remove_stale_temps(const char *dir)
     closedir(d);
 }
 
+/* Round files after the committed version: a kill between a round file's
+ * rename and the state.json that commits it leaves one. The round counts as
+ * cut short and its id is never reused, so nothing would replace the file, and
+ * `medfed export` must never hand out a model the run did not commit. */
+static void remove_uncommitted_rounds(const char *dir, uint32_t committed)
+{
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *e;
+    char path[PATH_MAX + 300];
+    int removed = 0;
+    while ((e = readdir(d))) {
+        unsigned v;
+        int end = 0;
+        if (sscanf(e->d_name, "round-%u.safetensors%n", &v, &end) != 1 ||
+            e->d_name[end] != '\0' || v <= committed)
+            continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        if (unlink(path) == 0) {
+            log_warn("state: removed %s: round %u was cut short before its commit (the run's "
+                     "model is round %u's)", path, v, committed);
+            removed = 1;
+        }
+    }
+    closedir(d);
+    if (removed) util_fsync_dir_of(path);
+}
+
 int state_load_model(const coord_t *c, uint32_t version, float *into)
 {
     char path[PATH_MAX + 64], err[512];
@@ -217,6 +245,8 @@ int state_open(const coord_t *c, state_run_t *r, float *weights)
     const char *mode = "w";
     if (have_state && c->conf->resume) {
         if (read_state(c, path, r, weights) < 0) return -1;
+        path_of(c, "rounds", path, sizeof path);
+        remove_uncommitted_rounds(path, r->version);
         if (trim_metrics(c, r->round, &latest, err, sizeof err) < 0) {
             log_error("state: %s", err);
             return -1;

@@ -450,8 +450,8 @@ PYEOF
             fi
             note="$note, resumed after round $pre_round (model $pre_version)"
             # A round file renamed into place just before the kill, with
-            # state.json not yet written: the round is cut short, its file
-            # stays (reported as a product issue: `medfed export` serves it).
+            # state.json not yet written: the round is cut short, and the
+            # restart must remove its file (`medfed export` would serve it).
             orphans=$("$PY" - "$STATE" <<'PYEOF'
 import json, os, sys
 d = sys.argv[1]
@@ -460,7 +460,7 @@ print(" ".join("round-%06d" % r["round"] for r in rows if r["aborted"] and
                os.path.exists(os.path.join(d, "rounds", "round-%06d.safetensors" % r["round"]))))
 PYEOF
 )
-            [ -z "$orphans" ] || { note="$note, orphan $orphans.safetensors (the round was cut short)"; norphan=$((norphan + 1)); }
+            [ -z "$orphans" ] || { why="$why; orphan $orphans.safetensors left (the round was cut short)"; norphan=$((norphan + 1)); }
         else
             [ "$nres" -eq 0 ] || why="$why; resumed without a state.json"
             note="$note, no state.json yet: a new run"
@@ -515,6 +515,6 @@ else
         if [ $i -le "$ncoord" ]; then trial coord $i "$s"; else trial site $((i - ncoord)) "$s"; fi
     done
 fi
-echo "chaos: $((passed + failed)) trials in $(($(date +%s) - t0)) s; $midwrite coordinator kills landed inside a write (temp file left), $missed trials without a kill, $norphan left the round file of a round cut short, $nlost site trials lost a round that started while the site was away (failures)"
+echo "chaos: $((passed + failed)) trials in $(($(date +%s) - t0)) s; $midwrite coordinator kills landed inside a write (temp file left), $missed trials without a kill, $norphan left the round file of a round cut short (failures), $nlost site trials lost a round that started while the site was away (failures)"
 echo "$passed passed, $failed failed"
 [ $failed -eq 0 ]

@@ -339,7 +339,7 @@ if ! skip $t; then
     evil_round "$WORK/evil-ready-hold" ready-hold evil-site \
         '/^identity/d; /^roster/d; /^curve_key/d; /^coordinator_key/d; s/^secure_aggregation = required/secure_aggregation = optional/' \
         --rounds 1 --secagg off --local-epochs 1 --upload-slots 1 --transfer-timeout 10
-    drop=$(grep -n 'client=evil-site event=dropped reason="no update within transfer_timeout of its UPLOAD"' "$d/coord.log" | cut -d: -f1 | head -1)
+    drop=$(grep -n 'client=evil-site event=dropped reason="nothing uploaded within transfer_timeout of its UPLOAD"' "$d/coord.log" | cut -d: -f1 | head -1)
     first=$(grep -n 'event=update n=' "$d/coord.log" | cut -d: -f1 | head -1)
     if [ $evil -eq 0 ] && [ $coord -eq 0 ] && [ -n "$drop" ] && [ -n "$first" ] && [ "$first" -gt "$drop" ] &&
        json_check "$d/metrics.jsonl" 'len(rows) == 1 and rows[0]["participants"] == 2 and not rows[0]["aborted"]'

@@ -214,3 +214,30 @@ r0=$?
 if [ $crc -eq 0 ] && [ $r0 -eq 0 ] && ! grep -q 'silent past heartbeat timeout' "$d/coord.log" &&
    json_check "$d/run/metrics.jsonl" 'len(rows) == 1 and rows[0]["participants"] == 1 and not rows[0]["aborted"] and rows[0]["train_seconds"] > 1.5'
 then ok $t; else bad $t "coord=$crc client=$r0"; tail -5 "$d/coord.log"; fi
+
+# C7. Secure aggregation, one upload slot: a site granted its upload that
+#     never sends its masked input (the test build's --stall-at; it still
+#     heartbeats) holds the slot the others queue for. It is dropped at
+#     transfer_timeout (4 s), long before the phase deadline (60 s), and the
+#     round completes with the other two.
+t=secure_upload_slot_held_by_silent_site
+d="$WORK/sastall"
+port=$(free_port)
+client_kits "$d" "$port"
+coordinator "$d" "$port" --state-dir "$d/run" --rounds 1 --wait-for 3 --upload-slots 1 \
+    --transfer-timeout 4 --phase-timeout 60 --dropout 0
+"$BIN/medfed-client" --config "$d/c0.ini" > "$d/c0.log" 2>&1 &
+p0=$!
+"$HBIN/medfed-client" --config "$d/c1.ini" --stall-at masked-upload:1 > "$d/c1.log" 2>&1 &
+p1=$!
+"$BIN/medfed-client" --config "$d/c2.ini" > "$d/c2.log" 2>&1 &
+p2=$!
+wait $cpid
+crc=$?
+for p in $p0 $p1 $p2; do kill -0 $p 2>/dev/null && sleep 2; done
+kill $p0 $p1 $p2 2>/dev/null
+wait
+if [ $crc -eq 0 ] && grep -q 'event=stall-at' "$d/c1.log" &&
+   grep -q 'client=site-01 event=dropped reason="nothing uploaded within transfer_timeout of its UPLOAD"' "$d/coord.log" &&
+   json_check "$d/run/metrics.jsonl" 'len(rows) == 1 and rows[0]["participants"] == 2 and rows[0]["dropped_sites"] == ["site-01"] and not rows[0]["aborted"]'
+then ok $t; else bad $t "coord=$crc"; grep -i 'warn\|drop' "$d/coord.log" | tail -5; fi

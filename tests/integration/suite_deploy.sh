@@ -22,7 +22,7 @@ dcoord_start() {
     "$BIN/medfed-coordinator" --config "$CINI" --bind "tcp://127.0.0.1:$dport" \
         --admin-bind "tcp://127.0.0.1:$aport" --state-dir "$DSTATE" \
         --init "$WORK/a/init.safetensors" --local-epochs 1 --wait-for 3 --min-clients 2 \
-        --heartbeat-timeout 20 --dropout 0 >> "$D/coord.log" 2>&1 &
+        --heartbeat-timeout 20 --dropout 0 --wait-timeout 20 >> "$D/coord.log" 2>&1 &
     dcoord=$!
 }
 # wait_status PYEXPR SECONDS: polls status until the expression over d holds
@@ -78,9 +78,13 @@ if "$BIN/medfed" export --round 2 --out "$D/r2.safetensors" --config "$ADMIN" > 
         --labels "$ROOT/data/pneumoniamnist/val-labels-idx1-ubyte.gz" > "$D/r2.eval" &&
    "$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); sys.exit(0 if d["n"]==524 and 0<=d["accuracy"]<=1 else 1)' "$D/r2.eval" &&
    cmp -s "$D/r2.safetensors" "$DSTATE/rounds/round-000002.safetensors" &&
+   cp "$DSTATE/rounds/round-000002.safetensors" "$DSTATE/rounds/round-000009.safetensors" &&
    ! "$BIN/medfed" export --round 9 --out "$D/r9.safetensors" --config "$ADMIN" 2> "$D/r9.err" &&
-   grep -q 'no model saved for round 9' "$D/r9.err" && [ ! -e "$D/r9.safetensors" ]
+   grep -q 'round 9 has no committed model' "$D/r9.err" && [ ! -e "$D/r9.safetensors" ]
 then ok $t; else bad $t "export"; cat "$D/r9.err" 2>/dev/null; fi
+# A round file past the committed model (as a kill between its rename and the
+# commit leaves) is not the run's: the restarts below must remove it.
+orphan="$DSTATE/rounds/round-000009.safetensors"
 
 # The coordinator is killed with SIGKILL at a different moment of each round
 # and restarted; the clients reconnect by themselves. Each restart resumes from
@@ -115,8 +119,10 @@ done
 if [ $kill_ok -eq 1 ] && wait_status 'd["state"] == "idle"' 300 > "$D/after-kills.json" &&
    checkpoints_intact &&
    json_check "$DSTATE/metrics.jsonl" 'sorted(r["round"] for r in rows) == list(range(1, len(rows) + 1)) and sum(not r["aborted"] for r in rows) == 5 and all(r.get("note", "").startswith("cut short") for r in rows if r["aborted"]) and [r for r in rows if not r["aborted"]][-1]["round"] == rows[-1]["round"]' &&
-   [ "$(grep -c 'state: resuming' "$D/coord.log")" -eq 3 ] && resumed_models_match
-then ok "$t ($hit)"; else bad $t "kills:$hit"; tail -30 "$D/coord.log"; fi
+   [ "$(grep -c 'state: resuming' "$D/coord.log")" -eq 3 ] && resumed_models_match &&
+   [ ! -e "$orphan" ] &&
+   grep -q 'state: removed .*/rounds/round-000009.safetensors: round 9 was cut short before its commit' "$D/coord.log"
+then ok "$t ($hit)"; else bad $t "kills:$hit"; tail -30 "$D/coord.log"; ls "$DSTATE/rounds"; fi
 # The round ids the next tests run: after the last one above.
 R=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["completed"])' "$D/after-kills.json" 2>/dev/null || echo 5)
 R1=$((R + 1))
