@@ -54,6 +54,13 @@ typedef struct {
     int round_lost;         /* the link dropped mid-round: abandon the round's work */
     int exit_code;          /* >= 0: a fatal link event, leave with this status */
     double link_down_since;
+    /* liveness: the connection's received-byte count (TCP_INFO), looked at
+     * once a second; the link is dead when it has not grown for link_timeout
+     * (check_link). A model arriving slowly is progress, unlike ZMTP's own
+     * timeout, which waits for a PONG queued behind the whole message. */
+    int link_fd;            /* the TCP connection messages arrive on, -1 unknown */
+    uint64_t rx_bytes;
+    double rx_checked_at, rx_grew_at;
 
     /* secure aggregation */
     const roster_t *roster; /* NULL when not configured; roster_buf, or the host's */
