@@ -49,7 +49,7 @@ SANITIZE ?=
 
 CC      ?= cc
 CXX     ?= g++
-PKGS    := libzmq libsodium libssl libcrypto msgpack inih zlib libcurl
+PKGS    := libzmq libsodium libssl libcrypto msgpack inih zlib libcurl libsystemd
 # Recursive (=) so pkg-config only runs once `make deps` has installed the .pc files.
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
