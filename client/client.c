@@ -777,6 +777,8 @@ static int run(client_t *c)
         zmq_pollitem_t pi[2] = {{c->sock, 0, ZMQ_POLLIN, 0}, {c->mon, 0, ZMQ_POLLIN, 0}};
         long timeout_ms = (long)(conf->heartbeat * 1000);
         if (!c->welcomed && timeout_ms > 500) timeout_ms = 500;
+        long wd_ms = (long)(health_watchdog_usec() / 3000); /* systemd's, a third */
+        if (wd_ms > 0 && timeout_ms > wd_ms) timeout_ms = wd_ms;
         int n = zmq_poll(pi, c->mon ? 2 : 1, timeout_ms);
         if (n < 0) {
             if (errno == EINTR) continue;

@@ -4,10 +4,12 @@
 # health_sd_notify_from_both_daemons
 #   A CURVE coordinator and three sites run one secure round; the coordinator
 #   and one site each have NOTIFY_SOCKET (a socket this test listens on, as
-#   systemd's would) and WATCHDOG_USEC=400000. Each sends READY=1 first, a
+#   systemd's would) and WATCHDOG_USEC=3000000. Each sends READY=1 first, a
 #   STATUS= naming round 1 and its phases, the round's result in "last: ...",
-#   WATCHDOG=1 again and again (never more often than every 400/3 ms), and
-#   STOPPING=1 at the end. The other sites, without NOTIFY_SOCKET, run as before.
+#   WATCHDOG=1 again and again, never more often than every second and never
+#   3 s apart (that site's heartbeat is 5 s: its loop must wake for the
+#   watchdog), and STOPPING=1 at the end. The other sites, without
+#   NOTIFY_SOCKET, run as before.
 
 t=health_sd_notify_from_both_daemons
 d="$WORK/health"
@@ -17,6 +19,7 @@ for k in 0 1 2; do
     sed "s|tcp://127.0.0.1:[0-9]*|tcp://127.0.0.1:$port|" "$WORK/a/sites/site-0$k/client.ini" > "$d/c$k.ini"
     printf '[policy]\nmin_cohort = 2\n' >> "$d/c$k.ini"
 done
+sed -i 's/^heartbeat *=.*/heartbeat = 5/' "$d/c0.ini"
 # The listener: one datagram socket per daemon, each message a line of JSON.
 "$PY" - "$d" <<'PYEOF' &
 import json, os, select, socket, sys, time
@@ -37,14 +40,15 @@ while time.time() < end and not os.path.exists(os.path.join(d, "stop")):
 PYEOF
 lpid=$!
 for _ in $(seq 50); do [ -e "$d/listening" ] && break; sleep 0.1; done
-NOTIFY_SOCKET="$d/coord.sock" WATCHDOG_USEC=400000 "$BIN/medfed-coordinator" \
+NOTIFY_SOCKET="$d/coord.sock" WATCHDOG_USEC=3000000 "$BIN/medfed-coordinator" \
     --bind "tcp://127.0.0.1:$port" --init "$WORK/a/init.safetensors" --roster "$WORK/a/roster.txt" \
     --curve-secret "$WORK/a/coordinator.key" --local-epochs 1 --heartbeat-timeout 20 \
     --wait-timeout 60 --rounds 1 --wait-for 3 --state-dir "$d/run" > "$d/coord.log" 2>&1 &
 cpid=$!
-NOTIFY_SOCKET="$d/site.sock" WATCHDOG_USEC=400000 "$BIN/medfed-client" --config "$d/c0.ini" \
+NOTIFY_SOCKET="$d/site.sock" WATCHDOG_USEC=3000000 "$BIN/medfed-client" --config "$d/c0.ini" \
     > "$d/c0.log" 2>&1 &
 p0=$!
+sleep 4 # that site waits idle for the others: only the watchdog wakes its loop
 "$BIN/medfed-client" --config "$d/c1.ini" > "$d/c1.log" 2>&1 &
 p1=$!
 "$BIN/medfed-client" --config "$d/c2.ini" > "$d/c2.log" 2>&1 &
@@ -74,10 +78,13 @@ for who, want in (("coord", ["round 1: ", "; last: round 1, 3 sites, accuracy 0.
     for w in want:
         if not any(w in m for m in status): problems.append("no STATUS with %r" % w)
     if len(pings) < 3: problems.append("%d watchdog pings" % len(pings))
-    if gaps and min(gaps) < 0.4 / 3 - 0.02: problems.append("pings %.3f s apart" % min(gaps))
+    if gaps and min(gaps) < 1.0 - 0.02: problems.append("pings %.3f s apart" % min(gaps))
+    ready = msgs[0]["t"] if msgs else 0
+    gaps.append(pings[0] - ready if pings else 99)
+    if max(gaps) >= 3.0: problems.append("a watchdog gap of %.3f s" % max(gaps))
     if not text[-1].startswith("STOPPING=1"): problems.append("last is not STOPPING=1")
-    print("integration:      %s: %d messages, %d watchdog pings, %d status lines, e.g. %r" % (
-        who, len(text), len(pings), len(status), status[len(status) // 2] if status else None))
+    print("integration:      %s: %d messages, %d watchdog pings (at most %.2f s apart), %d status lines, e.g. %r" % (
+        who, len(text), len(pings), max(gaps), len(status), status[len(status) // 2] if status else None))
     if problems:
         ok = False
         print("%s: %s" % (who, "; ".join(problems)))
