@@ -186,23 +186,27 @@ for _ in $(seq 200); do
     grep -q 'event=connected' "$WORK/client.log" 2>/dev/null && break
     sleep 0.1
 done
-# runuser's child is the daemon
-dpid=$(pgrep -P $kpid -x medfed-client || echo $kpid)
-[ -r "/proc/$dpid/maps" ] &&
-    maps=$(awk '$6 ~ /\.so/ {print $6}' "/proc/$dpid/maps" | sort -u | wc -l)
+# the shared objects a process has mapped (runuser's child is the daemon)
+maps_of() {
+    p=$(pgrep -P "$1" | head -n 1)
+    [ "$(readlink "/proc/${p:-0}/exe")" = "/usr/bin/$2" ] || { echo 0; return; }
+    awk '$6 ~ /\.so/ {print $6}' "/proc/$p/maps" 2>/dev/null | sort -u | wc -l
+}
+maps=$(maps_of $kpid medfed-client)
+cmaps=$(maps_of $cpid medfed-coordinator)
 lddn=$(ldd /usr/bin/medfed-client | wc -l)
 lddc=$(ldd /usr/bin/medfed-coordinator | wc -l)
 wait $kpid; krc=$?
 [ $krc -eq 0 ] || kill $cpid 2>/dev/null
 wait $cpid; crc2=$?
 cpid=""
-if [ $crc2 -eq 0 ] && [ $krc -eq 0 ] && [ "$maps" -gt 0 ] &&
+if [ $crc2 -eq 0 ] && [ $krc -eq 0 ] && [ "$maps" -gt 0 ] && [ "$cmaps" -gt 0 ] &&
    grep -q '"round":1' /var/lib/medfed-coordinator/state/metrics.jsonl 2>/dev/null
 then
     ok $t
-    echo "deb:      medfed-client maps $maps shared libraries at run time; ldd: client $lddn," \
-        "coordinator $lddc lines"
-else bad $t "coordinator=$crc2 client=$krc maps=$maps"; tail -n 5 "$WORK/coord.log" "$WORK/client.log"; fi
+    echo "deb:      shared objects mapped at run time: medfed-client $maps," \
+        "medfed-coordinator $cmaps; ldd lines: $lddn and $lddc"
+else bad $t "coordinator=$crc2 client=$krc maps=$maps/$cmaps"; tail -n 5 "$WORK/coord.log" "$WORK/client.log"; fi
 
 t=deb_purge_leaves_only_admin_files
 for f in $debs; do echo "deb:      $(basename "$f"): $(stat -c %s "$f") bytes," \
