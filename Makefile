@@ -464,6 +464,9 @@ test-deb: test-deps
 
 clean:
 	rm -rf build build-asan bin fuzz-build
+	rm -rf debian/medfed-*/ debian/.debhelper debian/files debian/*.substvars \
+		debian/debhelper-build-stamp debian/changelog debian/medfed-client.service \
+		debian/medfed-coordinator.service
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
 
