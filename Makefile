@@ -23,6 +23,12 @@
 #                    MUTANTS="NAME..." picks some, MUTANT_JOBS=2 runs two at once
 #   make test-bin    the test build: the programs with their test hooks, in build/hooks/bin
 #   make install     programs into $(PREFIX)/bin (/usr/local), configs into share/medfed
+#   make deb         Debian packages (debhelper, debian/): medfed-client, medfed-coordinator,
+#                    medfed-admin, medfed-tools into $(BUILD)/deb/, checked by lintian; reuses
+#                    the objects of $(BUILD) (only the packaged programs are linked again)
+#   make test-deb    make deb, then install the packages on this machine (root), run the
+#                    installed programs, and purge them (tests/deb/run.sh)
+#   make man         the manual pages (docs/man/*.scd, scdoc) into $(BUILD)/man
 #   make clean
 #
 # V=1 shows the full commands. BUILD=dir picks the object directory.
@@ -49,7 +55,7 @@ SANITIZE ?=
 
 CC      ?= cc
 CXX     ?= g++
-PKGS    := libzmq libsodium libssl libcrypto msgpack inih zlib libcurl
+PKGS    := libzmq libsodium libssl libcrypto msgpack inih zlib libcurl libsystemd
 # Recursive (=) so pkg-config only runs once `make deps` has installed the .pc files.
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
@@ -135,7 +141,7 @@ UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 UNIT_TESTS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 TEST_TOOLS := $(BUILD)/tests/evil_client $(BUILD)/tests/data_dump
 
-.PHONY: install all deps test-deps test unit-test integration-test asan-test sim bench fuzz clean data \
+.PHONY: install all deps test-deps test unit-test deb test-deb deb-progs man integration-test asan-test sim bench fuzz clean data \
         test-bin test-malicious test-wan
 all: $(PROGS)
 
@@ -418,8 +424,49 @@ install: all
 		$(BIN)/medfed-dicom-worker $(BIN)/medfed-init $(BIN)/medfed-eval $(DESTDIR)$(PREFIX)/bin
 	install -m 0644 configs/* $(DESTDIR)$(PREFIX)/share/medfed/configs
 
+# ---- Debian packages ---------------------------------------------------------
+# debian/rules (debhelper, compat 13) calls `make deb-progs man` with
+# BIN=$(BUILD)/deb/bin and Debian's hardening flags: the objects are this
+# build's, the programs are linked again. The version is the VERSION file's:
+# debian/changelog is written from it (and the commit) each time.
+DEB_OUT  ?= $(BUILD)/deb
+MAN_DIR  ?= $(BUILD)/man
+MAN_PAGES := $(patsubst docs/man/%.scd,$(MAN_DIR)/%,$(wildcard docs/man/*.scd))
+deb-progs: $(addprefix $(BIN)/,medfed-client medfed-dicom-worker medfed-coordinator medfed \
+                                medfed-init medfed-eval)
+
+man: $(MAN_PAGES)
+
+$(MAN_DIR)/%: docs/man/%.scd
+	@mkdir -p $(dir $@)
+	$(call say,SCDOC,$@)scdoc < $< > $@
+
+debian/changelog: VERSION $(VERSION_STAMP) debian/control
+	$(call say,GEN,$@)printf 'medfed (%s) unstable; urgency=medium\n\n  * medfed %s, commit %s.\n\n -- %s  %s\n' \
+		'$(VERSION)' '$(VERSION)' '$(GIT_COMMIT)' \
+		"$$(sed -n 's/^Maintainer: //p' debian/control)" \
+		"$$(git log -1 --format=%cD 2>/dev/null || date -R)" > $@
+
+deb: deps
+	$(Q)$(MAKE) --no-print-directory debian/changelog
+	$(Q)dpkg-checkbuilddeps
+	$(Q)mkdir -p $(DEB_OUT) && rm -f $(DEB_OUT)/*.deb
+	$(Q)debian/rules MEDFED_BUILD=$(BUILD) clean
+	$(Q)debian/rules MEDFED_BUILD=$(BUILD) build
+	$(Q)debian/rules MEDFED_BUILD=$(BUILD) MEDFED_DEB_OUT=$(DEB_OUT) binary
+	$(Q)lintian --fail-on error --tag-display-limit 0 $(DEB_OUT)/*.deb > $(DEB_OUT)/lintian.txt 2>&1; \
+		rc=$$?; sed 's/^/  lintian: /' $(DEB_OUT)/lintian.txt; exit $$rc
+	$(Q)ls -l $(DEB_OUT)/*.deb | awk '{print "  deb:", $$5, $$NF}'
+
+test-deb: test-deps
+	$(Q)$(MAKE) --no-print-directory deb
+	$(Q)sh tests/deb/run.sh $(DEB_OUT) $(BUILD)
+
 clean:
 	rm -rf build build-asan bin fuzz-build
+	rm -rf debian/medfed-*/ debian/.debhelper debian/files debian/*.substvars \
+		debian/debhelper-build-stamp debian/changelog debian/medfed-client.service \
+		debian/medfed-coordinator.service
 
 -include $(shell find $(BUILD) -name '*.d' 2>/dev/null)
 

@@ -39,6 +39,7 @@
 #include <zmq.h>
 
 #include "aggregation/metrics.h"
+#include "common/health.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "common/vecshare.h"
@@ -223,6 +224,7 @@ static int on_progress(void *user, int epoch, int64_t images_done)
     (void)epoch;
     (void)images_done;
     client_t *c = user;
+    health_tick(c->round, "train");
     poll_link(c);
     if (c->link_up && util_now() - c->last_sent >= c->conf->heartbeat) send_heartbeat(c);
     return client_stop || c->round_lost || c->exit_code >= 0;
@@ -420,6 +422,7 @@ static void on_plan(client_t *c, const msg_t *m)
         return;
     }
     for (size_t i = 0; i < c->numel; i++) c->work[i] -= c->global[i];
+    health_result("round %u trained, loss %.4f, %.0f s", m->round, res.train_loss, secs);
     if (m->present & MSG_HAS_SECAGG) {
         log_info("round=%u phase=train event=trained loss=%.4f train_s=%.2f", m->round,
                  res.train_loss, secs);
@@ -491,6 +494,8 @@ static void on_eval(client_t *c, const msg_t *m)
     }
     if (client_send(c, &r) == 0)
         log_info("round=%u phase=eval event=result-sent n=%lld", m->round, (long long)res.n);
+    health_result("round %u evaluated, accuracy %.4f on %lld", m->round,
+                  res.n ? (double)res.correct / (double)res.n : 0.0, (long long)res.n);
     /* The next round signs and seeds with this model's hash: computed now,
      * while the coordinator gathers the other sites' results. */
     client_global_hash(c);
@@ -772,6 +777,14 @@ static int handle_message(client_t *c, int *rc)
     return stop;
 }
 
+/* What the daemon is doing, for systemd's status line (health.h). */
+static const char *activity(const client_t *c)
+{
+    if (!c->link_up) return "connecting to the coordinator";
+    if (!c->welcomed) return "saying hello";
+    return c->phase == PHASE_NONE ? "idle, waiting for a round" : msg_phase_name(c->phase);
+}
+
 /* The connection and the event loop, once the site's data is in c. */
 static int run(client_t *c)
 {
@@ -802,6 +815,7 @@ static int run(client_t *c)
     c->last_hello = -1e9;
     while (!client_stop && c->exit_code < 0) {
         poll_link(c);
+        health_tick(c->round, activity(c));
         double now = util_now();
         if (c->link_up && !c->welcomed && now - c->last_hello >= 2.0)
             send_hello(c); /* the first, or no WELCOME came back */
@@ -810,6 +824,8 @@ static int run(client_t *c)
         zmq_pollitem_t pi[2] = {{c->sock, 0, ZMQ_POLLIN, 0}, {c->mon, 0, ZMQ_POLLIN, 0}};
         long timeout_ms = (long)(conf->heartbeat * 1000);
         if (!c->welcomed && timeout_ms > 500) timeout_ms = 500;
+        long wd_ms = (long)(health_watchdog_usec() / 3000); /* systemd's, a third */
+        if (wd_ms > 0 && timeout_ms > wd_ms) timeout_ms = wd_ms;
         int n = zmq_poll(pi, c->mon ? 2 : 1, timeout_ms);
         if (n < 0) {
             if (errno == EINTR) continue;
@@ -838,6 +854,7 @@ int client_run(const client_conf_t *conf, const client_die_at_t *die_at)
 {
     client_t c = {.conf = conf, .die_at = die_at, .exit_code = -1};
     model_set_threads(conf->threads);
+    health_tick(0, "loading data"); /* READY=1: a first PACS pull can take an hour */
     if (load_data(&c) < 0) {
         client_free(&c);
         return 1;

@@ -33,6 +33,7 @@
 #include "client/dicom_source.h"
 #include "client/dicomweb.h"
 #include "client/tensor_cache.h"
+#include "common/health.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "crypto/crypto.h"
@@ -382,6 +383,7 @@ static get_result_t http_get(dw_source_t *s, const char *url, const char *accept
     for (int attempt = 0;; attempt++) {
         b->n = 0;
         b->over = 0;
+        health_ping(); /* systemd's watchdog: a PACS pull is one long step */
         sleep_s(ratelimit_reserve(&s->pace, util_now()));
         curl_easy_setopt(s->curl, CURLOPT_URL, url);
         curl_easy_setopt(s->curl, CURLOPT_HTTPHEADER, h);
@@ -434,6 +436,15 @@ static get_result_t http_get(dw_source_t *s, const char *url, const char *accept
     return res;
 }
 
+/* libcurl calls this about once a second during a transfer, a stalled one too. */
+static int on_xfer(void *u, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal,
+                   curl_off_t ulnow)
+{
+    (void)u, (void)dltotal, (void)dlnow, (void)ultotal, (void)ulnow;
+    health_ping();
+    return 0;
+}
+
 static int session_start(dw_source_t *s, char *err, size_t errlen)
 {
     static int global_done;
@@ -457,6 +468,8 @@ static int session_start(dw_source_t *s, char *err, size_t errlen)
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)(s->timeout * 1000));
     curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, (long)(s->timeout < 10 ? s->timeout * 1000 : 10000));
     curl_easy_setopt(c, CURLOPT_USERAGENT, "medfed-client");
+    curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_xfer);
+    curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
     curl_easy_setopt(c, CURLOPT_ACCEPT_ENCODING, "");
     if (s->ca_file[0]) curl_easy_setopt(c, CURLOPT_CAINFO, s->ca_file);
     if (s->auth == AUTH_NONE) return 0;

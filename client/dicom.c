@@ -24,6 +24,7 @@
 
 #include "client/dicom_prep.h"
 #include "client/dicom_proto.h"
+#include "common/health.h"
 #include "common/util.h"
 #include "crypto/crypto.h"
 
@@ -110,7 +111,10 @@ static int worker_spawn(dicom_worker_t *w, char *err, size_t errlen)
     return 0;
 }
 
-/* The worker next to this executable, or $MEDFED_DICOM_WORKER. */
+/* $MEDFED_DICOM_WORKER; else the worker next to this executable (the build
+ * tree's bin/, `make install`'s PREFIX/bin); else PREFIX/lib/medfed/ for an
+ * executable in PREFIX/bin (the Debian packages: /usr/bin/medfed-client and
+ * /usr/lib/medfed/medfed-dicom-worker). When neither exists, the first. */
 static int worker_find(char *out, size_t outlen, char *err, size_t errlen)
 {
     const char *env = getenv("MEDFED_DICOM_WORKER");
@@ -127,8 +131,19 @@ static int worker_find(char *out, size_t outlen, char *err, size_t errlen)
     self[n] = 0;
     char *slash = strrchr(self, '/');
     if (slash) *slash = 0;
-    if (snprintf(out, outlen, "%s/%s", slash ? self : ".", DICOM_WORKER_NAME) >= (int)outlen)
-        goto toolong;
+    const char *dir = slash ? self : ".";
+    if (snprintf(out, outlen, "%s/%s", dir, DICOM_WORKER_NAME) >= (int)outlen) goto toolong;
+    if (access(out, X_OK) == 0) return 0;
+    size_t dl = strlen(dir);
+    if (dl >= 4 && strcmp(dir + dl - 4, "/bin") == 0) {
+        char lib[PATH_MAX];
+        if (snprintf(lib, sizeof lib, "%.*s/lib/medfed/%s", (int)(dl - 4), dir,
+                     DICOM_WORKER_NAME) < (int)sizeof lib &&
+            access(lib, X_OK) == 0) {
+            if (util_strlcpy(out, lib, outlen) < 0) goto toolong;
+            return 0;
+        }
+    }
     return 0;
 toolong:
     util_seterr(err, errlen, "dicom worker: path too long");
@@ -285,6 +300,7 @@ static dicom_status_t exchange(dicom_worker_t *w, uint32_t kind, const uint8_t *
 {
     memset(out, 0, sizeof *out);
     util_seterr(reason, reasonlen, "%s", "");
+    health_ping(); /* a folder of 20,000 images is one long step for the daemon */
     if (!dicom_prep_valid(prep)) {
         util_seterr(reason, reasonlen, "preprocessing parameters invalid");
         return DICOM_SKIP_UNSUPPORTED;

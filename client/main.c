@@ -21,6 +21,7 @@
 #include "client/client.h"
 #include "client/data.h"
 #include "client/enrol.h"
+#include "common/health.h"
 #include "common/log.h"
 #include "common/util.h"
 
@@ -198,5 +199,8 @@ int main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
     if (check) return run_check(&conf);
-    return client_run(&conf, &die_at);
+    health_init(conf.site); /* sd_notify and journald fields under systemd */
+    int rc = client_run(&conf, &die_at);
+    health_stopping(rc == 0 ? "done" : "failed");
+    return rc;
 }

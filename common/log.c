@@ -1,14 +1,22 @@
 #include "common/log.h"
 
+#include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/uio.h>
 #include <time.h>
+/* CODE_FILE= would name this file for every line: left out */
+#define SD_JOURNAL_SUPPRESS_LOCATION
+#include <systemd/sd-journal.h>
+
+#include "common/health.h"
 
 log_level_t log_threshold = LOG_INFO;
 static char log_prog[32] = "medfed";
-static int log_journal;        /* stderr is journald's stream: "<N>" prefixes, no clock */
+static int log_journal;        /* stderr is journald's stream: native entries with fields */
 static _Thread_local char log_last[1024]; /* the last ERROR line, for summaries (--check) */
 static _Thread_local char log_tag[72];    /* "[tag]" or "" */
 
@@ -56,6 +64,52 @@ void log_set_thread_tag(const char *tag)
     else log_tag[0] = '\0';
 }
 
+/* The value of "key=VALUE" in line (key at the start or after a space, VALUE
+ * up to the next space), or 0. */
+static int line_field(const char *line, const char *key, char *out, size_t outlen)
+{
+    size_t kl = strlen(key);
+    for (const char *p = line; (p = strstr(p, key)) != NULL; p += kl) {
+        if (p != line && p[-1] != ' ') continue;
+        size_t n = strcspn(p + kl, " ");
+        if (n == 0 || n >= outlen) continue;
+        memcpy(out, p + kl, n);
+        out[n] = '\0';
+        return 1;
+    }
+    return 0;
+}
+
+/* One journal entry: MESSAGE (the line as journald's stream would have it),
+ * PRIORITY, SYSLOG_IDENTIFIER, and ROUND / PHASE / SITE from the line's own
+ * round= phase= site= client= words, else from the daemon's state
+ * (health_context). Returns sd_journal_sendv's result (< 0: not sent). */
+static int journal_send(log_level_t level, const char *line)
+{
+    char msg[1200], prio[16], ident[64], f_round[80], f_phase[80], f_site[80];
+    char v[64], phase[48] = "", site[64] = "";
+    uint32_t round = 0;
+    health_context(&round, phase, sizeof phase, site, sizeof site);
+    struct iovec iov[6];
+    int n = 0;
+#define FIELD(buf, ...) (snprintf(buf, sizeof buf, __VA_ARGS__), \
+                         iov[n].iov_base = buf, iov[n].iov_len = strlen(buf), n++)
+    FIELD(msg, "MESSAGE=%s%s %s %s", log_prog, log_tag, level_names[level], line);
+    FIELD(prio, "PRIORITY=%c", level_prio[level]);
+    FIELD(ident, "SYSLOG_IDENTIFIER=%s", program_invocation_short_name);
+    if (line_field(line, "round=", v, sizeof v) && strspn(v, "0123456789") == strlen(v))
+        FIELD(f_round, "ROUND=%s", v);
+    else if (round)
+        FIELD(f_round, "ROUND=%u", round);
+    if (line_field(line, "phase=", v, sizeof v) || (phase[0] && snprintf(v, sizeof v, "%s", phase)))
+        FIELD(f_phase, "PHASE=%s", v);
+    if (line_field(line, "site=", v, sizeof v) || line_field(line, "client=", v, sizeof v) ||
+        (site[0] && snprintf(v, sizeof v, "%s", site)))
+        FIELD(f_site, "SITE=%s", v);
+#undef FIELD
+    return sd_journal_sendv(iov, n);
+}
+
 void log_write(log_level_t level, const char *fmt, ...)
 {
     char line[1024];
@@ -64,7 +118,9 @@ void log_write(log_level_t level, const char *fmt, ...)
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
     if (level == LOG_ERROR) memcpy(log_last, line, sizeof log_last);
-    if (log_journal) { /* journald stamps the time and reads the priority prefix */
+    if (log_journal) { /* journald stamps the time */
+        if (journal_send(level, line) >= 0) return;
+        /* no journal socket after all: its stream reads the priority prefix */
         fprintf(stderr, "<%c>%s%s %s %s\n", level_prio[level], log_prog, log_tag,
                 level_names[level], line);
         return;

@@ -4,8 +4,15 @@
  * Format: "<prog> LEVEL message". The caller never passes patient data, pixel
  * values or key material: log lines name sites, rounds, phases and sizes only.
  * A disabled level costs one integer compare. Under systemd (JOURNAL_STREAM
- * names stderr) each line starts with its syslog priority, "<3>".."<7>", so
- * `journalctl -p warning` works, and carries no clock (journald adds one).
+ * names stderr) each line goes to the journal as an entry of its own
+ * (sd_journal_send), with the same text, no clock (journald adds one), its
+ * PRIORITY (`journalctl -p warning`), and the fields ROUND, PHASE and SITE:
+ * from the line's own "round=12", "phase=train", "site=" / "client=" words,
+ * else from what the daemon last told health.h. So `journalctl ROUND=12`
+ * lists round 12 and `journalctl SITE=st-marys` one site's lines on the
+ * coordinator. Should the journal socket refuse, the line goes to stderr
+ * with its syslog priority prefix, "<3>".."<7>". A stderr that is not the
+ * journal (a file, a pipe, a terminal) gets the plain format, unchanged.
  */
 #ifndef MEDFED_LOG_H
 #define MEDFED_LOG_H

@@ -47,6 +47,7 @@
 #include <zmq.h>
 
 #include "aggregation/metrics.h"
+#include "common/health.h"
 #include "common/util.h"
 #include "coordinator/zap.h"
 #include "crypto/crypto.h"
@@ -724,6 +725,8 @@ static void finish_round(coord_t *c)
     admin_event(c, "round=%u phase=complete participants=%d val_accuracy=%.4f val_auc=%.4f",
                 c->round, c->participants, isfinite(c->last_accuracy) ? c->last_accuracy : 0.0,
                 isfinite(c->last_auc) ? c->last_auc : 0.0);
+    health_result("round %u, %d sites, accuracy %.4f", c->round, c->participants,
+                  isfinite(c->last_accuracy) ? c->last_accuracy : 0.0);
     log_info("round=%u phase=eval event=round-complete participants=%d val_n=%lld acc=%.4f "
              "-> %s",
              c->round, c->participants, (long long)c->eval_n,
@@ -758,6 +761,7 @@ void coord_abort_round(coord_t *c, const char *why)
     if (rollback(c) < 0) log_error("round=%u the model could not be rolled back", c->round);
     commit(c, 0);
     admin_event(c, "round=%u phase=aborted reason=\"%s\"", c->round, why);
+    health_result("round %u aborted: %s", c->round, why);
     if (c->sa) secagg_server_end(c->sa);
     c->sa_phase = SA_IDLE;
     next_round_or_done(c);
@@ -1621,6 +1625,7 @@ int coord_run(const coord_conf_t *conf)
         }
         tick(&c); /* O(clients): cheap enough to run after every wake-up */
         announce(&c);
+        health_tick(c.round, coord_phase_name(&c)); /* systemd: status line, watchdog */
     }
     if (c.state == ST_DONE && c.round >= c.target && !c.disk_error) rc = 0;
     if (coord_stop) {

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/health.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "coordinator/coordinator.h"
@@ -155,5 +156,8 @@ int main(int argc, char **argv)
     hup.sa_handler = on_hup;
     sigaction(SIGHUP, &hup, NULL);
     signal(SIGPIPE, SIG_IGN);
-    return coord_run(&conf);
+    health_init(NULL); /* sd_notify and journald fields under systemd */
+    int rc = coord_run(&conf);
+    health_stopping(rc == 0 ? "done" : "failed");
+    return rc;
 }
