@@ -298,9 +298,9 @@ then ok $t; else bad $t "see $D/inst"; fi
 # medfed-coordinator --check: one JSON object, nothing written.
 t=deploy_coordinator_check
 "$BIN/medfed-coordinator" --config "$CINI" --init "$WORK/a/init.safetensors" --state-dir "$DSTATE" \
-    --check > "$D/check.json" 2> "$D/check.err"; crc=$?
+    --check --json > "$D/check.json" 2> "$D/check.err"; crc=$?
 "$BIN/medfed-coordinator" --config "$CINI" --init "$WORK/a/init.safetensors" --state-dir "$D/nostate" \
-    --check > "$D/check2.json" 2> /dev/null; crc2=$?
+    --check --json > "$D/check2.json" 2> /dev/null; crc2=$?
 cp "$D/fed/coordinator/curve.key" "$D/open.key" && chmod 644 "$D/open.key"
 "$BIN/medfed-coordinator" --config "$CINI" --init "$WORK/a/init.safetensors" --curve-key "$D/open.key" \
     --state-dir "$DSTATE" --check > "$D/check3.json" 2> /dev/null; crc3=$?
