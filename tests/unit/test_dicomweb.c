@@ -455,13 +455,9 @@ static void test_transfer_syntax(void **state)
     assert_int_equal(dicomweb_transfer_syntax(b, n, uid), 0);
     assert_string_equal(uid, "1.2.840.10008.1.2.1");
     assert_string_equal(dicomweb_transfer_syntax_name("1.2.3"), "other");
-    /* every cut of the header is refused, never read past */
-    for (size_t cut = 0; cut < n; cut++) {
-        uint8_t *c = malloc(cut ? cut : 1);
-        memcpy(c, b, cut);
-        assert_int_equal(dicomweb_transfer_syntax(c, cut, uid), -1);
-        free(c);
-    }
+    /* every cut of the header is refused: nothing past len is read, even
+     * where the buffer goes on (the bytes after the cut are the valid rest) */
+    for (size_t cut = 0; cut < n; cut++) assert_int_equal(dicomweb_transfer_syntax(b, cut, uid), -1);
     /* not Part 10; a length past the end; a UID with a letter */
     b[128] = 'X';
     assert_int_equal(dicomweb_transfer_syntax(b, n, uid), -1);
