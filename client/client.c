@@ -6,8 +6,9 @@
  *   PLAN        -> load the global model, train locally, send UPDATE (delta)
  *   EVAL        -> load the global model, evaluate on the val split, send EVAL_RESULT
  *   SHUTDOWN    -> exit 0
- *   ERROR       -> log; NOT_REGISTERED: HELLO again; refusals (version,
- *                  unknown client, full) exit 2
+ *   ERROR       -> log; NOT_REGISTERED: HELLO again; VERSION (a rolling
+ *                  upgrade): HELLO again after version_retry s, doubling up
+ *                  to 8x, never giving up; refusals (unknown client, full) exit 2
  * Between messages, and during training, a HEARTBEAT goes out every
  * `heartbeat` seconds so a long local epoch is never mistaken for a dropout.
  *

@@ -10,7 +10,9 @@
  *
  * Exit status: 0 done (SHUTDOWN or SIGTERM/SIGINT); 1 failure (systemd
  * restarts it); 2 bad config or usage, or the coordinator refuses this site
- * for good (systemd does not restart it: RestartPreventExitStatus=2).
+ * for good: not on its roster, federation full (systemd does not restart it:
+ * RestartPreventExitStatus=2). A refused protocol version is not for good:
+ * the daemon asks again later (client.c).
  * --check reports each step as it ends (--json: one JSON object on stdout) and
  * exits 0 (all good) or 1.
  */

@@ -277,6 +277,18 @@ static int sender_is(const coord_t *c, const char *site)
     return strcmp(uid + n + 1, hex) == 0;
 }
 
+/* The software version a HELLO or PING carries (v3), if it is one: letters,
+ * digits and . + ~ - only (it goes to logs and `medfed clients`); else "". */
+static const char *hello_sw(const msg_t *m)
+{
+    if (!(m->present & MSG_HAS_SW) || !m->sw[0]) return "";
+    for (const char *p = m->sw; *p; p++)
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+              *p == '.' || *p == '+' || *p == '~' || *p == '-'))
+            return "";
+    return m->sw;
+}
+
 /* May this HELLO's or PING's sender take part? Its protocol version (one
  * behind ours is spoken too), its site name against its CURVE key and the
  * roster. Returns the site's roster index (-1 without a roster), or -2 after
@@ -285,7 +297,7 @@ static int admit(coord_t *c, const peer_id_t *from, const msg_t *m)
 {
     char why[200];
     if (m->version < WIRE_VERSION_MIN || m->version > WIRE_VERSION) {
-        const char *sw = (m->present & MSG_HAS_SW) ? m->sw : "an older release";
+        const char *sw = hello_sw(m)[0] ? hello_sw(m) : "an older release";
         if (m->version < WIRE_VERSION_MIN)
             snprintf(why, sizeof why, "this site speaks protocol version %u (medfed %s), the "
                      "coordinator (medfed %s) speaks %u and %u: upgrade medfed at this site",
@@ -367,12 +379,13 @@ static void on_hello(coord_t *c, const peer_id_t *from, const msg_t *m)
     k->has_version = NO_VERSION;
     k->live = 1;
     k->last_seen = util_now();
-    if (k->proto != m->version || strcmp(k->sw, (m->present & MSG_HAS_SW) ? m->sw : "") != 0)
+    const char *sw = hello_sw(m);
+    if (k->proto != m->version || strcmp(k->sw, sw) != 0)
         log_info("site=%s event=hello protocol=%u software=%s%s", k->site, m->version,
-                 (m->present & MSG_HAS_SW) ? m->sw : "?",
+                 sw[0] ? sw : "?",
                  m->version < WIRE_VERSION ? " (one protocol version behind: spoken)" : "");
     k->proto = m->version;
-    util_strlcpy(k->sw, (m->present & MSG_HAS_SW) ? m->sw : "", sizeof k->sw);
+    util_strlcpy(k->sw, sw, sizeof k->sw);
     k->done = k->total = 0;
     msg_t w = {.type = MSG_WELCOME, .round = c->round, .client_id = (uint32_t)k->index};
     if (k->proto >= 3) { /* a v2 site's decoder knows no "sw" */
