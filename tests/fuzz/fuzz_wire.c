@@ -114,8 +114,19 @@ static void write_seeds(void)
             m.version = WIRE_VERSION;
             m.n_train = 470;
             m.n_val = 52;
+            strcpy(m.sw, "0.6.0"); /* v3 */
+            m.present = MSG_HAS_SW;
             break;
-        case MSG_WELCOME: m.client_id = 2; break;
+        case MSG_WELCOME:
+            m.client_id = 2;
+            strcpy(m.sw, "0.6.0");
+            m.present = MSG_HAS_SW;
+            break;
+        case MSG_HEARTBEAT: /* v3: training progress */
+            m.done = 640;
+            m.total = 2000;
+            m.present = MSG_HAS_PROGRESS;
+            break;
         case MSG_PLAN:
         case MSG_EVAL:
             strcpy(m.arch, "cnn");
