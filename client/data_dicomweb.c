@@ -35,6 +35,7 @@
 #include "client/tensor_cache.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "common/version.h"
 #include "crypto/crypto.h"
 
 #define DW_PAGE 100                         /* QIDO results per request */
@@ -777,7 +778,17 @@ static int load_offline(dw_source_t *s, tensor_cache_t *cache, dw_acc_t *acc, fl
     index_path(s, cache, path, sizeof path);
     FILE *f = fopen(path, "r");
     if (!f) return -1;
-    int ok = fgets(line, sizeof line, f) && strcmp(line, DW_INDEX_MAGIC) == 0;
+    const size_t tag = sizeof DW_INDEX_MAGIC - 3; /* "medfed-dicomweb-index " */
+    const int have = fgets(line, sizeof line, f) != NULL;
+    int ok = have && strcmp(line, DW_INDEX_MAGIC) == 0;
+    if (have && !ok && strncmp(line, DW_INDEX_MAGIC, tag) == 0) {
+        /* another medfed's format: say which, rather than "damaged" */
+        const int n = (int)strcspn(line + tag, "\n");
+        fclose(f);
+        log_warn("dicomweb: the search index %s has format %.*s, this medfed %s reads format 1: "
+                 "not used", path, n < 8 ? n : 8, line + tag, medfed_version());
+        return -1;
+    }
     size_t missing = 0;
     while (ok && fgets(line, sizeof line, f)) {
         char name[TENSOR_CACHE_KEYHEX + 1];
