@@ -55,7 +55,7 @@ SANITIZE ?=
 
 CC      ?= cc
 CXX     ?= g++
-PKGS    := libzmq libsodium libssl libcrypto msgpack inih zlib libcurl libsystemd
+PKGS    := libzmq libsodium libssl libcrypto msgpack inih zlib libcurl libsystemd jansson
 # Recursive (=) so pkg-config only runs once `make deps` has installed the .pc files.
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
@@ -214,9 +214,9 @@ $(BIN)/medfed-dicom-worker: $(call obj,$(WORKER_SRC)) $(CORE_LIB)
 	$(call say,LD,$@)$(CXX) $(LDFLAGS) -o $@ $^ $(GDCM_LIBS) $(PNG_LIBS) $(LIBS)
 
 # IDX -> DICOM test fixtures (pydicom; gdcmconv for JPEG 2000).
-$(BIN)/medfed-dicom-fixture: tests/fixtures/dicom_fixture.py
+$(BIN)/medfed-dicom-fixture: tests/fixtures/dicom_fixture.py $(VERSION_STAMP)
 	@mkdir -p $(BIN)
-	$(call say,CP,$@)cp $< $@ && chmod +x $@
+	$(call say,CP,$@)sed 's/@VERSION@/$(VERSION) (commit $(GIT_COMMIT))/' $< > $@ && chmod +x $@
 
 # ---- tests -----------------------------------------------------------------
 # test_dicom runs the worker: it is told where by MEDFED_DICOM_WORKER.

@@ -6,8 +6,9 @@
  *   PLAN        -> load the global model, train locally, send UPDATE (delta)
  *   EVAL        -> load the global model, evaluate on the val split, send EVAL_RESULT
  *   SHUTDOWN    -> exit 0
- *   ERROR       -> log; NOT_REGISTERED: HELLO again; refusals (version,
- *                  unknown client, full) exit 2
+ *   ERROR       -> log; NOT_REGISTERED: HELLO again; VERSION (a rolling
+ *                  upgrade): HELLO again after version_retry s, doubling up
+ *                  to 8x, never giving up; refusals (unknown client, full) exit 2
  * Between messages, and during training, a HEARTBEAT goes out every
  * `heartbeat` seconds so a long local epoch is never mistaken for a dropout.
  *
@@ -42,6 +43,7 @@
 #include "common/health.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "common/version.h"
 #include "common/vecshare.h"
 #include "crypto/crypto.h"
 #include "model/model.h"
@@ -89,9 +91,13 @@ void client_send_error(client_t *c, uint32_t round, msg_error_t code, const char
 
 static void send_hello(client_t *c)
 {
-    msg_t m = {.type = MSG_HELLO, .version = WIRE_VERSION, .n_train = c->train.n,
+    msg_t m = {.type = MSG_HELLO, .version = c->proto, .n_train = c->train.n,
                .n_val = c->val.n};
     util_strlcpy(m.site, c->conf->site, sizeof m.site);
+    if (c->proto >= 3) { /* a v2 coordinator knows no "sw" */
+        util_strlcpy(m.sw, medfed_version(), sizeof m.sw);
+        m.present |= MSG_HAS_SW;
+    }
     c->last_hello = util_now();
     if (transport_send(c->sock, NULL, &m, c->out, 1) >= 0) {
         c->last_sent = c->last_hello;
@@ -102,6 +108,11 @@ static void send_hello(client_t *c)
 static void send_heartbeat(client_t *c)
 {
     msg_t m = {.type = MSG_HEARTBEAT, .round = c->round, .phase = c->phase};
+    if (c->proto >= 3 && c->phase == PHASE_TRAIN && c->train_total > 0) {
+        m.done = c->train_done;
+        m.total = c->train_total;
+        m.present |= MSG_HAS_PROGRESS;
+    }
     transport_send(c->sock, NULL, &m, c->out, 1);
     c->last_sent = util_now();
 }
@@ -145,7 +156,7 @@ static void on_link_event(client_t *c, int event, uint32_t value)
             log_info("event=connected coordinator=%s -> hello", ep);
         c->ever_up = 1;
         c->link_warned = 0;
-        send_hello(c);
+        if (util_now() >= c->hello_not_before) send_hello(c); /* else after the back-off */
         return;
     case ZMQ_EVENT_DISCONNECTED:
         if (!c->link_up) return; /* a handshake that failed: reported below */
@@ -221,10 +232,10 @@ static void poll_link(client_t *c)
  * the connection (and with it our place in the round) is lost. */
 static int on_progress(void *user, int epoch, int64_t images_done)
 {
-    (void)epoch;
-    (void)images_done;
     client_t *c = user;
     health_tick(c->round, "train");
+    if (epoch >= 1 && images_done >= 0)
+        c->train_done = (uint64_t)(epoch - 1) * (uint64_t)c->train.n + (uint64_t)images_done;
     poll_link(c);
     if (c->link_up && util_now() - c->last_sent >= c->conf->heartbeat) send_heartbeat(c);
     return client_stop || c->round_lost || c->exit_code >= 0;
@@ -403,6 +414,8 @@ static void on_plan(client_t *c, const msg_t *m)
     model_data_t data = {c->train.x, c->train.y, c->train.n};
     model_result_t res = {0};
     double t0 = util_now();
+    c->train_done = 0;
+    c->train_total = (uint64_t)m->epochs * (uint64_t)c->train.n;
     /* epochs = 0: no local training (protocol benchmarks): a zero update. */
     if (m->epochs > 0 && model_train(c->model, &data, &opts, &res) < 0) {
         if (client_stop || c->round_lost || c->exit_code >= 0) {
@@ -515,11 +528,13 @@ static int dispatch(client_t *c, const msg_t *m, int *rc)
         }
         c->client_id = m->client_id;
         c->welcomed = 1;
+        c->version_backoff = c->version_backoff_max / 8;
         /* A new session: a restarted coordinator counts rounds from its own
          * start (or checkpoint), so replay protection restarts from its round. */
         if (c->last_plan_round > m->round) c->last_plan_round = m->round;
         if (c->last_eval_round >= m->round) c->last_eval_round = m->round ? m->round - 1 : 0;
-        log_info("event=welcome client_id=%u round=%u", m->client_id, m->round);
+        log_info("event=welcome client_id=%u round=%u protocol=%u coordinator_software=%s",
+                 m->client_id, m->round, c->proto, (m->present & MSG_HAS_SW) ? m->sw : "?");
         return 0;
     case MSG_PLAN: on_plan(c, m); return 0;
     case MSG_EVAL: on_eval(c, m); return 0;
@@ -535,7 +550,18 @@ static int dispatch(client_t *c, const msg_t *m, int *rc)
         *rc = 0;
         return 1;
     case MSG_ERROR:
-        if (m->code == ERR_VERSION || m->code == ERR_FULL || m->code == ERR_UNKNOWN_CLIENT) {
+        if (m->code == ERR_VERSION) {
+            /* A rolling upgrade: the coordinator (or this site) is not upgraded
+             * yet. Ask again later, waiting longer each time; never give up. */
+            double wait = c->version_backoff;
+            c->hello_not_before = util_now() + wait;
+            c->version_backoff = wait * 2 < c->version_backoff_max ? wait * 2 : c->version_backoff_max;
+            log_error("event=version-refused the coordinator refuses this site's protocol "
+                      "version %u (medfed %s): %s; asking again in %.0f s", c->proto,
+                      medfed_version(), m->reason, wait);
+            return 0;
+        }
+        if (m->code == ERR_FULL || m->code == ERR_UNKNOWN_CLIENT) {
             log_error("the coordinator refuses this site (error %u: %s): not retrying", m->code,
                       m->reason);
             *rc = 2;
@@ -707,6 +733,16 @@ static void *open_socket(void *zctx, const client_conf_t *conf, int reconnect_ms
     return sock;
 }
 
+static void client_init_versions(client_t *c)
+{
+    c->proto = c->conf->protocol > 0 ? (uint32_t)c->conf->protocol : WIRE_VERSION;
+    c->version_backoff = c->conf->version_retry > 0 ? c->conf->version_retry : 300;
+    c->version_backoff_max = 8 * c->version_backoff;
+    if (c->proto != WIRE_VERSION)
+        log_warn("protocol version pinned to %u (this build speaks up to %u)", c->proto,
+                 WIRE_VERSION);
+}
+
 /* Everything client_run and the checks hold, wiped and freed (secrets in
  * guarded memory go through sa_client_reset and crypto_secure_free). */
 static void client_free(client_t *c)
@@ -769,7 +805,8 @@ static int handle_message(client_t *c, int *rc)
     msg_t m;
     char err[256];
     int stop = 0;
-    if (msg_decode(c->dec, transport_frame_data(&fr), fr.bytes, &m, err, sizeof err) < 0)
+    if (msg_decode(c->dec, transport_frame_data(&fr), fr.bytes, &m, err, sizeof err) < 0 ||
+        msg_fits_version(&m, c->proto, err, sizeof err) < 0) /* pinned: refuse as that version */
         log_warn("malformed message from the coordinator: %s", err);
     else
         stop = dispatch(c, &m, rc);
@@ -817,7 +854,7 @@ static int run(client_t *c)
         poll_link(c);
         health_tick(c->round, activity(c));
         double now = util_now();
-        if (c->link_up && !c->welcomed && now - c->last_hello >= 2.0)
+        if (c->link_up && !c->welcomed && now - c->last_hello >= 2.0 && now >= c->hello_not_before)
             send_hello(c); /* the first, or no WELCOME came back */
         else if (c->link_up && c->welcomed && now - c->last_sent >= conf->heartbeat)
             send_heartbeat(c);
@@ -853,6 +890,7 @@ out:
 int client_run(const client_conf_t *conf, const client_die_at_t *die_at)
 {
     client_t c = {.conf = conf, .die_at = die_at, .exit_code = -1};
+    client_init_versions(&c);
     model_set_threads(conf->threads);
     health_tick(0, "loading data"); /* READY=1: a first PACS pull can take an hour */
     if (load_data(&c) < 0) {
@@ -865,6 +903,7 @@ int client_run(const client_conf_t *conf, const client_die_at_t *die_at)
 int client_run_hosted(const client_conf_t *conf, client_host_t *host)
 {
     client_t c = {.conf = conf, .host = host, .exit_code = -1};
+    client_init_versions(&c);
     c.train = host->train;
     c.val = host->val;
     memset(&host->train, 0, sizeof host->train);
@@ -903,9 +942,11 @@ int client_check_keys(const client_conf_t *conf, char *why, size_t whylen)
 }
 
 int client_check_coordinator(const client_conf_t *conf, double timeout, uint32_t *round,
-                             double *rtt_ms, char *why, size_t whylen)
+                             double *rtt_ms, char sw[WIRE_SW_MAX], char *why, size_t whylen)
 {
     client_t c = {.conf = conf};
+    client_init_versions(&c);
+    sw[0] = '\0';
     int rc = -1, failed_connects = 0, closed_in_handshake = 0;
     double t0 = util_now(), sent_at = 0;
     snprintf(why, whylen, "no answer within %.0f s", timeout);
@@ -924,8 +965,12 @@ int client_check_coordinator(const client_conf_t *conf, double timeout, uint32_t
         snprintf(why, whylen, "cannot connect to %s: %s", conf->coordinator, zmq_strerror(errno));
         goto out;
     }
-    msg_t ping = {.type = MSG_PING, .version = WIRE_VERSION};
+    msg_t ping = {.type = MSG_PING, .version = c.proto};
     util_strlcpy(ping.site, conf->site, sizeof ping.site);
+    if (c.proto >= 3) {
+        util_strlcpy(ping.sw, medfed_version(), sizeof ping.sw);
+        ping.present |= MSG_HAS_SW;
+    }
     while (!client_stop && util_now() - t0 < timeout) {
         zmq_pollitem_t pi[2] = {{c.sock, 0, ZMQ_POLLIN, 0}, {c.mon, 0, ZMQ_POLLIN, 0}};
         if (zmq_poll(pi, 2, 100) < 0 && errno != EINTR) break;
@@ -957,11 +1002,13 @@ int client_check_coordinator(const client_conf_t *conf, double timeout, uint32_t
         msg_t m;
         char err[256];
         int ok = msg_decode(c.dec, transport_frame_data(&fr), fr.bytes, &m, err, sizeof err);
+        if (ok == 0) ok = msg_fits_version(&m, c.proto, err, sizeof err);
         if (ok < 0) {
             snprintf(why, whylen, "malformed answer: %s", err);
         } else if (m.type == MSG_PONG) {
             *round = m.round;
             *rtt_ms = (util_now() - sent_at) * 1000;
+            if (m.present & MSG_HAS_SW) util_strlcpy(sw, m.sw, WIRE_SW_MAX);
             rc = 0;
         } else if (m.type == MSG_ERROR) {
             snprintf(why, whylen, "the coordinator refuses this site (error %u): %s", m.code,

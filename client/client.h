@@ -63,8 +63,9 @@ int client_run_hosted(const client_conf_t *conf, client_host_t *host);
 /* The key files the config names (CURVE key, identity key, roster) load. */
 int client_check_keys(const client_conf_t *conf, char *why, size_t whylen);
 /* Connects as the daemon would (CURVE included), sends PING and waits up to
- * timeout seconds for PONG: the coordinator's round and the round trip. */
+ * timeout seconds for PONG: the coordinator's round, the round trip and its
+ * software version (v3; "" from an older coordinator). */
 int client_check_coordinator(const client_conf_t *conf, double timeout, uint32_t *round,
-                             double *rtt_ms, char *why, size_t whylen);
+                             double *rtt_ms, char sw[WIRE_SW_MAX], char *why, size_t whylen);
 
 #endif

@@ -25,6 +25,8 @@ static const conf_opt_t client_opts[] = {
     {"reconnect_max", CONF_DOUBLE, C(reconnect_max), 0, 1, 3600, NULL},
     {"link_timeout", CONF_DOUBLE, C(link_timeout), 0, 2, 3600, NULL},
     STR("state_dir", state_dir),
+    {"protocol_version", CONF_INT, C(protocol), 0, 1, WIRE_VERSION, NULL},
+    {"version_retry", CONF_DOUBLE, C(version_retry), 0, 0.5, 86400, NULL},
 };
 
 /* [policy]: the hospital's rules for secure aggregation. */
@@ -96,6 +98,8 @@ int client_conf_load(const char *path, client_conf_t *c, char *err, size_t errle
     c->link_timeout = 60;
     c->min_cohort = 3;
     c->max_collusion = 0.33;
+    c->protocol = WIRE_VERSION;
+    c->version_retry = 300;
     util_strlcpy(c->data.file, path, sizeof c->data.file);
 
     if (conf_load_ini(path, "client", client_opts, sizeof client_opts / sizeof client_opts[0], c,

@@ -16,6 +16,11 @@
  *   reconnect_max = 60         ; seconds: reconnect backoff doubles from 1 s up to this
  *   link_timeout = 60          ; seconds without a transport-level heartbeat answer
  *                              ; before the connection is declared dead
+ *   protocol_version = 3       ; the protocol this site speaks (default: the newest it
+ *                              ; knows); pin one version lower to test a rolling upgrade
+ *   version_retry = 300        ; seconds: a coordinator that refuses this site's
+ *                              ; protocol version is asked again after this, doubling
+ *                              ; up to 8x (logged); the daemon never gives up
  *   state_dir = /var/lib/medfed ; what this site must remember across restarts (the
  *                              ; model versions it released unmask shares for,
  *                              ; in released-SITE); default $STATE_DIRECTORY
@@ -59,6 +64,8 @@ typedef struct {
     double reconnect_max;        /* s: ceiling of the reconnect backoff (from 1 s, doubling) */
     double link_timeout;         /* s: a silent TCP path is dead after this (ZMTP heartbeats) */
     char state_dir[512];         /* where released-shares records live ("" = default) */
+    int protocol;                /* protocol version spoken (0 = WIRE_VERSION) */
+    double version_retry;        /* s: first back-off after a protocol-version refusal */
     /* [policy]: the site's own secure-aggregation rules */
     char peers[512];             /* NAME FINGERPRINT per line; "" = roster / CA only */
     int min_cohort;              /* fewest sites (neighbourhood, self included) to share with */

@@ -36,6 +36,7 @@
 #include "common/health.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "common/version.h"
 #include "crypto/crypto.h"
 
 #define DW_PAGE 100                         /* QIDO results per request */
@@ -44,6 +45,7 @@
 #define DW_SECRET_MAX 1024
 #define DW_RETRIES 4                        /* after a 429 / 503 / transient error */
 #define DW_BACKOFF_MAX 30.0
+#define DW_TS_MAX 8                         /* distinct transfer syntaxes counted per load */
 
 typedef enum { AUTH_NONE = 0, AUTH_BASIC, AUTH_TOKEN } dw_auth_t;
 
@@ -66,6 +68,10 @@ struct dw_source {
     struct curl_slist *headers;
     ratelimit_t pace;
     int unreachable;       /* the last request found no server (connect, resolve, time-outs) */
+    struct {
+        char uid[DICOMWEB_UID_MAX];
+        size_t n;
+    } ts[DW_TS_MAX];       /* transfer syntaxes retrieved, as the PACS sent them */
 };
 
 const char *const dicomweb_keys[] = {
@@ -592,6 +598,30 @@ static int search(dw_source_t *s, dicomweb_list_t *list, char *err, size_t errle
 
 /* ---- retrieve ---------------------------------------------------------------------------- */
 
+/* Counts the transfer syntaxes the PACS sent (logged once the load is done). */
+static void ts_count(dw_source_t *s, const char *uid)
+{
+    for (int i = 0; i < DW_TS_MAX; i++) {
+        if (!s->ts[i].uid[0]) util_strlcpy(s->ts[i].uid, uid, sizeof s->ts[i].uid);
+        if (strcmp(s->ts[i].uid, uid) == 0) {
+            s->ts[i].n++;
+            return;
+        }
+    }
+}
+
+static void ts_log(dw_source_t *s)
+{
+    char line[1024];
+    size_t n = 0;
+    for (int i = 0; i < DW_TS_MAX && s->ts[i].uid[0] && n < sizeof line - 200; i++)
+        n += (size_t)snprintf(line + n, sizeof line - n, "%s%s (%s) x%zu", i ? ", " : "",
+                              dicomweb_transfer_syntax_name(s->ts[i].uid), s->ts[i].uid,
+                              s->ts[i].n);
+    if (n) log_info("dicomweb: transfer syntaxes as the PACS sent them: %s", line);
+    memset(s->ts, 0, sizeof s->ts);
+}
+
 /* Fetches and decodes one instance. DICOM_OK with pixels in out; otherwise a
  * reason. *down is set when the PACS stopped answering altogether. */
 static dicom_status_t fetch_one(dw_source_t *s, dicom_worker_t *w, const dicomweb_instance_t *in,
@@ -601,8 +631,8 @@ static dicom_status_t fetch_one(dw_source_t *s, dicom_worker_t *w, const dicomwe
     char url[DATA_VALUE_MAX + 3 * DICOM_KEY_MAX + 64], ct[256];
     snprintf(url, sizeof url, "%s/studies/%s/series/%s/instances/%s", s->url, in->study_uid,
              in->series_uid, in->sop_uid);
-    get_result_t r = http_get(s, url, "Accept: multipart/related; type=\"application/dicom\"", b,
-                              ct, sizeof ct, reason, reasonlen);
+    get_result_t r = http_get(s, url, DICOMWEB_ACCEPT_INSTANCE, b, ct, sizeof ct, reason,
+                              reasonlen);
     if (r != GET_OK) {
         *down = r == GET_DOWN;
         return DICOM_SKIP_FETCH;
@@ -618,6 +648,8 @@ static dicom_status_t fetch_one(dw_source_t *s, dicom_worker_t *w, const dicomwe
         util_seterr(reason, reasonlen, "part is not application/dicom");
         return DICOM_SKIP_FETCH;
     }
+    char ts[DICOMWEB_UID_MAX];
+    if (dicomweb_transfer_syntax(part.data, part.len, ts) == 0) ts_count(s, ts);
     return dicom_worker_decode_mem(w, part.data, part.len, &s->common.prep, out, reason,
                                    reasonlen);
 }
@@ -759,7 +791,17 @@ static int load_offline(dw_source_t *s, tensor_cache_t *cache, dw_acc_t *acc, fl
     index_path(s, cache, path, sizeof path);
     FILE *f = fopen(path, "r");
     if (!f) return -1;
-    int ok = fgets(line, sizeof line, f) && strcmp(line, DW_INDEX_MAGIC) == 0;
+    const size_t tag = sizeof DW_INDEX_MAGIC - 3; /* "medfed-dicomweb-index " */
+    const int have = fgets(line, sizeof line, f) != NULL;
+    int ok = have && strcmp(line, DW_INDEX_MAGIC) == 0;
+    if (have && !ok && strncmp(line, DW_INDEX_MAGIC, tag) == 0) {
+        /* another medfed's format: say which, rather than "damaged" */
+        const int n = (int)strcspn(line + tag, "\n");
+        fclose(f);
+        log_warn("dicomweb: the search index %s has format %.*s, this medfed %s reads format 1: "
+                 "not used", path, n < 8 ? n : 8, line + tag, medfed_version());
+        return -1;
+    }
     size_t missing = 0;
     while (ok && fgets(line, sizeof line, f)) {
         char name[TENSOR_CACHE_KEYHEX + 1];
@@ -825,7 +867,10 @@ static int load_all(dw_source_t *s, char *err, size_t errlen)
         log_info("dicomweb: %zu instances match at %s (%.1f s)", list.n, s->url, util_now() - t0);
     }
     size_t fetched = 0, cached = 0;
+    dicom_progress_t prog;
+    dicom_progress_start(&prog, "dicomweb", list.n, DICOM_PROGRESS_SECONDS);
     for (size_t i = 0; i < list.n; i++) {
+        dicom_progress_update(&prog, i, util_now(), NULL, 0);
         const dicomweb_instance_t *in = &list.v[i];
         /* the key from the search; an accession number the search did not
          * return is read from the file once fetched */
@@ -876,6 +921,7 @@ static int load_all(dw_source_t *s, char *err, size_t errlen)
         }
     }
     if (cache && !offline) index_save(s, cache, &index);
+    ts_log(s);
     if (build_split(&acc, per, 0, prep, &s->split[DATA_TRAIN]) < 0 ||
         build_split(&acc, per, 1, prep, &s->split[DATA_VAL]) < 0) {
         dataset_free(&s->split[DATA_TRAIN]);

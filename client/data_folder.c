@@ -229,7 +229,10 @@ static int scan(folder_t *s, char *err, size_t errlen)
     if (walk(s->root, "", 0, &paths, err, errlen) < 0) goto out;
     qsort(paths.v, paths.n, sizeof *paths.v, str_cmp);
     if (paths.n && !(w = dicom_worker_start(err, errlen))) goto out;
+    dicom_progress_t prog;
+    dicom_progress_start(&prog, "data: folder", paths.n, DICOM_PROGRESS_SECONDS);
     for (size_t i = 0; i < paths.n; i++) {
+        dicom_progress_update(&prog, i, util_now(), NULL, 0);
         const char *rel = paths.v[i];
         s->stats.found++;
         const dicom_label_row_t *row = NULL;

@@ -89,9 +89,10 @@ static int salt_load(const char *path, uint8_t salt[DICOM_SALTBYTES], char *err,
 
 /* ---- the labels CSV ------------------------------------------------------------------ */
 
-/* Splits one line into at most max fields in place (commas; a field may be
- * quoted with "" as an escaped quote). Returns the count, -1 if malformed. */
-static int csv_split(char *line, char **f, int max)
+/* Splits one line into at most max fields in place (fields separated by sep;
+ * a field may be quoted with "" as an escaped quote). Returns the count, -1 if
+ * malformed. */
+static int csv_split(char *line, char sep_char, char **f, int max)
 {
     int n = 0;
     char *p = line;
@@ -108,9 +109,9 @@ static int csv_split(char *line, char **f, int max)
                 else *out++ = *p++;
             }
             while (*p == ' ' || *p == '\t') p++;
-            if (*p && *p != ',') return -1;
+            if (*p && *p != sep_char) return -1;
         } else {
-            while (*p && *p != ',') out++, p++;
+            while (*p && *p != sep_char) out++, p++;
             while (out > start && (out[-1] == ' ' || out[-1] == '\t')) out--;
         }
         char sep = *p;
@@ -119,6 +120,18 @@ static int csv_split(char *line, char **f, int max)
         if (!sep) return n;
         p++;
     }
+}
+
+/* The header's separator: ';' (spreadsheets in locales with a decimal comma
+ * export CSV so) when it has semicolons outside quotes and no comma, else ','. */
+static char csv_separator(const char *header)
+{
+    int quoted = 0, commas = 0, semis = 0;
+    for (const char *p = header; *p; p++) {
+        if (*p == '"') quoted = !quoted;
+        else if (!quoted) commas += *p == ',', semis += *p == ';';
+    }
+    return semis > 0 && commas == 0 ? ';' : ',';
 }
 
 static int row_cmp(const void *a, const void *b)
@@ -154,6 +167,7 @@ static int labels_load(dicom_common_t *s, const char *path, const char *key_opt,
         goto out;
     }
     int kcol = -1, lcol = -1, scol = -1, ncols = 0, lineno = 0;
+    char sep = ',';
     char *f_[CSV_FIELDS_MAX];
     for (char *line = buf, *next; line; line = next) {
         lineno++;
@@ -165,7 +179,8 @@ static int labels_load(dicom_common_t *s, const char *path, const char *key_opt,
             (unsigned char)line[2] == 0xbf)
             line += 3; /* a UTF-8 byte order mark from a spreadsheet */
         if (!line[0]) continue;
-        int nf = csv_split(line, f_, CSV_FIELDS_MAX);
+        if (!ncols) sep = csv_separator(line);
+        int nf = csv_split(line, sep, f_, CSV_FIELDS_MAX);
         if (nf < 0) {
             util_seterr(err, errlen, "%s:%d: malformed CSV line", path, lineno);
             goto out;
@@ -339,4 +354,33 @@ int dicom_common_split(const dicom_common_t *s, const dicom_label_row_t *r)
     uint64_t u = 0;
     for (int i = 0; i < 8; i++) u = u << 8 | h[i];
     return (double)(u >> 11) * 0x1p-53 < s->val_fraction ? DATA_VAL : DATA_TRAIN;
+}
+
+/* ---- progress of a long load ------------------------------------------------------------ */
+
+void dicom_progress_start(dicom_progress_t *p, const char *what, size_t total, double every)
+{
+    *p = (dicom_progress_t){.what = what, .total = total, .every = every};
+    p->t0 = p->last = util_now();
+}
+
+int dicom_progress_update(dicom_progress_t *p, size_t done, double now, char *line,
+                          size_t linelen)
+{
+    char buf[256];
+    if (!line) line = buf, linelen = sizeof buf;
+    const double dt = now - p->t0, rate = dt > 0 ? (double)done / dt : 0;
+    const double left = rate > 0 && p->total > done ? (double)(p->total - done) / rate : 0;
+    int n = snprintf(line, linelen, "%s: %zu of %zu images (%.0f%%), %.1f images/s", p->what,
+                     done, p->total, p->total ? 100.0 * (double)done / (double)p->total : 100.0,
+                     rate);
+    if (n > 0 && (size_t)n < linelen && done < p->total && rate > 0) {
+        if (left >= 90) snprintf(line + n, linelen - (size_t)n, ", about %.0f min left", left / 60);
+        else snprintf(line + n, linelen - (size_t)n, ", about %.0f s left", left);
+    }
+    if (now - p->last < p->every) return 0;
+    p->last = now;
+    p->lines++;
+    log_info("%s", line);
+    return 1;
 }

@@ -6,7 +6,10 @@
  *   labels = /srv/labels.csv         header line naming a key column
  *                                    (AccessionNumber, SOPInstanceUID or file) and a
  *                                    `label` column (integer); optional `split`
- *                                    column (train | val | empty)
+ *                                    column (train | val | empty); separated by ','
+ *                                    or, when the header has no comma, by ';' (a
+ *                                    spreadsheet's export); a UTF-8 byte order mark
+ *                                    and CRLF line ends are fine
  *   label_key = accession            accession | sop_uid | file (default: the first of
  *                                    those columns the header has)
  *   val_fraction = 0.1               rows without a split: val when the salted hash
@@ -64,5 +67,22 @@ const dicom_label_row_t *dicom_common_find(const dicom_common_t *d, const char *
 
 /* DATA_TRAIN or DATA_VAL: the row's split column, else the salted hash of its key. */
 int dicom_common_split(const dicom_common_t *d, const dicom_label_row_t *r);
+
+/* Progress of a long load (a first PACS pull of 20,000 images takes over an
+ * hour): one log line every `every` seconds (DICOM_PROGRESS_SECONDS in the
+ * sources): "WHAT: N of TOTAL images (P%), R images/s, about M min left". */
+#define DICOM_PROGRESS_SECONDS 5.0
+typedef struct {
+    const char *what;
+    size_t total;
+    double every, t0, last;
+    int lines;               /* lines logged so far */
+} dicom_progress_t;
+void dicom_progress_start(dicom_progress_t *p, const char *what, size_t total, double every);
+/* done images of total are through (decoded, cached or skipped). Formats the
+ * line into line (when not NULL) and logs it when `every` has passed since
+ * the last one; returns 1 when it logged. */
+int dicom_progress_update(dicom_progress_t *p, size_t done, double now, char *line,
+                          size_t linelen);
 
 #endif

@@ -24,6 +24,7 @@
 #include "client/dicom_prep.h"
 #include "client/dicom_proto.h"
 #include "common/util.h"
+#include "common/version.h"
 
 #define DICOM_WORKER_AS_LIMIT ((rlim_t)3 << 30) /* 3 GiB: the largest request needs < 2 */
 
@@ -181,7 +182,7 @@ static int serve_one(void)
 
 int main(int argc, char **argv)
 {
-    (void)argv;
+    if (medfed_version_flag(argc, argv, "medfed-dicom-worker")) return 0;
     if (argc != 1) {
         fprintf(stderr, "medfed-dicom-worker: started by medfed-client; takes no arguments\n");
         return 2;

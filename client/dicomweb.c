@@ -501,3 +501,62 @@ double dicomweb_backoff(int attempt, double retry_after, double max_wait)
         for (int i = 1; i < attempt && w < max_wait; i++) w *= 2;
     return w > max_wait ? max_wait : w;
 }
+
+/* ---- transfer syntax of a Part 10 file ---------------------------------------------------- */
+
+int dicomweb_transfer_syntax(const uint8_t *data, size_t len, char uid[DICOMWEB_UID_MAX])
+{
+    uid[0] = '\0';
+    if (len < 132 || memcmp(data + 128, "DICM", 4) != 0) return -1;
+    size_t off = 132;
+    /* The meta group is explicit VR little endian: tag, VR, then a 2-byte
+     * length, or for OB/OW/OF/SQ/UT/UN 2 reserved bytes and a 4-byte one. */
+    while (len - off >= 8) {
+        const uint8_t *e = data + off;
+        const unsigned group = e[0] | e[1] << 8, elem = e[2] | e[3] << 8;
+        if (group != 0x0002) return -1;
+        size_t hdr = 8, vlen = (size_t)(e[6] | e[7] << 8);
+        if ((e[4] == 'O' && (e[5] == 'B' || e[5] == 'W' || e[5] == 'F')) ||
+            (e[4] == 'S' && e[5] == 'Q') || (e[4] == 'U' && (e[5] == 'T' || e[5] == 'N'))) {
+            if (len - off < 12) return -1;
+            hdr = 12;
+            vlen = (size_t)e[8] | (size_t)e[9] << 8 | (size_t)e[10] << 16 | (size_t)e[11] << 24;
+        }
+        if (vlen > len - off - hdr) return -1;
+        if (elem == 0x0010) {
+            if (vlen == 0 || vlen >= DICOMWEB_UID_MAX) return -1;
+            memcpy(uid, e + hdr, vlen);
+            while (vlen > 0 && (uid[vlen - 1] == '\0' || uid[vlen - 1] == ' ')) vlen--;
+            uid[vlen] = '\0';
+            for (size_t i = 0; i < vlen; i++)
+                if (!((uid[i] >= '0' && uid[i] <= '9') || uid[i] == '.')) return uid[0] = '\0', -1;
+            return vlen ? 0 : -1;
+        }
+        off += hdr + vlen;
+    }
+    return -1;
+}
+
+const char *dicomweb_transfer_syntax_name(const char *uid)
+{
+    static const struct {
+        const char *uid, *name;
+    } names[] = {
+        {"1.2.840.10008.1.2", "implicit VR little endian"},
+        {"1.2.840.10008.1.2.1", "explicit VR little endian"},
+        {"1.2.840.10008.1.2.1.99", "deflated"},
+        {"1.2.840.10008.1.2.2", "explicit VR big endian"},
+        {"1.2.840.10008.1.2.4.50", "JPEG baseline"},
+        {"1.2.840.10008.1.2.4.51", "JPEG extended"},
+        {"1.2.840.10008.1.2.4.57", "JPEG lossless"},
+        {"1.2.840.10008.1.2.4.70", "JPEG lossless SV1"},
+        {"1.2.840.10008.1.2.4.80", "JPEG-LS lossless"},
+        {"1.2.840.10008.1.2.4.81", "JPEG-LS near-lossless"},
+        {"1.2.840.10008.1.2.4.90", "JPEG 2000 lossless"},
+        {"1.2.840.10008.1.2.4.91", "JPEG 2000"},
+        {"1.2.840.10008.1.2.5", "RLE lossless"},
+    };
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(uid, names[i].uid) == 0) return names[i].name;
+    return "other";
+}

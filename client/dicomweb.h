@@ -69,6 +69,22 @@ int dicomweb_multipart_parse(const uint8_t *body, size_t len, const char *bounda
                              size_t max_part_bytes, dicomweb_part_t *parts, size_t max_parts,
                              size_t *nparts, char *err, size_t errlen);
 
+/* WADO-RS retrieval's Accept header: the instance as the PACS stores it
+ * (transfer-syntax=*), compressed or not; the worker (GDCM) decodes the
+ * uncompressed, deflated, JPEG, JPEG-LS, JPEG 2000 and RLE syntaxes. Without
+ * it a PACS transcodes every compressed image to Explicit VR Little Endian. */
+#define DICOMWEB_ACCEPT_INSTANCE \
+    "Accept: multipart/related; type=\"application/dicom\"; transfer-syntax=*"
+
+/* The Transfer Syntax UID (0002,0010) of a DICOM Part 10 file's meta header
+ * into uid (NUL-terminated, trailing padding removed). 0, or -1 when data is
+ * no Part 10 file or has no such element in its meta group. Reads only
+ * within data[0..len). */
+#define DICOMWEB_UID_MAX 65
+int dicomweb_transfer_syntax(const uint8_t *data, size_t len, char uid[DICOMWEB_UID_MAX]);
+/* A short name for a transfer syntax UID ("JPEG 2000 lossless", ...), or "other". */
+const char *dicomweb_transfer_syntax_name(const char *uid);
+
 /* ---- pacing ----------------------------------------------------------------------- */
 
 /* Requests are spaced at least 1/per_second apart (no bursts). */

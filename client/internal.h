@@ -62,6 +62,13 @@ typedef struct {
     uint64_t rx_bytes;
     double rx_checked_at, rx_grew_at;
 
+    /* rolling upgrades and progress (protocol version 3) */
+    uint32_t proto;         /* the protocol version this site speaks (conf, else WIRE_VERSION) */
+    double hello_not_before; /* the coordinator refused our version: no HELLO before this */
+    double version_backoff; /* s: the next wait after a version refusal (doubles) */
+    double version_backoff_max; /* 8 x [client] version_retry */
+    uint64_t train_done, train_total; /* images of this round's local training, for heartbeats */
+
     /* secure aggregation */
     const roster_t *roster; /* NULL when not configured; roster_buf, or the host's */
     roster_t *roster_buf;   /* the one this client loaded */

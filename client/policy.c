@@ -23,8 +23,10 @@
 #include "aggregation/secagg.h"
 #include "common/roster.h"
 #include "common/util.h"
+#include "common/version.h"
 
-#define RELEASED_HEADER "medfed-released v2\n"
+#define RELEASED_FORMAT 2
+#define RELEASED_HEADER "medfed-released v2\n" /* the format's version: RELEASED_FORMAT */
 #define RECORD_BYTES (2 * CRYPTO_HASHBYTES)   /* version id, U3 hash */
 #define RECORD_LINE (2 * RECORD_BYTES + 1)
 
@@ -98,7 +100,20 @@ static int load_released(policy_t *p, char *err, size_t errlen)
         }
         return 0;
     }
-    if (len < hl || memcmp(buf, RELEASED_HEADER, hl) != 0) {
+    static const char tag[] = "medfed-released v";
+    long long fmt;
+    char num[12] = "";
+    if (len > sizeof tag - 1 && memcmp(buf, tag, sizeof tag - 1) == 0) {
+        const size_t n = strcspn(buf + sizeof tag - 1, "\n");
+        snprintf(num, sizeof num, "%.*s", (int)(n < sizeof num - 1 ? n : sizeof num - 1),
+                 buf + sizeof tag - 1);
+    }
+    if (num[0] && util_parse_int(num, 1, 1000000, &fmt) == 0 && fmt > RELEASED_FORMAT) {
+        snprintf(err, errlen, "%s: written by a newer medfed (released-shares format v%lld; "
+                 "this medfed %s reads v%d): run the newer medfed at this site", p->path, fmt,
+                 medfed_version(), RELEASED_FORMAT);
+        rc = -1;
+    } else if (len < hl || memcmp(buf, RELEASED_HEADER, hl) != 0) {
         snprintf(err, errlen, "%s: not a medfed released-shares file", p->path);
         rc = -1;
     }

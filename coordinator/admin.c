@@ -9,7 +9,8 @@
  * caller to one line per phase until it stops renewing (every few seconds).
  *
  *   status          state, round, completed rounds, target, clients, last metrics
- *   clients         every registered site: live, last seen, samples, part in the round
+ *   clients         every registered site: live, last seen, samples, part in the round,
+ *                   protocol and software version, training progress, certificate expiry
  *   start [N]       run N more rounds (default: `rounds` of the config); also unpauses
  *   pause           finish the round in flight, then start no new one
  *   stop            abandon the round in flight now; the model stays at the last round
@@ -27,6 +28,7 @@
 #include <zmq.h>
 
 #include "common/util.h"
+#include "crypto/cert.h"
 #include "crypto/crypto.h"
 #include "proto/transport.h"
 
@@ -160,10 +162,22 @@ static void cmd_clients(coord_t *c, FILE *f)
         fputs(i ? ",{\"site\":" : "{\"site\":", f);
         util_json_string(f, k->site);
         fprintf(f, ",\"index\":%d,\"live\":%s,\"removed\":%s,\"last_seen_s\":%.1f,"
-                   "\"n_train\":%lld,\"n_val\":%lld,\"train\":\"%s\",\"eval\":\"%s\"}",
+                   "\"n_train\":%lld,\"n_val\":%lld,\"train\":\"%s\",\"eval\":\"%s\"",
                 k->index, k->live ? "true" : "false", k->removed ? "true" : "false",
                 now - k->last_seen, (long long)k->n_train, (long long)k->n_val,
                 part_names[k->train], part_names[k->eval]);
+        /* Rolling upgrades: what each site runs; its training progress this round. */
+        fprintf(f, ",\"protocol\":%u,\"software\":", k->proto);
+        if (k->sw[0]) util_json_string(f, k->sw);
+        else fputs("null", f);
+        if (k->train == P_PENDING && k->total > 0 && k->progress_round == c->round)
+            fprintf(f, ",\"progress\":%.4f", (double)k->done / (double)k->total);
+        else
+            fputs(",\"progress\":null", f);
+        if (k->cert_not_after) fprintf(f, ",\"cert_not_after\":%lld,\"cert_days_left\":%lld",
+                                       (long long)k->cert_not_after,
+                                       (long long)cert_days_left(k->cert_not_after));
+        fputs("}", f);
     }
     fputs("]}", f);
 }

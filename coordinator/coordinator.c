@@ -48,8 +48,11 @@
 
 #include "aggregation/metrics.h"
 #include "common/health.h"
+#include "common/check.h"
 #include "common/util.h"
+#include "common/version.h"
 #include "coordinator/zap.h"
+#include "crypto/cert.h"
 #include "crypto/crypto.h"
 #include "model/safetensors.h"
 #include "proto/transport.h"
@@ -275,15 +278,35 @@ static int sender_is(const coord_t *c, const char *site)
     return strcmp(uid + n + 1, hex) == 0;
 }
 
-/* May this HELLO's or PING's sender take part? Its protocol version, its
- * site name against its CURVE key and the roster. Returns the site's roster
- * index (-1 without a roster), or -2 after replying ERROR. */
+/* The software version a HELLO or PING carries (v3), if it is one: letters,
+ * digits and . + ~ - only (it goes to logs and `medfed clients`); else "". */
+static const char *hello_sw(const msg_t *m)
+{
+    if (!(m->present & MSG_HAS_SW) || !m->sw[0]) return "";
+    for (const char *p = m->sw; *p; p++)
+        if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+              *p == '.' || *p == '+' || *p == '~' || *p == '-'))
+            return "";
+    return m->sw;
+}
+
+/* May this HELLO's or PING's sender take part? Its protocol version (one
+ * behind ours is spoken too), its site name against its CURVE key and the
+ * roster. Returns the site's roster index (-1 without a roster), or -2 after
+ * replying ERROR. */
 static int admit(coord_t *c, const peer_id_t *from, const msg_t *m)
 {
-    char why[160];
-    if (m->version != WIRE_VERSION) {
-        snprintf(why, sizeof why, "protocol version %u, coordinator speaks %u", m->version,
-                 WIRE_VERSION);
+    char why[200];
+    if (m->version < WIRE_VERSION_MIN || m->version > WIRE_VERSION) {
+        const char *sw = hello_sw(m)[0] ? hello_sw(m) : "an older release";
+        if (m->version < WIRE_VERSION_MIN)
+            snprintf(why, sizeof why, "this site speaks protocol version %u (medfed %s), the "
+                     "coordinator (medfed %s) speaks %u and %u: upgrade medfed at this site",
+                     m->version, sw, medfed_version(), WIRE_VERSION_MIN, WIRE_VERSION);
+        else
+            snprintf(why, sizeof why, "this site speaks protocol version %u (medfed %s), the "
+                     "coordinator (medfed %s) speaks %u and %u: upgrade the coordinator first",
+                     m->version, sw, medfed_version(), WIRE_VERSION_MIN, WIRE_VERSION);
         log_warn("site=%s refused: %s", m->site, why);
         coord_reply_error(c, NULL, from, 0, ERR_VERSION, why);
         return -2;
@@ -312,8 +335,12 @@ static int admit(coord_t *c, const peer_id_t *from, const msg_t *m)
 static void on_ping(coord_t *c, const peer_id_t *from, const msg_t *m)
 {
     if (admit(c, from, m) == -2) return;
-    log_info("site=%s event=ping round=%u", m->site, c->round);
+    log_info("site=%s event=ping round=%u protocol=%u", m->site, c->round, m->version);
     msg_t p = {.type = MSG_PONG, .round = c->round};
+    if (m->version >= 3) { /* a v2 site's decoder knows no "sw" */
+        util_strlcpy(p.sw, medfed_version(), sizeof p.sw);
+        p.present |= MSG_HAS_SW;
+    }
     coord_send(c, NULL, from, &p);
 }
 
@@ -353,7 +380,19 @@ static void on_hello(coord_t *c, const peer_id_t *from, const msg_t *m)
     k->has_version = NO_VERSION;
     k->live = 1;
     k->last_seen = util_now();
+    const char *sw = hello_sw(m);
+    if (k->proto != m->version || strcmp(k->sw, sw) != 0)
+        log_info("site=%s event=hello protocol=%u software=%s%s", k->site, m->version,
+                 sw[0] ? sw : "?",
+                 m->version < WIRE_VERSION ? " (one protocol version behind: spoken)" : "");
+    k->proto = m->version;
+    util_strlcpy(k->sw, sw, sizeof k->sw);
+    k->done = k->total = 0;
     msg_t w = {.type = MSG_WELCOME, .round = c->round, .client_id = (uint32_t)k->index};
+    if (k->proto >= 3) { /* a v2 site's decoder knows no "sw" */
+        util_strlcpy(w.sw, medfed_version(), sizeof w.sw);
+        w.present |= MSG_HAS_SW;
+    }
     coord_send(c, k, NULL, &w);
 }
 
@@ -978,6 +1017,40 @@ static void on_client_error(coord_t *c, client_rec_t *k, const msg_t *m)
         log_warn("site=%s %s", k->site, why);
 }
 
+/* The expiry of the certificate a site advertises with (the secure-aggregation
+ * server checks the certificate itself): `medfed clients` warns ahead of it. */
+static void note_cert_expiry(client_rec_t *k, const msg_t *m)
+{
+    int64_t t;
+    char err[128];
+    if (m->blob_len > WIRE_ADVERTISE_BYTES &&
+        cert_not_after(m->blob + WIRE_ADVERTISE_BYTES, m->blob_len - WIRE_ADVERTISE_BYTES, &t, err,
+                       sizeof err) == 0)
+        k->cert_not_after = t;
+}
+
+/* HEARTBEAT: alive (dispatch noted it); a v3 site training says how far it
+ * is, which `medfed clients` shows and watchers get every few seconds. */
+static void on_heartbeat(coord_t *c, client_rec_t *k, const msg_t *m)
+{
+    if (!(m->present & MSG_HAS_PROGRESS) || m->total == 0 || m->done > m->total) return;
+    k->done = m->done;
+    k->total = m->total;
+    k->progress_round = m->round;
+    double now = util_now();
+    if (!in_training(c->state) || now - c->progress_event_at < 5.0) return;
+    c->progress_event_at = now;
+    char line[400];
+    size_t n = 0;
+    for (int i = 0; i < c->n_clients && n + 40 < sizeof line; i++) {
+        const client_rec_t *q = &c->clients[i];
+        if (q->train != P_PENDING || q->total == 0 || q->progress_round != c->round) continue;
+        n += (size_t)snprintf(line + n, sizeof line - n, " %s=%.0f%%", q->site,
+                              100.0 * (double)q->done / (double)q->total);
+    }
+    if (n) admin_event(c, "round=%u phase=train progress%s", c->round, line);
+}
+
 /* ---- dispatch: the table above, as code ------------------------------------------------ */
 
 static void dispatch(coord_t *c, const peer_id_t *from, int fd, const msg_t *m)
@@ -1020,7 +1093,7 @@ static void dispatch(coord_t *c, const peer_id_t *from, int fd, const msg_t *m)
         k->live = 1;
     }
     switch (m->type) {
-    case MSG_HEARTBEAT: return;
+    case MSG_HEARTBEAT: on_heartbeat(c, k, m); return;
     case MSG_ERROR: on_client_error(c, k, m); return;
     case MSG_UPDATE:
         if (c->state == ST_TRAINING && !c->conf->secagg) on_update(c, k, m);
@@ -1033,6 +1106,7 @@ static void dispatch(coord_t *c, const peer_id_t *from, int fd, const msg_t *m)
         if (m->type == MSG_READY && !c->conf->secagg && c->state == ST_TRAINING) {
             on_plain_ready(c, k, m);
         } else if (c->conf->secagg && in_training(c->state) && secagg_server_accepts(c->sa, m->type)) {
+            if (m->type == MSG_ADVERTISE) note_cert_expiry(k, m);
             sa_outcome_t o;
             secagg_server_message(c->sa, (int)(k - c->clients), m, &o);
             if (o.status == SA_OK && m->type == MSG_ADVERTISE && isfinite(m->train_seconds) &&
@@ -1418,75 +1492,90 @@ static void announce(coord_t *c)
 }
 
 /* "KEY":{"ok":false,"reason":...} from the last logged error. */
-static int check_fail(const char *key)
+static void check_fail(check_t *k, const char *key)
 {
-    printf(",\"%s\":{\"ok\":false,\"reason\":", key);
-    util_json_string(stdout, log_last_error());
-    putchar('}');
-    return 0;
+    const char *why = log_last_error();
+    check_step(k, key, json_pack("{s:b,s:s}", "ok", 0, "reason", why), CHECK_FAIL, "%s", why);
 }
 
-int coord_check(const coord_conf_t *conf)
+int coord_check(const coord_conf_t *conf, int json)
 {
     static coord_t c;
     memset(&c, 0, sizeof c);
     c.conf = conf;
     c.resumed_from = -1;
     c.clip = conf->clip;
-    int ok = 1;
-    printf("{\"config\":\"ok\"");
-    if (load_model(&c) == 0) {
-        printf(",\"model\":{\"ok\":true,\"arch\":");
-        util_json_string(stdout, c.arch);
-        printf(",\"params\":%zu}", c.numel);
-    } else {
-        ok = check_fail("model");
-    }
-    if (load_roster(&c) == 0)
-        printf(",\"roster\":{\"ok\":true,\"sites\":%d,\"certificates\":%s}", c.roster.n,
-               conf->ca[0] ? "true" : "false");
+    char title[256];
+    snprintf(title, sizeof title, "medfed-coordinator %s --check (writes nothing)",
+             medfed_version());
+    check_t *k = check_new(title, json);
+    if (!k) return 1;
+    json_object_set_new(check_root(k), "config", json_string("ok"));
+    check_step(k, "version", json_pack("{s:s,s:s,s:i,s:i}", "software", medfed_version(),
+                                       "commit", medfed_git_commit(), "protocol", WIRE_VERSION,
+                                       "protocol_min", WIRE_VERSION_MIN),
+               CHECK_OK, "medfed %s (commit %s); admits sites of protocol version %d and %d",
+               medfed_version(), medfed_git_commit(), WIRE_VERSION_MIN, WIRE_VERSION);
+    if (load_model(&c) == 0)
+        check_step(k, "model", json_pack("{s:b,s:s,s:I}", "ok", 1, "arch", c.arch, "params",
+                                         (json_int_t)c.numel),
+                   CHECK_OK, "%s: %s, %zu parameters", conf->init_model, c.arch, c.numel);
     else
-        ok = check_fail("roster");
+        check_fail(k, "model");
+    if (load_roster(&c) == 0)
+        check_step(k, "roster", json_pack("{s:b,s:i,s:b}", "ok", 1, "sites", c.roster.n,
+                                          "certificates", conf->ca[0] != 0),
+                   CHECK_OK, "%d sites%s", c.roster.n,
+                   conf->ca[0] ? "; site certificates checked against the CA" : "");
+    else
+        check_fail(k, "roster");
+    if (conf->ca[0])
+        check_certificate(k, "ca_certificate", conf->ca,
+                          "make a new federation CA and re-issue every site's certificate");
     if (conf->curve_secret[0]) {
         uint8_t sk[CURVE_KEYBYTES];
         char err[512];
         if (keyfile_load(conf->curve_secret, sk, sizeof sk, err, sizeof err) == 0) {
             crypto_wipe(sk, sizeof sk);
-            printf(",\"transport\":{\"ok\":true,\"curve\":true}");
+            check_step(k, "transport", json_pack("{s:b,s:b}", "ok", 1, "curve", 1), CHECK_OK,
+                       "CURVE, key %s", conf->curve_secret);
         } else {
             log_error("%s", err);
-            ok = check_fail("transport");
+            check_fail(k, "transport");
         }
     } else {
-        printf(",\"transport\":{\"ok\":true,\"curve\":false}");
+        check_step(k, "transport", json_pack("{s:b,s:b}", "ok", 1, "curve", 0), CHECK_OK,
+                   "plaintext (no curve_key): for tests on one machine only");
     }
     uint8_t admin_pk[32];
-    if (!conf->admin_bind[0]) printf(",\"admin\":{\"ok\":true,\"socket\":null}");
-    else if (load_admin_key(conf->admin_key, admin_pk) == 0) {
-        printf(",\"admin\":{\"ok\":true,\"socket\":");
-        util_json_string(stdout, conf->admin_bind);
-        putchar('}');
-    } else {
-        ok = check_fail("admin");
-    }
+    if (!conf->admin_bind[0])
+        check_step(k, "admin", json_pack("{s:b,s:n}", "ok", 1, "socket"), CHECK_OK,
+                   "no admin socket (admin_bind unset)");
+    else if (load_admin_key(conf->admin_key, admin_pk) == 0)
+        check_step(k, "admin", json_pack("{s:b,s:s}", "ok", 1, "socket", conf->admin_bind),
+                   CHECK_OK, "admin socket %s (CURVE, the admin key only)", conf->admin_bind);
+    else
+        check_fail(k, "admin");
     state_run_t run;
     int st = c.global ? state_peek(&c, &run, c.global) : -1;
     if (st == 1) resume_from(&c, &run);
-    if (st >= 0) {
-        printf(",\"state\":{\"ok\":true,\"dir\":");
-        util_json_string(stdout, conf->out_dir);
-        if (st == 1) printf(",\"resumes_after_round\":%u,\"completed\":%u,\"target\":%u}",
-                            c.round, c.committed, c.target);
-        else printf(",\"new_run\":true}");
-    } else if (c.global) {
-        ok = check_fail("state");
-    }
-    printf(",\"ok\":%s}\n", ok ? "true" : "false");
+    if (st == 1)
+        check_step(k, "state", json_pack("{s:b,s:s,s:i,s:i,s:i}", "ok", 1, "dir", conf->out_dir,
+                                         "resumes_after_round", (int)c.round, "completed",
+                                         (int)c.committed, "target", (int)c.target),
+                   CHECK_OK, "%s: resumes after round %u (%u completed, target %u)",
+                   conf->out_dir, c.round, c.committed, c.target);
+    else if (st == 0)
+        check_step(k, "state", json_pack("{s:b,s:s,s:b}", "ok", 1, "dir", conf->out_dir,
+                                         "new_run", 1),
+                   CHECK_OK, "%s: a new run starts here", conf->out_dir);
+    else if (c.global)
+        check_fail(k, "state");
     secagg_server_free(&c.sa);
     schema_destroy(&c.schema);
     free(c.global);
     fedavg_destroy(&c.fedavg);
-    return ok ? 0 : 1;
+    return check_finish(&k);
 }
 
 int coord_run(const coord_conf_t *conf)

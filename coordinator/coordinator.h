@@ -73,8 +73,9 @@ extern volatile sig_atomic_t coord_reload; /* SIGHUP: re-read the roster */
 
 /* Runs the whole federation. 0 when every round ran, non-zero on error. */
 int coord_run(const coord_conf_t *conf);
-/* --check: the config, model, roster (and CA), keys and state directory, as
- * one JSON object on stdout; writes nothing. 0 if all is well, else 1. */
-int coord_check(const coord_conf_t *conf);
+/* --check: the config, model, roster, CA certificate, keys and state directory,
+ * each step reported as it ends (json: one JSON object on stdout instead,
+ * common/check.h); writes nothing. 0 if all is well, else 1. */
+int coord_check(const coord_conf_t *conf, int json);
 
 #endif

@@ -54,6 +54,12 @@ typedef struct {
     int send_q;            /* the phase's model-bearing PLAN/EVAL: SEND_QUEUED, SEND_IN_FLIGHT
                             * (sent, not yet acknowledged by a message of the phase), or 0 */
     int removed;           /* taken off the roster (SIGHUP): refused until it is back */
+    uint32_t proto;        /* protocol version of its HELLO (WIRE_VERSION_MIN..WIRE_VERSION):
+                            * it is sent only what a decoder of that version accepts */
+    char sw[WIRE_SW_MAX];  /* its software version (v3 HELLO), "" if it did not say */
+    uint64_t done, total;  /* training progress of its last HEARTBEAT (v3), in progress_round */
+    uint32_t progress_round;
+    int64_t cert_not_after; /* its identity certificate's expiry (from ADVERTISE), 0 unknown */
 } client_rec_t;
 
 typedef struct {
@@ -107,6 +113,7 @@ typedef struct {
     sa_phase_t seen_sa_phase;
     uint32_t seen_round;
     double last_accuracy, last_auc; /* of the last completed round (NAN if none) */
+    double progress_event_at;  /* last training-progress line to watchers */
     int last_participants;
 
     /* the round */

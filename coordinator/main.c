@@ -15,6 +15,7 @@
 #include "common/health.h"
 #include "common/log.h"
 #include "common/util.h"
+#include "common/version.h"
 #include "coordinator/coordinator.h"
 
 static void on_signal(int sig)
@@ -34,8 +35,10 @@ static void usage(FILE *f)
     fprintf(f,
         "usage: medfed-coordinator [--config FILE] [options]   (options override the file)\n"
         "  --config FILE            INI file, section [coordinator], keys = the options below\n"
-        "  --check                  check the config, model, roster, keys and state directory,\n"
-        "                           print one JSON object, exit (0: all well); writes nothing\n"
+        "  --check                  check the config, model, roster, keys, CA certificate and\n"
+        "                           state directory, report each step, exit (0: all well);\n"
+        "                           writes nothing (--json: one JSON object instead)\n"
+        "  --version                print the version and exit\n"
         "                           with '_' for '-' (configs/coordinator.ini explains each)\n"
         "  --bind ENDPOINT          ZeroMQ endpoint to listen on (tcp://127.0.0.1:7700)\n"
         "  --init FILE              initial model (safetensors from medfed-init)\n"
@@ -101,7 +104,8 @@ int main(int argc, char **argv)
 {
     static coord_conf_t conf;
     char err[1024], name[64];
-    int check = 0;
+    int check = 0, json = 0;
+    if (medfed_version_flag(argc, argv, "medfed-coordinator")) return 0;
     coord_conf_defaults(&conf);
     /* The file first, then the flags over it, in the order given. */
     for (int i = 1; i < argc; i++) {
@@ -126,6 +130,10 @@ int main(int argc, char **argv)
             check = 1;
             continue;
         }
+        if (strcmp(argv[i], "--json") == 0) {
+            json = 1;
+            continue;
+        }
         const char *v = flag_value(argc, argv, &i, name, sizeof name);
         if (strcmp(name, "config") == 0) continue;
         if (!coord_conf_known(name)) {
@@ -147,7 +155,7 @@ int main(int argc, char **argv)
         return 2;
     }
     log_init("coordinator", conf.log_level);
-    if (check) return coord_check(&conf);
+    if (check) return coord_check(&conf, json);
     struct sigaction sa = {0};
     sa.sa_handler = on_signal;
     sigaction(SIGTERM, &sa, NULL);

@@ -7,8 +7,11 @@
  *                                  validation figures, written on resume)
  *   DIR/rounds/round-000012.safetensors   the model after round 12
  *   DIR/model.safetensors          the latest model (a copy, for tools)
- *   DIR/state.json                 {"round", "version", "target", "paused", "arch",
- *                                  "numel", "started", "clip" (the next secure round's)}
+ *   DIR/state.json                 {"format" (STATE_FORMAT), "software" (the medfed
+ *                                  version that wrote it), "round", "version", "target",
+ *                                  "paused", "arch", "numel", "started", "clip" (the next
+ *                                  secure round's)}; a format newer than this build
+ *                                  reads is refused with both versions named
  *
  * Every file is written whole to a temp file, fsync'd and renamed, so a kill
  * at any moment leaves the old file or the new one, never a part. The commit
@@ -31,7 +34,11 @@
 #include <unistd.h>
 
 #include "common/util.h"
+#include "common/version.h"
 #include "crypto/crypto.h"
+
+/* The layout of state.json this build writes; 0: before it had a "format". */
+#define STATE_FORMAT 1
 
 void state_round_path(const coord_t *c, uint32_t version, char *out, size_t outlen)
 {
@@ -55,13 +62,15 @@ static int json_u32(const char *text, const char *key, uint32_t *out)
 
 static int state_write(const coord_t *c, uint32_t round, uint32_t version)
 {
-    char path[PATH_MAX + 32], err[512], text[384];
+    char path[PATH_MAX + 32], err[512], text[512];
     path_of(c, "state.json", path, sizeof path);
     int n = snprintf(text, sizeof text,
-                     "{\"round\":%u,\"version\":%u,\"target\":%u,\"paused\":%s,\"arch\":\"%s\","
-                     "\"numel\":%zu,\"started\":%u,\"clip\":%.17g}\n",
-                     round, version, c->target, c->paused ? "true" : "false", c->arch,
-                     c->numel, c->started_round > round ? c->started_round : round, c->clip);
+                     "{\"format\":%d,\"software\":\"%s\",\"round\":%u,\"version\":%u,"
+                     "\"target\":%u,\"paused\":%s,\"arch\":\"%s\",\"numel\":%zu,\"started\":%u,"
+                     "\"clip\":%.17g}\n",
+                     STATE_FORMAT, medfed_version(), round, version, c->target,
+                     c->paused ? "true" : "false", c->arch, c->numel,
+                     c->started_round > round ? c->started_round : round, c->clip);
     if (util_write_file_atomic(path, text, (size_t)n, err, sizeof err) < 0) {
         log_error("state: %s", err);
         return -1;
@@ -186,6 +195,21 @@ static int read_state(const coord_t *c, const char *path, state_run_t *r, float 
     uint32_t round = 0, version = 0, target = 0, numel = 0, started = 0;
     if (!text) {
         log_error("state: %s", err);
+        return -1;
+    }
+    uint32_t format = 0; /* absent: written before formats were numbered (format 0) */
+    double f;
+    if (util_json_number(text, "format", &f) == 0 && json_u32(text, "format", &format) < 0)
+        format = UINT32_MAX; /* not a count: refused below */
+    if (format > STATE_FORMAT) {
+        char sw[64] = "";
+        const char *p = strstr(text, "\"software\":\"");
+        size_t n = p ? strcspn(p + 12, "\"") : 0;
+        if (p) snprintf(sw, sizeof sw, " (medfed %.*s)", (int)(n < 32 ? n : 32), p + 12);
+        free(text);
+        log_error("state: %s was written by a newer medfed%s in state format %u; this "
+                  "coordinator (medfed %s) reads format %d and older: run the newer medfed, "
+                  "or start a new run elsewhere", path, sw, format, medfed_version(), STATE_FORMAT);
         return -1;
     }
     int ok = json_u32(text, "round", &round) == 0 && json_u32(text, "version", &version) == 0 &&

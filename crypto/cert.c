@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <openssl/bio.h>
@@ -182,6 +183,29 @@ static X509 *parse_any(const uint8_t *in, size_t len, char *err, size_t errlen)
     ERR_clear_error();
     if (!x) util_seterr(err, errlen, "not an X.509 certificate (PEM or DER)");
     return x;
+}
+
+int cert_not_after(const uint8_t *in, size_t len, int64_t *not_after, char *err, size_t errlen)
+{
+    X509 *x = parse_any(in, len, err, errlen);
+    if (!x) return -1;
+    struct tm tm;
+    const ASN1_TIME *t = X509_get0_notAfter(x);
+    int ok = t && ASN1_TIME_to_tm(t, &tm) == 1;
+    X509_free(x);
+    ERR_clear_error();
+    if (!ok) {
+        util_seterr(err, errlen, "certificate has no readable expiry date");
+        return -1;
+    }
+    *not_after = (int64_t)timegm(&tm);
+    return 0;
+}
+
+int64_t cert_days_left(int64_t not_after)
+{
+    int64_t s = not_after - (int64_t)time(NULL);
+    return s >= 0 ? s / 86400 : -((-s + 86399) / 86400);
 }
 
 int cert_issue(uint8_t der[CERT_DER_MAX], size_t *der_len, const char *site,

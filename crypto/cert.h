@@ -78,6 +78,15 @@ int cert_to_der(uint8_t der[CERT_DER_MAX], size_t *der_len, const uint8_t *in, s
 int cert_load_file(const char *path, uint8_t der[CERT_DER_MAX], size_t *der_len, char *err,
                    size_t errlen) CRYPTO_WUR;
 
+/* The certificate's notAfter (PEM or DER bytes) as Unix seconds into *not_after. */
+int cert_not_after(const uint8_t *in, size_t len, int64_t *not_after, char *err,
+                   size_t errlen) CRYPTO_WUR;
+/* Days from now to not_after, rounded down (negative: expired). */
+int64_t cert_days_left(int64_t not_after);
+/* Certificates that expire within this many days are warned about (--check,
+ * medfed clients); `medfed provision --renew SITE` re-issues one. */
+#define CERT_WARN_DAYS 30
+
 /* 1 if s is a valid site name: 1..63 of letters, digits, '-', '_', '.'. */
 int cert_name_ok(const char *s);
 

@@ -33,12 +33,19 @@ typedef struct {
 #define BLOB_TYPES (T(MSG_ADVERTISE) | T(MSG_KEYS) | T(MSG_SHARES) | T(MSG_SHARES_IN) | \
                     T(MSG_UNMASK_REQ) | T(MSG_UNMASK) | T(MSG_CONSIST_REQ) | T(MSG_CONSIST))
 
+#define SW_TYPES (T(MSG_HELLO) | T(MSG_PING) | T(MSG_WELCOME) | T(MSG_PONG))
+/* The optional fields protocol version 3 added (none before it knows them). */
+#define V3_PRESENCE (MSG_HAS_SW | MSG_HAS_PROGRESS)
+
 static const field_t fields[] = {
     /* key        kind   where               cap / len             required                              optional */
     {"site",      F_STR, OFF(site),          WIRE_SITE_MAX,        T(MSG_HELLO) | T(MSG_PING), 0, 0},
     {"version",   F_U32, OFF(version),       0,                    T(MSG_HELLO) | T(MSG_PING), 0, 0},
     {"n_train",   F_I64, OFF(n_train),       0,                    T(MSG_HELLO), 0, 0},
     {"n_val",     F_I64, OFF(n_val),         0,                    T(MSG_HELLO), 0, 0},
+    {"sw",        F_STR, OFF(sw),            WIRE_SW_MAX,          0, SW_TYPES, MSG_HAS_SW},
+    {"done",      F_U64, OFF(done),          0,                    0, T(MSG_HEARTBEAT), MSG_HAS_PROGRESS},
+    {"total",     F_U64, OFF(total),         0,                    0, T(MSG_HEARTBEAT), MSG_HAS_PROGRESS},
     {"client_id", F_U32, OFF(client_id),     0,                    T(MSG_WELCOME), 0, 0},
     {"arch",      F_STR, OFF(arch),          WIRE_ARCH_MAX,        SPEC_TYPES, 0, 0},
     {"in_ch",     F_U32, OFF(in_channels),   0,                    SPEC_TYPES, 0, 0},
@@ -89,6 +96,20 @@ const char *msg_type_name(msg_type_t t)
 const char *msg_phase_name(uint32_t p)
 {
     return p < PHASE_COUNT ? phase_names[p] : "?";
+}
+
+int msg_fits_version(const msg_t *m, uint32_t version, char *err, size_t errlen)
+{
+    if (version >= 3 || !(m->present & V3_PRESENCE)) return 0;
+    for (size_t j = 0; j < N_FIELDS; j++) {
+        if ((fields[j].presence & V3_PRESENCE & m->present) &&
+            (fields[j].optional & T(m->type))) {
+            snprintf(err, errlen, "%s: unexpected field '%s' (protocol version %u has no such "
+                     "field)", msg_type_name(m->type), fields[j].key, version);
+            return -1;
+        }
+    }
+    return 0;
 }
 
 void msg_error(msg_t *m, uint32_t round, msg_error_t code, const char *fmt, ...)

@@ -33,7 +33,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define WIRE_VERSION 2         /* 2: signed weights, consistency round */
+/* Protocol versions: 2 signed weights, consistency round; 3 HELLO and PING
+ * carry the site's software version ("sw"), WELCOME and PONG the
+ * coordinator's, HEARTBEAT the site's training progress ("done" of "total"
+ * images). A coordinator at WIRE_VERSION admits sites from WIRE_VERSION_MIN
+ * (one behind) and speaks each its own form: nothing a v2 decoder would
+ * refuse goes to a v2 site (msg_fits_version). */
+#define WIRE_VERSION 3
+#define WIRE_VERSION_MIN 2
+#define WIRE_SW_MAX 32          /* software version string, with NUL ("0.6.0") */
 #define WIRE_SITE_MAX 64        /* site name, with NUL */
 #define WIRE_ARCH_MAX 32
 #define WIRE_REASON_MAX 256
@@ -107,6 +115,8 @@ typedef enum {
 #define MSG_HAS_SECAGG (1u << 2)   /* PLAN: threshold, clip, scale, bits */
 #define MSG_HAS_BLOB (1u << 3)
 #define MSG_HAS_U1 (1u << 4)
+#define MSG_HAS_SW (1u << 5)       /* v3: HELLO, PING, WELCOME, PONG: software version */
+#define MSG_HAS_PROGRESS (1u << 6) /* v3: HEARTBEAT: training progress */
 
 /* Record layouts inside secure-aggregation blobs (all integers LE). */
 /* ADVERTISE: c_pk (32), s_pk (32), n_k (u64: the sample count this site's
@@ -265,6 +275,10 @@ typedef struct {
     char site[WIRE_SITE_MAX];
     uint32_t version;
     int64_t n_train, n_val;
+    char sw[WIRE_SW_MAX];           /* v3, optional (MSG_HAS_SW): the sender's software version */
+
+    /* HEARTBEAT (v3, optional: MSG_HAS_PROGRESS): local training, images done of total */
+    uint64_t done, total;
 
     /* WELCOME */
     uint32_t client_id;
@@ -334,6 +348,11 @@ wire_decoder_t *wire_decoder_new(void);
 void wire_decoder_destroy(wire_decoder_t **d);
 int msg_decode(wire_decoder_t *d, const void *buf, size_t len, msg_t *m, char *err,
                size_t errlen);
+
+/* Would a decoder of protocol version `version` accept m? 0, or -1 with the
+ * field it would refuse named in err (a v2 site is sent no v3 field; a site
+ * pinned to v2 refuses one as a v2 build would). */
+int msg_fits_version(const msg_t *m, uint32_t version, char *err, size_t errlen);
 
 const char *msg_type_name(msg_type_t t);
 const char *msg_phase_name(uint32_t phase);

@@ -34,6 +34,7 @@
 #include "client/data_idx.h"
 #include "common/rng.h"
 #include "common/util.h"
+#include "common/version.h"
 #include "crypto/crypto.h"
 #include "sim/partition.h"
 
@@ -442,6 +443,7 @@ static void raise_fd_limit(void)
 
 int main(int argc, char **argv)
 {
+    if (medfed_version_flag(argc, argv, "medfed-sim")) return 0;
     sim_opts_t o = {.clients = 10, .rounds = 20, .epochs = 2, .batch = 32, .threads = 1,
                     .lr = 0.02, .momentum = 0.9, .heartbeat_timeout = 10, .seed = 1,
                     .min_clients = 1, .secagg = 1, .dropout = "0.2", .collusion = "0.33",

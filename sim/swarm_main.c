@@ -47,6 +47,7 @@
 #include "common/log.h"
 #include "common/rng.h"
 #include "common/util.h"
+#include "common/version.h"
 #include "crypto/crypto.h"
 #include "model/checkpoint.h"
 #include "model/model_synthetic.h"
@@ -279,6 +280,7 @@ static int run_sites(site_t *sites, int n, unsigned n_slots, int io_threads, siz
 
 int main(int argc, char **argv)
 {
+    if (medfed_version_flag(argc, argv, "medfed-swarm")) return 0;
     if (argc >= 2 && strcmp(argv[1], "init") == 0) return init_main(argc - 1, argv + 1);
     static const struct option longopts[] = {
         {"slots", 1, 0, 's'}, {"io-threads", 1, 0, 'i'}, {"stack-kib", 1, 0, 'k'},

@@ -10,8 +10,10 @@
 
 #include "common/options.h"
 #include "common/util.h"
+#include "crypto/cert.h"
 #include "crypto/crypto.h"
 #include "proto/transport.h"
+#include "proto/wire.h"
 
 typedef struct {
     char coordinator[256];
@@ -163,23 +165,43 @@ static void print_status(const char *j)
 
 static void print_clients(const char *j)
 {
-    printf("%-24s %5s %5s %10s %8s %8s  %s\n", "SITE", "ID", "LIVE", "LAST SEEN", "TRAIN", "VAL",
-           "ROUND");
+    printf("%-24s %5s %5s %10s %8s %8s  %-8s %-9s %5s  %s\n", "SITE", "ID", "LIVE", "LAST SEEN",
+           "TRAIN", "VAL", "ROUND", "SOFTWARE", "PROTO", "PROGRESS");
+    int warned = 0;
     for (const char *p = strstr(j, "{\"site\":"); p; p = strstr(p + 1, "{\"site\":")) {
         const char *end = strchr(p, '}');
         if (!end) break;
-        char one[1024], site[128], train[16];
+        char one[1024], site[128], train[16], sw[40], progress[16] = "-";
         snprintf(one, sizeof one, "%.*s", (int)(end - p + 1), p);
-        double idx = 0, seen = 0, nt = 0, nv = 0;
+        double idx = 0, seen = 0, nt = 0, nv = 0, proto = 0, frac, days;
         jstr(one, "site", site, sizeof site);
         jstr(one, "train", train, sizeof train);
+        jstr(one, "software", sw, sizeof sw);
         util_json_number(one, "index", &idx);
         util_json_number(one, "last_seen_s", &seen);
         util_json_number(one, "n_train", &nt);
         util_json_number(one, "n_val", &nv);
-        printf("%-24s %5.0f %5s %9.0fs %8.0f %8.0f  %s%s\n", site, idx,
+        util_json_number(one, "protocol", &proto);
+        if (util_json_number(one, "progress", &frac) == 0)
+            snprintf(progress, sizeof progress, "%.0f%%", 100 * frac);
+        printf("%-24s %5.0f %5s %9.0fs %8.0f %8.0f  %-8s %-9s %5.0f  %s%s\n", site, idx,
                strstr(one, "\"live\":true") ? "yes" : "no", seen, nt, nv, train,
+               sw[0] ? sw : "<0.6", proto, progress,
                strstr(one, "\"removed\":true") ? " (removed)" : "");
+        if (util_json_number(one, "cert_days_left", &days) == 0 && days < CERT_WARN_DAYS) {
+            if (!warned++) fputc('\n', stderr);
+            fprintf(stderr, "warning: %s's certificate %s %.0f days: renew it with medfed "
+                    "provision --renew %s --ca-dir DIR/ca --out KITDIR\n", site,
+                    days < 0 ? "expired" : "expires in", days < 0 ? -days : days, site);
+        }
+    }
+    for (const char *p = strstr(j, "\"protocol\":"); p; p = strstr(p + 1, "\"protocol\":")) {
+        double v = atof(p + 11);
+        if (v > 0 && v < WIRE_VERSION) {
+            printf("(sites with protocol %d < %d run an older medfed: the coordinator speaks "
+                   "their version until they are upgraded)\n", (int)v, WIRE_VERSION);
+            break;
+        }
     }
 }
 
@@ -222,7 +244,8 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: medfed COMMAND [--config ADMIN.ini] [options]\n"
                "  status [--json]              where the run stands\n"
-               "  clients [--json]             every registered site\n"
+               "  clients [--json]             every registered site: software and protocol\n"
+               "                               version, training progress, certificate expiry\n"
                "  start [--rounds N]           run N more rounds (default: the config's rounds)\n"
                "  pause                        finish the round in flight, then wait\n"
                "  stop                         abandon the round in flight now\n"
@@ -239,6 +262,10 @@ int admin_main(int argc, char **argv)
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         int has_next = i + 1 < argc;
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            usage(stdout);
+            return 0;
+        }
         if (strcmp(a, "--config") == 0 && has_next) config = argv[++i];
         else if (strcmp(a, "--json") == 0) json = 1;
         else if (strcmp(a, "--until-idle") == 0 && strcmp(cmd, "watch") == 0) until_idle = 1;

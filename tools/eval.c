@@ -13,10 +13,12 @@
 #include "client/data.h"
 #include "client/data_idx.h"
 #include "common/util.h"
+#include "common/version.h"
 #include "model/checkpoint.h"
 
 int main(int argc, char **argv)
 {
+    if (medfed_version_flag(argc, argv, "medfed-eval")) return 0;
     static const struct option longopts[] = {
         {"model", 1, 0, 'm'}, {"images", 1, 0, 'i'}, {"labels", 1, 0, 'l'},
         {"threads", 1, 0, 't'}, {"batch", 1, 0, 'b'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0},

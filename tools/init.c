@@ -10,10 +10,12 @@
 #include <string.h>
 
 #include "common/util.h"
+#include "common/version.h"
 #include "model/checkpoint.h"
 
 int main(int argc, char **argv)
 {
+    if (medfed_version_flag(argc, argv, "medfed-init")) return 0;
     static const struct option longopts[] = {
         {"arch", 1, 0, 'a'}, {"in-channels", 1, 0, 'c'}, {"size", 1, 0, 's'},
         {"classes", 1, 0, 'k'}, {"seed", 1, 0, 'r'}, {"out", 1, 0, 'o'}, {"help", 0, 0, 'h'},

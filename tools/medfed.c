@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/version.h"
 #include "tools/admin.h"
 #include "tools/provision.h"
 
@@ -35,7 +36,7 @@ static const command_t commands[] = {
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: medfed COMMAND [options]   (medfed COMMAND --help)\n");
+    fprintf(f, "usage: medfed COMMAND [options]   (medfed COMMAND --help; medfed --version)\n");
     for (size_t i = 0; i < N_COMMANDS; i++)
         fprintf(f, "  %-12s %s\n", commands[i].name, commands[i].help);
 }
@@ -46,6 +47,7 @@ int main(int argc, char **argv)
         usage(stderr);
         return 2;
     }
+    if (strcmp(argv[1], "--version") == 0) return !medfed_version_flag(argc, argv, "medfed");
     if (strcmp(argv[1], "help") == 0 || strcmp(argv[1], "--help") == 0 ||
         strcmp(argv[1], "-h") == 0) {
         usage(stdout);

@@ -14,6 +14,7 @@
 #include "tools/provision.h"
 
 #include <ctype.h>
+#include <arpa/inet.h>
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
@@ -35,6 +36,7 @@
 typedef struct {
     const char *sites_file, *out, *endpoint, *admin_endpoint, *federation;
     const char *request, *ca_dir, *fingerprint;   /* --sign REQ --ca-dir DIR [--fingerprint] */
+    const char *renew;                  /* --renew SITE --ca-dir DIR */
     const char *install;                /* --install-dir: where the kits' files will live */
     int days;
     char dir[PATH_MAX];                 /* out (--sign: above --ca-dir), absolute (config files
@@ -55,6 +57,7 @@ static void usage(FILE *f)
         "                        [--roster SITES.txt]\n"
         "       medfed provision --sign SITE.csr --ca-dir DIR/ca --out KITDIR\n"
         "                        [--fingerprint HEX] [--days N]\n"
+        "       medfed provision --renew SITE --ca-dir DIR/ca --out KITDIR [--days N]\n"
         "  --out DIR               where the CA, the coordinator's and the admin's kits go\n"
         "                          (created 0700)\n"
         "  --sign FILE             a site's certificate request (medfed-client enrol): check\n"
@@ -62,6 +65,10 @@ static void usage(FILE *f)
         "                          DIR/coordinator/roster.txt and peers.txt, and write the\n"
         "                          site's return kit (NAME.crt ca.crt coordinator.pub) into\n"
         "                          KITDIR; the site's secret keys never come here\n"
+        "  --renew SITE            re-issue SITE's certificate (same key, from the roster)\n"
+        "                          before it expires: DIR/ca/issued/SITE.crt and KITDIR/SITE.crt\n"
+        "                          (and DIR/sites/SITE/identity.crt when --roster made it);\n"
+        "                          the site replaces its certificate file and restarts\n"
         "  --ca-dir DIR/ca         the CA that medfed provision made (DIR is its parent)\n"
         "  --fingerprint HEX       what the site read out over the phone: refuse another one\n"
         "  --roster FILE           SIMULATIONS AND TESTS ONLY: site names, one per line ('#'\n"
@@ -284,6 +291,27 @@ static int write_hexfile(prov_t *p, const char *path, const uint8_t pk[32])
     return write_new(p, path, hex, IDENTITY_HEXBYTES);
 }
 
+/* The coordinator's admin_bind for the admin endpoint tcp://HOST:PORT: an IP
+ * address (127.0.0.1 above all: the admin socket then stays on the machine) is
+ * bound as it is, "localhost" as 127.0.0.1; a host name is bound on every
+ * interface (ZeroMQ binds addresses and interfaces, not names). */
+static void admin_bind_of(const char *endpoint, char *out, size_t outlen)
+{
+    const char *host = endpoint + 6, *colon = strrchr(endpoint, ':'); /* endpoint_ok said so */
+    char name[256];
+    snprintf(name, sizeof name, "%.*s", (int)(colon - host), host);
+    unsigned char addr[16];
+    const char *bind = "0.0.0.0";
+    if (strcmp(name, "localhost") == 0) bind = "127.0.0.1";
+    else if (inet_pton(AF_INET, name, addr) == 1) bind = name;
+    else if (name[0] == '[' && strlen(name) > 2) { /* [v6] */
+        char v6[256];
+        snprintf(v6, sizeof v6, "%.*s", (int)strlen(name) - 2, name + 1);
+        if (inet_pton(AF_INET6, v6, addr) == 1) bind = name;
+    }
+    snprintf(out, outlen, "tcp://%s%s", bind, colon);
+}
+
 static int make_coordinator(prov_t *p, uint8_t admin_pk[CURVE_KEYBYTES])
 {
     char dir[PATH_CAP], path[PATH_CAP], text[4 * PATH_CAP];
@@ -311,7 +339,8 @@ static int make_coordinator(prov_t *p, uint8_t admin_pk[CURVE_KEYBYTES])
     const char *at = p->install ? p->install : dir, *admin_at = p->install ? p->install : adir;
     const char *state_at = p->install ? "/var/lib/medfed-coordinator" : dir;
     const char *bind_port = strrchr(p->endpoint, ':');
-    const char *admin_port = strrchr(p->admin_endpoint, ':');
+    char admin_bind[300];
+    admin_bind_of(p->admin_endpoint, admin_bind, sizeof admin_bind);
     int n = snprintf(text, sizeof text,
         "; written by medfed provision: the coordinator of federation '%s'.\n"
         "; Paths: as given to medfed provision (--install-dir, else where the kit was made).\n"
@@ -325,8 +354,9 @@ static int make_coordinator(prov_t *p, uint8_t admin_pk[CURVE_KEYBYTES])
         "curve_key = %s/curve.key\n"
         "; site identity certificates must be issued by this CA\n"
         "ca = %s/ca.crt\n"
-        "; admin socket (CURVE): only this public key (%s/admin.pub) may use it\n"
-        "admin_bind = tcp://0.0.0.0%s\n"
+        "; admin socket (CURVE): only this public key (%s/admin.pub) may use it; bound\n"
+        "; where --admin-endpoint said the admin CLI reaches it (%s)\n"
+        "admin_bind = %s\n"
         "admin_key = %s\n"
         "; rounds, checkpoints and state.json (resume after a crash) go here\n"
         "state_dir = %s/state\n"
@@ -339,7 +369,7 @@ static int make_coordinator(prov_t *p, uint8_t admin_pk[CURVE_KEYBYTES])
         "secagg = on\n"
         "log_level = info\n",
         p->federation, p->endpoint, bind_port ? bind_port : ":7700", at, at, at, admin_at,
-        admin_port ? admin_port : ":7701", admin_hex, state_at, state_at);
+        p->admin_endpoint, admin_bind, admin_hex, state_at, state_at);
     join(path, dir, "coordinator.ini");
     if (n < 0 || (size_t)n >= sizeof text) return fail("%s: paths too long", path);
     if (write_new(p, path, text, (size_t)n) < 0) return -1;
@@ -698,6 +728,62 @@ static int sign_request(prov_t *p)
     return 0;
 }
 
+/* ---- --renew: a site's certificate again, before it expires ---------------------------- */
+
+/* Replaces path with data (atomically); prints the old certificate's expiry. */
+static int replace_cert(const char *path, const char *pem, size_t len)
+{
+    char err[PATH_CAP + 128];
+    uint8_t der[CERT_DER_MAX];
+    size_t der_len = 0;
+    int64_t t;
+    if (exists(path) && cert_load_file(path, der, &der_len, err, sizeof err) == 0 &&
+        cert_not_after(der, der_len, &t, err, sizeof err) == 0)
+        printf("provision: %s %s %lld days; replaced\n", path,
+               cert_days_left(t) < 0 ? "expired" : "expires in",
+               (long long)(cert_days_left(t) < 0 ? -cert_days_left(t) : cert_days_left(t)));
+    if (util_write_file_atomic(path, pem, len, err, sizeof err) < 0) return fail("%s", err);
+    return 0;
+}
+
+static int renew_site(prov_t *p)
+{
+    static roster_t roster;
+    char path[PATH_CAP], kit[PATH_MAX], file[CERT_NAME_MAX + 8], err[PATH_CAP + 128];
+    if (!cert_name_ok(p->renew)) return fail("--renew: '%.100s' is not a site name", p->renew);
+    join(path, p->dir, "ca/ca.crt");
+    if (load_ca(p, path) < 0 || load_roster(p, &roster) < 0) return -1;
+    const int at = roster_find(&roster, p->renew);
+    if (at < 0 || !roster.site[at].has_pk)
+        return fail("site '%s' is not on %s/coordinator/roster.txt with an identity key: "
+                    "nothing to renew (a new site enrols: medfed provision --sign)",
+                    p->renew, p->dir);
+    char pem[CERT_PEM_MAX];
+    size_t pem_len = 0;
+    if (issue_pem(p, p->renew, roster.site[at].pk, pem, &pem_len) < 0) return -1;
+    int64_t t = 0;
+    uint8_t der[CERT_DER_MAX];
+    size_t der_len = 0;
+    if (cert_to_der(der, &der_len, (const uint8_t *)pem, pem_len, err, sizeof err) < 0 ||
+        cert_not_after(der, der_len, &t, err, sizeof err) < 0)
+        return fail("%s", err);
+    snprintf(file, sizeof file, "%s.crt", p->renew);
+    char issued[PATH_CAP];
+    join(issued, p->dir, "ca/issued");
+    if (make_dir(issued) < 0 || replace_cert(join(path, issued, file), pem, pem_len) < 0 ||
+        open_dir(p->out, kit) < 0 || replace_cert(join(path, kit, file), pem, pem_len) < 0 ||
+        write_kit_file(p, join(path, kit, "ca.crt"), p->ca_pem, p->ca_pem_len) < 0)
+        return -1;
+    char sites[PATH_CAP], own[PATH_CAP];
+    join(own, join(sites, p->dir, "sites"), p->renew);
+    if (exists(join(path, own, "identity.crt")) && replace_cert(path, pem, pem_len) < 0) return -1;
+    printf("provision: new certificate for %s, same key, valid %lld days (%d asked); in %s/%s\n"
+           "provision: the site copies it over its [client] certificate file and restarts "
+           "medfed-client; its roster line and peers' pins stay as they are\n",
+           p->renew, (long long)cert_days_left(t), p->days, kit, file);
+    return 0;
+}
+
 /* ---- main ------------------------------------------------------------------------------ */
 
 static int endpoint_ok(const char *s)
@@ -711,12 +797,12 @@ static int endpoint_ok(const char *s)
 int provision_main(int argc, char **argv)
 {
     enum { O_ROSTER = 256, O_OUT, O_ENDPOINT, O_ADMIN, O_FED, O_DAYS, O_INSTALL, O_SIGN, O_CA_DIR,
-           O_FPR };
+           O_FPR, O_RENEW };
     static const struct option longopts[] = {
         {"roster", 1, 0, O_ROSTER}, {"out", 1, 0, O_OUT}, {"endpoint", 1, 0, O_ENDPOINT},
         {"admin-endpoint", 1, 0, O_ADMIN}, {"federation", 1, 0, O_FED}, {"days", 1, 0, O_DAYS},
         {"install-dir", 1, 0, O_INSTALL}, {"sign", 1, 0, O_SIGN}, {"ca-dir", 1, 0, O_CA_DIR},
-        {"fingerprint", 1, 0, O_FPR},
+        {"fingerprint", 1, 0, O_FPR}, {"renew", 1, 0, O_RENEW},
         {"help", 0, 0, 'h'}, {0, 0, 0, 0},
     };
     static prov_t p;
@@ -745,6 +831,7 @@ int provision_main(int argc, char **argv)
         case O_SIGN: p.request = optarg; break;
         case O_CA_DIR: p.ca_dir = optarg; break;
         case O_FPR: p.fingerprint = optarg; break;
+        case O_RENEW: p.renew = optarg; break;
         case O_DAYS:
             if (util_parse_int(optarg, 1, CERT_DAYS_MAX, &v) < 0) {
                 fprintf(stderr, PROG ": --days must be in [1, %d], got '%s'\n", CERT_DAYS_MAX, optarg);
@@ -756,19 +843,21 @@ int provision_main(int argc, char **argv)
         default: usage(stderr); return 2;
         }
     }
-    if (optind != argc || !p.out || (p.request ? !p.ca_dir || p.sites_file || p.endpoint
-                                               : !p.endpoint || p.ca_dir || p.fingerprint)) {
+    const int with_ca = p.request || p.renew;
+    if (optind != argc || !p.out || (p.request && p.renew) ||
+        (with_ca ? !p.ca_dir || p.sites_file || p.endpoint || (p.renew && p.fingerprint)
+                 : !p.endpoint || p.ca_dir || p.fingerprint)) {
         usage(stderr);
         return 2;
     }
-    if (p.request) {
+    if (with_ca) {
         /* The lead's tree is the folder that holds ca/. */
         char *slash;
         if (crypto_init() < 0) return fail("crypto library failed to initialise"), 1;
         if (!realpath(p.ca_dir, p.dir)) return fail("%s: %s", p.ca_dir, strerror(errno)), 1;
         if ((slash = strrchr(p.dir, '/')) == p.dir) return fail("%s: no folder above it", p.ca_dir), 1;
         *slash = '\0';
-        return sign_request(&p) < 0 ? 1 : 0;
+        return (p.renew ? renew_site(&p) : sign_request(&p)) < 0 ? 1 : 0;
     }
     if (!endpoint_ok(p.endpoint) || !endpoint_ok(p.admin_endpoint)) {
         fprintf(stderr, PROG ": endpoints are tcp://HOST:PORT, got '%s'\n",

@@ -43,8 +43,14 @@ static void check_shape(const msg_t *m, const uint8_t *base, size_t size)
     FZ_CHECK(inside(m->hist, m->hist_len, base, size));
     FZ_CHECK(inside(m->blob, m->blob_len, base, size));
     FZ_CHECK(inside(m->u1, m->u1_len, base, size));
+    FZ_CHECK(memchr(m->sw, '\0', sizeof m->sw) != NULL);
     FZ_CHECK((m->present & ~(MSG_HAS_VEC | MSG_HAS_HIST | MSG_HAS_SECAGG | MSG_HAS_BLOB |
-                             MSG_HAS_U1)) == 0);
+                             MSG_HAS_U1 | MSG_HAS_SW | MSG_HAS_PROGRESS)) == 0);
+    /* What a v2 decoder refuses is exactly the v3 fields. */
+    char why[128];
+    FZ_CHECK((msg_fits_version(m, 2, why, sizeof why) < 0) ==
+             ((m->present & (MSG_HAS_SW | MSG_HAS_PROGRESS)) != 0));
+    FZ_CHECK(msg_fits_version(m, WIRE_VERSION, why, sizeof why) == 0);
 }
 
 static int same_bytes(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen)
@@ -64,6 +70,7 @@ static void check_same(const msg_t *a, const msg_t *b)
     FZ_CHECK(strcmp(a->site, b->site) == 0);
     FZ_CHECK(a->version == b->version);
     FZ_CHECK(a->n_train == b->n_train && a->n_val == b->n_val);
+    FZ_CHECK(strcmp(a->sw, b->sw) == 0 && a->done == b->done && a->total == b->total);
     FZ_CHECK(a->client_id == b->client_id);
     FZ_CHECK(strcmp(a->arch, b->arch) == 0);
     FZ_CHECK(a->in_channels == b->in_channels && a->height == b->height &&
@@ -114,8 +121,19 @@ static void write_seeds(void)
             m.version = WIRE_VERSION;
             m.n_train = 470;
             m.n_val = 52;
+            strcpy(m.sw, "0.6.0"); /* v3 */
+            m.present = MSG_HAS_SW;
             break;
-        case MSG_WELCOME: m.client_id = 2; break;
+        case MSG_WELCOME:
+            m.client_id = 2;
+            strcpy(m.sw, "0.6.0");
+            m.present = MSG_HAS_SW;
+            break;
+        case MSG_HEARTBEAT: /* v3: training progress */
+            m.done = 640;
+            m.total = 2000;
+            m.present = MSG_HAS_PROGRESS;
+            break;
         case MSG_PLAN:
         case MSG_EVAL:
             strcpy(m.arch, "cnn");

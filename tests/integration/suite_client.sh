@@ -62,11 +62,11 @@ client_kits "$d" "$port"
 coordinator "$d" "$port" --state-dir "$d/first" --rounds 1 --wait-for 4
 first=$cpid
 start_clients "$d"
-"$BIN/medfed-client" --config "$d/c2.ini" --check > "$d/check-up.json" 2> "$d/check-up.err"
+"$BIN/medfed-client" --config "$d/c2.ini" --check --json > "$d/check-up.json" 2> "$d/check-up.err"
 check_up=$?
 kill -9 $first
 wait $first 2>/dev/null
-"$BIN/medfed-client" --config "$d/c2.ini" --check > "$d/check-down.json" 2> "$d/check-down.err"
+"$BIN/medfed-client" --config "$d/c2.ini" --check --json > "$d/check-down.json" 2> "$d/check-down.err"
 check_down=$?
 sleep 3
 t0=$(now)
@@ -128,14 +128,14 @@ t=client_check_bad_config_and_key_mode
 d="$WORK/check"
 mkdir -p "$d"
 printf '[client]\nsite = x\ncoordinator = tcp://127.0.0.1:1\nreconnect_max = soon\n' > "$d/bad.ini"
-"$BIN/medfed-client" --config "$d/bad.ini" --check > "$d/bad.json" 2> "$d/bad.err"
+"$BIN/medfed-client" --config "$d/bad.ini" --check --json > "$d/bad.json" 2> "$d/bad.err"
 brc=$?
 cp "$WORK/a/sites/site-00/curve.key" "$d/open.key"
 chmod 644 "$d/open.key"
 port=$(free_port)
 sed "s|tcp://127.0.0.1:[0-9]*|tcp://127.0.0.1:$port|; s|^curve_key = .*|curve_key = $d/open.key|" \
     "$WORK/a/sites/site-00/client.ini" > "$d/open.ini"
-"$BIN/medfed-client" --config "$d/open.ini" --check > "$d/open.json" 2> "$d/open.err"
+"$BIN/medfed-client" --config "$d/open.ini" --check --json > "$d/open.json" 2> "$d/open.err"
 orc=$?
 if [ $brc -eq 1 ] && [ $orc -eq 1 ] &&
    json_check "$d/bad.json" 'not rows[0]["ok"] and rows[0]["config"].endswith("bad.ini:4: '"'"'reconnect_max'"'"' must be a number in [1, 3600], got '"'"'soon'"'"'")' &&

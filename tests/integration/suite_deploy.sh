@@ -304,12 +304,12 @@ then ok $t; else bad $t "see $D/inst"; fi
 # medfed-coordinator --check: one JSON object, nothing written.
 t=deploy_coordinator_check
 "$BIN/medfed-coordinator" --config "$CINI" --init "$WORK/a/init.safetensors" --state-dir "$DSTATE" \
-    --check > "$D/check.json" 2> "$D/check.err"; crc=$?
+    --check --json > "$D/check.json" 2> "$D/check.err"; crc=$?
 "$BIN/medfed-coordinator" --config "$CINI" --init "$WORK/a/init.safetensors" --state-dir "$D/nostate" \
-    --check > "$D/check2.json" 2> /dev/null; crc2=$?
+    --check --json > "$D/check2.json" 2> /dev/null; crc2=$?
 cp "$D/fed/coordinator/curve.key" "$D/open.key" && chmod 644 "$D/open.key"
 "$BIN/medfed-coordinator" --config "$CINI" --init "$WORK/a/init.safetensors" --curve-key "$D/open.key" \
-    --state-dir "$DSTATE" --check > "$D/check3.json" 2> /dev/null; crc3=$?
+    --state-dir "$DSTATE" --check --json > "$D/check3.json" 2> /dev/null; crc3=$?
 if [ $crc -eq 0 ] && json_check "$D/check.json" 'rows[0]["ok"] and rows[0]["model"]["params"] == 1659266 and rows[0]["roster"]["certificates"] and rows[0]["state"]["resumes_after_round"] == '$R2' and rows[0]["state"]["completed"] == '$R2 &&
    [ $crc2 -eq 0 ] && json_check "$D/check2.json" 'rows[0]["state"]["new_run"]' && [ ! -e "$D/nostate" ] &&
    [ $crc3 -eq 1 ] && json_check "$D/check3.json" 'not rows[0]["ok"] and "chmod 600" in rows[0]["transport"]["reason"]'

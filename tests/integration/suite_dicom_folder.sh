@@ -92,7 +92,7 @@ PYEOF
         echo "window = auto"
     } > "$DF/client.ini"
     # the coordinator is unreachable on purpose: only the data member counts here
-    "$BIN/medfed-client" --config "$DF/client.ini" --check > "$DF/check.json" 2> "$DF/check.log"
+    "$BIN/medfed-client" --config "$DF/client.ini" --check --json > "$DF/check.json" 2> "$DF/check.log"
     if json_check "$DF/check.json" '[d["ok"] and d["source"] == "folder" and d["found"] == 49 and d["decoded"] == 43 and d["train"] + d["val"] == 43 and d["val"] > 0 and d["size"] == [1, 28, 28] and d["skipped"]["worker_crashed"] == 1 and d["skipped"]["malformed"] == 2 for d in [rows[0]["data"]]][0]'
     then ok $t; else bad $t "see $DF/check.json $DF/check.log"; cat "$DF/check.json"; fi
 

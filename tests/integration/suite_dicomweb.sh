@@ -92,7 +92,7 @@ EOF
     # 1. First load through DICOMweb (the coordinator is not up: --check says
     #    so, the data part is what counts): every image fetched once.
     t=dicomweb_first_load
-    "$BIN/medfed-client" --config "$DW/c0.ini" --check > "$DW/check1.json" 2> "$DW/check1.log"
+    "$BIN/medfed-client" --config "$DW/c0.ini" --check --json > "$DW/check1.json" 2> "$DW/check1.log"
     gets1=$(dw_wado_gets)
     if "$PY" -c 'import json,sys; d=json.load(open(sys.argv[1]))["data"]; sys.exit(0 if d["ok"] and d["source"]=="dicomweb" and d["train"]+d["val"]==240 and d["val"]>0 and d["size"]==[1,28,28] and d["found"]==d["labelled"]==d["decoded"]==240 and not any(d["skipped"].values()) else 1)' "$DW/check1.json" &&
        [ "$gets1" -eq 240 ]
@@ -101,7 +101,7 @@ EOF
 
     # 2. The same load again (a daemon restart): all from the cache.
     t=dicomweb_second_load_from_cache
-    "$BIN/medfed-client" --config "$DW/c0.ini" --check > "$DW/check2.json" 2> "$DW/check2.log"
+    "$BIN/medfed-client" --config "$DW/c0.ini" --check --json > "$DW/check2.json" 2> "$DW/check2.log"
     gets2=$(dw_wado_gets)
     if "$PY" -c 'import json,sys; a=json.load(open(sys.argv[1]))["data"]; b=json.load(open(sys.argv[2]))["data"]; sys.exit(0 if b["ok"] and (a["train"],a["val"])==(b["train"],b["val"]) else 1)' "$DW/check1.json" "$DW/check2.json" &&
        [ "$gets2" -eq "$gets1" ] && grep -q '0 fetched, 240 from cache' "$DW/check2.log"
@@ -187,7 +187,7 @@ PYEOF
     for _ in $(seq 50); do grep -q ready "$DW/front.out" 2>/dev/null && break; sleep 0.1; done
     sed "s|^url = .*|url = http://127.0.0.1:$fport/dicom-web|; s|^cache_dir = .*|cache_dir = $DW/cache-busy|" \
         "$DW/c0.ini" > "$DW/busy.ini"
-    "$BIN/medfed-client" --config "$DW/busy.ini" --check > "$DW/busy.json" 2> "$DW/busy.log"
+    "$BIN/medfed-client" --config "$DW/busy.ini" --check --json > "$DW/busy.json" 2> "$DW/busy.log"
     kill $fpid 2>/dev/null; wait $fpid 2>/dev/null
     if json_check "$DW/busy.json" 'rows[0]["data"]["ok"] and rows[0]["data"]["decoded"] == 240 and rows[0]["data"]["train"] + rows[0]["data"]["val"] == 240' &&
        "$PY" - "$DW/front.log" <<'PYEOF'
@@ -229,7 +229,7 @@ PYEOF
     else bad $t "see $DW/open.out wrong.out down.out"; cat "$DW/open.out" "$DW/wrong.out" "$DW/down.out" | head -20; fi
     # PACS down, the cache holds the last search: the site trains from it.
     t=dicomweb_pacs_down_trains_from_cache
-    "$BIN/medfed-client" --config "$DW/c0.ini" --check > "$DW/offline.json" 2> "$DW/offline.log"
+    "$BIN/medfed-client" --config "$DW/c0.ini" --check --json > "$DW/offline.json" 2> "$DW/offline.log"
     if grep -q 'training from the 240 cached images of the last search' "$DW/offline.log" &&
        json_check "$DW/offline.json" 'rows[0]["data"]["ok"] and rows[0]["data"]["decoded"] == 240 and rows[0]["data"]["train"] + rows[0]["data"]["val"] == 240' &&
        ! grep -q -e "$CANARY_NAME" -e "$CANARY_ID" "$DW/site0/cache"/index-* "$DW/offline.log"

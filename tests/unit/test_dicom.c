@@ -656,6 +656,26 @@ static void test_folder_source(void **state)
     dataset_free(&tr);
     datasource_destroy(&ds);
 
+    /* a spreadsheet's export: UTF-8 byte order mark, ';' separators, CRLF */
+    const char *csv3 = "\xef\xbb\xbf" "AccessionNumber;label;split\r\n" TEST_ACCESSION ";1;val\r\n";
+    write_file("labels.csv", csv3, strlen(csv3), 0644);
+    ds = open_folder(NULL, NULL, err);
+    assert_non_null(ds);
+    assert_int_equal(datasource_load(ds, DATA_VAL, &va, err, sizeof err), 0);
+    assert_int_equal(va.n, 2);
+    assert_int_equal(va.y[0], 1);
+    dataset_free(&va);
+    datasource_destroy(&ds);
+    /* a quoted ';' in a comma-separated header does not make it ';'-separated */
+    const char *csv4 = "AccessionNumber,label,\"note; free text\"\n" TEST_ACCESSION ",1,x\n";
+    write_file("labels.csv", csv4, strlen(csv4), 0644);
+    ds = open_folder("val_fraction", "0", err);
+    assert_non_null(ds);
+    assert_int_equal(datasource_load(ds, DATA_TRAIN, &tr, err, sizeof err), 0);
+    assert_int_equal(tr.n, 2);
+    dataset_free(&tr);
+    datasource_destroy(&ds);
+
     /* config errors name the line, and never a key from the labels */
     assert_null(open_folder("window", "40", err));
     assert_non_null(strstr(err, "test.ini:7: window"));

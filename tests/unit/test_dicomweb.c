@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "client/dicom_source.h"
 #include "client/dicomweb.h"
 #include "client/tensor_cache.h"
 
@@ -420,6 +421,70 @@ static void test_cache_eviction(void **state)
     tensor_cache_close(&c);
 }
 
+/* ---- transfer syntax of a retrieved instance, progress of a pull ------------------- */
+
+/* A Part 10 header: preamble, "DICM", (0002,0001) OB, (0002,0010) UI ts. */
+static size_t part10(uint8_t *b, const char *ts)
+{
+    memset(b, 0, 128);
+    memcpy(b + 128, "DICM", 4);
+    size_t o = 132;
+    const uint8_t ver[] = {0x02, 0x00, 0x01, 0x00, 'O', 'B', 0, 0, 2, 0, 0, 0, 0, 1};
+    memcpy(b + o, ver, sizeof ver);
+    o += sizeof ver;
+    size_t n = strlen(ts), padded = n + (n & 1);
+    const uint8_t hdr[] = {0x02, 0x00, 0x10, 0x00, 'U', 'I', (uint8_t)padded, 0};
+    memcpy(b + o, hdr, sizeof hdr);
+    o += sizeof hdr;
+    memcpy(b + o, ts, n);
+    if (n & 1) b[o + n] = 0;
+    return o + padded;
+}
+
+static void test_transfer_syntax(void **state)
+{
+    (void)state;
+    assert_non_null(strstr(DICOMWEB_ACCEPT_INSTANCE, "; transfer-syntax=*"));
+    uint8_t b[512];
+    char uid[DICOMWEB_UID_MAX];
+    size_t n = part10(b, "1.2.840.10008.1.2.4.90");
+    assert_int_equal(dicomweb_transfer_syntax(b, n, uid), 0);
+    assert_string_equal(uid, "1.2.840.10008.1.2.4.90");
+    assert_string_equal(dicomweb_transfer_syntax_name(uid), "JPEG 2000 lossless");
+    n = part10(b, "1.2.840.10008.1.2.1"); /* odd length: padded with NUL */
+    assert_int_equal(dicomweb_transfer_syntax(b, n, uid), 0);
+    assert_string_equal(uid, "1.2.840.10008.1.2.1");
+    assert_string_equal(dicomweb_transfer_syntax_name("1.2.3"), "other");
+    /* every cut of the header is refused: nothing past len is read, even
+     * where the buffer goes on (the bytes after the cut are the valid rest) */
+    for (size_t cut = 0; cut < n; cut++) assert_int_equal(dicomweb_transfer_syntax(b, cut, uid), -1);
+    /* not Part 10; a length past the end; a UID with a letter */
+    b[128] = 'X';
+    assert_int_equal(dicomweb_transfer_syntax(b, n, uid), -1);
+    n = part10(b, "1.2.840.10008.1.2.5");
+    b[132 + 14 + 6] = 200;
+    assert_int_equal(dicomweb_transfer_syntax(b, n, uid), -1);
+    n = part10(b, "1.2.840.10008.1.2.x");
+    assert_int_equal(dicomweb_transfer_syntax(b, n, uid), -1);
+}
+
+static void test_progress(void **state)
+{
+    (void)state;
+    dicom_progress_t p;
+    char line[256];
+    dicom_progress_start(&p, "dicomweb", 20000, 5.0);
+    p.t0 = p.last = 1000.0; /* a clock of the test's own */
+    assert_int_equal(dicom_progress_update(&p, 10, 1001.0, line, sizeof line), 0);
+    /* 1200 of 20000 after 250 s: 4.8 images/s, 18800 left: 65 min */
+    assert_int_equal(dicom_progress_update(&p, 1200, 1250.0, line, sizeof line), 1);
+    assert_string_equal(line, "dicomweb: 1200 of 20000 images (6%), 4.8 images/s, about 65 min left");
+    assert_int_equal(dicom_progress_update(&p, 1210, 1252.0, line, sizeof line), 0);
+    assert_int_equal(dicom_progress_update(&p, 19990, 1255.0, line, sizeof line), 1);
+    assert_non_null(strstr(line, "about 0 s left"));
+    assert_int_equal(p.lines, 2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -430,6 +495,8 @@ int main(void)
         cmocka_unit_test(test_multipart_good),
         cmocka_unit_test(test_multipart_bad),
         cmocka_unit_test(test_ratelimit),
+        cmocka_unit_test(test_transfer_syntax),
+        cmocka_unit_test(test_progress),
         cmocka_unit_test_setup_teardown(test_cache_round_trip, cache_setup, cache_teardown),
         cmocka_unit_test_setup_teardown(test_cache_corrupt, cache_setup, cache_teardown),
         cmocka_unit_test_setup_teardown(test_cache_eviction, cache_setup, cache_teardown),

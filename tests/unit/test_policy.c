@@ -219,6 +219,14 @@ static void test_released_survives_restart(void **state)
     fclose(g);
     assert_null(policy_new(&conf, why, sizeof why));
     assert_non_null(strstr(why, "not a medfed released-shares file"));
+    /* a newer medfed's format: refused, naming both versions (no downgrade
+     * forgets what was released) */
+    g = fopen(path, "r+");
+    fputs("medfed-released v3\n", g);
+    fclose(g);
+    assert_null(policy_new(&conf, why, sizeof why));
+    assert_non_null(strstr(why, "written by a newer medfed (released-shares format v3"));
+    assert_non_null(strstr(why, "reads v2"));
     /* a crash while the file was first created (empty, or a torn header):
      * nothing was released; the daemon starts and records as usual */
     f = fopen(path, "w");

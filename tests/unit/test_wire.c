@@ -520,6 +520,68 @@ static void test_consistency_records(void **state)
     assert_int_equal(wire_get_u64(adv + WIRE_ADV_WEIGHT_OFF), 500000000);
 }
 
+/* Protocol version 3: HELLO / PING / WELCOME / PONG may carry the software
+ * version, HEARTBEAT the training progress; both optional (a v2 peer's
+ * messages still decode), and msg_fits_version says what a v2 decoder would
+ * refuse, so that a v2 site is sent none of it. */
+static void test_v3_fields(void **state)
+{
+    fx_t *f = *state;
+    assert_int_equal(WIRE_VERSION, 3);
+    assert_int_equal(WIRE_VERSION_MIN, WIRE_VERSION - 1);
+    msg_t m = {.type = MSG_HELLO, .site = "st-marys", .version = 3, .n_train = 5,
+               .sw = "0.6.0", .present = MSG_HAS_SW};
+    msg_encode(&m, f->buf);
+    msg_t d;
+    char err[256];
+    assert_int_equal(decode_raw(f, wire_buf_data(f->buf), wire_buf_size(f->buf), &d, err), 0);
+    assert_string_equal(d.sw, "0.6.0");
+    assert_true(d.present & MSG_HAS_SW);
+    assert_int_equal(msg_fits_version(&d, 3, err, sizeof err), 0);
+    assert_int_equal(msg_fits_version(&d, 2, err, sizeof err), -1);
+    assert_non_null(strstr(err, "'sw'"));
+
+    m = (msg_t){.type = MSG_HELLO, .site = "old", .version = 2}; /* a v2 HELLO */
+    msg_encode(&m, f->buf);
+    assert_int_equal(decode_raw(f, wire_buf_data(f->buf), wire_buf_size(f->buf), &d, err), 0);
+    assert_int_equal(d.present & MSG_HAS_SW, 0);
+    assert_int_equal(msg_fits_version(&d, 2, err, sizeof err), 0);
+
+    m = (msg_t){.type = MSG_HEARTBEAT, .round = 4, .phase = PHASE_TRAIN, .done = 640,
+                .total = 2000, .present = MSG_HAS_PROGRESS};
+    msg_encode(&m, f->buf);
+    assert_int_equal(decode_raw(f, wire_buf_data(f->buf), wire_buf_size(f->buf), &d, err), 0);
+    assert_true(d.present & MSG_HAS_PROGRESS);
+    assert_int_equal(d.done, 640);
+    assert_int_equal(d.total, 2000);
+    assert_int_equal(msg_fits_version(&d, 2, err, sizeof err), -1);
+    assert_non_null(strstr(err, "HEARTBEAT"));
+    m.present = 0; /* a v2 heartbeat: the bare envelope */
+    msg_encode(&m, f->buf);
+    assert_int_equal(decode_raw(f, wire_buf_data(f->buf), wire_buf_size(f->buf), &d, err), 0);
+    assert_int_equal(d.present & MSG_HAS_PROGRESS, 0);
+
+    m = (msg_t){.type = MSG_WELCOME, .client_id = 2, .sw = "0.6.0", .present = MSG_HAS_SW};
+    msg_encode(&m, f->buf);
+    assert_int_equal(decode_raw(f, wire_buf_data(f->buf), wire_buf_size(f->buf), &d, err), 0);
+    assert_string_equal(d.sw, "0.6.0");
+    assert_int_equal(msg_fits_version(&d, 2, err, sizeof err), -1);
+
+    /* "sw" is refused where it does not belong, and when too long. */
+    envelope(f, MSG_HEARTBEAT, 1);
+    pstr(&f->pk, "sw"); pstr(&f->pk, "0.6.0");
+    assert_int_equal(decode_packed(f, &d, err), -1);
+    assert_non_null(strstr(err, "unexpected field 'sw'"));
+    envelope(f, MSG_HELLO, 5);
+    pstr(&f->pk, "site"); pstr(&f->pk, "x");
+    pstr(&f->pk, "version"); msgpack_pack_uint32(&f->pk, 3);
+    pstr(&f->pk, "n_train"); msgpack_pack_int64(&f->pk, 1);
+    pstr(&f->pk, "n_val"); msgpack_pack_int64(&f->pk, 1);
+    pstr(&f->pk, "sw"); pstr(&f->pk, "0123456789012345678901234567890123456789");
+    assert_int_equal(decode_packed(f, &d, err), -1);
+    assert_non_null(strstr(err, "'sw'"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -530,6 +592,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_rejects_bad_fields, setup, teardown),
         cmocka_unit_test_setup_teardown(test_truncation_and_corruption, setup, teardown),
         cmocka_unit_test_setup_teardown(test_roundtrip_ping_pong, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_v3_fields, setup, teardown),
         cmocka_unit_test(test_keyrecs),
         cmocka_unit_test(test_consistency_records),
         cmocka_unit_test(test_names),
