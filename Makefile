@@ -49,7 +49,7 @@ SANITIZE ?=
 
 CC      ?= cc
 CXX     ?= g++
-PKGS    := libzmq libsodium libssl libcrypto msgpack inih zlib libcurl
+PKGS    := libzmq libsodium libssl libcrypto msgpack inih zlib libcurl jansson
 # Recursive (=) so pkg-config only runs once `make deps` has installed the .pc files.
 PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
@@ -370,7 +370,7 @@ FUZZ_CFLAGS   = -std=c11 -D_GNU_SOURCE $(WARN) -O1 -g $(FUZZ_SAN) $(INC) $(PKG_C
 # nowhere, see tests/fuzz/fuzz_common.h). No LibTorch.
 FUZZ_LIB_SRC := $(filter-out common/log.c,$(wildcard common/*.c proto/*.c aggregation/*.c crypto/*.c)) \
                 model/safetensors.c coordinator/zap.c coordinator/state.c coordinator/admin.c \
-                coordinator/config.c
+                coordinator/config.c coordinator/record.c
 FUZZ_LIB     := $(FUZZ_BUILD)/libmedfed-fuzz.a
 FUZZ_BINS    := $(patsubst %,$(FUZZ_BUILD)/fuzz_%,$(FUZZ_NAMES))
 

@@ -8,7 +8,7 @@
 set -eu
 PKGS="build-essential pkg-config libtorch-dev libzmq3-dev libsodium-dev libssl-dev openssl
 libmsgpack-dev libinih-dev zlib1g-dev libopenblas0-openmp dataset-fashion-mnist
-libgdcm-dev libcurl4-openssl-dev libpng-dev"
+libgdcm-dev libcurl4-openssl-dev libpng-dev libjansson-dev"
 TEST_PKGS="libcmocka-dev clang libclang-rt-14-dev python3-torch python3-pydicom libgdcm-tools
 orthanc orthanc-dicomweb"
 [ "${1:-}" = test ] && PKGS="$PKGS $TEST_PKGS"
