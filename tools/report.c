@@ -405,6 +405,17 @@ static void legend(FILE *f, const char *const *labels, const char *const *classe
 
 static const char *const series_class[] = {"s0", "s1", "s2", "s3"};
 
+/* A chart of series ends: their legend if there are several, the caption. */
+static void series_end(FILE *f, const series_t *s, int ns, double h, const char *desc)
+{
+    if (ns > 1) {
+        const char *labels[4], *classes[4];
+        for (int k = 0; k < ns && k < 4; k++) labels[k] = s[k].label, classes[k] = series_class[k];
+        legend(f, labels, classes, ns < 4 ? ns : 4, h - 8);
+    }
+    chart_close(f, desc);
+}
+
 /* Lines (one polyline per run of values, broken where a round has none) and
  * a point per value with its figure as a tooltip. */
 enum { Y_LOG = 1, Y_FROM_ZERO = 2, Y_INTEGER = 4 };
@@ -438,12 +449,7 @@ static void line_chart(FILE *f, const run_t *r, const char *id, const char *titl
         }
         fputs("</g>\n", f);
     }
-    if (ns > 1) {
-        const char *labels[4], *classes[4];
-        for (int k = 0; k < ns && k < 4; k++) labels[k] = s[k].label, classes[k] = series_class[k];
-        legend(f, labels, classes, ns, h - 8);
-    }
-    chart_close(f, desc);
+    series_end(f, s, ns, h, desc);
 }
 
 /* Bars per round: stacked (one bar, the series on top of each other) or side by side. */
@@ -474,12 +480,7 @@ static void bar_chart(FILE *f, const run_t *r, const char *id, const char *title
         }
         fputs("</g>\n", f);
     }
-    if (ns > 1) {
-        const char *labels[4], *classes[4];
-        for (int k = 0; k < ns && k < 4; k++) labels[k] = s[k].label, classes[k] = series_class[k];
-        legend(f, labels, classes, ns, h - 8);
-    }
-    chart_close(f, desc);
+    series_end(f, s, ns, h, desc);
 }
 
 /* ---- participation ----------------------------------------------------------------- */
