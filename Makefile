@@ -102,8 +102,8 @@ SWARM_SRC  := sim/swarm_main.c client/client.c client/config.c client/secagg_cli
 # The version (VERSION file) and the git commit reach common/version.o alone; a
 # stamp that changes only when either does rebuilds it (and relinks), nothing else.
 VERSION    := $(shell cat VERSION 2>/dev/null || echo unknown)
-GIT_COMMIT ?= $(shell git rev-parse --short=12 HEAD 2>/dev/null | tr -d '\n' && \
-                (git diff --quiet HEAD -- 2>/dev/null || printf -- -dirty))
+GIT_COMMIT ?= $(shell c=$$(git rev-parse --short=12 HEAD 2>/dev/null) && { printf %s "$$c"; \
+                git diff --quiet HEAD -- 2>/dev/null || printf -- -dirty; })
 GIT_COMMIT := $(or $(GIT_COMMIT),unknown)
 VERSION_STAMP := $(BUILD)/version.stamp
 $(shell mkdir -p $(BUILD) && echo '$(VERSION) $(GIT_COMMIT)' | cmp -s - $(VERSION_STAMP) || \
@@ -376,7 +376,7 @@ FUZZ_CFLAGS   = -std=c11 -D_GNU_SOURCE $(WARN) -O1 -g $(FUZZ_SAN) $(INC) $(PKG_C
 # nowhere, see tests/fuzz/fuzz_common.h). No LibTorch.
 FUZZ_LIB_SRC := $(filter-out common/log.c,$(wildcard common/*.c proto/*.c aggregation/*.c crypto/*.c)) \
                 model/safetensors.c coordinator/zap.c coordinator/state.c coordinator/admin.c \
-                coordinator/config.c
+                coordinator/config.c coordinator/record.c
 FUZZ_LIB     := $(FUZZ_BUILD)/libmedfed-fuzz.a
 FUZZ_BINS    := $(patsubst %,$(FUZZ_BUILD)/fuzz_%,$(FUZZ_NAMES))
 

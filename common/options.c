@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/json.h"
 #include "common/log.h"
 #include "common/util.h"
 
@@ -158,4 +159,33 @@ int conf_load_ini(const char *path, const char *section, const conf_opt_t *t, si
         return -1;
     }
     return 0;
+}
+
+json_t *conf_to_json(const conf_opt_t *t, size_t n, const void *base,
+                     json_t *(*custom)(const conf_opt_t *o, const void *field))
+{
+    static const char *const levels[] = {"error", "warn", "info", "debug"};
+    json_t *obj = json_object();
+    for (size_t i = 0; obj && i < n; i++) {
+        int alias = 0;
+        for (size_t j = 0; j < i; j++) alias |= t[j].off == t[i].off && t[j].kind == t[i].kind;
+        if (alias) continue;
+        const char *field = (const char *)base + t[i].off;
+        json_t *v = NULL;
+        switch (t[i].kind) {
+        case CONF_STR: v = json_string(field); break;
+        case CONF_INT: v = json_integer(*(const int *)field); break;
+        case CONF_DOUBLE: v = json_real(*(const double *)field); break;
+        case CONF_U64: v = json_integer((json_int_t) * (const uint64_t *)field); break;
+        case CONF_LEVEL: {
+            unsigned l = (unsigned)*(const log_level_t *)field;
+            v = l < 4 ? json_string(levels[l]) : json_integer(l);
+            break;
+        }
+        case CONF_ONOFF: v = json_boolean(*(const int *)field); break;
+        case CONF_CUSTOM: v = custom ? custom(&t[i], field) : NULL; break;
+        }
+        json_object_set_new(obj, t[i].name, v ? v : json_null());
+    }
+    return obj;
 }

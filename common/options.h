@@ -43,4 +43,12 @@ typedef int (*conf_other_fn)(void *user, const char *section, const char *key,
 int conf_load_ini(const char *path, const char *section, const conf_opt_t *t, size_t n,
                   void *base, conf_other_fn other, void *user, char *err, size_t errlen);
 
+/* Every setting of the table with its value in base, as a JSON object (common/json.h:
+ * a json_t *), in table order: strings, numbers, on/off as true/false, the log
+ * level by name. A field under two names (an alias) appears once, under the
+ * first. custom(row, field) gives a CONF_CUSTOM value (NULL: null). */
+struct json_t;
+struct json_t *conf_to_json(const conf_opt_t *t, size_t n, const void *base,
+                            struct json_t *(*custom)(const conf_opt_t *o, const void *field));
+
 #endif

@@ -181,20 +181,6 @@ int util_mkdirs(const char *path, char *err, size_t errlen)
     return 0;
 }
 
-int util_json_number(const char *json, const char *key, double *out)
-{
-    char pat[80];
-    if (snprintf(pat, sizeof pat, "\"%s\":", key) >= (int)sizeof pat) return -1;
-    const char *p = strstr(json, pat);
-    if (!p) return -1;
-    p += strlen(pat);
-    char *end;
-    double v = strtod(p, &end);
-    if (end == p || !isfinite(v)) return -1;
-    *out = v;
-    return 0;
-}
-
 void util_json_string(FILE *f, const char *s)
 {
     fputc('"', f);

@@ -1,6 +1,6 @@
 /*
  * util.h - small helpers shared by every program: clocks, number parsing,
- * file writing, JSON string escaping.
+ * file writing, JSON string escaping (JSON itself: common/json.h).
  */
 #ifndef MEDFED_UTIL_H
 #define MEDFED_UTIL_H
@@ -31,10 +31,6 @@ int util_mkdirs(const char *path, char *err, size_t errlen);
 
 /* Writes s as a JSON string literal (with quotes) to f. */
 void util_json_string(FILE *f, const char *s);
-
-/* The number after the first "key": in a flat JSON text medfed wrote (state.json,
- * an admin reply, a metrics row). -1 if absent, null or not a number. */
-int util_json_number(const char *json, const char *key, double *out);
 
 /* Formats a message into err (if err is not NULL and errlen > 0): the one
  * helper behind every module's "err, errlen" out-parameter. */

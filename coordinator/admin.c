@@ -27,6 +27,7 @@
 #include <string.h>
 #include <zmq.h>
 
+#include "common/json.h"
 #include "common/util.h"
 #include "crypto/cert.h"
 #include "crypto/crypto.h"
@@ -124,10 +125,13 @@ void admin_event(coord_t *c, const char *fmt, ...)
 
 /* ---- the commands: each writes its JSON reply into a memstream ------------------------ */
 
-static void json_num(FILE *f, const char *key, double v)
+/* The reply as one compact JSON text into f. */
+static void put_json(FILE *f, json_t *v)
 {
-    if (isfinite(v)) fprintf(f, ",\"%s\":%.6f", key, v);
-    else fprintf(f, ",\"%s\":null", key);
+    char *s = v ? json_dumps(v, JX_COMPACT) : NULL;
+    fputs(s ? s : "{\"ok\":false,\"error\":\"reply not encoded\"}", f);
+    free(s);
+    json_decref(v);
 }
 
 static void cmd_status(coord_t *c, FILE *f)
@@ -137,18 +141,18 @@ static void cmd_status(coord_t *c, FILE *f)
     const char *state = coord_phase_name(c);
     if (c->state == ST_WAITING && c->round >= c->target) state = "idle";
     else if (c->state == ST_WAITING && c->paused) state = "paused";
-    fprintf(f, "{\"ok\":true,\"state\":\"%s\",\"round\":%u,\"completed\":%u,\"target\":%u,"
-               "\"paused\":%s,\"live\":%d,\"registered\":%d,\"secagg\":%s,",
-            state, c->round, c->committed, c->target, c->paused ? "true" : "false",
-            coord_live_count(c), registered, c->conf->secagg ? "true" : "false");
-    if (c->resumed_from >= 0) fprintf(f, "\"resumed_from\":%lld,", (long long)c->resumed_from);
-    else fputs("\"resumed_from\":null,", f);
-    fprintf(f, "\"uptime_s\":%.1f,\"state_dir\":", util_now() - c->started_at);
-    util_json_string(f, c->conf->out_dir);
-    fprintf(f, ",\"last_participants\":%d", c->last_participants);
-    json_num(f, "last_val_accuracy", c->last_accuracy);
-    json_num(f, "last_val_auc", c->last_auc);
-    fputs("}", f);
+    json_t *r = json_pack("{s:b,s:s,s:I,s:I,s:I,s:b,s:i,s:i,s:b}", "ok", 1, "state", state,
+                          "round", (json_int_t)c->round, "completed", (json_int_t)c->committed,
+                          "target", (json_int_t)c->target, "paused", c->paused, "live",
+                          coord_live_count(c), "registered", registered, "secagg",
+                          c->conf->secagg);
+    jx_set(r, "resumed_from", c->resumed_from >= 0 ? json_integer(c->resumed_from) : json_null());
+    jx_set(r, "uptime_s", jx_real(util_now() - c->started_at, 1));
+    jx_set(r, "state_dir", json_string(c->conf->out_dir));
+    jx_set(r, "last_participants", json_integer(c->last_participants));
+    jx_set(r, "last_val_accuracy", jx_real(c->last_accuracy, 6));
+    jx_set(r, "last_val_auc", jx_real(c->last_auc, 6));
+    put_json(f, r);
 }
 
 static const char *const part_names[] = {"idle", "pending", "done", "dropped"};
@@ -156,30 +160,30 @@ static const char *const part_names[] = {"idle", "pending", "done", "dropped"};
 static void cmd_clients(coord_t *c, FILE *f)
 {
     double now = util_now();
-    fputs("{\"ok\":true,\"clients\":[", f);
+    json_t *list = json_array();
     for (int i = 0; i < c->n_clients; i++) {
         const client_rec_t *k = &c->clients[i];
-        fputs(i ? ",{\"site\":" : "{\"site\":", f);
-        util_json_string(f, k->site);
-        fprintf(f, ",\"index\":%d,\"live\":%s,\"removed\":%s,\"last_seen_s\":%.1f,"
-                   "\"n_train\":%lld,\"n_val\":%lld,\"train\":\"%s\",\"eval\":\"%s\"",
-                k->index, k->live ? "true" : "false", k->removed ? "true" : "false",
-                now - k->last_seen, (long long)k->n_train, (long long)k->n_val,
-                part_names[k->train], part_names[k->eval]);
+        json_t *one = json_pack("{s:s,s:i,s:b,s:b}", "site", k->site, "index", k->index, "live",
+                                k->live, "removed", k->removed);
+        jx_set(one, "last_seen_s", jx_real(now - k->last_seen, 1));
+        jx_set(one, "n_train", json_integer(k->n_train));
+        jx_set(one, "n_val", json_integer(k->n_val));
+        jx_set(one, "train", json_string(part_names[k->train]));
+        jx_set(one, "eval", json_string(part_names[k->eval]));
         /* Rolling upgrades: what each site runs; its training progress this round. */
-        fprintf(f, ",\"protocol\":%u,\"software\":", k->proto);
-        if (k->sw[0]) util_json_string(f, k->sw);
-        else fputs("null", f);
-        if (k->train == P_PENDING && k->total > 0 && k->progress_round == c->round)
-            fprintf(f, ",\"progress\":%.4f", (double)k->done / (double)k->total);
-        else
-            fputs(",\"progress\":null", f);
-        if (k->cert_not_after) fprintf(f, ",\"cert_not_after\":%lld,\"cert_days_left\":%lld",
-                                       (long long)k->cert_not_after,
-                                       (long long)cert_days_left(k->cert_not_after));
-        fputs("}", f);
+        jx_set(one, "protocol", json_integer(k->proto));
+        jx_set(one, "software", k->sw[0] ? json_string(k->sw) : json_null());
+        jx_set(one, "progress", k->train == P_PENDING && k->total > 0 &&
+                                        k->progress_round == c->round
+                                    ? jx_real((double)k->done / (double)k->total, 4)
+                                    : json_null());
+        if (k->cert_not_after) {
+            jx_set(one, "cert_not_after", json_integer((json_int_t)k->cert_not_after));
+            jx_set(one, "cert_days_left", json_integer((json_int_t)cert_days_left(k->cert_not_after)));
+        }
+        json_array_append_new(list, one);
     }
-    fputs("]}", f);
+    put_json(f, json_pack("{s:b,s:o}", "ok", 1, "clients", list));
 }
 
 static int parse_count(const char *s, long long lo, long long hi, long long *out)

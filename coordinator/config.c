@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/json.h"
 #include "common/options.h"
 #include "common/util.h"
 
@@ -119,6 +120,20 @@ int coord_conf_set(coord_conf_t *c, const char *name, const char *value, char *e
     }
     return conf_set(&coord_opts[i], c, value, err, errlen);
 }
+
+/* server_opt by name: the name fedavg_opt_parse reads as this value. */
+static json_t *custom_json(const conf_opt_t *o, const void *field)
+{
+    static const char *const names[] = {"fedavg", "fedavgm", "fedprox", "fedadam", "fedyogi",
+                                        "fedadagrad"};
+    if (o->parse != parse_server_opt) return NULL;
+    server_opt_t want = *(const server_opt_t *)field, v;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (fedavg_opt_parse(names[i], &v) == 0 && v == want) return json_string(names[i]);
+    return json_integer(want);
+}
+
+json_t *coord_conf_json(const coord_conf_t *c) { return conf_to_json(coord_opts, N_OPTS, c, custom_json); }
 
 int coord_conf_load(const char *path, coord_conf_t *c, char *err, size_t errlen)
 {

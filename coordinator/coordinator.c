@@ -49,8 +49,10 @@
 #include "aggregation/metrics.h"
 #include "common/health.h"
 #include "common/check.h"
+#include "common/json.h"
 #include "common/util.h"
 #include "common/version.h"
+#include "coordinator/record.h"
 #include "coordinator/zap.h"
 #include "crypto/cert.h"
 #include "crypto/crypto.h"
@@ -588,67 +590,78 @@ static int training_pending(const coord_t *c)
     return n;
 }
 
+/* The round's metrics row: one compact JSON line (common/json.h). Sites by roster
+ * index ("included", "dropped") and by name: "cohort_sites" (picked for the
+ * round), "included_sites" (their update is in the aggregate), "dropped_sites"
+ * (dropped while training); a registered site in none of them was absent. */
 static void write_metrics(coord_t *c, int aborted)
 {
-    FILE *f = c->metrics;
     double secs = util_now() - c->round_started;
     int cohort = 0;
     for (int i = 0; i < c->n_clients; i++) cohort += c->clients[i].train != P_IDLE;
-    fprintf(f, "{\"round\":%u,\"participants\":%d,\"cohort\":%d,\"aborted\":%s,\"secagg\":%s,",
-            c->round, aborted ? 0 : c->participants, cohort, aborted ? "true" : "false",
-            c->conf->secagg ? "true" : "false");
-    if (c->conf->secagg) {
-        fprintf(f, "\"threshold\":%u,\"neighbors\":%u,\"bits\":%u,\"clip\":%.9g,\"survivors\":%d,"
-                "\"included\":[", secagg_server_threshold(c->sa), secagg_server_degree(c->sa),
-                secagg_server_bits(c->sa), secagg_server_clip(c->sa), c->survivors);
-        int first = 1;
-        for (int i = 0; i < c->n_clients; i++)
-            if (c->clients[i].train != P_IDLE && secagg_server_in_u3(c->sa, i) && !aborted) {
-                fprintf(f, "%s%d", first ? "" : ",", c->clients[i].index);
-                first = 0;
-            }
-        fputs("],", f);
+    json_t *row = json_object(), *included = json_array(), *dropped = json_array(),
+           *cohort_sites = json_array(), *included_sites = json_array(),
+           *dropped_sites = json_array();
+    for (int i = 0; i < c->n_clients; i++) {
+        const client_rec_t *k = &c->clients[i];
+        if (k->train == P_IDLE) continue;
+        int in = !aborted && (c->conf->secagg ? secagg_server_in_u3(c->sa, i) : k->train == P_DONE);
+        json_array_append_new(cohort_sites, json_string(k->site));
+        if (in) json_array_append_new(included, json_integer(k->index));
+        if (in) json_array_append_new(included_sites, json_string(k->site));
+        if (k->train == P_DROPPED) json_array_append_new(dropped, json_integer(k->index));
+        if (k->train == P_DROPPED) json_array_append_new(dropped_sites, json_string(k->site));
     }
-    fputs("\"dropped\":[", f);
-    int first = 1;
-    for (int i = 0; i < c->n_clients; i++)
-        if (c->clients[i].train == P_DROPPED) {
-            fprintf(f, "%s%d", first ? "" : ",", c->clients[i].index);
-            first = 0;
-        }
-    fputs("],\"dropped_sites\":[", f);
-    first = 1;
-    for (int i = 0; i < c->n_clients; i++)
-        if (c->clients[i].train == P_DROPPED) {
-            fputs(first ? "" : ",", f);
-            util_json_string(f, c->clients[i].site);
-            first = 0;
-        }
-    fputs("],", f);
+    jx_set(row, "round", json_integer(c->round));
+    jx_set(row, "participants", json_integer(aborted ? 0 : c->participants));
+    jx_set(row, "cohort", json_integer(cohort));
+    jx_set(row, "aborted", json_boolean(aborted));
+    jx_set(row, "secagg", json_boolean(c->conf->secagg));
+    if (c->conf->secagg) {
+        jx_set(row, "threshold", json_integer(secagg_server_threshold(c->sa)));
+        jx_set(row, "neighbors", json_integer(secagg_server_degree(c->sa)));
+        jx_set(row, "bits", json_integer(secagg_server_bits(c->sa)));
+        jx_set(row, "clip", json_real(secagg_server_clip(c->sa)));
+        jx_set(row, "survivors", json_integer(c->survivors));
+        jx_set(row, "included", included);
+    } else {
+        json_decref(included);
+    }
+    jx_set(row, "dropped", dropped);
+    jx_set(row, "dropped_sites", dropped_sites);
+    jx_set(row, "cohort_sites", cohort_sites);
+    jx_set(row, "included_sites", included_sites);
     if (!aborted && c->eval_n > 0) {
         double auc = c->classes == 2 ? metrics_auc_hist(c->hist, c->hist + WIRE_HIST_BINS,
                                                         WIRE_HIST_BINS)
                                      : NAN;
-        fprintf(f, "\"val_n\":%lld,\"val_accuracy\":%.6f,\"val_loss\":%.6f,", (long long)c->eval_n,
-                (double)c->eval_correct / (double)c->eval_n, c->eval_loss / (double)c->eval_n);
-        if (isfinite(auc)) fprintf(f, "\"val_auc\":%.6f,", auc);
-        else fputs("\"val_auc\":null,", f);
-        fprintf(f, "\"evaluators\":%d,", c->evaluated);
+        jx_set(row, "val_n", json_integer(c->eval_n));
+        jx_set(row, "val_accuracy", jx_real((double)c->eval_correct / (double)c->eval_n, 6));
+        jx_set(row, "val_loss", jx_real(c->eval_loss / (double)c->eval_n, 6));
+        jx_set(row, "val_auc", jx_real(auc, 6));
+        jx_set(row, "evaluators", json_integer(c->evaluated));
     } else {
-        fputs("\"val_n\":0,\"val_accuracy\":null,\"val_loss\":null,\"val_auc\":null,", f);
+        jx_set(row, "val_n", json_integer(0));
+        jx_set(row, "val_accuracy", json_null());
+        jx_set(row, "val_loss", json_null());
+        jx_set(row, "val_auc", json_null());
     }
     if (!c->conf->secagg && c->participants > 0 && !aborted)
-        fprintf(f, "\"train_loss\":%.6f,", c->train_loss_sum / (double)fedavg_weight(c->fedavg));
+        jx_set(row, "train_loss",
+               jx_real(c->train_loss_sum / (double)fedavg_weight(c->fedavg), 6));
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     /* What the round cost the coordinator: CPU (all its threads, ZeroMQ's
      * I/O threads included) and the process's peak resident memory so far. */
-    fprintf(f, "\"train_seconds\":%.3f,\"seconds\":%.3f,\"bytes_up\":%llu,\"bytes_down\":%llu,"
-            "\"coordinator_cpu_s\":%.3f,\"coordinator_peak_rss_kb\":%ld}\n",
-            c->train_s_max, secs, (unsigned long long)c->bytes_up,
-            (unsigned long long)c->bytes_down, process_cpu_seconds() - c->round_cpu_started,
-            ru.ru_maxrss);
-    fflush(f);
+    jx_set(row, "train_seconds", jx_real(c->train_s_max, 3));
+    jx_set(row, "seconds", jx_real(secs, 3));
+    jx_set(row, "bytes_up", json_integer((json_int_t)c->bytes_up));
+    jx_set(row, "bytes_down", json_integer((json_int_t)c->bytes_down));
+    jx_set(row, "coordinator_cpu_s", jx_real(process_cpu_seconds() - c->round_cpu_started, 3));
+    jx_set(row, "coordinator_peak_rss_kb", json_integer(ru.ru_maxrss));
+    if (jx_write_line(c->metrics, row) < 0) log_error("round=%u metrics row not written", c->round);
+    json_decref(row);
+    fflush(c->metrics);
 }
 
 size_t coord_model_meta(const coord_t *c, st_meta_t *meta)
@@ -745,6 +758,7 @@ static void next_round_or_done(coord_t *c)
         log_info("round=%u event=federation-complete -> %s", c->round,
                  c->admin ? "idle (medfed start runs more)" : "done");
         if (!c->admin) c->state = ST_DONE;
+        record_end(c);
     }
 }
 
@@ -1608,6 +1622,7 @@ int coord_run(const coord_conf_t *conf)
     if (c.round >= c.target && !conf->admin_bind[0])
         log_info("state: round %u of %u already ran: nothing to do (--resume off starts a new run)",
                  c.round, c.target);
+    record_start(&c, run.resumed);
     c.zctx = zmq_ctx_new();
     /* CURVE encrypts and decrypts in ZeroMQ's I/O threads, one connection
      * per thread at a time: one thread was the coordinator's wall. */
@@ -1790,6 +1805,7 @@ int coord_run(const coord_conf_t *conf)
     int shutdown_linger = 5000;
     zmq_setsockopt(c.sock, ZMQ_LINGER, &shutdown_linger, sizeof shutdown_linger);
 out:
+    record_end(&c);
     admin_close(&c.admin);
     if (c.monitor) {
         zmq_socket_monitor(c.sock, NULL, 0);

@@ -65,6 +65,8 @@ int coord_conf_load(const char *path, coord_conf_t *c, char *err, size_t errlen)
 int coord_conf_set(coord_conf_t *c, const char *name, const char *value, char *err, size_t errlen);
 /* 1 if name is a setting. */
 int coord_conf_known(const char *name);
+/* Every setting and its value, by INI key (run.json's "config"): a json_t *. */
+struct json_t *coord_conf_json(const coord_conf_t *c);
 /* Cross-field checks after everything is read. */
 int coord_conf_finish(coord_conf_t *c, char *err, size_t errlen);
 

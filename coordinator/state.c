@@ -12,6 +12,8 @@
  *                                  "paused", "arch", "numel", "started", "clip" (the next
  *                                  secure round's)}; a format newer than this build
  *                                  reads is refused with both versions named
+ *   DIR/run.json                   the experiment record (record.c, common/runrec.h): not
+ *                                  part of the commit, read by no restart but its own
  *
  * Every file is written whole to a temp file, fsync'd and renamed, so a kill
  * at any moment leaves the old file or the new one, never a part. The commit
@@ -33,6 +35,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/json.h"
 #include "common/util.h"
 #include "common/version.h"
 #include "crypto/crypto.h"
@@ -50,32 +53,22 @@ static void path_of(const coord_t *c, const char *name, char *out, size_t outlen
     snprintf(out, outlen, "%s/%s", c->conf->out_dir, name);
 }
 
-/* Reads "key":<unsigned 32-bit>; -1 if absent or not such a number. */
-static int json_u32(const char *text, const char *key, uint32_t *out)
-{
-    double v;
-    if (util_json_number(text, key, &v) < 0 || v < 0 || v > UINT32_MAX || v != (double)(uint32_t)v)
-        return -1;
-    *out = (uint32_t)v;
-    return 0;
-}
-
 static int state_write(const coord_t *c, uint32_t round, uint32_t version)
 {
-    char path[PATH_MAX + 32], err[512], text[512];
+    char path[PATH_MAX + 32], err[512];
     path_of(c, "state.json", path, sizeof path);
-    int n = snprintf(text, sizeof text,
-                     "{\"format\":%d,\"software\":\"%s\",\"round\":%u,\"version\":%u,"
-                     "\"target\":%u,\"paused\":%s,\"arch\":\"%s\",\"numel\":%zu,\"started\":%u,"
-                     "\"clip\":%.17g}\n",
-                     STATE_FORMAT, medfed_version(), round, version, c->target,
-                     c->paused ? "true" : "false", c->arch, c->numel,
-                     c->started_round > round ? c->started_round : round, c->clip);
-    if (util_write_file_atomic(path, text, (size_t)n, err, sizeof err) < 0) {
-        log_error("state: %s", err);
-        return -1;
-    }
-    return 0;
+    /* Compact ("round":3), the clip at full precision (a restart goes on with exactly it). */
+    json_t *st = json_pack("{s:i,s:s,s:I,s:I,s:I,s:b,s:s,s:I,s:I,s:f}", "format", STATE_FORMAT,
+                           "software", medfed_version(), "round", (json_int_t)round,
+                           "version", (json_int_t)version, "target", (json_int_t)c->target,
+                           "paused", c->paused, "arch", c->arch, "numel", (json_int_t)c->numel,
+                           "started", (json_int_t)(c->started_round > round ? c->started_round : round),
+                           "clip", c->clip);
+    if (!st) util_seterr(err, sizeof err, "%s: cannot encode", path);
+    int rc = st ? jx_write_atomic(path, st, JSON_COMPACT, err, sizeof err) : -1;
+    json_decref(st);
+    if (rc < 0) log_error("state: %s", err);
+    return rc < 0 ? -1 : 0;
 }
 
 /* Target or pause changed: the committed round stays what it is. */
@@ -97,14 +90,17 @@ static int trim_metrics(const coord_t *c, uint32_t last, uint32_t *latest, char 
         fclose(f);
         return -1;
     }
-    while (getline(&line, &cap, f) > 0) {
+    ssize_t got;
+    while ((got = getline(&line, &cap, f)) > 0) {
         uint32_t r;
-        if (json_u32(line, "round", &r) == 0 && r <= last && strchr(line, '\n')) {
+        json_t *row = jx_loads_object(line, (size_t)got); /* a torn or garbled row: NULL */
+        if (row && jx_u32(row, "round", &r) == 0 && r <= last && strchr(line, '\n')) {
             fputs(line, mem);
             if (r > *latest) *latest = r;
         } else {
             dropped++;
         }
+        json_decref(row);
     }
     free(line);
     fclose(f);
@@ -197,29 +193,31 @@ static int read_state(const coord_t *c, const char *path, state_run_t *r, float 
         log_error("state: %s", err);
         return -1;
     }
+    json_t *st = jx_loads_object(text, len);
     uint32_t format = 0; /* absent: written before formats were numbered (format 0) */
     double f;
-    if (util_json_number(text, "format", &f) == 0 && json_u32(text, "format", &format) < 0)
+    if (st && jx_number(st, "format", &f) == 0 && jx_u32(st, "format", &format) < 0)
         format = UINT32_MAX; /* not a count: refused below */
     if (format > STATE_FORMAT) {
-        char sw[64] = "";
-        const char *p = strstr(text, "\"software\":\"");
-        size_t n = p ? strcspn(p + 12, "\"") : 0;
-        if (p) snprintf(sw, sizeof sw, " (medfed %.*s)", (int)(n < 32 ? n : 32), p + 12);
+        const char *sw = jx_string(st, "software");
+        char swt[64] = "";
+        if (sw) snprintf(swt, sizeof swt, " (medfed %.32s)", sw);
         free(text);
+        json_decref(st);
         log_error("state: %s was written by a newer medfed%s in state format %u; this "
                   "coordinator (medfed %s) reads format %d and older: run the newer medfed, "
-                  "or start a new run elsewhere", path, sw, format, medfed_version(), STATE_FORMAT);
+                  "or start a new run elsewhere", path, swt, format, medfed_version(), STATE_FORMAT);
         return -1;
     }
-    int ok = json_u32(text, "round", &round) == 0 && json_u32(text, "version", &version) == 0 &&
-             json_u32(text, "target", &target) == 0 && json_u32(text, "numel", &numel) == 0 &&
-             version <= round;
-    int paused = strstr(text, "\"paused\":true") != NULL;
-    if (json_u32(text, "started", &started) < 0 || started < round) started = round;
-    double clip = 0; /* absent in older state files: the configured clip */
-    if (util_json_number(text, "clip", &clip) < 0 || !(clip > 0) || !isfinite(clip)) clip = 0;
     free(text);
+    int ok = st && jx_u32(st, "round", &round) == 0 && jx_u32(st, "version", &version) == 0 &&
+             jx_u32(st, "target", &target) == 0 && jx_u32(st, "numel", &numel) == 0 &&
+             version <= round;
+    int paused = jx_true(st, "paused");
+    if (jx_u32(st, "started", &started) < 0 || started < round) started = round;
+    double clip = 0; /* absent in older state files: the configured clip */
+    if (jx_number(st, "clip", &clip) < 0 || !(clip > 0) || !isfinite(clip)) clip = 0;
+    json_decref(st);
     if (!ok) {
         log_error("state: %s is not a state file this coordinator wrote (start with "
                   "--resume off to begin a new run in this directory)", path);
@@ -317,19 +315,25 @@ int state_open(const coord_t *c, state_run_t *r, float *weights)
         return -1;
     }
     if (lost_round) {
-        fprintf(metrics, "{\"round\":%u,\"aborted\":true,\"secagg\":%s,\"participants\":0,"
-                "\"val_accuracy\":null,\"val_loss\":null,\"val_auc\":null,\"note\":\"cut short "
-                "by a coordinator restart\"}\n", lost_round, c->conf->secagg ? "true" : "false");
+        json_t *row = json_pack("{s:I,s:b,s:b,s:i,s:n,s:n,s:n,s:s}", "round", (json_int_t)lost_round,
+                                "aborted", 1, "secagg", c->conf->secagg, "participants", 0,
+                                "val_accuracy", "val_loss", "val_auc", "note",
+                                "cut short by a coordinator restart");
+        jx_write_line(metrics, row);
+        json_decref(row);
         fflush(metrics);
         fsync(fileno(metrics));
         log_info("state: round %u was cut short by the restart; the next round is %u", lost_round,
                  lost_round + 1);
     }
     if (evaluation_lost) {
-        fprintf(metrics, "{\"round\":%u,\"aborted\":false,\"evaluated\":false,\"secagg\":%s,"
-                "\"participants\":null,\"val_accuracy\":null,\"val_loss\":null,\"val_auc\":null,"
-                "\"note\":\"aggregated and committed; its evaluation was cut short by a coordinator "
-                "restart\"}\n", r->round, c->conf->secagg ? "true" : "false");
+        json_t *row = json_pack("{s:I,s:b,s:b,s:b,s:n,s:n,s:n,s:n,s:s}", "round", (json_int_t)r->round,
+                                "aborted", 0, "evaluated", 0, "secagg", c->conf->secagg,
+                                "participants", "val_accuracy", "val_loss", "val_auc", "note",
+                                "aggregated and committed; its evaluation was cut short by a "
+                                "coordinator restart");
+        jx_write_line(metrics, row);
+        json_decref(row);
         fflush(metrics);
         fsync(fileno(metrics));
         log_info("state: round %u was committed but not evaluated: metrics row written without "

@@ -32,7 +32,9 @@
 
 #include "aggregation/secagg.h"
 #include "client/data_idx.h"
+#include "common/json.h"
 #include "common/rng.h"
+#include "common/runrec.h"
 #include "common/util.h"
 #include "common/version.h"
 #include "crypto/crypto.h"
@@ -222,31 +224,24 @@ static int free_port(void)
 
 /* ---- progress ---------------------------------------------------------------------- */
 
-static double json_num(const char *line, const char *key)
+/* A number of a metrics row; NAN when absent or null. */
+static double row_num(const json_t *row, const char *key)
 {
-    char pat[64];
-    snprintf(pat, sizeof pat, "\"%s\":", key);
-    const char *p = strstr(line, pat);
-    if (!p) return NAN;
-    p += strlen(pat);
-    if (strncmp(p, "null", 4) == 0) return NAN;
-    if (strncmp(p, "true", 4) == 0) return 1;
-    if (strncmp(p, "false", 5) == 0) return 0;
-    return strtod(p, NULL);
+    double v;
+    return jx_number(row, key, &v) == 0 ? v : NAN;
 }
 
-static void print_round(const char *line, int rounds)
+static void print_round(const json_t *row, int rounds)
 {
-    double acc = json_num(line, "val_accuracy"), auc = json_num(line, "val_auc");
+    double acc = row_num(row, "val_accuracy"), auc = row_num(row, "val_auc");
     char acc_s[16] = "     -", auc_s[16] = "     -";
     if (!isnan(acc)) snprintf(acc_s, sizeof acc_s, "%.4f", acc);
     if (!isnan(auc)) snprintf(auc_s, sizeof auc_s, "%.4f", auc);
-    int aborted = json_num(line, "aborted") == 1;
     printf("round %3.0f/%d  sites %2.0f  %s  val_acc %s  val_auc %s  %.1f s  up %.1f MB  "
            "down %.1f MB\n",
-           json_num(line, "round"), rounds, json_num(line, "participants"),
-           aborted ? "ABORTED" : "ok     ", acc_s, auc_s, json_num(line, "seconds"),
-           json_num(line, "bytes_up") / 1e6, json_num(line, "bytes_down") / 1e6);
+           row_num(row, "round"), rounds, row_num(row, "participants"),
+           jx_true(row, "aborted") ? "ABORTED" : "ok     ", acc_s, auc_s, row_num(row, "seconds"),
+           row_num(row, "bytes_up") / 1e6, row_num(row, "bytes_down") / 1e6);
     fflush(stdout);
 }
 
@@ -441,6 +436,121 @@ static void raise_fd_limit(void)
     }
 }
 
+/* ---- the experiment record (common/runrec.h): the simulation's part ------------------ */
+
+/* Every flag after defaults (the coordinator records its own settings beside). */
+static json_t *sim_flags_json(const sim_opts_t *o)
+{
+    json_t *f = json_object(), *copt = json_object();
+    for (int i = 0; i < o->n_coord_opt; i++) /* "--name" -> name */
+        jx_set(copt, o->coord_opt[i][0] + 2, json_string(o->coord_opt[i][1]));
+    jx_set(f, "clients", json_integer(o->clients));
+    jx_set(f, "rounds", json_integer(o->rounds));
+    jx_set(f, "dataset", json_string(o->dataset));
+    jx_set(f, "partition", json_string(o->partition));
+    jx_set(f, "seed", json_integer(o->seed));
+    jx_set(f, "model", json_string(o->model));
+    jx_set(f, "local_epochs", json_integer(o->epochs));
+    jx_set(f, "batch", json_integer(o->batch));
+    jx_set(f, "lr", json_real(o->lr));
+    jx_set(f, "momentum", json_real(o->momentum));
+    jx_set(f, "threads", json_integer(o->threads));
+    jx_set(f, "min_clients", json_integer(o->min_clients));
+    jx_set(f, "secagg", json_boolean(o->secagg));
+    jx_set(f, "dropout", json_real(atof(o->dropout)));
+    jx_set(f, "collusion", json_real(atof(o->collusion)));
+    jx_set(f, "curve", json_boolean(o->curve));
+    jx_set(f, "neighbors", json_integer(atoi(o->neighbors)));
+    jx_set(f, "upload_bits", o->upload_bits[0] ? json_integer(atoi(o->upload_bits)) : json_null());
+    jx_set(f, "coord_opt", copt);
+    jx_set(f, "drop", o->drop[0] ? json_string(o->drop) : json_null());
+    jx_set(f, "max_train", o->max_train ? json_integer(o->max_train) : json_null());
+    jx_set(f, "max_val", o->max_val ? json_integer(o->max_val) : json_null());
+    jx_set(f, "heartbeat_timeout", json_real(o->heartbeat_timeout));
+    jx_set(f, "out", json_string(o->out));
+    jx_set(f, "data_dir", json_string(o->data_dir));
+    jx_set(f, "swarm", json_boolean(o->swarm));
+    jx_set(f, "params", o->swarm ? json_integer(o->params) : json_null());
+    jx_set(f, "swarm_procs", o->swarm ? json_integer(o->swarm_procs) : json_null());
+    return f;
+}
+
+static void sim_record_save(const sim_opts_t *o, json_t *rec)
+{
+    char err[PATH_MAX + 128];
+    if (runrec_save(o->out, rec, err, sizeof err) < 0)
+        fprintf(stderr, "medfed-sim: record not written: %s\n", err);
+}
+
+/* A new record (a previous run's in this folder is replaced): the flags as
+ * given and after defaults. */
+static void sim_record_start(const sim_opts_t *o, int argc, char **argv)
+{
+    char now[32];
+    jx_now_iso(now, sizeof now);
+    json_t *rec = json_object(), *cmd = json_array();
+    for (int i = 0; i < argc; i++) json_array_append_new(cmd, json_string(argv[i]));
+    runrec_stamp(rec);
+    jx_set(rec, "started_at", json_string(now));
+    jx_set(rec, "ended_at", json_null());
+    jx_set(rec, "status", json_string("running"));
+    jx_set(rec, "simulation", json_pack("{s:o,s:o,s:s}", "flags", sim_flags_json(o),
+                                        "command_line", cmd, "started_at", now));
+    sim_record_save(o, rec);
+    json_decref(rec);
+}
+
+/* The data as split: the data set, the partition and its seeds, each site's share. */
+static void sim_record_data(const sim_opts_t *o, json_t *dataset, json_t *sites, unsigned sa_k,
+                            unsigned sa_t)
+{
+    json_t *rec = runrec_load(o->out), *sim = json_object_get(rec, "simulation");
+    if (!json_is_object(sim)) {
+        json_decref(dataset);
+        json_decref(sites);
+        json_decref(rec);
+        return;
+    }
+    jx_set(sim, "dataset", dataset);
+    jx_set(sim, "partition", o->swarm ? json_null() /* no data to split */
+                                      : json_pack("{s:s,s:I,s:I}", "spec", o->partition, "seed",
+                                                  (json_int_t)o->seed, "val_seed",
+                                                  (json_int_t)o->seed + 7777));
+    jx_set(sim, "seed", json_integer(o->seed));
+    jx_set(sim, "sites", sites);
+    jx_set(sim, "secure_aggregation",
+           o->secagg ? json_pack("{s:i,s:i}", "threshold", (int)sa_t, "degree", (int)sa_k)
+                     : json_null());
+    sim_record_save(o, rec);
+    json_decref(rec);
+}
+
+/* The run is over: the simulation's end, its outcome, the final figures. */
+static void sim_record_end(const sim_opts_t *o, int coord_status, int clients_failed, double secs)
+{
+    char now[32];
+    jx_now_iso(now, sizeof now);
+    json_t *rec = runrec_load(o->out), *sim = json_object_get(rec, "simulation");
+    if (!json_is_object(sim)) {
+        json_decref(rec);
+        return;
+    }
+    jx_set(sim, "ended_at", json_string(now));
+    jx_set(sim, "seconds", jx_real(secs, 3));
+    jx_set(sim, "coordinator_status", json_integer(coord_status));
+    jx_set(sim, "clients_failed", json_integer(clients_failed));
+    const char *status = jx_string(rec, "status");
+    if (sim_interrupted) status = "stopped";
+    else if (coord_status != 0 || clients_failed) status = "failed";
+    else if (!status || strcmp(status, "running") == 0) status = "complete";
+    jx_set(rec, "status", json_string(status));
+    jx_set(rec, "ended_at", json_string(now));
+    json_t *fin = runrec_final(o->out);
+    jx_set(rec, "final", fin ? fin : json_null());
+    sim_record_save(o, rec);
+    json_decref(rec);
+}
+
 int main(int argc, char **argv)
 {
     if (medfed_version_flag(argc, argv, "medfed-sim")) return 0;
@@ -483,6 +593,7 @@ int main(int argc, char **argv)
     char path[PATH_MAX + 128], dir[PATH_MAX + 64];
     snprintf(dir, sizeof dir, "%s/logs", o.out);
     if (util_mkdirs(dir, err, sizeof err) < 0) die("%s", err);
+    sim_record_start(&o, argc, argv);
 
     /* 1. Data: split train and val across the sites, each site its own files
      * (a swarm site gets sample counts only, drawn from the seed). */
@@ -528,10 +639,15 @@ int main(int argc, char **argv)
                "%s, %d rounds, model %s, secure aggregation %s\n",
                o.clients, o.dataset, (long long)train.n, (long long)val.n, classes, o.partition,
                o.rounds, o.model, o.secagg ? "on" : "off");
+    json_t *sites_rec = json_array(); /* run.json: each site's share */
+    int64_t total_tr = 0, total_va = 0;
     for (int k = 0; k < o.clients; k++) {
         snprintf(dir, sizeof dir, "%s/sites/site-%02d", o.out, k);
         if (util_mkdirs(dir, err, sizeof err) < 0) die("%s", err);
         int64_t ntr, nva;
+        char site_name[16];
+        snprintf(site_name, sizeof site_name, "site-%02d", k);
+        json_t *site_rec = json_pack("{s:s}", "name", site_name);
         if (o.swarm) { /* sites of different sizes: the weights n_k differ */
             ntr = 100 + (int64_t)rng_below(&counts, 901);
             nva = ntr / 5;
@@ -544,7 +660,15 @@ int main(int argc, char **argv)
                    classes == 2 ? "" : "\n");
             if (classes == 2)
                 printf("  (label 1: %4.1f%%)\n", ntr ? 100.0 * (double)pos / (double)ntr : 0);
+            if (classes == 2)
+                jx_set(site_rec, "train_label1_share",
+                       jx_real(ntr ? (double)pos / (double)ntr : 0, 4));
         }
+        jx_set(site_rec, "train", json_integer(ntr));
+        jx_set(site_rec, "val", json_integer(nva));
+        total_tr += ntr;
+        total_va += nva;
+        json_array_append_new(sites_rec, site_rec);
         /* Each site's identity key: it signs the site's secure-aggregation keys. */
         uint8_t pk[IDENTITY_PUBLICKEYBYTES], sk[IDENTITY_SECRETKEYBYTES];
         char hex[IDENTITY_HEXBYTES], key_path[PATH_MAX + 96];
@@ -592,6 +716,17 @@ int main(int argc, char **argv)
         fclose(f);
     }
     fclose(roster);
+    json_t *dataset_rec = json_pack("{s:s,s:I,s:I,s:i}", "name", o.swarm ? "synthetic" : o.dataset,
+                                    "train", (json_int_t)total_tr, "val", (json_int_t)total_va,
+                                    "classes", classes);
+    if (!o.swarm) {
+        char img[PATH_MAX + 64], lab[PATH_MAX + 64];
+        dataset_paths(&o, 0, img, lab, sizeof img);
+        jx_set(dataset_rec, "train_images", json_string(img));
+        dataset_paths(&o, 1, img, lab, sizeof img);
+        jx_set(dataset_rec, "val_images", json_string(img));
+    }
+    sim_record_data(&o, dataset_rec, sites_rec, o.secagg ? sa_k : 0, o.secagg ? sa_t : 0);
     idx_free(&train);
     idx_free(&val);
     free(site_tr);
@@ -689,7 +824,10 @@ int main(int argc, char **argv)
     int coord_status = -1, alive = nproc;
     struct rusage coord_usage = {0}, usage;
     long swarm_rss_kb = 0; /* the largest medfed-swarm process's peak */
-    char line[8192], last[8192] = "", name[32];
+    char *line = NULL, name[32];
+    size_t line_cap = 0;
+    ssize_t got;
+    json_t *last = NULL; /* the last metrics row */
     while (coord_status < 0) {
         if (sim_interrupted) {
             kill(coord_pid, SIGTERM);
@@ -715,10 +853,13 @@ int main(int argc, char **argv)
         FILE *f = fopen(metrics_path, "r");
         if (f) {
             fseek(f, offset, SEEK_SET);
-            while (fgets(line, sizeof line, f) && strchr(line, '\n')) {
+            while ((got = getline(&line, &line_cap, f)) > 0 && line[got - 1] == '\n') {
                 offset = ftell(f);
-                print_round(line, o.rounds);
-                util_strlcpy(last, line, sizeof last);
+                json_t *row = jx_loads_object(line, (size_t)got);
+                if (!row) continue;
+                print_round(row, o.rounds);
+                json_decref(last);
+                last = row;
             }
             fclose(f);
         }
@@ -763,21 +904,26 @@ int main(int argc, char **argv)
     double secs = util_now() - t0;
     char summary[PATH_MAX + 32];
     snprintf(summary, sizeof summary, "%s/summary.json", o.out);
-    FILE *sf = fopen(summary, "w");
-    if (sf) {
-        fprintf(sf, "{\"clients\":%d,\"rounds\":%d,\"secagg\":%s,\"seconds\":%.3f,"
-                    "\"coordinator_status\":%d,\"coordinator_peak_rss_kb\":%ld,"
-                    "\"coordinator_cpu_seconds\":%.3f",
-                o.clients, o.rounds, o.secagg ? "true" : "false", secs, coord_status,
-                coord_usage.ru_maxrss,
-                (double)coord_usage.ru_utime.tv_sec + (double)coord_usage.ru_utime.tv_usec * 1e-6 +
-                    (double)coord_usage.ru_stime.tv_sec + (double)coord_usage.ru_stime.tv_usec * 1e-6);
-        if (o.swarm)
-            fprintf(sf, ",\"swarm_procs\":%d,\"params\":%lld,\"swarm_peak_rss_kb\":%ld",
-                    o.swarm_procs, o.params, swarm_rss_kb);
-        fputs("}\n", sf);
-        fclose(sf);
+    json_t *sum = json_object();
+    jx_set(sum, "clients", json_integer(o.clients));
+    jx_set(sum, "rounds", json_integer(o.rounds));
+    jx_set(sum, "secagg", json_boolean(o.secagg));
+    jx_set(sum, "seconds", jx_real(secs, 3));
+    jx_set(sum, "coordinator_status", json_integer(coord_status));
+    jx_set(sum, "coordinator_peak_rss_kb", json_integer(coord_usage.ru_maxrss));
+    jx_set(sum, "coordinator_cpu_seconds",
+           jx_real((double)coord_usage.ru_utime.tv_sec + (double)coord_usage.ru_utime.tv_usec * 1e-6 +
+                       (double)coord_usage.ru_stime.tv_sec + (double)coord_usage.ru_stime.tv_usec * 1e-6,
+                   3));
+    if (o.swarm) {
+        jx_set(sum, "swarm_procs", json_integer(o.swarm_procs));
+        jx_set(sum, "params", json_integer(o.params));
+        jx_set(sum, "swarm_peak_rss_kb", json_integer(swarm_rss_kb));
     }
+    if (jx_write_atomic(summary, sum, JX_COMPACT, err, sizeof err) < 0)
+        fprintf(stderr, "medfed-sim: %s\n", err);
+    json_decref(sum);
+    sim_record_end(&o, coord_status, clients_failed, secs);
     if (coord_status != 0) {
         fprintf(stderr, "medfed-sim: coordinator exited with status %d; see %s/logs/\n",
                 coord_status, o.out);
@@ -787,10 +933,13 @@ int main(int argc, char **argv)
         fprintf(stderr, "medfed-sim: %d client(s) failed; see %s/logs/\n", clients_failed, o.out);
         return 1;
     }
-    printf("done in %.1f s: final val_accuracy %.4f", secs, json_num(last, "val_accuracy"));
-    double auc = json_num(last, "val_auc");
+    printf("done in %.1f s: final val_accuracy %.4f", secs, row_num(last, "val_accuracy"));
+    double auc = row_num(last, "val_auc");
     if (!isnan(auc)) printf(", val_auc %.4f", auc);
     printf("\nmodel: %s/model.safetensors  metrics: %s  logs: %s/logs/\n", o.out, metrics_path,
            o.out);
+    printf("record: %s/run.json  report: medfed report %s\n", o.out, o.out);
+    json_decref(last);
+    free(line);
     return 0;
 }

@@ -46,6 +46,7 @@
 #include "client/client.h"
 #include "common/log.h"
 #include "common/rng.h"
+#include "common/json.h"
 #include "common/util.h"
 #include "common/version.h"
 #include "crypto/crypto.h"
@@ -213,7 +214,9 @@ static int init_main(int argc, char **argv)
         fprintf(stderr, "medfed-swarm init: %s\n", err);
         return 1;
     }
-    printf("{\"out\":\"%s\",\"arch\":\"%s\",\"params\":%zu}\n", out, spec.arch, numel);
+    json_t *r = json_pack("{s:s,s:s,s:I}", "out", out, "arch", spec.arch, "params", (json_int_t)numel);
+    jx_write_line(stdout, r);
+    json_decref(r);
     return 0;
 bad:
     fprintf(stderr, "medfed-swarm init: bad arguments (--params P [--seed S] --out FILE)\n");

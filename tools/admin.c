@@ -8,6 +8,7 @@
 #include <time.h>
 #include <zmq.h>
 
+#include "common/json.h"
 #include "common/options.h"
 #include "common/util.h"
 #include "crypto/cert.h"
@@ -125,84 +126,79 @@ static char *recv_reply(conn_t *k, int timeout_ms, uint8_t **data, size_t *data_
 
 /* ---- reading a reply: the few fields the human-readable output needs ------------------- */
 
+static json_t *reply_json(const char *j) { return jx_loads_object(j, strlen(j)); }
 
-static void jstr(const char *j, const char *key, char *out, size_t outlen)
+static int reply_ok(const char *j)
 {
-    char pat[64];
-    snprintf(pat, sizeof pat, "\"%s\":\"", key);
-    const char *p = strstr(j, pat);
-    out[0] = '\0';
-    if (!p) return;
-    p += strlen(pat);
-    size_t n = strcspn(p, "\"");
-    snprintf(out, outlen, "%.*s", (int)(n < outlen ? n : outlen - 1), p);
+    json_t *r = reply_json(j);
+    int ok = jx_true(r, "ok");
+    json_decref(r);
+    return ok;
 }
 
-static int reply_ok(const char *j) { return strncmp(j, "{\"ok\":true", 10) == 0; }
-
-static void print_status(const char *j)
+/* obj[key] as a number, 0 when absent. */
+static double num_or_0(const json_t *obj, const char *key)
 {
-    char state[32];
-    double round = 0, done = 0, target = 0, live = 0, reg = 0, from, acc, auc, parts = 0;
-    jstr(j, "state", state, sizeof state);
-    util_json_number(j, "round", &round);
-    util_json_number(j, "completed", &done);
-    util_json_number(j, "target", &target);
-    util_json_number(j, "live", &live);
-    util_json_number(j, "registered", &reg);
-    util_json_number(j, "last_participants", &parts);
-    printf("state:    %s, round %.0f (%.0f completed, target %.0f)\n", state, round, done, target);
-    printf("clients:  %.0f live of %.0f registered; secure aggregation %s\n", live, reg,
-           strstr(j, "\"secagg\":true") ? "on" : "off");
-    if (util_json_number(j, "resumed_from", &from) == 0)
+    double v = 0;
+    jx_number(obj, key, &v);
+    return v;
+}
+
+static const char *str_or_empty(const json_t *obj, const char *key)
+{
+    const char *s = jx_string(obj, key);
+    return s ? s : "";
+}
+
+static void print_status(const char *text)
+{
+    json_t *j = reply_json(text);
+    double from, acc, auc;
+    printf("state:    %s, round %.0f (%.0f completed, target %.0f)\n", str_or_empty(j, "state"),
+           num_or_0(j, "round"), num_or_0(j, "completed"), num_or_0(j, "target"));
+    printf("clients:  %.0f live of %.0f registered; secure aggregation %s\n", num_or_0(j, "live"),
+           num_or_0(j, "registered"), jx_true(j, "secagg") ? "on" : "off");
+    if (jx_number(j, "resumed_from", &from) == 0)
         printf("resumed:  from round %.0f (the last completed before the restart)\n", from);
-    if (util_json_number(j, "last_val_accuracy", &acc) == 0) {
-        printf("last:     %.0f participants, val accuracy %.4f", parts, acc);
-        if (util_json_number(j, "last_val_auc", &auc) == 0) printf(", AUC %.4f", auc);
+    if (jx_number(j, "last_val_accuracy", &acc) == 0) {
+        printf("last:     %.0f participants, val accuracy %.4f", num_or_0(j, "last_participants"),
+               acc);
+        if (jx_number(j, "last_val_auc", &auc) == 0) printf(", AUC %.4f", auc);
         printf("\n");
     }
+    json_decref(j);
 }
 
-static void print_clients(const char *j)
+static void print_clients(const char *text)
 {
+    json_t *j = reply_json(text), *one;
+    size_t i;
     printf("%-24s %5s %5s %10s %8s %8s  %-8s %-9s %5s  %s\n", "SITE", "ID", "LIVE", "LAST SEEN",
            "TRAIN", "VAL", "ROUND", "SOFTWARE", "PROTO", "PROGRESS");
-    int warned = 0;
-    for (const char *p = strstr(j, "{\"site\":"); p; p = strstr(p + 1, "{\"site\":")) {
-        const char *end = strchr(p, '}');
-        if (!end) break;
-        char one[1024], site[128], train[16], sw[40], progress[16] = "-";
-        snprintf(one, sizeof one, "%.*s", (int)(end - p + 1), p);
-        double idx = 0, seen = 0, nt = 0, nv = 0, proto = 0, frac, days;
-        jstr(one, "site", site, sizeof site);
-        jstr(one, "train", train, sizeof train);
-        jstr(one, "software", sw, sizeof sw);
-        util_json_number(one, "index", &idx);
-        util_json_number(one, "last_seen_s", &seen);
-        util_json_number(one, "n_train", &nt);
-        util_json_number(one, "n_val", &nv);
-        util_json_number(one, "protocol", &proto);
-        if (util_json_number(one, "progress", &frac) == 0)
+    int warned = 0, older = 0;
+    json_array_foreach(json_object_get(j, "clients"), i, one) {
+        const char *site = str_or_empty(one, "site"), *sw = str_or_empty(one, "software");
+        char progress[16] = "-";
+        double frac, days, proto = num_or_0(one, "protocol");
+        if (jx_number(one, "progress", &frac) == 0)
             snprintf(progress, sizeof progress, "%.0f%%", 100 * frac);
-        printf("%-24s %5.0f %5s %9.0fs %8.0f %8.0f  %-8s %-9s %5.0f  %s%s\n", site, idx,
-               strstr(one, "\"live\":true") ? "yes" : "no", seen, nt, nv, train,
-               sw[0] ? sw : "<0.6", proto, progress,
-               strstr(one, "\"removed\":true") ? " (removed)" : "");
-        if (util_json_number(one, "cert_days_left", &days) == 0 && days < CERT_WARN_DAYS) {
+        printf("%-24s %5.0f %5s %9.0fs %8.0f %8.0f  %-8s %-9s %5.0f  %s%s\n", site,
+               num_or_0(one, "index"), jx_true(one, "live") ? "yes" : "no",
+               num_or_0(one, "last_seen_s"), num_or_0(one, "n_train"), num_or_0(one, "n_val"),
+               str_or_empty(one, "train"), sw[0] ? sw : "<0.6", proto, progress,
+               jx_true(one, "removed") ? " (removed)" : "");
+        if (jx_number(one, "cert_days_left", &days) == 0 && days < CERT_WARN_DAYS) {
             if (!warned++) fputc('\n', stderr);
             fprintf(stderr, "warning: %s's certificate %s %.0f days: renew it with medfed "
                     "provision --renew %s --ca-dir DIR/ca --out KITDIR\n", site,
                     days < 0 ? "expired" : "expires in", days < 0 ? -days : days, site);
         }
+        if (proto > 0 && proto < WIRE_VERSION) older = (int)proto;
     }
-    for (const char *p = strstr(j, "\"protocol\":"); p; p = strstr(p + 1, "\"protocol\":")) {
-        double v = atof(p + 11);
-        if (v > 0 && v < WIRE_VERSION) {
-            printf("(sites with protocol %d < %d run an older medfed: the coordinator speaks "
-                   "their version until they are upgraded)\n", (int)v, WIRE_VERSION);
-            break;
-        }
-    }
+    if (older)
+        printf("(sites with protocol %d < %d run an older medfed: the coordinator speaks "
+               "their version until they are upgraded)\n", older, WIRE_VERSION);
+    json_decref(j);
 }
 
 static int watch(conn_t *k, int until_idle)

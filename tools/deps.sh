@@ -3,15 +3,16 @@
 #   deps.sh         what building medfed and its Debian packages needs (make all, make deb)
 #   deps.sh test    also what the tests, the fuzzers and the benchmarks need: cmocka, clang's
 #                   libFuzzer, python3-torch (reference), pydicom and gdcmconv (fixtures),
-#                   and a private Orthanc PACS. Orthanc's system service is not started: the tests
-#                   start their own instance on free loopback ports.
+#                   a private Orthanc PACS and chromium (headless: the report's browser
+#                   test). Orthanc's system service is not started: the tests start their
+#                   own instance on free loopback ports.
 set -eu
 PKGS="build-essential pkg-config libtorch-dev libzmq3-dev libsodium-dev libssl-dev openssl
 libmsgpack-dev libinih-dev zlib1g-dev libopenblas0-openmp dataset-fashion-mnist
 libgdcm-dev libcurl4-openssl-dev libpng-dev libsystemd-dev scdoc debhelper lintian
 libjansson-dev"
 TEST_PKGS="libcmocka-dev clang libclang-rt-14-dev python3-torch python3-pydicom libgdcm-tools
-orthanc orthanc-dicomweb"
+orthanc orthanc-dicomweb chromium"
 [ "${1:-}" = test ] && PKGS="$PKGS $TEST_PKGS"
 missing=""
 for p in $PKGS; do

@@ -12,6 +12,7 @@
 #include "aggregation/metrics.h"
 #include "client/data.h"
 #include "client/data_idx.h"
+#include "common/json.h"
 #include "common/util.h"
 #include "common/version.h"
 #include "model/checkpoint.h"
@@ -78,14 +79,12 @@ int main(int argc, char **argv)
         fprintf(stderr, "medfed-eval: %s\n", model_errmsg(m));
         goto out;
     }
-    printf("{\"n\":%lld,\"accuracy\":%.6f,\"loss\":%.6f", (long long)res.n,
-           (double)res.correct / (double)res.n, res.loss_sum / (double)res.n);
-    if (sp->classes == 2) {
-        double auc = metrics_auc(scores, y, set.n);
-        if (isfinite(auc)) printf(",\"auc\":%.6f", auc);
-        else printf(",\"auc\":null");
-    }
-    printf("}\n");
+    json_t *r = json_pack("{s:I}", "n", (json_int_t)res.n);
+    jx_set(r, "accuracy", jx_real((double)res.correct / (double)res.n, 6));
+    jx_set(r, "loss", jx_real(res.loss_sum / (double)res.n, 6));
+    if (sp->classes == 2) jx_set(r, "auc", jx_real(metrics_auc(scores, y, set.n), 6));
+    jx_write_line(stdout, r);
+    json_decref(r);
     rc = 0;
 out:
     free(x);

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "common/json.h"
 #include "common/util.h"
 #include "common/version.h"
 #include "model/checkpoint.h"
@@ -59,7 +60,9 @@ int main(int argc, char **argv)
         fprintf(stderr, "medfed-init: %s\n", err);
         return 1;
     }
-    printf("{\"out\":\"%s\",\"arch\":\"%s\",\"params\":%zu}\n", out, spec.arch, numel);
+    json_t *r = json_pack("{s:s,s:s,s:I}", "out", out, "arch", spec.arch, "params", (json_int_t)numel);
+    jx_write_line(stdout, r);
+    json_decref(r);
     return 0;
 bad:
     fprintf(stderr, "medfed-init: bad arguments (try --help)\n");

@@ -3,6 +3,7 @@
  *
  *   medfed provision ...     the federation CA, the kits, --sign a site's request
  *   medfed status|clients|start|pause|stop|export|watch   the admin socket (admin.h)
+ *   medfed report RUN_DIR    one HTML file of a run's record and charts (report.h)
  *   medfed help
  *
  * Each subcommand is one row of the table below and one function taking
@@ -14,6 +15,7 @@
 #include "common/version.h"
 #include "tools/admin.h"
 #include "tools/provision.h"
+#include "tools/report.h"
 
 typedef struct {
     const char *name;
@@ -31,6 +33,8 @@ static const command_t commands[] = {
     {"stop", admin_main, "abandon the round in flight now"},
     {"export", admin_main, "export [--round R] --out FILE: a round's model (safetensors)"},
     {"watch", admin_main, "one line per phase, live"},
+    {"report", report_main, "report RUN_DIR [--out FILE.html]: a run's record and charts, one "
+                            "HTML file"},
 };
 #define N_COMMANDS (sizeof commands / sizeof commands[0])
 

@@ -9,6 +9,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 
+#include "common/json.h"
 #include "common/log.h"
 #include "common/options.h"
 
@@ -129,12 +130,39 @@ static void test_flags_share_the_table(void **state)
     assert_int_equal(s.count, 4); /* unchanged on error */
 }
 
+static struct json_t *even_json(const conf_opt_t *o, const void *field)
+{
+    assert_string_equal(o->name, "even");
+    return json_sprintf("even:%d", *(const int *)field);
+}
+
+/* run.json's "config": every setting by name, in table order, an alias once. */
+static void test_every_setting_as_json(void **state)
+{
+    (void)state;
+    settings_t s = {.count = 4, .rate = 0.25, .seed = 9007199254740992ull, .level = LOG_WARN, .flag = 1};
+    strcpy(s.name, "north \"x\"");
+    const conf_opt_t with_alias[] = {table[0], table[1], {"name_alias", CONF_STR, S(name), 16, 0, 0, NULL},
+                                     table[2], table[3], table[4], table[5], table[6]};
+    json_t *j = conf_to_json(with_alias, sizeof with_alias / sizeof with_alias[0], &s, even_json);
+    char *text = json_dumps(j, JX_COMPACT);
+    assert_string_equal(text, "{\"name\":\"north \\\"x\\\"\",\"count_max\":4,\"rate\":0.25,"
+                              "\"seed\":9007199254740992,\"log_level\":\"warn\",\"flag\":true,"
+                              "\"even\":\"even:4\"}");
+    free(text);
+    json_decref(j);
+    j = conf_to_json(table, N, &s, NULL); /* no formatter: null */
+    assert_true(json_is_null(json_object_get(j, "even")));
+    json_decref(j);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_good_file),
         cmocka_unit_test(test_errors_name_file_and_line),
         cmocka_unit_test(test_flags_share_the_table),
+        cmocka_unit_test(test_every_setting_as_json),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
