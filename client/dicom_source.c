@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "client/dicom_prep.h"
+#include "common/health.h"
 #include "common/log.h"
 #include "common/util.h"
 #include "crypto/crypto.h"
@@ -382,5 +383,6 @@ int dicom_progress_update(dicom_progress_t *p, size_t done, double now, char *li
     p->last = now;
     p->lines++;
     log_info("%s", line);
+    health_status("loading data: %s", line); /* what `systemctl status` shows meanwhile */
     return 1;
 }

@@ -106,6 +106,17 @@ void health_result(const char *fmt, ...)
     if (ready && h_notify) sd_notifyf(0, "STATUS=%s", status);
 }
 
+void health_status(const char *fmt, ...)
+{
+    if (!atomic_load(&h_inited) || !h_notify) return;
+    char status[320];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(status, sizeof status, fmt, ap);
+    va_end(ap);
+    sd_notifyf(0, "STATUS=%s", status);
+}
+
 void health_stopping(const char *why)
 {
     if (!atomic_load(&h_inited) || !h_notify) return;

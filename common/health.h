@@ -36,6 +36,11 @@ void health_tick(uint32_t round, const char *phase);
 /* The last result for the status line ("round 11, 8 sites, accuracy 0.9412"). */
 void health_result(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* A passing status line of long work (a first PACS pull: "loading data: 1200 of
+ * 20000 images (6%), ..."), sent as it is; the next health_tick() that changes
+ * round or phase, or health_result(), replaces it. Any thread. */
+void health_status(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 /* WATCHDOG=1 when due; callable from any thread. */
 void health_ping(void);
 

@@ -613,6 +613,7 @@ static void write_metrics(coord_t *c, int aborted)
         if (k->train == P_DROPPED) json_array_append_new(dropped_sites, json_string(k->site));
     }
     jx_set(row, "round", json_integer(c->round));
+    jx_set(row, "format", json_integer(METRICS_FORMAT));
     jx_set(row, "participants", json_integer(aborted ? 0 : c->participants));
     jx_set(row, "cohort", json_integer(cohort));
     jx_set(row, "aborted", json_boolean(aborted));

@@ -7,6 +7,9 @@
 #ifndef MEDFED_COORD_INTERNAL_H
 #define MEDFED_COORD_INTERNAL_H
 
+/* metrics.jsonl rows carry "format": this number (a reader of a newer one is told). */
+#define METRICS_FORMAT 1
+
 #include <stdio.h>
 
 #include "aggregation/secagg.h"

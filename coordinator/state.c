@@ -315,8 +315,8 @@ int state_open(const coord_t *c, state_run_t *r, float *weights)
         return -1;
     }
     if (lost_round) {
-        json_t *row = json_pack("{s:I,s:b,s:b,s:i,s:n,s:n,s:n,s:s}", "round", (json_int_t)lost_round,
-                                "aborted", 1, "secagg", c->conf->secagg, "participants", 0,
+        json_t *row = json_pack("{s:I,s:i,s:b,s:b,s:i,s:n,s:n,s:n,s:s}", "round",
+                                (json_int_t)lost_round, "format", METRICS_FORMAT, "aborted", 1, "secagg", c->conf->secagg, "participants", 0,
                                 "val_accuracy", "val_loss", "val_auc", "note",
                                 "cut short by a coordinator restart");
         jx_write_line(metrics, row);
@@ -327,8 +327,8 @@ int state_open(const coord_t *c, state_run_t *r, float *weights)
                  lost_round + 1);
     }
     if (evaluation_lost) {
-        json_t *row = json_pack("{s:I,s:b,s:b,s:b,s:n,s:n,s:n,s:n,s:s}", "round", (json_int_t)r->round,
-                                "aborted", 0, "evaluated", 0, "secagg", c->conf->secagg,
+        json_t *row = json_pack("{s:I,s:i,s:b,s:b,s:b,s:n,s:n,s:n,s:n,s:s}", "round",
+                                (json_int_t)r->round, "format", METRICS_FORMAT, "aborted", 0, "evaluated", 0, "secagg", c->conf->secagg,
                                 "participants", "val_accuracy", "val_loss", "val_auc", "note",
                                 "aggregated and committed; its evaluation was cut short by a "
                                 "coordinator restart");

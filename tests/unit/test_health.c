@@ -103,6 +103,11 @@ static void test_ready_status_watchdog(void **state)
     health_ping();
     assert_string_equal(next_msg(notify_fd, 50, m, sizeof m), "");
 
+    /* a passing status (a PACS pull's progress) goes out as it is */
+    health_status("loading data: %d of %d images", 1200, 20000);
+    assert_string_equal(next_msg(notify_fd, 1000, m, sizeof m),
+                        "STATUS=loading data: 1200 of 20000 images");
+
     health_tick(3, "train");
     assert_string_equal(next_msg(notify_fd, 1000, m, sizeof m), "STATUS=round 3: train");
     health_result("round 3 trained, loss %.4f, %d s", 0.25, 12);
