@@ -794,6 +794,12 @@ int main(int argc, char **argv)
         coord_argv[na++] = coord_key_path;
     }
     snprintf(log_path, sizeof log_path, "%s/logs/coordinator.log", o.out);
+    /* A previous run's rows: the coordinator (resume off) starts the file again,
+     * but following it from here could print them first as this run's. */
+    char old_metrics[PATH_MAX + 32];
+    snprintf(old_metrics, sizeof old_metrics, "%s/metrics.jsonl", o.out);
+    if (unlink(old_metrics) < 0 && errno != ENOENT)
+        fprintf(stderr, "medfed-sim: %s: %s\n", old_metrics, strerror(errno));
     double t0 = util_now();
     pid_t coord_pid = spawn(log_path, coord_argv);
 

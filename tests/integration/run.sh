@@ -164,6 +164,17 @@ sys.exit(0 if b["accuracy"] >= a["accuracy"] + 0.05 and b["loss"] <= 0.9 * a["lo
 PYEOF
 then ok $t; else bad $t "see $WORK/learn.out"; fi
 
+# 2c. A second simulation into the same folder (as `make sim` twice) shows
+#     its own rounds only: the first run's three rows are never printed as
+#     this run's (the progress follows metrics.jsonl).
+t=sim_rerun_prints_its_own_rounds
+if skip $t; then :; elif "$BIN/medfed-sim" --clients 3 --rounds 1 --partition iid --seed 4 $SMALL \
+        --secagg off --out "$WORK/learn" > "$WORK/rerun.out" 2>&1 &&
+   [ "$(grep -c '^round  *[0-9]*/1 ' "$WORK/rerun.out")" -eq 1 ] &&
+   grep -q '^round   1/1 ' "$WORK/rerun.out" && ! grep -q '^round  *[23]/' "$WORK/rerun.out" &&
+   json_check "$WORK/learn/metrics.jsonl" 'len(rows) == 1 and not rows[0]["secagg"]'
+then ok $t; else bad $t "see $WORK/rerun.out"; grep '^round' "$WORK/rerun.out"; fi
+
 # wait_for_line TEXT FILE TENTHS: 0 once FILE has a line with TEXT, 1 after TENTHS x 0.1 s.
 wait_for_line() {
     for _ in $(seq "$3"); do
