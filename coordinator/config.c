@@ -85,7 +85,8 @@ void coord_conf_defaults(coord_conf_t *c)
     c->heartbeat_timeout = 30;
     c->phase_timeout = 3600;
     c->wait_timeout = 600;
-    c->server = (fedavg_opts_t){SERVER_OPT_FEDAVG, 1.0, 0.0};
+    c->server = (fedavg_opts_t){.opt = SERVER_OPT_FEDAVG, .lr = 1.0};
+    fedavg_opts_adaptive_defaults(&c->server);
     c->secagg = 1;
     c->dropout = 0.2;
     c->collusion = 0.33;
