@@ -383,6 +383,7 @@ static void on_plan(client_t *c, const msg_t *m)
         return;
     }
     for (size_t i = 0; i < c->numel; i++) c->work[i] -= c->global[i];
+    c->update_loss = res.train_loss; /* secure rounds mask n_k * loss with the update */
     if (m->present & MSG_HAS_SECAGG) {
         log_info("round=%u phase=train event=trained loss=%.4f train_s=%.2f", m->round,
                  res.train_loss, secs);
@@ -391,7 +392,6 @@ static void on_plan(client_t *c, const msg_t *m)
     }
     /* The delta waits in work until the coordinator says UPLOAD. */
     c->update_waiting = 1;
-    c->update_loss = res.train_loss;
     c->update_secs = secs;
     msg_t ready = {.type = MSG_READY, .round = m->round, .phase = PHASE_TRAIN};
     if (client_send(c, &ready) == 0)

@@ -67,6 +67,7 @@ struct sa_client {
     unsigned t;
     quant_t q;
     int64_t weight;
+    double loss_scale;    /* the plan's: n_k * loss travels as one more masked word */
     uint8_t c_pk[KA_PUBLICKEYBYTES], c_sk[KA_SECRETKEYBYTES];
     uint8_t s_pk[KA_PUBLICKEYBYTES], s_sk[KA_SECRETKEYBYTES];
     uint8_t b[PRG_SEEDBYTES];
@@ -130,6 +131,9 @@ int sa_client_check_plan(client_t *c, const msg_t *plan)
     } else if (q.bits < ENC_BITS_MIN || q.bits > ENC_BITS_MAX) {
         snprintf(why, sizeof why, "plan: upload width %u bits is outside [%d, %d]", q.bits,
                  ENC_BITS_MIN, ENC_BITS_MAX);
+    } else if (!secagg_loss_scale_ok(plan->loss_scale, c->train.n)) {
+        snprintf(why, sizeof why, "plan: loss scale %g x our %lld samples does not fit a 32-bit "
+                 "word", plan->loss_scale, (long long)c->train.n);
     } else if (!secagg_fits(&q, c->train.n, 1)) {
         /* The coordinator picks scale so that clip * scale * (sum of n_k) +
          * cohort < 2^(w-1) (secagg_quant_params); a plan breaking that for
@@ -179,6 +183,7 @@ void sa_client_advertise(client_t *c, const msg_t *plan, double train_seconds)
     s->self = c->client_id;
     s->t = plan->threshold;
     s->q = plan_quant(plan);
+    s->loss_scale = plan->loss_scale;
     s->weight = c->train.n;
     uint8_t adv[WIRE_ADVERTISE_BYTES + WIRE_CERT_MAX];
     if (ka_keypair(s->c_pk, s->c_sk) < 0 || ka_keypair(s->s_pk, s->s_sk) < 0) {
@@ -513,8 +518,8 @@ static void masked_input(client_t *c, const msg_t *m)
     }
     s->in_u2[position_of(s, s->self)] = 1;
 
-    /* y = encode(n_k * delta) + PRG(b) + sum_v sign(u, v) PRG(s_uv). */
-    size_t words = c->numel + 1;
+    /* y = encode(n_k * delta) || n_k || n_k * loss + PRG(b) + sum_v sign(u, v) PRG(s_uv). */
+    size_t words = c->numel + ENC_TAIL_WORDS;
     /* One buffer, kept across rounds (a fresh model-sized buffer costs page
      * faults every round): the dither words are drawn into it and the
      * encoding overwrites each in place. */
@@ -527,6 +532,7 @@ static void masked_input(client_t *c, const msg_t *m)
     crypto_random(seed, sizeof seed);
     ok = prg_expand(PRG_DEFAULT, seed, y, c->numel) == 0;
     size_t clipped = secagg_encode(c->work, c->numel, s->weight, &s->q, y, y);
+    y[c->numel + 1] = secagg_encode_loss(c->update_loss, s->weight, s->loss_scale);
     client_drop_work(c); /* hosted: the delta is in y now */
     if (clipped) log_warn("round=%u %zu update values clipped to +-%g", s->round, clipped, s->q.clip);
 #ifdef MEDFED_TEST_HOOKS

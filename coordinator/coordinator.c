@@ -455,6 +455,7 @@ static void start_round(coord_t *c)
     c->round_cpu_started = process_cpu_seconds();
     c->bytes_up = c->bytes_down = 0;
     c->train_loss_sum = 0;
+    c->train_loss = NAN;
     c->train_s_max = 0;
     fedavg_begin(c->fedavg);
 
@@ -573,8 +574,10 @@ static void write_metrics(coord_t *c, int aborted)
     } else {
         fputs("\"val_n\":0,\"val_accuracy\":null,\"val_loss\":null,\"val_auc\":null,", f);
     }
-    if (!c->conf->secagg && c->participants > 0 && !aborted)
-        fprintf(f, "\"train_loss\":%.6f,", c->train_loss_sum / (double)fedavg_weight(c->fedavg));
+    /* Plaintext: the mean of the sites' reported losses; secure: decoded from
+     * the masked sum of n_k * loss_k (the coordinator sees no site's own). */
+    if (c->participants > 0 && !aborted && isfinite(c->train_loss))
+        fprintf(f, "\"train_loss\":%.6f,", c->train_loss);
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     /* What the round cost the coordinator: CPU (all its threads, ZeroMQ's
@@ -806,6 +809,10 @@ static void finish_secure(coord_t *c, const sa_outcome_t *o)
         c->clip = next;
     }
     c->survivors = o->survivors;
+    c->train_loss = o->train_loss;
+    if (!isfinite(o->train_loss))
+        log_warn("round=%u the unmasked training-loss word is not a valid sum: no train_loss",
+                 c->round);
     /* Who is still pending got through every phase: its update is in. */
     for (int i = 0; i < c->n_clients; i++)
         if (c->clients[i].train == P_PENDING) c->clients[i].train = P_DONE;
@@ -829,6 +836,7 @@ static void finish_training(coord_t *c)
         coord_abort_round(c, err);
         return;
     }
+    c->train_loss = c->train_loss_sum / (double)fedavg_weight(c->fedavg);
     start_eval(c);
 }
 

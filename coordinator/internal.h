@@ -114,6 +114,7 @@ typedef struct {
     double straggler_phase; /* phase_started of the phase whose stragglers were named */
     uint64_t bytes_up, bytes_down;
     double train_loss_sum, train_s_max;
+    double train_loss;     /* the round's weighted mean training loss, NAN until known */
     int64_t eval_n, eval_correct;
     double eval_loss;
     uint64_t hist[2 * WIRE_HIST_BINS];

@@ -108,7 +108,8 @@ struct secagg_server {
     size_t n3;
     quant_t quant;
     int64_t max_weight;
-    uint32_t *acc;             /* numel + 1 masked words, from MASKING to the end */
+    double loss_scale;         /* of the weighted loss word (secagg_loss_scale) */
+    uint32_t *acc;             /* numel + ENC_TAIL_WORDS masked words, from MASKING to the end */
 };
 
 static int stage_of(sa_phase_t p)
@@ -314,6 +315,7 @@ int secagg_server_begin(secagg_server_t *s, uint32_t round, const uint8_t model_
                             enc_width((unsigned)s->conf->upload_bits, (unsigned)n), &s->quant, err,
                             errlen) < 0)
         return -1;
+    s->loss_scale = secagg_loss_scale(s->max_weight, (unsigned)n);
     s->phase = SA_ADVERTISE;
     return 0;
 }
@@ -324,6 +326,7 @@ void secagg_server_fill_plan(const secagg_server_t *s, msg_t *p)
     p->clip = s->quant.clip;
     p->scale = s->quant.scale;
     p->bits = s->quant.bits;
+    p->loss_scale = s->loss_scale;
     p->present |= MSG_HAS_SECAGG;
 }
 
@@ -592,7 +595,7 @@ static void route_shares(secagg_server_t *s, sa_outcome_t *out)
     free(fill);
     free(blob);
     free(s->acc);
-    s->acc = calloc(s->numel + 1, sizeof *s->acc);
+    s->acc = calloc(s->numel + ENC_TAIL_WORDS, sizeof *s->acc);
     if (!s->acc) {
         abort_round(out, "out of memory for the masked sum");
         return;
@@ -786,7 +789,7 @@ static void dump_sum(const secagg_server_t *s)
     if (!dir) return;
     char path[4096], err[256];
     snprintf(path, sizeof path, "%s/unmasked-r%u.bin", dir, s->round);
-    if (util_write_file_atomic(path, s->acc, (s->numel + 1) * 4, err, sizeof err) < 0)
+    if (util_write_file_atomic(path, s->acc, (s->numel + ENC_TAIL_WORDS) * 4, err, sizeof err) < 0)
         log_warn("%s", err);
 }
 #endif
@@ -827,7 +830,7 @@ static void unmask(secagg_server_t *s, sa_outcome_t *out)
         }
     }
     ok = ok && prg_add_many(PRG_DEFAULT, (const uint8_t(*)[PRG_SEEDBYTES])seeds, signs, nseeds,
-                            s->acc, s->numel + 1) == 0;
+                            s->acc, s->numel + ENC_TAIL_WORDS) == 0;
     crypto_wipe(secret, sizeof secret);
     if (seeds) {
         crypto_wipe(seeds, (cap ? cap : 1) * PRG_SEEDBYTES);
@@ -841,7 +844,9 @@ static void unmask(secagg_server_t *s, sa_outcome_t *out)
 #ifdef MEDFED_TEST_HOOKS
     dump_sum(s);
 #endif
-    /* Decoded in place: the masked sum's words become the mean delta. */
+    /* Decoded in place: the masked sum's words become the mean delta (the
+     * loss word, after the weight, is read first). */
+    const uint32_t loss_word = s->acc[s->numel + 1];
     float *avg = (float *)s->acc;
     int64_t weight;
     if (secagg_decode(s->acc, s->numel, &s->quant, s->max_weight, avg, &weight, why,
@@ -885,6 +890,7 @@ static void unmask(secagg_server_t *s, sa_outcome_t *out)
     out->status = SA_DONE;
     out->mean = avg;
     out->weight = weight;
+    out->train_loss = secagg_decode_loss(loss_word, weight, s->loss_scale);
     out->participants = n3;
     out->survivors = n5;
 }

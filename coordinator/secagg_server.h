@@ -56,6 +56,7 @@ typedef struct {
     char why[320];
     const float *mean;  /* SA_DONE: numel floats, valid until secagg_server_end */
     int64_t weight;     /* SA_DONE: sum of U3's signed n_k */
+    double train_loss;  /* SA_DONE: U3's weighted mean training loss (NAN: not a valid sum) */
     int participants;   /* SA_DONE: |U3| */
     int survivors;      /* SA_DONE: |U5| */
 } sa_outcome_t;

@@ -33,7 +33,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define WIRE_VERSION 2         /* 2: signed weights, consistency round */
+#define WIRE_VERSION 3         /* 2: signed weights, consistency round; 3: MASKED carries
+                                * the weighted training loss after n_k, PLAN the local recipe */
 #define WIRE_SITE_MAX 64        /* site name, with NUL */
 #define WIRE_ARCH_MAX 32
 #define WIRE_REASON_MAX 256
@@ -57,7 +58,8 @@ typedef enum {
                          *       its ADVERTISE record), ascending; deg = graph degree */
     MSG_SHARES,         /* K->C  blob = one share box per peer (WIRE_BOXREC_BYTES each) */
     MSG_SHARES_IN,      /* C->K  blob = the boxes addressed to this client */
-    MSG_MASKED,         /* K->C  vec = masked encoded update, (numel + 1) uint32 LE */
+    MSG_MASKED,         /* K->C  vec = masked encoded update: numel packed elements, then
+                         *       n_k and n_k * loss as uint32 LE (aggregation/encoding.h) */
     MSG_UNMASK_REQ,     /* C->K  blob = wire_unmaskreq: (id, kind) records, kind 0 survivor,
                          *       1 dropped, then the U3 signatures (id, sig) of the
                          *       consistency round */
@@ -107,6 +109,7 @@ typedef enum {
 #define MSG_HAS_SECAGG (1u << 2)   /* PLAN: threshold, clip, scale, bits */
 #define MSG_HAS_BLOB (1u << 3)
 #define MSG_HAS_U1 (1u << 4)
+#define MSG_HAS_LOCAL (1u << 5)    /* PLAN: prox_mu, augment, class_balanced */
 
 /* Record layouts inside secure-aggregation blobs (all integers LE). */
 /* ADVERTISE: c_pk (32), s_pk (32), n_k (u64: the sample count this site's
@@ -297,6 +300,13 @@ typedef struct {
     /* the upload width w of MASKED's elements (aggregation/encoding.h);
      * optional: 0 (absent, a coordinator from before widths) means 32 */
     uint32_t bits;
+    /* the fixed-point scale of the weighted training loss word (secagg_encode_loss) */
+    double loss_scale;
+    /* PLAN (MSG_HAS_LOCAL): the local recipe beyond SGD's hyper-parameters:
+     * FedProx's mu (0: off), augmentation (0 off, 1 small random affine),
+     * class-balanced loss (0 off, 1 on) */
+    double prox_mu;
+    uint32_t augment, class_balanced;
 
     /* secure-aggregation records; length a multiple of the type's record size */
     const uint8_t *blob;

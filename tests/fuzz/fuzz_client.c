@@ -968,7 +968,7 @@ static void world_init(void)
 static void reset_plan(void)
 {
     plan = (msg_t){.type = MSG_PLAN, .round = FZ_ROUND, .phase = PHASE_TRAIN,
-                   .threshold = FZ_T, .clip = 2.0, .scale = 1000.0, .bits = 24,
+                   .threshold = FZ_T, .clip = 2.0, .scale = 1000.0, .bits = 24, .loss_scale = 100.0,
                    .present = MSG_HAS_SECAGG};
     cl.train.n = 100;
     cl.round = FZ_ROUND;
