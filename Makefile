@@ -86,7 +86,7 @@ GDCM_INC   := -I/usr/include/gdcm-3.0
 GDCM_LIBS  := -lgdcmMSFF -lgdcmDSED -lgdcmIOD -lgdcmDICT -lgdcmCommon
 PNG_LIBS    = $(shell pkg-config --libs libpng 2>/dev/null)
 CLIENT_SRC := $(filter-out $(CLIENT_CORE) $(WORKER_SRC),$(wildcard client/*.c))
-SIM_SRC    := $(filter-out sim/partition.c sim/swarm_main.c,$(wildcard sim/*.c))
+SIM_SRC    := $(filter-out sim/partition.c sim/swarm_main.c,$(wildcard sim/*.c)) coordinator/config.c
 # medfed-swarm: many protocol-only sites in one process (medfed-sim --swarm). The
 # daemon's own client code over model_synthetic.c, the plain-C backend of model.h,
 # instead of the LibTorch shim: linked with the C driver, no LibTorch.

@@ -143,6 +143,33 @@ void fedavg_apply_mean(fedavg_t *f, float *global, const float *mean)
         global[i] = (float)((double)global[i] + server_step(f, i, (double)mean[i]));
 }
 
+double fedavg_lr_at(const lr_sched_t *s, double lr, uint32_t round, uint32_t rounds)
+{
+    double r = round > 0 ? (double)(round - 1) : 0, v = lr;
+    if (s->kind == LR_STEP && s->step_rounds > 0)
+        v = lr * pow(s->gamma, floor(r / (double)s->step_rounds));
+    else if (s->kind == LR_COSINE && rounds > 0)
+        v = s->lr_min + (lr - s->lr_min) * 0.5 * (1 + cos(M_PI * (r < rounds ? r : rounds) / rounds));
+    return v < s->lr_min ? s->lr_min : v > lr ? lr : v;
+}
+
+static const char *const sched_names[] = {"constant", "step", "cosine"};
+
+int fedavg_lr_schedule_parse(const char *s, lr_schedule_t *out)
+{
+    for (size_t i = 0; i < sizeof sched_names / sizeof sched_names[0]; i++)
+        if (strcmp(s, sched_names[i]) == 0) {
+            *out = (lr_schedule_t)i;
+            return 0;
+        }
+    return -1;
+}
+
+const char *fedavg_lr_schedule_name(lr_schedule_t k)
+{
+    return (unsigned)k < sizeof sched_names / sizeof sched_names[0] ? sched_names[k] : "?";
+}
+
 static const char *const opt_names[] = {"fedavg", "fedavgm", "fedadagrad", "fedyogi", "fedadam"};
 
 const char *fedavg_opt_name(server_opt_t opt)

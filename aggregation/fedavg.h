@@ -84,6 +84,22 @@ int fedavg_apply(fedavg_t *f, float *global, char *err, size_t errlen);
  * allocated on this path. */
 void fedavg_apply_mean(fedavg_t *f, float *global, const float *mean);
 
+/* The local learning rate of round `round` (1-based) of a run of `rounds`:
+ *   constant  lr
+ *   step      lr * gamma^floor((round - 1) / step_rounds)
+ *   cosine    lr_min + (lr - lr_min) * (1 + cos(pi * (round - 1) / rounds)) / 2
+ * never below lr_min (nor above lr). */
+typedef enum { LR_CONSTANT = 0, LR_STEP, LR_COSINE } lr_schedule_t;
+typedef struct {
+    lr_schedule_t kind;
+    int step_rounds;   /* step: rounds between decays */
+    double gamma;      /* step: the factor */
+    double lr_min;     /* cosine: the floor (and every schedule's) */
+} lr_sched_t;
+double fedavg_lr_at(const lr_sched_t *s, double lr, uint32_t round, uint32_t rounds);
+int fedavg_lr_schedule_parse(const char *s, lr_schedule_t *out);
+const char *fedavg_lr_schedule_name(lr_schedule_t k);
+
 /* Parses "fedavg" / "fedavgm" / "fedadagrad" / "fedyogi" / "fedadam". */
 int fedavg_opt_parse(const char *s, server_opt_t *out);
 const char *fedavg_opt_name(server_opt_t opt);

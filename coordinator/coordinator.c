@@ -496,13 +496,18 @@ static void start_round(coord_t *c)
     uint64_t round_seed = (c->conf->seed * 1000003ull + c->round) ^ c->seed_salt;
     msg_t p = {.type = MSG_PLAN, .round = c->round, .phase = PHASE_TRAIN,
                .epochs = (uint32_t)c->conf->epochs, .batch = (uint32_t)c->conf->batch,
-               .lr = c->conf->lr, .momentum = c->conf->momentum,
-               .weight_decay = c->conf->weight_decay, .seed = round_seed};
+               .lr = fedavg_lr_at(&c->conf->lr_schedule, c->conf->lr, c->round, c->target),
+               .momentum = c->conf->momentum, .weight_decay = c->conf->weight_decay,
+               .seed = round_seed, .prox_mu = c->conf->prox_mu,
+               .augment = (uint32_t)c->conf->augment,
+               .class_balanced = (uint32_t)c->conf->class_balanced, .present = MSG_HAS_LOCAL};
     if (c->conf->secagg) secagg_server_fill_plan(c->sa, &p);
     broadcast_spec(c, &p, 1);
-    log_info("round=%u phase=train event=plan-sent cohort=%d live=%d secagg=%s t=%u -> training",
+    log_info("round=%u phase=train event=plan-sent cohort=%d live=%d secagg=%s t=%u lr=%g "
+             "prox_mu=%g augment=%u class_balanced=%u -> training",
              c->round, cohort, n, c->conf->secagg ? "on" : "off",
-             c->conf->secagg ? secagg_server_threshold(c->sa) : 0);
+             c->conf->secagg ? secagg_server_threshold(c->sa) : 0, p.lr, p.prox_mu, p.augment,
+             p.class_balanced);
 }
 
 static int count(const coord_t *c, int train, part_t p)

@@ -236,6 +236,29 @@ static void test_adaptive_optimisers(void **state)
     assert_float_equal(dflt.beta2, 0.99, 0);
 }
 
+/* The schedules by hand: lr 0.1 over 20 rounds. */
+static void test_lr_schedules(void **state)
+{
+    (void)state;
+    lr_sched_t c = {.kind = LR_CONSTANT}, st = {.kind = LR_STEP, .step_rounds = 5, .gamma = 0.5},
+               cs = {.kind = LR_COSINE, .lr_min = 0.001};
+    assert_float_equal(fedavg_lr_at(&c, 0.1, 17, 20), 0.1, 1e-15);
+    assert_float_equal(fedavg_lr_at(&st, 0.1, 1, 20), 0.1, 1e-15);
+    assert_float_equal(fedavg_lr_at(&st, 0.1, 5, 20), 0.1, 1e-15);
+    assert_float_equal(fedavg_lr_at(&st, 0.1, 6, 20), 0.05, 1e-15);
+    assert_float_equal(fedavg_lr_at(&st, 0.1, 16, 20), 0.0125, 1e-15);
+    assert_float_equal(fedavg_lr_at(&cs, 0.1, 1, 20), 0.1, 1e-15);
+    /* round 11: (r - 1) / R = 1/2, cos = 0: halfway, 0.001 + 0.099 / 2 */
+    assert_float_equal(fedavg_lr_at(&cs, 0.1, 11, 20), 0.0505, 1e-12);
+    /* round 20: 0.001 + 0.099 * (1 + cos(0.95 pi)) / 2 */
+    assert_float_equal(fedavg_lr_at(&cs, 0.1, 20, 20), 0.001 + 0.099 * (1 + cos(0.95 * M_PI)) / 2, 1e-12);
+    assert_true(fedavg_lr_at(&cs, 0.1, 40, 20) >= 0.001); /* past the horizon: the floor */
+    lr_schedule_t k;
+    assert_int_equal(fedavg_lr_schedule_parse("cosine", &k), 0);
+    assert_int_equal(k, LR_COSINE);
+    assert_int_equal(fedavg_lr_schedule_parse("linear", &k), -1);
+}
+
 static void test_auc_exact(void **state)
 {
     (void)state;
@@ -283,6 +306,7 @@ int main(void)
         cmocka_unit_test(test_begin_clears_and_server_lr),
         cmocka_unit_test(test_fedavgm_momentum),
         cmocka_unit_test(test_adaptive_optimisers),
+        cmocka_unit_test(test_lr_schedules),
         cmocka_unit_test(test_auc_exact),
         cmocka_unit_test(test_auc_from_histograms_matches_exact),
     };
