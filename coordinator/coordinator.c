@@ -676,6 +676,7 @@ static void resume_from(coord_t *c, const state_run_t *r)
     c->resumed_from = (int64_t)r->version;
     /* The clip the run had reached; a lowered ceiling still holds. */
     if (c->conf->clip_auto && r->clip > 0 && r->clip < c->conf->clip) c->clip = r->clip;
+    if (r->version > 0) state_load_server_opt(c, r->version, c->fedavg);
 }
 
 /* More rounds to run now? */
@@ -767,6 +768,52 @@ void coord_run_more(coord_t *c, uint32_t n)
     c->paused = 0;
     c->waiting_since = util_now();
     state_save(c);
+}
+
+int coord_set(coord_t *c, char (*sets)[COORD_SET_MAX], int n, char *err, size_t errlen)
+{
+    if (c->state == ST_TRAINING || c->state == ST_AGGREGATING || c->state == ST_EVALUATING) {
+        util_seterr(err, errlen, "round %u is in flight (%s): settings change between rounds; "
+                    "pause, wait for it to finish, then start with --set", c->round,
+                    coord_phase_name(c));
+        return -1;
+    }
+    static coord_conf_t next; /* large (paths): not on the stack */
+    next = c->conf_live;
+    for (int i = 0; i < n; i++) {
+        char *eq = strchr(sets[i], '='), key[64];
+        if (!eq || eq == sets[i] || (size_t)(eq - sets[i]) >= sizeof key) {
+            util_seterr(err, errlen, "--set wants KEY=VALUE, got '%s'", sets[i]);
+            return -1;
+        }
+        snprintf(key, sizeof key, "%.*s", (int)(eq - sets[i]), sets[i]);
+        if (!coord_conf_known(key)) {
+            util_seterr(err, errlen, "unknown setting '%s' (the keys of coordinator.ini)", key);
+            return -1;
+        }
+        if (!coord_conf_runtime(key)) {
+            util_seterr(err, errlen, "'%s' is fixed for the coordinator's life: change it in "
+                        "coordinator.ini and restart the coordinator", key);
+            return -1;
+        }
+        if (coord_conf_set(&next, key, eq + 1, err, errlen) < 0) return -1;
+    }
+    if (memcmp(&next.server, &c->conf_live.server, sizeof next.server) != 0) {
+        /* Another server optimiser (or its parameters): its state starts from zero. */
+        fedavg_t *f = fedavg_new(c->numel, &next.server);
+        if (!f) {
+            util_seterr(err, errlen, "out of memory for the server optimiser");
+            return -1;
+        }
+        fedavg_destroy(&c->fedavg);
+        c->fedavg = f;
+        log_info("server optimiser now %s: its state starts from zero",
+                 fedavg_opt_name(next.server.opt));
+    }
+    if (next.clip != c->conf_live.clip) c->clip = next.clip;
+    c->conf_live = next;
+    for (int i = 0; i < n; i++) log_info("admin: set %s", sets[i]);
+    return 0;
 }
 
 void coord_pause(coord_t *c)
@@ -1428,7 +1475,9 @@ int coord_run(const coord_conf_t *conf)
 {
     static coord_t c; /* large (registry): not on the stack */
     memset(&c, 0, sizeof c);
-    c.conf = conf;
+    c.conf_live = *conf; /* medfed start --set changes the run's settings (coord_set) */
+    c.conf = &c.conf_live;
+    conf = c.conf;
     int rc = 1;
     char err[512];
     rng_seed(&c.rng, conf->seed ^ 0xC00Dull);

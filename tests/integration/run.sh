@@ -455,6 +455,33 @@ sys.exit(0 if len(a) == len(b) and diff <= 1e-3 and moved > 1e-2 and acc <= 0.00
 PYEOF
 then ok $t; else bad $t "see $WORK/secure.out"; fi
 
+# The strategies reach the plan, and the server optimiser's state survives a
+# restart: a plaintext FedAdam run with FedProx, a cosine schedule and
+# augmentation (each round's PLAN as the coordinator and a site log it: the
+# cosine lr 0.02 -> 0.01 over two rounds); its state directory holds
+# server-opt.bin (m and v: 2 x numel doubles after a 28-byte header); a
+# coordinator restarted there resumes that state with model 2, and one told
+# another optimiser says its state starts from zero.
+t=strategies_reach_plan_and_optimiser_state_resumes
+d="$WORK/strat"
+if skip $t; then :; elif "$BIN/medfed-sim" --clients 3 --rounds 2 --partition iid --seed 2 --max-train 300 --max-val 100 \
+        --server-opt fedadam --prox-mu 0.01 --lr-schedule cosine --augment on --secagg off \
+        --out "$d" > "$d.out" 2>&1 &&
+   json_check "$d/metrics.jsonl" 'len(rows) == 2 and all(not r["aborted"] and r["participants"] == 3 and r["train_loss"] > 0 for r in rows)' &&
+   grep -q "round=1 phase=train event=plan-sent .* lr=0.02 prox_mu=0.01 augment=1 " "$d/logs/coordinator.log" &&
+   grep -q "round=2 phase=train event=plan-sent .* lr=0.01 prox_mu=0.01 augment=1 " "$d/logs/coordinator.log" &&
+   grep -q "round=2 phase=train event=plan .* lr=0.01 prox_mu=0.01 augment=1 " "$d/logs/site-00.log" &&
+   [ "$(stat -c %s "$d/server-opt.bin")" -eq $((28 + 2 * 8 * 1659266)) ] &&
+   { "$BIN/medfed-coordinator" --init "$d/init.safetensors" --out "$d" --roster "$d/roster.txt" \
+        --curve-secret "$d/coordinator.key" --server-opt fedadam --rounds 3 --wait-timeout 1 \
+        --secagg off > "$d/restart-1.log" 2>&1 || :; } &&
+   grep -q "the server optimiser's state (fedadam) resumed with model 2" "$d/restart-1.log" &&
+   { "$BIN/medfed-coordinator" --init "$d/init.safetensors" --out "$d" --roster "$d/roster.txt" \
+        --curve-secret "$d/coordinator.key" --server-opt fedyogi --rounds 3 --wait-timeout 1 \
+        --secagg off > "$d/restart-2.log" 2>&1 || :; } &&
+   grep -q "server-opt.bin is another optimiser's: the server optimiser (fedyogi) starts again from zero" "$d/restart-2.log"
+then ok $t; else bad $t "see $d.out $d/restart-*.log"; fi
+
 # 9. A client killed at each phase of secure aggregation: the round completes,
 #    survivors = N-1, and the unmasked integer sum equals the sum of the
 #    encoded updates of exactly the clients whose input it includes. Four
