@@ -482,6 +482,27 @@ if skip $t; then :; elif "$BIN/medfed-sim" --clients 3 --rounds 2 --partition ii
    grep -q "server-opt.bin is another optimiser's: the server optimiser (fedyogi) starts again from zero" "$d/restart-2.log"
 then ok $t; else bad $t "see $d.out $d/restart-*.log"; fi
 
+# medfed-sim --config FILE takes the coordinator's own keys (the file's rounds,
+# epochs and lr become the run's, its strategy keys reach the plan), and
+# --centralised trains one site on every training image (plaintext, the
+# same rounds).
+t=sim_config_file_and_centralised
+d="$WORK/simconf"
+mkdir -p "$d"
+printf '[coordinator]\nrounds = 1\nlocal_epochs = 1\nlr = 0.03\nserver_opt = fedyogi\nprox_mu = 0.02\n' > "$d/coordinator.ini"
+if skip $t; then :; elif "$BIN/medfed-sim" --config "$d/coordinator.ini" --clients 3 --partition iid --seed 2 \
+        --max-train 300 --max-val 100 --out "$d/fed" > "$d/fed.out" 2>&1 &&
+   json_check "$d/fed/metrics.jsonl" 'len(rows) == 1 and rows[0]["secagg"] and rows[0]["participants"] == 3' &&
+   grep -q "round=1 phase=train event=plan-sent .* lr=0.03 prox_mu=0.02 " "$d/fed/logs/coordinator.log" &&
+   grep -q "round=1 phase=train event=plan epochs=1 batch=32 lr=0.03 prox_mu=0.02 " "$d/fed/logs/site-02.log" &&
+   ! "$BIN/medfed-sim" --server-opt adam --out "$d/bad" > "$d/bad.out" 2>&1 &&
+   grep -q "server-opt: 'server_opt' must be fedavg, fedavgm, fedadagrad, fedyogi or fedadam" "$d/bad.out" &&
+   "$BIN/medfed-sim" --centralised --clients 10 --rounds 1 --seed 2 --max-train 300 --max-val 100 \
+        --out "$d/central" > "$d/central.out" 2>&1 &&
+   json_check "$d/central/metrics.jsonl" 'len(rows) == 1 and not rows[0]["secagg"] and rows[0]["participants"] == 1 and rows[0]["val_n"] == 100' &&
+   grep -q "site-00  train   300  val  100" "$d/central.out" && [ ! -d "$d/central/sites/site-01" ]
+then ok $t; else bad $t "see $d/*.out"; fi
+
 # 9. A client killed at each phase of secure aggregation: the round completes,
 #    survivors = N-1, and the unmasked integer sum equals the sum of the
 #    encoded updates of exactly the clients whose input it includes. Four
