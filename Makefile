@@ -336,6 +336,13 @@ bench-width: test-deps
 	$(Q)$(MAKE) --no-print-directory all $(BUILD)/tests/bench_encoding
 	$(Q)BENCH_PARTS=width sh tests/bench/run.sh $(BIN) $(BUILD) bench-results $(HOOKS_BIN)
 
+# The accuracy table alone (issue 12: FedAvg, FedProx, FedAdam, FedYogi and the
+# centralised reference on the default simulation; into bench-results/bench.json).
+.PHONY: bench-accuracy
+bench-accuracy: deps
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)BENCH_PARTS=accuracy sh tests/bench/run.sh $(BIN) $(BUILD) bench-results $(HOOKS_BIN)
+
 # Round cost as the model and the federation grow: 10 real clients at two model
 # sizes (plaintext / secure, CURVE on / off) and the swarm at 100-1,000 sites
 # (issue 11), into bench-results/scale.json.
