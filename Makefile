@@ -92,7 +92,7 @@ GDCM_INC   := -I/usr/include/gdcm-3.0
 GDCM_LIBS  := -lgdcmMSFF -lgdcmDSED -lgdcmIOD -lgdcmDICT -lgdcmCommon
 PNG_LIBS    = $(shell pkg-config --libs libpng 2>/dev/null)
 CLIENT_SRC := $(filter-out $(CLIENT_CORE) $(WORKER_SRC),$(wildcard client/*.c))
-SIM_SRC    := $(filter-out sim/partition.c sim/swarm_main.c,$(wildcard sim/*.c))
+SIM_SRC    := $(filter-out sim/partition.c sim/swarm_main.c,$(wildcard sim/*.c)) coordinator/config.c
 # medfed-swarm: many protocol-only sites in one process (medfed-sim --swarm). The
 # daemon's own client code over model_synthetic.c, the plain-C backend of model.h,
 # instead of the LibTorch shim: linked with the C driver, no LibTorch.
@@ -341,6 +341,13 @@ bench: test-deps
 bench-width: test-deps
 	$(Q)$(MAKE) --no-print-directory all $(BUILD)/tests/bench_encoding
 	$(Q)BENCH_PARTS=width sh tests/bench/run.sh $(BIN) $(BUILD) bench-results $(HOOKS_BIN)
+
+# The accuracy table alone (issue 12: FedAvg, FedProx, FedAdam, FedYogi and the
+# centralised reference on the default simulation; into bench-results/bench.json).
+.PHONY: bench-accuracy
+bench-accuracy: deps
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)BENCH_PARTS=accuracy sh tests/bench/run.sh $(BIN) $(BUILD) bench-results $(HOOKS_BIN)
 
 # Round cost as the model and the federation grow: 10 real clients at two model
 # sizes (plaintext / secure, CURVE on / off) and the swarm at 100-1,000 sites

@@ -38,7 +38,10 @@ size_t enc_packed_len(size_t n, unsigned w)
     return n / 8 * w + (n % 8 * w + 7) / 8;
 }
 
-size_t enc_masked_len(size_t numel, unsigned w) { return enc_packed_len(numel, w) + ENC_WEIGHT_BYTES; }
+size_t enc_masked_len(size_t numel, unsigned w, unsigned tail)
+{
+    return enc_packed_len(numel, w) + tail * ENC_WEIGHT_BYTES;
+}
 
 unsigned enc_width(unsigned upload_bits, unsigned cohort)
 {
@@ -136,17 +139,21 @@ void enc_unpack_add(const uint8_t *in, size_t n, unsigned w, uint32_t *acc)
     for (size_t i = 8 * fast; i < n; i++) acc[i] += get_one(in, len, i, w);
 }
 
-size_t enc_pack_masked(uint32_t *y, size_t numel, unsigned w)
+size_t enc_pack_masked(uint32_t *y, size_t numel, unsigned w, unsigned tail)
 {
-    const uint32_t weight = y[numel];
+    assert(tail >= 1 && tail <= ENC_TAIL_WORDS);
+    uint32_t words[ENC_TAIL_WORDS];
+    memcpy(words, y + numel, tail * sizeof *words);
     const size_t len = enc_packed_len(numel, w);
     enc_pack(y, numel, w, (uint8_t *)y);
-    put32le((uint8_t *)y + len, weight);
-    return len + ENC_WEIGHT_BYTES;
+    for (size_t k = 0; k < tail; k++) put32le((uint8_t *)y + len + 4 * k, words[k]);
+    return len + tail * ENC_WEIGHT_BYTES;
 }
 
-void enc_unpack_add_masked(const uint8_t *in, size_t numel, unsigned w, uint32_t *acc)
+void enc_unpack_add_masked(const uint8_t *in, size_t numel, unsigned w, unsigned tail,
+                           uint32_t *acc)
 {
+    assert(tail >= 1 && tail <= ENC_TAIL_WORDS);
     enc_unpack_add(in, numel, w, acc);
-    enc_unpack_add(in + enc_packed_len(numel, w), 1, 32, acc + numel);
+    enc_unpack_add(in + enc_packed_len(numel, w), tail, 32, acc + numel);
 }

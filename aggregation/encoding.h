@@ -13,8 +13,11 @@
  * A masked vector on the wire (MASKED.vec, enc_masked_len bytes):
  *   numel elements, w bits each, packed little-endian (element i occupies
  *   bits i*w .. i*w + w - 1 of the byte string, bit 0 = the LSB of byte 0),
- *   zero bits only to fill the last byte; then the weight word n_k as a full
- *   32-bit LE word (a narrow width must never cap the total weight).
+ *   zero bits only to fill the last byte; then the ENC_TAIL_WORDS full
+ *   32-bit LE words: the weight n_k (a narrow width must never cap the total
+ *   weight) and the weighted training loss n_k * loss_k in fixed point
+ *   (secagg_encode_loss), so the coordinator learns only the weighted mean
+ *   loss, as it learns only the weighted mean update.
  */
 #ifndef MEDFED_ENCODING_H
 #define MEDFED_ENCODING_H
@@ -25,11 +28,15 @@
 #define ENC_BITS_MIN 8
 #define ENC_BITS_MAX 32
 #define ENC_WEIGHT_BYTES 4
+#define ENC_TAIL_WORDS 2        /* at most, after the elements: n_k, then n_k * loss_k */
+/* The tail of a round: both words when the plan carries a loss scale (every
+ * site of the cohort speaks protocol 3), else n_k alone (protocol 2's layout). */
+#define ENC_TAIL_V2 1
 
 /* ceil(n * w / 8): n elements at w bits. */
 size_t enc_packed_len(size_t n, unsigned w);
-/* The bytes of a masked vector of numel elements at width w, weight word included. */
-size_t enc_masked_len(size_t numel, unsigned w);
+/* The bytes of a masked vector of numel elements at width w, its `tail` words included. */
+size_t enc_masked_len(size_t numel, unsigned w, unsigned tail);
 
 /* The width for a cohort of `cohort` sites whose values each need
  * upload_bits: upload_bits + ceil(log2(cohort)) + 1 (the sum of the cohort,
@@ -46,11 +53,13 @@ void enc_pack(const uint32_t *x, size_t n, unsigned w, uint8_t *out);
  * no temporary. */
 void enc_unpack_add(const uint8_t *in, size_t n, unsigned w, uint32_t *acc);
 
-/* A masked vector in place: y[0..numel) packed at w bits, then y[numel] as
- * the LE weight word. Returns enc_masked_len(numel, w), the bytes now at y. */
-size_t enc_pack_masked(uint32_t *y, size_t numel, unsigned w);
-/* acc[0..numel] += a masked vector of enc_masked_len(numel, w) bytes. */
-void enc_unpack_add_masked(const uint8_t *in, size_t numel, unsigned w, uint32_t *acc);
+/* A masked vector in place: y[0..numel) packed at w bits, then the `tail`
+ * (1 or ENC_TAIL_WORDS) words y[numel..] as LE words. Returns
+ * enc_masked_len(numel, w, tail), the bytes now at y. */
+size_t enc_pack_masked(uint32_t *y, size_t numel, unsigned w, unsigned tail);
+/* acc[0..numel + tail) += a masked vector of enc_masked_len(numel, w, tail) bytes. */
+void enc_unpack_add_masked(const uint8_t *in, size_t numel, unsigned w, unsigned tail,
+                           uint32_t *acc);
 
 /* v mod 2^w read as a w-bit two's complement number. */
 static inline int64_t enc_signed(uint32_t v, unsigned w)

@@ -42,6 +42,33 @@ int secagg_quant_params(double clip, int64_t max_weight, unsigned clients, unsig
     return 0;
 }
 
+double secagg_loss_scale(int64_t max_weight, unsigned clients)
+{
+    if (max_weight <= 0) return 0;
+    /* one unit of slack for the division's rounding */
+    return (4294967295.0 - (double)clients - 1) / (SECAGG_LOSS_MAX * (double)max_weight);
+}
+
+int secagg_loss_scale_ok(double s, int64_t weight)
+{
+    return s > 0 && isfinite(s) && weight > 0 && SECAGG_LOSS_MAX * s * (double)weight + 1 <= 4294967295.0;
+}
+
+uint32_t secagg_encode_loss(double loss, int64_t weight, double s)
+{
+    if (!(loss <= SECAGG_LOSS_MAX)) loss = SECAGG_LOSS_MAX; /* NaN too */
+    if (loss < 0) loss = 0;
+    double v = floor(loss * (double)weight * s + 0.5);
+    return v >= 4294967295.0 ? UINT32_MAX : (uint32_t)v;
+}
+
+double secagg_decode_loss(uint32_t sum, int64_t weight, double s)
+{
+    if (weight <= 0 || !(s > 0)) return NAN;
+    double l = (double)sum / (s * (double)weight);
+    return l <= SECAGG_LOSS_MAX + 1e-6 ? l : NAN;
+}
+
 double secagg_next_clip(const float *mean, size_t n, double headroom, double ceiling)
 {
     float m = 0.0f;

@@ -45,6 +45,23 @@ int secagg_fits(const quant_t *q, int64_t weight, unsigned clients);
 size_t secagg_encode(const float *delta, size_t n, int64_t weight, const quant_t *q,
                      const uint32_t *dither, uint32_t *out);
 
+/* The training loss under secure aggregation: each site adds one more
+ * masked word, L = round(n_k * min(loss_k, SECAGG_LOSS_MAX) * S_L) (a NaN
+ * loss counts as SECAGG_LOSS_MAX), so the coordinator learns sum(L) only:
+ * the weighted mean loss sum(L) / S_L / sum(n_k), as plaintext FedAvg
+ * reports it. S_L (the plan's loss_scale) is the largest scale at which the
+ * cohort's sum cannot pass 2^32 - 1: SECAGG_LOSS_MAX * S_L * max_weight +
+ * clients <= 2^32 - 1 (each rounding adds at most 1/2). */
+#define SECAGG_LOSS_MAX 64.0
+double secagg_loss_scale(int64_t max_weight, unsigned clients);
+/* 1 if a site of weight n_k can encode its loss at scale s without passing
+ * 2^32 - 1 alone (a site checks the plan's scale with it). */
+int secagg_loss_scale_ok(double s, int64_t weight);
+uint32_t secagg_encode_loss(double loss, int64_t weight, double s);
+/* The weighted mean loss from the unmasked word, or NAN when it cannot be
+ * one (beyond SECAGG_LOSS_MAX: not the sites' encoding). */
+double secagg_decode_loss(uint32_t sum, int64_t weight, double s);
+
 /* The clip of the next round, from this round's decoded mean update (public
  * to the coordinator: nothing per site): headroom x max |mean[i]| over the
  * finite values, within [ceiling / SECAGG_CLIP_RANGE, ceiling]. A site's own

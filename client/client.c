@@ -382,8 +382,9 @@ static void on_plan(client_t *c, const msg_t *m)
     c->update_waiting = 0; /* a plaintext update of an earlier round is not sent now */
     sa_client_reset(c); /* a new round: whatever the last one left is wiped */
     c->phase = PHASE_TRAIN;
-    log_info("round=%u phase=train event=plan epochs=%u batch=%u lr=%g", m->round, m->epochs,
-             m->batch, m->lr);
+    log_info("round=%u phase=train event=plan epochs=%u batch=%u lr=%g prox_mu=%g augment=%u "
+             "class_balanced=%u", m->round, m->epochs, m->batch, m->lr, m->prox_mu, m->augment,
+             m->class_balanced);
     client_maybe_die(c, "train", m->round);
     /* A plan we would refuse after training is refused before it. A plan
      * for a plaintext update is a request for this site's raw update: the
@@ -401,7 +402,8 @@ static void on_plan(client_t *c, const msg_t *m)
     send_heartbeat(c); /* we have the plan: the coordinator sends the next site its model */
     if (m->epochs > 1000 || m->batch < 1 || m->batch > 65536 ||
         !(m->lr > 0 && m->lr < 100) || !(m->momentum >= 0 && m->momentum < 1) ||
-        !(m->weight_decay >= 0 && m->weight_decay < 1)) {
+        !(m->weight_decay >= 0 && m->weight_decay < 1) ||
+        !(m->prox_mu >= 0 && m->prox_mu <= 100) || m->augment > 1 || m->class_balanced > 1) {
         client_send_error(c, m->round, ERR_MALFORMED, "hyper-parameters out of range");
         return;
     }
@@ -410,6 +412,8 @@ static void on_plan(client_t *c, const msg_t *m)
         .momentum = (float)m->momentum, .weight_decay = (float)m->weight_decay,
         .seed = training_seed(c, m),
         .progress = on_progress, .progress_user = c, .progress_every = m->batch,
+        .prox_mu = (float)m->prox_mu, .augment = (int)m->augment,
+        .class_balanced = (int)m->class_balanced,
     };
     model_data_t data = {c->train.x, c->train.y, c->train.n};
     model_result_t res = {0};
@@ -436,6 +440,7 @@ static void on_plan(client_t *c, const msg_t *m)
     }
     for (size_t i = 0; i < c->numel; i++) c->work[i] -= c->global[i];
     health_result("round %u trained, loss %.4f, %.0f s", m->round, res.train_loss, secs);
+    c->update_loss = res.train_loss; /* secure rounds mask n_k * loss with the update */
     if (m->present & MSG_HAS_SECAGG) {
         log_info("round=%u phase=train event=trained loss=%.4f train_s=%.2f", m->round,
                  res.train_loss, secs);
@@ -444,7 +449,6 @@ static void on_plan(client_t *c, const msg_t *m)
     }
     /* The delta waits in work until the coordinator says UPLOAD. */
     c->update_waiting = 1;
-    c->update_loss = res.train_loss;
     c->update_secs = secs;
     msg_t ready = {.type = MSG_READY, .round = m->round, .phase = PHASE_TRAIN};
     if (client_send(c, &ready) == 0)

@@ -77,7 +77,7 @@ typedef struct {
     size_t cert_len;
     uint8_t *identity_sk;   /* Ed25519, guarded memory; NULL when not configured */
     sa_client_t *sa;        /* this round's secrets, NULL between rounds */
-    uint32_t *masked_buf;   /* numel + 1 words for the masked input, reused */
+    uint32_t *masked_buf;   /* numel + ENC_TAIL_WORDS words for the masked input, reused */
     struct policy *policy;  /* the site's own rules and released-shares memory (policy.h) */
     uint8_t coordinator_pk[32]; /* pinned CURVE key (zeros without CURVE): names the federation */
 } client_t;

@@ -67,6 +67,8 @@ struct sa_client {
     unsigned t;
     quant_t q;
     int64_t weight;
+    double loss_scale;    /* the plan's: n_k * loss travels as one more masked word */
+    unsigned tail;        /* words after the elements: ENC_TAIL_WORDS, or ENC_TAIL_V2 */
     uint8_t c_pk[KA_PUBLICKEYBYTES], c_sk[KA_SECRETKEYBYTES];
     uint8_t s_pk[KA_PUBLICKEYBYTES], s_sk[KA_SECRETKEYBYTES];
     uint8_t b[PRG_SEEDBYTES];
@@ -86,7 +88,7 @@ struct sa_client {
     uint8_t share_b[ROSTER_MAX][SHAMIR_SHAREBYTES], share_s[ROSTER_MAX][SHAMIR_SHAREBYTES];
     uint8_t in_u2[ROSTER_MAX];
     uint8_t *y;           /* the packed masked input (c->masked_buf), waiting for UPLOAD */
-    size_t y_len;         /* its bytes: enc_masked_len(numel, q.bits) */
+    size_t y_len;         /* its bytes: enc_masked_len(numel, q.bits, tail) */
 };
 
 void sa_client_reset(client_t *c)
@@ -130,6 +132,9 @@ int sa_client_check_plan(client_t *c, const msg_t *plan)
     } else if (q.bits < ENC_BITS_MIN || q.bits > ENC_BITS_MAX) {
         snprintf(why, sizeof why, "plan: upload width %u bits is outside [%d, %d]", q.bits,
                  ENC_BITS_MIN, ENC_BITS_MAX);
+    } else if ((plan->present & MSG_HAS_LOSS) && !secagg_loss_scale_ok(plan->loss_scale, c->train.n)) {
+        snprintf(why, sizeof why, "plan: loss scale %g x our %lld samples does not fit a 32-bit "
+                 "word", plan->loss_scale, (long long)c->train.n);
     } else if (!secagg_fits(&q, c->train.n, 1)) {
         /* The coordinator picks scale so that clip * scale * (sum of n_k) +
          * cohort < 2^(w-1) (secagg_quant_params); a plan breaking that for
@@ -179,6 +184,10 @@ void sa_client_advertise(client_t *c, const msg_t *plan, double train_seconds)
     s->self = c->client_id;
     s->t = plan->threshold;
     s->q = plan_quant(plan);
+    s->loss_scale = plan->loss_scale;
+    /* The loss word travels when the plan gives its scale (a cohort that all
+     * speak protocol 3); otherwise protocol 2's layout, n_k alone. */
+    s->tail = (plan->present & MSG_HAS_LOSS) ? ENC_TAIL_WORDS : ENC_TAIL_V2;
     s->weight = c->train.n;
     uint8_t adv[WIRE_ADVERTISE_BYTES + WIRE_CERT_MAX];
     if (ka_keypair(s->c_pk, s->c_sk) < 0 || ka_keypair(s->s_pk, s->s_sk) < 0) {
@@ -513,12 +522,13 @@ static void masked_input(client_t *c, const msg_t *m)
     }
     s->in_u2[position_of(s, s->self)] = 1;
 
-    /* y = encode(n_k * delta) + PRG(b) + sum_v sign(u, v) PRG(s_uv). */
-    size_t words = c->numel + 1;
+    /* y = encode(n_k * delta) || n_k || n_k * loss + PRG(b) + sum_v sign(u, v) PRG(s_uv). */
+    size_t words = c->numel + s->tail;
     /* One buffer, kept across rounds (a fresh model-sized buffer costs page
      * faults every round): the dither words are drawn into it and the
      * encoding overwrites each in place. */
-    if (!c->masked_buf && !(c->masked_buf = malloc(words * sizeof *c->masked_buf))) {
+    if (!c->masked_buf &&
+        !(c->masked_buf = malloc((c->numel + ENC_TAIL_WORDS) * sizeof *c->masked_buf))) {
         fail(c, ERR_LOCAL, "out of memory");
         return;
     }
@@ -527,6 +537,8 @@ static void masked_input(client_t *c, const msg_t *m)
     crypto_random(seed, sizeof seed);
     ok = prg_expand(PRG_DEFAULT, seed, y, c->numel) == 0;
     size_t clipped = secagg_encode(c->work, c->numel, s->weight, &s->q, y, y);
+    if (s->tail == ENC_TAIL_WORDS)
+        y[c->numel + 1] = secagg_encode_loss(c->update_loss, s->weight, s->loss_scale);
     client_drop_work(c); /* hosted: the delta is in y now */
     if (clipped) log_warn("round=%u %zu update values clipped to +-%g", s->round, clipped, s->q.clip);
 #ifdef MEDFED_TEST_HOOKS
@@ -569,7 +581,7 @@ static void masked_input(client_t *c, const msg_t *m)
      * 32-bit words, and 2^w divides 2^32 (every residue mod 2^w has 2^(32-w)
      * preimages), so each reduced mask is uniform mod 2^w: the packed words
      * hide the update as the full ones did, and they still cancel in the sum. */
-    s->y_len = enc_pack_masked(y, c->numel, s->q.bits);
+    s->y_len = enc_pack_masked(y, c->numel, s->q.bits, s->tail);
     s->y = (uint8_t *)y;
     s->state = SA_READY;
     c->phase = PHASE_MASKED;

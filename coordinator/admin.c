@@ -11,7 +11,8 @@
  *   status          state, round, completed rounds, target, clients, last metrics
  *   clients         every registered site: live, last seen, samples, part in the round,
  *                   protocol and software version, training progress, certificate expiry
- *   start [N]       run N more rounds (default: `rounds` of the config); also unpauses
+ *   start [N] [KEY=VALUE...]  run N more rounds (N "": `rounds` of the config), with
+ *                   those settings changed first (coord_set); also unpauses
  *   pause           finish the round in flight, then start no new one
  *   stop            abandon the round in flight now; the model stays at the last round
  *   export [R]      the model after round R (default: the latest)
@@ -33,8 +34,8 @@
 #include "crypto/crypto.h"
 #include "proto/transport.h"
 
-#define ADMIN_FRAMES 4
-#define ADMIN_FRAME_MAX 256
+#define ADMIN_FRAMES 18 /* start, N and up to 16 KEY=VALUE */
+#define ADMIN_FRAME_MAX COORD_SET_MAX
 #define WATCHERS_MAX 16
 #define WATCH_TTL 30.0 /* a watcher that has not renewed for this long is dropped */
 
@@ -191,13 +192,22 @@ static int parse_count(const char *s, long long lo, long long hi, long long *out
     return s && util_parse_int(s, lo, hi, out) == 0 ? 0 : -1;
 }
 
-static void cmd_start(coord_t *c, const char *arg, FILE *f)
+static void cmd_start(coord_t *c, const char *arg, char (*sets)[ADMIN_FRAME_MAX], int nsets,
+                      FILE *f)
 {
     long long n = c->conf->rounds;
-    if (arg && parse_count(arg, 1, 100000, &n) < 0) {
+    if (arg && arg[0] && parse_count(arg, 1, 100000, &n) < 0) {
         fprintf(f, "{\"ok\":false,\"error\":\"start: rounds must be 1..100000\"}");
         return;
     }
+    char err[512];
+    if (nsets > 0 && coord_set(c, sets, nsets, err, sizeof err) < 0) {
+        fputs("{\"ok\":false,\"error\":", f);
+        util_json_string(f, err);
+        fputs("}", f);
+        return;
+    }
+    if (!arg || !arg[0]) n = c->conf->rounds; /* a --set rounds=N counts */
     coord_run_more(c, (uint32_t)n);
     log_info("admin: start %lld rounds -> target round %u", n, c->target);
     fprintf(f, "{\"ok\":true,\"round\":%u,\"target\":%u}", c->round, c->target);
@@ -318,7 +328,7 @@ void admin_on_readable(coord_t *c)
         if (bad) fputs("{\"ok\":false,\"error\":\"malformed request\"}", f);
         else if (strcmp(cmd, "status") == 0) cmd_status(c, f);
         else if (strcmp(cmd, "clients") == 0) cmd_clients(c, f);
-        else if (strcmp(cmd, "start") == 0) cmd_start(c, arg, f);
+        else if (strcmp(cmd, "start") == 0) cmd_start(c, arg, fr + 2, n > 2 ? n - 2 : 0, f);
         else if (strcmp(cmd, "pause") == 0) cmd_pause(c, f);
         else if (strcmp(cmd, "stop") == 0) cmd_stop(c, f);
         else if (strcmp(cmd, "export") == 0) cmd_export(c, arg, f, &data, &data_len);

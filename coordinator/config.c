@@ -15,7 +15,15 @@
 static int parse_server_opt(const char *v, void *field, char *err, size_t errlen)
 {
     if (fedavg_opt_parse(v, (server_opt_t *)field) == 0) return 0;
-    util_seterr(err, errlen, "'server_opt' must be fedavg or fedavgm, got '%s'", v);
+    util_seterr(err, errlen,
+                "'server_opt' must be fedavg, fedavgm, fedadagrad, fedyogi or fedadam, got '%s'", v);
+    return -1;
+}
+
+static int parse_lr_schedule(const char *v, void *field, char *err, size_t errlen)
+{
+    if (fedavg_lr_schedule_parse(v, (lr_schedule_t *)field) == 0) return 0;
+    util_seterr(err, errlen, "'lr_schedule' must be constant, step or cosine, got '%s'", v);
     return -1;
 }
 
@@ -47,6 +55,17 @@ static const conf_opt_t coord_opts[] = {
     {"server_opt", CONF_CUSTOM, F(server.opt), 0, 0, 0, parse_server_opt},
     NUM("server_lr", CONF_DOUBLE, server.lr, 1e-6, 100),
     NUM("server_momentum", CONF_DOUBLE, server.momentum, 0, 0.999),
+    NUM("server_eta", CONF_DOUBLE, server.eta, 1e-8, 10),
+    NUM("server_beta1", CONF_DOUBLE, server.beta1, 0, 0.9999),
+    NUM("server_beta2", CONF_DOUBLE, server.beta2, 0, 0.9999),
+    NUM("server_tau", CONF_DOUBLE, server.tau, 1e-12, 10),
+    {"lr_schedule", CONF_CUSTOM, F(lr_schedule.kind), 0, 0, 0, parse_lr_schedule},
+    NUM("lr_step_rounds", CONF_INT, lr_schedule.step_rounds, 1, 100000),
+    NUM("lr_step_gamma", CONF_DOUBLE, lr_schedule.gamma, 1e-6, 1),
+    NUM("lr_min", CONF_DOUBLE, lr_schedule.lr_min, 0, 10),
+    NUM("prox_mu", CONF_DOUBLE, prox_mu, 0, 100),
+    NUM("augment", CONF_ONOFF, augment, 0, 1),
+    NUM("class_balanced", CONF_ONOFF, class_balanced, 0, 1),
     NUM("seed", CONF_U64, seed, 0, 9007199254740992.0),
     NUM("heartbeat_timeout", CONF_DOUBLE, heartbeat_timeout, 0.1, 86400),
     NUM("phase_timeout", CONF_DOUBLE, phase_timeout, 0.1, 604800),
@@ -86,7 +105,12 @@ void coord_conf_defaults(coord_conf_t *c)
     c->heartbeat_timeout = 30;
     c->phase_timeout = 3600;
     c->wait_timeout = 600;
-    c->server = (fedavg_opts_t){SERVER_OPT_FEDAVG, 1.0, 0.0};
+    c->server = (fedavg_opts_t){.opt = SERVER_OPT_FEDAVG, .lr = 1.0};
+    fedavg_opts_adaptive_defaults(&c->server);
+    c->lr_schedule = (lr_sched_t){.kind = LR_CONSTANT, .step_rounds = 10, .gamma = 0.5, .lr_min = 0};
+    c->prox_mu = 0;
+    c->augment = 0;
+    c->class_balanced = 0;
     c->secagg = 1;
     c->dropout = 0.2;
     c->collusion = 0.33;
@@ -110,6 +134,25 @@ void coord_conf_defaults(coord_conf_t *c)
 }
 
 int coord_conf_known(const char *name) { return conf_find(coord_opts, N_OPTS, name) >= 0; }
+
+/* What a run may change (medfed start --set): the hyper-parameters of the
+ * rounds. Everything else (sockets, keys, files, the roster, the threat
+ * model's slots and timeouts) is the coordinator's for its life. */
+static const char *const runtime_opts[] = {
+    "rounds", "min_clients", "fraction", "local_epochs", "batch", "lr", "momentum",
+    "weight_decay", "server_opt", "server_lr", "server_momentum", "server_eta", "server_beta1",
+    "server_beta2", "server_tau", "lr_schedule", "lr_step_rounds", "lr_step_gamma", "lr_min",
+    "prox_mu", "augment", "class_balanced", "clip", "clip_auto", "clip_headroom",
+};
+
+int coord_conf_runtime(const char *name)
+{
+    int i = conf_find(coord_opts, N_OPTS, name);
+    if (i < 0) return 0;
+    for (size_t k = 0; k < sizeof runtime_opts / sizeof runtime_opts[0]; k++)
+        if (strcmp(coord_opts[i].name, runtime_opts[k]) == 0) return 1;
+    return 0;
+}
 
 int coord_conf_set(coord_conf_t *c, const char *name, const char *value, char *err, size_t errlen)
 {

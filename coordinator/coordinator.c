@@ -464,7 +464,8 @@ static int secure_round_setup(coord_t *c)
             return -1;
         }
         cohort[n++] = (sa_member_t){.slot = i, .id = (uint32_t)k->index, .site = k->site,
-                                    .pk = c->roster.site[r].pk, .n_train = k->n_train};
+                                    .pk = c->roster.site[r].pk, .n_train = k->n_train,
+                                    .v2 = k->proto > 0 && k->proto < 3};
     }
     if (secagg_server_begin(c->sa, c->round, c->model_hash, cohort, n, (unsigned)c->roster.n,
                             c->clip, err, sizeof err) < 0) {
@@ -523,6 +524,7 @@ static void start_round(coord_t *c)
     c->round_cpu_started = process_cpu_seconds();
     c->bytes_up = c->bytes_down = 0;
     c->train_loss_sum = 0;
+    c->train_loss = NAN;
     c->train_s_max = 0;
     fedavg_begin(c->fedavg);
 
@@ -561,13 +563,29 @@ static void start_round(coord_t *c)
     uint64_t round_seed = (c->conf->seed * 1000003ull + c->round) ^ c->seed_salt;
     msg_t p = {.type = MSG_PLAN, .round = c->round, .phase = PHASE_TRAIN,
                .epochs = (uint32_t)c->conf->epochs, .batch = (uint32_t)c->conf->batch,
-               .lr = c->conf->lr, .momentum = c->conf->momentum,
-               .weight_decay = c->conf->weight_decay, .seed = round_seed};
+               .lr = fedavg_lr_at(&c->conf->lr_schedule, c->conf->lr, c->round, c->target),
+               .momentum = c->conf->momentum, .weight_decay = c->conf->weight_decay,
+               .seed = round_seed, .prox_mu = c->conf->prox_mu,
+               .augment = (uint32_t)c->conf->augment,
+               .class_balanced = (uint32_t)c->conf->class_balanced, .present = MSG_HAS_LOCAL};
+    /* One PLAN frame goes to the whole cohort: with a protocol-2 site in it,
+     * the round is spoken in protocol 2 (no local recipe, no loss word). */
+    int v2 = 0;
+    for (int i = 0; i < c->n_clients; i++)
+        v2 |= c->clients[i].train == P_PENDING && c->clients[i].proto > 0 && c->clients[i].proto < 3;
+    if (v2) {
+        p.present &= ~MSG_HAS_LOCAL;
+        if (c->conf->prox_mu > 0 || c->conf->augment || c->conf->class_balanced)
+            log_warn("round=%u a site of the cohort speaks protocol 2: this round runs without "
+                     "prox_mu, augment and class_balanced", c->round);
+    }
     if (c->conf->secagg) secagg_server_fill_plan(c->sa, &p);
     broadcast_spec(c, &p, 1);
-    log_info("round=%u phase=train event=plan-sent cohort=%d live=%d secagg=%s t=%u -> training",
+    log_info("round=%u phase=train event=plan-sent cohort=%d live=%d secagg=%s t=%u lr=%g "
+             "prox_mu=%g augment=%u class_balanced=%u -> training",
              c->round, cohort, n, c->conf->secagg ? "on" : "off",
-             c->conf->secagg ? secagg_server_threshold(c->sa) : 0);
+             c->conf->secagg ? secagg_server_threshold(c->sa) : 0, p.lr, p.prox_mu, p.augment,
+             p.class_balanced);
 }
 
 static int count(const coord_t *c, int train, part_t p)
@@ -647,9 +665,10 @@ static void write_metrics(coord_t *c, int aborted)
         jx_set(row, "val_loss", json_null());
         jx_set(row, "val_auc", json_null());
     }
-    if (!c->conf->secagg && c->participants > 0 && !aborted)
-        jx_set(row, "train_loss",
-               jx_real(c->train_loss_sum / (double)fedavg_weight(c->fedavg), 6));
+    /* Plaintext: the mean of the sites' reported losses; secure: decoded from
+     * the masked sum of n_k * loss_k (the coordinator sees no site's own). */
+    if (c->participants > 0 && !aborted && isfinite(c->train_loss))
+        jx_set(row, "train_loss", jx_real(c->train_loss, 6));
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     /* What the round cost the coordinator: CPU (all its threads, ZeroMQ's
@@ -746,6 +765,7 @@ static void resume_from(coord_t *c, const state_run_t *r)
     c->resumed_from = (int64_t)r->version;
     /* The clip the run had reached; a lowered ceiling still holds. */
     if (c->conf->clip_auto && r->clip > 0 && r->clip < c->conf->clip) c->clip = r->clip;
+    if (r->version > 0) state_load_server_opt(c, r->version, c->fedavg);
 }
 
 /* More rounds to run now? */
@@ -843,6 +863,52 @@ void coord_run_more(coord_t *c, uint32_t n)
     state_save(c);
 }
 
+int coord_set(coord_t *c, char (*sets)[COORD_SET_MAX], int n, char *err, size_t errlen)
+{
+    if (c->state == ST_TRAINING || c->state == ST_AGGREGATING || c->state == ST_EVALUATING) {
+        util_seterr(err, errlen, "round %u is in flight (%s): settings change between rounds; "
+                    "pause, wait for it to finish, then start with --set", c->round,
+                    coord_phase_name(c));
+        return -1;
+    }
+    static coord_conf_t next; /* large (paths): not on the stack */
+    next = c->conf_live;
+    for (int i = 0; i < n; i++) {
+        char *eq = strchr(sets[i], '='), key[64];
+        if (!eq || eq == sets[i] || (size_t)(eq - sets[i]) >= sizeof key) {
+            util_seterr(err, errlen, "--set wants KEY=VALUE, got '%s'", sets[i]);
+            return -1;
+        }
+        snprintf(key, sizeof key, "%.*s", (int)(eq - sets[i]), sets[i]);
+        if (!coord_conf_known(key)) {
+            util_seterr(err, errlen, "unknown setting '%s' (the keys of coordinator.ini)", key);
+            return -1;
+        }
+        if (!coord_conf_runtime(key)) {
+            util_seterr(err, errlen, "'%s' is fixed for the coordinator's life: change it in "
+                        "coordinator.ini and restart the coordinator", key);
+            return -1;
+        }
+        if (coord_conf_set(&next, key, eq + 1, err, errlen) < 0) return -1;
+    }
+    if (memcmp(&next.server, &c->conf_live.server, sizeof next.server) != 0) {
+        /* Another server optimiser (or its parameters): its state starts from zero. */
+        fedavg_t *f = fedavg_new(c->numel, &next.server);
+        if (!f) {
+            util_seterr(err, errlen, "out of memory for the server optimiser");
+            return -1;
+        }
+        fedavg_destroy(&c->fedavg);
+        c->fedavg = f;
+        log_info("server optimiser now %s: its state starts from zero",
+                 fedavg_opt_name(next.server.opt));
+    }
+    if (next.clip != c->conf_live.clip) c->clip = next.clip;
+    c->conf_live = next;
+    for (int i = 0; i < n; i++) log_info("admin: set %s", sets[i]);
+    return 0;
+}
+
 void coord_pause(coord_t *c)
 {
     c->paused = 1;
@@ -888,6 +954,10 @@ static void finish_secure(coord_t *c, const sa_outcome_t *o)
         c->clip = next;
     }
     c->survivors = o->survivors;
+    c->train_loss = o->train_loss;
+    if (!isfinite(o->train_loss))
+        log_warn("round=%u the unmasked training-loss word is not a valid sum: no train_loss",
+                 c->round);
     /* Who is still pending got through every phase: its update is in. */
     for (int i = 0; i < c->n_clients; i++)
         if (c->clients[i].train == P_PENDING) c->clients[i].train = P_DONE;
@@ -911,6 +981,7 @@ static void finish_training(coord_t *c)
         coord_abort_round(c, err);
         return;
     }
+    c->train_loss = c->train_loss_sum / (double)fedavg_weight(c->fedavg);
     start_eval(c);
 }
 
@@ -1597,7 +1668,9 @@ int coord_run(const coord_conf_t *conf)
 {
     static coord_t c; /* large (registry): not on the stack */
     memset(&c, 0, sizeof c);
-    c.conf = conf;
+    c.conf_live = *conf; /* medfed start --set changes the run's settings (coord_set) */
+    c.conf = &c.conf_live;
+    conf = c.conf;
     int rc = 1;
     char err[512];
     rng_seed(&c.rng, conf->seed ^ 0xC00Dull);

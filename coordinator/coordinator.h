@@ -34,6 +34,11 @@ typedef struct {
     double phase_timeout;        /* deadline of one phase */
     double wait_timeout;         /* give up waiting for clients after this long */
     fedavg_opts_t server;
+    /* the local recipe, sent in each PLAN */
+    lr_sched_t lr_schedule;      /* the local lr over the run's rounds (fedavg_lr_at) */
+    double prox_mu;              /* FedProx: (mu / 2) ||w - w_global||^2 added to the local loss */
+    int augment;                 /* seeded small random affine on training images */
+    int class_balanced;          /* cross-entropy weighted by the site's inverse class frequency */
     int secagg;                  /* secure aggregation on (default) */
     double dropout, collusion;   /* threat model: expected shares of the cohort */
     double clip;                 /* secure aggregation: delta values clipped to [-clip, clip];
@@ -67,6 +72,10 @@ int coord_conf_set(coord_conf_t *c, const char *name, const char *value, char *e
 int coord_conf_known(const char *name);
 /* Every setting and its value, by INI key (run.json's "config"): a json_t *. */
 struct json_t *coord_conf_json(const coord_conf_t *c);
+/* 1 if name is a setting that `medfed start --set` may change between runs
+ * (the recipe and the server optimiser); 0 for those fixed for the
+ * coordinator's life (sockets, keys, files, the state directory, ...). */
+int coord_conf_runtime(const char *name);
 /* Cross-field checks after everything is read. */
 int coord_conf_finish(coord_conf_t *c, char *err, size_t errlen);
 

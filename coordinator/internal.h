@@ -66,7 +66,8 @@ typedef struct {
 } client_rec_t;
 
 typedef struct {
-    const coord_conf_t *conf;
+    const coord_conf_t *conf;  /* &conf_live in a running coordinator */
+    coord_conf_t conf_live;    /* the settings now: the config, then medfed start --set */
     void *zctx, *sock, *monitor;
     struct zap *zap;           /* CURVE: admits roster keys only */
     char cur_user_id[96];      /* CURVE: "SITE/KEYHEX16", bound by ZAP to the current sender's key */
@@ -128,6 +129,7 @@ typedef struct {
     double straggler_phase; /* phase_started of the phase whose stragglers were named */
     uint64_t bytes_up, bytes_down;
     double train_loss_sum, train_s_max;
+    double train_loss;     /* the round's weighted mean training loss, NAN until known */
     int64_t eval_n, eval_correct;
     double eval_loss;
     uint64_t hist[2 * WIRE_HIST_BINS];
@@ -163,6 +165,12 @@ int coord_live_count(const coord_t *c);
  * run n more rounds from the current one; finish the round in flight and
  * start no new one; abandon the round in flight and run no more. */
 void coord_run_more(coord_t *c, uint32_t n);
+/* medfed start --set KEY=VALUE ...: the settings of the rounds to come,
+ * between rounds only; unknown keys and keys fixed for the coordinator's
+ * life (coord_conf_runtime) are refused, and then nothing changes. A new
+ * server optimiser starts from zero. -1 with the reason. */
+#define COORD_SET_MAX 256
+int coord_set(coord_t *c, char (*sets)[COORD_SET_MAX], int n, char *err, size_t errlen);
 void coord_pause(coord_t *c);
 void coord_stop_run(coord_t *c, const char *why);
 
@@ -191,6 +199,10 @@ int state_save(const coord_t *c);
  * of version c->version written, then state.json (the commit point). The
  * caller records the commit on success. */
 int state_commit(const coord_t *c, int model_changed);
+/* The server optimiser's state saved with model `version` (server-opt.bin,
+ * written by state_commit) into f; -1 (logged, f's state from zero) when
+ * there is none that fits. */
+int state_load_server_opt(const coord_t *c, uint32_t version, fedavg_t *f);
 /* model.safetensors (the latest model, for tools) := the committed round's file. */
 int state_publish_latest(const coord_t *c);
 /* The model after round version (0: the initial model) into `into`. */

@@ -108,7 +108,10 @@ struct secagg_server {
     size_t n3;
     quant_t quant;
     int64_t max_weight;
-    uint32_t *acc;             /* numel + 1 masked words, from MASKING to the end */
+    double loss_scale;         /* of the weighted loss word (secagg_loss_scale); 0: none */
+    unsigned tail;             /* words after the elements: ENC_TAIL_WORDS, or ENC_TAIL_V2
+                                * when a member speaks protocol 2 (no loss word) */
+    uint32_t *acc;             /* numel + ENC_TAIL_WORDS masked words, from MASKING to the end */
 };
 
 static int stage_of(sa_phase_t p)
@@ -296,7 +299,9 @@ int secagg_server_begin(secagg_server_t *s, uint32_t round, const uint8_t model_
     /* The weights bound: what the cohort reported at HELLO, each capped by
      * max_samples (a site's signed n_k must stay within both). */
     s->max_weight = 0;
+    s->tail = ENC_TAIL_WORDS;
     for (int a = 0; a < n; a++) {
+        if (members_in[a].v2) s->tail = ENC_TAIL_V2;
         member_t *v = &s->m[a];
         v->slot = members_in[a].slot;
         v->id = members_in[a].id;
@@ -321,6 +326,7 @@ int secagg_server_begin(secagg_server_t *s, uint32_t round, const uint8_t model_
                             enc_width((unsigned)s->conf->upload_bits, (unsigned)n), &s->quant, err,
                             errlen) < 0)
         return -1;
+    s->loss_scale = s->tail == ENC_TAIL_WORDS ? secagg_loss_scale(s->max_weight, (unsigned)n) : 0;
     s->phase = SA_ADVERTISE;
     return 0;
 }
@@ -332,6 +338,10 @@ void secagg_server_fill_plan(const secagg_server_t *s, msg_t *p)
     p->scale = s->quant.scale;
     p->bits = s->quant.bits;
     p->present |= MSG_HAS_SECAGG;
+    if (s->tail == ENC_TAIL_WORDS) { /* a cohort that all speak protocol 3 */
+        p->loss_scale = s->loss_scale;
+        p->present |= MSG_HAS_LOSS;
+    }
 }
 
 static void send_to(secagg_server_t *s, int a, msg_type_t type, uint32_t phase, const uint8_t *blob,
@@ -599,7 +609,7 @@ static void route_shares(secagg_server_t *s, sa_outcome_t *out)
     free(fill);
     free(blob);
     free(s->acc);
-    s->acc = calloc(s->numel + 1, sizeof *s->acc);
+    s->acc = calloc(s->numel + ENC_TAIL_WORDS, sizeof *s->acc);
     if (!s->acc) {
         abort_round(out, "out of memory for the masked sum");
         return;
@@ -611,7 +621,7 @@ static void route_shares(secagg_server_t *s, sa_outcome_t *out)
 
 static void on_masked(secagg_server_t *s, int a, const msg_t *m, sa_outcome_t *out)
 {
-    const size_t len = enc_masked_len(s->numel, s->quant.bits);
+    const size_t len = enc_masked_len(s->numel, s->quant.bits, s->tail);
     if (m->vec_len != len) {
         char why[128];
         snprintf(why, sizeof why, "masked input has %zu bytes, expected %zu (%u-bit elements)",
@@ -623,7 +633,7 @@ static void on_masked(secagg_server_t *s, int a, const msg_t *m, sa_outcome_t *o
         drop_sender(s, a, ERR_UNEXPECTED, "masked input sent before its upload was granted", out);
         return;
     }
-    enc_unpack_add_masked(m->vec, s->numel, s->quant.bits, s->acc);
+    enc_unpack_add_masked(m->vec, s->numel, s->quant.bits, s->tail, s->acc);
     s->m[a].stage = 3;
     grant_uploads(s);
     log_debug("round=%u phase=masked client=%s event=added", s->round, s->m[a].site);
@@ -793,7 +803,7 @@ static void dump_sum(const secagg_server_t *s)
     if (!dir) return;
     char path[4096], err[256];
     snprintf(path, sizeof path, "%s/unmasked-r%u.bin", dir, s->round);
-    if (util_write_file_atomic(path, s->acc, (s->numel + 1) * 4, err, sizeof err) < 0)
+    if (util_write_file_atomic(path, s->acc, (s->numel + s->tail) * 4, err, sizeof err) < 0)
         log_warn("%s", err);
 }
 #endif
@@ -834,7 +844,7 @@ static void unmask(secagg_server_t *s, sa_outcome_t *out)
         }
     }
     ok = ok && prg_add_many(PRG_DEFAULT, (const uint8_t(*)[PRG_SEEDBYTES])seeds, signs, nseeds,
-                            s->acc, s->numel + 1) == 0;
+                            s->acc, s->numel + s->tail) == 0;
     crypto_wipe(secret, sizeof secret);
     if (seeds) {
         crypto_wipe(seeds, (cap ? cap : 1) * PRG_SEEDBYTES);
@@ -848,7 +858,9 @@ static void unmask(secagg_server_t *s, sa_outcome_t *out)
 #ifdef MEDFED_TEST_HOOKS
     dump_sum(s);
 #endif
-    /* Decoded in place: the masked sum's words become the mean delta. */
+    /* Decoded in place: the masked sum's words become the mean delta (the
+     * loss word, after the weight, is read first). */
+    const uint32_t loss_word = s->tail == ENC_TAIL_WORDS ? s->acc[s->numel + 1] : 0;
     float *avg = (float *)s->acc;
     int64_t weight;
     if (secagg_decode(s->acc, s->numel, &s->quant, s->max_weight, avg, &weight, why,
@@ -892,6 +904,8 @@ static void unmask(secagg_server_t *s, sa_outcome_t *out)
     out->status = SA_DONE;
     out->mean = avg;
     out->weight = weight;
+    out->train_loss = s->tail == ENC_TAIL_WORDS ? secagg_decode_loss(loss_word, weight, s->loss_scale)
+                                                : NAN; /* a protocol-2 cohort sends no loss word */
     out->participants = n3;
     out->survivors = n5;
 }

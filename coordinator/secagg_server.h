@@ -56,6 +56,7 @@ typedef struct {
     char why[320];
     const float *mean;  /* SA_DONE: numel floats, valid until secagg_server_end */
     int64_t weight;     /* SA_DONE: sum of U3's signed n_k */
+    double train_loss;  /* SA_DONE: U3's weighted mean training loss (NAN: not a valid sum) */
     int participants;   /* SA_DONE: |U3| */
     int survivors;      /* SA_DONE: |U5| */
 } sa_outcome_t;
@@ -67,6 +68,8 @@ typedef struct {
     const char *site;                       /* its name, for logs */
     const uint8_t *pk;                      /* its identity key (roster) */
     int64_t n_train;                        /* reported at HELLO */
+    int v2;                                 /* speaks protocol 2: the round uses its masked
+                                             * layout, n_k alone after the elements */
 } sa_member_t;
 
 /* Sends m to the member in slot (KEYS, SHARES_IN, UPLOAD, CONSIST_REQ, UNMASK_REQ). */

@@ -293,8 +293,6 @@ int state_open(const coord_t *c, state_run_t *r, float *weights)
                  "%02x%02x%02x%02x%02x%02x%02x%02x), target %u rounds%s",
                  c->conf->out_dir, r->round, r->version, mh[0], mh[1], mh[2], mh[3], mh[4], mh[5],
                  mh[6], mh[7], r->target, r->paused ? ", paused" : "");
-        if (c->conf->server.opt != SERVER_OPT_FEDAVG)
-            log_warn("state: the server optimiser's momentum starts again from zero");
     } else if (have_state) {
         /* The old run's round files would be mistaken for this run's. */
         char old[PATH_MAX + 32], aside[PATH_MAX + 64];
@@ -358,6 +356,78 @@ int state_publish_latest(const coord_t *c)
 }
 
 /* A round ended (complete or aborted): its metrics row is written; make it durable. */
+/* server-opt.bin: the server optimiser's state after the committed model
+ * (fedavgm's velocity, the adaptive optimisers' m and v), written with each
+ * model it produced, before state.json commits that model:
+ *   "MFSOPT01", u32 optimiser, u32 model version, u64 numel, u32 vectors,
+ *   then the vectors (numel doubles each, little-endian). */
+#define OPT_MAGIC "MFSOPT01"
+#define OPT_HEADER (8 + 4 + 4 + 8 + 4)
+
+static int save_server_opt(const coord_t *c)
+{
+    const int k = fedavg_state_count(c->fedavg);
+    if (k == 0) return 0;
+    const size_t body = (size_t)k * c->numel * sizeof(double);
+    uint8_t *buf = malloc(OPT_HEADER + body);
+    char path[PATH_MAX + 64], err[512];
+    if (!buf) {
+        log_error("checkpoint: out of memory for the server optimiser's state");
+        return -1;
+    }
+    memcpy(buf, OPT_MAGIC, 8);
+    wire_put_u32(buf + 8, (uint32_t)c->conf->server.opt);
+    wire_put_u32(buf + 12, c->version);
+    wire_put_u64(buf + 16, c->numel);
+    wire_put_u32(buf + 24, (uint32_t)k);
+    for (int v = 0; v < k; v++)
+        memcpy(buf + OPT_HEADER + (size_t)v * c->numel * sizeof(double),
+               fedavg_state(c->fedavg, v), c->numel * sizeof(double));
+    path_of(c, "server-opt.bin", path, sizeof path);
+    int rc = util_write_file_atomic(path, buf, OPT_HEADER + body, err, sizeof err);
+    if (rc < 0) log_error("checkpoint: %s", err);
+    free(buf);
+    return rc;
+}
+
+int state_load_server_opt(const coord_t *c, uint32_t version, fedavg_t *f)
+{
+    const int k = fedavg_state_count(f);
+    if (k == 0) return 0;
+    char path[PATH_MAX + 64];
+    path_of(c, "server-opt.bin", path, sizeof path);
+    const size_t want = OPT_HEADER + (size_t)k * c->numel * sizeof(double);
+    FILE *in = fopen(path, "rb");
+    uint8_t head[OPT_HEADER];
+    const char *why = NULL;
+    if (!in) why = "no server-opt.bin";
+    else if (fread(head, 1, sizeof head, in) != sizeof head || memcmp(head, OPT_MAGIC, 8) != 0)
+        why = "server-opt.bin is not one";
+    else if (wire_get_u32(head + 8) != (uint32_t)c->conf->server.opt)
+        why = "server-opt.bin is another optimiser's";
+    else if (wire_get_u32(head + 12) != version)
+        why = "server-opt.bin is of another model version";
+    else if (wire_get_u64(head + 16) != c->numel || wire_get_u32(head + 24) != (uint32_t)k)
+        why = "server-opt.bin does not fit the model";
+    for (int v = 0; !why && v < k; v++)
+        if (fread(fedavg_state(f, v), sizeof(double), c->numel, in) != c->numel)
+            why = "server-opt.bin is truncated";
+    if (in) fclose(in);
+    if (why) {
+        /* what was read in part is not a state: start again from zero */
+        fedavg_t *fresh = fedavg_new(c->numel, &c->conf->server);
+        for (int v = 0; fresh && v < k; v++)
+            memcpy(fedavg_state(f, v), fedavg_state(fresh, v), c->numel * sizeof(double));
+        fedavg_destroy(&fresh);
+        log_warn("state: %s: the server optimiser (%s) starts again from zero", why,
+                 fedavg_opt_name(c->conf->server.opt));
+        return -1;
+    }
+    log_info("state: the server optimiser's state (%s) resumed with model %u (%zu bytes)",
+             fedavg_opt_name(c->conf->server.opt), version, want);
+    return 0;
+}
+
 int state_commit(const coord_t *c, int model_changed)
 {
     char path[PATH_MAX + 64], err[512];
@@ -372,6 +442,7 @@ int state_commit(const coord_t *c, int model_changed)
             log_error("checkpoint: %s", err);
             return -1;
         }
+        if (save_server_opt(c) < 0) return -1;
     }
     return state_write(c, c->round, version);
 }

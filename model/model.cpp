@@ -353,7 +353,35 @@ static int check_opts(model_t *m, const model_train_opts_t *o)
         return fail(m, "opts->weight_decay = %g must be finite and >= 0", (double)o->weight_decay);
     if (o->progress_every < 0)
         return fail(m, "opts->progress_every = %lld must be >= 0", (long long)o->progress_every);
+    if (!(o->prox_mu >= 0) || !std::isfinite(o->prox_mu))
+        return fail(m, "opts->prox_mu = %g must be finite and >= 0", (double)o->prox_mu);
+    if (o->augment != 0 && o->augment != 1)
+        return fail(m, "opts->augment = %d must be 0 or 1", o->augment);
+    if (o->class_balanced != 0 && o->class_balanced != 1)
+        return fail(m, "opts->class_balanced = %d must be 0 or 1", o->class_balanced);
     return 0;
+}
+
+/* A small random affine per image (model.h, augment): rotation within +-10
+ * degrees, scale 0.9..1.1, translation within +-1/16 of the side, drawn
+ * from gen; bilinear, the border's values outside the image. affine_grid's
+ * theta maps output coordinates to input ones (normalised to [-1, 1]), so
+ * an image scaled by s samples its input at 1/s. */
+static torch::Tensor augment_batch(const torch::Tensor &xb, at::Generator &gen)
+{
+    const int64_t b = xb.size(0);
+    torch::Tensor u = at::rand({b, 4}, gen, torch::kFloat32);
+    torch::Tensor ang = (u.select(1, 0) * 2 - 1) * float(10.0 * M_PI / 180.0);
+    torch::Tensor inv = 1.0f / (0.9f + 0.2f * u.select(1, 1));
+    torch::Tensor tx = (u.select(1, 2) * 2 - 1) * 0.125f, ty = (u.select(1, 3) * 2 - 1) * 0.125f;
+    torch::Tensor c = torch::cos(ang) * inv, s = torch::sin(ang) * inv;
+    torch::Tensor theta = torch::stack({torch::stack({c, -s, tx}, 1), torch::stack({s, c, ty}, 1)}, 1);
+    torch::Tensor grid = torch::nn::functional::affine_grid(theta, xb.sizes(), false);
+    return torch::nn::functional::grid_sample(
+        xb, grid, torch::nn::functional::GridSampleFuncOptions()
+                      .mode(torch::kBilinear)
+                      .padding_mode(torch::kBorder)
+                      .align_corners(false));
 }
 
 /* ---- the C API ---------------------------------------------------------- */
@@ -540,6 +568,17 @@ int model_train(model_t *m, const model_data_t *data, const model_train_opts_t *
         /* A private generator: the order depends on opts->seed alone and
          * training leaves the global RNG alone. */
         at::Generator gen = at::detail::createCPUGenerator(opts->seed);
+        /* FedProx: the parameters we started from (the global model). */
+        std::vector<torch::Tensor> params = net.parameters(), anchor;
+        if (opts->prox_mu > 0)
+            for (const auto &p : params)
+                anchor.push_back(p.detach().clone());
+        torch::nn::functional::CrossEntropyFuncOptions ce;
+        if (opts->class_balanced) {
+            torch::Tensor counts = torch::bincount(y, {}, m->spec.classes).to(torch::kFloat32);
+            ce.weight(torch::where(counts > 0, float(n) / (float(m->spec.classes) * counts),
+                                   torch::zeros_like(counts)));
+        }
 
         double loss_sum = 0;
         int64_t correct = 0;
@@ -553,15 +592,25 @@ int model_train(model_t *m, const model_data_t *data, const model_train_opts_t *
                 torch::Tensor idx = perm.slice(0, start, end);
                 torch::Tensor xb = x.index_select(0, idx);
                 torch::Tensor yb = y.index_select(0, idx);
+                if (opts->augment)
+                    xb = augment_batch(xb, gen);
 
                 sgd.zero_grad();
                 torch::Tensor logits = net.forward(xb);
-                torch::Tensor loss = torch::nn::functional::cross_entropy(logits, yb);
+                torch::Tensor loss = torch::nn::functional::cross_entropy(logits, yb, ce);
                 const double l = loss.item<double>();
                 if (!std::isfinite(l))
                     return fail(m, "training diverged: loss is %g at epoch %d, image %lld",
                                 l, epoch, (long long)start);
                 loss.backward();
+                /* The proximal term's gradient, mu (w - w_start), added to the
+                 * loss's: the same step as differentiating (mu/2)||w - w_start||^2. */
+                if (opts->prox_mu > 0) {
+                    torch::NoGradGuard no_grad;
+                    for (size_t i = 0; i < params.size(); i++)
+                        if (params[i].grad().defined())
+                            params[i].grad().add_(params[i] - anchor[i], opts->prox_mu);
+                }
                 sgd.step();
 
                 loss_sum += l * double(end - start);

@@ -70,6 +70,16 @@ typedef struct {
     model_progress_fn progress;  /* may be NULL */
     void *progress_user;
     int64_t progress_every;      /* images between calls; 0 = once per epoch */
+    /* FedProx (Li et al. 2020): (prox_mu / 2) ||w - w_start||^2 is added to
+     * the loss, w_start the parameters at the call's start; 0 = off. */
+    float prox_mu;               /* >= 0 */
+    /* 1: each training image drawn gets a small random affine (rotation
+     * within +-10 degrees, scale 0.9..1.1, translation within +-1/16 of the
+     * side), drawn from the seed like the order; 0: none. */
+    int augment;
+    /* 1: cross-entropy weighted by n / (classes * n_c), the counts of this
+     * call's data (a class absent from it weighs 0); 0: unweighted. */
+    int class_balanced;
 } model_train_opts_t;
 
 typedef struct {

@@ -35,7 +35,7 @@ typedef struct {
 
 #define SW_TYPES (T(MSG_HELLO) | T(MSG_PING) | T(MSG_WELCOME) | T(MSG_PONG))
 /* The optional fields protocol version 3 added (none before it knows them). */
-#define V3_PRESENCE (MSG_HAS_SW | MSG_HAS_PROGRESS)
+#define V3_PRESENCE (MSG_HAS_SW | MSG_HAS_PROGRESS | MSG_HAS_LOCAL | MSG_HAS_LOSS)
 
 static const field_t fields[] = {
     /* key        kind   where               cap / len             required                              optional */
@@ -70,6 +70,10 @@ static const field_t fields[] = {
     {"clip",      F_F64, OFF(clip),          0,                    0, T(MSG_PLAN), MSG_HAS_SECAGG},
     {"scale",     F_F64, OFF(scale),         0,                    0, T(MSG_PLAN), MSG_HAS_SECAGG},
     {"bits",      F_U32, OFF(bits),          0,                    0, T(MSG_PLAN), MSG_HAS_SECAGG},
+    {"lscale",    F_F64, OFF(loss_scale),    0,                    0, T(MSG_PLAN), MSG_HAS_LOSS},
+    {"mu",        F_F64, OFF(prox_mu),       0,                    0, T(MSG_PLAN), MSG_HAS_LOCAL},
+    {"aug",       F_U32, OFF(augment),       0,                    0, T(MSG_PLAN), MSG_HAS_LOCAL},
+    {"cbal",      F_U32, OFF(class_balanced), 0,                   0, T(MSG_PLAN), MSG_HAS_LOCAL},
     {"blob",      F_BIN, OFF(blob),          OFF(blob_len),        BLOB_TYPES, 0, MSG_HAS_BLOB},
     {"u1",        F_BIN, OFF(u1),            OFF(u1_len),          T(MSG_KEYS), 0, MSG_HAS_U1},
     {"deg",       F_U32, OFF(degree),        0,                    T(MSG_KEYS), 0, 0},

@@ -36,9 +36,12 @@
 /* Protocol versions: 2 signed weights, consistency round; 3 HELLO and PING
  * carry the site's software version ("sw"), WELCOME and PONG the
  * coordinator's, HEARTBEAT the site's training progress ("done" of "total"
- * images). A coordinator at WIRE_VERSION admits sites from WIRE_VERSION_MIN
- * (one behind) and speaks each its own form: nothing a v2 decoder would
- * refuse goes to a v2 site (msg_fits_version). */
+ * images), PLAN the local recipe (MSG_HAS_LOCAL) and, in secure rounds whose
+ * cohort all speak v3, the loss scale: MASKED then carries the weighted
+ * training loss after n_k. A coordinator at WIRE_VERSION admits sites from
+ * WIRE_VERSION_MIN (one behind) and speaks each its own form: nothing a v2
+ * decoder would refuse goes to a v2 site (msg_fits_version), and a secure
+ * round with a v2 site in its cohort uses the v2 masked layout (no loss word). */
 #define WIRE_VERSION 3
 #define WIRE_VERSION_MIN 2
 #define WIRE_SW_MAX 32          /* software version string, with NUL ("0.6.0") */
@@ -65,7 +68,8 @@ typedef enum {
                          *       its ADVERTISE record), ascending; deg = graph degree */
     MSG_SHARES,         /* K->C  blob = one share box per peer (WIRE_BOXREC_BYTES each) */
     MSG_SHARES_IN,      /* C->K  blob = the boxes addressed to this client */
-    MSG_MASKED,         /* K->C  vec = masked encoded update, (numel + 1) uint32 LE */
+    MSG_MASKED,         /* K->C  vec = masked encoded update: numel packed elements, then
+                         *       n_k and n_k * loss as uint32 LE (aggregation/encoding.h) */
     MSG_UNMASK_REQ,     /* C->K  blob = wire_unmaskreq: (id, kind) records, kind 0 survivor,
                          *       1 dropped, then the U3 signatures (id, sig) of the
                          *       consistency round */
@@ -117,6 +121,8 @@ typedef enum {
 #define MSG_HAS_U1 (1u << 4)
 #define MSG_HAS_SW (1u << 5)       /* v3: HELLO, PING, WELCOME, PONG: software version */
 #define MSG_HAS_PROGRESS (1u << 6) /* v3: HEARTBEAT: training progress */
+#define MSG_HAS_LOCAL (1u << 7)    /* v3: PLAN: prox_mu, augment, class_balanced */
+#define MSG_HAS_LOSS (1u << 8)     /* v3: secure PLAN: the loss scale (MASKED's loss word) */
 
 /* Record layouts inside secure-aggregation blobs (all integers LE). */
 /* ADVERTISE: c_pk (32), s_pk (32), n_k (u64: the sample count this site's
@@ -311,6 +317,13 @@ typedef struct {
     /* the upload width w of MASKED's elements (aggregation/encoding.h);
      * optional: 0 (absent, a coordinator from before widths) means 32 */
     uint32_t bits;
+    /* the fixed-point scale of the weighted training loss word (secagg_encode_loss) */
+    double loss_scale;
+    /* PLAN (MSG_HAS_LOCAL): the local recipe beyond SGD's hyper-parameters:
+     * FedProx's mu (0: off), augmentation (0 off, 1 small random affine),
+     * class-balanced loss (0 off, 1 on) */
+    double prox_mu;
+    uint32_t augment, class_balanced;
 
     /* secure-aggregation records; length a multiple of the type's record size */
     const uint8_t *blob;

@@ -37,6 +37,7 @@
 #include "common/runrec.h"
 #include "common/util.h"
 #include "common/version.h"
+#include "coordinator/coordinator.h"
 #include "crypto/crypto.h"
 #include "sim/partition.h"
 
@@ -54,11 +55,24 @@ typedef struct {
     int secagg, curve;
     char dropout[32], collusion[32], neighbors[16];
     char upload_bits[8];  /* "": the coordinator's default */
-    char coord_opt[8][2][64]; /* --coord-opt NAME=VALUE: --NAME VALUE to the coordinator */
+    /* --coord-opt NAME=VALUE and the strategy flags (sim_coord_flags): --NAME
+     * VALUE to the coordinator, checked against its settings table first */
+    char coord_opt[40][2][64];
     int n_coord_opt;
+    char config[PATH_MAX];    /* --config: a coordinator.ini whose keys the run takes */
+    int centralised;          /* --centralised: one site holding every site's training data */
     int swarm, swarm_procs, hb_given;
     long long params;     /* --swarm: the synthetic model's size (0: not given) */
 } sim_opts_t;
+
+/* medfed-sim flags that are the coordinator's own settings (same names), for
+ * the strategies and the recipe: passed on as --NAME VALUE. */
+static const char *const sim_coord_flags[] = {
+    "server-opt", "server-lr", "server-momentum", "server-eta", "server-beta1", "server-beta2",
+    "server-tau", "prox-mu", "lr-schedule", "lr-step-rounds", "lr-step-gamma", "lr-min",
+    "weight-decay", "fraction", "clip", "augment", "class-balanced",
+};
+#define SIM_COORD_FLAGS (sizeof sim_coord_flags / sizeof sim_coord_flags[0])
 
 static volatile sig_atomic_t sim_interrupted = 0;
 static void on_signal(int sig) { (void)sig; sim_interrupted = 1; }
@@ -101,6 +115,24 @@ static void usage(FILE *f)
         "                         most 32 (16 bits at 10 clients; 27 and up: 32, 4 bytes a value)\n"
         "  --coord-opt NAME=VALUE passes --NAME VALUE to the coordinator (up to 8; e.g.\n"
         "                         upload_slots=2, io_threads=1: medfed-coordinator --help)\n"
+        "  --server-opt O         fedavg | fedavgm | fedadagrad | fedyogi | fedadam (fedavg);\n"
+        "                         --server-lr, --server-momentum (fedavgm), --server-eta,\n"
+        "                         --server-beta1, --server-beta2, --server-tau (adaptive)\n"
+        "  --prox-mu MU           FedProx: (MU/2)||w - w_global||^2 in the local loss (0: off)\n"
+        "  --lr-schedule S        constant | step | cosine over the rounds (constant);\n"
+        "                         --lr-step-rounds, --lr-step-gamma (step), --lr-min (floor)\n"
+        "  --weight-decay WD      local SGD weight decay (0)\n"
+        "  --fraction F           share of the live sites drawn per round (1)\n"
+        "  --clip C               secure aggregation's first clip and ceiling (2.0)\n"
+        "  --augment on|off       seeded small random affine on training images\n"
+        "  --class-balanced on|off  cross-entropy weighted by each site's class frequencies\n"
+        "                         (these are the coordinator's settings of the same names)\n"
+        "  --config FILE          a coordinator.ini: its [coordinator] keys apply to the run\n"
+        "                         (flags given here override them; the sim's sockets, files and\n"
+        "                         keys stay the sim's)\n"
+        "  --centralised          the reference: one site holding the union of the sites'\n"
+        "                         training (and validation) data, plaintext FedAvg of one, same\n"
+        "                         rounds, epochs and recipe: the same total compute\n"
         "  --drop C:PHASE[:R],..  kill client C at PHASE of round R (1); phases: train, upload,\n"
         "                         eval, and with secure aggregation advertise, share, masked, unmask\n"
         "                         (test build only: make test-bin, build/hooks/bin/medfed-sim)\n"
@@ -252,8 +284,8 @@ static void parse_args(int argc, char **argv, sim_opts_t *o)
     enum { O_CLIENTS = 256, O_ROUNDS, O_DATASET, O_PART, O_SEED, O_OUT, O_MODEL, O_EPOCHS,
            O_BATCH, O_LR, O_MOM, O_THREADS, O_DROP, O_MAXTR, O_MAXVAL, O_HB, O_DATADIR, O_MIN,
            O_SECAGG, O_DROPOUT, O_COLLUSION, O_NEIGHBORS, O_CURVE, O_UPLOAD_BITS,
-           O_SWARM, O_PARAMS, O_SWARM_PROCS, O_COORD_OPT };
-    static const struct option longopts[] = {
+           O_SWARM, O_PARAMS, O_SWARM_PROCS, O_COORD_OPT, O_CONFIG, O_CENTRAL, O_PASS };
+    static const struct option base_opts[] = {
         {"clients", 1, 0, O_CLIENTS}, {"rounds", 1, 0, O_ROUNDS}, {"dataset", 1, 0, O_DATASET},
         {"partition", 1, 0, O_PART}, {"seed", 1, 0, O_SEED}, {"out", 1, 0, O_OUT},
         {"model", 1, 0, O_MODEL}, {"local-epochs", 1, 0, O_EPOCHS}, {"batch", 1, 0, O_BATCH},
@@ -265,8 +297,18 @@ static void parse_args(int argc, char **argv, sim_opts_t *o)
         {"curve", 1, 0, O_CURVE}, {"upload-bits", 1, 0, O_UPLOAD_BITS},
         {"swarm", 0, 0, O_SWARM}, {"params", 1, 0, O_PARAMS},
         {"swarm-procs", 1, 0, O_SWARM_PROCS}, {"coord-opt", 1, 0, O_COORD_OPT},
-        {"help", 0, 0, 'h'}, {0, 0, 0, 0},
+        {"config", 1, 0, O_CONFIG}, {"centralised", 0, 0, O_CENTRAL},
+        {"help", 0, 0, 'h'},
     };
+    /* ... and the coordinator's own settings (sim_coord_flags), O_PASS + i */
+    struct option longopts[sizeof base_opts / sizeof base_opts[0] + SIM_COORD_FLAGS + 1];
+    memcpy(longopts, base_opts, sizeof base_opts);
+    for (size_t i = 0; i < SIM_COORD_FLAGS; i++)
+        longopts[sizeof base_opts / sizeof base_opts[0] + i] =
+            (struct option){sim_coord_flags[i], 1, 0, O_PASS + (int)i};
+    longopts[sizeof base_opts / sizeof base_opts[0] + SIM_COORD_FLAGS] = (struct option){0, 0, 0, 0};
+    static coord_conf_t scratch; /* checks the values the coordinator will be given */
+    coord_conf_defaults(&scratch);
     int opt;
     long long v;
     while ((opt = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
@@ -329,7 +371,7 @@ static void parse_args(int argc, char **argv, sim_opts_t *o)
         case O_PARAMS: bad = util_parse_int(optarg, 1, 1LL << 28, &o->params); break;
         case O_COORD_OPT: {
             const char *eq = strchr(optarg, '=');
-            bad = !eq || eq == optarg || o->n_coord_opt >= 8 || (size_t)(eq - optarg) >= 64 ||
+            bad = !eq || eq == optarg || o->n_coord_opt >= 40 || (size_t)(eq - optarg) >= 64 ||
                   strlen(eq + 1) >= 64;
             if (!bad) {
                 snprintf(o->coord_opt[o->n_coord_opt][0], 64, "--%.*s", (int)(eq - optarg), optarg);
@@ -339,8 +381,26 @@ static void parse_args(int argc, char **argv, sim_opts_t *o)
             break;
         }
         case O_SWARM_PROCS: bad = util_parse_int(optarg, 1, 64, &v); o->swarm_procs = (int)v; break;
+        case O_CONFIG: break; /* read before the flags (sim_config_defaults) */
+        case O_CENTRAL: o->centralised = 1; break;
         case 'h': usage(stdout); exit(0);
-        default: usage(stderr); exit(2);
+        default:
+            if (opt < O_PASS || opt >= O_PASS + (int)SIM_COORD_FLAGS) {
+                usage(stderr);
+                exit(2);
+            }
+            char why[256];
+            if (coord_conf_set(&scratch, sim_coord_flags[opt - O_PASS], optarg, why, sizeof why) < 0) {
+                fprintf(stderr, "medfed-sim: --%s: %s\n", sim_coord_flags[opt - O_PASS], why);
+                exit(2);
+            }
+            bad = o->n_coord_opt >= 40;
+            if (!bad) {
+                snprintf(o->coord_opt[o->n_coord_opt][0], 64, "--%s", sim_coord_flags[opt - O_PASS]);
+                snprintf(o->coord_opt[o->n_coord_opt][1], 64, "%s", optarg);
+                o->n_coord_opt++;
+            }
+            break;
         }
         if (bad) {
             fprintf(stderr, "medfed-sim: bad value '%s' for an option (try --help)\n", optarg);
@@ -363,6 +423,24 @@ static void parse_args(int argc, char **argv, sim_opts_t *o)
         die("%s go with --swarm", "--params and --swarm-procs");
     if (o->swarm && o->drop[0])
         die("%s", "--drop kills a site's process, and swarm sites share one: not with --swarm");
+    if (o->centralised && o->swarm) die("%s", "--centralised trains real models: not with --swarm");
+    if (o->centralised) {
+        /* The reference: one site with every image, the same rounds and
+         * local epochs (so the same images seen, the same compute), the
+         * same recipe; FedAvg of one site is its own model (no secure
+         * aggregation of one, no server optimiser, no proximal term). */
+        o->clients = 1;
+        util_strlcpy(o->partition, "iid", sizeof o->partition);
+        o->secagg = 0;
+        o->min_clients = 1;
+        static const char *const central_fixed[][2] = {
+            {"--server-opt", "fedavg"}, {"--server-lr", "1"}, {"--prox-mu", "0"}, {"--fraction", "1"}};
+        for (size_t i = 0; i < sizeof central_fixed / sizeof central_fixed[0] && o->n_coord_opt < 40; i++) {
+            snprintf(o->coord_opt[o->n_coord_opt][0], 64, "%s", central_fixed[i][0]);
+            snprintf(o->coord_opt[o->n_coord_opt][1], 64, "%s", central_fixed[i][1]);
+            o->n_coord_opt++;
+        }
+    }
     if (!o->swarm_procs) o->swarm_procs = 1;
     if (o->swarm_procs > o->clients) o->swarm_procs = o->clients;
     if (!o->params) o->params = SIM_SWARM_PARAMS;
@@ -370,6 +448,38 @@ static void parse_args(int argc, char **argv, sim_opts_t *o)
      * but the coordinator itself is slower to read heartbeats among a
      * thousand uploads: a minute before a silent site counts as dropped. */
     if (o->swarm && !o->hb_given) o->heartbeat_timeout = 60;
+}
+
+/* --config FILE, read before the flags: the file's settings become the
+ * run's defaults for what the sim itself passes (rounds, epochs, lr, the
+ * threat model, ...), and the coordinator reads the file first, so every
+ * other key of it applies too; flags given to the sim override both. */
+static void sim_config_defaults(int argc, char **argv, sim_opts_t *o)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *path = NULL;
+        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) path = argv[i + 1];
+        else if (strncmp(argv[i], "--config=", 9) == 0) path = argv[i] + 9;
+        if (!path) continue;
+        static coord_conf_t f;
+        char err[1024];
+        coord_conf_defaults(&f);
+        if (coord_conf_load(path, &f, err, sizeof err) < 0) die("--config: %s", err);
+        if (util_strlcpy(o->config, path, sizeof o->config) < 0) die("--config: %s", "path too long");
+        o->rounds = f.rounds;
+        o->epochs = f.epochs;
+        o->batch = f.batch;
+        o->lr = f.lr;
+        o->momentum = f.momentum;
+        o->seed = (long long)f.seed;
+        o->min_clients = f.min_clients;
+        o->secagg = f.secagg;
+        o->heartbeat_timeout = f.heartbeat_timeout;
+        snprintf(o->dropout, sizeof o->dropout, "%.17g", f.dropout);
+        snprintf(o->collusion, sizeof o->collusion, "%.17g", f.collusion);
+        snprintf(o->neighbors, sizeof o->neighbors, "%d", f.neighbors);
+        snprintf(o->upload_bits, sizeof o->upload_bits, "%d", f.upload_bits);
+    }
 }
 
 /* "1:train:2,3:eval" -> die_at[client] = "train:2" */
@@ -576,6 +686,7 @@ int main(int argc, char **argv)
         snprintf(o.data_dir, sizeof o.data_dir, "%.4000s/%s", bin_dir, up_data[up]);
         if (stat(o.data_dir, &st) == 0 && S_ISDIR(st.st_mode)) break;
     }
+    sim_config_defaults(argc, argv, &o);
     parse_args(argc, argv, &o);
 
     part_spec_t spec;
@@ -769,18 +880,25 @@ int main(int argc, char **argv)
     snprintf(roster_path, sizeof roster_path, "%s/roster.txt", o.out);
     snprintf(coord, sizeof coord, "%s/medfed-coordinator", bin_dir);
     /* A new run each time: fresh data, keys and initial model (never resume). */
-    char *coord_argv[] = {coord, "--bind", bind, "--init", init, "--out", o.out, "--resume", "off",
+    char *coord_base[] = {"--bind", bind, "--init", init, "--out", o.out, "--resume", "off",
                           "--roster", roster_path, "--rounds", rounds_s, "--wait-for", n_s,
                           "--min-clients", min_s, "--local-epochs", ep_s, "--batch", batch_s,
                           "--lr", lr_s, "--momentum", mom_s, "--seed", seed_s,
                           "--heartbeat-timeout", hb_s, "--wait-timeout", "120",
                           "--secagg", o.secagg ? "on" : "off", "--dropout", o.dropout,
-                          "--collusion", o.collusion, "--neighbors", o.neighbors,
-                          NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-                          NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-                          NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
+                          "--collusion", o.collusion, "--neighbors", o.neighbors, NULL};
+    char *coord_argv[160];
     size_t na = 0;
-    while (coord_argv[na]) na++;
+    coord_argv[na++] = coord;
+    if (o.config[0]) { /* first: everything after it overrides the file */
+        coord_argv[na++] = "--config";
+        coord_argv[na++] = o.config;
+        coord_argv[na++] = "--admin-bind"; /* the sim's coordinator runs its rounds itself */
+        coord_argv[na++] = "";
+        coord_argv[na++] = "--autostart";
+        coord_argv[na++] = "on";
+    }
+    for (size_t i = 0; coord_base[i]; i++) coord_argv[na++] = coord_base[i];
     if (o.upload_bits[0]) {
         coord_argv[na++] = "--upload-bits";
         coord_argv[na++] = o.upload_bits;
@@ -793,6 +911,7 @@ int main(int argc, char **argv)
         coord_argv[na++] = "--curve-secret";
         coord_argv[na++] = coord_key_path;
     }
+    coord_argv[na] = NULL;
     snprintf(log_path, sizeof log_path, "%s/logs/coordinator.log", o.out);
     /* A previous run's rows: the coordinator (resume off) starts the file again,
      * but following it from here could print them first as this run's. */

@@ -77,10 +77,15 @@ static void conn_close(conn_t *k)
     if (k->zctx) zmq_ctx_term(k->zctx);
 }
 
-static int send_request(conn_t *k, const char *cmd, const char *arg)
+/* [cmd, arg, sets...]: start's KEY=VALUE overrides follow its rounds ("" = the default). */
+static int send_request(conn_t *k, const char *cmd, const char *arg, char **sets, int nsets)
 {
-    if (zmq_send(k->sock, cmd, strlen(cmd), arg ? ZMQ_SNDMORE : 0) < 0 ||
-        (arg && zmq_send(k->sock, arg, strlen(arg), 0) < 0)) {
+    if (nsets > 0 && !arg) arg = "";
+    int ok = zmq_send(k->sock, cmd, strlen(cmd), arg ? ZMQ_SNDMORE : 0) >= 0 &&
+             (!arg || zmq_send(k->sock, arg, strlen(arg), nsets ? ZMQ_SNDMORE : 0) >= 0);
+    for (int i = 0; ok && i < nsets; i++)
+        ok = zmq_send(k->sock, sets[i], strlen(sets[i]), i + 1 < nsets ? ZMQ_SNDMORE : 0) >= 0;
+    if (!ok) {
         fprintf(stderr, "medfed: %s is not reachable (%s): is the coordinator running, and is "
                         "this the admin key it was provisioned with?\n",
                 k->endpoint, zmq_strerror(errno));
@@ -209,7 +214,7 @@ static int watch(conn_t *k, int until_idle)
     while (!interrupted) {
         double now = util_now();
         if (now - renewed >= 5.0) {
-            if (send_request(k, "watch", NULL) < 0) return 1;
+            if (send_request(k, "watch", NULL, NULL, 0) < 0) return 1;
             renewed = now;
         }
         char *line = recv_reply(k, 1000, NULL, NULL);
@@ -242,7 +247,10 @@ static void usage(FILE *f)
                "  status [--json]              where the run stands\n"
                "  clients [--json]             every registered site: software and protocol\n"
                "                               version, training progress, certificate expiry\n"
-               "  start [--rounds N]           run N more rounds (default: the config's rounds)\n"
+               "  start [--rounds N] [--set KEY=VALUE ...]\n"
+               "                               run N more rounds (default: the config's rounds),\n"
+               "                               with coordinator.ini settings changed first (the\n"
+               "                               recipe and server optimiser; between rounds)\n"
                "  pause                        finish the round in flight, then wait\n"
                "  stop                         abandon the round in flight now\n"
                "  export [--round R] --out F   the model after round R (default: latest)\n"
@@ -253,7 +261,8 @@ static void usage(FILE *f)
 int admin_main(int argc, char **argv)
 {
     const char *cmd = argv[0], *config = getenv("MEDFED_ADMIN_CONFIG"), *arg = NULL, *out = NULL;
-    int json = 0, until_idle = 0;
+    int json = 0, until_idle = 0, nsets = 0;
+    char *sets[16];
     if (!config) config = "/etc/medfed/admin.ini";
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -266,6 +275,15 @@ int admin_main(int argc, char **argv)
         else if (strcmp(a, "--json") == 0) json = 1;
         else if (strcmp(a, "--until-idle") == 0 && strcmp(cmd, "watch") == 0) until_idle = 1;
         else if (strcmp(a, "--rounds") == 0 && has_next && strcmp(cmd, "start") == 0) arg = argv[++i];
+        else if (strcmp(a, "--set") == 0 && has_next && strcmp(cmd, "start") == 0) {
+            const char *kv = argv[++i], *eq = strchr(kv, '=');
+            if (!eq || eq == kv || strlen(kv) >= 256 || nsets >= 16) {
+                fprintf(stderr, "medfed start: --set wants KEY=VALUE (at most 16, 255 characters "
+                                "each), got '%s'\n", kv);
+                return 2;
+            }
+            sets[nsets++] = (char *)kv;
+        }
         else if (strcmp(a, "--round") == 0 && has_next && strcmp(cmd, "export") == 0) arg = argv[++i];
         else if (strcmp(a, "--out") == 0 && has_next && strcmp(cmd, "export") == 0) out = argv[++i];
         else {
@@ -298,7 +316,7 @@ int admin_main(int argc, char **argv)
         rc = watch(&k, until_idle);
         goto out;
     }
-    if (send_request(&k, cmd, arg) < 0) goto out;
+    if (send_request(&k, cmd, arg, sets, nsets) < 0) goto out;
     uint8_t *data = NULL;
     size_t data_len = 0;
     char *reply = recv_reply(&k, strcmp(cmd, "export") == 0 ? 120000 : 10000, &data, &data_len);

@@ -20,7 +20,7 @@ int main(int argc, char **argv)
     float *global = calloc((size_t)params, sizeof *global);
     if (!frame || !global) return 1;
     for (size_t i = 0; i < bytes + 1; i++) frame[i] = (uint8_t)(i * 13 % 61); /* finite floats */
-    fedavg_opts_t o = {SERVER_OPT_FEDAVG, 1.0, 0.0};
+    fedavg_opts_t o = {.opt = SERVER_OPT_FEDAVG, .lr = 1.0};
     fedavg_t *f = fedavg_new((size_t)params, &o);
     char err[256];
     fedavg_begin(f);

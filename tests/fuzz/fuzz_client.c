@@ -513,19 +513,21 @@ static void check_masked(const msg_t *m)
     FZ_CHECK(s != NULL && said.shared && said.u2);
     const unsigned w = plan_bits();
     FZ_CHECK(s->q.bits == w);
-    FZ_CHECK(m->vec_len == (FZ_NUMEL * w + 7) / 8 + 4);
-    uint32_t x[FZ_NUMEL + 1] = {0};
-    enc_unpack_add_masked(m->vec, FZ_NUMEL, w, x);
-    FZ_CHECK(prg_add(PRG_DEFAULT, said.b, x, FZ_NUMEL + 1, -1) == 0);
+    FZ_CHECK(m->vec_len == (FZ_NUMEL * w + 7) / 8 + 4 * ENC_TAIL_WORDS);
+    uint32_t x[FZ_NUMEL + ENC_TAIL_WORDS] = {0};
+    enc_unpack_add_masked(m->vec, FZ_NUMEL, w, ENC_TAIL_WORDS, x);
+    FZ_CHECK(prg_add(PRG_DEFAULT, said.b, x, FZ_NUMEL + ENC_TAIL_WORDS, -1) == 0);
     peer_keys(said.adv, said.adv + 32);
     for (uint32_t v = 0; v < FZ_SITES; v++) {
         if (!(said.u2 >> v & 1) || v == FZ_SELF) continue;
         /* the seed as v derives it, removed with the coordinator's sign convention */
         FZ_CHECK(pk_cache.ok[v]);
-        FZ_CHECK(prg_add(PRG_DEFAULT, pk_cache.mask_seed[v], x, FZ_NUMEL + 1,
+        FZ_CHECK(prg_add(PRG_DEFAULT, pk_cache.mask_seed[v], x, FZ_NUMEL + ENC_TAIL_WORDS,
                          FZ_SELF < v ? -1 : +1) == 0);
     }
     FZ_CHECK(x[FZ_NUMEL] == (uint32_t)s->weight && s->weight == cl.train.n);
+    /* the weighted training loss word, at the plan's loss scale */
+    FZ_CHECK(x[FZ_NUMEL + 1] == secagg_encode_loss(cl.update_loss, s->weight, s->loss_scale));
     double k = (double)s->weight * s->q.scale, c = s->q.clip;
     const uint32_t mask = w == 32 ? UINT32_MAX : (1u << w) - 1;
     for (int j = 0; j < FZ_NUMEL; j++) {
@@ -636,7 +638,7 @@ static void check_state(void)
         FZ_CHECK(sodium_is_zero(s->c_sk, sizeof s->c_sk));
     }
     if (s->state == SA_READY)
-        FZ_CHECK(s->y != NULL && s->y_len == enc_masked_len(cl.numel, s->q.bits));
+        FZ_CHECK(s->y != NULL && s->y_len == enc_masked_len(cl.numel, s->q.bits, ENC_TAIL_WORDS));
     if (s->state >= SA_MASKED) FZ_CHECK(s->y == NULL);
 }
 
@@ -968,8 +970,8 @@ static void world_init(void)
 static void reset_plan(void)
 {
     plan = (msg_t){.type = MSG_PLAN, .round = FZ_ROUND, .phase = PHASE_TRAIN,
-                   .threshold = FZ_T, .clip = 2.0, .scale = 1000.0, .bits = 24,
-                   .present = MSG_HAS_SECAGG};
+                   .threshold = FZ_T, .clip = 2.0, .scale = 1000.0, .bits = 24, .loss_scale = 100.0,
+                   .present = MSG_HAS_SECAGG | MSG_HAS_LOSS};
     cl.train.n = 100;
     cl.round = FZ_ROUND;
     memcpy(cl.work, work0, sizeof work0);

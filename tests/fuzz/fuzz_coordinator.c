@@ -285,17 +285,18 @@ static const fz_round_keys_t *keys_for(uint32_t round)
 /* Site u's masked input for the set u2 (bit v: site v in U2), packed in y
  * at q's width as a site sends it; returns its length in bytes. */
 static size_t masked_input(int u, unsigned u2, uint32_t round, const quant_t *q,
-                           uint32_t y[FZ_NUMEL + 1])
+                           uint32_t y[FZ_NUMEL + ENC_TAIL_WORDS])
 {
     const fz_round_keys_t *r = keys_for(round);
     uint32_t dither[FZ_NUMEL];
     crypto_random(dither, sizeof dither);
     secagg_encode(site[u].delta, FZ_NUMEL, site[u].n_train - (liar && u == 0), q, dither, y);
-    FZ_CHECK(prg_add(PRG_DEFAULT, site[u].b, y, FZ_NUMEL + 1, +1) == 0);
+    y[FZ_NUMEL + 1] = secagg_encode_loss(0.25, site[u].n_train, g.sa->loss_scale);
+    FZ_CHECK(prg_add(PRG_DEFAULT, site[u].b, y, FZ_NUMEL + ENC_TAIL_WORDS, +1) == 0);
     for (int v = 0; v < FZ_SITES; v++)
         if (v != u && (u2 >> v & 1))
-            FZ_CHECK(prg_add(PRG_DEFAULT, r->mask[u][v], y, FZ_NUMEL + 1, u < v ? +1 : -1) == 0);
-    return enc_pack_masked(y, FZ_NUMEL, q->bits);
+            FZ_CHECK(prg_add(PRG_DEFAULT, r->mask[u][v], y, FZ_NUMEL + ENC_TAIL_WORDS, u < v ? +1 : -1) == 0);
+    return enc_pack_masked(y, FZ_NUMEL, q->bits, ENC_TAIL_WORDS);
 }
 
 /* Bit i set: registered site i is in the round and got to stage >= `min_stage`. */
@@ -567,6 +568,7 @@ static void preset(uint8_t h0, uint8_t h1)
     g.classes = (h0 & 0x10) ? 10 : 2;
     g.sa->threshold = FZ_T;
     g.sa->quant = quant0;
+    g.sa->tail = ENC_TAIL_WORDS; /* a cohort that all speak protocol 3 */
     g.sa->max_weight = 0;
     memcpy(g.global, global0, sizeof global0);
     crypto_sha256(seen.hash, global0, sizeof global0);
@@ -697,13 +699,13 @@ static void preset(uint8_t h0, uint8_t h1)
         v->boxes_len = len;
     }
     if (st == FZ_SHARING) return;
-    g.sa->acc = calloc(FZ_NUMEL + 1, sizeof *g.sa->acc);
+    g.sa->acc = calloc(FZ_NUMEL + ENC_TAIL_WORDS, sizeof *g.sa->acc);
     FZ_CHECK(g.sa->acc != NULL);
     for (int i = 0; i < nsites; i++) {
         if (!(u3 >> i & 1)) continue;
-        uint32_t y[FZ_NUMEL + 1];
+        uint32_t y[FZ_NUMEL + ENC_TAIL_WORDS];
         masked_input(i, u2, FZ_ROUND, &g.sa->quant, y);
-        enc_unpack_add_masked((const uint8_t *)y, FZ_NUMEL, g.sa->quant.bits, g.sa->acc);
+        enc_unpack_add_masked((const uint8_t *)y, FZ_NUMEL, g.sa->quant.bits, g.sa->tail, g.sa->acc);
         mem(i)->ready = 1;
         mem(i)->granted = 1;
     }
@@ -719,7 +721,7 @@ static void synthetic(int sender, int alt, msg_t *m)
 {
     static uint8_t blob[FZ_BLOB_MAX];
     drain(); /* what went out so far: the model hash and U3 of this round */
-    static uint32_t y[FZ_NUMEL + 1];
+    static uint32_t y[FZ_NUMEL + ENC_TAIL_WORDS];
     static uint8_t hist[2 * WIRE_HIST_BINS * 4];
     memset(m, 0, sizeof *m);
     m->round = g.round;
@@ -840,7 +842,7 @@ static void deliver(int sender, const uint8_t *bytes, size_t len, int sign)
 static int64_t true_weight(int64_t *signed_w)
 {
     const fz_round_keys_t *r = keys_for(g.round);
-    uint32_t x[FZ_NUMEL + 1];
+    uint32_t x[FZ_NUMEL + ENC_TAIL_WORDS];
     memcpy(x, g.sa->acc, sizeof x);
     *signed_w = 0;
     for (int i = 0; i < g.n_clients; i++) {
@@ -849,7 +851,7 @@ static int64_t true_weight(int64_t *signed_w)
         if (u->train == P_IDLE || !mu || mu->stage < 2) continue;
         if (memcmp(mu->adv, r->adv[u->index], 64) != 0) return -1;
         if (mu->stage >= 3) {
-            FZ_CHECK(prg_add(PRG_DEFAULT, site[u->index].b, x, FZ_NUMEL + 1, -1) == 0);
+            FZ_CHECK(prg_add(PRG_DEFAULT, site[u->index].b, x, FZ_NUMEL + ENC_TAIL_WORDS, -1) == 0);
             *signed_w += (int64_t)wire_get_u64(mu->adv + WIRE_ADV_WEIGHT_OFF);
             continue;
         }
@@ -858,7 +860,7 @@ static int64_t true_weight(int64_t *signed_w)
             if (v->train == P_IDLE || stage(j) < 3 ||
                 !nb(g.sa, member_of(g.sa, i), member_of(g.sa, j)))
                 continue;
-            FZ_CHECK(prg_add(PRG_DEFAULT, r->mask[v->index][u->index], x, FZ_NUMEL + 1,
+            FZ_CHECK(prg_add(PRG_DEFAULT, r->mask[v->index][u->index], x, FZ_NUMEL + ENC_TAIL_WORDS,
                              v->index < u->index ? -1 : +1) == 0);
         }
     }
@@ -985,7 +987,7 @@ static void check_accepted(const int *stage_before, uint32_t round_before)
 }
 
 /* An accepted masked input is FZ_NUMEL elements at the plan's 22-bit width
- * and the 32-bit weight word. */
+ * and the 32-bit tail words (weight, weighted loss). */
 static void check_masked_len(const uint8_t *bytes, size_t len)
 {
     static wire_decoder_t *d;
@@ -993,14 +995,14 @@ static void check_masked_len(const uint8_t *bytes, size_t len)
     msg_t m;
     char err[512];
     FZ_CHECK(msg_decode(d, bytes, len, &m, err, sizeof err) == 0 && m.type == MSG_MASKED);
-    FZ_CHECK(m.vec_len == (FZ_NUMEL * 22 + 7) / 8 + 4);
+    FZ_CHECK(m.vec_len == (FZ_NUMEL * 22 + 7) / 8 + 4 * ENC_TAIL_WORDS);
 }
 
 /* deliver(), checking that each masked input is added to the sum once: the
  * sum changes only when one member's MASKED is accepted (it enters U3). */
 static void checked_deliver(int sender, const uint8_t *bytes, size_t len, int sign)
 {
-    uint32_t acc_before[FZ_NUMEL + 1];
+    uint32_t acc_before[FZ_NUMEL + ENC_TAIL_WORDS];
     int stage_before[FZ_SITES] = {0};
     const uint32_t *acc = g.sa->acc;
     uint32_t round_before = g.round;
@@ -1213,12 +1215,12 @@ static void write_seeds(void)
         drain();
     }
     /* MASKED of another length than the plan's width gives (the 32-bit
-     * length of before, a byte short, a byte long) after site 0's READY:
+     * length, a byte short, a byte long) after site 0's READY:
      * refused, never summed. */
-    static const size_t masked_len[] = {(FZ_NUMEL + 1) * 4, (FZ_NUMEL * 22 + 7) / 8 + 3,
-                                        (FZ_NUMEL * 22 + 7) / 8 + 5};
+    static const size_t masked_len[] = {(FZ_NUMEL + ENC_TAIL_WORDS) * 4, (FZ_NUMEL * 22 + 7) / 8 + 7,
+                                        (FZ_NUMEL * 22 + 7) / 8 + 9};
     for (size_t i = 0; i < sizeof masked_len / sizeof masked_len[0]; i++) {
-        static uint8_t vec[(FZ_NUMEL + 1) * 4];
+        static uint8_t vec[(FZ_NUMEL + ENC_TAIL_WORDS) * 4];
         memset(vec, 0x5a, sizeof vec);
         fz_rng_reset(1);
         preset(3, 0);

@@ -456,10 +456,63 @@ moved = max(abs(x - y) for x, y in zip(a, init))
 ra = [json.loads(l) for l in open(sys.argv[1] + "/metrics.jsonl")]
 rb = [json.loads(l) for l in open(sys.argv[2] + "/metrics.jsonl")]
 acc = abs(ra[-1]["val_accuracy"] - rb[-1]["val_accuracy"])
-print("secagg vs plaintext: max |param diff| %.3g (training moved params by %.3g), val acc diff %.4f" % (diff, moved, acc))
-sys.exit(0 if len(a) == len(b) and diff <= 1e-3 and moved > 1e-2 and acc <= 0.005 else 1)
+# The secure run's train_loss comes from the masked sum of n_k * loss_k: the
+# same sites trained the same way, so it is the plaintext run's weighted mean.
+loss = abs(ra[-1]["train_loss"] - rb[-1]["train_loss"])
+print("secagg vs plaintext: max |param diff| %.3g (training moved params by %.3g), val acc diff %.4f, "
+      "train_loss %.6f / %.6f" % (diff, moved, acc, ra[-1]["train_loss"], rb[-1]["train_loss"]))
+sys.exit(0 if len(a) == len(b) and diff <= 1e-3 and moved > 1e-2 and acc <= 0.005 and
+         0.05 < rb[-1]["train_loss"] < 2 and loss <= 1e-4 else 1)
 PYEOF
 then ok $t; else bad $t "see $WORK/secure.out"; fi
+
+# The strategies reach the plan, and the server optimiser's state survives a
+# restart: a plaintext FedAdam run with FedProx, a cosine schedule and
+# augmentation (each round's PLAN as the coordinator and a site log it: the
+# cosine lr 0.02 -> 0.01 over two rounds); its state directory holds
+# server-opt.bin (m and v: 2 x numel doubles after a 28-byte header); a
+# coordinator restarted there resumes that state with model 2, and one told
+# another optimiser says its state starts from zero.
+t=strategies_reach_plan_and_optimiser_state_resumes
+d="$WORK/strat"
+if skip $t; then :; elif "$BIN/medfed-sim" --clients 3 --rounds 2 --partition iid --seed 2 --max-train 300 --max-val 100 \
+        --server-opt fedadam --prox-mu 0.01 --lr-schedule cosine --augment on --secagg off \
+        --out "$d" > "$d.out" 2>&1 &&
+   json_check "$d/metrics.jsonl" 'len(rows) == 2 and all(not r["aborted"] and r["participants"] == 3 and r["train_loss"] > 0 for r in rows)' &&
+   grep -q "round=1 phase=train event=plan-sent .* lr=0.02 prox_mu=0.01 augment=1 " "$d/logs/coordinator.log" &&
+   grep -q "round=2 phase=train event=plan-sent .* lr=0.01 prox_mu=0.01 augment=1 " "$d/logs/coordinator.log" &&
+   grep -q "round=2 phase=train event=plan .* lr=0.01 prox_mu=0.01 augment=1 " "$d/logs/site-00.log" &&
+   [ "$(stat -c %s "$d/server-opt.bin")" -eq $((28 + 2 * 8 * 1659266)) ] &&
+   { "$BIN/medfed-coordinator" --init "$d/init.safetensors" --out "$d" --roster "$d/roster.txt" \
+        --curve-secret "$d/coordinator.key" --server-opt fedadam --rounds 3 --wait-timeout 1 \
+        --secagg off > "$d/restart-1.log" 2>&1 || :; } &&
+   grep -q "the server optimiser's state (fedadam) resumed with model 2" "$d/restart-1.log" &&
+   { "$BIN/medfed-coordinator" --init "$d/init.safetensors" --out "$d" --roster "$d/roster.txt" \
+        --curve-secret "$d/coordinator.key" --server-opt fedyogi --rounds 3 --wait-timeout 1 \
+        --secagg off > "$d/restart-2.log" 2>&1 || :; } &&
+   grep -q "server-opt.bin is another optimiser's: the server optimiser (fedyogi) starts again from zero" "$d/restart-2.log"
+then ok $t; else bad $t "see $d.out $d/restart-*.log"; fi
+
+# medfed-sim --config FILE takes the coordinator's own keys (the file's rounds,
+# epochs and lr become the run's, its strategy keys reach the plan), and
+# --centralised trains one site on every training image (plaintext, the
+# same rounds).
+t=sim_config_file_and_centralised
+d="$WORK/simconf"
+mkdir -p "$d"
+printf '[coordinator]\nrounds = 1\nlocal_epochs = 1\nlr = 0.03\nserver_opt = fedyogi\nprox_mu = 0.02\n' > "$d/coordinator.ini"
+if skip $t; then :; elif "$BIN/medfed-sim" --config "$d/coordinator.ini" --clients 3 --partition iid --seed 2 \
+        --max-train 300 --max-val 100 --out "$d/fed" > "$d/fed.out" 2>&1 &&
+   json_check "$d/fed/metrics.jsonl" 'len(rows) == 1 and rows[0]["secagg"] and rows[0]["participants"] == 3' &&
+   grep -q "round=1 phase=train event=plan-sent .* lr=0.03 prox_mu=0.02 " "$d/fed/logs/coordinator.log" &&
+   grep -q "round=1 phase=train event=plan epochs=1 batch=32 lr=0.03 prox_mu=0.02 " "$d/fed/logs/site-02.log" &&
+   ! "$BIN/medfed-sim" --server-opt adam --out "$d/bad" > "$d/bad.out" 2>&1 &&
+   grep -q "server-opt: 'server_opt' must be fedavg, fedavgm, fedadagrad, fedyogi or fedadam" "$d/bad.out" &&
+   "$BIN/medfed-sim" --centralised --clients 10 --rounds 1 --seed 2 --max-train 300 --max-val 100 \
+        --out "$d/central" > "$d/central.out" 2>&1 &&
+   json_check "$d/central/metrics.jsonl" 'len(rows) == 1 and not rows[0]["secagg"] and rows[0]["participants"] == 1 and rows[0]["val_n"] == 100' &&
+   grep -q "site-00  train   300  val  100" "$d/central.out" && [ ! -d "$d/central/sites/site-01" ]
+then ok $t; else bad $t "see $d/*.out"; fi
 
 # 9. A client killed at each phase of secure aggregation: the round completes,
 #    survivors = N-1, and the unmasked integer sum equals the sum of the

@@ -171,6 +171,29 @@ if [ $aup -eq 1 ] && admin_wait "$AADMIN" 'd["round"] >= 6 and d["state"] == "tr
    json_check "$ASTATE/metrics.jsonl" '[r["round"] for r in rows] == list(range(1, '$P' + 3)) and not any(r["aborted"] for r in rows) and all(r["cohort"] == 2 for r in rows)'
 then ok "$t (paused in round $P)"; else bad $t "pause in round $P: see $A/pause.json $A/coord.log"; cat "$A/pause.json" 2>/dev/null; tail -8 "$A/coord.log"; fi
 
+# `medfed start --set KEY=VALUE`: a run with other settings, without a
+# restart. A key fixed for the coordinator's life, an unknown key and a bad
+# value are refused with the reason (and nothing starts); then one round with
+# FedAdam, FedProx and another lr: its PLAN carries them (the coordinator's
+# plan-sent line, a site's plan line) and it completes.
+t=admin_start_set_overrides
+if [ $aup -eq 1 ] &&
+   C0=$("$BIN/medfed" status --json --config "$AADMIN" | "$PY" -c 'import json,sys; print(json.load(sys.stdin)["completed"])') &&
+   ! "$BIN/medfed" start --set bind=tcp://127.0.0.1:9 --config "$AADMIN" > "$A/set-1.out" 2>&1 &&
+   grep -q "'bind' is fixed for the coordinator's life" "$A/set-1.out" &&
+   ! "$BIN/medfed" start --set no_such_key=1 --config "$AADMIN" > "$A/set-2.out" 2>&1 &&
+   grep -q "unknown setting 'no_such_key'" "$A/set-2.out" &&
+   ! "$BIN/medfed" start --set server_opt=adam --config "$AADMIN" > "$A/set-3.out" 2>&1 &&
+   grep -q "'server_opt' must be fedavg, fedavgm, fedadagrad, fedyogi or fedadam, got 'adam'" "$A/set-3.out" &&
+   "$BIN/medfed" start --rounds 1 --set server_opt=fedadam --set lr=0.013 --set prox_mu=0.05 \
+        --config "$AADMIN" > "$A/set-4.out" 2>&1 &&
+   admin_wait "$AADMIN" 'd["completed"] == '"$C0"' + 1 and d["state"] == "idle"' 120 > /dev/null &&
+   grep -q "server optimiser now fedadam" "$A/coord.log" &&
+   grep -q "event=plan-sent .* lr=0.013 prox_mu=0.05 " "$A/coord.log" &&
+   cat "$A/alpha.log" "$A/beta.log" "$A/gamma.log" "$A/delta.log" | grep -q "event=plan .* lr=0.013 prox_mu=0.05 " &&
+   json_check "$ASTATE/metrics.jsonl" 'not rows[-1]["aborted"] and rows[-1]["val_accuracy"] is not None and rows[-1]["train_loss"] > 0'
+then ok $t; else bad $t "see $A/set-*.out $A/coord.log"; cat "$A"/set-*.out 2>/dev/null; tail -5 "$A/coord.log"; fi
+
 # A site whose daemon stops (SIGTERM) is shown not live; the others still are.
 t=admin_clients_json_stopped_site_not_live
 astop "$apid_delta"

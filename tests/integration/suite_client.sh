@@ -241,3 +241,32 @@ if [ $crc -eq 0 ] && grep -q 'event=stall-at' "$d/c1.log" &&
    grep -q 'client=site-01 event=dropped reason="nothing uploaded within transfer_timeout of its UPLOAD"' "$d/coord.log" &&
    json_check "$d/run/metrics.jsonl" 'len(rows) == 1 and rows[0]["participants"] == 2 and rows[0]["dropped_sites"] == ["site-01"] and not rows[0]["aborted"]'
 then ok $t; else bad $t "coord=$crc"; grep -i 'warn\|drop' "$d/coord.log" | tail -5; fi
+
+# C8. A site whose link went quiet (SIGSTOP) is dropped from the round; the
+#     round completes with the other two and the run ends. The stopped site
+#     wakes (SIGCONT) as the coordinator is closing: what it sends then comes
+#     from a peer that is no longer live, which the closing coordinator
+#     answers with SHUTDOWN, so the site exits by itself instead of retrying
+#     a coordinator that is gone.
+t=client_back_at_the_end_hears_shutdown
+d="$WORK/lateback"
+port=$(free_port)
+client_kits "$d" "$port"
+coordinator "$d" "$port" --state-dir "$d/run" --rounds 1 --wait-for 3 --dropout 0 \
+    --heartbeat-timeout 5 --local-epochs 2
+start_clients "$d"
+late=$(echo $pids | awk '{print $3}')
+kill -STOP $late
+wait_log "$d/coord.log" 'event=federation-complete' 1 120
+kill -CONT $late
+wait $cpid
+crc=$?
+i=0
+while [ $i -lt 40 ] && kill -0 $late 2>/dev/null; do sleep 0.25; i=$((i + 1)); done
+kill -0 $late 2>/dev/null && late_rc=running || { wait $late; late_rc=$?; }
+kill $pids 2>/dev/null
+wait
+if [ $crc -eq 0 ] && [ "$late_rc" = 0 ] && grep -q 'event=shutdown -> exit' "$d/c2.log" &&
+   grep -q 'site=site-02 event=shutdown-on-return' "$d/coord.log" &&
+   json_check "$d/run/metrics.jsonl" 'len(rows) == 1 and rows[0]["participants"] == 2 and not rows[0]["aborted"]'
+then ok $t; else bad $t "coord=$crc late site=$late_rc"; tail -4 "$d/coord.log"; tail -3 "$d/c2.log"; fi

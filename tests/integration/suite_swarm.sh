@@ -61,7 +61,7 @@ for r in (1, 2):
     a = array.array("I"); a.frombytes(open("%s/dump/unmasked-r%d.bin" % (d, r), "rb").read())
     bits = int(re.search(r"round=%d phase=advertise event=keys-relayed .* bits=(\d+)" % r,
                          open(d + "/run/logs/coordinator.log").read()).group(1))
-    if len(a) != 3001 or any(x & ((1 << bits) - 1) for x in a[:-1]) or a[-1] != weights:
+    if len(a) != 3002 or any(x & ((1 << bits) - 1) for x in a[:-2]) or a[-2] != weights:
         sys.exit("round %d: the sum of zero updates is not zero with weight %d" % (r, weights))
 PYEOF
    [ "$(model_tensor "$d/run/model.safetensors")" = "$(model_tensor "$d/run/init.safetensors")" ]

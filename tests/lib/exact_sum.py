@@ -6,7 +6,8 @@ For each secure round checked, the coordinator's unmasked sum
 the sites metrics.jsonl says it includes (DUMP/encoded-SITE-rR.bin); both are
 written by the test build (make test-bin) under MEDFED_TEST_DUMP_DIR. Each
 model element is compared mod 2^w, w the round's upload width (only w bits of
-each travel), the trailing weight word mod 2^32.
+each travel), the trailing words (the weight n_k and the weighted training
+loss n_k * loss_k) mod 2^32.
 
 usage: exact_sum.py --metrics FILE --dump DIR [--log COORDINATOR_LOG]
                     [--round R | --all] [--roster FILE] [--quiet]
@@ -40,8 +41,11 @@ def words(path):
     return a
 
 
+TAIL = 2  # the words after the elements: n_k, n_k * loss_k (aggregation/encoding.h)
+
+
 def holds(total, parts, mask):
-    n = len(total) - 1
+    n = len(total) - TAIL
     if any(len(p) != len(total) for p in parts):
         return "an encoded update's length differs from the sum's (%d words)" % len(total)
     if np is not None:
@@ -51,18 +55,19 @@ def holds(total, parts, mask):
         acc &= 0xFFFFFFFF
         diff = (acc - total.astype(np.uint64)) & mask
         bad = int(np.count_nonzero(diff[:n]))
-        weight_ok = int(acc[n]) == int(total[n])
+        weight_ok = all(int(acc[n + k]) == int(total[n + k]) for k in range(TAIL))
     else:
         acc = array.array("I", [0]) * len(total)
         for p in parts:
             for j in range(len(p)):
                 acc[j] = (acc[j] + p[j]) & 0xFFFFFFFF
         bad = sum((acc[j] - total[j]) & mask != 0 for j in range(n))
-        weight_ok = acc[n] == total[n]
+        weight_ok = all(acc[n + k] == total[n + k] for k in range(TAIL))
     if bad:
         return "%d of %d elements differ mod 2^w" % (bad, n)
     if not weight_ok:
-        return "weight word %d, the sites' sum is %d" % (int(total[n]), int(acc[n]))
+        return "tail words (weight, loss) %s, the sites' sums are %s" % (
+            [int(x) for x in total[n:]], [int(x) for x in acc[n:]])
     return None
 
 

@@ -223,8 +223,8 @@ static void on_message(evil_t *e, int i, const msg_t *m)
         s->boxes = copy_blob(m, &s->boxes_len);
         break;
     case MSG_MASKED:
-        if (m->vec_len == enc_masked_len(e->numel, e->q.bits))
-            enc_unpack_add_masked(m->vec, e->numel, e->q.bits, e->acc);
+        if (m->vec_len == enc_masked_len(e->numel, e->q.bits, ENC_TAIL_WORDS))
+            enc_unpack_add_masked(m->vec, e->numel, e->q.bits, ENC_TAIL_WORDS, e->acc);
         break;
     case MSG_CONSIST:
         if (m->blob_len == WIRE_SIG_BYTES) memcpy(s->sig, m->blob, WIRE_SIG_BYTES);
@@ -328,7 +328,7 @@ static void send_plan(evil_t *e, uint32_t mask, unsigned t)
         check(e, !secagg_fits(&wire_q, max_weight, cohort), "the %u-bit width wraps the sum of "
               "%lld samples", wire_q.bits, (long long)max_weight);
     }
-    memset(e->acc, 0, (e->numel + 1) * 4);
+    memset(e->acc, 0, (e->numel + ENC_TAIL_WORDS) * 4);
     crypto_sha256(e->model_hash, e->global, e->numel * sizeof *e->global);
     msg_t p = {.type = MSG_PLAN, .round = e->round, .phase = PHASE_TRAIN, .epochs = e->epochs,
                .batch = 32, .lr = 0.01, .momentum = 0.9,
@@ -337,7 +337,8 @@ static void send_plan(evil_t *e, uint32_t mask, unsigned t)
                .classes = e->classes, .numel = e->numel, .model_version = e->version,
                .vec = (const uint8_t *)e->global, .vec_len = e->numel * 4, .threshold = t,
                .clip = wire_q.clip, .scale = wire_q.scale, .bits = wire_q.bits,
-               .present = MSG_HAS_VEC | (e->plain ? 0 : MSG_HAS_SECAGG)};
+               .loss_scale = secagg_loss_scale(max_weight + 1000, cohort + 1),
+               .present = MSG_HAS_VEC | (e->plain ? 0 : MSG_HAS_SECAGG | MSG_HAS_LOSS)};
     util_strlcpy(p.arch, e->arch, sizeof p.arch);
     for (int i = 0; i < e->n; i++)
         if (mask & BIT(i)) send_to(e, i, &p);
@@ -538,7 +539,7 @@ static int unmask_sum(evil_t *e, uint32_t u3)
         if (!(u3 & BIT(u))) continue;
         unsigned k = shares_of(e, (uint32_t)u, 0, xs, sh);
         if (shamir_combine(e->t, k, xs, (const uint8_t(*)[SHAMIR_SHAREBYTES])sh, b) < 0 ||
-            prg_add(PRG_DEFAULT, b, e->acc, e->numel + 1, -1) < 0) {
+            prg_add(PRG_DEFAULT, b, e->acc, e->numel + ENC_TAIL_WORDS, -1) < 0) {
             note(e, "cannot rebuild b of %s from %u shares", e->site[u].name, k);
             return -1;
         }
@@ -547,7 +548,7 @@ static int unmask_sum(evil_t *e, uint32_t u3)
     char path[4096], err[256];
     if (e->dump) {
         snprintf(path, sizeof path, "%s/unmasked-r%u.bin", e->dump, e->round);
-        if (util_write_file_atomic(path, e->acc, (e->numel + 1) * 4, err, sizeof err) < 0)
+        if (util_write_file_atomic(path, e->acc, (e->numel + ENC_TAIL_WORDS) * 4, err, sizeof err) < 0)
             note(e, "%s", err);
     }
     float *avg = malloc(e->numel * sizeof *avg);
@@ -869,7 +870,7 @@ static int load_model(evil_t *e, const char *path)
         fprintf(stderr, "evil_coordinator: %s: not a medfed-init model\n", path);
         return -1;
     }
-    e->acc = calloc(e->numel + 1, sizeof *e->acc);
+    e->acc = calloc(e->numel + ENC_TAIL_WORDS, sizeof *e->acc);
     return e->acc ? 0 : -1;
 }
 

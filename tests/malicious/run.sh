@@ -169,9 +169,9 @@ total = np.fromfile(d + "/unmasked-r1.bin", dtype="<u4")
 acc = np.zeros_like(total)
 for k in range(4):
     acc += np.fromfile("%s/encoded-h%d-r1.bin" % (d, k), dtype="<u4")
-moved = np.count_nonzero(acc[:-1])
-print("malicious:      honest sum: %d words, %d non-zero, weight %d" % (len(total), moved, total[-1]))
-sys.exit(0 if np.array_equal(acc, total) and moved > 1000 and total[-1] == 460 else 1)
+moved = np.count_nonzero(acc[:-2])  # the tail: weight, weighted loss
+print("malicious:      honest sum: %d words, %d non-zero, weight %d" % (len(total), moved, total[-2]))
+sys.exit(0 if np.array_equal(acc, total) and moved > 1000 and total[-2] == 460 else 1)
 PYEOF
     then ok $t; else report $t; fi
 fi
@@ -371,13 +371,13 @@ import numpy as np, sys
 d = sys.argv[1]
 r1, r2 = (np.fromfile("%s/unmasked-r%d.bin" % (d, r), dtype="<u4") for r in (1, 2))
 victim = np.fromfile(d + "/encoded-h0-r1.bin", dtype="<u4")
-v = victim[:-1].view("<i4").astype(np.float64)
-g = (r1 - r2)[:-1].view("<i4").astype(np.float64)
+v = victim[:-2].view("<i4").astype(np.float64)  # the tail: weight, weighted loss
+g = (r1 - r2)[:-2].view("<i4").astype(np.float64)
 cos = float(v @ g / (np.linalg.norm(v) * np.linalg.norm(g)))
 rel = float(np.linalg.norm(g - v) / np.linalg.norm(v))
 print("the victim's update (weight %d) recovered as the difference of two sums: cosine %.3f, "
       "relative error %.2f, %.0f%% of its %d words within +-3 units" % (
-      (r1 - r2)[-1], cos, rel, 100.0 * np.mean(np.abs(g - v) <= 3), len(v)))
+      (r1 - r2)[-2], cos, rel, 100.0 * np.mean(np.abs(g - v) <= 3), len(v)))
 PYEOF
 )
         echo "malicious: GAP  $t (not counted): $gap"

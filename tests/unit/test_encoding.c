@@ -32,8 +32,10 @@ static void test_packed_len(void **state)
     assert_int_equal(enc_packed_len(8, 20), 20);
     assert_int_equal(enc_packed_len(9, 9), 11);  /* 81 bits */
     assert_int_equal(enc_packed_len(7, 32), 28);
-    assert_int_equal(enc_masked_len(1659266, 32), (1659266 + 1) * 4); /* today's length */
-    assert_int_equal(enc_masked_len(1659266, 20), 4148165 + 4);
+    /* the elements, then n_k and n_k * loss as whole words */
+    assert_int_equal(enc_masked_len(1659266, 32, ENC_TAIL_WORDS), (1659266 + 2) * 4);
+    assert_int_equal(enc_masked_len(1659266, 20, ENC_TAIL_WORDS), 4148165 + 8);
+    assert_int_equal(enc_masked_len(1659266, 20, ENC_TAIL_V2), 4148165 + 4); /* protocol 2 */
     /* no overflow of n * w for any n a size_t holds */
     assert_int_equal(enc_packed_len(SIZE_MAX / 32 * 8, 32), SIZE_MAX / 32 * 32);
 }
@@ -67,14 +69,14 @@ static void test_round_trip_every_width(void **state)
 }
 
 /* A site packs its masked input in its own buffer: the same bytes as a
- * separate output, and the weight word whole after the elements. */
+ * separate output, and the weight and loss words whole after the elements. */
 static void test_pack_in_place(void **state)
 {
     (void)state;
     enum { N = 1001 };
     rng_t r;
     rng_seed(&r, 16);
-    uint32_t *y = malloc((N + 1) * 4), *x = malloc((N + 1) * 4), *acc = calloc(N + 1, 4);
+    uint32_t *y = malloc((N + 2) * 4), *x = malloc((N + 2) * 4), *acc = calloc(N + 2, 4);
     uint8_t *sep = malloc(N * 4);
     assert_non_null(y);
     assert_non_null(x);
@@ -83,14 +85,24 @@ static void test_pack_in_place(void **state)
     for (unsigned w = ENC_BITS_MIN; w <= ENC_BITS_MAX; w++) {
         for (size_t i = 0; i < N; i++) x[i] = (uint32_t)rng_next(&r);
         x[N] = 0x80000001u; /* a weight above any narrow width */
-        memcpy(y, x, (N + 1) * 4);
+        x[N + 1] = 0xFEDCBA98u; /* the weighted loss word */
+        memcpy(y, x, (N + 2) * 4);
         enc_pack(x, N, w, sep);
-        assert_int_equal(enc_pack_masked(y, N, w), enc_masked_len(N, w));
+        assert_int_equal(enc_pack_masked(y, N, w, ENC_TAIL_WORDS), enc_masked_len(N, w, ENC_TAIL_WORDS));
         assert_memory_equal(y, sep, enc_packed_len(N, w));
-        memset(acc, 0, (N + 1) * 4);
-        enc_unpack_add_masked((const uint8_t *)y, N, w, acc);
+        memset(acc, 0, (N + 2) * 4);
+        enc_unpack_add_masked((const uint8_t *)y, N, w, ENC_TAIL_WORDS, acc);
         for (size_t i = 0; i < N; i++) assert_int_equal(acc[i], low(x[i], w));
         assert_int_equal(acc[N], 0x80000001u);
+        assert_int_equal(acc[N + 1], 0xFEDCBA98u);
+        /* protocol 2's layout: n_k alone after the elements; the next word untouched */
+        memcpy(y, x, (N + 2) * 4);
+        assert_int_equal(enc_pack_masked(y, N, w, ENC_TAIL_V2), enc_masked_len(N, w, ENC_TAIL_V2));
+        memset(acc, 0, (N + 2) * 4);
+        enc_unpack_add_masked((const uint8_t *)y, N, w, ENC_TAIL_V2, acc);
+        for (size_t i = 0; i < N; i++) assert_int_equal(acc[i], low(x[i], w));
+        assert_int_equal(acc[N], 0x80000001u);
+        assert_int_equal(acc[N + 1], 0);
     }
     free(y);
     free(x);

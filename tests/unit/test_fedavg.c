@@ -12,7 +12,7 @@
 #include "aggregation/fedavg.h"
 #include "aggregation/metrics.h"
 
-static const fedavg_opts_t plain = {SERVER_OPT_FEDAVG, 1.0, 0.0};
+static const fedavg_opts_t plain = {.opt = SERVER_OPT_FEDAVG, .lr = 1.0};
 
 /* Three sites, sample counts 1, 2, 5; deltas chosen so the weighted mean is
  * easy by hand: (1*a + 2*b + 5*c) / 8. */
@@ -127,7 +127,7 @@ static void test_empty_round_leaves_model(void **state)
 static void test_begin_clears_and_server_lr(void **state)
 {
     (void)state;
-    fedavg_opts_t o = {SERVER_OPT_FEDAVG, 0.5, 0};
+    fedavg_opts_t o = {.opt = SERVER_OPT_FEDAVG, .lr = 0.5};
     fedavg_t *f = fedavg_new(1, &o);
     char err[128];
     const float d = 4;
@@ -147,7 +147,7 @@ static void test_begin_clears_and_server_lr(void **state)
 static void test_fedavgm_momentum(void **state)
 {
     (void)state;
-    fedavg_opts_t o = {SERVER_OPT_FEDAVGM, 1.0, 0.5};
+    fedavg_opts_t o = {.opt = SERVER_OPT_FEDAVGM, .lr = 1.0, .momentum = 0.5};
     fedavg_t *f = fedavg_new(1, &o);
     char err[128];
     const float d = 1;
@@ -163,7 +163,100 @@ static void test_fedavgm_momentum(void **state)
     assert_int_equal(fedavg_opt_parse("fedavgm", &so), 0);
     assert_int_equal(so, SERVER_OPT_FEDAVGM);
     assert_int_equal(fedavg_opt_parse("fedadam?", &so), -1);
+    assert_int_equal(fedavg_state_count(f), 1);
     fedavg_destroy(&f);
+}
+
+/* Reddi et al. 2021, Algorithm 2, by hand: eta 0.1, beta1 0.9, beta2 0.99,
+ * tau 0.1 (v starts at tau^2 = 0.01), one element from g = 1, mean updates
+ * 0.3, -0.2, 0.01 over three rounds. m: 0.03, 0.007, 0.0073 each time
+ * (0.9 * 0.007 + 0.1 * 0.01). v, by optimiser:
+ *   fedadagrad  v + d^2                      0.1, 0.14, 0.1401
+ *   fedadam     0.99 v + 0.01 d^2            0.0108, 0.011092, 0.01098208
+ *   fedyogi     v - 0.01 d^2 sign(v - d^2)   0.0109, 0.0113, 0.011299
+ * (yogi's third round has v > d^2: it shrinks v, where adam's decay would
+ * take 0.99 v). Each round g += 0.1 m / (sqrt(v) + 0.1). The two mean-update
+ * paths (plaintext sum, decoded secure mean) take the same step. */
+static void run_adaptive(server_opt_t opt, const double v[3], int secure)
+{
+    fedavg_opts_t o = {.opt = opt, .eta = 0.1, .beta1 = 0.9, .beta2 = 0.99, .tau = 0.1};
+    fedavg_t *f = fedavg_new(1, &o);
+    assert_non_null(f);
+    assert_int_equal(fedavg_state_count(f), 2);
+    assert_float_equal(fedavg_state(f, 1)[0], 0.01, 1e-15);
+    const float d[3] = {0.3f, -0.2f, 0.01f};
+    const double m[3] = {0.03, 0.007, 0.0073};
+    char err[128];
+    float g = 1;
+    double want = 1;
+    for (int r = 0; r < 3; r++) {
+        fedavg_begin(f);
+        if (secure) {
+            fedavg_apply_mean(f, &g, &d[r]);
+        } else {
+            assert_int_equal(fedavg_add(f, (const uint8_t *)&d[r], 4, 3, err, sizeof err), 0);
+            assert_int_equal(fedavg_apply(f, &g, err, sizeof err), 0);
+        }
+        want += 0.1 * m[r] / (sqrt(v[r]) + 0.1);
+        assert_float_equal(fedavg_state(f, 0)[0], m[r], 1e-7);
+        assert_float_equal(fedavg_state(f, 1)[0], v[r], 1e-8);
+        assert_float_equal(g, want, 1e-6);
+    }
+    fedavg_destroy(&f);
+}
+
+static void test_adaptive_optimisers(void **state)
+{
+    (void)state;
+    const double adagrad[3] = {0.1, 0.14, 0.1401}, adam[3] = {0.0108, 0.011092, 0.01098208},
+                 yogi[3] = {0.0109, 0.0113, 0.011299};
+    for (int secure = 0; secure < 2; secure++) {
+        run_adaptive(SERVER_OPT_FEDADAGRAD, adagrad, secure);
+        run_adaptive(SERVER_OPT_FEDADAM, adam, secure);
+        run_adaptive(SERVER_OPT_FEDYOGI, yogi, secure);
+    }
+    /* round 1 by hand for fedadam: 1 + 0.1 * 0.03 / (sqrt(0.0108) + 0.1) */
+    fedavg_opts_t o = {.opt = SERVER_OPT_FEDADAM, .eta = 0.1, .beta1 = 0.9, .beta2 = 0.99, .tau = 0.1};
+    fedavg_t *f = fedavg_new(1, &o);
+    float g = 1;
+    const float d = 0.3f;
+    fedavg_begin(f);
+    fedavg_apply_mean(f, &g, &d);
+    assert_float_equal(g, 1.0147114f, 1e-6);
+    fedavg_destroy(&f);
+    server_opt_t so;
+    const char *names[] = {"fedavg", "fedavgm", "fedadagrad", "fedyogi", "fedadam"};
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(fedavg_opt_parse(names[i], &so), 0);
+        assert_string_equal(fedavg_opt_name(so), names[i]);
+    }
+    fedavg_opts_t dflt = {.opt = SERVER_OPT_FEDAVG};
+    fedavg_opts_adaptive_defaults(&dflt);
+    assert_float_equal(dflt.beta1, 0.9, 0);
+    assert_float_equal(dflt.beta2, 0.99, 0);
+}
+
+/* The schedules by hand: lr 0.1 over 20 rounds. */
+static void test_lr_schedules(void **state)
+{
+    (void)state;
+    lr_sched_t c = {.kind = LR_CONSTANT}, st = {.kind = LR_STEP, .step_rounds = 5, .gamma = 0.5},
+               cs = {.kind = LR_COSINE, .lr_min = 0.001};
+    assert_float_equal(fedavg_lr_at(&c, 0.1, 17, 20), 0.1, 1e-15);
+    assert_float_equal(fedavg_lr_at(&st, 0.1, 1, 20), 0.1, 1e-15);
+    assert_float_equal(fedavg_lr_at(&st, 0.1, 5, 20), 0.1, 1e-15);
+    assert_float_equal(fedavg_lr_at(&st, 0.1, 6, 20), 0.05, 1e-15);
+    assert_float_equal(fedavg_lr_at(&st, 0.1, 16, 20), 0.0125, 1e-15);
+    assert_float_equal(fedavg_lr_at(&cs, 0.1, 1, 20), 0.1, 1e-15);
+    /* round 11: (r - 1) / R = 1/2, cos = 0: halfway, 0.001 + 0.099 / 2 */
+    assert_float_equal(fedavg_lr_at(&cs, 0.1, 11, 20), 0.0505, 1e-12);
+    /* round 20: 0.001 + 0.099 * (1 + cos(0.95 pi)) / 2 */
+    assert_float_equal(fedavg_lr_at(&cs, 0.1, 20, 20), 0.001 + 0.099 * (1 + cos(0.95 * M_PI)) / 2, 1e-12);
+    assert_true(fedavg_lr_at(&cs, 0.1, 40, 20) >= 0.001); /* past the horizon: the floor */
+    lr_schedule_t k;
+    assert_int_equal(fedavg_lr_schedule_parse("cosine", &k), 0);
+    assert_int_equal(k, LR_COSINE);
+    assert_int_equal(fedavg_lr_schedule_parse("linear", &k), -1);
 }
 
 static void test_auc_exact(void **state)
@@ -212,6 +305,8 @@ int main(void)
         cmocka_unit_test(test_empty_round_leaves_model),
         cmocka_unit_test(test_begin_clears_and_server_lr),
         cmocka_unit_test(test_fedavgm_momentum),
+        cmocka_unit_test(test_adaptive_optimisers),
+        cmocka_unit_test(test_lr_schedules),
         cmocka_unit_test(test_auc_exact),
         cmocka_unit_test(test_auc_from_histograms_matches_exact),
     };

@@ -339,6 +339,78 @@ static void test_same_seed_is_bit_identical(void **state)
     model_destroy(&b);
 }
 
+/* Trains a fresh cnn (seed 11) once with o; returns its parameters and the
+ * distance they moved from the start. */
+static float *train_with(const model_train_opts_t *o, const model_data_t *d, double *moved)
+{
+    model_t *m = new_cnn(11);
+    float *p0 = get_params(m);
+    assert_int_equal(model_train(m, d, o, NULL), 0);
+    float *p = get_params(m);
+    double s = 0;
+    for (size_t i = 0; i < model_numel(m); i++) s += ((double)p[i] - p0[i]) * ((double)p[i] - p0[i]);
+    *moved = sqrt(s);
+    free(p0);
+    model_destroy(&m);
+    return p;
+}
+
+/* The recipe's options (model.h): augmentation is seeded (the same seed gives
+ * the same weights) and changes what is learnt; FedProx's term holds the
+ * weights nearer their start the larger mu is; class-balanced loss weighs a
+ * rare class up (another result than unweighted on skewed labels). Bad values
+ * are refused. */
+static void test_recipe_options(void **state)
+{
+    (void)state;
+    model_t *probe = new_cnn(11);
+    const size_t numel = model_numel(probe);
+    model_destroy(&probe);
+    model_train_opts_t o = default_opts();
+    double d0, d1, d2, dp, dq;
+    float *plain = train_with(&o, &g_data->data, &d0);
+    o.augment = 1;
+    float *aug1 = train_with(&o, &g_data->data, &d1), *aug2 = train_with(&o, &g_data->data, &d2);
+    assert_memory_equal(aug1, aug2, numel * sizeof *aug1);
+    assert_memory_not_equal(aug1, plain, numel * sizeof *aug1);
+    o.augment = 0;
+    o.prox_mu = 1.0f;
+    float *prox = train_with(&o, &g_data->data, &dp);
+    o.prox_mu = 20.0f;
+    float *prox20 = train_with(&o, &g_data->data, &dq);
+    assert_true(dp < d0);
+    assert_true(dq < dp);
+    o.prox_mu = 0;
+    /* skewed labels: 56 of class 0, 8 of class 1 */
+    static int32_t y[N_IMAGES];
+    for (int i = 0; i < N_IMAGES; i++) y[i] = i < 56 ? 0 : 1;
+    model_data_t skew = {g_data->x, y, N_IMAGES};
+    double e0, e1;
+    float *unw = train_with(&o, &skew, &e0);
+    o.class_balanced = 1;
+    float *bal = train_with(&o, &skew, &e1);
+    assert_memory_not_equal(unw, bal, numel * sizeof *unw);
+    for (int i = 0; i < N_IMAGES; i++) y[i] = 0; /* a class absent: weight 0, still trains */
+    float *one = train_with(&o, &skew, &e1);
+    model_t *m = new_cnn(11);
+    o.class_balanced = 2;
+    assert_int_equal(model_train(m, &g_data->data, &o, NULL), -1);
+    assert_non_null(strstr(model_errmsg(m), "class_balanced"));
+    o.class_balanced = 0;
+    o.prox_mu = -1;
+    assert_int_equal(model_train(m, &g_data->data, &o, NULL), -1);
+    assert_non_null(strstr(model_errmsg(m), "prox_mu"));
+    model_destroy(&m);
+    free(plain);
+    free(aug1);
+    free(aug2);
+    free(prox);
+    free(prox20);
+    free(unw);
+    free(bal);
+    free(one);
+}
+
 static void test_different_seeds_differ(void **state)
 {
     (void)state;
@@ -621,6 +693,7 @@ int main(void)
         cmocka_unit_test(test_set_params_rejects),
         cmocka_unit_test(test_same_seed_is_bit_identical),
         cmocka_unit_test(test_different_seeds_differ),
+        cmocka_unit_test(test_recipe_options),
         cmocka_unit_test(test_training_learns),
         cmocka_unit_test(test_evaluate_multiclass_scores),
         cmocka_unit_test(test_resnet18_trains_deterministically),

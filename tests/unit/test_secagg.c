@@ -384,6 +384,35 @@ static void test_next_clip(void **state)
     assert_true(b.scale > 9.0 * a.scale);
 }
 
+/* The weighted training loss as one more masked word: three sites' words
+ * sum to n-weighted mean loss; the cohort's worst case stays below 2^32; a
+ * loss beyond SECAGG_LOSS_MAX (or NaN) is clipped to it; a sum that is not
+ * one of the sites' encodings decodes to NaN. */
+static void test_loss_word(void **state)
+{
+    (void)state;
+    const int64_t n[3] = {100, 300, 600};
+    const double loss[3] = {0.9, 0.5, 0.2}; /* weighted mean (90 + 150 + 120) / 1000 = 0.36 */
+    double s = secagg_loss_scale(1000, 3);
+    assert_true(s > 0);
+    assert_true(SECAGG_LOSS_MAX * s * 1000 + 3 <= 4294967295.0);
+    uint32_t sum = 0;
+    for (int k = 0; k < 3; k++) {
+        assert_true(secagg_loss_scale_ok(s, n[k]));
+        sum += secagg_encode_loss(loss[k], n[k], s);
+    }
+    assert_float_equal(secagg_decode_loss(sum, 1000, s), 0.36, 1e-6);
+    /* the worst case: every site at the cap fits, nothing wraps */
+    uint32_t worst = 0;
+    for (int k = 0; k < 3; k++) worst += secagg_encode_loss(NAN, n[k], s);
+    assert_float_equal(secagg_decode_loss(worst, 1000, s), SECAGG_LOSS_MAX, 1e-6);
+    assert_int_equal(secagg_encode_loss(1e9, 600, s), secagg_encode_loss(SECAGG_LOSS_MAX, 600, s));
+    assert_int_equal(secagg_encode_loss(-1, 600, s), 0);
+    assert_true(isnan(secagg_decode_loss(UINT32_MAX, 500, s))); /* 128 nats: not an encoding */
+    assert_false(secagg_loss_scale_ok(s, 2000)); /* one site above the bound the scale was made for */
+    assert_false(secagg_loss_scale_ok(0, 10));
+}
+
 int main(void)
 {
     if (crypto_init() < 0) return 1;
@@ -398,6 +427,7 @@ int main(void)
         cmocka_unit_test(test_add_le_unaligned),
         cmocka_unit_test(test_prg_add_many_matches_single),
         cmocka_unit_test(test_neighbour_graph),
+        cmocka_unit_test(test_loss_word),
     };
     return cmocka_run_group_tests_name("secagg", tests, NULL, NULL);
 }

@@ -99,6 +99,26 @@ static void test_roundtrip_plan_without_vector(void **state)
     assert_int_equal(d.present & MSG_HAS_VEC, 0);
     assert_null(d.vec);
     assert_true(d.weight_decay == 5e-4);
+    /* without MSG_HAS_LOCAL the recipe fields are not sent, and read as off */
+    assert_int_equal(d.present & MSG_HAS_LOCAL, 0);
+    assert_true(d.prox_mu == 0 && d.augment == 0 && d.class_balanced == 0);
+    /* the local recipe (FedProx's mu, augmentation, class-balanced loss) and
+     * the secure round's loss scale travel in the PLAN */
+    m.prox_mu = 0.01;
+    m.augment = 1;
+    m.class_balanced = 1;
+    m.threshold = 7;
+    m.clip = 0.04;
+    m.scale = 1234.5;
+    m.bits = 16;
+    m.loss_scale = 14253.25;
+    m.present = MSG_HAS_LOCAL | MSG_HAS_SECAGG | MSG_HAS_LOSS;
+    msg_encode(&m, f->buf);
+    assert_int_equal(decode_raw(f, wire_buf_data(f->buf), wire_buf_size(f->buf), &d, err), 0);
+    assert_int_equal(d.present & (MSG_HAS_LOCAL | MSG_HAS_SECAGG | MSG_HAS_LOSS),
+                     MSG_HAS_LOCAL | MSG_HAS_SECAGG | MSG_HAS_LOSS);
+    assert_true(d.prox_mu == 0.01 && d.augment == 1 && d.class_balanced == 1);
+    assert_true(d.loss_scale == 14253.25 && d.bits == 16);
 }
 
 static void test_roundtrip_hello_error_eval_result(void **state)
