@@ -12,8 +12,9 @@
 #                    width table; bench-scale: round cost vs model size and sites, scale.json)
 #   make test-malicious  secure aggregation against a malicious coordinator (tests/malicious/)
 #   make test-wan    the federation over emulated WAN links (tests/wan/: network namespaces,
-#                    htb, a delaying relay; as root, ~7 min): hospital VPN, slow site,
-#                    flapping link, partition; round times into bench-results/wan.json
+#                    htb, a delaying relay; as root, ~11 min): hospital VPN, slow site,
+#                    flapping link, partition, thin uplink, thin downlink; round times
+#                    into bench-results/wan.json
 #   make asan-test   only the sanitizer run
 #   make chaos       crash drills: 50 + 50 trials that SIGKILL the coordinator or a site at a
 #                    drawn moment and check state, metrics and resume (chaos-short: 5 + 5,
