@@ -906,6 +906,7 @@ int coord_set(coord_t *c, char (*sets)[COORD_SET_MAX], int n, char *err, size_t 
     if (next.clip != c->conf_live.clip) c->clip = next.clip;
     c->conf_live = next;
     for (int i = 0; i < n; i++) log_info("admin: set %s", sets[i]);
+    record_settings(c, (const char (*)[COORD_SET_MAX])sets, n); /* run.json: "overrides" */
     return 0;
 }
 

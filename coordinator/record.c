@@ -99,11 +99,29 @@ void record_start(const coord_t *c, int resumed)
                                               medfed_git_commit()));
     } else {
         jx_set(rec, "resumed", json_array());
+        jx_set(rec, "overrides", json_array());
         jx_set(rec, "final", json_null());
     }
     save(c, rec);
     json_decref(rec);
     started = 1;
+}
+
+void record_settings(const coord_t *c, const char (*sets)[COORD_SET_MAX], int n)
+{
+    if (!started) return;
+    char now[32];
+    jx_now_iso(now, sizeof now);
+    json_t *rec = runrec_load(c->conf->out_dir);
+    if (!rec) rec = json_object();
+    json_t *list = json_object_get(rec, "overrides"), *set = json_array();
+    if (!json_is_array(list)) jx_set(rec, "overrides", list = json_array());
+    for (int i = 0; i < n; i++) json_array_append_new(set, json_string(sets[i]));
+    json_array_append_new(list, json_pack("{s:s,s:I,s:o}", "at", now, "before_round",
+                                          (json_int_t)c->round + 1, "set", set));
+    jx_set(rec, "config", coord_conf_json(c->conf));
+    save(c, rec);
+    json_decref(rec);
 }
 
 void record_end(const coord_t *c)

@@ -582,6 +582,10 @@ static json_t *sim_flags_json(const sim_opts_t *o)
     jx_set(f, "swarm", json_boolean(o->swarm));
     jx_set(f, "params", o->swarm ? json_integer(o->params) : json_null());
     jx_set(f, "swarm_procs", o->swarm ? json_integer(o->swarm_procs) : json_null());
+    /* The reference run, and a coordinator.ini the run took its defaults from
+     * (its keys, after the flags, are in the coordinator's "config"). */
+    jx_set(f, "centralised", json_boolean(o->centralised));
+    jx_set(f, "config", o->config[0] ? json_string(o->config) : json_null());
     return f;
 }
 

@@ -23,6 +23,18 @@ trap 'pkill -P $$ 2>/dev/null; if [ "$failed" -eq 0 ]; then rm -rf "$WORK"; else
 ok() { passed=$((passed + 1)); echo "integration: ok   $1"; }
 bad() { failed=$((failed + 1)); echo "integration: FAIL $1: $2"; }
 only=" $(echo "${MEDFED_IT_ONLY:-}" | tr ',' ' ') "
+# record_check FILE 'python expression over rec (one JSON document, run.json)'
+record_check() {
+    "$PY" - "$1" "$2" <<'PYEOF'
+import json, sys
+rec = json.load(open(sys.argv[1]))
+ok = eval(sys.argv[2], {"rec": rec})
+if not ok:
+    print("check failed:", sys.argv[2]); print(json.dumps(rec, indent=1)[:3000])
+sys.exit(0 if ok else 1)
+PYEOF
+}
+
 # skip NAME: true when a selection is given and NAME is not in it.
 skip() { [ -n "${MEDFED_IT_ONLY:-}" ] && case "$only" in *" $1 "*) false ;; *) true ;; esac; }
 
@@ -506,12 +518,14 @@ if skip $t; then :; elif "$BIN/medfed-sim" --config "$d/coordinator.ini" --clien
    json_check "$d/fed/metrics.jsonl" 'len(rows) == 1 and rows[0]["secagg"] and rows[0]["participants"] == 3' &&
    grep -q "round=1 phase=train event=plan-sent .* lr=0.03 prox_mu=0.02 " "$d/fed/logs/coordinator.log" &&
    grep -q "round=1 phase=train event=plan epochs=1 batch=32 lr=0.03 prox_mu=0.02 " "$d/fed/logs/site-02.log" &&
+   record_check "$d/fed/run.json" 'rec["config"]["server_opt"] == "fedyogi" and rec["config"]["prox_mu"] == 0.02 and rec["simulation"]["flags"]["config"].endswith("coordinator.ini") and not rec["simulation"]["flags"]["centralised"]' &&
    ! "$BIN/medfed-sim" --server-opt adam --out "$d/bad" > "$d/bad.out" 2>&1 &&
    grep -q "server-opt: 'server_opt' must be fedavg, fedavgm, fedadagrad, fedyogi or fedadam" "$d/bad.out" &&
    "$BIN/medfed-sim" --centralised --clients 10 --rounds 1 --seed 2 --max-train 300 --max-val 100 \
         --out "$d/central" > "$d/central.out" 2>&1 &&
    json_check "$d/central/metrics.jsonl" 'len(rows) == 1 and not rows[0]["secagg"] and rows[0]["participants"] == 1 and rows[0]["val_n"] == 100' &&
-   grep -q "site-00  train   300  val  100" "$d/central.out" && [ ! -d "$d/central/sites/site-01" ]
+   grep -q "site-00  train   300  val  100" "$d/central.out" && [ ! -d "$d/central/sites/site-01" ] &&
+   record_check "$d/central/run.json" 'rec["simulation"]["flags"]["centralised"] and rec["config"]["secagg"] is False' 
 then ok $t; else bad $t "see $d/*.out"; fi
 
 # 9. A client killed at each phase of secure aggregation: the round completes,

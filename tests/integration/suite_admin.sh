@@ -191,8 +191,9 @@ if [ $aup -eq 1 ] &&
    grep -q "server optimiser now fedadam" "$A/coord.log" &&
    grep -q "event=plan-sent .* lr=0.013 prox_mu=0.05 " "$A/coord.log" &&
    cat "$A/alpha.log" "$A/beta.log" "$A/gamma.log" "$A/delta.log" | grep -q "event=plan .* lr=0.013 prox_mu=0.05 " &&
-   json_check "$ASTATE/metrics.jsonl" 'not rows[-1]["aborted"] and rows[-1]["val_accuracy"] is not None and rows[-1]["train_loss"] > 0'
-then ok $t; else bad $t "see $A/set-*.out $A/coord.log"; cat "$A"/set-*.out 2>/dev/null; tail -5 "$A/coord.log"; fi
+   json_check "$ASTATE/metrics.jsonl" 'not rows[-1]["aborted"] and rows[-1]["val_accuracy"] is not None and rows[-1]["train_loss"] > 0' &&
+   record_check "$ASTATE/run.json" 'rec["overrides"][-1]["set"] == ["server_opt=fedadam", "lr=0.013", "prox_mu=0.05"] and rec["overrides"][-1]["before_round"] >= '"$C0"' + 1 and rec["config"]["server_opt"] == "fedadam" and rec["config"]["lr"] == 0.013'
+then ok $t; else bad $t "see $A/set-*.out $A/coord.log $ASTATE/run.json"; cat "$A"/set-*.out 2>/dev/null; tail -5 "$A/coord.log"; fi
 
 # A site whose daemon stops (SIGTERM) is shown not live; the others still are.
 t=admin_clients_json_stopped_site_not_live
