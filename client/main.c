@@ -22,7 +22,7 @@
 #include <string.h>
 
 #include "client/client.h"
-#include "client/data.h"
+#include "imaging/imaging.h"
 #include "client/enrol.h"
 #include "common/health.h"
 #include "common/check.h"

@@ -1,5 +1,5 @@
 /*
- * test_dicom.c - client/dicom_prep (windowing, MONOCHROME1, rescale, resize),
+ * test_dicom.c - imaging/dicom_prep (windowing, MONOCHROME1, rescale, resize),
  * the DICOM worker over its pipe (good, truncated, garbage, burned-in, PNG, a
  * worker that aborts, hangs or is killed between images) and the folder data
  * source. The worker binary comes from $MEDFED_DICOM_WORKER (the Makefile sets
@@ -21,9 +21,9 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#include "client/data.h"
-#include "client/dicom.h"
-#include "client/dicom_prep.h"
+#include "imaging/imaging.h"
+#include "imaging/dicom.h"
+#include "imaging/dicom_prep.h"
 
 /* ---- preprocessing ---------------------------------------------------------------- */
 

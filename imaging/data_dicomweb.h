@@ -1,11 +1,11 @@
 /*
- * data_dicomweb.h - the `dicomweb` data source: a row in client/data.c's
+ * data_dicomweb.h - the `dicomweb` data source: a row in imaging/data.c's
  * sources[]; the keys and what a load does are in data_dicomweb.c.
  */
 #ifndef MEDFED_DATA_DICOMWEB_H
 #define MEDFED_DATA_DICOMWEB_H
 
-#include "client/data.h"
+#include "imaging/imaging.h"
 
 typedef struct dw_source dw_source_t;
 

@@ -1,12 +1,11 @@
-#include "client/data.h"
+#include "imaging/imaging.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "client/data_dicomweb.h"
-#include "client/data_folder.h"
-#include "client/data_idx.h"
+#include "imaging/data_dicomweb.h"
+#include "imaging/data_folder.h"
 #include "common/util.h"
 
 int data_conf_set(data_conf_t *c, const char *key, const char *value, int line, char *err,

@@ -28,8 +28,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "client/data.h"
-#include "client/dicom.h"
+#include "imaging/imaging.h"
+#include "imaging/dicom.h"
 
 #define DICOM_SALTBYTES 16
 #define DICOM_LABELS_MAX_BYTES (256u << 20) /* of the labels CSV */

@@ -1,5 +1,6 @@
 /*
- * data.h - where a hospital's images come from: the data-source interface.
+ * imaging.h - the imaging data path's one interface: where a hospital's images
+ * come from (the data sources) and the IDX files of the simulations.
  *
  * A data source is opened from the [data] section of the client config
  * (key/value pairs) and loads each split into memory as normalised float32
@@ -7,14 +8,14 @@
  * means adding a row and a file, nothing else changes. A source never logs
  * image content or identifiers: only counts and file names it was given.
  */
-#ifndef MEDFED_DATA_H
-#define MEDFED_DATA_H
+#ifndef MEDFED_IMAGING_H
+#define MEDFED_IMAGING_H
 
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 
-#include "client/dicom.h"
+#include "imaging/dicom.h"
 
 #define DATA_KEY_MAX 64
 #define DATA_VALUE_MAX 1024
@@ -78,5 +79,32 @@ void data_stats_json(const data_stats_t *s, FILE *f);
 
 /* Converts uint8 pixels to the model's input scale: (p / 255 - 0.5) / 0.5. */
 void dataset_normalise_u8(const uint8_t *pixels, size_t count, float *out);
+
+/* ---- IDX files ------------------------------------------------------------------------
+ * The IDX file format (MNIST layout), gzip-compressed or raw (data_idx.c).
+ *
+ * images: big-endian magic 0x00000803, count, rows, cols, then count*rows*cols
+ * uint8; labels: magic 0x00000801, count, then count uint8. Every header field
+ * is checked against caps and against the bytes actually present.
+ */
+#define IDX_MAX_COUNT 10000000     /* refuse files claiming more images */
+#define IDX_MAX_SIDE 4096
+
+typedef struct {
+    uint8_t *pixels;   /* n * rows * cols */
+    uint8_t *labels;   /* n */
+    int64_t n;
+    int rows, cols;
+} idx_set_t;
+
+/* Loads both files; counts must agree. On error out is left zeroed. */
+int idx_load(const char *images_path, const char *labels_path, idx_set_t *out,
+             char *err, size_t errlen);
+/* Writes the images/labels selected by subset (indices into set; all of set if
+ * subset is NULL) as gzip IDX files, each atomically (temp + rename). */
+int idx_write(const char *images_path, const char *labels_path, const idx_set_t *set,
+              const int64_t *subset, int64_t nsubset, char *err, size_t errlen);
+void idx_free(idx_set_t *set);
+
 
 #endif

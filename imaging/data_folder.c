@@ -18,7 +18,7 @@
  * (data_stats_t). Logs name an image only by dicom_image_ref() of its
  * relative path: folder names can be patient names, tag values never appear.
  */
-#include "client/data_folder.h"
+#include "imaging/data_folder.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -30,7 +30,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "client/dicom_source.h"
+#include "imaging/dicom_source.h"
 #include "common/log.h"
 #include "common/util.h"
 

@@ -17,7 +17,7 @@
  * message naming the URL. Credentials are read from files only when needed
  * and wiped after the load; no tag value is ever logged.
  */
-#include "client/data_dicomweb.h"
+#include "imaging/data_dicomweb.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -29,10 +29,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "client/dicom.h"
-#include "client/dicom_source.h"
-#include "client/dicomweb.h"
-#include "client/tensor_cache.h"
+#include "imaging/dicom.h"
+#include "imaging/dicom_source.h"
+#include "imaging/dicomweb.h"
+#include "imaging/tensor_cache.h"
 #include "common/health.h"
 #include "common/log.h"
 #include "common/util.h"

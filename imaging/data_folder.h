@@ -1,12 +1,12 @@
 /*
  * data_folder.h - the `folder` data source: a directory tree of DICOM (and
  * grayscale PNG) files plus a labels CSV, decoded by the DICOM worker. A row
- * in client/data.c's sources[]; see data_folder.c for the keys.
+ * in imaging/data.c's sources[]; see data_folder.c for the keys.
  */
 #ifndef MEDFED_DATA_FOLDER_H
 #define MEDFED_DATA_FOLDER_H
 
-#include "client/data.h"
+#include "imaging/imaging.h"
 
 extern const char *const data_folder_keys[];
 void *data_folder_open(const data_conf_t *c, char *err, size_t errlen);

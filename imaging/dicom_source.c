@@ -2,7 +2,7 @@
  * dicom_source.c - the configuration, labels CSV, salt and split shared by the
  * DICOM data sources (see dicom_source.h).
  */
-#include "client/dicom_source.h"
+#include "imaging/dicom_source.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -13,7 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "client/dicom_prep.h"
+#include "imaging/dicom_prep.h"
 #include "common/health.h"
 #include "common/log.h"
 #include "common/util.h"
