@@ -199,12 +199,20 @@ void datasource_stats(const datasource_t *ds, data_stats_t *out)
     else *out = ds->loaded;
 }
 
+int64_t data_stats_skipped(const data_stats_t *s, const char *reason)
+{
+    int64_t n = 0;
+    for (size_t i = 0; i < s->nskipped; i++)
+        if (!reason || strcmp(s->skipped[i].reason, reason) == 0) n += s->skipped[i].n;
+    return n;
+}
+
 void data_stats_json(const data_stats_t *s, FILE *f)
 {
     fprintf(f, "\"found\":%lld,\"labelled\":%lld,\"decoded\":%lld,\"skipped\":{",
             (long long)s->found, (long long)s->labelled, (long long)s->decoded);
-    for (int i = DICOM_OK + 1; i < DICOM_STATUS_COUNT; i++)
-        fprintf(f, "%s\"%s\":%lld", i > DICOM_OK + 1 ? "," : "",
-                dicom_status_name((dicom_status_t)i), (long long)s->skipped[i]);
+    for (size_t i = 0; i < s->nskipped; i++)
+        fprintf(f, "%s\"%s\":%lld", i ? "," : "", s->skipped[i].reason,
+                (long long)s->skipped[i].n);
     fputc('}', f);
 }

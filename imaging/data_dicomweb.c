@@ -62,7 +62,7 @@ struct dw_source {
     dicom_common_t common; /* prep, labels, salt, val_fraction: shared with the folder source */
     dataset_t split[2];
     int held[2];           /* split[i] built and not handed over yet */
-    data_stats_t stats;
+    dicom_counts_t stats;
     /* per load */
     CURL *curl;
     struct curl_slist *headers;
@@ -969,5 +969,5 @@ int dicomweb_load(void *state, data_split_t split, dataset_t *out, char *err, si
 void dicomweb_stats(const void *state, data_stats_t *out)
 {
     const dw_source_t *s = state;
-    *out = s->stats;
+    dicom_counts_stats(&s->stats, out);
 }

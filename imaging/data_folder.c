@@ -15,7 +15,7 @@
  * Images are decoded by the DICOM worker (dicom.h), all of them on the first
  * load; both splits are kept until asked for. An image is used when it decodes
  * and its key has a label; every other image is counted under its reason
- * (data_stats_t). Logs name an image only by dicom_image_ref() of its
+ * (dicom_counts_t). Logs name an image only by dicom_image_ref() of its
  * relative path: folder names can be patient names, tag values never appear.
  */
 #include "imaging/data_folder.h"
@@ -50,7 +50,7 @@ typedef struct {
     dicom_common_t c;
     dataset_t pending[2];
     int have[2];
-    data_stats_t stats;
+    dicom_counts_t stats;
 } folder_t;
 
 void *data_folder_open(const data_conf_t *c, char *err, size_t errlen)
@@ -93,7 +93,7 @@ void data_folder_close(void *state)
 
 void data_folder_stats(const void *state, data_stats_t *out)
 {
-    *out = ((const folder_t *)state)->stats;
+    dicom_counts_stats(&((const folder_t *)state)->stats, out);
 }
 
 /* ---- the walk ------------------------------------------------------------------------- */

@@ -339,6 +339,19 @@ fail:
     return -1;
 }
 
+/* ---- counts ------------------------------------------------------------------------------ */
+
+void dicom_counts_stats(const dicom_counts_t *c, data_stats_t *out)
+{
+    memset(out, 0, sizeof *out);
+    out->found = c->found;
+    out->labelled = c->labelled;
+    out->decoded = c->decoded;
+    for (int i = DICOM_OK + 1; i < DICOM_STATUS_COUNT && out->nskipped < DATA_SKIP_REASONS_MAX; i++)
+        out->skipped[out->nskipped++] =
+            (data_skip_t){dicom_status_name((dicom_status_t)i), c->skipped[i]};
+}
+
 /* ---- the split ---------------------------------------------------------------------------- */
 
 int dicom_common_split(const dicom_common_t *s, const dicom_label_row_t *r)

@@ -15,8 +15,6 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "imaging/dicom.h"
-
 #define DATA_KEY_MAX 64
 #define DATA_VALUE_MAX 1024
 #define DATA_MAX_OPTS 32
@@ -66,15 +64,26 @@ void dataset_free(dataset_t *d);
 /* What the loads so far found and kept. found = decoded + the sum of skipped;
  * labelled counts images whose key has a label (decoded or not). Sources
  * without their own counts (idx) report found = labelled = decoded = images
- * loaded. */
+ * loaded and no reasons. The reasons an image was skipped are the source's
+ * own (the DICOM sources list every reason they know, counted or not): a
+ * name and a count each, in the source's order. */
+#define DATA_SKIP_REASONS_MAX 16
+typedef struct {
+    const char *reason; /* static string */
+    int64_t n;
+} data_skip_t;
+
 typedef struct {
     int64_t found, labelled, decoded;
-    int64_t skipped[DICOM_STATUS_COUNT]; /* by reason; [DICOM_OK] stays 0 */
+    data_skip_t skipped[DATA_SKIP_REASONS_MAX];
+    size_t nskipped;
 } data_stats_t;
 
 void datasource_stats(const datasource_t *ds, data_stats_t *out);
+/* The count under reason (0 when the source has no such reason); NULL: all skipped. */
+int64_t data_stats_skipped(const data_stats_t *s, const char *reason);
 /* Writes "found":N,"labelled":N,"decoded":N,"skipped":{"<reason>":N,...}
- * (every reason of dicom_status_name, no braces around the whole) to f. */
+ * (every reason of the source, no braces around the whole) to f. */
 void data_stats_json(const data_stats_t *s, FILE *f);
 
 /* Converts uint8 pixels to the model's input scale: (p / 255 - 0.5) / 0.5. */

@@ -625,8 +625,13 @@ static void test_folder_source(void **state)
     assert_int_equal(st.found, 4);
     assert_int_equal(st.labelled, 2);
     assert_int_equal(st.decoded, 2);
-    assert_int_equal(st.skipped[DICOM_SKIP_MALFORMED] + st.skipped[DICOM_SKIP_CRASH], 1);
-    assert_int_equal(st.skipped[DICOM_SKIP_UNLABELLED], 1); /* the PNG: no accession */
+    assert_int_equal(data_stats_skipped(&st, "malformed") +
+                         data_stats_skipped(&st, "worker_crashed"), 1);
+    assert_int_equal(data_stats_skipped(&st, "unlabelled"), 1); /* the PNG: no accession */
+    assert_int_equal(data_stats_skipped(&st, NULL), 2);
+    /* the source lists every reason it knows, counted or not, in dicom_status_t order */
+    assert_int_equal(st.nskipped, DICOM_STATUS_COUNT - 1);
+    assert_string_equal(st.skipped[DICOM_SKIP_CRASH - 1].reason, "worker_crashed");
     char *js = NULL;
     size_t jl = 0;
     FILE *f = open_memstream(&js, &jl);
