@@ -35,9 +35,10 @@
 #define DICOM_LABELS_MAX_BYTES (256u << 20) /* of the labels CSV */
 #define DICOM_LABEL_MAX 1000000
 
-/* For a source's key list: the shared keys. */
-#define DICOM_COMMON_KEYS \
-    "labels", "label_key", "val_fraction", "height", "width", "window", "salt_file"
+/* The shared keys, as a settings table (common/options.h): a DICOM source's
+ * row in data.c's sources[] names it beside its own. */
+extern const conf_opt_t dicom_common_opts[];
+#define DICOM_COMMON_NOPTS 7
 
 typedef enum { DICOM_LABEL_ACCESSION = 0, DICOM_LABEL_SOP_UID, DICOM_LABEL_FILE } dicom_label_key_t;
 

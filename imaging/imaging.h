@@ -5,7 +5,9 @@
  * A data source is opened from the [data] section of the client config
  * (key/value pairs) and loads each split into memory as normalised float32
  * tensors. Sources are one table in data.c: adding DICOM folders or DICOMweb
- * means adding a row and a file, nothing else changes. A source never logs
+ * means adding a row and a file, nothing else changes. Each source declares
+ * its keys as settings tables (common/options.h), which datasource_open
+ * checks the section against. A source never logs
  * image content or identifiers: only counts and file names it was given.
  */
 #ifndef MEDFED_IMAGING_H
@@ -14,6 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+
+#include "common/options.h"
 
 #define DATA_KEY_MAX 64
 #define DATA_VALUE_MAX 1024
@@ -46,6 +50,14 @@ typedef struct {
 int data_conf_set(data_conf_t *c, const char *key, const char *value, int line, char *err,
                   size_t errlen);
 const char *data_conf_get(const data_conf_t *c, const char *key);
+/* The line of key in the config file, 0 when not given. */
+int data_conf_line(const data_conf_t *c, const char *key);
+
+/* A data source declares its keys as a settings table (common/options.h):
+ * sets each key of c that table t names into base; the others are left to
+ * other tables. A bad value is "file:line: 'key' must be ...". */
+int data_conf_apply(const data_conf_t *c, const conf_opt_t *t, size_t n, void *base, char *err,
+                    size_t errlen);
 
 typedef struct datasource datasource_t;
 

@@ -683,7 +683,18 @@ static void test_folder_source(void **state)
 
     /* config errors name the line, and never a key from the labels */
     assert_null(open_folder("window", "40", err));
-    assert_non_null(strstr(err, "test.ini:7: window"));
+    assert_non_null(strstr(err, "test.ini:7: 'window' must be auto, minmax or CENTER,WIDTH"));
+    /* the keys are the folder's table and the shared DICOM one: nothing else */
+    assert_null(open_folder("colour", "blue", err));
+    assert_string_equal(err, "test.ini:7: unknown key 'colour' for data source folder");
+    assert_null(open_folder("max_images", "5", err)); /* dicomweb's */
+    assert_non_null(strstr(err, "test.ini:7: unknown key 'max_images'"));
+    assert_null(open_folder("val_fraction", "1", err));
+    assert_string_equal(err, "test.ini:7: 'val_fraction' must be a number in [0, 0.999999], "
+                             "got '1'");
+    assert_null(open_folder("label_key", "mrn", err));
+    assert_string_equal(err, "test.ini:7: 'label_key' must be accession, sop_uid or file, "
+                             "got 'mrn'");
     const char *dup = "AccessionNumber,label\n" TEST_ACCESSION ",1\n" TEST_ACCESSION ",0\n";
     write_file("labels.csv", dup, strlen(dup), 0644);
     assert_null(open_folder(NULL, NULL, err));
