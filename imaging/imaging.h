@@ -7,8 +7,8 @@
  * tensors. Sources are one table in data.c: adding DICOM folders or DICOMweb
  * means adding a row and a file, nothing else changes. Each source declares
  * its keys as settings tables (common/options.h), which datasource_open
- * checks the section against. A source never logs
- * image content or identifiers: only counts and file names it was given.
+ * checks the section against. A source never logs image content or
+ * identifiers: only counts and file names it was given.
  */
 #ifndef MEDFED_IMAGING_H
 #define MEDFED_IMAGING_H
