@@ -78,21 +78,22 @@ LIBS      = $(PKG_LIBS) -lm -lpthread
 
 # ---- sources ---------------------------------------------------------------
 # The core library: plain C, no LibTorch. Everything but the daemons' mains.
-# client/ files the core holds: the data sources (tests and tools load data too).
-CLIENT_CORE := client/data_idx.c client/data.c client/dicomweb.c client/tensor_cache.c \
-               client/dicom.c client/dicom_prep.c client/data_folder.c \
-               client/data_dicomweb.c client/dicom_source.c client/policy.c
+# imaging/ (the data path: data sources, DICOM, DICOMweb, cache, preprocessing) is
+# all in the core but the DICOM worker's own files; client/ holds the daemon.
+# The daemon's policy.c is in the core too (tools/ checks a site's policy).
+WORKER_SRC := imaging/dicom_worker_main.c imaging/dicom_png.c imaging/dicom_gdcm.cpp
+IMAGING_SRC := $(filter-out $(WORKER_SRC),$(wildcard imaging/*.c))
 CORE_SRC := $(wildcard common/*.c proto/*.c aggregation/*.c crypto/*.c) \
-            model/safetensors.c $(CLIENT_CORE) sim/partition.c
+            model/safetensors.c $(IMAGING_SRC) client/policy.c sim/partition.c
 MODEL_SRC := model/model.cpp model/checkpoint.c
 
 COORD_SRC  := $(wildcard coordinator/*.c)
-# The DICOM worker: the only program that links GDCM (and libpng); never the daemon.
-WORKER_SRC := client/dicom_worker_main.c client/dicom_png.c client/dicom_gdcm.cpp
+# The DICOM worker (WORKER_SRC): the only program that links GDCM (and libpng); never
+# the daemon.
 GDCM_INC   := -I/usr/include/gdcm-3.0
 GDCM_LIBS  := -lgdcmMSFF -lgdcmDSED -lgdcmIOD -lgdcmDICT -lgdcmCommon
 PNG_LIBS    = $(shell pkg-config --libs libpng 2>/dev/null)
-CLIENT_SRC := $(filter-out $(CLIENT_CORE) $(WORKER_SRC),$(wildcard client/*.c))
+CLIENT_SRC := $(filter-out client/policy.c,$(wildcard client/*.c))
 SIM_SRC    := $(filter-out sim/partition.c sim/swarm_main.c,$(wildcard sim/*.c)) coordinator/config.c
 # medfed-swarm: many protocol-only sites in one process (medfed-sim --swarm). The
 # daemon's own client code over model_synthetic.c, the plain-C backend of model.h,
@@ -208,7 +209,7 @@ $(BIN)/medfed: $(call obj,$(MEDFED_SRC)) $(CORE_LIB)
 	@mkdir -p $(BIN)
 	$(call say,LD,$@)$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
-$(BUILD)/client/dicom_gdcm.o: CXXFLAGS += $(GDCM_INC)
+$(BUILD)/imaging/dicom_gdcm.o: CXXFLAGS += $(GDCM_INC)
 
 $(BIN)/medfed-dicom-worker: $(call obj,$(WORKER_SRC)) $(CORE_LIB)
 	@mkdir -p $(BIN)

@@ -37,7 +37,7 @@
  *                              ; refused: only masked updates leave the site;
  *                              ; optional: plaintext FedAvg too (simulations)
  *   [data]
- *   source = idx               ; then the source's own keys (see client/data.c)
+ *   source = idx               ; then the source's own keys (see imaging/data.c)
  *
  * Parsed with libinih; every error is reported as "file:line: reason" and the
  * daemon refuses to start.
@@ -45,7 +45,7 @@
 #ifndef MEDFED_CLIENT_CONFIG_H
 #define MEDFED_CLIENT_CONFIG_H
 
-#include "client/data.h"
+#include "imaging/imaging.h"
 #include "common/log.h"
 #include "proto/wire.h"
 

@@ -22,7 +22,7 @@
 #include <string.h>
 
 #include "client/client.h"
-#include "client/data.h"
+#include "imaging/imaging.h"
 #include "client/enrol.h"
 #include "common/health.h"
 #include "common/check.h"
@@ -98,12 +98,9 @@ static void check_data(check_t *k, const client_conf_t *conf)
     data_stats_t st;
     datasource_stats(ds, &st);
     json_t *skipped = json_object();
-    long long n_skipped = 0;
-    for (int i = DICOM_OK + 1; i < DICOM_STATUS_COUNT; i++) {
-        json_object_set_new(skipped, dicom_status_name((dicom_status_t)i),
-                            json_integer(st.skipped[i]));
-        n_skipped += st.skipped[i];
-    }
+    long long n_skipped = data_stats_skipped(&st, NULL);
+    for (size_t i = 0; i < st.nskipped; i++)
+        json_object_set_new(skipped, st.skipped[i].reason, json_integer(st.skipped[i].n));
     json_t *v = json_pack("{s:s,s:I,s:I,s:[i,i,i],s:I,s:I,s:I,s:o,s:b}", "source",
                           datasource_kind(ds), "train", (json_int_t)tr.n, "val", (json_int_t)va.n,
                           "size", tr.channels, tr.height, tr.width, "found", (json_int_t)st.found,

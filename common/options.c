@@ -47,24 +47,24 @@ int conf_set(const conf_opt_t *o, void *base, const char *value, char *err, size
         return 0;
     case CONF_INT:
         if (util_parse_int(value, (long long)o->lo, (long long)o->hi, &iv) < 0) {
-            util_seterr(err, errlen, "'%s' must be an integer in [%g, %g], got '%s'", o->name,
-                        o->lo, o->hi, value);
+            util_seterr(err, errlen, "'%s' must be an integer in [%.15g, %.15g], got '%s'",
+                        o->name, o->lo, o->hi, value);
             return -1;
         }
         *(int *)field = (int)iv;
         return 0;
     case CONF_DOUBLE:
         if (util_parse_double(value, o->lo, o->hi, &dv) < 0) {
-            util_seterr(err, errlen, "'%s' must be a number in [%g, %g], got '%s'", o->name, o->lo,
-                        o->hi, value);
+            util_seterr(err, errlen, "'%s' must be a number in [%.15g, %.15g], got '%s'",
+                        o->name, o->lo, o->hi, value);
             return -1;
         }
         *(double *)field = dv;
         return 0;
     case CONF_U64:
         if (util_parse_double(value, o->lo, o->hi, &dv) < 0 || dv != (double)(uint64_t)dv) {
-            util_seterr(err, errlen, "'%s' must be a whole number in [%g, %g], got '%s'", o->name,
-                        o->lo, o->hi, value);
+            util_seterr(err, errlen, "'%s' must be a whole number in [%.15g, %.15g], got '%s'",
+                        o->name, o->lo, o->hi, value);
             return -1;
         }
         *(uint64_t *)field = (uint64_t)dv;

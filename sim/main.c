@@ -31,7 +31,7 @@
 #include <unistd.h>
 
 #include "aggregation/secagg.h"
-#include "client/data_idx.h"
+#include "imaging/imaging.h"
 #include "common/json.h"
 #include "common/rng.h"
 #include "common/runrec.h"

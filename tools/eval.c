@@ -10,8 +10,7 @@
 #include <stdlib.h>
 
 #include "aggregation/metrics.h"
-#include "client/data.h"
-#include "client/data_idx.h"
+#include "imaging/imaging.h"
 #include "common/json.h"
 #include "common/util.h"
 #include "common/version.h"

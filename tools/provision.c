@@ -439,7 +439,7 @@ static int make_site(prov_t *p, const char *site, char line[ROSTER_LINE_MAX])
         "threads = 2\n"
         "log_level = info\n"
         "\n"
-        "; The site's data (uncomment and point at the files; see client/data.c):\n"
+        "; The site's data (uncomment and point at the files; see imaging/data.c):\n"
         "; [data]\n"
         "; source = idx\n"
         "; train_images = /srv/medfed/train-images-idx3-ubyte.gz\n"

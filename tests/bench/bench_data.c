@@ -13,7 +13,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "client/data.h"
+#include "imaging/imaging.h"
 #include "common/log.h"
 
 static double now(void)

@@ -1,9 +1,9 @@
 /*
  * fuzz_dicom_proto.c - libFuzzer harness for the pipe between the client
- * daemon and its DICOM worker (client/dicom_proto.h): the daemon's reply
- * parser (reply_read in client/dicom.c: what a worker that a hostile file has
+ * daemon and its DICOM worker (imaging/dicom_proto.h): the daemon's reply
+ * parser (reply_read in imaging/dicom.c: what a worker that a hostile file has
  * taken over may send back) and the worker's request parser (request_parse in
- * client/dicom_worker_main.c). Both files are included, to reach their
+ * imaging/dicom_worker_main.c). Both files are included, to reach their
  * statics; the worker's main is renamed and its decoders (GDCM, libpng) are
  * replaced by refusing stand-ins: they are not the protocol, and no input
  * reaches them (the harness parses requests, it never serves one).
@@ -33,10 +33,10 @@
  * Seeds: MEDFED_FUZZ_WRITE_SEEDS=dir writes one valid input per mode.
  */
 #define main medfed_dicom_worker_main
-#include "client/dicom_worker_main.c"
+#include "imaging/dicom_worker_main.c"
 #undef main
-#include "client/dicom.c"
-#include "client/dicom_prep.c"
+#include "imaging/dicom.c"
+#include "imaging/dicom_prep.c"
 #include "tests/fuzz/fuzz_common.h"
 
 #include <sys/socket.h>
@@ -97,7 +97,7 @@ static size_t drain(int fd)
 
 static int terminated(const char *s, size_t cap) { return memchr(s, 0, cap) != NULL; }
 
-/* The request header as exchange() in client/dicom.c writes it. */
+/* The request header as exchange() in imaging/dicom.c writes it. */
 static void request_header(uint8_t h[DICOM_PROTO_REQ_HEADER], uint32_t kind, const dicom_prep_t *p,
                            uint32_t len)
 {

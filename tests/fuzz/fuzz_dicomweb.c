@@ -1,6 +1,6 @@
 /*
  * fuzz_dicomweb.c - libFuzzer harness for what a PACS sends back
- * (client/dicomweb.c, included so its statics are reached): the QIDO-RS JSON
+ * (imaging/dicomweb.c, included so its statics are reached): the QIDO-RS JSON
  * scanner, the multipart/related parser and the Content-Type boundary reader.
  *
  * The first input byte picks the parser; the rest is copied into a buffer of
@@ -11,7 +11,7 @@
  *
  * Seeds: MEDFED_FUZZ_WRITE_SEEDS=dir writes one valid input per parser.
  */
-#include "client/dicomweb.c"
+#include "imaging/dicomweb.c"
 #include "tests/fuzz/fuzz_common.h"
 
 #define PART_MAX 4096

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "client/data.h"
+#include "imaging/imaging.h"
 #include "common/log.h"
 
 static int write_raw(const char *prefix, const char *name, const void *p, size_t len)

@@ -1,5 +1,5 @@
 /*
- * test_dicom.c - client/dicom_prep (windowing, MONOCHROME1, rescale, resize),
+ * test_dicom.c - imaging/dicom_prep (windowing, MONOCHROME1, rescale, resize),
  * the DICOM worker over its pipe (good, truncated, garbage, burned-in, PNG, a
  * worker that aborts, hangs or is killed between images) and the folder data
  * source. The worker binary comes from $MEDFED_DICOM_WORKER (the Makefile sets
@@ -21,9 +21,9 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#include "client/data.h"
-#include "client/dicom.h"
-#include "client/dicom_prep.h"
+#include "imaging/imaging.h"
+#include "imaging/dicom.h"
+#include "imaging/dicom_prep.h"
 
 /* ---- preprocessing ---------------------------------------------------------------- */
 
@@ -625,8 +625,13 @@ static void test_folder_source(void **state)
     assert_int_equal(st.found, 4);
     assert_int_equal(st.labelled, 2);
     assert_int_equal(st.decoded, 2);
-    assert_int_equal(st.skipped[DICOM_SKIP_MALFORMED] + st.skipped[DICOM_SKIP_CRASH], 1);
-    assert_int_equal(st.skipped[DICOM_SKIP_UNLABELLED], 1); /* the PNG: no accession */
+    assert_int_equal(data_stats_skipped(&st, "malformed") +
+                         data_stats_skipped(&st, "worker_crashed"), 1);
+    assert_int_equal(data_stats_skipped(&st, "unlabelled"), 1); /* the PNG: no accession */
+    assert_int_equal(data_stats_skipped(&st, NULL), 2);
+    /* the source lists every reason it knows, counted or not, in dicom_status_t order */
+    assert_int_equal(st.nskipped, DICOM_STATUS_COUNT - 1);
+    assert_string_equal(st.skipped[DICOM_SKIP_CRASH - 1].reason, "worker_crashed");
     char *js = NULL;
     size_t jl = 0;
     FILE *f = open_memstream(&js, &jl);
@@ -678,7 +683,18 @@ static void test_folder_source(void **state)
 
     /* config errors name the line, and never a key from the labels */
     assert_null(open_folder("window", "40", err));
-    assert_non_null(strstr(err, "test.ini:7: window"));
+    assert_non_null(strstr(err, "test.ini:7: 'window' must be auto, minmax or CENTER,WIDTH"));
+    /* the keys are the folder's table and the shared DICOM one: nothing else */
+    assert_null(open_folder("colour", "blue", err));
+    assert_string_equal(err, "test.ini:7: unknown key 'colour' for data source folder");
+    assert_null(open_folder("max_images", "5", err)); /* dicomweb's */
+    assert_non_null(strstr(err, "test.ini:7: unknown key 'max_images'"));
+    assert_null(open_folder("val_fraction", "1", err));
+    assert_string_equal(err, "test.ini:7: 'val_fraction' must be a number in [0, 0.999999], "
+                             "got '1'");
+    assert_null(open_folder("label_key", "mrn", err));
+    assert_string_equal(err, "test.ini:7: 'label_key' must be accession, sop_uid or file, "
+                             "got 'mrn'");
     const char *dup = "AccessionNumber,label\n" TEST_ACCESSION ",1\n" TEST_ACCESSION ",0\n";
     write_file("labels.csv", dup, strlen(dup), 0644);
     assert_null(open_folder(NULL, NULL, err));

@@ -1,6 +1,6 @@
 /*
- * test_dicomweb.c - client/dicomweb (QIDO JSON subset, multipart/related,
- * pacing) and client/tensor_cache (round trip, damaged entries, eviction).
+ * test_dicomweb.c - imaging/dicomweb (QIDO JSON subset, multipart/related,
+ * pacing) and imaging/tensor_cache (round trip, damaged entries, eviction).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,9 +15,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "client/dicom_source.h"
-#include "client/dicomweb.h"
-#include "client/tensor_cache.h"
+#include "imaging/dicom_source.h"
+#include "imaging/dicomweb.h"
+#include "imaging/tensor_cache.h"
 
 /* ---- QIDO JSON ------------------------------------------------------------------ */
 

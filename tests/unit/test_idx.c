@@ -1,5 +1,5 @@
 /*
- * test_idx.c - client/data_idx: IDX files, gzip and raw, good and bad.
+ * test_idx.c - imaging/data_idx: IDX files, gzip and raw, good and bad.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,7 +15,7 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#include "client/data_idx.h"
+#include "imaging/imaging.h"
 
 typedef struct {
     char dir[64];

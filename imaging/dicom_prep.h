@@ -1,6 +1,6 @@
 /*
  * dicom_prep.h - stored pixel values to a model input: plain arithmetic, no
- * I/O, no DICOM library. The worker (client/dicom_worker_main.c) fills a
+ * I/O, no DICOM library. The worker (imaging/dicom_worker_main.c) fills a
  * dicom_raw_t from GDCM or libpng and calls dicom_prep_run(); unit tests call
  * it directly.
  *
@@ -26,7 +26,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "client/dicom.h"
+#include "imaging/dicom.h"
 
 #define DICOM_PREP_MAX_SIDE 1024           /* model input height / width */
 #define DICOM_PREP_MAX_PIXELS (1u << 26)   /* rows * cols of a decoded image */

@@ -17,11 +17,12 @@
  * message naming the URL. Credentials are read from files only when needed
  * and wiped after the load; no tag value is ever logged.
  */
-#include "client/data_dicomweb.h"
+#include "imaging/data_dicomweb.h"
 
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,10 +30,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "client/dicom.h"
-#include "client/dicom_source.h"
-#include "client/dicomweb.h"
-#include "client/tensor_cache.h"
+#include "imaging/dicom.h"
+#include "imaging/dicom_source.h"
+#include "imaging/dicomweb.h"
+#include "imaging/tensor_cache.h"
 #include "common/health.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -52,17 +53,18 @@ typedef enum { AUTH_NONE = 0, AUTH_BASIC, AUTH_TOKEN } dw_auth_t;
 struct dw_source {
     char url[DATA_VALUE_MAX];
     char modality[65], body_part[65], study_description[129], date_from[9], date_to[9];
-    long long max_images;
+    int max_images;
     dw_auth_t auth;
     char username[256];
     char password_file[DATA_VALUE_MAX], token_file[DATA_VALUE_MAX], ca_file[DATA_VALUE_MAX];
     double rate, timeout;
     char cache_dir[DATA_VALUE_MAX];
-    uint64_t cache_max_bytes;
+    int cache_max_mb;
+    uint64_t cache_max_bytes; /* cache_max_mb MiB */
     dicom_common_t common; /* prep, labels, salt, val_fraction: shared with the folder source */
     dataset_t split[2];
     int held[2];           /* split[i] built and not handed over yet */
-    data_stats_t stats;
+    dicom_counts_t stats;
     /* per load */
     CURL *curl;
     struct curl_slist *headers;
@@ -74,32 +76,40 @@ struct dw_source {
     } ts[DW_TS_MAX];       /* transfer syntaxes retrieved, as the PACS sent them */
 };
 
-const char *const dicomweb_keys[] = {
-    "source", "url", "modality", "body_part", "study_description", "date_from", "date_to",
-    "max_images", "auth", "username", "password_file", "token_file", "ca_file",
-    "max_requests_per_second", "timeout", "cache_dir", "cache_max_mb", DICOM_COMMON_KEYS, NULL};
-
 /* ---- configuration -------------------------------------------------------------- */
 
-static int line_of(const data_conf_t *c, const char *key)
+static const char *const auth_names[] = {"none", "basic", "token"};
+
+static int parse_auth(const char *v, void *field, char *err, size_t errlen)
 {
-    for (size_t i = 0; i < c->n; i++)
-        if (strcmp(c->opt[i].key, key) == 0) return c->opt[i].line;
-    return 0;
+    for (int i = 0; i < 3; i++)
+        if (strcmp(v, auth_names[i]) == 0) return *(dw_auth_t *)field = (dw_auth_t)i, 0;
+    util_seterr(err, errlen, "'auth' must be none, basic or token, got '%s'", v);
+    return -1;
 }
 
-static int copy_opt(const data_conf_t *c, const char *key, char *dst, size_t len, char *err,
-                    size_t errlen)
-{
-    const char *v = data_conf_get(c, key);
-    if (!v) return 0;
-    if (util_strlcpy(dst, v, len) < 0) {
-        util_seterr(err, errlen, "%s:%d: %s is longer than %zu characters", c->file,
-                    line_of(c, key), key, len - 1);
-        return -1;
-    }
-    return 0;
-}
+#define DW(f) offsetof(dw_source_t, f)
+#define DW_STR(name, f) {name, CONF_STR, DW(f), sizeof(((dw_source_t *)0)->f), 0, 0, NULL}
+const conf_opt_t dicomweb_opts[] = {
+    DW_STR("url", url),
+    DW_STR("modality", modality),
+    DW_STR("body_part", body_part),
+    DW_STR("study_description", study_description),
+    DW_STR("date_from", date_from),
+    DW_STR("date_to", date_to),
+    {"max_images", CONF_INT, DW(max_images), 0, 1, 100000000, NULL},
+    {"auth", CONF_CUSTOM, DW(auth), 0, 0, 0, parse_auth},
+    DW_STR("username", username),
+    DW_STR("password_file", password_file),
+    DW_STR("token_file", token_file),
+    DW_STR("ca_file", ca_file),
+    {"max_requests_per_second", CONF_DOUBLE, DW(rate), 0, 0.01, 1000, NULL},
+    {"timeout", CONF_DOUBLE, DW(timeout), 0, 1, 3600, NULL},
+    DW_STR("cache_dir", cache_dir),
+    {"cache_max_mb", CONF_INT, DW(cache_max_mb), 0, 1, 100000000, NULL},
+};
+_Static_assert(sizeof dicomweb_opts / sizeof dicomweb_opts[0] == DICOMWEB_NOPTS,
+               "DICOMWEB_NOPTS: one row per key");
 
 /* A QIDO filter value goes into a URL: letters, digits and a few marks. */
 static int filter_ok(const char *s)
@@ -169,21 +179,11 @@ void *dicomweb_open(const data_conf_t *c, char *err, size_t errlen)
     s->rate = 5;
     s->timeout = 60;
     s->max_images = 1000000;
-    s->cache_max_bytes = 1024ull << 20;
+    s->cache_max_mb = 1024;
+    s->auth = AUTH_NONE;
     const char *v;
-    if (copy_opt(c, "url", s->url, sizeof s->url, err, errlen) < 0 ||
-        copy_opt(c, "modality", s->modality, sizeof s->modality, err, errlen) < 0 ||
-        copy_opt(c, "body_part", s->body_part, sizeof s->body_part, err, errlen) < 0 ||
-        copy_opt(c, "study_description", s->study_description, sizeof s->study_description, err,
-                 errlen) < 0 ||
-        copy_opt(c, "date_from", s->date_from, sizeof s->date_from, err, errlen) < 0 ||
-        copy_opt(c, "date_to", s->date_to, sizeof s->date_to, err, errlen) < 0 ||
-        copy_opt(c, "username", s->username, sizeof s->username, err, errlen) < 0 ||
-        copy_opt(c, "password_file", s->password_file, sizeof s->password_file, err, errlen) < 0 ||
-        copy_opt(c, "token_file", s->token_file, sizeof s->token_file, err, errlen) < 0 ||
-        copy_opt(c, "ca_file", s->ca_file, sizeof s->ca_file, err, errlen) < 0 ||
-        copy_opt(c, "cache_dir", s->cache_dir, sizeof s->cache_dir, err, errlen) < 0)
-        goto fail;
+    if (data_conf_apply(c, dicomweb_opts, DICOMWEB_NOPTS, s, err, errlen) < 0) goto fail;
+    s->cache_max_bytes = (uint64_t)s->cache_max_mb << 20;
     if (!s->url[0]) {
         util_seterr(err, errlen, "%s: [data] source dicomweb needs url (the DICOMweb root, "
                     "e.g. https://pacs.example:8042/dicom-web)", c->file);
@@ -194,13 +194,14 @@ void *dicomweb_open(const data_conf_t *c, char *err, size_t errlen)
         const char *host = s->url + (https ? 8 : 7);
         if (!https && strncmp(s->url, "http://", 7) != 0) {
             util_seterr(err, errlen, "%s:%d: url must start with http:// or https://", c->file,
-                        line_of(c, "url"));
+                        data_conf_line(c, "url"));
             goto fail;
         }
         size_t hl = strcspn(host, "/?#");
         if (memchr(host, '@', hl) || strpbrk(s->url, "?#")) {
             util_seterr(err, errlen, "%s:%d: url must not hold credentials, a query or a "
-                        "fragment (use auth, username, password_file)", c->file, line_of(c, "url"));
+                        "fragment (use auth, username, password_file)", c->file,
+                        data_conf_line(c, "url"));
             goto fail;
         }
         size_t n = strlen(s->url);
@@ -210,82 +211,40 @@ void *dicomweb_open(const data_conf_t *c, char *err, size_t errlen)
     for (int i = 0; i < 3; i++)
         if ((v = data_conf_get(c, filters[i])) && (!*v || !filter_ok(v))) {
             util_seterr(err, errlen, "%s:%d: %s may hold letters, digits, spaces and * ? - _ . ^ only",
-                        c->file, line_of(c, filters[i]), filters[i]);
+                        c->file, data_conf_line(c, filters[i]), filters[i]);
             goto fail;
         }
     const char *dates[] = {"date_from", "date_to"};
     for (int i = 0; i < 2; i++)
         if ((v = data_conf_get(c, dates[i])) && !date_ok(v)) {
             util_seterr(err, errlen, "%s:%d: %s must be a date YYYYMMDD", c->file,
-                        line_of(c, dates[i]), dates[i]);
+                        data_conf_line(c, dates[i]), dates[i]);
             goto fail;
         }
     if (s->date_from[0] && s->date_to[0] && strcmp(s->date_from, s->date_to) > 0) {
-        util_seterr(err, errlen, "%s:%d: date_from is after date_to", c->file, line_of(c, "date_to"));
+        util_seterr(err, errlen, "%s:%d: date_from is after date_to", c->file,
+                    data_conf_line(c, "date_to"));
         goto fail;
     }
-    long long ll;
-    double d;
-    if ((v = data_conf_get(c, "max_images")) && util_parse_int(v, 1, 100000000, &s->max_images) < 0) {
-        util_seterr(err, errlen, "%s:%d: max_images must be an integer in [1, 100000000]", c->file,
-                    line_of(c, "max_images"));
+    if (s->auth == AUTH_BASIC && (!s->username[0] || !s->password_file[0])) {
+        util_seterr(err, errlen, "%s:%d: auth = basic needs username and password_file", c->file,
+                    data_conf_line(c, "auth"));
         goto fail;
     }
-    if ((v = data_conf_get(c, "max_requests_per_second"))) {
-        if (util_parse_double(v, 0.01, 1000, &d) < 0) {
-            util_seterr(err, errlen, "%s:%d: max_requests_per_second must be in [0.01, 1000]",
-                        c->file, line_of(c, "max_requests_per_second"));
-            goto fail;
-        }
-        s->rate = d;
-    }
-    if ((v = data_conf_get(c, "timeout"))) {
-        if (util_parse_double(v, 1, 3600, &d) < 0) {
-            util_seterr(err, errlen, "%s:%d: timeout must be seconds in [1, 3600]", c->file,
-                        line_of(c, "timeout"));
-            goto fail;
-        }
-        s->timeout = d;
-    }
-    if ((v = data_conf_get(c, "cache_max_mb"))) {
-        if (util_parse_int(v, 1, 100000000, &ll) < 0) {
-            util_seterr(err, errlen, "%s:%d: cache_max_mb must be an integer in [1, 100000000]",
-                        c->file, line_of(c, "cache_max_mb"));
-            goto fail;
-        }
-        s->cache_max_bytes = (uint64_t)ll << 20;
-    }
-    v = data_conf_get(c, "auth");
-    if (!v || strcmp(v, "none") == 0) {
-        s->auth = AUTH_NONE;
-    } else if (strcmp(v, "basic") == 0) {
-        s->auth = AUTH_BASIC;
-        if (!s->username[0] || !s->password_file[0]) {
-            util_seterr(err, errlen, "%s:%d: auth = basic needs username and password_file",
-                        c->file, line_of(c, "auth"));
-            goto fail;
-        }
-    } else if (strcmp(v, "token") == 0) {
-        s->auth = AUTH_TOKEN;
-        if (!s->token_file[0]) {
-            util_seterr(err, errlen, "%s:%d: auth = token needs token_file", c->file,
-                        line_of(c, "auth"));
-            goto fail;
-        }
-    } else {
-        util_seterr(err, errlen, "%s:%d: auth must be none, basic or token", c->file,
-                    line_of(c, "auth"));
+    if (s->auth == AUTH_TOKEN && !s->token_file[0]) {
+        util_seterr(err, errlen, "%s:%d: auth = token needs token_file", c->file,
+                    data_conf_line(c, "auth"));
         goto fail;
     }
     if ((s->auth != AUTH_BASIC && (s->username[0] || s->password_file[0])) ||
         (s->auth != AUTH_TOKEN && s->token_file[0])) {
         util_seterr(err, errlen, "%s:%d: credentials given but auth = %s", c->file,
-                    line_of(c, "auth"), v ? v : "none");
+                    data_conf_line(c, "auth"), auth_names[s->auth]);
         goto fail;
     }
     if (strchr(s->username, ':')) {
         util_seterr(err, errlen, "%s:%d: username must not contain ':'", c->file,
-                    line_of(c, "username"));
+                    data_conf_line(c, "username"));
         goto fail;
     }
     /* secrets: checked now (a bad file refuses to start), read again at each load */
@@ -296,7 +255,7 @@ void *dicomweb_open(const data_conf_t *c, char *err, size_t errlen)
         crypto_wipe(secret, sizeof secret);
     }
     if (s->ca_file[0] && access(s->ca_file, R_OK) < 0) {
-        util_seterr(err, errlen, "%s:%d: ca_file %s: %s", c->file, line_of(c, "ca_file"),
+        util_seterr(err, errlen, "%s:%d: ca_file %s: %s", c->file, data_conf_line(c, "ca_file"),
                     s->ca_file, strerror(errno));
         goto fail;
     }
@@ -761,7 +720,8 @@ static void index_path(const dw_source_t *s, const tensor_cache_t *cache, char *
 {
     char name[TENSOR_CACHE_KEYHEX + 1], what[DATA_VALUE_MAX + 512];
     snprintf(what, sizeof what, "search|%s|%s|%s|%s|%s|%s|%lld", s->url, s->modality,
-             s->body_part, s->study_description, s->date_from, s->date_to, s->max_images);
+             s->body_part, s->study_description, s->date_from, s->date_to,
+             (long long)s->max_images);
     tensor_cache_key(cache, what, &s->common.prep, name);
     snprintf(out, len, "%s/index-%.16s", s->cache_dir, name);
 }
@@ -969,5 +929,5 @@ int dicomweb_load(void *state, data_split_t split, dataset_t *out, char *err, si
 void dicomweb_stats(const void *state, data_stats_t *out)
 {
     const dw_source_t *s = state;
-    *out = s->stats;
+    dicom_counts_stats(&s->stats, out);
 }

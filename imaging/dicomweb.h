@@ -5,7 +5,7 @@
  *
  * Everything here is input from a server: every length is checked, a bad
  * answer is an error code with a message that never quotes the input (it may
- * carry identifiers), nothing aborts. client/data_dicomweb.c adds libcurl.
+ * carry identifiers), nothing aborts. imaging/data_dicomweb.c adds libcurl.
  */
 #ifndef MEDFED_DICOMWEB_H
 #define MEDFED_DICOMWEB_H
@@ -13,7 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "client/dicom.h"
+#include "imaging/dicom.h"
 
 /* ---- QIDO-RS: the DICOM JSON subset we read ----------------------------------- */
 

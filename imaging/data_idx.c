@@ -7,7 +7,7 @@
  * that claims a huge count cannot make us allocate its claim.
  */
 #include "common/util.h"
-#include "client/data_idx.h"
+#include "imaging/imaging.h"
 
 #include <errno.h>
 #include <fcntl.h>

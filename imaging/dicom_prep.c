@@ -1,4 +1,4 @@
-#include "client/dicom_prep.h"
+#include "imaging/dicom_prep.h"
 
 #include <math.h>
 #include <stdio.h>

@@ -5,7 +5,7 @@
  * mtime); puts and hits keep it current, so a lookup or an eviction never
  * lists the directory again.
  */
-#include "client/tensor_cache.h"
+#include "imaging/tensor_cache.h"
 
 #include <dirent.h>
 #include <errno.h>

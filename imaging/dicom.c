@@ -7,7 +7,7 @@
  * per-image timeout) kills it; the image is DICOM_SKIP_CRASH and the next
  * request starts a fresh worker.
  */
-#include "client/dicom.h"
+#include "imaging/dicom.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -22,8 +22,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "client/dicom_prep.h"
-#include "client/dicom_proto.h"
+#include "imaging/dicom_prep.h"
+#include "imaging/dicom_proto.h"
 #include "common/health.h"
 #include "common/util.h"
 #include "crypto/crypto.h"

@@ -2,18 +2,19 @@
  * dicom_source.c - the configuration, labels CSV, salt and split shared by the
  * DICOM data sources (see dicom_source.h).
  */
-#include "client/dicom_source.h"
+#include "imaging/dicom_source.h"
 
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "client/dicom_prep.h"
+#include "imaging/dicom_prep.h"
 #include "common/health.h"
 #include "common/log.h"
 #include "common/util.h"
@@ -24,30 +25,57 @@ static const char *const key_names[] = {"accession", "sop_uid", "file"};
 
 /* ---- configuration ------------------------------------------------------------------ */
 
-static int opt_line(const data_conf_t *c, const char *key)
-{
-    for (size_t i = 0; i < c->n; i++)
-        if (strcmp(c->opt[i].key, key) == 0) return c->opt[i].line;
-    return 0;
-}
+/* The shared keys as given; dicom_common_parse turns them into dicom_common_t. */
+typedef struct {
+    char labels[DATA_VALUE_MAX];
+    char salt_file[DATA_VALUE_MAX];
+    int key; /* dicom_label_key_t; -1: not given (the labels header picks) */
+    double val_fraction;
+    dicom_prep_t prep;
+} common_conf_t;
 
-static int parse_window(const char *v, dicom_prep_t *p)
+static int parse_window(const char *v, void *field, char *err, size_t errlen)
 {
+    dicom_prep_t *p = field;
     if (strcmp(v, "auto") == 0) p->window = DICOM_WINDOW_AUTO;
     else if (strcmp(v, "minmax") == 0) p->window = DICOM_WINDOW_MINMAX;
     else {
         char c[64];
         const char *comma = strchr(v, ',');
-        if (!comma || (size_t)(comma - v) >= sizeof c) return -1;
+        if (!comma || (size_t)(comma - v) >= sizeof c) goto bad;
         memcpy(c, v, (size_t)(comma - v));
         c[comma - v] = 0;
         if (util_parse_double(c, -1e9, 1e9, &p->center) < 0 ||
             util_parse_double(comma + 1, 1.0, 1e9, &p->width_w) < 0)
-            return -1;
+            goto bad;
         p->window = DICOM_WINDOW_FIXED;
     }
     return 0;
+bad:
+    util_seterr(err, errlen, "'window' must be auto, minmax or CENTER,WIDTH, got '%s'", v);
+    return -1;
 }
+
+static int parse_label_key(const char *v, void *field, char *err, size_t errlen)
+{
+    for (int k = 0; k < 3; k++)
+        if (strcmp(v, key_names[k]) == 0) return *(int *)field = k, 0;
+    util_seterr(err, errlen, "'label_key' must be accession, sop_uid or file, got '%s'", v);
+    return -1;
+}
+
+#define CC(f) offsetof(common_conf_t, f)
+const conf_opt_t dicom_common_opts[] = {
+    {"labels", CONF_STR, CC(labels), DATA_VALUE_MAX, 0, 0, NULL},
+    {"label_key", CONF_CUSTOM, CC(key), 0, 0, 0, parse_label_key},
+    {"val_fraction", CONF_DOUBLE, CC(val_fraction), 0, 0, 0.999999, NULL},
+    {"height", CONF_INT, CC(prep.height), 0, 1, DICOM_PREP_MAX_SIDE, NULL},
+    {"width", CONF_INT, CC(prep.width), 0, 1, DICOM_PREP_MAX_SIDE, NULL},
+    {"window", CONF_CUSTOM, CC(prep), 0, 0, 0, parse_window},
+    {"salt_file", CONF_STR, CC(salt_file), DATA_VALUE_MAX, 0, 0, NULL},
+};
+_Static_assert(sizeof dicom_common_opts / sizeof dicom_common_opts[0] == DICOM_COMMON_NOPTS,
+               "DICOM_COMMON_NOPTS: one row per key");
 
 /* Reads, or creates with 0600, the site's salt. */
 static int salt_load(const char *path, uint8_t salt[DICOM_SALTBYTES], char *err, size_t errlen)
@@ -271,11 +299,13 @@ void dicom_common_free(dicom_common_t *s)
 
 int dicom_common_parse(const data_conf_t *c, dicom_common_t *s, char *err, size_t errlen)
 {
-    const char *labels = data_conf_get(c, "labels");
-    const char *v;
-    long long n;
+    common_conf_t cc = {.key = -1, .val_fraction = 0.1,
+                        .prep = {.height = 28, .width = 28, .window = DICOM_WINDOW_AUTO}};
     memset(s, 0, sizeof *s);
-    if (!labels) {
+    if (data_conf_apply(c, dicom_common_opts, DICOM_COMMON_NOPTS, &cc, err, errlen) < 0)
+        return -1;
+    const char *labels = cc.labels;
+    if (!labels[0]) {
         util_seterr(err, errlen, "%s: [data] source %s needs labels (a CSV file)", c->file,
                     data_conf_get(c, "source"));
         return -1;
@@ -284,45 +314,15 @@ int dicom_common_parse(const data_conf_t *c, dicom_common_t *s, char *err, size_
         util_seterr(err, errlen, "crypto_init failed");
         return -1;
     }
-    s->val_fraction = 0.1;
-    s->prep = (dicom_prep_t){.height = 28, .width = 28, .window = DICOM_WINDOW_AUTO};
-    const char *bad = NULL;
-    if ((v = data_conf_get(c, "height"))) {
-        if (util_parse_int(v, 1, DICOM_PREP_MAX_SIDE, &n) < 0) bad = "height";
-        else s->prep.height = (int)n;
-    }
-    if ((v = data_conf_get(c, "width"))) {
-        if (util_parse_int(v, 1, DICOM_PREP_MAX_SIDE, &n) < 0) bad = "width";
-        else s->prep.width = (int)n;
-    }
-    if ((v = data_conf_get(c, "val_fraction")) &&
-        (util_parse_double(v, 0.0, 0.999999, &s->val_fraction) < 0))
-        bad = "val_fraction";
-    if ((v = data_conf_get(c, "window")) && parse_window(v, &s->prep) < 0) bad = "window";
-    const char *key_opt = data_conf_get(c, "label_key");
-    if (key_opt) {
-        int k = 0;
-        while (k < 3 && strcmp(key_opt, key_names[k]) != 0) k++;
-        if (k == 3) bad = "label_key";
-        else s->key = (dicom_label_key_t)k;
-    } else {
-        s->key = DICOM_LABEL_FILE; /* the header picks the best it has */
-    }
-    if (bad) {
-        static const char *const want[][2] = {
-            {"height", "an integer in 1..1024"}, {"width", "an integer in 1..1024"},
-            {"val_fraction", "a number in [0, 1)"}, {"window", "auto, minmax or CENTER,WIDTH"},
-            {"label_key", "accession, sop_uid or file"}};
-        const char *w = "";
-        for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
-            if (strcmp(want[i][0], bad) == 0) w = want[i][1];
-        util_seterr(err, errlen, "%s:%d: %s must be %s", c->file, opt_line(c, bad), bad, w);
-        goto fail;
-    }
+    s->val_fraction = cc.val_fraction;
+    s->prep = cc.prep;
+    /* not given: the header picks the best it has */
+    s->key = cc.key < 0 ? DICOM_LABEL_FILE : (dicom_label_key_t)cc.key;
+    const char *key_opt = cc.key < 0 ? NULL : key_names[cc.key];
     if (labels_load(s, labels, key_opt, err, errlen) < 0) goto fail;
     char saltp[PATH_MAX];
-    if ((v = data_conf_get(c, "salt_file"))) {
-        util_strlcpy(saltp, v, sizeof saltp);
+    if (cc.salt_file[0]) {
+        util_strlcpy(saltp, cc.salt_file, sizeof saltp);
     } else {
         const char *slash = strrchr(labels, '/');
         int dl = slash ? (int)(slash - labels) : 1;
@@ -337,6 +337,19 @@ int dicom_common_parse(const data_conf_t *c, dicom_common_t *s, char *err, size_
 fail:
     dicom_common_free(s);
     return -1;
+}
+
+/* ---- counts ------------------------------------------------------------------------------ */
+
+void dicom_counts_stats(const dicom_counts_t *c, data_stats_t *out)
+{
+    memset(out, 0, sizeof *out);
+    out->found = c->found;
+    out->labelled = c->labelled;
+    out->decoded = c->decoded;
+    for (int i = DICOM_OK + 1; i < DICOM_STATUS_COUNT && out->nskipped < DATA_SKIP_REASONS_MAX; i++)
+        out->skipped[out->nskipped++] =
+            (data_skip_t){dicom_status_name((dicom_status_t)i), c->skipped[i]};
 }
 
 /* ---- the split ---------------------------------------------------------------------------- */

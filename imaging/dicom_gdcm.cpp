@@ -25,8 +25,8 @@
 #include <gdcmTransferSyntax.h>
 
 extern "C" {
-#include "client/dicom_decode.h"
-#include "client/dicom_prep.h"
+#include "imaging/dicom_decode.h"
+#include "imaging/dicom_prep.h"
 #include "common/util.h"
 }
 

@@ -1,12 +1,13 @@
-#include "client/data.h"
+#include "imaging/imaging.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "client/data_dicomweb.h"
-#include "client/data_folder.h"
-#include "client/data_idx.h"
+#include "imaging/data_dicomweb.h"
+#include "imaging/data_folder.h"
+#include "imaging/dicom_source.h"
 #include "common/util.h"
 
 int data_conf_set(data_conf_t *c, const char *key, const char *value, int line, char *err,
@@ -38,6 +39,36 @@ const char *data_conf_get(const data_conf_t *c, const char *key)
     return NULL;
 }
 
+int data_conf_line(const data_conf_t *c, const char *key)
+{
+    for (size_t i = 0; i < c->n; i++)
+        if (strcmp(c->opt[i].key, key) == 0) return c->opt[i].line;
+    return 0;
+}
+
+/* Row of key in t (exactly: a '-' is not a '_' here), or -1. */
+static int opt_row(const conf_opt_t *t, size_t n, const char *key)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(t[i].name, key) == 0) return (int)i;
+    return -1;
+}
+
+int data_conf_apply(const data_conf_t *c, const conf_opt_t *t, size_t n, void *base, char *err,
+                    size_t errlen)
+{
+    for (size_t i = 0; i < c->n; i++) {
+        int r = opt_row(t, n, c->opt[i].key);
+        char why[512];
+        if (r < 0) continue;
+        if (conf_set(&t[r], base, c->opt[i].value, why, sizeof why) < 0) {
+            snprintf(err, errlen, "%s:%d: %s", c->file, c->opt[i].line, why);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 void dataset_normalise_u8(const uint8_t *pixels, size_t count, float *out)
 {
     for (size_t i = 0; i < count; i++) out[i] = ((float)pixels[i] / 255.0f - 0.5f) / 0.5f;
@@ -58,30 +89,30 @@ typedef struct {
     char labels[2][DATA_VALUE_MAX];
 } idx_source_t;
 
-static const char *const idx_keys[] = {"source", "train_images", "train_labels",
-                                       "val_images", "val_labels", NULL};
+#define IDX_STR(name, f) {name, CONF_STR, offsetof(idx_source_t, f), DATA_VALUE_MAX, 0, 0, NULL}
+static const conf_opt_t idx_opts[] = {
+    IDX_STR("train_images", images[DATA_TRAIN]), IDX_STR("train_labels", labels[DATA_TRAIN]),
+    IDX_STR("val_images", images[DATA_VAL]), IDX_STR("val_labels", labels[DATA_VAL]),
+};
 
 static void *idx_open(const data_conf_t *c, char *err, size_t errlen)
 {
-    const char *ti = data_conf_get(c, "train_images"), *tl = data_conf_get(c, "train_labels");
-    const char *vi = data_conf_get(c, "val_images"), *vl = data_conf_get(c, "val_labels");
-    if (!ti || !tl) {
-        snprintf(err, errlen, "%s: [data] source idx needs train_images and train_labels", c->file);
-        return NULL;
-    }
-    if (!vi != !vl) {
-        snprintf(err, errlen, "%s: [data] val_images and val_labels go together", c->file);
-        return NULL;
-    }
     idx_source_t *s = calloc(1, sizeof *s);
     if (!s) return NULL;
-    util_strlcpy(s->images[DATA_TRAIN], ti, DATA_VALUE_MAX);
-    util_strlcpy(s->labels[DATA_TRAIN], tl, DATA_VALUE_MAX);
-    if (vi) {
-        util_strlcpy(s->images[DATA_VAL], vi, DATA_VALUE_MAX);
-        util_strlcpy(s->labels[DATA_VAL], vl, DATA_VALUE_MAX);
+    if (data_conf_apply(c, idx_opts, sizeof idx_opts / sizeof idx_opts[0], s, err, errlen) < 0)
+        goto fail;
+    if (!s->images[DATA_TRAIN][0] || !s->labels[DATA_TRAIN][0]) {
+        snprintf(err, errlen, "%s: [data] source idx needs train_images and train_labels", c->file);
+        goto fail;
+    }
+    if (!s->images[DATA_VAL][0] != !s->labels[DATA_VAL][0]) {
+        snprintf(err, errlen, "%s: [data] val_images and val_labels go together", c->file);
+        goto fail;
     }
     return s;
+fail:
+    free(s);
+    return NULL;
 }
 
 static int idx_source_load(void *state, data_split_t split, dataset_t *out, char *err,
@@ -117,7 +148,9 @@ static void idx_close(void *state) { free(state); }
 
 typedef struct {
     const char *kind;
-    const char *const *keys;  /* keys this source accepts */
+    /* The keys this source accepts besides "source": its own table and a shared one. */
+    const conf_opt_t *opts, *shared;
+    size_t nopts, nshared;
     void *(*open)(const data_conf_t *c, char *err, size_t errlen);
     int (*load)(void *state, data_split_t split, dataset_t *out, char *err, size_t errlen);
     void (*close)(void *state);
@@ -126,13 +159,16 @@ typedef struct {
     void (*stats)(const void *state, data_stats_t *out);
 } source_ops_t;
 
+#define NOPTS(t) sizeof t / sizeof t[0]
 static const source_ops_t sources[] = {
-    {.kind = "idx", .keys = idx_keys, .open = idx_open, .load = idx_source_load,
-     .close = idx_close},
-    {.kind = "folder", .keys = data_folder_keys, .open = data_folder_open,
+    {.kind = "idx", .opts = idx_opts, .nopts = NOPTS(idx_opts), .open = idx_open,
+     .load = idx_source_load, .close = idx_close},
+    {.kind = "folder", .opts = data_folder_opts, .nopts = DATA_FOLDER_NOPTS,
+     .shared = dicom_common_opts, .nshared = DICOM_COMMON_NOPTS, .open = data_folder_open,
      .load = data_folder_load, .close = data_folder_close, .stats = data_folder_stats},
-    {.kind = "dicomweb", .keys = dicomweb_keys, .open = dicomweb_open, .load = dicomweb_load,
-     .close = dicomweb_close, .stats = dicomweb_stats},
+    {.kind = "dicomweb", .opts = dicomweb_opts, .nopts = DICOMWEB_NOPTS,
+     .shared = dicom_common_opts, .nshared = DICOM_COMMON_NOPTS, .open = dicomweb_open,
+     .load = dicomweb_load, .close = dicomweb_close, .stats = dicomweb_stats},
 };
 
 struct datasource {
@@ -153,9 +189,9 @@ datasource_t *datasource_open(const data_conf_t *conf, char *err, size_t errlen)
         return NULL;
     }
     for (size_t i = 0; i < conf->n; i++) {
-        int known = 0;
-        for (const char *const *k = ops->keys; *k; k++) known |= strcmp(*k, conf->opt[i].key) == 0;
-        if (!known) {
+        const char *key = conf->opt[i].key;
+        if (strcmp(key, "source") != 0 && opt_row(ops->opts, ops->nopts, key) < 0 &&
+            opt_row(ops->shared, ops->nshared, key) < 0) {
             snprintf(err, errlen, "%s:%d: unknown key '%s' for data source %s", conf->file,
                      conf->opt[i].line, conf->opt[i].key, kind);
             return NULL;
@@ -200,12 +236,20 @@ void datasource_stats(const datasource_t *ds, data_stats_t *out)
     else *out = ds->loaded;
 }
 
+int64_t data_stats_skipped(const data_stats_t *s, const char *reason)
+{
+    int64_t n = 0;
+    for (size_t i = 0; i < s->nskipped; i++)
+        if (!reason || strcmp(s->skipped[i].reason, reason) == 0) n += s->skipped[i].n;
+    return n;
+}
+
 void data_stats_json(const data_stats_t *s, FILE *f)
 {
     fprintf(f, "\"found\":%lld,\"labelled\":%lld,\"decoded\":%lld,\"skipped\":{",
             (long long)s->found, (long long)s->labelled, (long long)s->decoded);
-    for (int i = DICOM_OK + 1; i < DICOM_STATUS_COUNT; i++)
-        fprintf(f, "%s\"%s\":%lld", i > DICOM_OK + 1 ? "," : "",
-                dicom_status_name((dicom_status_t)i), (long long)s->skipped[i]);
+    for (size_t i = 0; i < s->nskipped; i++)
+        fprintf(f, "%s\"%s\":%lld", i ? "," : "", s->skipped[i].reason,
+                (long long)s->skipped[i].n);
     fputc('}', f);
 }

@@ -6,7 +6,7 @@
  * DICOMWEB_JSON_MAX_DEPTH) and keeps only four string values per object.
  * No error message quotes the input.
  */
-#include "client/dicomweb.h"
+#include "imaging/dicomweb.h"
 
 #include <ctype.h>
 #include <stdio.h>

@@ -5,7 +5,7 @@
  * daemon: dicom_worker_start() starts bin/medfed-dicom-worker (found next to
  * the running executable, else in ../lib/medfed/ from a .../bin/ executable,
  * as the Debian package installs it, or $MEDFED_DICOM_WORKER) and talks to it
- * over a socketpair (client/dicom_proto.h). A worker that dies is
+ * over a socketpair (imaging/dicom_proto.h). A worker that dies is
  * restarted and the image is skipped with reason "worker crashed"; the daemon
  * goes on.
  *

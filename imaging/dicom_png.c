@@ -4,14 +4,14 @@
  * AUTO windowing uses the type's full range (0..255, 0..65535), so an 8-bit
  * PNG gives the IDX source's floats exactly.
  */
-#include "client/dicom_decode.h"
+#include "imaging/dicom_decode.h"
 
 #include <png.h>
 #include <setjmp.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "client/dicom_prep.h"
+#include "imaging/dicom_prep.h"
 #include "common/util.h"
 
 int dicom_png_is_png(const uint8_t *buf, size_t len)

@@ -1,7 +1,7 @@
 /*
  * dicom_decode.h - the decoders inside bin/medfed-dicom-worker: GDCM for DICOM
- * (client/dicom_gdcm.cpp, the only file that includes GDCM), libpng for PNG
- * (client/dicom_png.c). Never linked into the daemon.
+ * (imaging/dicom_gdcm.cpp, the only file that includes GDCM), libpng for PNG
+ * (imaging/dicom_png.c). Never linked into the daemon.
  *
  * Each takes a whole file in memory and fills out: the keys whenever the
  * header could be read (also for a skipped image), and on DICOM_OK
@@ -14,7 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "client/dicom.h"
+#include "imaging/dicom.h"
 
 #ifdef __cplusplus
 extern "C" {

@@ -1,7 +1,7 @@
 /*
  * dicom_worker_main.c - bin/medfed-dicom-worker: decodes one image per request
- * on stdin, answers on stdout (client/dicom_proto.h), until EOF. Started and
- * restarted by client/dicom.c; never run by hand. It prints no tag value, on
+ * on stdin, answers on stdout (imaging/dicom_proto.h), until EOF. Started and
+ * restarted by imaging/dicom.c; never run by hand. It prints no tag value, on
  * stdout or stderr: replies carry fixed phrases, GDCM's own messages are off.
  *
  * Test hook: with MEDFED_DICOM_WORKER_TEST=1 in its environment, a payload
@@ -20,9 +20,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "client/dicom_decode.h"
-#include "client/dicom_prep.h"
-#include "client/dicom_proto.h"
+#include "imaging/dicom_decode.h"
+#include "imaging/dicom_prep.h"
+#include "imaging/dicom_proto.h"
 #include "common/util.h"
 #include "common/version.h"
 

@@ -15,29 +15,28 @@
  * Images are decoded by the DICOM worker (dicom.h), all of them on the first
  * load; both splits are kept until asked for. An image is used when it decodes
  * and its key has a label; every other image is counted under its reason
- * (data_stats_t). Logs name an image only by dicom_image_ref() of its
+ * (dicom_counts_t). Logs name an image only by dicom_image_ref() of its
  * relative path: folder names can be patient names, tag values never appear.
  */
-#include "client/data_folder.h"
+#include "imaging/data_folder.h"
 
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "client/dicom_source.h"
+#include "imaging/dicom_source.h"
 #include "common/log.h"
 #include "common/util.h"
 
 #define FOLDER_DEPTH_MAX 32
 #define FOLDER_WARN_MAX 10 /* per-image warnings per load; the rest at debug */
-
-const char *const data_folder_keys[] = {"source", "path", DICOM_COMMON_KEYS, NULL};
 
 /* One split being built. */
 typedef struct {
@@ -50,35 +49,38 @@ typedef struct {
     dicom_common_t c;
     dataset_t pending[2];
     int have[2];
-    data_stats_t stats;
+    dicom_counts_t stats;
 } folder_t;
+
+const conf_opt_t data_folder_opts[] = {
+    {"path", CONF_STR, offsetof(folder_t, root), DATA_VALUE_MAX, 0, 0, NULL},
+};
+_Static_assert(sizeof data_folder_opts / sizeof data_folder_opts[0] == DATA_FOLDER_NOPTS,
+               "DATA_FOLDER_NOPTS: one row per key");
 
 void *data_folder_open(const data_conf_t *c, char *err, size_t errlen)
 {
-    const char *path = data_conf_get(c, "path");
     struct stat st;
-    if (!path) {
-        util_seterr(err, errlen, "%s: [data] source folder needs path (a directory)", c->file);
-        return NULL;
-    }
-    if (stat(path, &st) < 0 || !S_ISDIR(st.st_mode)) {
-        int line = 0;
-        for (size_t i = 0; i < c->n; i++)
-            if (strcmp(c->opt[i].key, "path") == 0) line = c->opt[i].line;
-        util_seterr(err, errlen, "%s:%d: path %s is not a directory", c->file, line, path);
-        return NULL;
-    }
     folder_t *s = calloc(1, sizeof *s);
     if (!s) {
         util_seterr(err, errlen, "out of memory");
         return NULL;
     }
-    util_strlcpy(s->root, path, sizeof s->root);
-    if (dicom_common_parse(c, &s->c, err, errlen) < 0) {
-        free(s);
-        return NULL;
+    if (data_conf_apply(c, data_folder_opts, DATA_FOLDER_NOPTS, s, err, errlen) < 0) goto fail;
+    if (!s->root[0]) {
+        util_seterr(err, errlen, "%s: [data] source folder needs path (a directory)", c->file);
+        goto fail;
     }
+    if (stat(s->root, &st) < 0 || !S_ISDIR(st.st_mode)) {
+        util_seterr(err, errlen, "%s:%d: path %s is not a directory", c->file,
+                    data_conf_line(c, "path"), s->root);
+        goto fail;
+    }
+    if (dicom_common_parse(c, &s->c, err, errlen) < 0) goto fail;
     return s;
+fail:
+    free(s);
+    return NULL;
 }
 
 void data_folder_close(void *state)
@@ -93,7 +95,7 @@ void data_folder_close(void *state)
 
 void data_folder_stats(const void *state, data_stats_t *out)
 {
-    *out = ((const folder_t *)state)->stats;
+    dicom_counts_stats(&((const folder_t *)state)->stats, out);
 }
 
 /* ---- the walk ------------------------------------------------------------------------- */

@@ -28,16 +28,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "client/data.h"
-#include "client/dicom.h"
+#include "imaging/imaging.h"
+#include "imaging/dicom.h"
 
 #define DICOM_SALTBYTES 16
 #define DICOM_LABELS_MAX_BYTES (256u << 20) /* of the labels CSV */
 #define DICOM_LABEL_MAX 1000000
 
-/* For a source's key list: the shared keys. */
-#define DICOM_COMMON_KEYS \
-    "labels", "label_key", "val_fraction", "height", "width", "window", "salt_file"
+/* The shared keys, as a settings table (common/options.h): a DICOM source's
+ * row in data.c's sources[] names it beside its own. */
+extern const conf_opt_t dicom_common_opts[];
+#define DICOM_COMMON_NOPTS 7
 
 typedef enum { DICOM_LABEL_ACCESSION = 0, DICOM_LABEL_SOP_UID, DICOM_LABEL_FILE } dicom_label_key_t;
 
@@ -67,6 +68,17 @@ const dicom_label_row_t *dicom_common_find(const dicom_common_t *d, const char *
 
 /* DATA_TRAIN or DATA_VAL: the row's split column, else the salted hash of its key. */
 int dicom_common_split(const dicom_common_t *d, const dicom_label_row_t *r);
+
+/* A DICOM source's counts: what data_stats_t reports, with the skipped ones
+ * by dicom_status_t ([DICOM_OK] stays 0). */
+typedef struct {
+    int64_t found, labelled, decoded;
+    int64_t skipped[DICOM_STATUS_COUNT];
+} dicom_counts_t;
+
+/* c as data_stats_t: every reason of dicom_status_name, in that order, each
+ * with its count (0 included). */
+void dicom_counts_stats(const dicom_counts_t *c, data_stats_t *out);
 
 /* Progress of a long load (a first PACS pull of 20,000 images takes over an
  * hour): one log line every `every` seconds (DICOM_PROGRESS_SECONDS in the

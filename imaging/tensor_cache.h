@@ -20,7 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "client/dicom.h"
+#include "imaging/dicom.h"
 
 #define TENSOR_CACHE_SALTBYTES 16
 #define TENSOR_CACHE_KEYHEX 64 /* hex characters of an entry name */

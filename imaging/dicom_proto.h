@@ -1,6 +1,6 @@
 /*
- * dicom_proto.h - the pipe between the daemon (client/dicom.c) and
- * bin/medfed-dicom-worker (client/dicom_worker_main.c). Both ends are the same
+ * dicom_proto.h - the pipe between the daemon (imaging/dicom.c) and
+ * bin/medfed-dicom-worker (imaging/dicom_worker_main.c). Both ends are the same
  * build on the same host; integer fields are little-endian all the same, the
  * pixels are the host's f32, and every length is checked against the limits
  * below before anything is allocated.
