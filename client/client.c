@@ -238,6 +238,22 @@ static int on_progress(void *user, int epoch, int64_t images_done)
         c->train_done = (uint64_t)(epoch - 1) * (uint64_t)c->train.n + (uint64_t)images_done;
     poll_link(c);
     if (c->link_up && util_now() - c->last_sent >= c->conf->heartbeat) send_heartbeat(c);
+    /* The coordinator sends a training site nothing but an ERROR or, as the
+     * run ends, SHUTDOWN: look. SHUTDOWN stops the training and the daemon
+     * (it would be lost with the connection that closes right after);
+     * anything else waits for the event loop. */
+    if (!c->has_held && transport_recv(c->sock, 0, &c->held, 1) == 0) {
+        msg_t m;
+        char err[256];
+        if (msg_decode(c->dec, transport_frame_data(&c->held), c->held.bytes, &m, err,
+                       sizeof err) == 0 && m.type == MSG_SHUTDOWN) {
+            log_info("event=shutdown -> exit (during training)");
+            transport_frame_close(&c->held);
+            c->exit_code = 0;
+        } else {
+            c->has_held = 1;
+        }
+    }
     return client_stop || c->round_lost || c->exit_code >= 0;
 }
 
@@ -751,6 +767,8 @@ static void client_init_versions(client_t *c)
  * guarded memory go through sa_client_reset and crypto_secure_free). */
 static void client_free(client_t *c)
 {
+    if (c->has_held) transport_frame_close(&c->held);
+    c->has_held = 0;
     if (c->mon) {
         zmq_socket_monitor(c->sock, NULL, 0);
         zmq_close(c->mon);
@@ -796,7 +814,10 @@ static void give_turn(client_t *c)
 static int handle_message(client_t *c, int *rc)
 {
     wire_frame_t fr;
-    if (transport_recv(c->sock, 0, &fr, 1) < 0) {
+    if (c->has_held) { /* read during training (on_progress) */
+        fr = c->held;
+        c->has_held = 0;
+    } else if (transport_recv(c->sock, 0, &fr, 1) < 0) {
         if (errno != EAGAIN) log_warn("dropped a malformed frame from the coordinator");
         return 0;
     }
@@ -867,13 +888,14 @@ static int run(client_t *c)
         if (!c->welcomed && timeout_ms > 500) timeout_ms = 500;
         long wd_ms = (long)(health_watchdog_usec() / 3000); /* systemd's, a third */
         if (wd_ms > 0 && timeout_ms > wd_ms) timeout_ms = wd_ms;
+        if (c->has_held) timeout_ms = 0;
         int n = zmq_poll(pi, c->mon ? 2 : 1, timeout_ms);
         if (n < 0) {
             if (errno == EINTR) continue;
             log_error("poll failed: %s", zmq_strerror(errno));
             goto out;
         }
-        if (!(pi[0].revents & ZMQ_POLLIN) || take_turn(c) < 0) continue;
+        if ((!c->has_held && !(pi[0].revents & ZMQ_POLLIN)) || take_turn(c) < 0) continue;
         int stop = handle_message(c, &rc);
         give_turn(c);
         if (stop) goto out;

@@ -61,6 +61,10 @@ typedef struct {
     int link_fd;            /* the TCP connection messages arrive on, -1 unknown */
     uint64_t rx_bytes;
     double rx_checked_at, rx_grew_at;
+    /* A message that arrived during local training (on_progress read it to see
+     * whether it is SHUTDOWN): the event loop handles it next. */
+    wire_frame_t held;
+    int has_held;
 
     /* rolling upgrades and progress (protocol version 3) */
     uint32_t proto;         /* the protocol version this site speaks (conf, else WIRE_VERSION) */

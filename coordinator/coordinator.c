@@ -1829,8 +1829,9 @@ int coord_run(const coord_conf_t *conf)
         for (int i = 0; i < c.n_clients; i++) {
             const client_rec_t *k = &c.clients[i];
             live += k->live;
-            returning += !k->live && !k->removed && !k->told_bye && k->lost_at > 0 &&
-                         t0 - k->lost_at < c.conf->heartbeat_timeout;
+            returning += (!k->live && !k->removed && !k->told_bye && k->lost_at > 0 &&
+                          t0 - k->lost_at < c.conf->heartbeat_timeout) ||
+                         k->told_bye == 1; /* told: stay until it closes, or SHUTDOWN is lost */
         }
         if (!live && !returning) break;
         zmq_pollitem_t pi[2] = {{c.sock, 0, ZMQ_POLLIN, 0}, {c.monitor, 0, ZMQ_POLLIN, 0}};
@@ -1838,8 +1839,11 @@ int coord_run(const coord_conf_t *conf)
             int fd;
             if (pi[1].revents & ZMQ_POLLIN)
                 while ((fd = transport_monitor_read(c.monitor)) >= 0)
-                    for (int i = 0; i < c.n_clients; i++) /* gone, as asked: no warning */
+                    for (int i = 0; i < c.n_clients; i++) { /* gone, as asked: no warning */
                         if (c.clients[i].live && c.clients[i].fd == fd) c.clients[i].live = 0;
+                        if (c.clients[i].told_bye == 1 && c.clients[i].bye_fd == fd)
+                            c.clients[i].told_bye = 2;
+                    }
             wire_frame_t fr;
             while ((pi[0].revents & ZMQ_POLLIN) && transport_recv(c.sock, 1, &fr, 1) == 0) {
                 /* Late heartbeats and results: the run is over. A peer that is
@@ -1856,8 +1860,10 @@ int coord_run(const coord_conf_t *conf)
                     int n = slash ? (int)(slash - fr.user_id) : (int)strlen(fr.user_id);
                     for (int i = 0; i < c.n_clients; i++)
                         if (n > 0 && strncmp(c.clients[i].site, fr.user_id, (size_t)n) == 0 &&
-                            c.clients[i].site[n] == '\0')
+                            c.clients[i].site[n] == '\0' && !c.clients[i].told_bye) {
                             c.clients[i].told_bye = 1;
+                            c.clients[i].bye_fd = fr.srcfd;
+                        }
                     log_info("site=%.*s event=shutdown-on-return (it reconnected as the run ended)",
                              n > 0 ? n : 1, n > 0 ? fr.user_id : "?");
                 }

@@ -44,7 +44,9 @@ typedef struct {
     int64_t n_train, n_val;
     double last_seen;
     double lost_at;        /* when its connection was last lost (0: never) */
-    int told_bye;          /* told SHUTDOWN after the run ended, back from a lost link */
+    int told_bye;          /* back from a lost link as the run ended: 1 told SHUTDOWN,
+                            * its connection (bye_fd) still open; 2 that one closed */
+    int bye_fd;
     int live;
     int fd;                /* connection of its last message, -1 unknown */
     uint32_t has_version;  /* global model version this client holds */
