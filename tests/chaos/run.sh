@@ -361,12 +361,22 @@ trial() {
     crc=$?
     [ $crc -eq 0 ] || why="$why; coordinator exit $crc$([ $crc -eq 137 ] && echo ' (stuck: killed after 150 s)')"
     # A site started again after the run: up 1.5 s later (it read its state
-    # and waits for a coordinator), then stopped.
+    # and waits for a coordinator), then stopped; or, back while the closing
+    # coordinator still waits for sites lost moments before, told SHUTDOWN
+    # and gone with status 0.
     if [ "$late" = 1 ]; then
         sleep 1.5
         p=$(site_pid "$VICTIM")
         if kill -0 "$p" 2>/dev/null; then kill "$p"; reap "$p"
-        else reap "$p"; why="$why; site-0$VICTIM, started after the kill, exit $?"; fi
+        else
+            reap "$p"; vrc=$?
+            if [ $vrc -eq 0 ] && sed -n '/^==== chaos: site started/h; /^==== chaos: site started/!H; ${x;p}' \
+                    "$d/site-0$VICTIM.log" | grep -q 'event=shutdown -> exit'; then
+                note="$note, told SHUTDOWN on its return"
+            else
+                why="$why; site-0$VICTIM, started after the kill, exit $vrc"
+            fi
+        fi
         eval "spid_$VICTIM=''"
     fi
     # The sites leave on SHUTDOWN; any still running 10 s later is stopped
