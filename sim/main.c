@@ -760,7 +760,7 @@ int main(int argc, char **argv)
         snprintf(dir, sizeof dir, "%s/sites/site-%02d", o.out, k);
         if (util_mkdirs(dir, err, sizeof err) < 0) die("%s", err);
         int64_t ntr, nva;
-        char site_name[16];
+        char site_name[32];
         snprintf(site_name, sizeof site_name, "site-%02d", k);
         json_t *site_rec = json_pack("{s:s}", "name", site_name);
         if (o.swarm) { /* sites of different sizes: the weights n_k differ */
