@@ -164,7 +164,7 @@ EOF
 chown medfed:medfed /etc/medfed/client.ini
 chmod 0600 /etc/medfed/client.ini
 env -u MEDFED_DICOM_WORKER runuser -u medfed -- /usr/bin/medfed-client --config /etc/medfed/client.ini \
-    --check > "$WORK/check.json" 2> "$WORK/check.err"
+    --check --json > "$WORK/check.json" 2> "$WORK/check.err"
 crc=$?
 if [ $crc -eq 0 ] && "$PY" - "$WORK/check.json" <<'PYEOF'
 import json, sys
