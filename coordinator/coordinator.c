@@ -1848,24 +1848,19 @@ int coord_run(const coord_conf_t *conf)
             while ((pi[0].revents & ZMQ_POLLIN) && transport_recv(c.sock, 1, &fr, 1) == 0) {
                 /* Late heartbeats and results: the run is over. A peer that is
                  * not live (a site back from a dropped link) hears it now. */
-                client_rec_t *k = NULL;
-                for (int i = 0; i < c.n_clients && !k; i++)
-                    if (c.clients[i].live && c.clients[i].id.len == fr.from.len &&
-                        memcmp(c.clients[i].id.data, fr.from.data, fr.from.len) == 0)
-                        k = &c.clients[i];
-                if (!k) {
+                client_rec_t *k = find_by_id(&c, &fr.from);
+                if (!k || !k->live) {
                     msg_t s = {.type = MSG_SHUTDOWN, .round = c.round};
                     coord_send(&c, NULL, &fr.from, &s);
-                    const char *slash = strchr(fr.user_id, '/');
-                    int n = slash ? (int)(slash - fr.user_id) : (int)strlen(fr.user_id);
-                    for (int i = 0; i < c.n_clients; i++)
-                        if (n > 0 && strncmp(c.clients[i].site, fr.user_id, (size_t)n) == 0 &&
-                            c.clients[i].site[n] == '\0' && !c.clients[i].told_bye) {
-                            c.clients[i].told_bye = 1;
-                            c.clients[i].bye_fd = fr.srcfd;
-                        }
-                    log_info("site=%.*s event=shutdown-on-return (it reconnected as the run ended)",
-                             n > 0 ? n : 1, n > 0 ? fr.user_id : "?");
+                    char site[WIRE_SITE_MAX]; /* ZAP bound the key as "SITE/KEYHEX16" */
+                    snprintf(site, sizeof site, "%.*s", (int)strcspn(fr.user_id, "/"), fr.user_id);
+                    client_rec_t *b = site[0] ? find_by_site(&c, site) : NULL;
+                    if (b && !b->told_bye) {
+                        b->told_bye = 1;
+                        b->bye_fd = fr.srcfd;
+                    }
+                    log_info("site=%s event=shutdown-on-return (it reconnected as the run ended)",
+                             site[0] ? site : "?");
                 }
                 transport_frame_close(&fr);
             }
