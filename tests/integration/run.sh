@@ -123,7 +123,7 @@ fi
 t=three_clients_two_rounds
 if "$BIN/medfed-sim" --clients 3 --rounds 2 --partition iid --seed 3 $SMALL --out "$WORK/a" \
         > "$WORK/a.out" 2>&1 &&
-   json_check "$WORK/a/metrics.jsonl" 'len(rows) == 2 and all(r["participants"] == 3 and r["val_n"] == 200 and 0 <= r["val_accuracy"] <= 1 and 0 <= r["val_auc"] <= 1 and r["bytes_up"] > 3 * 1659266 and r["bytes_down"] > 0 and not r["aborted"] for r in rows)' &&
+   json_check "$WORK/a/metrics.jsonl" 'len(rows) == 2 and all(r["format"] == 1 and r["participants"] == 3 and r["val_n"] == 200 and 0 <= r["val_accuracy"] <= 1 and 0 <= r["val_auc"] <= 1 and r["bytes_up"] > 3 * 1659266 and r["bytes_down"] > 0 and not r["aborted"] for r in rows)' &&
    "$BIN/medfed-eval" --model "$WORK/a/model.safetensors" \
         --images "$ROOT/data/pneumoniamnist/val-images-idx3-ubyte.gz" \
         --labels "$ROOT/data/pneumoniamnist/val-labels-idx1-ubyte.gz" > "$WORK/a.eval" &&
