@@ -138,6 +138,7 @@ static void leave_round(client_t *c, const char *why)
     client_drop_upload(c);
     c->phase = PHASE_NONE;
     c->welcomed = 0;
+    c->fetch.active = 0; /* what arrived stays, for the PLAN or EVAL sent again */
 }
 
 static void on_link_event(client_t *c, int event, uint32_t value)
@@ -259,17 +260,20 @@ static int on_progress(void *user, int epoch, int64_t images_done)
 
 /* Forgets the global model (the daemon frees its copy, a hosted client its
  * reference to the shared one). */
+static void fetch_forget(client_t *c);
+
 static void drop_global(client_t *c)
 {
+    fetch_forget(c); /* a daemon's fetch lands in global_buf */
     if (c->host) vecshare_put((const void **)&c->global);
     free(c->global_buf);
     c->global = c->global_buf = NULL;
     c->have_global = 0;
 }
 
-/* Makes sure c->model matches the spec in m and c->global holds version
- * m->model_version. Returns 0, or -1 after sending an ERROR. */
-static int load_global(client_t *c, const msg_t *m)
+/* Makes sure c->model matches the spec in m (built anew, with its buffers,
+ * when the architecture changes). Returns 0, or -1 after sending an ERROR. */
+static int prepare_model(client_t *c, const msg_t *m)
 {
     char err[MODEL_ERR_MAX];
     if (m->in_channels != (uint32_t)c->train.channels || m->height != (uint32_t)c->train.height ||
@@ -324,7 +328,17 @@ static int load_global(client_t *c, const msg_t *m)
         client_send_error(c, m->round, ERR_WRONG_LENGTH, err);
         return -1;
     }
+    return 0;
+}
+
+/* Makes sure c->model matches the spec in m and c->global holds version
+ * m->model_version. Returns 0, or -1 after sending an ERROR. */
+static int load_global(client_t *c, const msg_t *m)
+{
+    char err[MODEL_ERR_MAX];
+    if (prepare_model(c, m) < 0) return -1;
     if (m->present & MSG_HAS_VEC) {
+        fetch_forget(c); /* global_buf is overwritten */
         if (m->vec_len != c->numel * 4) {
             snprintf(err, sizeof err, "model vector has %zu bytes, expected %zu", m->vec_len,
                      c->numel * 4);
@@ -355,6 +369,153 @@ static int load_global(client_t *c, const msg_t *m)
         return -1;
     }
     return 0;
+}
+
+/* ---- v4: the model in chunks ------------------------------------------------ */
+
+/* Chunks asked for at once: enough to keep a long fat link busy (4 MiB in
+ * flight), few enough that heartbeats and SHUTDOWN are never far behind. */
+#define FETCH_WINDOW 4
+
+static void fetch_forget(client_t *c)
+{
+    if (c->host) free(c->fetch.buf);
+    memset(&c->fetch, 0, sizeof c->fetch);
+}
+
+/* Asks for the next chunks, up to FETCH_WINDOW outstanding. */
+static void fetch_more(client_t *c)
+{
+    fetch_t *f = &c->fetch;
+    while (f->asked < f->total && f->asked - f->have < (uint64_t)FETCH_WINDOW * WIRE_CHUNK_BYTES) {
+        msg_t q = {.type = MSG_FETCH, .round = f->msg.round, .model_version = f->version,
+                   .bulk_hash = f->hash, .bulk_hash_len = sizeof f->hash, .offset = f->asked};
+        if (client_send(c, &q) < 0) return;
+        f->asked += f->total - f->asked < WIRE_CHUNK_BYTES ? f->total - f->asked : WIRE_CHUNK_BYTES;
+    }
+}
+
+/* A PLAN or EVAL that names its model by length and SHA-256 (v4): 1 if we
+ * hold that model, 0 while it is being fetched (the message is handled again
+ * once it is whole), -1 after an ERROR. What an earlier attempt received for
+ * the same model (same version and hash) is kept: the fetch resumes there. */
+static int fetch_model(client_t *c, const msg_t *m)
+{
+    if (!(m->present & MSG_HAS_BULK) || (m->present & MSG_HAS_VEC)) return 1;
+    fetch_t *f = &c->fetch;
+    if (m->bulk_hash_len != sizeof f->hash || m->bulk_len != (uint64_t)c->numel * 4) {
+        char err[160];
+        snprintf(err, sizeof err, "model announced as %llu bytes with a %zu-byte hash, expected "
+                 "%zu bytes and a 32-byte SHA-256", (unsigned long long)m->bulk_len,
+                 m->bulk_hash_len, c->numel * 4);
+        client_send_error(c, m->round, ERR_WRONG_LENGTH, err);
+        return -1;
+    }
+    if (c->have_global && c->global_version == m->model_version &&
+        memcmp(client_global_hash(c), m->bulk_hash, sizeof f->hash) == 0)
+        return 1;
+    int same = f->buf && f->total == m->bulk_len && f->version == m->model_version &&
+               memcmp(f->hash, m->bulk_hash, sizeof f->hash) == 0;
+    if (!same) {
+        fetch_forget(c);
+        if (c->host) {
+            f->buf = malloc(m->bulk_len);
+        } else {
+            f->buf = (uint8_t *)c->global_buf;
+            c->have_global = 0; /* global_buf is being overwritten */
+        }
+        if (!f->buf) {
+            client_send_error(c, m->round, ERR_LOCAL, "out of memory for the model");
+            return -1;
+        }
+        f->total = m->bulk_len;
+        f->version = m->model_version;
+        memcpy(f->hash, m->bulk_hash, sizeof f->hash);
+    }
+    f->msg = *m;
+    /* Handled again once the model is whole and held (as version
+     * model_version, its hash checked here): no second fetch. */
+    f->msg.bulk_hash = NULL; /* borrowed from the frame */
+    f->msg.bulk_hash_len = 0;
+    f->msg.present &= ~MSG_HAS_BULK;
+    f->active = 1;
+    f->asked = f->have;
+    f->resumed_at = f->have;
+    f->started = util_now();
+    if (f->have)
+        log_info("round=%u event=model-fetch-resumed version=%u have=%llu of %llu bytes", m->round,
+                 f->version, (unsigned long long)f->have, (unsigned long long)f->total);
+    else
+        log_debug("round=%u event=model-fetch version=%u bytes=%llu", m->round, f->version,
+                  (unsigned long long)f->total);
+    fetch_more(c);
+    return 0;
+}
+
+static void on_plan(client_t *c, const msg_t *m);
+static void on_eval(client_t *c, const msg_t *m);
+
+/* CHUNK: the next bytes of the model being fetched. When it is whole and its
+ * SHA-256 is the one announced, the PLAN or EVAL that named it goes on. */
+static void on_chunk(client_t *c, const msg_t *m)
+{
+    fetch_t *f = &c->fetch;
+    if (!f->active || m->model_version != f->version || m->bulk_hash_len != sizeof f->hash ||
+        memcmp(m->bulk_hash, f->hash, sizeof f->hash) != 0 || m->offset < f->have) {
+        log_debug("a chunk of no fetch under way (version %u, offset %llu): ignored",
+                  m->model_version, (unsigned long long)m->offset);
+        return;
+    }
+    if (m->offset != f->have || m->vec_len == 0 || m->vec_len > WIRE_CHUNK_BYTES ||
+        m->vec_len > f->total - f->have) {
+        char why[160];
+        snprintf(why, sizeof why, "model chunk at offset %llu with %zu bytes; expected offset "
+                 "%llu, at most %llu bytes", (unsigned long long)m->offset, m->vec_len,
+                 (unsigned long long)f->have, (unsigned long long)(f->total - f->have));
+        log_warn("round=%u %s: fetch abandoned", f->msg.round, why);
+        client_send_error(c, f->msg.round, ERR_WRONG_LENGTH, why);
+        fetch_forget(c);
+        return;
+    }
+    memcpy(f->buf + f->have, m->vec, m->vec_len);
+    f->have += m->vec_len;
+    f->received += m->vec_len;
+    if (f->have < f->total) {
+        fetch_more(c);
+        return;
+    }
+    uint8_t h[CRYPTO_HASHBYTES];
+    crypto_sha256(h, f->buf, f->total);
+    if (memcmp(h, f->hash, sizeof h) != 0) {
+        const char *why = "the model's bytes do not match the SHA-256 its PLAN/EVAL announced";
+        log_warn("round=%u %s: fetch abandoned", f->msg.round, why);
+        client_send_error(c, f->msg.round, ERR_PROTOCOL, why);
+        fetch_forget(c);
+        return;
+    }
+    if (c->host) { /* the same bytes as the host's other sites: one copy */
+        const float *shared = vecshare_get(f->buf, f->total);
+        if (!shared) {
+            client_send_error(c, f->msg.round, ERR_LOCAL, "out of memory for the model");
+            fetch_forget(c);
+            return;
+        }
+        vecshare_put((const void **)&c->global);
+        c->global = shared;
+    }
+    memcpy(c->global_hash, h, sizeof h);
+    c->global_hash_stale = 0;
+    c->global_version = f->version;
+    c->have_global = 1;
+    msg_t next = f->msg;
+    log_info("round=%u event=model-received version=%u bytes=%llu received=%llu resumed_at=%llu "
+             "fetch_s=%.2f", next.round, f->version, (unsigned long long)f->total,
+             (unsigned long long)f->received, (unsigned long long)f->resumed_at,
+             util_now() - f->started);
+    if (!c->host) f->buf = NULL; /* global_buf: not ours to free */
+    fetch_forget(c);
+    if (next.type == MSG_PLAN) on_plan(c, &next);
+    else on_eval(c, &next);
 }
 
 /* The training seed: the plan's seed, this site and the model it trains
@@ -392,16 +553,6 @@ static void on_plan(client_t *c, const msg_t *m)
         client_send_error(c, m->round, ERR_WRONG_ROUND, why);
         return;
     }
-    c->last_plan_round = m->round;
-    c->round = m->round;
-    c->round_lost = 0;
-    c->update_waiting = 0; /* a plaintext update of an earlier round is not sent now */
-    sa_client_reset(c); /* a new round: whatever the last one left is wiped */
-    c->phase = PHASE_TRAIN;
-    log_info("round=%u phase=train event=plan epochs=%u batch=%u lr=%g prox_mu=%g augment=%u "
-             "class_balanced=%u", m->round, m->epochs, m->batch, m->lr, m->prox_mu, m->augment,
-             m->class_balanced);
-    client_maybe_die(c, "train", m->round);
     /* A plan we would refuse after training is refused before it. A plan
      * for a plaintext update is a request for this site's raw update: the
      * coordinator alone must not be able to ask for it. */
@@ -414,6 +565,20 @@ static void on_plan(client_t *c, const msg_t *m)
         return;
     }
     if ((m->present & MSG_HAS_SECAGG) && sa_client_check_plan(c, m) < 0) return;
+    /* v4: the model first (this PLAN comes back here once it is whole). The
+     * round is not ours until then: a PLAN sent again after a lost link
+     * resumes the fetch rather than being refused as a replay. */
+    if (prepare_model(c, m) < 0 || fetch_model(c, m) <= 0) return;
+    c->last_plan_round = m->round;
+    c->round = m->round;
+    c->round_lost = 0;
+    c->update_waiting = 0; /* a plaintext update of an earlier round is not sent now */
+    sa_client_reset(c); /* a new round: whatever the last one left is wiped */
+    c->phase = PHASE_TRAIN;
+    log_info("round=%u phase=train event=plan epochs=%u batch=%u lr=%g prox_mu=%g augment=%u "
+             "class_balanced=%u", m->round, m->epochs, m->batch, m->lr, m->prox_mu, m->augment,
+             m->class_balanced);
+    client_maybe_die(c, "train", m->round);
     if (load_global(c, m) < 0) return;
     send_heartbeat(c); /* we have the plan: the coordinator sends the next site its model */
     if (m->epochs > 1000 || m->batch < 1 || m->batch > 65536 ||
@@ -499,6 +664,7 @@ static void on_eval(client_t *c, const msg_t *m)
         client_send_error(c, m->round, ERR_WRONG_ROUND, "evaluation request is stale or replayed");
         return;
     }
+    if (prepare_model(c, m) < 0 || fetch_model(c, m) <= 0) return; /* v4: the model first */
     c->last_eval_round = m->round;
     c->round = m->round;
     c->phase = PHASE_EVAL;
@@ -558,6 +724,7 @@ static int dispatch(client_t *c, const msg_t *m, int *rc)
         return 0;
     case MSG_PLAN: on_plan(c, m); return 0;
     case MSG_EVAL: on_eval(c, m); return 0;
+    case MSG_CHUNK: on_chunk(c, m); return 0;
     case MSG_UPLOAD:
         if (m->phase == PHASE_TRAIN) on_plain_upload(c, m);
         else sa_client_on_message(c, m);
@@ -598,6 +765,10 @@ static int dispatch(client_t *c, const msg_t *m, int *rc)
             return 0;
         }
         log_warn("round=%u coordinator error %u: %s", m->round, m->code, m->reason);
+        if (c->fetch.active) { /* e.g. the model is no longer served: the round went on */
+            log_warn("round=%u event=model-fetch-abandoned", c->fetch.msg.round);
+            fetch_forget(c);
+        }
         return 0;
     default:
         log_warn("unexpected %s from coordinator, ignored", msg_type_name(m->type));
@@ -785,6 +956,7 @@ static void client_free(client_t *c)
     free(c->roster_buf);
     model_destroy(&c->model);
     drop_global(c);
+    fetch_forget(c);
     free(c->work);
     free(c->scores);
     dataset_free(&c->train);

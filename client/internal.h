@@ -15,6 +15,23 @@
 
 typedef struct sa_client sa_client_t;
 
+/* v4: the model a PLAN or EVAL named by length and SHA-256 (MSG_HAS_BULK),
+ * fetched in chunks a few at a time. What has arrived is kept across a lost
+ * link: the coordinator sends the PLAN or EVAL again when the site is back,
+ * and the fetch resumes at the first byte missing (client.c, fetch_model). */
+typedef struct {
+    int active;             /* FETCHes are out; the message waits in msg */
+    msg_t msg;              /* that PLAN or EVAL (its borrowed pointers cleared) */
+    uint8_t hash[32];       /* the model's SHA-256, as announced */
+    uint32_t version;
+    uint64_t total, have, asked; /* bytes: the model's, received (a prefix), asked for */
+    uint8_t *buf;           /* where they land: the daemon's global_buf, or a hosted
+                             * site's own buffer until the model is whole */
+    uint64_t resumed_at;    /* the offset the last attempt started at */
+    uint64_t received;      /* chunk bytes received for this model, all attempts */
+    double started;
+} fetch_t;
+
 typedef struct {
     const client_conf_t *conf;
     const client_die_at_t *die_at;
@@ -35,6 +52,7 @@ typedef struct {
     int have_global;
     uint8_t global_hash[32]; /* SHA-256 of global (client_global_hash): the model version */
     int global_hash_stale;   /* global changed since global_hash was computed */
+    fetch_t fetch;           /* v4: the model on its way in chunks */
 
     uint32_t client_id;
     int welcomed;

@@ -103,9 +103,12 @@ void coord_reply_error(coord_t *c, client_rec_t *k, const peer_id_t *id, uint32_
     coord_send(c, k, id, &e);
 }
 
-/* Fills the model spec shared by PLAN and EVAL; with_vec adds the global
- * model itself (for clients that do not hold this version yet). */
-static void fill_spec(const coord_t *c, msg_t *m, int with_vec)
+/* How the model goes with PLAN and EVAL to a site that does not hold this version. */
+enum { SPEC_ONLY, SPEC_VEC, SPEC_BULK };
+
+/* Fills the model spec shared by PLAN and EVAL; SPEC_VEC adds the global
+ * model itself, SPEC_BULK (v4) its length and SHA-256, for the site to fetch. */
+static void fill_spec(coord_t *c, msg_t *m, int how)
 {
     util_strlcpy(m->arch, c->arch, sizeof m->arch);
     m->in_channels = c->in_ch;
@@ -114,10 +117,19 @@ static void fill_spec(const coord_t *c, msg_t *m, int with_vec)
     m->classes = c->classes;
     m->numel = c->numel;
     m->model_version = c->version;
-    if (with_vec) {
+    if (how == SPEC_VEC) {
         m->vec = (const uint8_t *)c->global;
         m->vec_len = c->numel * 4;
         m->present |= MSG_HAS_VEC;
+    } else if (how == SPEC_BULK) {
+        if (c->bulk_version != c->version) {
+            crypto_sha256(c->bulk_hash, c->global, c->numel * sizeof *c->global);
+            c->bulk_version = c->version;
+        }
+        m->bulk_len = c->numel * 4;
+        m->bulk_hash = c->bulk_hash;
+        m->bulk_hash_len = WIRE_HASH_BYTES;
+        m->present |= MSG_HAS_BULK;
     }
 }
 
@@ -128,8 +140,12 @@ static void fill_spec(const coord_t *c, msg_t *m, int with_vec)
  * has acknowledged, dropped or gone. */
 static void forget_sends(coord_t *c)
 {
-    for (int i = 0; i < c->n_clients; i++) c->clients[i].send_q = 0;
+    for (int i = 0; i < c->n_clients; i++) {
+        c->clients[i].send_q = 0;
+        c->clients[i].fetching = 0;
+    }
     transport_shared_release(&c->model_frame);
+    transport_shared_release(&c->bulk_frame);
 }
 
 /* Sends the queued PLAN/EVAL with the model to the next sites, so that at
@@ -137,7 +153,7 @@ static void forget_sends(coord_t *c)
  * message of the phase (it says so as soon as it has the model). */
 static void pump_sends(coord_t *c)
 {
-    if (!c->model_frame) return;
+    if (!c->model_frame && !c->bulk_frame) return;
     int in_flight = 0, queued = 0;
     double now = util_now();
     for (int i = 0; i < c->n_clients; i++) {
@@ -162,7 +178,8 @@ static void pump_sends(coord_t *c)
             queued++;
             continue;
         }
-        long long n = transport_send_shared(c->sock, &k->id, c->model_frame);
+        int bulk = k->proto >= 4 && c->bulk_frame;
+        long long n = transport_send_shared(c->sock, &k->id, bulk ? c->bulk_frame : c->model_frame);
         if (n < 0) {
             log_warn("site=%s send %s failed: %s", k->site, c->model_frame_eval ? "EVAL" : "PLAN",
                      zmq_strerror(errno));
@@ -172,6 +189,7 @@ static void pump_sends(coord_t *c)
         c->bytes_down += (uint64_t)n;
         k->has_version = c->version;
         k->send_q = SEND_IN_FLIGHT;
+        k->fetching = bulk;
         k->sent_at = util_now();
         in_flight++;
         log_debug("round=%u site=%s event=model-sent msg=%s in_flight=%d", c->round, k->site,
@@ -183,9 +201,10 @@ static void pump_sends(coord_t *c)
 /* A message of the phase from k: a send in flight to it has arrived. */
 static void send_acknowledged(coord_t *c, client_rec_t *k, const msg_t *m)
 {
-    if (k->send_q != SEND_IN_FLIGHT || m->round != c->round) return;
+    if (k->send_q != SEND_IN_FLIGHT || m->round != c->round || m->type == MSG_FETCH) return;
     if (c->model_frame_eval && m->phase != PHASE_EVAL) return;
     k->send_q = 0;
+    k->fetching = 0;
     pump_sends(c);
 }
 
@@ -199,18 +218,21 @@ static int broadcast_spec(coord_t *c, msg_t *m, int train)
     forget_sends(c);
     for (int i = 0; i < c->n_clients; i++) {
         client_rec_t *k = &c->clients[i];
+        k->away_at = 0;
+        k->fetched = 0;
         if ((train ? k->train : k->eval) != P_PENDING) continue;
-        int with_vec = k->has_version != c->version;
-        shared_frame_t **f = with_vec ? &c->model_frame : &small;
+        int how = k->has_version == c->version ? SPEC_ONLY : k->proto >= 4 ? SPEC_BULK : SPEC_VEC;
+        shared_frame_t **f = how == SPEC_VEC ? &c->model_frame
+                             : how == SPEC_BULK ? &c->bulk_frame : &small;
         if (!*f) {
             msg_t copy = *m;
-            fill_spec(c, &copy, with_vec);
+            fill_spec(c, &copy, how);
             if (!(*f = transport_shared_new(&copy))) {
                 log_error("out of memory encoding %s", msg_type_name(m->type));
                 break;
             }
         }
-        if (with_vec) {
+        if (how != SPEC_ONLY) {
             k->send_q = SEND_QUEUED;
             sent++;
             continue;
@@ -228,6 +250,54 @@ static int broadcast_spec(coord_t *c, msg_t *m, int train)
     c->model_frame_eval = !train;
     pump_sends(c);
     return sent;
+}
+
+/* FETCH (v4): the next chunk of the model a PLAN or EVAL named. Served to
+ * any registered site for the version served now, by its SHA-256: a site
+ * holding part of an older or different model (a coordinator restarted in
+ * between) is told so and starts over. */
+static void on_fetch(coord_t *c, client_rec_t *k, const msg_t *m)
+{
+    char why[160];
+    uint64_t total = (uint64_t)c->numel * 4;
+    if (m->bulk_hash_len != WIRE_HASH_BYTES) {
+        coord_reply_error(c, k, NULL, m->round, ERR_MALFORMED, "FETCH: the model hash is not 32 bytes");
+        return;
+    }
+    if (c->bulk_version != c->version || m->model_version != c->version ||
+        memcmp(m->bulk_hash, c->bulk_hash, WIRE_HASH_BYTES) != 0) {
+        snprintf(why, sizeof why, "FETCH: model version %u with that SHA-256 is not served now "
+                 "(the global model is version %u)", m->model_version, c->version);
+        log_warn("site=%s %s", k->site, why);
+        coord_reply_error(c, k, NULL, m->round, ERR_WRONG_ROUND, why);
+        return;
+    }
+    if (m->offset >= total) {
+        snprintf(why, sizeof why, "FETCH: offset %llu is past the model's %llu bytes",
+                 (unsigned long long)m->offset, (unsigned long long)total);
+        coord_reply_error(c, k, NULL, m->round, ERR_WRONG_LENGTH, why);
+        return;
+    }
+    uint64_t len = total - m->offset < WIRE_CHUNK_BYTES ? total - m->offset : WIRE_CHUNK_BYTES;
+    msg_t ch = {.type = MSG_CHUNK, .round = m->round, .model_version = c->version,
+                .bulk_hash = c->bulk_hash, .bulk_hash_len = WIRE_HASH_BYTES,
+                .offset = m->offset, .vec = (const uint8_t *)c->global + m->offset,
+                .vec_len = (size_t)len, .present = MSG_HAS_VEC};
+    coord_send(c, k, NULL, &ch);
+    k->fetched += len;
+    /* A fetch under way is progress: its download slot stays while chunks
+     * are asked for (pump_sends frees one silent for transfer_timeout). */
+    if (k->send_q == SEND_IN_FLIGHT) k->sent_at = util_now();
+}
+
+/* May k, lost while fetching the phase's model, keep its place and resume?
+ * Only before it has the model: nothing of this round has left it yet. */
+static int fetch_resumable(const coord_t *c, const client_rec_t *k)
+{
+    if (!k->fetching) return 0;
+    if (c->state == ST_EVALUATING) return k->eval == P_PENDING;
+    return c->state == ST_TRAINING && k->train == P_PENDING &&
+           (!c->conf->secagg || c->sa_phase == SA_ADVERTISE);
 }
 
 /* ---- registry ------------------------------------------------------------------ */
@@ -374,7 +444,15 @@ static void on_hello(coord_t *c, const peer_id_t *from, const msg_t *m)
         /* Same site on a new connection: a restarted daemon. It lost any
          * round it was in, and its model copy. */
         log_info("site=%s event=reconnected", k->site);
-        if (k->train == P_PENDING || k->eval == P_PENDING) coord_drop(c, k, "reconnected mid-round");
+        if (k->away_at > 0 && m->version >= 4 && fetch_resumable(c, k)) {
+            log_info("round=%u site=%s event=fetch-resume: back %.1f s after its link was lost "
+                     "mid-download -> %s again, it resumes the model where it stopped", c->round,
+                     k->site, util_now() - k->away_at, c->state == ST_EVALUATING ? "EVAL" : "PLAN");
+            k->send_q = SEND_QUEUED; /* sent after WELCOME, below */
+        } else if (k->train == P_PENDING || k->eval == P_PENDING) {
+            coord_drop(c, k, "reconnected mid-round");
+        }
+        k->away_at = 0;
     }
     k->id = *from;
     k->n_train = m->n_train;
@@ -396,6 +474,7 @@ static void on_hello(coord_t *c, const peer_id_t *from, const msg_t *m)
         w.present |= MSG_HAS_SW;
     }
     coord_send(c, k, NULL, &w);
+    if (k->send_q == SEND_QUEUED) pump_sends(c);
 }
 
 /* ---- secure aggregation: the server's outcomes ------------------------------------------ */
@@ -730,6 +809,7 @@ static int committed_this_round(const coord_t *c)
 static int rollback(coord_t *c)
 {
     if (c->version == c->committed) return 0;
+    c->bulk_version = NO_VERSION;
     if (state_load_model(c, c->committed, c->global) < 0) return -1;
     /* The SHA-256 of the weights now in memory (tests compare it with the
      * tensor bytes of that round's file, as for a resume). */
@@ -927,6 +1007,7 @@ void coord_stop_run(coord_t *c, const char *why)
 void coord_apply_and_evaluate(coord_t *c, const float *avg)
 {
     fedavg_apply_mean(c->fedavg, c->global, avg);
+    c->bulk_version = NO_VERSION; /* global changed: its SHA-256 too */
     /* The sites released their shares for this model version once: commit
      * the aggregate before anything else can fail, so that a restart resumes
      * from it instead of asking them for a second aggregate of the old
@@ -978,6 +1059,7 @@ static void finish_training(coord_t *c)
         coord_abort_round(c, why);
         return;
     }
+    c->bulk_version = NO_VERSION; /* global changes: its SHA-256 too */
     if (fedavg_apply(c->fedavg, c->global, err, sizeof err) < 0) {
         coord_abort_round(c, err);
         return;
@@ -1181,6 +1263,7 @@ static void dispatch(coord_t *c, const peer_id_t *from, int fd, const msg_t *m)
     }
     switch (m->type) {
     case MSG_HEARTBEAT: on_heartbeat(c, k, m); return;
+    case MSG_FETCH: on_fetch(c, k, m); return;
     case MSG_ERROR: on_client_error(c, k, m); return;
     case MSG_UPDATE:
         if (c->state == ST_TRAINING && !c->conf->secagg) on_update(c, k, m);
@@ -1227,8 +1310,20 @@ static void lose(coord_t *c, client_rec_t *k, const char *why)
     k->lost_at = util_now();
     k->fd = -1;
     k->has_version = NO_VERSION;
-    if (k->train == P_PENDING || k->eval == P_PENDING) coord_drop(c, k, why);
-    else log_warn("site=%s event=lost (%s)", k->site, why);
+    if (fetch_resumable(c, k)) {
+        /* Its place waits heartbeat_timeout for it (tick); its download
+         * slot goes to the next site now. */
+        log_warn("round=%u site=%s event=lost-mid-download (%s) after %.1f MB: keeps its place "
+                 "for %.0f s to resume", c->round, k->site, why, (double)k->fetched / 1e6,
+                 c->conf->heartbeat_timeout);
+        k->away_at = k->lost_at;
+        k->send_q = 0;
+        pump_sends(c);
+    } else if (k->train == P_PENDING || k->eval == P_PENDING) {
+        coord_drop(c, k, why);
+    } else {
+        log_warn("site=%s event=lost (%s)", k->site, why);
+    }
 }
 
 static void on_disconnect(coord_t *c, int fd)
@@ -1395,6 +1490,12 @@ static void tick(coord_t *c)
     for (int i = 0; i < c->n_clients; i++) {
         client_rec_t *k = &c->clients[i];
         if (k->live && silent(c, k, now)) lose(c, k, "silent past heartbeat timeout");
+        if (!k->live && k->away_at > 0 && now - k->away_at > c->conf->heartbeat_timeout) {
+            k->away_at = 0;
+            k->fetching = 0;
+            if (k->train == P_PENDING || k->eval == P_PENDING)
+                coord_drop(c, k, "lost mid-download and not back within heartbeat_timeout");
+        }
     }
     name_stragglers(c, now);
     pump_sends(c); /* a site dropped or gone frees its slot */
@@ -1591,6 +1692,7 @@ int coord_check(const coord_conf_t *conf, int json)
     memset(&c, 0, sizeof c);
     c.conf = conf;
     c.resumed_from = -1;
+    c.bulk_version = NO_VERSION;
     c.clip = conf->clip;
     char title[256];
     snprintf(title, sizeof title, "medfed-coordinator %s --check (writes nothing)",
@@ -1676,6 +1778,7 @@ int coord_run(const coord_conf_t *conf)
     char err[512];
     rng_seed(&c.rng, conf->seed ^ 0xC00Dull);
     c.resumed_from = -1;
+    c.bulk_version = NO_VERSION;
     c.clip = conf->clip;
     c.fresh = 1;
     c.started_at = util_now();

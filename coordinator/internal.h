@@ -58,6 +58,11 @@ typedef struct {
     double rx_checked_at, rx_grew_at; /* ... then, and when that count last grew (silent()) */
     int send_q;            /* the phase's model-bearing PLAN/EVAL: SEND_QUEUED, SEND_IN_FLIGHT
                             * (sent, not yet acknowledged by a message of the phase), or 0 */
+    int fetching;          /* v4: sent the phase's PLAN/EVAL naming the model (bulk), not yet
+                            * acknowledged: it fetches the model in chunks */
+    double away_at;        /* lost while fetching: keeps its place in the phase until
+                            * heartbeat_timeout after this, to resume the fetch (0: not away) */
+    uint64_t fetched;      /* chunk bytes sent to it in this phase */
     int removed;           /* taken off the roster (SIGHUP): refused until it is back */
     uint32_t proto;        /* protocol version of its HELLO (WIRE_VERSION_MIN..WIRE_VERSION):
                             * it is sent only what a decoder of that version accepts */
@@ -78,6 +83,12 @@ typedef struct {
      * a time (pump_sends): CURVE encrypts each site's copy whole, so sending
      * to every site at once held one ciphertext of the model per site. */
     shared_frame_t *model_frame;
+    /* v4 sites: the same PLAN/EVAL naming the model by length and SHA-256;
+     * they fetch it in chunks (on_fetch), from the slot's grant until they
+     * say they have it, and resume after a lost link */
+    shared_frame_t *bulk_frame;
+    uint8_t bulk_hash[WIRE_HASH_BYTES]; /* SHA-256 of global at bulk_version */
+    uint32_t bulk_version;              /* NO_VERSION: nothing served */
     int model_frame_eval;  /* the frame is an EVAL (else a PLAN) */
     wire_decoder_t *dec;
     rng_t rng;

@@ -41,8 +41,10 @@
  * training loss after n_k. A coordinator at WIRE_VERSION admits sites from
  * WIRE_VERSION_MIN (one behind) and speaks each its own form: nothing a v2
  * decoder would refuse goes to a v2 site (msg_fits_version), and a secure
- * round with a v2 site in its cohort uses the v2 masked layout (no loss word). */
-#define WIRE_VERSION 3
+ * round with a v2 site in its cohort uses the v2 masked layout (no loss word).
+ * 4 moves the model in chunks (FETCH, CHUNK; MSG_HAS_BULK): a v2 or v3 site
+ * is still sent PLAN and EVAL with the model inside. */
+#define WIRE_VERSION 4
 #define WIRE_VERSION_MIN 2
 #define WIRE_SW_MAX 32          /* software version string, with NUL ("0.6.0") */
 #define WIRE_SITE_MAX 64        /* site name, with NUL */
@@ -82,6 +84,9 @@ typedef enum {
     /* secure aggregation, consistency round (malicious-coordinator variant), after MASKED: */
     MSG_CONSIST_REQ,    /* C->K  blob = U3: the ids whose masked input is in the sum, ascending */
     MSG_CONSIST,        /* K->C  blob = our Ed25519 signature on (round, model hash, U3) */
+    /* v4: the model in chunks (PLAN/EVAL carry its length and hash, "bl", "bh"): */
+    MSG_FETCH,          /* K->C  model_ver, bh, off: send the model's bytes from off */
+    MSG_CHUNK,          /* C->K  model_ver, bh, off, vec = at most WIRE_CHUNK_BYTES of them */
     MSG_TYPE_COUNT
 } msg_type_t;
 
@@ -123,6 +128,14 @@ typedef enum {
 #define MSG_HAS_PROGRESS (1u << 6) /* v3: HEARTBEAT: training progress */
 #define MSG_HAS_LOCAL (1u << 7)    /* v3: PLAN: prox_mu, augment, class_balanced */
 #define MSG_HAS_LOSS (1u << 8)     /* v3: secure PLAN: the loss scale (MASKED's loss word) */
+#define MSG_HAS_BULK (1u << 9)     /* v4: PLAN/EVAL: the model follows in chunks (bl, bh) */
+
+/* v4 model transfer: the site asks for the model in chunks of at most this
+ * many bytes, a few at a time (client.c's window), and keeps what it has
+ * across a lost link: a PLAN or EVAL sent again for the same model (same
+ * version and SHA-256) resumes at the first byte it lacks. Control messages
+ * (heartbeats, PONGs, SHUTDOWN) pass between chunks. */
+#define WIRE_CHUNK_BYTES (1u << 20)
 
 /* Record layouts inside secure-aggregation blobs (all integers LE). */
 /* ADVERTISE: c_pk (32), s_pk (32), n_k (u64: the sample count this site's
@@ -298,7 +311,14 @@ typedef struct {
     uint32_t model_version;         /* round that produced the global model */
     uint64_t numel;                 /* floats in the model vector */
 
-    /* PLAN / EVAL / UPDATE: raw little-endian float32 vector */
+    /* v4: PLAN / EVAL (MSG_HAS_BULK): the model's length in bytes and its
+     * SHA-256, fetched in chunks; FETCH / CHUNK: the same hash and a byte offset */
+    uint64_t bulk_len;
+    const uint8_t *bulk_hash;       /* WIRE_HASH_BYTES, checked by the handlers */
+    size_t bulk_hash_len;
+    uint64_t offset;
+
+    /* PLAN / EVAL / UPDATE / CHUNK: raw little-endian float32 vector */
     const uint8_t *vec;
     size_t vec_len;                 /* bytes */
 

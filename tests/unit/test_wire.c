@@ -547,8 +547,8 @@ static void test_consistency_records(void **state)
 static void test_v3_fields(void **state)
 {
     fx_t *f = *state;
-    assert_int_equal(WIRE_VERSION, 3);
-    assert_int_equal(WIRE_VERSION_MIN, WIRE_VERSION - 1);
+    assert_int_equal(WIRE_VERSION, 4);
+    assert_int_equal(WIRE_VERSION_MIN, 2);
     msg_t m = {.type = MSG_HELLO, .site = "st-marys", .version = 3, .n_train = 5,
                .sw = "0.6.0", .present = MSG_HAS_SW};
     msg_encode(&m, f->buf);
@@ -602,6 +602,65 @@ static void test_v3_fields(void **state)
     assert_non_null(strstr(err, "'sw'"));
 }
 
+/* Protocol version 4: PLAN and EVAL may name the model by length and
+ * SHA-256 (MSG_HAS_BULK) instead of carrying it; FETCH asks for a chunk,
+ * CHUNK carries one. None of it goes to a v2 or v3 decoder. */
+static void test_v4_chunks(void **state)
+{
+    fx_t *f = *state;
+    uint8_t h[WIRE_HASH_BYTES];
+    for (size_t i = 0; i < sizeof h; i++) h[i] = (uint8_t)(i * 7 + 1);
+    msg_t m = {.type = MSG_PLAN, .round = 3, .phase = PHASE_TRAIN, .arch = "cnn", .numel = 10,
+               .model_version = 2, .epochs = 1, .batch = 8, .lr = 0.1, .bulk_len = 40,
+               .bulk_hash = h, .bulk_hash_len = sizeof h, .present = MSG_HAS_BULK};
+    msg_encode(&m, f->buf);
+    msg_t d;
+    char err[256];
+    assert_int_equal(decode_raw(f, wire_buf_data(f->buf), wire_buf_size(f->buf), &d, err), 0);
+    assert_true(d.present & MSG_HAS_BULK);
+    assert_false(d.present & MSG_HAS_VEC);
+    assert_int_equal(d.bulk_len, 40);
+    assert_int_equal(d.bulk_hash_len, sizeof h);
+    assert_memory_equal(d.bulk_hash, h, sizeof h);
+    assert_int_equal(msg_fits_version(&d, 4, err, sizeof err), 0);
+    assert_int_equal(msg_fits_version(&d, 3, err, sizeof err), -1);
+    assert_non_null(strstr(err, "'bl'"));
+
+    uint8_t bytes[24];
+    memset(bytes, 0xab, sizeof bytes);
+    m = (msg_t){.type = MSG_CHUNK, .round = 3, .model_version = 2, .bulk_hash = h,
+                .bulk_hash_len = sizeof h, .offset = 16, .vec = bytes, .vec_len = sizeof bytes,
+                .present = MSG_HAS_VEC};
+    msg_encode(&m, f->buf);
+    assert_int_equal(decode_raw(f, wire_buf_data(f->buf), wire_buf_size(f->buf), &d, err), 0);
+    assert_int_equal(d.type, MSG_CHUNK);
+    assert_int_equal(d.offset, 16);
+    assert_int_equal(d.vec_len, sizeof bytes);
+    assert_memory_equal(d.vec, bytes, sizeof bytes);
+    assert_int_equal(msg_fits_version(&d, 3, err, sizeof err), -1);
+    assert_non_null(strstr(err, "CHUNK"));
+
+    m = (msg_t){.type = MSG_FETCH, .round = 3, .model_version = 2, .bulk_hash = h,
+                .bulk_hash_len = sizeof h, .offset = 1u << 20};
+    msg_encode(&m, f->buf);
+    assert_int_equal(decode_raw(f, wire_buf_data(f->buf), wire_buf_size(f->buf), &d, err), 0);
+    assert_int_equal(d.offset, 1u << 20);
+    assert_int_equal(msg_fits_version(&d, 4, err, sizeof err), 0);
+
+    /* A FETCH without its offset, or a CHUNK without its bytes, is refused. */
+    envelope(f, MSG_FETCH, 2);
+    pstr(&f->pk, "model_ver"); msgpack_pack_uint32(&f->pk, 2);
+    pstr(&f->pk, "bh"); msgpack_pack_bin(&f->pk, sizeof h); msgpack_pack_bin_body(&f->pk, h, sizeof h);
+    assert_int_equal(decode_packed(f, &d, err), -1);
+    assert_non_null(strstr(err, "missing field 'off'"));
+    envelope(f, MSG_CHUNK, 3);
+    pstr(&f->pk, "model_ver"); msgpack_pack_uint32(&f->pk, 2);
+    pstr(&f->pk, "bh"); msgpack_pack_bin(&f->pk, sizeof h); msgpack_pack_bin_body(&f->pk, h, sizeof h);
+    pstr(&f->pk, "off"); msgpack_pack_uint64(&f->pk, 0);
+    assert_int_equal(decode_packed(f, &d, err), -1);
+    assert_non_null(strstr(err, "missing field 'vec'"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -613,6 +672,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_truncation_and_corruption, setup, teardown),
         cmocka_unit_test_setup_teardown(test_roundtrip_ping_pong, setup, teardown),
         cmocka_unit_test_setup_teardown(test_v3_fields, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_v4_chunks, setup, teardown),
         cmocka_unit_test(test_keyrecs),
         cmocka_unit_test(test_consistency_records),
         cmocka_unit_test(test_names),
