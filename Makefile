@@ -261,7 +261,7 @@ unit-test: $(UNIT_TESTS)
 		sh tests/run_unit.sh $(BUILD)/tests $(UNIT_TESTS)
 
 # Tests that kill a client on cue or read a dump run the test build in $(HOOKS_BIN).
-integration-test: $(PROGS) $(TEST_TOOLS) test-bin
+integration-test: $(PROGS) $(TEST_TOOLS) $(BUILD)/tests/wan_relay test-bin
 	$(Q)sh tests/integration/run.sh $(BIN) $(BUILD) $(HOOKS_BIN)
 
 # Secure aggregation against a malicious coordinator (tests/malicious/): evil_coordinator

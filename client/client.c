@@ -36,6 +36,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <zmq.h>
 
@@ -64,6 +65,10 @@ int client_maybe_die(const client_t *c, const char *phase, uint32_t round)
         return 1;
     }
     log_warn("round=%u phase=%s event=die-at -> SIGKILL (fault injection)", round, phase);
+    /* "train": dying in training, after the site said it has the model; that
+     * message leaves from ZeroMQ's I/O thread, given a moment (a site dying
+     * before it may resume its download and keep its place, v4). */
+    if (strcmp(phase, "train") == 0) nanosleep(&(struct timespec){.tv_nsec = 200000000}, NULL);
     raise(SIGKILL);
     return 1;
 }
@@ -578,9 +583,11 @@ static void on_plan(client_t *c, const msg_t *m)
     log_info("round=%u phase=train event=plan epochs=%u batch=%u lr=%g prox_mu=%g augment=%u "
              "class_balanced=%u", m->round, m->epochs, m->batch, m->lr, m->prox_mu, m->augment,
              m->class_balanced);
-    client_maybe_die(c, "train", m->round);
     if (load_global(c, m) < 0) return;
     send_heartbeat(c); /* we have the plan: the coordinator sends the next site its model */
+    /* (after that: a site that dies before it says it has the model may
+     * come back and resume it, v4, and keep its place in the round) */
+    client_maybe_die(c, "train", m->round);
     if (m->epochs > 1000 || m->batch < 1 || m->batch > 65536 ||
         !(m->lr > 0 && m->lr < 100) || !(m->momentum >= 0 && m->momentum < 1) ||
         !(m->weight_decay >= 0 && m->weight_decay < 1) ||
@@ -765,7 +772,7 @@ static int dispatch(client_t *c, const msg_t *m, int *rc)
             return 0;
         }
         log_warn("round=%u coordinator error %u: %s", m->round, m->code, m->reason);
-        if (c->fetch.active) { /* e.g. the model is no longer served: the round went on */
+        if (m->code == ERR_MODEL_GONE && c->fetch.active) { /* the round went on without us */
             log_warn("round=%u event=model-fetch-abandoned", c->fetch.msg.round);
             fetch_forget(c);
         }

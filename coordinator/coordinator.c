@@ -140,10 +140,7 @@ static void fill_spec(coord_t *c, msg_t *m, int how)
  * has acknowledged, dropped or gone. */
 static void forget_sends(coord_t *c)
 {
-    for (int i = 0; i < c->n_clients; i++) {
-        c->clients[i].send_q = 0;
-        c->clients[i].fetching = 0;
-    }
+    for (int i = 0; i < c->n_clients; i++) c->clients[i].send_q = 0;
     transport_shared_release(&c->model_frame);
     transport_shared_release(&c->bulk_frame);
 }
@@ -154,7 +151,7 @@ static void forget_sends(coord_t *c)
 static void pump_sends(coord_t *c)
 {
     if (!c->model_frame && !c->bulk_frame) return;
-    int in_flight = 0, queued = 0;
+    int in_flight = 0, queued = 0, away = 0;
     double now = util_now();
     for (int i = 0; i < c->n_clients; i++) {
         client_rec_t *k = &c->clients[i];
@@ -166,6 +163,7 @@ static void pump_sends(coord_t *c)
             k->send_q = 0;
         }
         in_flight += k->send_q == SEND_IN_FLIGHT;
+        away += k->away_at > 0; /* the frame is sent again when it is back */
     }
     for (int i = 0; i < c->n_clients; i++) {
         client_rec_t *k = &c->clients[i];
@@ -195,7 +193,7 @@ static void pump_sends(coord_t *c)
         log_debug("round=%u site=%s event=model-sent msg=%s in_flight=%d", c->round, k->site,
                   c->model_frame_eval ? "EVAL" : "PLAN", in_flight);
     }
-    if (!in_flight && !queued) forget_sends(c);
+    if (!in_flight && !queued && !away) forget_sends(c);
 }
 
 /* A message of the phase from k: a send in flight to it has arrived. */
@@ -219,6 +217,7 @@ static int broadcast_spec(coord_t *c, msg_t *m, int train)
     for (int i = 0; i < c->n_clients; i++) {
         client_rec_t *k = &c->clients[i];
         k->away_at = 0;
+        k->fetching = 0;
         k->fetched = 0;
         if ((train ? k->train : k->eval) != P_PENDING) continue;
         int how = k->has_version == c->version ? SPEC_ONLY : k->proto >= 4 ? SPEC_BULK : SPEC_VEC;
@@ -269,7 +268,7 @@ static void on_fetch(coord_t *c, client_rec_t *k, const msg_t *m)
         snprintf(why, sizeof why, "FETCH: model version %u with that SHA-256 is not served now "
                  "(the global model is version %u)", m->model_version, c->version);
         log_warn("site=%s %s", k->site, why);
-        coord_reply_error(c, k, NULL, m->round, ERR_WRONG_ROUND, why);
+        coord_reply_error(c, k, NULL, m->round, ERR_MODEL_GONE, why);
         return;
     }
     if (m->offset >= total) {
@@ -444,10 +443,13 @@ static void on_hello(coord_t *c, const peer_id_t *from, const msg_t *m)
         /* Same site on a new connection: a restarted daemon. It lost any
          * round it was in, and its model copy. */
         log_info("site=%s event=reconnected", k->site);
-        if (k->away_at > 0 && m->version >= 4 && fetch_resumable(c, k)) {
+        /* Lost while fetching (or its old connection's close is not seen
+         * yet): it keeps its place and resumes. */
+        if ((k->away_at > 0 || k->live) && m->version >= 4 && fetch_resumable(c, k)) {
             log_info("round=%u site=%s event=fetch-resume: back %.1f s after its link was lost "
                      "mid-download -> %s again, it resumes the model where it stopped", c->round,
-                     k->site, util_now() - k->away_at, c->state == ST_EVALUATING ? "EVAL" : "PLAN");
+                     k->site, k->away_at > 0 ? util_now() - k->away_at : 0.0,
+                     c->state == ST_EVALUATING ? "EVAL" : "PLAN");
             k->send_q = SEND_QUEUED; /* sent after WELCOME, below */
         } else if (k->train == P_PENDING || k->eval == P_PENDING) {
             coord_drop(c, k, "reconnected mid-round");
@@ -1303,14 +1305,16 @@ static void dispatch(coord_t *c, const peer_id_t *from, int fd, const msg_t *m)
     }
 }
 
-/* A client is gone: silent too long, or its connection closed. */
-static void lose(coord_t *c, client_rec_t *k, const char *why)
+/* A client is gone: silent too long, or its connection closed. One whose
+ * connection closed while it fetched the phase's model (closed: a reset, a
+ * VPN re-established; a silent one is not known to come back) may resume. */
+static void lose(coord_t *c, client_rec_t *k, const char *why, int closed)
 {
     k->live = 0;
     k->lost_at = util_now();
     k->fd = -1;
     k->has_version = NO_VERSION;
-    if (fetch_resumable(c, k)) {
+    if (closed && fetch_resumable(c, k)) {
         /* Its place waits heartbeat_timeout for it (tick); its download
          * slot goes to the next site now. */
         log_warn("round=%u site=%s event=lost-mid-download (%s) after %.1f MB: keeps its place "
@@ -1329,7 +1333,7 @@ static void lose(coord_t *c, client_rec_t *k, const char *why)
 static void on_disconnect(coord_t *c, int fd)
 {
     for (int i = 0; i < c->n_clients; i++)
-        if (c->clients[i].live && c->clients[i].fd == fd) lose(c, &c->clients[i], "connection closed");
+        if (c->clients[i].live && c->clients[i].fd == fd) lose(c, &c->clients[i], "connection closed", 1);
 }
 
 /* ---- the roster, re-read on SIGHUP -------------------------------------------------- */
@@ -1489,7 +1493,7 @@ static void tick(coord_t *c)
     double now = util_now();
     for (int i = 0; i < c->n_clients; i++) {
         client_rec_t *k = &c->clients[i];
-        if (k->live && silent(c, k, now)) lose(c, k, "silent past heartbeat timeout");
+        if (k->live && silent(c, k, now)) lose(c, k, "silent past heartbeat timeout", 0);
         if (!k->live && k->away_at > 0 && now - k->away_at > c->conf->heartbeat_timeout) {
             k->away_at = 0;
             k->fetching = 0;

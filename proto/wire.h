@@ -115,7 +115,8 @@ typedef enum {
     ERR_FULL,              /* federation full */
     ERR_SIGNATURE,         /* advertised keys not signed by the site's identity */
     ERR_PROTOCOL,          /* violates secure aggregation (bad record, bad set) */
-    ERR_NOT_REGISTERED     /* a message before HELLO (e.g. the coordinator restarted): say HELLO */
+    ERR_NOT_REGISTERED,    /* a message before HELLO (e.g. the coordinator restarted): say HELLO */
+    ERR_MODEL_GONE         /* v4: FETCH for a model no longer served (the round went on) */
 } msg_error_t;
 
 /* Presence bits for optional fields (set by the decoder, read by the encoder). */

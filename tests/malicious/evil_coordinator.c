@@ -39,6 +39,8 @@
  *                   (identity.key, identity.crt), as client --sybil-id (default:
  *                   after the real sites; an id of a real site replaces its record)
  *   twin            the same with a real site's kit as --sybil-kit: one site twice
+ *   tampered-model  PLAN names the model by its SHA-256 (v4) and the chunks the
+ *                   sites fetch carry other bytes (one weight changed)
  * After an attack every site gets one honest round on a new model version (the
  * daemons are still there and work), then SHUTDOWN.
  *
@@ -105,6 +107,8 @@ typedef struct {
     quant_t q;
     int narrow;                     /* the next PLAN: the width attack's */
     int plain;                      /* the next PLAN asks for a plaintext update (downgrade) */
+    int bulk;                       /* the next PLAN names the model: sites FETCH it (v4) */
+    int tamper;                     /* the chunks served differ from the model named */
     uint32_t *acc;                  /* masked sum of this round */
     int n;
     site_t site[EVIL_SITES_MAX];
@@ -196,6 +200,22 @@ static void on_message(evil_t *e, int i, const msg_t *m)
 {
     site_t *s = &e->site[i];
     if (m->type == MSG_HEARTBEAT) return;
+    if (m->type == MSG_FETCH) { /* the model in chunks, as coordinator.c's on_fetch */
+        uint64_t total = (uint64_t)e->numel * 4;
+        if (m->offset >= total) return;
+        size_t len = total - m->offset < WIRE_CHUNK_BYTES ? (size_t)(total - m->offset)
+                                                          : WIRE_CHUNK_BYTES;
+        uint8_t *bytes = malloc(len);
+        if (!bytes) exit(2);
+        memcpy(bytes, (const uint8_t *)e->global + m->offset, len);
+        if (e->tamper && m->offset + len == total) bytes[len - 2] ^= 0x40; /* the last weight */
+        msg_t ch = {.type = MSG_CHUNK, .round = m->round, .model_version = e->version,
+                    .bulk_hash = e->model_hash, .bulk_hash_len = WIRE_HASH_BYTES,
+                    .offset = m->offset, .vec = bytes, .vec_len = len, .present = MSG_HAS_VEC};
+        send_to(e, i, &ch);
+        free(bytes);
+        return;
+    }
     fprintf(e->log, "round=%u site=%s type=%s", m->round, s->name, msg_type_name(m->type));
     if (m->type == MSG_ERROR) fprintf(e->log, " code=%u reason=\"%s\"", m->code, m->reason);
     if (m->type == MSG_UNMASK) {
@@ -340,6 +360,14 @@ static void send_plan(evil_t *e, uint32_t mask, unsigned t)
                .loss_scale = secagg_loss_scale(max_weight + 1000, cohort + 1),
                .present = MSG_HAS_VEC | (e->plain ? 0 : MSG_HAS_SECAGG | MSG_HAS_LOSS)};
     util_strlcpy(p.arch, e->arch, sizeof p.arch);
+    if (e->bulk) { /* v4: the model's length and hash; the sites fetch it */
+        p.present = (p.present & ~MSG_HAS_VEC) | MSG_HAS_BULK;
+        p.vec = NULL;
+        p.vec_len = 0;
+        p.bulk_len = (uint64_t)e->numel * 4;
+        p.bulk_hash = e->model_hash;
+        p.bulk_hash_len = WIRE_HASH_BYTES;
+    }
     for (int i = 0; i < e->n; i++)
         if (mask & BIT(i)) send_to(e, i, &p);
     note(e, "round %u: PLAN of model version %u (hash %02x%02x%02x%02x...) t=%u to %#x", e->round,
@@ -659,6 +687,19 @@ static void attack_downgrade(evil_t *e)
     await(e, ALL(e), MSG_UPDATE);
     expect_refused(e, ALL(e), MSG_UPDATE, "secure_aggregation = required",
                    "a plan for a plaintext update");
+}
+
+/* tampered-model: the model fetched in chunks is not the one the PLAN named
+ * (a coordinator that shows each site a different model, or a corrupted
+ * transfer): no site trains on it or advertises, each names the mismatch. */
+static void attack_tampered_model(evil_t *e)
+{
+    e->bulk = e->tamper = 1;
+    send_plan(e, ALL(e), safe_t(count(ALL(e))));
+    await(e, ALL(e), MSG_ADVERTISE);
+    e->bulk = e->tamper = 0;
+    expect_refused(e, ALL(e), MSG_ADVERTISE, "do not match the SHA-256",
+                   "a model whose bytes differ from the SHA-256 its PLAN named");
 }
 
 static void attack_width(evil_t *e)
@@ -983,6 +1024,8 @@ int main(int argc, char **argv)
         attack_downgrade(e);
     } else if (strcmp(attack, "width") == 0) {
         attack_width(e);
+    } else if (strcmp(attack, "tampered-model") == 0) {
+        attack_tampered_model(e);
     } else if (strcmp(attack, "cohort-alone") == 0 || strcmp(attack, "cohort-pair") == 0) {
         attack_cohort(e, strcmp(attack, "cohort-pair") == 0);
     } else if (strcmp(attack, "split-view") == 0 || strcmp(attack, "split-view-few") == 0) {

@@ -211,6 +211,18 @@ if ! skip $t; then
     then ok $t; else report $t; fi
 fi
 
+# 1c. The model fetched in chunks (protocol v4) differs from the SHA-256 its
+#     PLAN named: no site trains on it or advertises keys, each names the
+#     mismatch; the honest round after it (the model inside PLAN) works.
+t=tampered_model_refused
+if ! skip $t; then
+    attack $t tampered-model
+    if [ $evil -eq 0 ] && [ -z "$daemons" ] && ! grep -q '^round=1 .*type=ADVERTISE' "$d/transcript" &&
+       [ "$(grep -c 'type=ERROR code=[0-9]* reason="the model.s bytes do not match the SHA-256' "$d/transcript")" -eq 4 ] &&
+       grep -q "the model's bytes do not match the SHA-256" "$d/h0.log"
+    then ok $t; else report $t; fi
+fi
+
 # 2. A key list below min_cohort: only the victim, or the victim and one other
 #    (with the threshold the rule allows for that list).
 for att in cohort-alone cohort-pair; do

@@ -30,6 +30,9 @@
  *                       (up + down delay), or 200 ms more (an RTO) one time in five
  *   --reset S           reset each connection (RST both ways) after S seconds on
  *                       average (exponential), mid-stream
+ *   --cut-after BYTES   reset the first connection (RST both ways) once BYTES have
+ *                       been written down it, once in the relay's life: a link lost
+ *                       at a known point of a download (tests/integration)
  *   --connect-timeout MS  give up on the upstream connection (0: the kernel's)
  *   --seed N            random seed (1)
  * Signals: SIGUSR1 resets every open connection at once; SIGTERM/SIGINT exit.
@@ -91,6 +94,7 @@ typedef struct {
     double delay[2], jitter, window_bytes, chunk;
     double pause_mean, pause_min, pause_max;
     double loss, reset_mean, connect_timeout;
+    double cut_after;     /* bytes down before the one cut (0: none) */
     unsigned long long seed;
 } relay_opts_t;
 
@@ -176,13 +180,14 @@ static void usage(FILE *f)
 static int parse_args(int argc, char **argv, relay_opts_t *o)
 {
     enum { O_LISTEN = 256, O_CONNECT, O_DELAY, O_UP, O_DOWN, O_JITTER, O_CHUNK, O_WINDOW,
-           O_PAUSE, O_LOSS, O_RESET, O_CTIMEOUT, O_SEED };
+           O_PAUSE, O_LOSS, O_RESET, O_CTIMEOUT, O_SEED, O_CUT };
     static const struct option longopts[] = {
         {"listen", 1, 0, O_LISTEN}, {"connect", 1, 0, O_CONNECT}, {"delay", 1, 0, O_DELAY},
         {"up-delay", 1, 0, O_UP}, {"down-delay", 1, 0, O_DOWN}, {"jitter", 1, 0, O_JITTER},
         {"chunk", 1, 0, O_CHUNK}, {"window", 1, 0, O_WINDOW}, {"pause", 1, 0, O_PAUSE},
         {"loss-stall", 1, 0, O_LOSS}, {"reset", 1, 0, O_RESET},
         {"connect-timeout", 1, 0, O_CTIMEOUT}, {"seed", 1, 0, O_SEED},
+        {"cut-after", 1, 0, O_CUT},
         {"help", 0, 0, 'h'}, {0, 0, 0, 0},
     };
     int have_listen = 0, have_connect = 0, opt;
@@ -216,6 +221,7 @@ static int parse_args(int argc, char **argv, relay_opts_t *o)
         case O_RESET: bad = parse_num(optarg, 0.001, 1e6, &o->reset_mean); break;
         case O_CTIMEOUT: bad = parse_num(optarg, 0, 600000, &v); o->connect_timeout = v / 1000; break;
         case O_SEED: bad = parse_num(optarg, 0, 1e15, &v); o->seed = (unsigned long long)v; break;
+        case O_CUT: bad = parse_num(optarg, 1, 1e15, &o->cut_after); break;
         case 'h': usage(stdout); exit(0);
         default: usage(stderr); return -1;
         }
@@ -510,6 +516,12 @@ int main(int argc, char **argv)
             if (!c->used || c->connecting) continue;
             if (pump_out(c, 0, now) < 0 || pump_out(c, 1, now) < 0) {
                 conn_close(c, 1, "a side failed");
+                continue;
+            }
+            if (o.cut_after > 0 && (double)c->dir[1].bytes >= o.cut_after) {
+                say("conn=%d cut after %llu bytes down (--cut-after)", c->id, c->dir[1].bytes);
+                o.cut_after = 0; /* once */
+                conn_close(c, 1, "cut");
                 continue;
             }
             if (c->dir[0].shut && c->dir[1].shut) conn_close(c, 0, "both sides finished");
