@@ -86,6 +86,26 @@ int client_send(client_t *c, const msg_t *m)
     return 0;
 }
 
+int client_send_upload(client_t *c, const msg_t *m)
+{
+    if (c->proto < 4 || m->vec_len <= WIRE_CHUNK_BYTES) return client_send(c, m);
+    /* v4: the vector in PARTs, then the message without it. Blocking sends:
+     * ZeroMQ queues up to its high-water mark, then waits for the link. */
+    for (size_t off = 0; off < m->vec_len; off += WIRE_CHUNK_BYTES) {
+        size_t n = m->vec_len - off < WIRE_CHUNK_BYTES ? m->vec_len - off : WIRE_CHUNK_BYTES;
+        msg_t p = {.type = MSG_PART, .round = m->round, .phase = m->phase, .offset = off,
+                   .bulk_len = m->vec_len, .vec = m->vec + off, .vec_len = n,
+                   .present = MSG_HAS_VEC};
+        if (client_send(c, &p) < 0) return -1;
+    }
+    msg_t last = *m;
+    last.bulk_len = m->vec_len;
+    last.vec = NULL;
+    last.vec_len = 0;
+    last.present = (m->present & ~MSG_HAS_VEC) | MSG_HAS_BULK;
+    return client_send(c, &last);
+}
+
 void client_send_error(client_t *c, uint32_t round, msg_error_t code, const char *why)
 {
     msg_t e;
@@ -657,7 +677,7 @@ static void on_plain_upload(client_t *c, const msg_t *m)
                .n_samples = c->train.n, .loss_sum = c->update_loss,
                .train_seconds = c->update_secs, .vec = (const uint8_t *)c->work,
                .vec_len = c->numel * 4, .present = MSG_HAS_VEC};
-    if (client_send(c, &u) == 0)
+    if (client_send_upload(c, &u) == 0)
         log_info("round=%u phase=train event=update-sent n=%lld loss=%.4f train_s=%.2f",
                  m->round, (long long)c->train.n, c->update_loss, c->update_secs);
     client_drop_work(c);

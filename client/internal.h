@@ -135,6 +135,8 @@ static inline void client_drop_upload(client_t *c)
 }
 
 int client_send(client_t *c, const msg_t *m);
+/* UPDATE or MASKED: over one chunk (v4), its vector goes first in PARTs. */
+int client_send_upload(client_t *c, const msg_t *m);
 /* SHA-256 of the global model, computed once per received model. */
 const uint8_t *client_global_hash(client_t *c);
 void client_send_error(client_t *c, uint32_t round, msg_error_t code, const char *why);

@@ -597,7 +597,7 @@ static void upload(client_t *c, const msg_t *m)
     if (client_maybe_die(c, "masked-upload", s->round)) return; /* test builds: --stall-at */
     msg_t out = {.type = MSG_MASKED, .round = s->round, .phase = PHASE_MASKED,
                  .vec = s->y, .vec_len = s->y_len, .present = MSG_HAS_VEC};
-    client_send(c, &out);
+    client_send_upload(c, &out);
     s->y = NULL; /* the buffer is the client's, reused next round */
     client_drop_upload(c); /* hosted: freed (zmq_send copied it) */
     s->state = SA_MASKED;

@@ -103,6 +103,14 @@ void coord_reply_error(coord_t *c, client_rec_t *k, const peer_id_t *id, uint32_
     coord_send(c, k, id, &e);
 }
 
+/* Frees k's staged upload (on_part). */
+static void unstage(client_rec_t *k)
+{
+    free(k->stage);
+    k->stage = NULL;
+    k->stage_len = k->stage_have = 0;
+}
+
 /* How the model goes with PLAN and EVAL to a site that does not hold this version. */
 enum { SPEC_ONLY, SPEC_VEC, SPEC_BULK };
 
@@ -289,6 +297,68 @@ static void on_fetch(coord_t *c, client_rec_t *k, const msg_t *m)
     if (k->send_q == SEND_IN_FLIGHT) k->sent_at = util_now();
 }
 
+/* PART (v4): the next piece of the UPDATE or MASKED vector of a site granted
+ * its upload, kept until the message itself comes (take_parts). Only a
+ * granted site may send them (at most upload_slots at once, so what is
+ * staged stays bounded whatever the number of sites), in order, within the
+ * length a vector of this model can have. */
+static void on_part(coord_t *c, client_rec_t *k, const msg_t *m)
+{
+    char why[200] = "";
+    int i = (int)(k - c->clients);
+    int granted = in_training(c->state) && k->train == P_PENDING && m->round == c->round &&
+                  (c->conf->secagg ? secagg_server_granted(c->sa, i) : k->up_granted);
+    uint64_t most = (uint64_t)c->numel * 4 + 64; /* a float vector, or packed words + tail */
+    if (!granted) {
+        snprintf(why, sizeof why, "PART without an upload granted to this site (coordinator is %s)",
+                 coord_phase_name(c));
+        log_warn("round=%u site=%s rejected: %s", c->round, k->site, why);
+        coord_reply_error(c, k, NULL, c->round, ERR_UNEXPECTED, why);
+        return;
+    }
+    if (m->bulk_len == 0 || m->bulk_len > most || (k->stage && m->bulk_len != k->stage_len))
+        snprintf(why, sizeof why, "PART of a %llu-byte vector (this model's are at most %llu)",
+                 (unsigned long long)m->bulk_len, (unsigned long long)most);
+    else if (m->offset != k->stage_have || m->vec_len == 0 || m->vec_len > WIRE_CHUNK_BYTES ||
+             m->vec_len > m->bulk_len - m->offset)
+        snprintf(why, sizeof why, "PART at offset %llu with %zu bytes; expected offset %llu, at "
+                 "most %u bytes", (unsigned long long)m->offset, m->vec_len,
+                 (unsigned long long)k->stage_have, WIRE_CHUNK_BYTES);
+    else if (!k->stage && !(k->stage = malloc(m->bulk_len)))
+        snprintf(why, sizeof why, "the coordinator has no memory for this upload");
+    if (why[0]) {
+        log_warn("round=%u site=%s rejected: %s", c->round, k->site, why);
+        coord_reply_error(c, k, NULL, c->round, ERR_WRONG_LENGTH, why);
+        coord_drop(c, k, why);
+        return;
+    }
+    k->stage_len = m->bulk_len;
+    memcpy(k->stage + k->stage_have, m->vec, m->vec_len);
+    k->stage_have += m->vec_len;
+}
+
+/* UPDATE or MASKED after its PARTs (v4): *whole is m with the staged vector.
+ * 0, or -1 after rejecting it (the parts do not make the length it names). */
+static int take_parts(coord_t *c, client_rec_t *k, const msg_t *m, msg_t *whole)
+{
+    if (!k->stage || k->stage_have != k->stage_len || m->bulk_len != k->stage_len) {
+        char why[200];
+        snprintf(why, sizeof why, "%s names a %llu-byte vector; its PARTs brought %llu bytes",
+                 msg_type_name(m->type), (unsigned long long)m->bulk_len,
+                 (unsigned long long)k->stage_have);
+        log_warn("round=%u site=%s rejected: %s", c->round, k->site, why);
+        coord_reply_error(c, k, NULL, c->round, ERR_WRONG_LENGTH, why);
+        if (in_training(c->state) && k->train == P_PENDING) coord_drop(c, k, why);
+        unstage(k);
+        return -1;
+    }
+    *whole = *m;
+    whole->vec = k->stage;
+    whole->vec_len = (size_t)k->stage_len;
+    whole->present |= MSG_HAS_VEC;
+    return 0;
+}
+
 /* May k, lost while fetching the phase's model, keep its place and resume?
  * Only before it has the model: nothing of this round has left it yet. */
 static int fetch_resumable(const coord_t *c, const client_rec_t *k)
@@ -325,6 +395,7 @@ int coord_live_count(const coord_t *c)
 
 void coord_drop(coord_t *c, client_rec_t *k, const char *why)
 {
+    unstage(k);
     if (in_training(c->state) && k->train == P_PENDING) {
         k->train = P_DROPPED;
         if (c->sa) secagg_server_drop(c->sa, (int)(k - c->clients));
@@ -372,11 +443,11 @@ static int admit(coord_t *c, const peer_id_t *from, const msg_t *m)
         const char *sw = hello_sw(m)[0] ? hello_sw(m) : "an older release";
         if (m->version < WIRE_VERSION_MIN)
             snprintf(why, sizeof why, "this site speaks protocol version %u (medfed %s), the "
-                     "coordinator (medfed %s) speaks %u and %u: upgrade medfed at this site",
+                     "coordinator (medfed %s) speaks %u to %u: upgrade medfed at this site",
                      m->version, sw, medfed_version(), WIRE_VERSION_MIN, WIRE_VERSION);
         else
             snprintf(why, sizeof why, "this site speaks protocol version %u (medfed %s), the "
-                     "coordinator (medfed %s) speaks %u and %u: upgrade the coordinator first",
+                     "coordinator (medfed %s) speaks %u to %u: upgrade the coordinator first",
                      m->version, sw, medfed_version(), WIRE_VERSION_MIN, WIRE_VERSION);
         log_warn("site=%s refused: %s", m->site, why);
         coord_reply_error(c, NULL, from, 0, ERR_VERSION, why);
@@ -466,7 +537,7 @@ static void on_hello(coord_t *c, const peer_id_t *from, const msg_t *m)
     if (k->proto != m->version || strcmp(k->sw, sw) != 0)
         log_info("site=%s event=hello protocol=%u software=%s%s", k->site, m->version,
                  sw[0] ? sw : "?",
-                 m->version < WIRE_VERSION ? " (one protocol version behind: spoken)" : "");
+                 m->version < WIRE_VERSION ? " (an older protocol version: spoken)" : "");
     k->proto = m->version;
     util_strlcpy(k->sw, sw, sizeof k->sw);
     k->done = k->total = 0;
@@ -630,7 +701,10 @@ static void start_round(coord_t *c)
         live[j] = t;
     }
     int cohort = cohort_size(c, n);
-    for (int i = 0; i < c->n_clients; i++) c->clients[i].up_ready = c->clients[i].up_granted = 0;
+    for (int i = 0; i < c->n_clients; i++) {
+        c->clients[i].up_ready = c->clients[i].up_granted = 0;
+        unstage(&c->clients[i]);
+    }
     for (int i = 0; i < cohort; i++) c->clients[live[i]].train = P_PENDING;
     c->participants = 0;
     c->survivors = 0;
@@ -1263,15 +1337,22 @@ static void dispatch(coord_t *c, const peer_id_t *from, int fd, const msg_t *m)
         log_info("site=%s event=alive-again", k->site);
         k->live = 1;
     }
+    msg_t whole; /* UPDATE or MASKED whose vector came in PARTs (v4) */
+    if ((m->type == MSG_UPDATE || m->type == MSG_MASKED) && (m->present & MSG_HAS_BULK)) {
+        if (take_parts(c, k, m, &whole) < 0) return;
+        m = &whole;
+    }
     switch (m->type) {
     case MSG_HEARTBEAT: on_heartbeat(c, k, m); return;
     case MSG_FETCH: on_fetch(c, k, m); return;
+    case MSG_PART: on_part(c, k, m); return;
     case MSG_ERROR: on_client_error(c, k, m); return;
     case MSG_UPDATE:
         if (c->state == ST_TRAINING && !c->conf->secagg) on_update(c, k, m);
         else coord_reply_error(c, k, NULL, c->round, ERR_UNEXPECTED,
                                c->conf->secagg ? "secure aggregation is on: plaintext updates refused"
                                                : "no training phase is open");
+        unstage(k);
         return;
     case MSG_ADVERTISE: case MSG_SHARES: case MSG_READY: case MSG_MASKED: case MSG_CONSIST:
     case MSG_UNMASK:
@@ -1292,6 +1373,7 @@ static void dispatch(coord_t *c, const peer_id_t *from, int fd, const msg_t *m)
             log_warn("round=%u site=%s rejected: %s", c->round, k->site, why);
             coord_reply_error(c, k, NULL, c->round, ERR_UNEXPECTED, why);
         }
+        unstage(k); /* a MASKED from PARTs is in the sum, or refused */
         return;
     case MSG_EVAL_RESULT:
         if (c->state == ST_EVALUATING) on_eval_result(c, k, m);
@@ -1314,6 +1396,7 @@ static void lose(coord_t *c, client_rec_t *k, const char *why, int closed)
     k->lost_at = util_now();
     k->fd = -1;
     k->has_version = NO_VERSION;
+    unstage(k);
     if (closed && fetch_resumable(c, k)) {
         /* Its place waits heartbeat_timeout for it (tick); its download
          * slot goes to the next site now. */
@@ -1989,6 +2072,7 @@ int coord_run(const coord_conf_t *conf)
     zmq_setsockopt(c.sock, ZMQ_LINGER, &shutdown_linger, sizeof shutdown_linger);
 out:
     record_end(&c);
+    for (int i = 0; i < c.n_clients; i++) unstage(&c.clients[i]);
     admin_close(&c.admin);
     if (c.monitor) {
         zmq_socket_monitor(c.sock, NULL, 0);

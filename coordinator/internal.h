@@ -63,6 +63,9 @@ typedef struct {
     double away_at;        /* lost while fetching: keeps its place in the phase until
                             * heartbeat_timeout after this, to resume the fetch (0: not away) */
     uint64_t fetched;      /* chunk bytes sent to it in this phase */
+    uint8_t *stage;        /* v4: the PARTs of its UPDATE or MASKED vector so far (on_part), at
+                            * most upload_slots sites at once; freed once the message is in */
+    uint64_t stage_len, stage_have;
     int removed;           /* taken off the roster (SIGHUP): refused until it is back */
     uint32_t proto;        /* protocol version of its HELLO (WIRE_VERSION_MIN..WIRE_VERSION):
                             * it is sent only what a decoder of that version accepts */

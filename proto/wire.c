@@ -39,6 +39,8 @@ typedef struct {
 /* ... and version 4 (with its types FETCH and CHUNK). */
 #define V4_PRESENCE MSG_HAS_BULK
 #define BULK_TYPES (T(MSG_FETCH) | T(MSG_CHUNK))
+#define V4_TYPES (BULK_TYPES | T(MSG_PART))
+#define UPLOAD_TYPES (T(MSG_UPDATE) | T(MSG_MASKED))
 
 static const field_t fields[] = {
     /* key        kind   where               cap / len             required                              optional */
@@ -57,16 +59,16 @@ static const field_t fields[] = {
     {"classes",   F_U32, OFF(classes),       0,                    SPEC_TYPES, 0, 0},
     {"numel",     F_U64, OFF(numel),         0,                    SPEC_TYPES, 0, 0},
     {"model_ver", F_U32, OFF(model_version), 0,                    SPEC_TYPES | BULK_TYPES, 0, 0},
-    {"bl",        F_U64, OFF(bulk_len),      0,                    0, SPEC_TYPES, MSG_HAS_BULK},
+    {"bl",        F_U64, OFF(bulk_len),      0,                    T(MSG_PART), SPEC_TYPES | UPLOAD_TYPES, MSG_HAS_BULK},
     {"bh",        F_BIN, OFF(bulk_hash),     OFF(bulk_hash_len),   BULK_TYPES, SPEC_TYPES, MSG_HAS_BULK},
-    {"off",       F_U64, OFF(offset),        0,                    BULK_TYPES, 0, 0},
+    {"off",       F_U64, OFF(offset),        0,                    V4_TYPES, 0, 0},
     {"epochs",    F_U32, OFF(epochs),        0,                    T(MSG_PLAN), 0, 0},
     {"batch",     F_U32, OFF(batch),         0,                    T(MSG_PLAN), 0, 0},
     {"lr",        F_F64, OFF(lr),            0,                    T(MSG_PLAN), 0, 0},
     {"momentum",  F_F64, OFF(momentum),      0,                    T(MSG_PLAN), 0, 0},
     {"wd",        F_F64, OFF(weight_decay),  0,                    T(MSG_PLAN), 0, 0},
     {"seed",      F_U64, OFF(seed),          0,                    T(MSG_PLAN), 0, 0},
-    {"vec",       F_BIN, OFF(vec),           OFF(vec_len),         T(MSG_UPDATE) | T(MSG_MASKED) | T(MSG_CHUNK), SPEC_TYPES, MSG_HAS_VEC},
+    {"vec",       F_BIN, OFF(vec),           OFF(vec_len),         T(MSG_CHUNK) | T(MSG_PART), SPEC_TYPES | UPLOAD_TYPES, MSG_HAS_VEC},
     {"n",         F_I64, OFF(n_samples),     0,                    T(MSG_UPDATE) | T(MSG_EVAL_RESULT), 0, 0},
     {"loss",      F_F64, OFF(loss_sum),      0,                    T(MSG_UPDATE) | T(MSG_EVAL_RESULT), 0, 0},
     {"train_s",   F_F64, OFF(train_seconds), 0,                    T(MSG_UPDATE) | T(MSG_ADVERTISE), 0, 0},
@@ -91,7 +93,7 @@ static const field_t fields[] = {
 static const char *const type_names[MSG_TYPE_COUNT] = {
     "?", "HELLO", "WELCOME", "PLAN", "HEARTBEAT", "UPDATE", "EVAL", "EVAL_RESULT",
     "SHUTDOWN", "ERROR", "ADVERTISE", "KEYS", "SHARES", "SHARES_IN", "MASKED", "UNMASK_REQ",
-    "UNMASK", "UPLOAD", "READY", "PING", "PONG", "CONSIST_REQ", "CONSIST", "FETCH", "CHUNK",
+    "UNMASK", "UPLOAD", "READY", "PING", "PONG", "CONSIST_REQ", "CONSIST", "FETCH", "CHUNK", "PART",
 };
 
 static const char *const phase_names[PHASE_COUNT] = {"none", "train", "eval", "advertise",
@@ -110,7 +112,7 @@ const char *msg_phase_name(uint32_t p)
 
 int msg_fits_version(const msg_t *m, uint32_t version, char *err, size_t errlen)
 {
-    if (version < 4 && (T(m->type) & BULK_TYPES)) {
+    if (version < 4 && (T(m->type) & V4_TYPES)) {
         snprintf(err, errlen, "%s: unknown message type (protocol version %u has no such type)",
                  msg_type_name(m->type), version);
         return -1;

@@ -87,6 +87,8 @@ typedef enum {
     /* v4: the model in chunks (PLAN/EVAL carry its length and hash, "bl", "bh"): */
     MSG_FETCH,          /* K->C  model_ver, bh, off: send the model's bytes from off */
     MSG_CHUNK,          /* C->K  model_ver, bh, off, vec = at most WIRE_CHUNK_BYTES of them */
+    MSG_PART,           /* K->C  bl, off, vec: a piece of the UPDATE or MASKED vector that
+                         *       follows (sent then with bl and no vec: MSG_HAS_BULK) */
     MSG_TYPE_COUNT
 } msg_type_t;
 
@@ -129,13 +131,17 @@ typedef enum {
 #define MSG_HAS_PROGRESS (1u << 6) /* v3: HEARTBEAT: training progress */
 #define MSG_HAS_LOCAL (1u << 7)    /* v3: PLAN: prox_mu, augment, class_balanced */
 #define MSG_HAS_LOSS (1u << 8)     /* v3: secure PLAN: the loss scale (MASKED's loss word) */
-#define MSG_HAS_BULK (1u << 9)     /* v4: PLAN/EVAL: the model follows in chunks (bl, bh) */
+#define MSG_HAS_BULK (1u << 9)     /* v4: PLAN/EVAL: the model is fetched in chunks (bl, bh);
+                                    * UPDATE/MASKED: the vector came before in PARTs (bl) */
 
 /* v4 model transfer: the site asks for the model in chunks of at most this
  * many bytes, a few at a time (client.c's window), and keeps what it has
  * across a lost link: a PLAN or EVAL sent again for the same model (same
  * version and SHA-256) resumes at the first byte it lacks. Control messages
- * (heartbeats, PONGs, SHUTDOWN) pass between chunks. */
+ * (heartbeats, PONGs, SHUTDOWN) pass between chunks. The other way, a
+ * vector longer than a chunk (UPDATE, MASKED) goes as PARTs of at most this
+ * size, then the message itself without it: CURVE encrypts each message
+ * whole, so no message is larger than a chunk plus its envelope. */
 #define WIRE_CHUNK_BYTES (1u << 20)
 
 /* Record layouts inside secure-aggregation blobs (all integers LE). */
@@ -313,13 +319,16 @@ typedef struct {
     uint64_t numel;                 /* floats in the model vector */
 
     /* v4: PLAN / EVAL (MSG_HAS_BULK): the model's length in bytes and its
-     * SHA-256, fetched in chunks; FETCH / CHUNK: the same hash and a byte offset */
+     * SHA-256, fetched in chunks; FETCH / CHUNK: the same hash and a byte
+     * offset; PART: offset and total length; UPDATE / MASKED (MSG_HAS_BULK):
+     * the length of the vector its PARTs carried */
     uint64_t bulk_len;
     const uint8_t *bulk_hash;       /* WIRE_HASH_BYTES, checked by the handlers */
     size_t bulk_hash_len;
     uint64_t offset;
 
-    /* PLAN / EVAL / UPDATE / CHUNK: raw little-endian float32 vector */
+    /* PLAN / EVAL / UPDATE / CHUNK / PART: raw little-endian float32 vector
+     * (MASKED: packed words) */
     const uint8_t *vec;
     size_t vec_len;                 /* bytes */
 

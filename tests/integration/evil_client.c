@@ -186,6 +186,7 @@ int main(int argc, char **argv)
     transport_send(sock, NULL, &hello, buf, 0);
 
     int rc = 1, granted = 0;
+    size_t part_numel = 0;
     uint32_t want = 0, round = 0;
     double deadline = util_now() + 60;
     wire_frame_t fr;
@@ -233,6 +234,42 @@ int main(int argc, char **argv)
             }
             transport_send(sock, NULL, &a, buf, 0);
             printf("evil_client: sent a %s message for round %u\n", mode, m.round);
+        } else if (m.type == MSG_PLAN && strncmp(mode, "part-", 5) == 0) {
+            /* v4 uploads in PARTs: one before any UPLOAD (part-ungranted), or
+             * READY and, once granted, bad PARTs (part-gap, part-short) */
+            round = m.round;
+            part_numel = (size_t)m.numel;
+            if (strcmp(mode, "part-ungranted") == 0) {
+                static uint8_t zeros[4096];
+                msg_t p = {.type = MSG_PART, .round = m.round, .phase = PHASE_TRAIN,
+                           .bulk_len = part_numel * 4, .vec = zeros, .vec_len = sizeof zeros,
+                           .present = MSG_HAS_VEC};
+                transport_send(sock, NULL, &p, buf, 0);
+                want = ERR_UNEXPECTED;
+            } else {
+                msg_t r = {.type = MSG_READY, .round = m.round, .phase = PHASE_TRAIN};
+                transport_send(sock, NULL, &r, buf, 0);
+                want = ERR_WRONG_LENGTH;
+            }
+            printf("evil_client: %s for round %u\n", mode, m.round);
+        } else if (m.type == MSG_UPLOAD && strncmp(mode, "part-", 5) == 0) {
+            uint8_t *zeros = calloc(1, WIRE_CHUNK_BYTES);
+            if (!zeros) return 2;
+            msg_t p = {.type = MSG_PART, .round = m.round, .phase = PHASE_TRAIN,
+                       .bulk_len = part_numel * 4, .vec = zeros, .vec_len = WIRE_CHUNK_BYTES,
+                       .present = MSG_HAS_VEC};
+            transport_send(sock, NULL, &p, buf, 0);
+            if (strcmp(mode, "part-gap") == 0) { /* the second chunk skipped */
+                p.offset = 2 * WIRE_CHUNK_BYTES;
+                transport_send(sock, NULL, &p, buf, 0);
+            } else { /* part-short: the update names more than its parts brought */
+                msg_t u = {.type = MSG_UPDATE, .round = m.round, .phase = PHASE_TRAIN,
+                           .n_samples = 100, .loss_sum = 0.5, .train_seconds = 0.1,
+                           .bulk_len = part_numel * 4, .present = MSG_HAS_BULK};
+                transport_send(sock, NULL, &u, buf, 0);
+            }
+            free(zeros);
+            printf("evil_client: granted: sent %s for round %u\n", mode, m.round);
         } else if (m.type == MSG_PLAN && strcmp(mode, "ready-hold") == 0) {
             round = m.round; /* heartbeats of this round from now on: alive, never done */
             msg_t r = {.type = MSG_READY, .round = m.round, .phase = PHASE_TRAIN};

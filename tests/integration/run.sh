@@ -354,6 +354,23 @@ for mode in wrong-length long huge nan garbage stale-round duplicate; do
     then ok $t; else evil_report $t; fi
 done
 
+# Uploads in PARTs (protocol v4): a PART from a site not granted its upload
+# is refused (ERROR, nothing staged); a granted site whose PARTs skip a chunk,
+# or whose UPDATE names more bytes than its PARTs brought, is refused and
+# dropped; the round completes with the two real sites (whose own updates
+# came in PARTs: 6.6 MB each).
+for mode in part-ungranted part-gap part-short; do
+    t="bad_upload_$mode"
+    skip "$t" && continue
+    evil_round "$WORK/evil-$mode" "$mode" evil-site \
+        '/^identity/d; /^roster/d; /^curve_key/d; /^coordinator_key/d; s/^secure_aggregation = required/secure_aggregation = optional/' \
+        --rounds 1 --secagg off --phase-timeout 30
+    if [ $evil -eq 0 ] && [ $coord -eq 0 ] &&
+       grep -q 'site=evil-site rejected: PART\|site=evil-site rejected: UPDATE names' "$d/coord.log" &&
+       json_check "$d/metrics.jsonl" 'len(rows) == 1 and rows[0]["participants"] == 2 and not rows[0]["aborted"] and rows[0]["val_accuracy"] is not None'
+    then ok $t; else evil_report $t; fi
+done
+
 # Plaintext uploads are granted upload_slots at a time: a site that says
 # READY and then sends nothing holds the one slot, the others' updates wait
 # until it is dropped at transfer_timeout, and the round completes with them.

@@ -8,7 +8,7 @@
 #   upgrade_version_everywhere          every program answers --version
 #   upgrade_subcommand_help             every `medfed SUBCOMMAND --help`: usage, exit 0
 #   upgrade_admin_bind_follows_endpoint the provisioned admin_bind is the endpoint's address
-#   upgrade_round_with_v2_site          a round completes with one v2 and two v3 sites;
+#   upgrade_round_with_v2_site          a round completes with one v2 and two v4 sites;
 #                                       `medfed clients` shows each site's versions
 #   upgrade_training_progress           heartbeats carry progress: `medfed clients` and
 #                                       `medfed watch` show percentages
@@ -110,10 +110,10 @@ t=upgrade_round_with_v2_site
 # word, so the row has no train_loss; a v3 field sent to the v2 site would be
 # refused by it as malformed.)
 if json_check "$U/state/metrics.jsonl" 'len(rows) == 1 and rows[0]["participants"] == 3 and not rows[0]["aborted"] and rows[0]["secagg"] and rows[0].get("train_loss") is None' &&
-   json_check "$U/clients.json" '{c["site"]: (c["protocol"], c["software"]) for c in rows[0]["clients"]} == {"up-a": (3, "'"$VERSION_TXT"'"), "up-b": (3, "'"$VERSION_TXT"'"), "up-c": (2, None)}' &&
-   grep -q 'site=up-c event=hello protocol=2 software=? (one protocol version behind: spoken)' "$U/coord.log" &&
-   grep -Eq '^up-c +.* <0\.6 +2 ' "$U/clients.txt" && grep -Eq "^up-a +.* $VERSION_TXT +3 " "$U/clients.txt" &&
-   grep -q 'protocol 2 < 3 run an older medfed' "$U/clients.txt" &&
+   json_check "$U/clients.json" '{c["site"]: (c["protocol"], c["software"]) for c in rows[0]["clients"]} == {"up-a": (4, "'"$VERSION_TXT"'"), "up-b": (4, "'"$VERSION_TXT"'"), "up-c": (2, None)}' &&
+   grep -q 'site=up-c event=hello protocol=2 software=? (an older protocol version: spoken)' "$U/coord.log" &&
+   grep -Eq '^up-c +.* <0\.6 +2 ' "$U/clients.txt" && grep -Eq "^up-a +.* $VERSION_TXT +4 " "$U/clients.txt" &&
+   grep -q 'protocol 2 < 4 run an older medfed' "$U/clients.txt" &&
    grep -q 'protocol version pinned to 2' "$U/up-c.log" &&
    ! grep -q 'malformed message from the coordinator' "$U/up-a.log" "$U/up-b.log" "$U/up-c.log"
 then ok $t; else bad $t "see $U"; cat "$U/clients.txt"; tail -3 "$U/coord.log"; fi
@@ -134,7 +134,7 @@ if [ $crc -eq 0 ] && [ $cjrc -eq 0 ] &&
    grep -Eq '^  WARN  certificate +.*identity.crt expires in (9|10) days .*medfed provision --renew up-a' "$U/check.txt" &&
    grep -Eq '^  ok    coordinator +tcp://127.0.0.1:[0-9]+ answers \(medfed '"$VERSION_TXT"', round 1' "$U/check.txt" &&
    grep -q '^  \.\.\.   data' "$U/check.txt" && grep -q '^result: all checks passed, 1 warning' "$U/check.txt" &&
-   json_check "$U/check.json" 'rows[0]["ok"] and rows[0]["certificate"]["days_left"] in (9, 10) and len(rows[0]["warnings"]) == 1 and rows[0]["coordinator"]["software"] == "'"$VERSION_TXT"'" and rows[0]["version"]["protocol"] == 3' &&
+   json_check "$U/check.json" 'rows[0]["ok"] and rows[0]["certificate"]["days_left"] in (9, 10) and len(rows[0]["warnings"]) == 1 and rows[0]["coordinator"]["software"] == "'"$VERSION_TXT"'" and rows[0]["version"]["protocol"] == 4' &&
    grep -Eq "warning: up-a's certificate expires in (9|10) days" "$U/clients-warn.err"
 then ok $t; else bad $t "check=$crc json=$cjrc"; cat "$U/check.txt" "$U/clients-warn.err"; fi
 
@@ -165,7 +165,7 @@ kill -TERM $opid 2>/dev/null
 wait $opid
 orc=$?
 if [ $alive -eq 1 ] && [ $orc -eq 0 ] &&
-   grep -q 'event=version-refused .*protocol version 1 .*the coordinator (medfed '"$VERSION_TXT"') speaks 2 and 3: upgrade medfed at this site; asking again in 1 s' "$U/old.log" &&
+   grep -q 'event=version-refused .*protocol version 1 .*the coordinator (medfed '"$VERSION_TXT"') speaks 2 to 4: upgrade medfed at this site; asking again in 1 s' "$U/old.log" &&
    grep -q 'asking again in 2 s' "$U/old.log" &&
    grep -q 'site=up-c refused: this site speaks protocol version 1' "$U/coord.log"
 then ok $t; else bad $t "alive=$alive rc=$orc"; tail -3 "$U/old.log"; fi

@@ -647,6 +647,25 @@ static void test_v4_chunks(void **state)
     assert_int_equal(d.offset, 1u << 20);
     assert_int_equal(msg_fits_version(&d, 4, err, sizeof err), 0);
 
+    /* An upload's vector in PARTs, then the message naming its length. */
+    m = (msg_t){.type = MSG_PART, .round = 3, .phase = PHASE_MASKED, .offset = 8, .bulk_len = 32,
+                .vec = bytes, .vec_len = 16, .present = MSG_HAS_VEC};
+    msg_encode(&m, f->buf);
+    assert_int_equal(decode_raw(f, wire_buf_data(f->buf), wire_buf_size(f->buf), &d, err), 0);
+    assert_int_equal(d.type, MSG_PART);
+    assert_int_equal(d.offset, 8);
+    assert_int_equal(d.bulk_len, 32);
+    assert_int_equal(d.vec_len, 16);
+    assert_int_equal(msg_fits_version(&d, 3, err, sizeof err), -1);
+    m = (msg_t){.type = MSG_MASKED, .round = 3, .phase = PHASE_MASKED, .bulk_len = 32,
+                .present = MSG_HAS_BULK};
+    msg_encode(&m, f->buf);
+    assert_int_equal(decode_raw(f, wire_buf_data(f->buf), wire_buf_size(f->buf), &d, err), 0);
+    assert_true(d.present & MSG_HAS_BULK);
+    assert_false(d.present & MSG_HAS_VEC);
+    assert_int_equal(d.bulk_len, 32);
+    assert_int_equal(msg_fits_version(&d, 3, err, sizeof err), -1);
+
     /* A FETCH without its offset, or a CHUNK without its bytes, is refused. */
     envelope(f, MSG_FETCH, 2);
     pstr(&f->pk, "model_ver"); msgpack_pack_uint32(&f->pk, 2);
