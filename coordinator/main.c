@@ -8,6 +8,7 @@
  * flag of the same name ('-' or '_'); flags override the file. SIGHUP
  * re-reads the roster; SIGTERM stops after writing the model.
  */
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -100,11 +101,27 @@ static const char *flag_value(int argc, char **argv, int *i, char *name, size_t 
     return *i + 1 < argc ? argv[++*i] : NULL;
 }
 
+/* The coordinator's buffers come and go by the megabyte: ZeroMQ's 1 MiB
+ * chunks (and CURVE's copies of them) in its I/O threads, each upload's
+ * staged vector. Above glibc's mmap threshold each was a fresh mapping,
+ * page-faulted and zeroed by the kernel, then unmapped: a third of the
+ * coordinator's CPU in a resnet18 round (perf). Kept in the heap, freed
+ * memory is reused: -34% CPU per round plaintext, -20% secure, peak RSS
+ * +5-15% (bench-scale, side by side). */
+static void keep_buffers_in_heap(void)
+{
+#ifdef M_MMAP_THRESHOLD
+    mallopt(M_MMAP_THRESHOLD, 128 << 20);
+    mallopt(M_TRIM_THRESHOLD, 256 << 20);
+#endif
+}
+
 int main(int argc, char **argv)
 {
     static coord_conf_t conf;
     char err[1024], name[64];
     int check = 0, json = 0;
+    keep_buffers_in_heap();
     if (medfed_version_flag(argc, argv, "medfed-coordinator")) return 0;
     coord_conf_defaults(&conf);
     /* The file first, then the flags over it, in the order given. */

@@ -43,13 +43,19 @@ static void check_shape(const msg_t *m, const uint8_t *base, size_t size)
     FZ_CHECK(inside(m->hist, m->hist_len, base, size));
     FZ_CHECK(inside(m->blob, m->blob_len, base, size));
     FZ_CHECK(inside(m->u1, m->u1_len, base, size));
+    FZ_CHECK(inside(m->bulk_hash, m->bulk_hash_len, base, size));
     FZ_CHECK(memchr(m->sw, '\0', sizeof m->sw) != NULL);
+    const uint32_t v3 = MSG_HAS_SW | MSG_HAS_PROGRESS | MSG_HAS_LOCAL | MSG_HAS_LOSS;
+    const int v4_type = m->type == MSG_FETCH || m->type == MSG_CHUNK || m->type == MSG_PART;
     FZ_CHECK((m->present & ~(MSG_HAS_VEC | MSG_HAS_HIST | MSG_HAS_SECAGG | MSG_HAS_BLOB |
-                             MSG_HAS_U1 | MSG_HAS_SW | MSG_HAS_PROGRESS)) == 0);
-    /* What a v2 decoder refuses is exactly the v3 fields. */
+                             MSG_HAS_U1 | v3 | MSG_HAS_BULK)) == 0);
+    /* What a v2 decoder refuses is exactly the v3 and v4 fields and types,
+     * and a v3 decoder the v4 ones. */
     char why[128];
     FZ_CHECK((msg_fits_version(m, 2, why, sizeof why) < 0) ==
-             ((m->present & (MSG_HAS_SW | MSG_HAS_PROGRESS)) != 0));
+             (v4_type || (m->present & (v3 | MSG_HAS_BULK)) != 0));
+    FZ_CHECK((msg_fits_version(m, 3, why, sizeof why) < 0) ==
+             (v4_type || (m->present & MSG_HAS_BULK) != 0));
     FZ_CHECK(msg_fits_version(m, WIRE_VERSION, why, sizeof why) == 0);
 }
 
