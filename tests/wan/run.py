@@ -43,6 +43,9 @@ arriving, not by whole messages):
                 3.1 MB masked upload takes ~36 s, past heartbeat_timeout (30 s)
   thin-downlink the VPN, and site-05 at 0.7 Mbit/s down (10 up, 200 ms RTT): the
                 6.6 MB model takes ~75 s, past the client's link_timeout (60 s)
+  thin-downlink-reset  the same, and site-05's connection reset once 3 MB of the
+                model are down it: it must resume the fetch where it stopped
+                (protocol v4) and stay in the round
 Each asserts: every round completes (none aborted) with every site that could
 take part, the unmasked sum of every round is exactly the sum of the included
 sites' encoded updates (the test build's MEDFED_TEST_DUMP_DIR), no site hangs
@@ -676,6 +679,36 @@ def profile_thin_downlink(h):
               "model" % site_name(SITES - 1))
 
 
+def profile_thin_downlink_reset(h):
+    """The thin downlink, and the site's connection reset once 3 MB of the
+    model are down it (relay --cut-after): the site keeps its place in the
+    round, reconnects and fetches the rest from where it stopped (protocol
+    v4), so the round still includes it and its model arrives once."""
+    links = {k: VPN for k in range(SITES)}
+    thin = SITES - 1
+    links[thin] = THIN_DOWN
+    net, cns, sns = wan_topology(h, "thin-downlink-reset", links)
+    fed = Federation(h, "thin-downlink-reset", net, cns, sns, admin=False)
+    h.feds.append(fed)
+    fed.start(1, "tcp://0.0.0.0:%d" % PORT,
+              relay_args=lambda k: relay_for(links[k]) + (["--cut-after", "3000000"] if k == thin else []))
+    fed.finish_shutdown(deadline=400, check_clients=False)
+    fed.check_rounds(lambda row: range(SITES))
+    fed.expect_clients_exit(20, "after the coordinator's SHUTDOWN", since=fed.shutdown_at)
+    log_text = open(os.path.join(fed.logs, site_name(thin) + ".log"), errors="replace").read()
+    m = re.search(r"round=1 event=model-received version=0 bytes=(\d+) received=(\d+) resumed_at=(\d+)", log_text)
+    if "cut after" not in open(os.path.join(fed.logs, "relay-%s.log" % site_name(thin))).read():
+        raise ProfileFailed("the relay never cut %s's connection" % site_name(thin))
+    if not m or int(m.group(3)) < 1000000 or int(m.group(2)) != int(m.group(1)):
+        raise ProfileFailed("%s did not resume its download where it stopped: %s"
+                            % (site_name(thin), m.group(0) if m else "no model-received line"))
+    fed.events.append({"event": "cut", "site": site_name(thin), "resumed_at": int(m.group(3)),
+                       "model_bytes": int(m.group(1))})
+    log("  thin-downlink-reset: %s resumed its model at byte %s of %s" % (site_name(thin), m.group(3), m.group(1)))
+    fed.link_stats = {}
+    return fed
+
+
 def profile_flapping(h):
     rng = random.Random(WAN_SEED)
     site = 2
@@ -756,7 +789,8 @@ def profile_partition(h):
 
 PROFILES = [("loopback", profile_loopback), ("hospital-vpn", profile_vpn), ("slow-site", profile_slow),
             ("flapping", profile_flapping), ("partition", profile_partition),
-            ("thin-uplink", profile_thin_uplink), ("thin-downlink", profile_thin_downlink)]
+            ("thin-uplink", profile_thin_uplink), ("thin-downlink", profile_thin_downlink),
+            ("thin-downlink-reset", profile_thin_downlink_reset)]
 # Run only when named in WAN_ONLY: none at present.
 EXTRA = []
 
