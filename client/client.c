@@ -792,7 +792,9 @@ static int dispatch(client_t *c, const msg_t *m, int *rc)
             return 0;
         }
         log_warn("round=%u coordinator error %u: %s", m->round, m->code, m->reason);
-        if (m->code == ERR_MODEL_GONE && c->fetch.active) { /* the round went on without us */
+        /* The round went on without us: that fetch is over (an answer to
+         * the FETCHes of an earlier round's fetch leaves this one alone). */
+        if (m->code == ERR_MODEL_GONE && c->fetch.active && m->round == c->fetch.msg.round) {
             log_warn("round=%u event=model-fetch-abandoned", c->fetch.msg.round);
             fetch_forget(c);
         }
