@@ -792,12 +792,10 @@ static int dispatch(client_t *c, const msg_t *m, int *rc)
             return 0;
         }
         log_warn("round=%u coordinator error %u: %s", m->round, m->code, m->reason);
-        /* The round went on without us: that fetch is over (an answer to
-         * the FETCHes of an earlier round's fetch leaves this one alone). */
-        if (m->code == ERR_MODEL_GONE && c->fetch.active && m->round == c->fetch.msg.round) {
-            log_warn("round=%u event=model-fetch-abandoned", c->fetch.msg.round);
-            fetch_forget(c);
-        }
+        /* ERR_MODEL_GONE: a FETCH came too late (the phase went on without
+         * us). Nothing to undo: it may answer an earlier fetch's requests
+         * while a newer one runs, and the next PLAN or EVAL replaces a fetch
+         * that can no longer finish (or resumes it, for the same model). */
         return 0;
     default:
         log_warn("unexpected %s from coordinator, ignored", msg_type_name(m->type));

@@ -111,6 +111,8 @@ static void unstage(client_rec_t *k)
     k->stage_len = k->stage_have = 0;
 }
 
+#define SITE_SNDHWM 64
+
 /* How the model goes with PLAN and EVAL to a site that does not hold this version. */
 enum { SPEC_ONLY, SPEC_VEC, SPEC_BULK };
 
@@ -169,6 +171,7 @@ static void pump_sends(coord_t *c)
             log_warn("round=%u site=%s has not said it has the model %.0f s after it was sent: "
                      "sending the next site", c->round, k->site, now - k->sent_at);
             k->send_q = 0;
+            k->fetching = 0;
         }
         in_flight += k->send_q == SEND_IN_FLIGHT;
         away += k->away_at > 0; /* the frame is sent again when it is back */
@@ -259,14 +262,23 @@ static int broadcast_spec(coord_t *c, msg_t *m, int train)
     return sent;
 }
 
-/* FETCH (v4): the next chunk of the model a PLAN or EVAL named. Served to
- * any registered site for the version served now, by its SHA-256: a site
- * holding part of an older or different model (a coordinator restarted in
- * between) is told so and starts over. */
+/* FETCH (v4): the next chunk of the model a PLAN or EVAL named. Served to a
+ * site the phase waits on, for the version served now, by its SHA-256: a
+ * site holding part of an older or different model (a coordinator restarted
+ * in between) is told so and starts over. What one site can have queued is
+ * bounded by the socket's send high-water mark (SITE_SNDHWM). */
 static void on_fetch(coord_t *c, client_rec_t *k, const msg_t *m)
 {
     char why[160];
     uint64_t total = (uint64_t)c->numel * 4;
+    int pending = (in_training(c->state) && k->train == P_PENDING) ||
+                  (c->state == ST_EVALUATING && k->eval == P_PENDING);
+    if (!pending) { /* only a site the phase waits on needs the model now */
+        snprintf(why, sizeof why, "FETCH: this site has no part in the %s phase",
+                 coord_phase_name(c));
+        coord_reply_error(c, k, NULL, m->round, ERR_MODEL_GONE, why);
+        return;
+    }
     if (m->bulk_hash_len != WIRE_HASH_BYTES) {
         coord_reply_error(c, k, NULL, m->round, ERR_MALFORMED, "FETCH: the model hash is not 32 bytes");
         return;
@@ -516,7 +528,8 @@ static void on_hello(coord_t *c, const peer_id_t *from, const msg_t *m)
         log_info("site=%s event=reconnected", k->site);
         /* Lost while fetching (or its old connection's close is not seen
          * yet): it keeps its place and resumes. */
-        if ((k->away_at > 0 || k->live) && m->version >= 4 && fetch_resumable(c, k)) {
+        if ((k->away_at > 0 || k->live) && m->version >= 4 && fetch_resumable(c, k) &&
+            c->bulk_frame) {
             log_info("round=%u site=%s event=fetch-resume: back %.1f s after its link was lost "
                      "mid-download -> %s again, it resumes the model where it stopped", c->round,
                      k->site, k->away_at > 0 ? util_now() - k->away_at : 0.0,
@@ -1336,6 +1349,7 @@ static void dispatch(coord_t *c, const peer_id_t *from, int fd, const msg_t *m)
     if (!k->live) {
         log_info("site=%s event=alive-again", k->site);
         k->live = 1;
+        k->away_at = 0; /* its liveness is judged again (silent()) */
     }
     msg_t whole; /* UPDATE or MASKED whose vector came in PARTs (v4) */
     if ((m->type == MSG_UPDATE || m->type == MSG_MASKED) && (m->present & MSG_HAS_BULK)) {
@@ -1898,7 +1912,12 @@ int coord_run(const coord_conf_t *conf)
     if (!c.zctx || !c.sock || !c.out || !c.dec) goto out;
     /* Bound every message before it is allocated: the model plus headroom. */
     int64_t maxmsg = (int64_t)c.numel * 4 + 65536;
-    int mandatory = 1, linger = 1000, hwm = 0;
+    /* What the coordinator queues for one site: this many messages, past
+     * which a send to it fails (ROUTER_MANDATORY) rather than grow without
+     * bound. An honest site has at most a few: the phase's message and
+     * FETCH_WINDOW (4) model chunks; a site asking for chunks it never reads
+     * is held to 64 MiB. */
+    int mandatory = 1, linger = 1000, hwm = SITE_SNDHWM;
     zmq_setsockopt(c.sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg);
     zmq_setsockopt(c.sock, ZMQ_ROUTER_MANDATORY, &mandatory, sizeof mandatory);
     zmq_setsockopt(c.sock, ZMQ_LINGER, &linger, sizeof linger);

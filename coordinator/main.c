@@ -106,8 +106,8 @@ static const char *flag_value(int argc, char **argv, int *i, char *name, size_t 
  * dynamic mmap threshold each was a fresh mapping, page-faulted and zeroed
  * by the kernel, then unmapped: a third of the coordinator's CPU in a
  * resnet18 round (perf). Below 32 MiB they now stay in the heap and freed
- * memory is reused; model-size buffers (an upload's staged vector) are
- * still mapped and returned. Side by side (resnet18, 10 sites, CURVE):
+ * memory is reused; larger ones (a big model's staged upload) are still
+ * mapped and returned. Side by side (resnet18, 10 sites, CURVE):
  * CPU per round -30% plaintext, -20% secure; peak RSS +4%. */
 static void keep_buffers_in_heap(void)
 {

@@ -141,7 +141,8 @@ typedef enum {
  * (heartbeats, PONGs, SHUTDOWN) pass between chunks. The other way, a
  * vector longer than a chunk (UPDATE, MASKED) goes as PARTs of at most this
  * size, then the message itself without it: CURVE encrypts each message
- * whole, so no message is larger than a chunk plus its envelope. */
+ * whole, so between v4 peers no message is larger than a chunk plus its
+ * envelope (a v2/v3 site still gets the model inside PLAN and EVAL). */
 #define WIRE_CHUNK_BYTES (1u << 20)
 
 /* Record layouts inside secure-aggregation blobs (all integers LE). */

@@ -78,7 +78,10 @@ static size_t signed_advertise(const kit_t *k, const msg_t *plan, uint32_t id, u
     uint8_t sk[KA_SECRETKEYBYTES], hash[WIRE_HASH_BYTES], msg[WIRE_ADV_SIGNED_BYTES];
     if (ka_keypair(adv, sk) < 0 || ka_keypair(adv + 32, sk) < 0) return 0;
     crypto_wipe(sk, sizeof sk);
-    crypto_sha256(hash, plan->vec, plan->vec_len); /* the model it was sent */
+    if (plan->present & MSG_HAS_BULK) /* v4: the model's SHA-256, as the PLAN names it */
+        memcpy(hash, plan->bulk_hash, sizeof hash);
+    else
+        crypto_sha256(hash, plan->vec, plan->vec_len); /* the model it was sent */
     wire_put_u64(adv + WIRE_ADV_WEIGHT_OFF, n_k);
     wire_adv_signed(msg, plan->round, id, hash, adv);
     if (identity_sign(adv + WIRE_ADV_SIG_OFF, k->id_sk, "advertise-v2", msg, sizeof msg) < 0)
@@ -210,8 +213,9 @@ int main(int argc, char **argv)
             if (strncmp(mode, "inflate-", 8) == 0) {
                 /* a valid signature on a weight it may not claim */
                 uint64_t n_k = (uint64_t)hello.n_train + (strcmp(mode, "inflate-hello") == 0);
-                a.blob_len = argc == 5 && (m.present & MSG_HAS_VEC)
-                                 ? signed_advertise(&kit, &m, my_id, n_k, adv) : 0;
+                int named = (m.present & MSG_HAS_VEC) ||
+                            ((m.present & MSG_HAS_BULK) && m.bulk_hash_len == WIRE_HASH_BYTES);
+                a.blob_len = argc == 5 && named ? signed_advertise(&kit, &m, my_id, n_k, adv) : 0;
                 if (a.blob_len == 0) {
                     fprintf(stderr, "evil_client: %s needs KIT_DIR and a plan with the model\n",
                             mode);
@@ -234,6 +238,23 @@ int main(int argc, char **argv)
             }
             transport_send(sock, NULL, &a, buf, 0);
             printf("evil_client: sent a %s message for round %u\n", mode, m.round);
+        } else if (m.type == MSG_PLAN && strcmp(mode, "fetch-unasked") == 0) {
+            /* Leaves the round (an ERROR: the coordinator drops it), then asks
+             * for the model the PLAN named, hash and all: no longer its to fetch. */
+            if (!(m.present & MSG_HAS_BULK)) return 2;
+            uint8_t hash[WIRE_HASH_BYTES];
+            memcpy(hash, m.bulk_hash, sizeof hash);
+            msg_t e;
+            msg_error(&e, m.round, ERR_LOCAL, "leaving this round");
+            transport_send(sock, NULL, &e, buf, 0);
+            msg_t q = {.type = MSG_FETCH, .round = m.round, .model_version = m.model_version,
+                       .bulk_hash = hash, .bulk_hash_len = sizeof hash};
+            for (int i = 0; i < 8; i++) {
+                q.offset = (uint64_t)i << 20;
+                transport_send(sock, NULL, &q, buf, 0);
+            }
+            want = ERR_MODEL_GONE;
+            printf("evil_client: left round %u, then 8 FETCHes of its model\n", m.round);
         } else if (m.type == MSG_PLAN && strncmp(mode, "part-", 5) == 0) {
             /* v4 uploads in PARTs: one before any UPLOAD (part-ungranted), or
              * READY and, once granted, bad PARTs (part-gap, part-short) */

@@ -371,6 +371,20 @@ for mode in part-ungranted part-gap part-short; do
     then ok $t; else evil_report $t; fi
 done
 
+# FETCH (protocol v4) from a site the phase does not wait on (it left the
+# round, then asks for the model its PLAN named): refused with
+# ERR_MODEL_GONE, no chunk sent (else one site could have the coordinator
+# queue chunks for it at will); the round completes with the other two.
+t=fetch_outside_a_phase_refused
+if ! skip $t; then
+    evil_round "$WORK/evil-fetch" fetch-unasked evil-site \
+        '/^identity/d; /^roster/d; /^curve_key/d; /^coordinator_key/d; s/^secure_aggregation = required/secure_aggregation = optional/' \
+        --rounds 1 --secagg off --phase-timeout 30
+    if [ $evil -eq 0 ] && [ $coord -eq 0 ] &&
+       json_check "$d/metrics.jsonl" 'len(rows) == 1 and rows[0]["participants"] == 2 and not rows[0]["aborted"]'
+    then ok $t; else evil_report $t; fi
+fi
+
 # Plaintext uploads are granted upload_slots at a time: a site that says
 # READY and then sends nothing holds the one slot, the others' updates wait
 # until it is dropped at transfer_timeout, and the round completes with them.

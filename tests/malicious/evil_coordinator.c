@@ -76,6 +76,8 @@ typedef struct {
     int64_t n_train;
     /* this round */
     uint32_t got;                   /* 1 << msg_type_t of each message received */
+    uint8_t *stage;                 /* v4: the PARTs of its MASKED so far */
+    size_t stage_len, stage_have;
     char error[WIRE_REASON_MAX];    /* the last ERROR's reason, "" if none */
     uint8_t adv[WIRE_ADVERTISE_BYTES];
     uint8_t cert[WIRE_CERT_MAX];
@@ -200,6 +202,29 @@ static void on_message(evil_t *e, int i, const msg_t *m)
 {
     site_t *s = &e->site[i];
     if (m->type == MSG_HEARTBEAT) return;
+    if (m->type == MSG_PART) { /* v4: staged as coordinator.c's on_part, in order */
+        if (m->offset == 0) {
+            free(s->stage);
+            s->stage = malloc(m->bulk_len ? m->bulk_len : 1);
+            s->stage_len = s->stage ? m->bulk_len : 0;
+            s->stage_have = 0;
+        }
+        if (s->stage && m->bulk_len == s->stage_len && m->offset == s->stage_have &&
+            m->vec_len <= s->stage_len - s->stage_have) {
+            memcpy(s->stage + s->stage_have, m->vec, m->vec_len);
+            s->stage_have += m->vec_len;
+        }
+        return;
+    }
+    msg_t whole;
+    if (m->type == MSG_MASKED && (m->present & MSG_HAS_BULK)) { /* after its PARTs */
+        whole = *m;
+        if (s->stage && s->stage_have == s->stage_len && m->bulk_len == s->stage_len) {
+            whole.vec = s->stage;
+            whole.vec_len = s->stage_len;
+        }
+        m = &whole;
+    }
     if (m->type == MSG_FETCH) { /* the model in chunks, as coordinator.c's on_fetch */
         uint64_t total = (uint64_t)e->numel * 4;
         if (m->offset >= total) return;
@@ -245,6 +270,9 @@ static void on_message(evil_t *e, int i, const msg_t *m)
     case MSG_MASKED:
         if (m->vec_len == enc_masked_len(e->numel, e->q.bits, ENC_TAIL_WORDS))
             enc_unpack_add_masked(m->vec, e->numel, e->q.bits, ENC_TAIL_WORDS, e->acc);
+        free(s->stage); /* (m->vec may have pointed into it) */
+        s->stage = NULL;
+        s->stage_len = s->stage_have = 0;
         break;
     case MSG_CONSIST:
         if (m->blob_len == WIRE_SIG_BYTES) memcpy(s->sig, m->blob, WIRE_SIG_BYTES);
