@@ -318,8 +318,8 @@ static void on_part(coord_t *c, client_rec_t *k, const msg_t *m)
 {
     char why[200] = "";
     int i = (int)(k - c->clients);
-    int granted = in_training(c->state) && k->train == P_PENDING && m->round == c->round &&
-                  (c->conf->secagg ? secagg_server_granted(c->sa, i) : k->up_granted);
+    int up = c->conf->secagg ? secagg_server_granted(c->sa, i) : k->up_granted;
+    int granted = in_training(c->state) && k->train == P_PENDING && m->round == c->round && up;
     uint64_t most = (uint64_t)c->numel * 4 + 64; /* a float vector, or packed words + tail */
     if (!granted) {
         snprintf(why, sizeof why, "PART without an upload granted to this site (coordinator is %s)",
