@@ -1343,13 +1343,21 @@ static void dispatch(coord_t *c, const peer_id_t *from, int fd, const msg_t *m)
                           "this connection's key is no longer the site's key on the roster");
         return;
     }
+    if (k->away_at > 0) {
+        /* Lost mid-download, its place kept until it says HELLO again: what
+         * still arrives from the connection that closed is stale (a FETCH
+         * to nowhere); it must not make the site look alive, or its place
+         * would never expire (tick). */
+        log_debug("site=%s %s from its closed connection: ignored", k->site,
+                  msg_type_name(m->type));
+        return;
+    }
     k->last_seen = util_now();
     k->fd = fd;
     send_acknowledged(c, k, m);
     if (!k->live) {
         log_info("site=%s event=alive-again", k->site);
         k->live = 1;
-        k->away_at = 0; /* its liveness is judged again (silent()) */
     }
     msg_t whole; /* UPDATE or MASKED whose vector came in PARTs (v4) */
     if ((m->type == MSG_UPDATE || m->type == MSG_MASKED) && (m->present & MSG_HAS_BULK)) {

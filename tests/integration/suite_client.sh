@@ -7,7 +7,8 @@
 # wait_log FILE PATTERN N SECONDS: until FILE has N lines matching PATTERN.
 wait_log() {
     i=0
-    while [ "$(grep -c -- "$2" "$1" 2>/dev/null)" -lt "$3" ]; do
+    # (a log not created yet counts 0: its writer may not have started)
+    while n=$(grep -c -- "$2" "$1" 2>/dev/null); [ "${n:-0}" -lt "$3" ]; do
         i=$((i + 1))
         [ $i -gt $(($4 * 10)) ] && return 1
         sleep 0.1
