@@ -391,7 +391,8 @@ FUZZ_LIB     := $(FUZZ_BUILD)/libmedfed-fuzz.a
 # results, a fraction of the time: see "crypto at fuzzing speed" in
 # tests/fuzz/fuzz_common.h).
 comma        := ,
-FUZZ_WRAP    := $(addprefix -Wl$(comma)--wrap=,identity_verify identity_sign crypto_secure_alloc crypto_secure_free)
+FUZZ_WRAP    := $(addprefix -Wl$(comma)--wrap=,identity_verify identity_sign crypto_scalarmult \
+                crypto_scalarmult_base crypto_secure_alloc crypto_secure_free)
 FUZZ_BINS    := $(patsubst %,$(FUZZ_BUILD)/fuzz_%,$(FUZZ_NAMES))
 
 fuzz: test-deps

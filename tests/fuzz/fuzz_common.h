@@ -122,14 +122,16 @@ FZ_UNUSED static void fz_crypto_init(void)
 }
 
 /* ---- crypto at fuzzing speed (the harnesses link with -Wl,--wrap=...) -------------------- */
-/* Two stand-ins, each behaving exactly as what it replaces, so that the
- * harnesses spend their time in medfed's code rather than in libsodium's
- * field arithmetic and page tables (the client harness ran 2.5x faster):
- *  - identity_verify and identity_sign are pure functions of their inputs
- *    (Ed25519 signatures are deterministic). Their results are memoised under
- *    the BLAKE2b-256 of every input byte, so an input seen before gives the
- *    stored answer and a new one, however close, is computed. Every call
- *    still reads all of its arguments (ASan sees a bad pointer or length).
+/* Stand-ins that behave exactly as what they replace, so that the harnesses
+ * spend their time in medfed's code rather than in libsodium's curve
+ * arithmetic and page tables (the client harness ran 3.5x faster):
+ *  - identity_verify, identity_sign (Ed25519 signatures are deterministic),
+ *    crypto_scalarmult and crypto_scalarmult_base (X25519) are pure
+ *    functions of their inputs. Their results are memoised under the
+ *    BLAKE2b-256 of every input byte, with lengths and the function's name,
+ *    so an input seen before gives the stored answer and a new one, however
+ *    close, is computed. Every call still reads all of its arguments (ASan
+ *    sees a bad pointer or length).
  *  - crypto_secure_alloc/free (sodium_malloc: guard pages, mlock, two
  *    mprotect calls per allocation) become malloc with a length word, and
  *    the free still wipes. ASan's redzones check every byte on both sides,
@@ -138,74 +140,111 @@ int __real_identity_verify(const uint8_t sig[IDENTITY_SIGBYTES], const uint8_t p
                            const char *label, const void *msg, size_t len);
 int __real_identity_sign(uint8_t sig[IDENTITY_SIGBYTES], const uint8_t sk[IDENTITY_SECRETKEYBYTES],
                          const char *label, const void *msg, size_t len);
+int __real_crypto_scalarmult(unsigned char *q, const unsigned char *n, const unsigned char *p);
+int __real_crypto_scalarmult_base(unsigned char *q, const unsigned char *n);
 int __wrap_identity_verify(const uint8_t sig[IDENTITY_SIGBYTES], const uint8_t pk[IDENTITY_PUBLICKEYBYTES],
                            const char *label, const void *msg, size_t len);
 int __wrap_identity_sign(uint8_t sig[IDENTITY_SIGBYTES], const uint8_t sk[IDENTITY_SECRETKEYBYTES],
                          const char *label, const void *msg, size_t len);
+int __wrap_crypto_scalarmult(unsigned char *q, const unsigned char *n, const unsigned char *p);
+int __wrap_crypto_scalarmult_base(unsigned char *q, const unsigned char *n);
 void *__wrap_crypto_secure_alloc(size_t len);
 void __wrap_crypto_secure_free(void *p);
 
-#define FZ_MEMO_SLOTS 4096 /* direct-mapped; a power of two */
+#define FZ_MEMO_SLOTS 8192 /* direct-mapped; a power of two */
 typedef struct {
-    uint8_t key[32]; /* BLAKE2b-256 of the call's inputs; all zero: empty */
+    uint8_t key[32]; /* the BLAKE2b-256 of the call (fz_memo_key); all zero: empty */
     int rc;
-    uint8_t sig[IDENTITY_SIGBYTES]; /* identity_sign's output */
+    uint8_t out[64]; /* what the call wrote: a signature or a point */
 } fz_memo_t;
-static fz_memo_t fz_memo_verify[FZ_MEMO_SLOTS], fz_memo_sign[FZ_MEMO_SLOTS];
+static fz_memo_t fz_memo[FZ_MEMO_SLOTS];
 
-/* The memo key of (what, key, label, msg, sig): every byte, with lengths. */
-static fz_memo_t *fz_memo_find(fz_memo_t *table, uint8_t key[32], const uint8_t *k, size_t klen,
-                               const char *label, const void *msg, size_t len, const uint8_t *sig)
+/* The key of a call: the function's name, then each argument with its length
+ * (NULL ends the list). */
+static void fz_memo_key(uint8_t key[32], const char *fn, ...)
 {
     crypto_generichash_state st;
-    uint64_t n[2] = {strlen(label), len};
     crypto_generichash_init(&st, NULL, 0, 32);
-    crypto_generichash_update(&st, (const uint8_t *)n, sizeof n);
-    crypto_generichash_update(&st, k, klen);
-    crypto_generichash_update(&st, (const uint8_t *)label, n[0]);
-    if (len) crypto_generichash_update(&st, msg, len);
-    if (sig) crypto_generichash_update(&st, sig, IDENTITY_SIGBYTES);
+    crypto_generichash_update(&st, (const uint8_t *)fn, strlen(fn) + 1);
+    va_list ap;
+    va_start(ap, fn);
+    for (const void *arg; (arg = va_arg(ap, const void *)) != NULL;) {
+        uint64_t len = va_arg(ap, size_t);
+        crypto_generichash_update(&st, (const uint8_t *)&len, sizeof len);
+        if (len) crypto_generichash_update(&st, arg, len);
+    }
+    va_end(ap);
     crypto_generichash_final(&st, key, 32);
-    uint32_t slot;
-    memcpy(&slot, key, sizeof slot);
-    fz_memo_t *e = &table[slot & (FZ_MEMO_SLOTS - 1)];
-    return memcmp(e->key, key, 32) == 0 ? e : NULL;
 }
 
-static fz_memo_t *fz_memo_slot(fz_memo_t *table, const uint8_t key[32])
+static fz_memo_t *fz_memo_slot(const uint8_t key[32])
 {
     uint32_t slot;
     memcpy(&slot, key, sizeof slot);
-    fz_memo_t *e = &table[slot & (FZ_MEMO_SLOTS - 1)];
+    return &fz_memo[slot & (FZ_MEMO_SLOTS - 1)];
+}
+
+/* The stored answer: rc, and outlen bytes into out. 0: never seen. */
+static int fz_memo_get(const uint8_t key[32], int *rc, void *out, size_t outlen)
+{
+    const fz_memo_t *e = fz_memo_slot(key);
+    if (memcmp(e->key, key, 32) != 0) return 0;
+    *rc = e->rc;
+    if (outlen) memcpy(out, e->out, outlen);
+    return 1;
+}
+
+static int fz_memo_put(const uint8_t key[32], int rc, const void *out, size_t outlen)
+{
+    fz_memo_t *e = fz_memo_slot(key);
     memcpy(e->key, key, 32);
-    return e;
+    e->rc = rc;
+    if (outlen) memcpy(e->out, out, outlen);
+    return rc;
 }
 
 int __wrap_identity_verify(const uint8_t sig[IDENTITY_SIGBYTES], const uint8_t pk[IDENTITY_PUBLICKEYBYTES],
                            const char *label, const void *msg, size_t len)
 {
     uint8_t key[32];
-    const fz_memo_t *e = fz_memo_find(fz_memo_verify, key, pk, IDENTITY_PUBLICKEYBYTES, label, msg, len, sig);
-    if (e) return e->rc;
-    int rc = __real_identity_verify(sig, pk, label, msg, len);
-    fz_memo_slot(fz_memo_verify, key)->rc = rc;
-    return rc;
+    int rc;
+    fz_memo_key(key, "identity_verify", sig, (size_t)IDENTITY_SIGBYTES, pk, (size_t)IDENTITY_PUBLICKEYBYTES,
+                label, strlen(label), msg, len, NULL);
+    if (fz_memo_get(key, &rc, NULL, 0)) return rc;
+    return fz_memo_put(key, __real_identity_verify(sig, pk, label, msg, len), NULL, 0);
 }
 
 int __wrap_identity_sign(uint8_t sig[IDENTITY_SIGBYTES], const uint8_t sk[IDENTITY_SECRETKEYBYTES],
                          const char *label, const void *msg, size_t len)
 {
     uint8_t key[32];
-    const fz_memo_t *e = fz_memo_find(fz_memo_sign, key, sk, IDENTITY_SECRETKEYBYTES, label, msg, len, NULL);
-    if (e) {
-        memcpy(sig, e->sig, IDENTITY_SIGBYTES);
-        return e->rc;
-    }
-    int rc = __real_identity_sign(sig, sk, label, msg, len);
-    fz_memo_t *s = fz_memo_slot(fz_memo_sign, key);
-    s->rc = rc;
-    memcpy(s->sig, sig, IDENTITY_SIGBYTES);
-    return rc;
+    int rc;
+    fz_memo_key(key, "identity_sign", sk, (size_t)IDENTITY_SECRETKEYBYTES, label, strlen(label), msg, len,
+                NULL);
+    if (fz_memo_get(key, &rc, sig, IDENTITY_SIGBYTES)) return rc;
+    rc = __real_identity_sign(sig, sk, label, msg, len);
+    return fz_memo_put(key, rc, sig, IDENTITY_SIGBYTES);
+}
+
+int __wrap_crypto_scalarmult(unsigned char *q, const unsigned char *n, const unsigned char *p)
+{
+    uint8_t key[32];
+    int rc;
+    fz_memo_key(key, "crypto_scalarmult", n, (size_t)crypto_scalarmult_SCALARBYTES, p,
+                (size_t)crypto_scalarmult_BYTES, NULL);
+    if (fz_memo_get(key, &rc, q, crypto_scalarmult_BYTES)) return rc;
+    rc = __real_crypto_scalarmult(q, n, p);
+    return fz_memo_put(key, rc, q, crypto_scalarmult_BYTES);
+}
+
+int __wrap_crypto_scalarmult_base(unsigned char *q, const unsigned char *n)
+{
+    uint8_t key[32];
+    int rc;
+    fz_memo_key(key, "crypto_scalarmult_base", n, (size_t)crypto_scalarmult_SCALARBYTES, NULL);
+    if (fz_memo_get(key, &rc, q, crypto_scalarmult_BYTES)) return rc;
+    rc = __real_crypto_scalarmult_base(q, n);
+    return fz_memo_put(key, rc, q, crypto_scalarmult_BYTES);
 }
 
 void *__wrap_crypto_secure_alloc(size_t len)
