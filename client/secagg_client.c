@@ -74,10 +74,16 @@ struct sa_client {
     uint8_t b[PRG_SEEDBYTES];
     /* U1, from KEYS: ids and their public keys, indexed by position */
     unsigned n1;
-    uint32_t ids[ROSTER_MAX];
-    uint8_t c_pks[ROSTER_MAX][KA_PUBLICKEYBYTES], s_pks[ROSTER_MAX][KA_PUBLICKEYBYTES];
-    uint8_t id_pks[ROSTER_MAX][IDENTITY_PUBLICKEYBYTES]; /* their identity keys, checked */
-    uint8_t advs[ROSTER_MAX][WIRE_ADVERTISE_BYTES - WIRE_ADV_WEIGHT_OFF]; /* n_k || sig */
+    /* Sized for U1 when KEYS arrives (peers_alloc), all in one guarded block:
+     * 250 KB for the 1024 a roster may name, a few hundred bytes for most
+     * federations (the daemon holds this for a round, medfed-swarm once per
+     * site it hosts). NULL before KEYS. */
+    void *peers;
+    size_t peers_len;
+    uint32_t *ids;
+    uint8_t (*c_pks)[KA_PUBLICKEYBYTES], (*s_pks)[KA_PUBLICKEYBYTES];
+    uint8_t (*id_pks)[IDENTITY_PUBLICKEYBYTES]; /* their identity keys, checked */
+    uint8_t (*advs)[WIRE_ADVERTISE_BYTES - WIRE_ADV_WEIGHT_OFF]; /* n_k || sig */
     uint8_t model_hash[WIRE_HASH_BYTES];   /* of the global model we trained from */
     uint8_t version_id[CRYPTO_HASHBYTES];  /* this federation + model version (policy.h) */
     uint8_t u3_hash[CRYPTO_HASHBYTES];     /* SHA-256 of the U3 list we signed */
@@ -85,8 +91,8 @@ struct sa_client {
     size_t n3;
     uint32_t u3[ROSTER_MAX];
     /* shares held for each U1 member (own shares at our own position) */
-    uint8_t share_b[ROSTER_MAX][SHAMIR_SHAREBYTES], share_s[ROSTER_MAX][SHAMIR_SHAREBYTES];
-    uint8_t in_u2[ROSTER_MAX];
+    uint8_t (*share_b)[SHAMIR_SHAREBYTES], (*share_s)[SHAMIR_SHAREBYTES];
+    uint8_t *in_u2;
     uint8_t *y;           /* the packed masked input (c->masked_buf), waiting for UPLOAD */
     size_t y_len;         /* its bytes: enc_masked_len(numel, q.bits, tail) */
 };
@@ -94,6 +100,10 @@ struct sa_client {
 void sa_client_reset(client_t *c)
 {
     if (!c->sa) return;
+    if (c->sa->peers) {
+        crypto_wipe(c->sa->peers, c->sa->peers_len);
+        crypto_secure_free(c->sa->peers);
+    }
     crypto_wipe(c->sa, sizeof *c->sa);
     crypto_secure_free(c->sa);
     c->sa = NULL;
@@ -350,6 +360,34 @@ out:
     return rc;
 }
 
+/* U1's arrays for n members, zeroed, in one guarded block. -1: out of memory. */
+static int peers_alloc(sa_client_t *s, unsigned n)
+{
+    const size_t per = sizeof *s->ids + sizeof *s->c_pks + sizeof *s->s_pks + sizeof *s->id_pks +
+                       sizeof *s->advs + sizeof *s->share_b + sizeof *s->share_s + sizeof *s->in_u2;
+    uint8_t *p = crypto_secure_alloc(per * n);
+    if (!p) return -1;
+    memset(p, 0, per * n);
+    s->peers = p;
+    s->peers_len = per * n;
+    s->ids = (uint32_t *)(void *)p; /* first: the one array wider than a byte */
+    p += n * sizeof *s->ids;
+    s->c_pks = (void *)p;
+    p += n * sizeof *s->c_pks;
+    s->s_pks = (void *)p;
+    p += n * sizeof *s->s_pks;
+    s->id_pks = (void *)p;
+    p += n * sizeof *s->id_pks;
+    s->advs = (void *)p;
+    p += n * sizeof *s->advs;
+    s->share_b = (void *)p;
+    p += n * sizeof *s->share_b;
+    s->share_s = (void *)p;
+    p += n * sizeof *s->share_s;
+    s->in_u2 = p;
+    return 0;
+}
+
 /* Reads KEYS into U1 (ids and keys by position). 0, or an error code and why. */
 static int read_keys(client_t *c, const msg_t *m, char (*names)[CERT_NAME_MAX], char *why,
                      size_t whylen)
@@ -357,6 +395,19 @@ static int read_keys(client_t *c, const msg_t *m, char (*names)[CERT_NAME_MAX], 
     sa_client_t *s = c->sa;
     const uint32_t max_id = c->roster ? (uint32_t)c->roster->n : ROSTER_MAX;
     int found_self = 0;
+    unsigned records = 0;
+    for (size_t off = 0; off < m->blob_len; records++) {
+        wire_keyrec_t r;
+        if (wire_keyrec_next(m->blob, m->blob_len, &off, &r) < 0 || records == max_id) {
+            snprintf(why, whylen, "key list has a bad length or too many records");
+            return ERR_PROTOCOL;
+        }
+    }
+    /* Once per round: KEYS is taken only in SA_ADVERTISED (sa_client_on_message). */
+    if (peers_alloc(s, records ? records : 1) < 0) {
+        snprintf(why, whylen, "out of guarded memory");
+        return ERR_LOCAL;
+    }
     for (size_t off = 0; off < m->blob_len;) {
         wire_keyrec_t r;
         uint8_t pk[IDENTITY_PUBLICKEYBYTES];
