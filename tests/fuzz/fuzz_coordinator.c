@@ -38,7 +38,7 @@
  *                     ADVERTISE signs n_train (the round must be aborted)
  *   then per message a control byte:
  *           bits 0-1  sender: site 0-2's connection, 3: an unknown peer
- *           bit 2     tick() before, bit 3: tick() after
+ *           bit 2     tick() before (and what it sent read), bit 3: tick() after
  *           bit 4     the phase (and wait) deadline has passed
  *           bit 5     every other site has been silent past the heartbeat timeout
  *           bits 4+5  instead: the sender's connection closed (on_disconnect)
@@ -1043,7 +1043,10 @@ static void step(uint8_t ctl, fz_in_t *in)
                 memcmp(g.clients[i].id.data, peer[sender].data, peer[sender].len) != 0)
                 g.clients[i].last_seen = now - conf.heartbeat_timeout - 1;
     }
-    if (ctl & 0x04) checked_tick();
+    if (ctl & 0x04) {
+        checked_tick();
+        drain(); /* what the tick sent (a CONSIST_REQ: the U3 a signed reply may name) */
+    }
     if (ctl & 0x80) {
         msg_t m;
         synthetic(sender, (ctl & 0x40) != 0, &m);
