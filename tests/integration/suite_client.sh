@@ -274,10 +274,13 @@ then ok $t; else bad $t "coord=$crc late site=$late_rc"; tail -4 "$d/coord.log";
 
 # C9. Resumable model download (protocol v4): site-02 reaches the coordinator
 #     through a relay that resets its connection once 3 MB of the 6.6 MB
-#     model have gone down it. The coordinator keeps the site's place
+#     model have gone down it (silent for 1 s first, so that the site reads
+#     what arrived: two whole 1 MiB chunks; an immediate RST would discard
+#     whatever its kernel still held unread, a matter of CPU load, and the
+#     resume point with it). The coordinator keeps the site's place
 #     (heartbeat_timeout), the site reconnects and asks for the rest from
-#     the first byte it lacks: it receives the model once, not once and a
-#     half, and its update is in the secure aggregate with the other two.
+#     the first byte it lacks (2,097,152): it receives the model once, not
+#     once and a half, and its update is in the secure aggregate with the other two.
 t=client_resumes_model_download
 d="$WORK/resume"
 port=$(free_port)
@@ -285,7 +288,7 @@ rport=$(free_port)
 client_kits "$d" "$port"
 sed -i "s|tcp://127.0.0.1:$port|tcp://127.0.0.1:$rport|" "$d/c2.ini"
 "$BUILD/tests/wan_relay" --listen "127.0.0.1:$rport" --connect "127.0.0.1:$port" \
-    --cut-after 3000000 > "$d/relay.log" 2>&1 &
+    --cut-after 3000000 --cut-hold 1000 > "$d/relay.log" 2>&1 &
 relay=$!
 coordinator "$d" "$port" --state-dir "$d/run" --rounds 1 --wait-for 3 --dropout 0
 start_clients "$d"
@@ -300,7 +303,7 @@ resumed=$(echo "$got" | sed 's/.*resumed_at=//')
 if [ $crc -eq 0 ] && grep -q 'cut after' "$d/relay.log" &&
    grep -q 'site=site-02 event=lost-mid-download' "$d/coord.log" &&
    grep -q 'site=site-02 event=fetch-resume' "$d/coord.log" &&
-   [ -n "$model" ] && [ "${resumed:-0}" -gt 1000000 ] && [ "$received" -eq "$model" ] &&
+   [ -n "$model" ] && [ "${resumed:-0}" -eq 2097152 ] && [ "$received" -eq "$model" ] &&
    json_check "$d/run/metrics.jsonl" 'len(rows) == 1 and rows[0]["participants"] == 3 and "site-02" in rows[0]["included_sites"] and not rows[0]["aborted"]'
 then ok "$t (resumed at $resumed of $model bytes)"
 else bad $t "coord=$crc model=$model received=$received resumed=$resumed"; tail -4 "$d/coord.log"; tail -4 "$d/c2.log"; cat "$d/relay.log"; fi

@@ -32,7 +32,11 @@
  *                       average (exponential), mid-stream
  *   --cut-after BYTES   reset the first connection (RST both ways) once BYTES have
  *                       been written down it, once in the relay's life: a link lost
- *                       at a known point of a download (tests/integration)
+ *                       at a known point of a download (tests/integration). From
+ *                       then on nothing passes, and the reset follows --cut-hold
+ *                       MS later (500): an RST discards what the receiver's kernel
+ *                       holds unread, so without the hold what arrives before the
+ *                       cut would depend on how fast the receiver reads (CPU load)
  *   --connect-timeout MS  give up on the upstream connection (0: the kernel's)
  *   --seed N            random seed (1)
  * Signals: SIGUSR1 resets every open connection at once; SIGTERM/SIGINT exit.
@@ -86,6 +90,7 @@ typedef struct {
     int fd[2];        /* 0: accepted side, 1: upstream */
     int connecting;
     double opened, next_reset;
+    double cut_at;    /* --cut-after: silent until then, then reset (0: no cut) */
     dir_t dir[2];     /* 0: fd[0] -> fd[1] (up), 1: fd[1] -> fd[0] (down) */
 } conn_t;
 
@@ -95,6 +100,7 @@ typedef struct {
     double pause_mean, pause_min, pause_max;
     double loss, reset_mean, connect_timeout;
     double cut_after;     /* bytes down before the one cut (0: none) */
+    double cut_hold;      /* seconds from the cut to the reset */
     unsigned long long seed;
 } relay_opts_t;
 
@@ -173,21 +179,21 @@ static void usage(FILE *f)
     fprintf(f, "usage: relay --listen HOST:PORT --connect HOST:PORT [--delay MS] [--up-delay MS]\n"
                "             [--down-delay MS] [--jitter MS] [--chunk BYTES] [--window BYTES]\n"
                "             [--pause S:MIN_MS:MAX_MS] [--loss-stall P] [--reset S]\n"
-               "             [--connect-timeout MS] [--seed N]\n"
+               "             [--connect-timeout MS] [--seed N] [--cut-after BYTES [--cut-hold MS]]\n"
                "SIGUSR1 resets every connection (see the comment atop tests/wan/relay.c)\n");
 }
 
 static int parse_args(int argc, char **argv, relay_opts_t *o)
 {
     enum { O_LISTEN = 256, O_CONNECT, O_DELAY, O_UP, O_DOWN, O_JITTER, O_CHUNK, O_WINDOW,
-           O_PAUSE, O_LOSS, O_RESET, O_CTIMEOUT, O_SEED, O_CUT };
+           O_PAUSE, O_LOSS, O_RESET, O_CTIMEOUT, O_SEED, O_CUT, O_CUT_HOLD };
     static const struct option longopts[] = {
         {"listen", 1, 0, O_LISTEN}, {"connect", 1, 0, O_CONNECT}, {"delay", 1, 0, O_DELAY},
         {"up-delay", 1, 0, O_UP}, {"down-delay", 1, 0, O_DOWN}, {"jitter", 1, 0, O_JITTER},
         {"chunk", 1, 0, O_CHUNK}, {"window", 1, 0, O_WINDOW}, {"pause", 1, 0, O_PAUSE},
         {"loss-stall", 1, 0, O_LOSS}, {"reset", 1, 0, O_RESET},
         {"connect-timeout", 1, 0, O_CTIMEOUT}, {"seed", 1, 0, O_SEED},
-        {"cut-after", 1, 0, O_CUT},
+        {"cut-after", 1, 0, O_CUT}, {"cut-hold", 1, 0, O_CUT_HOLD},
         {"help", 0, 0, 'h'}, {0, 0, 0, 0},
     };
     int have_listen = 0, have_connect = 0, opt;
@@ -222,6 +228,7 @@ static int parse_args(int argc, char **argv, relay_opts_t *o)
         case O_CTIMEOUT: bad = parse_num(optarg, 0, 600000, &v); o->connect_timeout = v / 1000; break;
         case O_SEED: bad = parse_num(optarg, 0, 1e15, &v); o->seed = (unsigned long long)v; break;
         case O_CUT: bad = parse_num(optarg, 1, 1e15, &o->cut_after); break;
+        case O_CUT_HOLD: bad = parse_num(optarg, 0, 600000, &v); o->cut_hold = v / 1000; break;
         case 'h': usage(stdout); exit(0);
         default: usage(stderr); return -1;
         }
@@ -409,7 +416,7 @@ static int pump_out(conn_t *c, int d, double now)
 
 int main(int argc, char **argv)
 {
-    relay_opts_t o = {.chunk = 16384, .window_bytes = 4 << 20, .seed = 1};
+    relay_opts_t o = {.chunk = 16384, .window_bytes = 4 << 20, .seed = 1, .cut_hold = 0.5};
     if (parse_args(argc, argv, &o) < 0) return 2;
     rng_state = o.seed * 0x9E3779B97F4A7C15ULL + 1;
     struct sigaction sa = {0};
@@ -455,6 +462,7 @@ int main(int argc, char **argv)
                 continue;
             }
             if (c->next_reset < wake) wake = c->next_reset;
+            if (c->cut_at > 0 && c->cut_at < wake) wake = c->cut_at;
             for (int d = 0; d < 2 && !c->connecting; d++) {
                 dir_t *q = &c->dir[d];
                 if (now >= q->next_pause) {
@@ -475,7 +483,9 @@ int main(int argc, char **argv)
             for (int s = 0; s < 2; s++) {
                 dir_t *in = &c->dir[s], *out = &c->dir[1 - s]; /* read s into in; write out's chunks to s */
                 short ev = 0;
-                if (c->connecting) {
+                if (c->cut_at > 0) {
+                    /* cut: nothing passes until the reset */
+                } else if (c->connecting) {
                     if (s == 1) ev = POLLOUT;
                     else if (!in->eof && in->queued < o.window_bytes) ev = POLLIN;
                 } else {
@@ -514,14 +524,19 @@ int main(int argc, char **argv)
         for (int i = 0; i < RELAY_MAX_CONNS; i++) {
             conn_t *c = &conns[i];
             if (!c->used || c->connecting) continue;
+            if (c->cut_at > 0) {
+                if (now >= c->cut_at) conn_close(c, 1, "cut");
+                continue;
+            }
             if (pump_out(c, 0, now) < 0 || pump_out(c, 1, now) < 0) {
                 conn_close(c, 1, "a side failed");
                 continue;
             }
             if (o.cut_after > 0 && (double)c->dir[1].bytes >= o.cut_after) {
-                say("conn=%d cut after %llu bytes down (--cut-after)", c->id, c->dir[1].bytes);
+                say("conn=%d cut after %llu bytes down (--cut-after): silent for %.0f ms, then a "
+                    "reset", c->id, c->dir[1].bytes, o.cut_hold * 1000);
                 o.cut_after = 0; /* once */
-                conn_close(c, 1, "cut");
+                c->cut_at = now + o.cut_hold + 1e-9;
                 continue;
             }
             if (c->dir[0].shut && c->dir[1].shut) conn_close(c, 0, "both sides finished");
