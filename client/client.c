@@ -358,6 +358,32 @@ static int prepare_model(client_t *c, const msg_t *m)
 
 /* Makes sure c->model matches the spec in m and c->global holds version
  * m->model_version. Returns 0, or -1 after sending an ERROR. */
+/* Makes len bytes, as they arrived, this site's global model of that version.
+ * Hosted, they are shared with the host's other sites (one copy); else they
+ * go to global_buf, unless they landed there already (a fetch). hash: their
+ * SHA-256 when known, else NULL (computed when first needed). -1, the error
+ * sent: out of memory. */
+static int install_global(client_t *c, uint32_t round, const void *bytes, size_t len,
+                          uint32_t version, const uint8_t hash[CRYPTO_HASHBYTES])
+{
+    if (c->host) {
+        const float *shared = vecshare_get(bytes, len);
+        if (!shared) {
+            client_send_error(c, round, ERR_LOCAL, "out of memory for the model");
+            return -1;
+        }
+        vecshare_put((const void **)&c->global);
+        c->global = shared;
+    } else if ((const void *)c->global_buf != bytes) {
+        memcpy(c->global_buf, bytes, len); /* aligned copy out of the frame */
+    }
+    if (hash) memcpy(c->global_hash, hash, CRYPTO_HASHBYTES);
+    c->global_hash_stale = hash == NULL;
+    c->global_version = version;
+    c->have_global = 1;
+    return 0;
+}
+
 static int load_global(client_t *c, const msg_t *m)
 {
     char err[MODEL_ERR_MAX];
@@ -370,20 +396,7 @@ static int load_global(client_t *c, const msg_t *m)
             client_send_error(c, m->round, ERR_WRONG_LENGTH, err);
             return -1;
         }
-        if (c->host) { /* the same bytes as the host's other sites: one copy */
-            const float *shared = vecshare_get(m->vec, m->vec_len);
-            if (!shared) {
-                client_send_error(c, m->round, ERR_LOCAL, "out of memory for the model");
-                return -1;
-            }
-            vecshare_put((const void **)&c->global);
-            c->global = shared;
-        } else {
-            memcpy(c->global_buf, m->vec, m->vec_len); /* aligned copy out of the frame */
-        }
-        c->global_hash_stale = 1;
-        c->global_version = m->model_version;
-        c->have_global = 1;
+        if (install_global(c, m->round, m->vec, m->vec_len, m->model_version, NULL) < 0) return -1;
     } else if (!c->have_global || c->global_version != m->model_version) {
         snprintf(err, sizeof err, "no copy of global model version %u here", m->model_version);
         client_send_error(c, m->round, ERR_LOCAL, err);
@@ -518,20 +531,10 @@ static void on_chunk(client_t *c, const msg_t *m)
         fetch_forget(c);
         return;
     }
-    if (c->host) { /* the same bytes as the host's other sites: one copy */
-        const float *shared = vecshare_get(f->buf, f->total);
-        if (!shared) {
-            client_send_error(c, f->msg.round, ERR_LOCAL, "out of memory for the model");
-            fetch_forget(c);
-            return;
-        }
-        vecshare_put((const void **)&c->global);
-        c->global = shared;
+    if (install_global(c, f->msg.round, f->buf, f->total, f->version, h) < 0) {
+        fetch_forget(c);
+        return;
     }
-    memcpy(c->global_hash, h, sizeof h);
-    c->global_hash_stale = 0;
-    c->global_version = f->version;
-    c->have_global = 1;
     msg_t next = f->msg;
     log_info("round=%u event=model-received version=%u bytes=%llu received=%llu resumed_at=%llu "
              "fetch_s=%.2f", next.round, f->version, (unsigned long long)f->total,
