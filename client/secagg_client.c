@@ -365,11 +365,14 @@ static int peers_alloc(sa_client_t *s, unsigned n)
 {
     const size_t per = sizeof *s->ids + sizeof *s->c_pks + sizeof *s->s_pks + sizeof *s->id_pks +
                        sizeof *s->advs + sizeof *s->share_b + sizeof *s->share_s + sizeof *s->in_u2;
-    uint8_t *p = crypto_secure_alloc(per * n);
+    /* sodium_malloc ends the block at its guard page, so the block starts
+     * aligned only if its length is a multiple of the alignment. */
+    const size_t len = (per * n + 15) & ~(size_t)15;
+    uint8_t *p = crypto_secure_alloc(len);
     if (!p) return -1;
-    memset(p, 0, per * n);
+    memset(p, 0, len);
     s->peers = p;
-    s->peers_len = per * n;
+    s->peers_len = len;
     s->ids = (uint32_t *)(void *)p; /* first: the one array wider than a byte */
     p += n * sizeof *s->ids;
     s->c_pks = (void *)p;
