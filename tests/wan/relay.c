@@ -47,6 +47,7 @@
 #endif
 #include <arpa/inet.h>
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <getopt.h>
 #include <math.h>
@@ -386,14 +387,18 @@ static int pump_in(const relay_opts_t *o, conn_t *c, int d, double now)
     return 0;
 }
 
-/* Writes the chunks that are due to d's sink; -1 when the connection is gone. */
-static int pump_out(conn_t *c, int d, double now)
+/* Writes the chunks that are due to d's sink, never taking d's byte count past
+ * cap (--cut-after: the cut falls on its byte, however much is queued); -1
+ * when the connection is gone. */
+static int pump_out(conn_t *c, int d, double now, unsigned long long cap)
 {
     dir_t *q = &c->dir[d];
     int dst = c->fd[1 - d];
-    while (q->head && q->head->due <= now && now >= q->pause_until) {
+    while (q->head && q->head->due <= now && now >= q->pause_until && q->bytes < cap) {
         chunk_t *k = q->head;
-        ssize_t n = write(dst, k->data + k->off, k->len - k->off);
+        size_t want = k->len - k->off;
+        if (cap - q->bytes < want) want = (size_t)(cap - q->bytes);
+        ssize_t n = write(dst, k->data + k->off, want);
         if (n < 0) {
             if (errno == EAGAIN || errno == EINTR) return 0;
             say("conn=%d %s side: %s", c->id, d ? "accepted" : "upstream", strerror(errno));
@@ -528,7 +533,8 @@ int main(int argc, char **argv)
                 if (now >= c->cut_at) conn_close(c, 1, "cut");
                 continue;
             }
-            if (pump_out(c, 0, now) < 0 || pump_out(c, 1, now) < 0) {
+            const unsigned long long cap = o.cut_after > 0 ? (unsigned long long)o.cut_after : ULLONG_MAX;
+            if (pump_out(c, 0, now, ULLONG_MAX) < 0 || pump_out(c, 1, now, cap) < 0) {
                 conn_close(c, 1, "a side failed");
                 continue;
             }
