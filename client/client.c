@@ -356,8 +356,6 @@ static int prepare_model(client_t *c, const msg_t *m)
     return 0;
 }
 
-/* Makes sure c->model matches the spec in m and c->global holds version
- * m->model_version. Returns 0, or -1 after sending an ERROR. */
 /* Makes len bytes, as they arrived, this site's global model of that version.
  * Hosted, they are shared with the host's other sites (one copy); else they
  * go to global_buf, unless they landed there already (a fetch). hash: their
@@ -384,6 +382,8 @@ static int install_global(client_t *c, uint32_t round, const void *bytes, size_t
     return 0;
 }
 
+/* Makes sure c->model matches the spec in m and c->global holds version
+ * m->model_version. Returns 0, or -1 after sending an ERROR. */
 static int load_global(client_t *c, const msg_t *m)
 {
     char err[MODEL_ERR_MAX];
