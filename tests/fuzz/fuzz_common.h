@@ -130,8 +130,8 @@ FZ_UNUSED static void fz_crypto_init(void)
  *    functions of their inputs. Their results are memoised under the
  *    BLAKE2b-256 of every input byte, with lengths and the function's name,
  *    so an input seen before gives the stored answer and a new one, however
- *    close, is computed. Every call still reads all of its arguments (ASan
- *    sees a bad pointer or length).
+ *    close, is computed. Every call still reads all of its arguments, as
+ *    the real one does (both in libsodium, which is not instrumented).
  *  - crypto_secure_alloc/free (sodium_malloc: guard pages, mlock, two
  *    mprotect calls per allocation) become malloc with a length word, and
  *    the free still wipes. ASan's redzones check every byte on both sides,
