@@ -75,7 +75,7 @@ struct sa_client {
     /* U1, from KEYS: ids and their public keys, indexed by position */
     unsigned n1;
     /* Sized for U1 when KEYS arrives (peers_alloc), all in one guarded block:
-     * 250 KB for the 1024 a roster may name, a few hundred bytes for most
+     * 300 KB for the 1024 a roster may name, a few KB for most
      * federations (the daemon holds this for a round, medfed-swarm once per
      * site it hosts). NULL before KEYS. */
     void *peers;

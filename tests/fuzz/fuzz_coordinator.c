@@ -961,7 +961,8 @@ static void check_state(void)
 }
 
 /* What a dispatch accepted: an ADVERTISE signed by the site's roster key for
- * this round and model with n_k in [1, min(n_train, max_samples)]; a
+ * this round and model with n_k in [1, min(n_train, max_samples)], n_train
+ * as the round began (the member's, not a later HELLO's); a
  * CONSIST that is the site's valid signature on the U3 it was sent. */
 static void check_accepted(const int *stage_before, uint32_t round_before)
 {
@@ -977,7 +978,9 @@ static void check_accepted(const int *stage_before, uint32_t round_before)
                                      "advertise-v2", msg, sizeof msg) == 0);
             uint64_t n_k = wire_get_u64(v->adv + WIRE_ADV_WEIGHT_OFF);
             FZ_CHECK(v->weight >= 0 && (uint64_t)v->weight == n_k);
-            FZ_CHECK(n_k >= 1 && n_k <= (uint64_t)k->n_train && n_k <= (uint64_t)conf.max_samples);
+            /* against the n_train the round began with (the width was sized
+             * for it): a HELLO since then does not move the bound */
+            FZ_CHECK(n_k >= 1 && n_k <= (uint64_t)v->n_train && n_k <= (uint64_t)conf.max_samples);
         }
         if (v->stage >= 4 && stage_before[i] < 4) {
             FZ_CHECK(seen.u3_round == g.round);
