@@ -52,7 +52,14 @@ for name in "$@"; do
         -print_final_stats=1 -artifact_prefix="$babs/artifacts/$name-" "$work") >"$log" 2>&1
     rc=$?
     wall=$(($(date +%s) - t0))
-    [ -n "$jobs" ] && cat "$build"/fuzz-[0-9]*.log >> "$log" 2>/dev/null && rm -f "$build"/fuzz-[0-9]*.log
+    # libFuzzer copies each job's log into its own output when the job ends; older
+    # ones did not, so the job logs are appended only where no job's stats are there
+    # yet (appending both counted every execution twice).
+    if [ -n "$jobs" ]; then
+        grep -q '^stat::number_of_executed_units' "$log" ||
+            cat "$build"/fuzz-[0-9]*.log >> "$log" 2>/dev/null
+        rm -f "$build"/fuzz-[0-9]*.log
+    fi
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | awk '{s += $1} END {if (NR) print s}')
     rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | awk '{s += $1} END {if (NR) print s}')
     cov=$(grep -o 'cov: [0-9]*' "$log" | tail -n 1)
