@@ -116,6 +116,24 @@ static void unstage(client_rec_t *k)
 /* How the model goes with PLAN and EVAL to a site that does not hold this version. */
 enum { SPEC_ONLY, SPEC_VEC, SPEC_BULK };
 
+/* The SHA-256 of the global model as it stands: what a secure round's sites
+ * sign their keys against, what a v4 PLAN/EVAL names for the fetch and a
+ * FETCH must name. Computed once per model; whatever writes global calls
+ * global_changed() first. */
+static const uint8_t *global_sha256(coord_t *c)
+{
+    if (c->global_sha_version != c->version) {
+        crypto_sha256(c->global_sha, c->global, c->numel * sizeof *c->global);
+        c->global_sha_version = c->version;
+    }
+    return c->global_sha;
+}
+
+static void global_changed(coord_t *c)
+{
+    c->global_sha_version = NO_VERSION;
+}
+
 /* Fills the model spec shared by PLAN and EVAL; SPEC_VEC adds the global
  * model itself, SPEC_BULK (v4) its length and SHA-256, for the site to fetch. */
 static void fill_spec(coord_t *c, msg_t *m, int how)
@@ -132,12 +150,8 @@ static void fill_spec(coord_t *c, msg_t *m, int how)
         m->vec_len = c->numel * 4;
         m->present |= MSG_HAS_VEC;
     } else if (how == SPEC_BULK) {
-        if (c->bulk_version != c->version) {
-            crypto_sha256(c->bulk_hash, c->global, c->numel * sizeof *c->global);
-            c->bulk_version = c->version;
-        }
         m->bulk_len = c->numel * 4;
-        m->bulk_hash = c->bulk_hash;
+        m->bulk_hash = global_sha256(c);
         m->bulk_hash_len = WIRE_HASH_BYTES;
         m->present |= MSG_HAS_BULK;
     }
@@ -283,8 +297,8 @@ static void on_fetch(coord_t *c, client_rec_t *k, const msg_t *m)
         coord_reply_error(c, k, NULL, m->round, ERR_MALFORMED, "FETCH: the model hash is not 32 bytes");
         return;
     }
-    if (c->bulk_version != c->version || m->model_version != c->version ||
-        memcmp(m->bulk_hash, c->bulk_hash, WIRE_HASH_BYTES) != 0) {
+    if (m->model_version != c->version ||
+        memcmp(m->bulk_hash, global_sha256(c), WIRE_HASH_BYTES) != 0) {
         snprintf(why, sizeof why, "FETCH: model version %u with that SHA-256 is not served now "
                  "(the global model is version %u)", m->model_version, c->version);
         log_warn("site=%s %s", k->site, why);
@@ -299,7 +313,7 @@ static void on_fetch(coord_t *c, client_rec_t *k, const msg_t *m)
     }
     uint64_t len = total - m->offset < WIRE_CHUNK_BYTES ? total - m->offset : WIRE_CHUNK_BYTES;
     msg_t ch = {.type = MSG_CHUNK, .round = m->round, .model_version = c->version,
-                .bulk_hash = c->bulk_hash, .bulk_hash_len = WIRE_HASH_BYTES,
+                .bulk_hash = global_sha256(c), .bulk_hash_len = WIRE_HASH_BYTES,
                 .offset = m->offset, .vec = (const uint8_t *)c->global + m->offset,
                 .vec_len = (size_t)len, .present = MSG_HAS_VEC};
     coord_send(c, k, NULL, &ch);
@@ -617,8 +631,6 @@ static int secure_round_setup(coord_t *c)
     static sa_member_t cohort[COORD_MAX_CLIENTS];
     char err[512];
     int n = 0;
-    /* What every site signs its keys against: this model version. */
-    crypto_sha256(c->model_hash, c->global, c->numel * sizeof *c->global);
     for (int i = 0; i < c->n_clients; i++) {
         const client_rec_t *k = &c->clients[i];
         if (k->train != P_PENDING) continue;
@@ -632,7 +644,7 @@ static int secure_round_setup(coord_t *c)
                                     .pk = c->roster.site[r].pk, .n_train = k->n_train,
                                     .v2 = k->proto > 0 && k->proto < 3};
     }
-    if (secagg_server_begin(c->sa, c->round, c->model_hash, cohort, n, (unsigned)c->roster.n,
+    if (secagg_server_begin(c->sa, c->round, global_sha256(c), cohort, n, (unsigned)c->roster.n,
                             c->clip, err, sizeof err) < 0) {
         coord_abort_round(c, err);
         return -1;
@@ -898,15 +910,14 @@ static int committed_this_round(const coord_t *c)
 static int rollback(coord_t *c)
 {
     if (c->version == c->committed) return 0;
-    c->bulk_version = NO_VERSION;
+    global_changed(c);
     if (state_load_model(c, c->committed, c->global) < 0) return -1;
+    c->version = c->committed;
     /* The SHA-256 of the weights now in memory (tests compare it with the
      * tensor bytes of that round's file, as for a resume). */
-    uint8_t mh[CRYPTO_HASHBYTES];
-    crypto_sha256(mh, c->global, c->numel * sizeof *c->global);
+    const uint8_t *mh = global_sha256(c);
     log_info("state: model back to round %u's (sha256 %02x%02x%02x%02x%02x%02x%02x%02x)",
              c->committed, mh[0], mh[1], mh[2], mh[3], mh[4], mh[5], mh[6], mh[7]);
-    c->version = c->committed;
     return 0;
 }
 
@@ -1095,8 +1106,8 @@ void coord_stop_run(coord_t *c, const char *why)
 
 void coord_apply_and_evaluate(coord_t *c, const float *avg)
 {
+    global_changed(c);
     fedavg_apply_mean(c->fedavg, c->global, avg);
-    c->bulk_version = NO_VERSION; /* global changed: its SHA-256 too */
     /* The sites released their shares for this model version once: commit
      * the aggregate before anything else can fail, so that a restart resumes
      * from it instead of asking them for a second aggregate of the old
@@ -1148,7 +1159,7 @@ static void finish_training(coord_t *c)
         coord_abort_round(c, why);
         return;
     }
-    c->bulk_version = NO_VERSION; /* global changes: its SHA-256 too */
+    global_changed(c);
     if (fedavg_apply(c->fedavg, c->global, err, sizeof err) < 0) {
         coord_abort_round(c, err);
         return;
@@ -1801,7 +1812,7 @@ int coord_check(const coord_conf_t *conf, int json)
     memset(&c, 0, sizeof c);
     c.conf = conf;
     c.resumed_from = -1;
-    c.bulk_version = NO_VERSION;
+    global_changed(&c);
     c.clip = conf->clip;
     char title[256];
     snprintf(title, sizeof title, "medfed-coordinator %s --check (writes nothing)",
@@ -1887,7 +1898,7 @@ int coord_run(const coord_conf_t *conf)
     char err[512];
     rng_seed(&c.rng, conf->seed ^ 0xC00Dull);
     c.resumed_from = -1;
-    c.bulk_version = NO_VERSION;
+    global_changed(&c);
     c.clip = conf->clip;
     c.fresh = 1;
     c.started_at = util_now();

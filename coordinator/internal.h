@@ -90,8 +90,8 @@ typedef struct {
      * they fetch it in chunks (on_fetch), from the slot's grant until they
      * say they have it, and resume after a lost link */
     shared_frame_t *bulk_frame;
-    uint8_t bulk_hash[WIRE_HASH_BYTES]; /* SHA-256 of global at bulk_version */
-    uint32_t bulk_version;              /* NO_VERSION: nothing served */
+    uint8_t global_sha[WIRE_HASH_BYTES]; /* SHA-256 of global (global_sha256()) */
+    uint32_t global_sha_version;          /* the version it is of; NO_VERSION: none */
     int model_frame_eval;  /* the frame is an EVAL (else a PLAN) */
     wire_decoder_t *dec;
     rng_t rng;
@@ -156,7 +156,6 @@ typedef struct {
     /* secure aggregation (secagg_server.c owns its state) */
     secagg_server_t *sa;
     sa_phase_t sa_phase;   /* the server's phase when last looked at */
-    uint8_t model_hash[WIRE_HASH_BYTES]; /* SHA-256 of global, what the sites sign */
     uint64_t seed_salt;    /* 0 for a new run; fresh per process for a resumed one */
     int survivors;         /* |U5| of this round's aggregate */
 } coord_t;

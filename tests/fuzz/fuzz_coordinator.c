@@ -572,7 +572,7 @@ static void preset(uint8_t h0, uint8_t h1)
     g.sa->max_weight = 0;
     memcpy(g.global, global0, sizeof global0);
     crypto_sha256(seen.hash, global0, sizeof global0);
-    memcpy(g.model_hash, seen.hash, WIRE_HASH_BYTES);
+    global_changed(&g);
     seen.round = g.round;
     seen.u3_round = 0;
     seen.n3 = 0;
