@@ -118,8 +118,9 @@ enum { SPEC_ONLY, SPEC_VEC, SPEC_BULK };
 
 /* The SHA-256 of the global model as it stands: what a secure round's sites
  * sign their keys against, what a v4 PLAN/EVAL names for the fetch and a
- * FETCH must name. Computed once per model; whatever writes global calls
- * global_changed() first. */
+ * FETCH must name. Computed once per model; whatever writes global in a
+ * running coordinator calls global_changed() first (the model loaded at
+ * start follows the global_changed() that sets the struct up). */
 static const uint8_t *global_sha256(coord_t *c)
 {
     if (c->global_sha_version != c->version) {
