@@ -347,7 +347,18 @@ trial() {
         case $fired in
         fired*)
             reap "$vpid"; vrc=$?
-            [ $vrc -eq 137 ] || why="$why; killed site exit $vrc"
+            if [ $vrc -ne 137 ]; then
+                # Exit 0 after its last start's "shutdown -> exit": it left on
+                # SHUTDOWN and was still exiting (a task in exit takes no signal)
+                # when the kill came: nothing was killed, as for "gone".
+                if [ $vrc -eq 0 ] && sed -n '/^==== chaos: site started/h; /^==== chaos: site started/!H; ${x;p}' \
+                        "$d/site-0$VICTIM.log" | grep -q 'event=shutdown -> exit'; then
+                    fired="gone"
+                    note="$note, it was exiting on SHUTDOWN as the kill came"
+                else
+                    why="$why; killed site exit $vrc"
+                fi
+            fi
             "$PY" -c 'import time,sys; time.sleep(int(sys.argv[1]) / 1000)' "$RESTART_MS"
             # Back even when the run is over: it must start from what the kill
             # left (its released-shares record); then it has no one to talk to.
