@@ -288,6 +288,12 @@ reap() {
     return $_rc
 }
 
+# since_start WHO LOG: LOG from its last "==== chaos: WHO started" line on
+# (what the process started last has written).
+since_start() {
+    sed -n "/^==== chaos: $1 started/h; /^==== chaos: $1 started/!H; \${x;p}" "$2"
+}
+
 # Leftover temp files of interrupted writes in the state directory.
 temps() { ls -a "$STATE" "$STATE/rounds" 2>/dev/null | grep '\.tmp' | tr '\n' ' '; }
 
@@ -351,8 +357,8 @@ trial() {
                 # Exit 0 after its last start's "shutdown -> exit": it left on
                 # SHUTDOWN and was still exiting (a task in exit takes no signal)
                 # when the kill came: nothing was killed, as for "gone".
-                if [ $vrc -eq 0 ] && sed -n '/^==== chaos: site started/h; /^==== chaos: site started/!H; ${x;p}' \
-                        "$d/site-0$VICTIM.log" | grep -q 'event=shutdown -> exit'; then
+                if [ $vrc -eq 0 ] && since_start site "$d/site-0$VICTIM.log" |
+                        grep -q 'event=shutdown -> exit'; then
                     fired="gone"
                     note="$note, it was exiting on SHUTDOWN as the kill came"
                 else
@@ -381,8 +387,8 @@ trial() {
         if kill -0 "$p" 2>/dev/null; then kill "$p"; reap "$p"
         else
             reap "$p"; vrc=$?
-            if [ $vrc -eq 0 ] && sed -n '/^==== chaos: site started/h; /^==== chaos: site started/!H; ${x;p}' \
-                    "$d/site-0$VICTIM.log" | grep -q 'event=shutdown -> exit'; then
+            if [ $vrc -eq 0 ] && since_start site "$d/site-0$VICTIM.log" |
+                    grep -q 'event=shutdown -> exit'; then
                 note="$note, told SHUTDOWN on its return"
             else
                 why="$why; site-0$VICTIM, started after the kill, exit $vrc"
@@ -395,7 +401,7 @@ trial() {
     # restart that found the run complete (the last round committed before
     # its EVAL) sends none: its sites are stopped at once.
     w=0
-    if sed -n '/^==== chaos: coordinator started/h; /^==== chaos: coordinator started/!H; ${x;p}' "$CLOG" |
+    if since_start coordinator "$CLOG" |
             grep -q 'already ran: nothing to do'; then
         note="$note, run complete at the restart"
         for k in 0 1 2 3; do p=$(site_pid $k); [ -n "$p" ] && kill "$p" 2>/dev/null; done
